@@ -1,0 +1,697 @@
+// The command line: argv parsing, dispatch through the verb table, generated
+// help, output in human or --json form, and the mapping from errors to exit
+// codes.
+//
+// Argv rules: flags may come anywhere; `--flag=value` works for every flag;
+// a boolean flag never takes the next word as its value; `--` ends flag
+// parsing (what follows goes to `claude` for launch, and is positional for
+// every other verb). Every flag name has one kind across all verbs, so argv
+// can be split into flags and words before the verb is known.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Exit codes.
+const (
+	exitOK            = 0
+	exitFailure       = 1
+	exitAuth          = 2
+	exitUsage         = 3
+	exitNetwork       = 4
+	exitNotFound      = 5
+	exitExists        = 6
+	exitPermission    = 7
+	exitInternal      = 8
+	exitClaudeMissing = 9
+	exitIO            = 10
+)
+
+// runFunc runs a verb with its positional arguments.
+type runFunc func(ctx context.Context, c *cli, args []string) error
+
+// flagSet is the standard FlagSet; verbs declare their flags on it.
+type flagSet = flag.FlagSet
+
+// command is one row of the verb table.
+type command struct {
+	name        string   // one or more words: "send", "mesh create"
+	aliases     []string // other full names that run it: "new", "mesh new"
+	args        string   // positional synopsis for help: "<slug>"
+	summary     string   // one line for the verb list
+	detail      string   // optional paragraph for `help <verb>`
+	group       string   // help section
+	passthrough bool     // words after `--` are kept apart (launch)
+	jsonFields  bool     // accepts --json=<field,list>
+	setup       func(fs *flagSet) runFunc
+}
+
+// names are the command's name and aliases.
+func (cmd *command) names() []string { return append([]string{cmd.name}, cmd.aliases...) }
+
+// Env is what one run of the CLI sees of its process.
+type Env struct {
+	Getenv    func(string) string
+	Stdin     io.Reader
+	Stdout    io.Writer
+	Stderr    io.Writer
+	StdoutTTY bool
+	StderrTTY bool
+}
+
+func processEnv() Env {
+	return Env{
+		Getenv:    os.Getenv,
+		Stdin:     os.Stdin,
+		Stdout:    os.Stdout,
+		Stderr:    os.Stderr,
+		StdoutTTY: isTerminal(os.Stdout),
+		StderrTTY: isTerminal(os.Stderr),
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// globalFlags are accepted by every verb.
+type globalFlags struct {
+	json     jsonFlag
+	noColor  bool
+	help     bool
+	version  bool
+	strict   bool
+	noDaemon bool
+	verbose  bool
+}
+
+func (g *globalFlags) register(fs *flagSet) {
+	fs.Var(&g.json, "json", "print one JSON document instead of text")
+	fs.BoolVar(&g.noColor, "no-color", false, "no colour in output (also NO_COLOR)")
+	fs.BoolVar(&g.help, "help", false, "show help")
+	fs.BoolVar(&g.help, "h", false, "show help")
+	fs.BoolVar(&g.version, "version", false, "print the version")
+	fs.BoolVar(&g.strict, "strict", false, "fail instead of falling back when the daemon is unavailable")
+	fs.BoolVar(&g.noDaemon, "no-daemon", false, "never use the daemon; talk to the broker directly")
+	fs.BoolVar(&g.verbose, "verbose", false, "say more")
+}
+
+// jsonFlag is --json (on/off) or --json=field,field (on, projected).
+type jsonFlag struct {
+	on     bool
+	fields []string
+}
+
+func (j *jsonFlag) String() string   { return "" }
+func (j *jsonFlag) IsBoolFlag() bool { return true }
+func (j *jsonFlag) Set(v string) error {
+	switch v {
+	case "true", "":
+		j.on, j.fields = true, nil
+	case "false":
+		j.on, j.fields = false, nil
+	default:
+		j.on, j.fields = true, nil
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				j.fields = append(j.fields, f)
+			}
+		}
+	}
+	return nil
+}
+
+// cli is one invocation: its environment, parsed global flags and lazily
+// resolved paths.
+type cli struct {
+	env         Env
+	commands    []*command
+	global      globalFlags
+	cmd         *command
+	passthrough []string
+
+	pathsOnce sync.Once
+	paths     Paths
+}
+
+func newCLI(env Env, table []*command) *cli {
+	if env.Getenv == nil {
+		env.Getenv = func(string) string { return "" }
+	}
+	if env.Stdin == nil {
+		env.Stdin = strings.NewReader("")
+	}
+	if env.Stdout == nil {
+		env.Stdout = io.Discard
+	}
+	if env.Stderr == nil {
+		env.Stderr = io.Discard
+	}
+	return &cli{env: env, commands: table}
+}
+
+// Paths resolves the file roots once per invocation, printing the stale
+// config-dir warning at most once.
+func (c *cli) Paths() Paths {
+	c.pathsOnce.Do(func() {
+		p, warning := resolvePaths(pathEnv{
+			getenv:    c.env.Getenv,
+			home:      homeDir(c.env.Getenv),
+			stderrTTY: c.env.StderrTTY,
+			dirExists: dirExists,
+		})
+		if warning != "" {
+			fmt.Fprint(c.env.Stderr, warning)
+		}
+		c.paths = p
+	})
+	return c.paths
+}
+
+// run executes one command line and returns the process exit code.
+func run(ctx context.Context, args []string, env Env) int {
+	c := newCLI(env, commands)
+	err := c.dispatch(ctx, args)
+	return c.report(err)
+}
+
+// parsedArgs is argv split into flags and words.
+type parsedArgs struct {
+	words       []string
+	flags       []flagArg
+	passthrough []string
+	dashDash    bool
+}
+
+type flagArg struct{ name, value string }
+
+// flagKinds maps every flag name any verb declares to whether it is boolean.
+func flagKinds(table []*command) map[string]bool {
+	kinds := map[string]bool{}
+	for _, cmd := range table {
+		fs, _ := newVerbFlagSet(cmd, &globalFlags{})
+		fs.VisitAll(func(f *flag.Flag) {
+			kinds[f.Name] = isBoolFlag(f)
+		})
+	}
+	return kinds
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+func newVerbFlagSet(cmd *command, g *globalFlags) (*flagSet, runFunc) {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	var run runFunc
+	if cmd.setup != nil {
+		run = cmd.setup(fs)
+	}
+	return fs, run
+}
+
+// splitArgs separates flags from words using the flag kinds.
+func splitArgs(args []string, kinds map[string]bool) (parsedArgs, error) {
+	var p parsedArgs
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			p.dashDash = true
+			p.passthrough = append([]string{}, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			p.words = append(p.words, a)
+			continue
+		}
+		body := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		name, value, hasValue := strings.Cut(body, "=")
+		isBool, known := kinds[name]
+		if !known || name == "" {
+			return p, unknownFlagError(a, kinds)
+		}
+		switch {
+		case hasValue:
+		case isBool:
+			value = "true"
+		case i+1 < len(args) && !looksLikeKnownFlag(args[i+1], kinds):
+			i++
+			value = args[i]
+		default:
+			return p, usageError("flag --%s needs a value", name)
+		}
+		p.flags = append(p.flags, flagArg{name: name, value: value})
+	}
+	return p, nil
+}
+
+func looksLikeKnownFlag(s string, kinds map[string]bool) bool {
+	if !strings.HasPrefix(s, "--") {
+		return false
+	}
+	name, _, _ := strings.Cut(s[2:], "=")
+	_, ok := kinds[name]
+	return ok || s == "--"
+}
+
+func unknownFlagError(arg string, kinds map[string]bool) error {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	names := make([]string, 0, len(kinds))
+	for k := range kinds {
+		if len(k) > 1 {
+			names = append(names, k)
+		}
+	}
+	err := usageError("unknown flag %s", arg)
+	if s := closest(name, names); s != "" {
+		return withHint(err, "did you mean --"+s+"?")
+	}
+	return err
+}
+
+// findCommand matches the longest run of leading words against the table.
+func findCommand(table []*command, words []string) (*command, int) {
+	for n := min(len(words), 3); n > 0; n-- {
+		name := strings.Join(words[:n], " ")
+		for _, cmd := range table {
+			for _, alias := range cmd.names() {
+				if alias == name {
+					return cmd, n
+				}
+			}
+		}
+	}
+	return nil, 0
+}
+
+// dispatch parses argv, finds the verb, applies its flags and runs it.
+func (c *cli) dispatch(ctx context.Context, args []string) error {
+	p, err := splitArgs(args, flagKinds(c.commands))
+	if err != nil {
+		return err
+	}
+	cmd, used := findCommand(c.commands, p.words)
+	if cmd == nil {
+		// Global flags still mean something without a verb.
+		for _, f := range p.flags {
+			if f.name == "version" {
+				return c.printVersion()
+			}
+		}
+		if len(p.words) == 0 {
+			return c.printHelp(nil)
+		}
+		return unknownVerbError(c.commands, p.words)
+	}
+	c.cmd = cmd
+	fs, run := newVerbFlagSet(cmd, &c.global)
+	for _, f := range p.flags {
+		if fs.Lookup(f.name) == nil {
+			return withHint(usageError("flag --%s does not apply to '%s'", f.name, cmd.name),
+				"see 'claudemesh help "+cmd.name+"'")
+		}
+		if err := fs.Set(f.name, f.value); err != nil {
+			return usageError("invalid value %q for --%s: %v", f.value, f.name, err)
+		}
+	}
+	if c.global.json.fields != nil && !cmd.jsonFields {
+		return usageError("'%s' does not take a --json field list", cmd.name)
+	}
+	if c.global.version {
+		return c.printVersion()
+	}
+	if c.global.help {
+		return c.printHelp(cmd)
+	}
+	rest := append([]string{}, p.words[used:]...)
+	if cmd.passthrough {
+		c.passthrough = p.passthrough
+	} else {
+		rest = append(rest, p.passthrough...)
+	}
+	if run == nil {
+		return c.printHelp(cmd)
+	}
+	return run(ctx, c, rest)
+}
+
+func unknownVerbError(table []*command, words []string) error {
+	var names []string
+	for _, cmd := range table {
+		names = append(names, cmd.names()...)
+	}
+	// A group word ("mesh", "daemon") with a missing or unknown subverb.
+	var subs []string
+	for _, name := range names {
+		if rest, ok := strings.CutPrefix(name, words[0]+" "); ok {
+			subs = append(subs, rest)
+		}
+	}
+	if len(subs) > 0 {
+		sort.Strings(subs)
+		if len(words) == 1 {
+			return withHint(usageError("'%s' needs a subcommand", words[0]), "one of: "+strings.Join(subs, ", "))
+		}
+		attempt := words[0] + " " + words[1]
+		if s := closest(attempt, names); s != "" {
+			return withHint(usageError("unknown verb %q", attempt), "did you mean 'claudemesh "+s+"'?")
+		}
+		return withHint(usageError("unknown verb %q", attempt), "'"+words[0]+"' takes: "+strings.Join(subs, ", "))
+	}
+	if s := closest(words[0], names); s != "" {
+		return withHint(usageError("unknown verb %q", words[0]), "did you mean 'claudemesh "+s+"'?")
+	}
+	return withHint(usageError("unknown verb %q", words[0]), "run 'claudemesh help' for the list of verbs")
+}
+
+// closest returns the candidate within edit distance 2 of s (or that s is a
+// prefix of), preferring the nearest; "" when nothing is close.
+func closest(s string, candidates []string) string {
+	best, bestDist := "", 3
+	for _, cand := range candidates {
+		d := editDistance(s, cand)
+		if len(s) >= 3 && strings.HasPrefix(cand, s) && d > 1 {
+			d = 2
+		}
+		if d < bestDist || (d == bestDist && best != "" && cand < best) {
+			best, bestDist = cand, d
+		}
+	}
+	if bestDist == 0 {
+		return ""
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// Errors carry an exit code and hints; report prints them.
+
+// cliError is an error with the exit code it should produce and hints that
+// name the likely fix.
+type cliError struct {
+	code  int
+	err   error
+	hints []string
+}
+
+func (e *cliError) Error() string { return e.err.Error() }
+func (e *cliError) Unwrap() error { return e.err }
+
+// usageError is a bad invocation (exit 3).
+func usageError(format string, a ...any) error {
+	return &cliError{code: exitUsage, err: fmt.Errorf(format, a...)}
+}
+
+// exitError gives err an exit code (and hints).
+func exitError(code int, err error, hints ...string) error {
+	return &cliError{code: code, err: err, hints: hints}
+}
+
+// withHint adds a hint line to err, keeping its exit code.
+func withHint(err error, hint string) error {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return &cliError{code: ce.code, err: ce.err, hints: append(append([]string{}, ce.hints...), hint)}
+	}
+	return &cliError{code: exitFailure, err: err, hints: []string{hint}}
+}
+
+// exitCodeOf maps an error to the process exit code.
+func exitCodeOf(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	var cfg *ConfigError
+	if errors.As(err, &cfg) {
+		return exitIO
+	}
+	return exitFailure
+}
+
+// report prints err (if any) the way every verb does and returns the code.
+func (c *cli) report(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var silent silentExit
+	if errors.As(err, &silent) {
+		return int(silent)
+	}
+	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paint(colorRed, "claudemesh: error:"), err.Error())
+	var ce *cliError
+	if errors.As(err, &ce) {
+		for _, h := range ce.hints {
+			fmt.Fprintf(c.env.Stderr, "hint: %s\n", h)
+		}
+	}
+	var cfg *ConfigError
+	if errors.As(err, &cfg) && errors.As(cfg.Err, new(*json.SyntaxError)) {
+		fmt.Fprintf(c.env.Stderr, "hint: fix or move the file aside; nothing was changed\n")
+	}
+	return exitCodeOf(err)
+}
+
+// silentExit ends a verb with a code after it has printed its own output.
+type silentExit int
+
+func (s silentExit) Error() string { return fmt.Sprintf("exit %d", int(s)) }
+
+// Output.
+
+const (
+	colorRed    = "31"
+	colorGreen  = "32"
+	colorYellow = "33"
+	colorDim    = "2"
+	colorBold   = "1"
+)
+
+// colorOn: colour only on a terminal, without NO_COLOR, --no-color or TERM=dumb.
+func (c *cli) colorOn() bool {
+	return c.env.StdoutTTY && !c.global.noColor && c.env.Getenv("NO_COLOR") == "" && c.env.Getenv("TERM") != "dumb"
+}
+
+func (c *cli) paint(code, s string) string {
+	if !c.colorOn() {
+		return s
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+// jsonMode reports whether --json was given.
+func (c *cli) jsonMode() bool { return c.global.json.on }
+
+// printJSON writes v as one indented JSON document.
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.env.Stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// printf writes human output to stdout.
+func (c *cli) printf(format string, a ...any) {
+	fmt.Fprintf(c.env.Stdout, format, a...)
+}
+
+// warnf writes a warning to stderr.
+func (c *cli) warnf(format string, a ...any) {
+	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paint(colorYellow, "claudemesh: warning:"), fmt.Sprintf(format, a...))
+}
+
+// infof writes an informational line to stderr (kept off stdout so that
+// --json output and pipes stay clean).
+func (c *cli) infof(format string, a ...any) {
+	fmt.Fprintf(c.env.Stderr, "claudemesh: %s\n", fmt.Sprintf(format, a...))
+}
+
+func (c *cli) printVersion() error {
+	if c.jsonMode() {
+		return c.printJSON(map[string]string{"version": version})
+	}
+	c.printf("claudemesh %s\n", version)
+	return nil
+}
+
+// Help.
+
+func runHelp(ctx context.Context, c *cli, args []string) error {
+	if len(args) == 0 {
+		return c.printHelp(nil)
+	}
+	cmd, used := findCommand(c.commands, args)
+	if cmd == nil || used != len(args) {
+		return unknownVerbError(c.commands, args)
+	}
+	return c.printHelp(cmd)
+}
+
+func (c *cli) printHelp(cmd *command) error {
+	if cmd == nil {
+		c.printf("%s", generalHelp(c.commands))
+		return nil
+	}
+	c.printf("%s", verbHelp(cmd))
+	return nil
+}
+
+func generalHelp(table []*command) string {
+	var b strings.Builder
+	b.WriteString("claudemesh " + version + " — Claude Code sessions that find each other and talk\n\n")
+	b.WriteString("Usage: claudemesh <verb> [args] [flags]\n")
+	width := 0
+	for _, cmd := range table {
+		width = max(width, len(synopsis(cmd)))
+	}
+	for _, g := range helpGroups {
+		var rows []*command
+		for _, cmd := range table {
+			if cmd.group == g || (cmd.group == "" && g == groupOther) {
+				rows = append(rows, cmd)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		b.WriteString("\n" + g + ":\n")
+		for _, cmd := range rows {
+			line := fmt.Sprintf("  %-*s  %s", width, synopsis(cmd), cmd.summary)
+			if len(cmd.aliases) > 0 {
+				line += " (also: " + strings.Join(cmd.aliases, ", ") + ")"
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	b.WriteString("\nGlobal flags:\n")
+	b.WriteString(flagHelp(globalFlagSet()))
+	b.WriteString("\nRun 'claudemesh help <verb>' for a verb's flags.\n")
+	return b.String()
+}
+
+func synopsis(cmd *command) string {
+	if cmd.args == "" {
+		return cmd.name
+	}
+	return cmd.name + " " + cmd.args
+}
+
+func globalFlagSet() *flagSet {
+	fs := flag.NewFlagSet("global", flag.ContinueOnError)
+	var g globalFlags
+	g.register(fs)
+	return fs
+}
+
+func verbHelp(cmd *command) string {
+	var b strings.Builder
+	b.WriteString("Usage: claudemesh " + synopsis(cmd) + " [flags]\n\n")
+	b.WriteString(cmd.summary + "\n")
+	if cmd.detail != "" {
+		b.WriteString("\n" + strings.TrimSpace(cmd.detail) + "\n")
+	}
+	if len(cmd.aliases) > 0 {
+		b.WriteString("\nAlso: " + strings.Join(cmd.aliases, ", ") + "\n")
+	}
+	fs, _ := newVerbFlagSet(cmd, &globalFlags{})
+	global := globalFlagSet()
+	own := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	fs.VisitAll(func(f *flag.Flag) {
+		if global.Lookup(f.Name) == nil {
+			own.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	if hasFlags(own) {
+		b.WriteString("\nFlags:\n")
+		b.WriteString(flagHelp(own))
+	}
+	b.WriteString("\nGlobal flags:\n")
+	b.WriteString(flagHelp(global))
+	return b.String()
+}
+
+func hasFlags(fs *flagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// flagHelp lists flags one per line; single-letter names are folded into
+// the long flag that shares their value.
+func flagHelp(fs *flagSet) string {
+	type row struct{ names, usage string }
+	var rows []row
+	byUsage := map[string]int{}
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "--" + f.Name
+		if len(f.Name) == 1 {
+			name = "-" + f.Name
+		}
+		if !isBoolFlag(f) {
+			name += " <" + valueName(f) + ">"
+		}
+		if i, ok := byUsage[f.Usage]; ok {
+			if len(f.Name) == 1 {
+				rows[i].names = name + ", " + rows[i].names
+			} else {
+				rows[i].names += ", " + name
+			}
+			return
+		}
+		byUsage[f.Usage] = len(rows)
+		rows = append(rows, row{names: name, usage: f.Usage})
+	})
+	width := 0
+	for _, r := range rows {
+		width = max(width, len(r.names))
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, r.names, r.usage)
+	}
+	return b.String()
+}
+
+func valueName(f *flag.Flag) string {
+	name, _ := flag.UnquoteUsage(f)
+	if name == "" || name == "value" {
+		return "value"
+	}
+	return name
+}

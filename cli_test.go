@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// argvProbe records what a verb received.
+type argvProbe struct {
+	verb        string
+	args        []string
+	passthrough []string
+	mesh        string
+	priority    string
+	self        bool
+	yes         bool
+	json        bool
+	fields      []string
+}
+
+// probeTable is a small verb table shaped like the real one, for the argv
+// rules.
+func probeTable(got *argvProbe) []*command {
+	record := func(name string, mesh, priority *string, self, yes *bool) runFunc {
+		return func(ctx context.Context, c *cli, args []string) error {
+			*got = argvProbe{verb: name, args: args, passthrough: c.passthrough, mesh: *mesh, priority: *priority,
+				self: *self, yes: *yes, json: c.jsonMode(), fields: c.global.json.fields}
+			return nil
+		}
+	}
+	verb := func(name string, aliases []string, passthrough, fields bool) *command {
+		messageFlags := name != "mesh create"
+		return &command{name: name, aliases: aliases, passthrough: passthrough, jsonFields: fields,
+			setup: func(fs *flagSet) runFunc {
+				var mesh, priority string
+				var self, yes bool
+				fs.StringVar(&mesh, "mesh", "", "mesh slug")
+				fs.StringVar(&priority, "priority", "next", "now|next|low")
+				if messageFlags {
+					fs.BoolVar(&self, "self", false, "fan out to sibling sessions")
+				}
+				fs.BoolVar(&yes, "yes", false, "skip permission prompts")
+				fs.BoolVar(&yes, "y", false, "skip permission prompts")
+				return record(name, &mesh, &priority, &self, &yes)
+			}}
+	}
+	return []*command{
+		verb("send", []string{"message send"}, false, false),
+		verb("peer list", []string{"peers"}, false, true),
+		verb("mesh create", []string{"new", "create"}, false, false),
+		verb("launch", []string{"connect"}, true, false),
+		{name: "help", setup: func(fs *flagSet) runFunc { return runHelp }},
+	}
+}
+
+func TestArgvRules(t *testing.T) {
+	pk := strings.Repeat("ab", 32)
+	cases := []struct {
+		name string
+		argv []string
+		want argvProbe
+	}{
+		{"self keeps both positionals (1.32.0)", []string{"send", "--self", pk, "msg"},
+			argvProbe{verb: "send", args: []string{pk, "msg"}, self: true, priority: "next"}},
+		{"boolean never eats the next word", []string{"send", "--json", "bob", "hi"},
+			argvProbe{verb: "send", args: []string{"bob", "hi"}, json: true, priority: "next"}},
+		{"flags before the verb", []string{"--mesh", "team", "send", "bob", "hi", "there"},
+			argvProbe{verb: "send", args: []string{"bob", "hi", "there"}, mesh: "team", priority: "next"}},
+		{"flags after the positionals", []string{"send", "bob", "hi", "--priority", "now"},
+			argvProbe{verb: "send", args: []string{"bob", "hi"}, priority: "now"}},
+		{"equals form", []string{"send", "--mesh=team", "--priority=low", "bob", "x"},
+			argvProbe{verb: "send", args: []string{"bob", "x"}, mesh: "team", priority: "low"}},
+		{"equals form on a boolean", []string{"send", "--self=false", "bob", "x"},
+			argvProbe{verb: "send", args: []string{"bob", "x"}, priority: "next"}},
+		{"value flag takes a dash word", []string{"send", "--mesh", "-odd", "bob", "x"},
+			argvProbe{verb: "send", args: []string{"bob", "x"}, mesh: "-odd", priority: "next"}},
+		{"double dash makes flags literal", []string{"send", "bob", "--", "--self", "-y"},
+			argvProbe{verb: "send", args: []string{"bob", "--self", "-y"}, priority: "next"}},
+		{"double dash goes to claude for launch", []string{"launch", "-y", "team", "--", "--resume", "abc", "--model", "opus"},
+			argvProbe{verb: "launch", args: []string{"team"}, passthrough: []string{"--resume", "abc", "--model", "opus"}, yes: true, priority: "next"}},
+		{"short boolean", []string{"launch", "-y"},
+			argvProbe{verb: "launch", args: []string{}, yes: true, priority: "next"}},
+		{"two-word verb", []string{"mesh", "create", "team"},
+			argvProbe{verb: "mesh create", args: []string{"team"}, priority: "next"}},
+		{"alias", []string{"new", "team"},
+			argvProbe{verb: "mesh create", args: []string{"team"}, priority: "next"}},
+		{"two-word alias", []string{"message", "send", "bob", "hi"},
+			argvProbe{verb: "send", args: []string{"bob", "hi"}, priority: "next"}},
+		{"json field list", []string{"peers", "--json=name,pubkey"},
+			argvProbe{verb: "peer list", args: []string{}, json: true, fields: []string{"name", "pubkey"}, priority: "next"}},
+		{"json with space keeps the word positional", []string{"peers", "--json", "name"},
+			argvProbe{verb: "peer list", args: []string{"name"}, json: true, priority: "next"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got argvProbe
+			var stderr bytes.Buffer
+			c := newCLI(Env{Stderr: &stderr}, probeTable(&got))
+			if code := c.report(c.dispatch(context.Background(), tc.argv)); code != 0 {
+				t.Fatalf("dispatch(%q) exit %d: %s", tc.argv, code, stderr.String())
+			}
+			if got.args == nil {
+				got.args = []string{}
+			}
+			if tc.want.args == nil {
+				tc.want.args = []string{}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("dispatch(%q) = %+v, want %+v", tc.argv, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestArgvErrors(t *testing.T) {
+	cases := []struct {
+		name     string
+		argv     []string
+		code     int
+		contains string
+	}{
+		{"unknown verb with a close match", []string{"sedn", "bob"}, exitUsage, "did you mean 'claudemesh send'"},
+		{"unknown subverb", []string{"mesh", "craete", "x"}, exitUsage, "did you mean 'claudemesh mesh create'"},
+		{"group without subverb", []string{"mesh"}, exitUsage, "one of: create"},
+		{"unknown verb far from everything", []string{"xyzzyplugh"}, exitUsage, "claudemesh help"},
+		{"unknown flag", []string{"send", "--prority", "now"}, exitUsage, "did you mean --priority"},
+		{"value flag at the end", []string{"send", "bob", "hi", "--mesh"}, exitUsage, "--mesh needs a value"},
+		{"value flag followed by a flag", []string{"send", "--mesh", "--self", "bob"}, exitUsage, "--mesh needs a value"},
+		{"flag of another verb", []string{"mesh", "create", "x", "--self"}, exitUsage, "does not apply to 'mesh create'"},
+		{"field list on a verb without one", []string{"send", "--json=a,b", "bob", "x"}, exitUsage, "field list"},
+		{"bad boolean value", []string{"send", "--self=maybe", "bob", "x"}, exitUsage, "invalid value"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got argvProbe
+			var stderr bytes.Buffer
+			c := newCLI(Env{Stderr: &stderr}, probeTable(&got))
+			code := c.report(c.dispatch(context.Background(), tc.argv))
+			if code != tc.code || !strings.Contains(stderr.String(), tc.contains) {
+				t.Fatalf("dispatch(%q) = exit %d, stderr %q; want exit %d containing %q", tc.argv, code, stderr.String(), tc.code, tc.contains)
+			}
+			if !strings.HasPrefix(stderr.String(), "claudemesh: error: ") {
+				t.Fatalf("stderr %q must start with 'claudemesh: error: '", stderr.String())
+			}
+			if got.verb != "" {
+				t.Fatalf("verb %s ran despite the error", got.verb)
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	cases := []struct {
+		name     string
+		argv     []string
+		contains []string
+		absent   []string
+	}{
+		{"help lists verbs", []string{"help"}, []string{"send", "mesh create", "Global flags"}, nil},
+		{"bare prints help", nil, []string{"Usage: claudemesh"}, nil},
+		{"verb --help", []string{"send", "--help"}, []string{"Usage: claudemesh send", "--priority <string>", "--self", "-y, --yes"}, []string{"Flags:\n  --json"}},
+		{"-h anywhere", []string{"-h", "mesh", "create"}, []string{"Usage: claudemesh mesh create"}, nil},
+		{"help verb", []string{"help", "peers"}, []string{"Usage: claudemesh peer list"}, nil},
+		{"--version", []string{"--version"}, []string{"claudemesh " + version}, nil},
+		{"--version after a verb", []string{"send", "--version"}, []string{"claudemesh " + version}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got argvProbe
+			var stdout bytes.Buffer
+			c := newCLI(Env{Stdout: &stdout}, probeTable(&got))
+			if code := c.report(c.dispatch(context.Background(), tc.argv)); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			for _, s := range tc.contains {
+				if !strings.Contains(stdout.String(), s) {
+					t.Errorf("output lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			for _, s := range tc.absent {
+				if strings.Contains(stdout.String(), s) {
+					t.Errorf("output has %q:\n%s", s, stdout.String())
+				}
+			}
+			if got.verb != "" {
+				t.Errorf("verb %s ran for help/version", got.verb)
+			}
+		})
+	}
+}
+
+// The real table: every flag name has one kind, every help line renders,
+// and help lists exactly the verbs of the table.
+func TestVerbTableConsistent(t *testing.T) {
+	kinds := map[string]bool{}
+	seen := map[string]string{}
+	for _, cmd := range commands {
+		for _, name := range cmd.names() {
+			if other, dup := seen[name]; dup {
+				t.Errorf("name %q used by both %q and %q", name, other, cmd.name)
+			}
+			seen[name] = cmd.name
+		}
+		if cmd.summary == "" || cmd.group == "" {
+			t.Errorf("%q needs a summary and a help group", cmd.name)
+		}
+		fs, run := newVerbFlagSet(cmd, &globalFlags{})
+		if run == nil {
+			t.Errorf("%q has no run function", cmd.name)
+		}
+		fs.VisitAll(func(f *flag.Flag) {
+			b := isBoolFlag(f)
+			if prev, ok := kinds[f.Name]; ok && prev != b {
+				t.Errorf("flag --%s is boolean in one verb and not in another", f.Name)
+			}
+			kinds[f.Name] = b
+		})
+	}
+	help := generalHelp(commands)
+	for _, cmd := range commands {
+		if !strings.Contains(help, "  "+synopsis(cmd)) {
+			t.Errorf("help lacks %q", cmd.name)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	cases := []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{errors.New("plain"), exitFailure},
+		{usageError("x"), exitUsage},
+		{exitError(exitNotFound, errors.New("x")), exitNotFound},
+		{withHint(exitError(exitNetwork, errors.New("x")), "h"), exitNetwork},
+		{fmt.Errorf("wrapped: %w", exitError(exitClaudeMissing, errors.New("x"))), exitClaudeMissing},
+		{&ConfigError{Path: "p", Err: errors.New("x")}, exitIO},
+	}
+	for _, tc := range cases {
+		if got := exitCodeOf(tc.err); got != tc.want {
+			t.Errorf("exitCodeOf(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestColour(t *testing.T) {
+	cases := []struct {
+		name    string
+		tty     bool
+		env     map[string]string
+		noColor bool
+		want    bool
+	}{
+		{"tty", true, nil, false, true},
+		{"pipe", false, nil, false, false},
+		{"NO_COLOR", true, map[string]string{"NO_COLOR": "1"}, false, false},
+		{"--no-color", true, nil, true, false},
+		{"TERM=dumb", true, map[string]string{"TERM": "dumb"}, false, false},
+	}
+	for _, tc := range cases {
+		c := newCLI(Env{StdoutTTY: tc.tty, Getenv: func(k string) string { return tc.env[k] }}, nil)
+		c.global.noColor = tc.noColor
+		if got := c.colorOn(); got != tc.want {
+			t.Errorf("%s: colorOn = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

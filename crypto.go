@@ -1,0 +1,344 @@
+// Identity keys, signed strings and message bodies, byte-compatible with
+// libsodium so that claudemesh peers written against it can talk to ours:
+// ed25519 keys in libsodium's hex layout (secret = seed ‖ public), detached
+// signatures over UTF-8 strings, and crypto_box with libsodium's
+// ed25519→X25519 conversion.
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"filippo.io/edwards25519"
+	"golang.org/x/crypto/nacl/box"
+)
+
+// Keypair is an ed25519 identity: a member key, a session key or a mesh owner key.
+type Keypair struct {
+	Public ed25519.PublicKey
+	Secret ed25519.PrivateKey // seed ‖ public, as libsodium stores it
+}
+
+var (
+	hex64Pattern  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hex128Pattern = regexp.MustCompile(`^[0-9a-f]{128}$`)
+)
+
+// isHexKey reports whether s is a lowercase 64-hex public key: the form a
+// "direct" target has on the wire.
+func isHexKey(s string) bool { return hex64Pattern.MatchString(s) }
+
+// isHexSecret reports whether s is a lowercase 128-hex secret key.
+func isHexSecret(s string) bool { return hex128Pattern.MatchString(s) }
+
+// newKeypair makes a fresh random ed25519 identity.
+func newKeypair() (Keypair, error) {
+	pub, sec, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return Keypair{}, fmt.Errorf("generate key: %w", err)
+	}
+	return Keypair{Public: pub, Secret: sec}, nil
+}
+
+// mustNewKeypair is newKeypair for places where the system RNG failing is
+// not a recoverable condition (tests, demo fixtures).
+func mustNewKeypair() Keypair {
+	kp, err := newKeypair()
+	if err != nil {
+		panic(err)
+	}
+	return kp
+}
+
+// PublicHex is the 64-char lowercase public key.
+func (k Keypair) PublicHex() string { return hex.EncodeToString(k.Public) }
+
+// SecretHex is the 128-char lowercase secret key (seed ‖ public).
+func (k Keypair) SecretHex() string { return hex.EncodeToString(k.Secret) }
+
+// keypairFromHex parses a libsodium-layout hex keypair and checks that the
+// public half embedded in the secret matches the stated public key.
+func keypairFromHex(pubHex, secHex string) (Keypair, error) {
+	pub, err := decodeHexKey(pubHex, ed25519.PublicKeySize, "public key")
+	if err != nil {
+		return Keypair{}, err
+	}
+	sec, err := decodeHexKey(secHex, ed25519.PrivateKeySize, "secret key")
+	if err != nil {
+		return Keypair{}, err
+	}
+	derived := ed25519.NewKeyFromSeed(sec[:ed25519.SeedSize])
+	if !bytes.Equal(derived[ed25519.SeedSize:], sec[ed25519.SeedSize:]) || !bytes.Equal(pub, sec[ed25519.SeedSize:]) {
+		return Keypair{}, errors.New("secret key does not match public key")
+	}
+	return Keypair{Public: ed25519.PublicKey(pub), Secret: ed25519.PrivateKey(sec)}, nil
+}
+
+// secretFromHex parses a 128-hex secret key and derives its keypair.
+func secretFromHex(secHex string) (Keypair, error) {
+	sec, err := decodeHexKey(secHex, ed25519.PrivateKeySize, "secret key")
+	if err != nil {
+		return Keypair{}, err
+	}
+	return keypairFromHex(hex.EncodeToString(sec[ed25519.SeedSize:]), secHex)
+}
+
+func decodeHexKey(s string, size int, what string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != size {
+		return nil, fmt.Errorf("%s must be %d hex characters", what, size*2)
+	}
+	return b, nil
+}
+
+// sign returns the detached ed25519 signature of msg as 128 lowercase hex.
+func (k Keypair) sign(msg string) string {
+	return hex.EncodeToString(ed25519.Sign(k.Secret, []byte(msg)))
+}
+
+// verifySignature checks a hex signature by a hex public key over msg. Hex is
+// accepted in either case, as libsodium-based peers may send either.
+func verifySignature(pubHex, msg, sigHex string) bool {
+	pub, err := hex.DecodeString(pubHex)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return false
+	}
+	sig, err := hex.DecodeString(sigHex)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(pub, []byte(msg), sig)
+}
+
+// The signed strings of the protocol. Integers are base 10; times are
+// milliseconds since the epoch unless the name says otherwise.
+
+// helloSignedString is what a member signs in its `hello` frame.
+func helloSignedString(meshID, memberID, pubkey string, timestampMs int64) string {
+	return strings.Join([]string{meshID, memberID, pubkey, strconv.FormatInt(timestampMs, 10)}, "|")
+}
+
+// attestationSignedString is what a member signs to vouch for a session key.
+func attestationSignedString(parentMemberPubkey, sessionPubkey string, expiresAtMs int64) string {
+	return "claudemesh-session-attest|" + parentMemberPubkey + "|" + sessionPubkey + "|" + strconv.FormatInt(expiresAtMs, 10)
+}
+
+// sessionHelloSignedString is what a session key signs in `session_hello`.
+func sessionHelloSignedString(meshID, parentMemberPubkey, sessionPubkey string, timestampMs int64) string {
+	return "claudemesh-session-hello|" + meshID + "|" + parentMemberPubkey + "|" + sessionPubkey + "|" + strconv.FormatInt(timestampMs, 10)
+}
+
+// inviteSignedString is what the mesh owner signs in a v1 invite;
+// expiresAtSec is in unix seconds.
+func inviteSignedString(meshID, meshSlug, brokerURL string, expiresAtSec int64, rootKey, role, ownerPubkey string) string {
+	return strings.Join([]string{"v", meshID, meshSlug, brokerURL, strconv.FormatInt(expiresAtSec, 10), rootKey, role, ownerPubkey}, "|")
+}
+
+// meshCreateSignedString is what the creator key signs to create a mesh on a
+// broker without a web account.
+func meshCreateSignedString(slug, pubkey string, timestampMs int64) string {
+	return "claudemesh-mesh-create|" + slug + "|" + pubkey + "|" + strconv.FormatInt(timestampMs, 10)
+}
+
+// Session attestations: a member key vouching for a session key.
+
+// Attestation is the parent member's signed statement that a session key
+// speaks for it until ExpiresAt (ms).
+type Attestation struct {
+	SessionPubkey      string `json:"sessionPubkey"`
+	ParentMemberPubkey string `json:"parentMemberPubkey"`
+	ExpiresAt          int64  `json:"expiresAt"`
+	Signature          string `json:"signature"`
+}
+
+// attestationTTL is how long launch and the daemon make attestations last;
+// brokers refuse anything over 24 h.
+const attestationTTLMs = 12 * 60 * 60 * 1000
+
+// signAttestation makes an attestation by member for sessionPubkey.
+func signAttestation(member Keypair, sessionPubkey string, expiresAtMs int64) Attestation {
+	return Attestation{
+		SessionPubkey:      sessionPubkey,
+		ParentMemberPubkey: member.PublicHex(),
+		ExpiresAt:          expiresAtMs,
+		Signature:          member.sign(attestationSignedString(member.PublicHex(), sessionPubkey, expiresAtMs)),
+	}
+}
+
+// DM bodies: crypto_box (X25519-XSalsa20-Poly1305) between ed25519 identities.
+
+// edPublicToX25519 converts an ed25519 public key to X25519 as libsodium's
+// crypto_sign_ed25519_pk_to_curve25519 does, refusing the same bad points.
+func edPublicToX25519(pub []byte) (*[32]byte, error) {
+	if len(pub) != ed25519.PublicKeySize {
+		return nil, errors.New("ed25519 public key must be 32 bytes")
+	}
+	p, err := new(edwards25519.Point).SetBytes(pub)
+	if err != nil {
+		return nil, errors.New("invalid ed25519 public key")
+	}
+	// libsodium rejects small-order points and points outside the main subgroup.
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return nil, errors.New("ed25519 public key has small order")
+	}
+	var out [32]byte
+	copy(out[:], p.BytesMontgomery())
+	return &out, nil
+}
+
+// edSecretToX25519 converts an ed25519 secret key to X25519 as libsodium's
+// crypto_sign_ed25519_sk_to_curve25519 does: sha512 of the seed, clamped.
+func edSecretToX25519(sec ed25519.PrivateKey) *[32]byte {
+	h := sha512.Sum512(sec[:ed25519.SeedSize])
+	var out [32]byte
+	copy(out[:], h[:32])
+	out[0] &= 248
+	out[31] &= 127
+	out[31] |= 64
+	return &out
+}
+
+var errDecrypt = errors.New("message could not be decrypted")
+
+// sealDM encrypts plaintext from sender to the recipient's ed25519 public
+// key. It returns the random nonce and MAC ‖ box, both standard base64.
+func sealDM(plaintext []byte, recipientPubHex string, sender Keypair) (nonceB64, ciphertextB64 string, err error) {
+	rpub, err := hex.DecodeString(recipientPubHex)
+	if err != nil {
+		return "", "", errors.New("recipient key is not hex")
+	}
+	rx, err := edPublicToX25519(rpub)
+	if err != nil {
+		return "", "", fmt.Errorf("recipient key: %w", err)
+	}
+	var nonce [24]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return "", "", err
+	}
+	sealed := box.Seal(nil, plaintext, &nonce, rx, edSecretToX25519(sender.Secret))
+	return b64(nonce[:]), b64(sealed), nil
+}
+
+// openDM decrypts a DM sealed by senderPubHex for recipient.
+func openDM(nonceB64, ciphertextB64, senderPubHex string, recipient Keypair) ([]byte, error) {
+	nonceBytes, err := unb64(nonceB64)
+	if err != nil || len(nonceBytes) != 24 {
+		return nil, errDecrypt
+	}
+	sealed, err := unb64(ciphertextB64)
+	if err != nil {
+		return nil, errDecrypt
+	}
+	spub, err := hex.DecodeString(senderPubHex)
+	if err != nil {
+		return nil, errDecrypt
+	}
+	sx, err := edPublicToX25519(spub)
+	if err != nil {
+		return nil, errDecrypt
+	}
+	var nonce [24]byte
+	copy(nonce[:], nonceBytes)
+	out, ok := box.Open(nil, sealed, &nonce, sx, edSecretToX25519(recipient.Secret))
+	if !ok {
+		return nil, errDecrypt
+	}
+	return out, nil
+}
+
+// plainBody encodes a broadcast, group or topic body: the text in base64 and
+// a random nonce that nobody reads, as claudemesh peers expect.
+func plainBody(text []byte) (nonceB64, ciphertextB64 string) {
+	var nonce [24]byte
+	_, _ = rand.Read(nonce[:])
+	return b64(nonce[:]), b64(text)
+}
+
+// Base64: standard with padding on the wire (libsodium ORIGINAL); URL-safe
+// without padding for invite tokens and root keys.
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func unb64(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }
+
+func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// unb64url accepts URL-safe base64 with or without padding.
+func unb64url(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+}
+
+// randomHex returns n random bytes as lowercase hex (session tokens, ids).
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // the system RNG does not fail on supported platforms
+	}
+	return hex.EncodeToString(b)
+}
+
+// newUUID returns a random RFC 4122 version 4 UUID.
+func newUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// Request fingerprints: the sender daemon's idempotency check, echoed by
+// brokers. Mesh and resolved target are deliberately not part of it.
+
+// destinationOf classifies a raw `to` for the fingerprint: `@x` → (topic, x),
+// `*` → (topic, *), anything else → (dm, to).
+func destinationOf(to string) (kind, ref string) {
+	switch {
+	case to == "*":
+		return "topic", "*"
+	case strings.HasPrefix(to, "@"):
+		return "topic", to[1:]
+	default:
+		return "dm", to
+	}
+}
+
+// requestFingerprint computes sha256 over the version, destination kind and
+// ref, reply-to id, priority and canonical meta — each followed by a 0x00
+// byte — then the raw sha256 of the body. meta may be nil.
+func requestFingerprint(to, replyToID, priority string, meta any, body []byte) ([32]byte, error) {
+	if priority == "" {
+		priority = "next"
+	}
+	metaJSON := ""
+	if meta != nil {
+		s, err := canonicalJSON(meta)
+		if err != nil {
+			return [32]byte{}, err
+		}
+		metaJSON = s
+	}
+	kind, ref := destinationOf(to)
+	h := sha256.New()
+	for _, part := range []string{"1", kind, ref, replyToID, priority, metaJSON} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	bodySum := sha256.Sum256(body)
+	h.Write(bodySum[:])
+	var out [32]byte
+	copy(out[:], h.Sum(nil))
+	return out, nil
+}

@@ -1,0 +1,109 @@
+// Where claudemesh keeps its files. Three roots, each with its own override:
+// the config dir (CLAUDEMESH_CONFIG_DIR), the daemon dir
+// (CLAUDEMESH_DAEMON_DIR only: the daemon is a per-machine singleton, so it
+// never follows a launched session's config dir) and the sessions dir
+// (CLAUDEMESH_SESSIONS_DIR).
+//
+// Policy: a CLAUDEMESH_CONFIG_DIR that names a directory which no longer
+// exists is stale — typically inherited from a `claudemesh launch` whose temp
+// dir is gone — and is ignored in favour of ~/.claudemesh, with one warning on
+// stderr only when stderr is a terminal.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Paths are the roots of claudemesh's files for one process.
+type Paths struct {
+	ConfigDir   string
+	DaemonDir   string
+	SessionsDir string
+}
+
+// ConfigFile is config.json in the config dir.
+func (p Paths) ConfigFile() string { return filepath.Join(p.ConfigDir, "config.json") }
+
+// Daemon-dir files.
+func (p Paths) SocketFile() string       { return filepath.Join(p.DaemonDir, "daemon.sock") }
+func (p Paths) PidFile() string          { return filepath.Join(p.DaemonDir, "daemon.pid") }
+func (p Paths) LockFile() string         { return filepath.Join(p.DaemonDir, "daemon.lock") }
+func (p Paths) TokenFile() string        { return filepath.Join(p.DaemonDir, "local-token") }
+func (p Paths) DaemonInfoFile() string   { return filepath.Join(p.DaemonDir, "daemon.json") }
+func (p Paths) LogFile() string          { return filepath.Join(p.DaemonDir, "daemon.log") }
+func (p Paths) OutboxDB() string         { return filepath.Join(p.DaemonDir, "outbox.db") }
+func (p Paths) InboxDB() string          { return filepath.Join(p.DaemonDir, "inbox.db") }
+func (p Paths) SessionsFile() string     { return filepath.Join(p.DaemonDir, "sessions.json") }
+func (p Paths) SpawnLockFile() string    { return filepath.Join(p.DaemonDir, ".spawn.lock") }
+func (p Paths) SpawnFailureFile() string { return filepath.Join(p.DaemonDir, ".spawn-failure") }
+func (p Paths) MCPLogFile(pid int) string {
+	return filepath.Join(p.DaemonDir, fmt.Sprintf("mcp-%d.log", pid))
+}
+
+// SessionKeyFile is where a launched session's keypair is kept so that a
+// relaunch or --resume keeps its pubkey.
+func (p Paths) SessionKeyFile(meshSlug, sessionID string) string {
+	return filepath.Join(p.SessionsDir, meshSlug, sessionID+".json")
+}
+
+// pathEnv is what path resolution reads from the process.
+type pathEnv struct {
+	getenv    func(string) string
+	home      string
+	stderrTTY bool
+	dirExists func(string) bool
+}
+
+// resolvePaths computes the three roots. The returned warning is non-empty
+// only for a stale CLAUDEMESH_CONFIG_DIR seen with stderr on a terminal; it is
+// ready to print as is.
+func resolvePaths(e pathEnv) (Paths, string) {
+	base := filepath.Join(e.home, ".claudemesh")
+	p := Paths{
+		ConfigDir:   base,
+		DaemonDir:   filepath.Join(base, "daemon"),
+		SessionsDir: filepath.Join(base, "sessions"),
+	}
+	if d := e.getenv("CLAUDEMESH_DAEMON_DIR"); d != "" {
+		p.DaemonDir = d
+	}
+	if d := e.getenv("CLAUDEMESH_SESSIONS_DIR"); d != "" {
+		p.SessionsDir = d
+	}
+	var warning string
+	if d := e.getenv("CLAUDEMESH_CONFIG_DIR"); d != "" {
+		if e.dirExists(d) {
+			p.ConfigDir = d
+		} else if e.stderrTTY {
+			warning = staleConfigDirWarning(d, base, e.getenv("SHELL"))
+		}
+	}
+	return p, warning
+}
+
+func staleConfigDirWarning(stale, fallback, shell string) string {
+	unset := "unset CLAUDEMESH_CONFIG_DIR"
+	if strings.HasSuffix(shell, "fish") {
+		unset = "set -e CLAUDEMESH_CONFIG_DIR"
+	}
+	return fmt.Sprintf("claudemesh: warning: CLAUDEMESH_CONFIG_DIR=%s no longer exists (left over from an ended launch?); using %s\nhint: %s\n", stale, fallback, unset)
+}
+
+func dirExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
+}
+
+// homeDir is $HOME from env, else the OS's idea of it.
+func homeDir(getenv func(string) string) string {
+	if h := getenv("HOME"); h != "" {
+		return h
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return h
+	}
+	return "."
+}
