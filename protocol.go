@@ -1,0 +1,611 @@
+// The broker wire protocol: one UTF-8 JSON object per WebSocket text frame,
+// told apart by "type". Names, casing and shapes are claudemesh's so either
+// implementation's daemon can use either implementation's broker. Most
+// fields are camelCase; the idempotency fields of send/push are snake_case.
+//
+// One Go type per frame. Requests may carry "_reqId", which every reply
+// echoes; `send` correlates through its own "id" instead.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Frame type names.
+const (
+	// Client → broker.
+	frameHello        = "hello"
+	frameSessionHello = "session_hello"
+	frameSend         = "send"
+	frameClientAck    = "client_ack"
+	frameListPeers    = "list_peers"
+	frameSetStatus    = "set_status"
+	frameSetSummary   = "set_summary"
+	frameSetVisible   = "set_visible"
+	frameSetProfile   = "set_profile"
+	frameSetStats     = "set_stats"
+	frameJoinGroup    = "join_group"
+	frameLeaveGroup   = "leave_group"
+	frameSetState     = "set_state"
+	frameGetState     = "get_state"
+	frameListState    = "list_state"
+	frameRemember     = "remember"
+	frameRecall       = "recall"
+	frameForget       = "forget"
+	frameShareSkill   = "share_skill"
+	frameGetSkill     = "get_skill"
+	frameListSkills   = "list_skills"
+	frameRemoveSkill  = "remove_skill"
+	frameKick         = "kick"
+	frameDisconnect   = "disconnect"
+	frameBan          = "ban"
+	frameUnban        = "unban"
+	frameListBans     = "list_bans"
+
+	// Broker → client.
+	frameHelloAck       = "hello_ack"
+	frameAck            = "ack"
+	framePush           = "push"
+	framePeersList      = "peers_list"
+	frameStateChange    = "state_change"
+	frameStateResult    = "state_result"
+	frameStateList      = "state_list"
+	frameMemoryStored   = "memory_stored"
+	frameMemoryResults  = "memory_results"
+	frameSkillAck       = "skill_ack"
+	frameSkillData      = "skill_data"
+	frameSkillList      = "skill_list"
+	frameKickAck        = "kick_ack"
+	frameDisconnectAck  = "disconnect_ack"
+	frameBanAck         = "ban_ack"
+	frameUnbanAck       = "unban_ack"
+	frameListBansResult = "list_bans_result"
+	frameError          = "error"
+)
+
+// Error codes in `error` frames.
+const (
+	// Handshake (close 1008 unless noted).
+	codeBadSessionPubkey       = "bad_session_pubkey"
+	codeBadParentPubkey        = "bad_parent_pubkey"
+	codeAttestationMismatch    = "attestation_mismatch"
+	codeExpired                = "expired"
+	codeTTLTooLong             = "ttl_too_long"
+	codeParentMemberIDMismatch = "parent_member_id_mismatch"
+	codeCapacity               = "capacity"
+	codeTimestampSkew          = "timestamp_skew"
+	codeMalformed              = "malformed"
+	codeBadSignature           = "bad_signature"
+	codeUnauthorized           = "unauthorized"
+	codeRevoked                = "revoked" // closes 4002 "banned"
+	codeReplayed               = "replayed"
+	codeNoHello                = "no_hello" // socket stays open
+
+	// After the handshake.
+	codeInvalid            = "invalid"
+	codeUnknownMessageType = "unknown_message_type"
+	codeForbidden          = "forbidden"
+	codeNotFound           = "not_found"
+	codeRateLimit          = "rate_limit"
+	codePayloadTooLarge    = "payload_too_large"
+	codeUnknownTarget      = "unknown_target"
+)
+
+// WebSocket close codes the broker uses.
+const (
+	closeNormal = 1000 // "session_replaced", "disconnected", "disconnected_stale"
+	closePolicy = 1008 // handshake refused; the reason is the error code
+	closeTooBig = 1009 // frame over the size limit
+	closeKicked = 4001 // "kicked", "kicked_stale"
+	closeBanned = 4002 // "banned"
+)
+
+// Peer roles on the broker.
+const (
+	peerRoleControlPlane = "control-plane" // a member (daemon) connection
+	peerRoleSession      = "session"       // a launched session's connection
+)
+
+// Link channels, reported in hello and peers_list.
+const (
+	channelDaemon  = "claudemesh-daemon"
+	channelSession = "claudemesh-session"
+	channelCLI     = "claude-code"
+)
+
+// Message priorities and presence statuses.
+const (
+	priorityNow  = "now"
+	priorityNext = "next"
+	priorityLow  = "low"
+
+	statusIdle    = "idle"
+	statusWorking = "working"
+	statusDND     = "dnd"
+)
+
+// System push events.
+const (
+	eventPeerJoined   = "peer_joined"
+	eventPeerReturned = "peer_returned"
+	eventPeerLeft     = "peer_left"
+	eventPeerVisible  = "peer_visible"
+	eventPeerHidden   = "peer_hidden"
+	subtypeSystem     = "system"
+)
+
+// frameHead is what every frame has: its type and an optional request id.
+type frameHead struct {
+	Type  string `json:"type"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// decodeHead reads a frame's type and request id without decoding the rest.
+func decodeHead(data []byte) (frameHead, error) {
+	var h frameHead
+	if err := json.Unmarshal(data, &h); err != nil {
+		return h, fmt.Errorf("frame is not a JSON object: %w", err)
+	}
+	if h.Type == "" {
+		return h, errors.New("frame has no type")
+	}
+	return h, nil
+}
+
+// Handshakes.
+
+// HelloFrame authenticates a member connection (a daemon's member link or a
+// cold-path CLI connection). Signed: meshId|memberId|pubkey|timestamp.
+type HelloFrame struct {
+	Type            string     `json:"type"`
+	MeshID          string     `json:"meshId"`
+	MemberID        string     `json:"memberId"`
+	Pubkey          string     `json:"pubkey"`
+	SessionPubkey   string     `json:"sessionPubkey,omitempty"`
+	DisplayName     string     `json:"displayName,omitempty"`
+	SessionID       string     `json:"sessionId"`
+	Pid             int        `json:"pid"`
+	Cwd             string     `json:"cwd"`
+	Hostname        string     `json:"hostname,omitempty"`
+	PeerType        string     `json:"peerType,omitempty"`
+	Channel         string     `json:"channel,omitempty"`
+	Model           string     `json:"model,omitempty"`
+	Groups          []GroupRef `json:"groups,omitempty"`
+	ProtocolVersion int        `json:"protocolVersion,omitempty"`
+	Capabilities    []string   `json:"capabilities,omitempty"`
+	Timestamp       int64      `json:"timestamp"`
+	Signature       string     `json:"signature"`
+}
+
+// SessionHelloFrame authenticates a session connection vouched for by its
+// parent member. Signed by the session key:
+// claudemesh-session-hello|meshId|parentMemberPubkey|sessionPubkey|timestamp.
+type SessionHelloFrame struct {
+	Type               string       `json:"type"`
+	MeshID             string       `json:"meshId"`
+	ParentMemberID     string       `json:"parentMemberId,omitempty"`
+	ParentMemberPubkey string       `json:"parentMemberPubkey"`
+	SessionPubkey      string       `json:"sessionPubkey"`
+	ParentAttestation  *Attestation `json:"parentAttestation"`
+	DisplayName        string       `json:"displayName,omitempty"`
+	SessionID          string       `json:"sessionId"`
+	Pid                int          `json:"pid"`
+	Cwd                string       `json:"cwd"`
+	Hostname           string       `json:"hostname,omitempty"`
+	PeerType           string       `json:"peerType,omitempty"`
+	Channel            string       `json:"channel,omitempty"`
+	Groups             []GroupRef   `json:"groups,omitempty"`
+	Role               string       `json:"role,omitempty"`
+	Model              string       `json:"model,omitempty"`
+	Timestamp          int64        `json:"timestamp"`
+	Signature          string       `json:"signature"`
+}
+
+// MemberProfile is the member's stored profile, returned in hello_ack.
+type MemberProfile struct {
+	RoleTag     *string    `json:"roleTag"`
+	Groups      []GroupRef `json:"groups"`
+	MessageMode string     `json:"messageMode,omitempty"`
+}
+
+// HelloAckFrame accepts a handshake. Pushes may arrive before it.
+type HelloAckFrame struct {
+	Type              string         `json:"type"`
+	PresenceID        string         `json:"presenceId"`
+	MemberDisplayName string         `json:"memberDisplayName"`
+	MemberProfile     *MemberProfile `json:"memberProfile,omitempty"`
+	Restored          bool           `json:"restored,omitempty"`
+	LastSummary       string         `json:"lastSummary,omitempty"`
+	LastSeenAt        string         `json:"lastSeenAt,omitempty"`
+	RestoredGroups    []GroupRef     `json:"restoredGroups,omitempty"`
+}
+
+// ErrorFrame reports a refused handshake or a bad frame.
+type ErrorFrame struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	ID      string `json:"id,omitempty"`
+	ReqID   string `json:"_reqId,omitempty"`
+}
+
+// Messages.
+
+// SendFrame asks the broker to route one message. targetSpec is a 64-hex
+// key, `@group`, `@all`, `*` or `#topic`.
+type SendFrame struct {
+	Type               string   `json:"type"`
+	ID                 string   `json:"id,omitempty"`
+	ClientMessageID    string   `json:"client_message_id,omitempty"`
+	RequestFingerprint string   `json:"request_fingerprint,omitempty"`
+	TargetSpec         string   `json:"targetSpec"`
+	Priority           string   `json:"priority"`
+	Nonce              string   `json:"nonce"`
+	Ciphertext         string   `json:"ciphertext"`
+	ReplyToID          string   `json:"replyToId,omitempty"`
+	Mentions           []string `json:"mentions,omitempty"`
+	BodyVersion        int      `json:"bodyVersion,omitempty"`
+	Subtype            string   `json:"subtype,omitempty"`
+}
+
+// AckFrame answers a send (id = send.id). Rejections have queued=false, an
+// empty messageId and an error string that starts with its error code.
+// set_visible, set_profile and forget reuse the shape as a generic reply.
+type AckFrame struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	MessageID string `json:"messageId"`
+	Queued    bool   `json:"queued"`
+	Error     string `json:"error,omitempty"`
+	ReqID     string `json:"_reqId,omitempty"`
+}
+
+// PushFrame delivers a message (or, with subtype "system", a presence event).
+// Every push carries the full field set; topic, replyToId and subtype only
+// when set.
+type PushFrame struct {
+	Type               string          `json:"type"`
+	MessageID          string          `json:"messageId"`
+	MeshID             string          `json:"meshId"`
+	SenderPubkey       string          `json:"senderPubkey"` // session key when sent on a session link, "system" for events
+	SenderMemberPubkey string          `json:"senderMemberPubkey,omitempty"`
+	SenderMemberID     string          `json:"senderMemberId,omitempty"`
+	SenderName         string          `json:"senderName,omitempty"`
+	Priority           string          `json:"priority"`
+	Nonce              string          `json:"nonce"`
+	Ciphertext         string          `json:"ciphertext"`
+	CreatedAt          string          `json:"createdAt"`
+	ClientMessageID    string          `json:"client_message_id,omitempty"`
+	RequestFingerprint string          `json:"request_fingerprint,omitempty"`
+	TargetSpec         string          `json:"targetSpec,omitempty"`
+	Topic              string          `json:"topic,omitempty"`
+	ReplyToID          string          `json:"replyToId,omitempty"`
+	Subtype            string          `json:"subtype,omitempty"`
+	Event              string          `json:"event,omitempty"`
+	EventData          json.RawMessage `json:"eventData,omitempty"`
+}
+
+// SystemEventData is the eventData of a system push.
+type SystemEventData struct {
+	Name       string     `json:"name"`
+	Pubkey     string     `json:"pubkey"` // session key, else member key
+	Groups     []GroupRef `json:"groups,omitempty"`
+	LastSeenAt string     `json:"lastSeenAt,omitempty"`
+	Summary    string     `json:"summary,omitempty"`
+}
+
+// ClientAckFrame confirms a push was stored by the recipient.
+type ClientAckFrame struct {
+	Type            string `json:"type"`
+	ClientMessageID string `json:"clientMessageId,omitempty"`
+	BrokerMessageID string `json:"brokerMessageId,omitempty"`
+}
+
+// Presence.
+
+// ListPeersFrame asks for the mesh's peers.
+type ListPeersFrame struct {
+	Type  string `json:"type"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// Profile is a peer's self-description.
+type Profile struct {
+	Avatar       string   `json:"avatar,omitempty"`
+	Title        string   `json:"title,omitempty"`
+	Bio          string   `json:"bio,omitempty"`
+	Capabilities []string `json:"capabilities,omitempty"`
+	Role         string   `json:"role,omitempty"`
+}
+
+// PeerRow is one connection in peers_list. Pubkey is the session key for a
+// session connection, else the member key.
+type PeerRow struct {
+	Pubkey       string     `json:"pubkey"`
+	MemberPubkey string     `json:"memberPubkey"`
+	DisplayName  string     `json:"displayName"`
+	Status       string     `json:"status"`
+	Summary      *string    `json:"summary"`
+	Groups       []GroupRef `json:"groups"`
+	SessionID    string     `json:"sessionId"`
+	ConnectedAt  string     `json:"connectedAt"`
+	Cwd          string     `json:"cwd"`
+	PeerRole     string     `json:"peerRole"`
+	Hostname     string     `json:"hostname,omitempty"`
+	PeerType     string     `json:"peerType,omitempty"`
+	Channel      string     `json:"channel,omitempty"`
+	Model        string     `json:"model,omitempty"`
+	Visible      *bool      `json:"visible,omitempty"`
+	Profile      *Profile   `json:"profile,omitempty"`
+	Role         string     `json:"role,omitempty"` // lifted from profile.role
+}
+
+// PeersListFrame answers list_peers.
+type PeersListFrame struct {
+	Type  string    `json:"type"`
+	Peers []PeerRow `json:"peers"`
+	ReqID string    `json:"_reqId,omitempty"`
+}
+
+// SetStatusFrame sets this connection's status: idle, working or dnd.
+type SetStatusFrame struct {
+	Type   string `json:"type"`
+	Status string `json:"status"`
+	ReqID  string `json:"_reqId,omitempty"`
+}
+
+// SetSummaryFrame sets this connection's one-line summary.
+type SetSummaryFrame struct {
+	Type    string `json:"type"`
+	Summary string `json:"summary"`
+	ReqID   string `json:"_reqId,omitempty"`
+}
+
+// SetVisibleFrame hides or shows this connection to other members.
+type SetVisibleFrame struct {
+	Type    string `json:"type"`
+	Visible *bool  `json:"visible"`
+	ReqID   string `json:"_reqId,omitempty"`
+}
+
+// SetProfileFrame merges fields into this connection's profile.
+type SetProfileFrame struct {
+	Type         string    `json:"type"`
+	Avatar       *string   `json:"avatar,omitempty"`
+	Title        *string   `json:"title,omitempty"`
+	Bio          *string   `json:"bio,omitempty"`
+	Capabilities *[]string `json:"capabilities,omitempty"`
+	ReqID        string    `json:"_reqId,omitempty"`
+}
+
+// GroupFrame is join_group or leave_group.
+type GroupFrame struct {
+	Type  string `json:"type"`
+	Name  string `json:"name"`
+	Role  string `json:"role,omitempty"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// Shared state.
+
+// SetStateFrame upserts a mesh-wide key; others get state_change.
+type SetStateFrame struct {
+	Type  string          `json:"type"`
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+	ReqID string          `json:"_reqId,omitempty"`
+}
+
+// GetStateFrame reads one key.
+type GetStateFrame struct {
+	Type  string `json:"type"`
+	Key   string `json:"key"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// ListStateFrame reads every key.
+type ListStateFrame struct {
+	Type  string `json:"type"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// StateEntry is one key of shared state. UpdatedBy is a display name.
+type StateEntry struct {
+	Key       string          `json:"key"`
+	Value     json.RawMessage `json:"value"`
+	UpdatedBy string          `json:"updatedBy"`
+	UpdatedAt string          `json:"updatedAt"`
+}
+
+// StateChangeFrame tells other connections a key changed.
+type StateChangeFrame struct {
+	Type      string          `json:"type"`
+	Key       string          `json:"key"`
+	Value     json.RawMessage `json:"value"`
+	UpdatedBy string          `json:"updatedBy"`
+}
+
+// StateResultFrame answers get_state; a missing key has value null and
+// empty updatedBy/updatedAt.
+type StateResultFrame struct {
+	Type string `json:"type"`
+	StateEntry
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// StateListFrame answers list_state, ordered by key.
+type StateListFrame struct {
+	Type    string       `json:"type"`
+	Entries []StateEntry `json:"entries"`
+	ReqID   string       `json:"_reqId,omitempty"`
+}
+
+// Memory.
+
+// RememberFrame stores a memory.
+type RememberFrame struct {
+	Type    string   `json:"type"`
+	Content string   `json:"content"`
+	Tags    []string `json:"tags,omitempty"`
+	ReqID   string   `json:"_reqId,omitempty"`
+}
+
+// MemoryStoredFrame answers remember.
+type MemoryStoredFrame struct {
+	Type  string `json:"type"`
+	ID    string `json:"id"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// RecallFrame searches memories.
+type RecallFrame struct {
+	Type  string `json:"type"`
+	Query string `json:"query"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// Memory is one remembered note. RememberedBy is a display name.
+type Memory struct {
+	ID           string   `json:"id"`
+	Content      string   `json:"content"`
+	Tags         []string `json:"tags"`
+	RememberedBy string   `json:"rememberedBy"`
+	RememberedAt string   `json:"rememberedAt"`
+}
+
+// MemoryResultsFrame answers recall, best matches first (at most 20).
+type MemoryResultsFrame struct {
+	Type     string   `json:"type"`
+	Memories []Memory `json:"memories"`
+	ReqID    string   `json:"_reqId,omitempty"`
+}
+
+// ForgetFrame deletes a memory; the reply is a generic ack whose id and
+// messageId are the memory id.
+type ForgetFrame struct {
+	Type     string `json:"type"`
+	MemoryID string `json:"memoryId"`
+	ReqID    string `json:"_reqId,omitempty"`
+}
+
+// Skills.
+
+// Skill is a shared instruction set; Instructions and Manifest are only in
+// skill_data.
+type Skill struct {
+	Name         string          `json:"name"`
+	Description  string          `json:"description"`
+	Instructions string          `json:"instructions,omitempty"`
+	Tags         []string        `json:"tags"`
+	Author       string          `json:"author"`
+	Manifest     json.RawMessage `json:"manifest,omitempty"`
+	CreatedAt    string          `json:"createdAt"`
+}
+
+// ShareSkillFrame upserts a skill by name.
+type ShareSkillFrame struct {
+	Type         string          `json:"type"`
+	Name         string          `json:"name"`
+	Description  string          `json:"description"`
+	Instructions string          `json:"instructions"`
+	Tags         []string        `json:"tags,omitempty"`
+	Manifest     json.RawMessage `json:"manifest,omitempty"`
+	ReqID        string          `json:"_reqId,omitempty"`
+}
+
+// SkillNameFrame is get_skill or remove_skill.
+type SkillNameFrame struct {
+	Type  string `json:"type"`
+	Name  string `json:"name"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// ListSkillsFrame lists skills, optionally matching a query.
+type ListSkillsFrame struct {
+	Type  string `json:"type"`
+	Query string `json:"query,omitempty"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// SkillAckFrame answers share_skill ("shared") and remove_skill
+// ("removed" or "not_found").
+type SkillAckFrame struct {
+	Type   string `json:"type"`
+	Name   string `json:"name"`
+	Action string `json:"action"`
+	ReqID  string `json:"_reqId,omitempty"`
+}
+
+// SkillDataFrame answers get_skill; Skill is nil when there is none.
+type SkillDataFrame struct {
+	Type  string `json:"type"`
+	Skill *Skill `json:"skill"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// SkillListFrame answers list_skills.
+type SkillListFrame struct {
+	Type   string  `json:"type"`
+	Skills []Skill `json:"skills"`
+	ReqID  string  `json:"_reqId,omitempty"`
+}
+
+// Moderation.
+
+// KickFrame is kick or disconnect: by target (display name, member or
+// session pubkey or prefix), by staleness (ms) or all.
+type KickFrame struct {
+	Type   string `json:"type"`
+	Target string `json:"target,omitempty"`
+	Stale  *int64 `json:"stale,omitempty"`
+	All    bool   `json:"all,omitempty"`
+	ReqID  string `json:"_reqId,omitempty"`
+}
+
+// KickAckFrame answers kick or disconnect. Kicked and Affected hold the same
+// "name|presenceId" list; SkippedControlPlane only when non-empty (kick).
+type KickAckFrame struct {
+	Type                string   `json:"type"`
+	Kicked              []string `json:"kicked"`
+	Affected            []string `json:"affected"`
+	SkippedControlPlane []string `json:"skipped_control_plane,omitempty"`
+	ReqID               string   `json:"_reqId,omitempty"`
+}
+
+// BanFrame is ban or unban.
+type BanFrame struct {
+	Type   string `json:"type"`
+	Target string `json:"target"`
+	Reason string `json:"reason,omitempty"`
+	ReqID  string `json:"_reqId,omitempty"`
+}
+
+// BanAckFrame answers ban.
+type BanAckFrame struct {
+	Type   string `json:"type"`
+	Banned string `json:"banned"`
+	ReqID  string `json:"_reqId,omitempty"`
+}
+
+// UnbanAckFrame answers unban.
+type UnbanAckFrame struct {
+	Type     string `json:"type"`
+	Unbanned string `json:"unbanned"`
+	ReqID    string `json:"_reqId,omitempty"`
+}
+
+// BanEntry is one revoked member.
+type BanEntry struct {
+	Name      string `json:"name"`
+	Pubkey    string `json:"pubkey"`
+	RevokedAt string `json:"revokedAt"`
+}
+
+// ListBansResultFrame answers list_bans.
+type ListBansResultFrame struct {
+	Type  string     `json:"type"`
+	Bans  []BanEntry `json:"bans"`
+	ReqID string     `json:"_reqId,omitempty"`
+}
