@@ -1,0 +1,99 @@
+// SQLite, shared by the broker store and the daemon's outbox and inbox:
+// opening with the pragmas they all want, and numbered migrations recorded
+// in PRAGMA user_version, each applied in its own transaction.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver; pure Go, keeps the binary CGO-free
+)
+
+// errNotFound is what stores return for a missing row, whatever the driver says.
+var errNotFound = errors.New("not found")
+
+// openSQLite opens (creating with mode 0600) the database at path and brings
+// its schema up to date with migrations; migrations[i] moves user_version
+// from i to i+1.
+func openSQLite(path string, migrations []string) (*sql.DB, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	f.Close()
+	q := url.Values{}
+	for _, p := range []string{
+		"journal_mode(WAL)",   // readers never block the writer, and a crash loses nothing committed
+		"synchronous(NORMAL)", // safe with WAL; FULL would fsync every commit for no durability gain here
+		"busy_timeout(5000)",  // wait for a competing writer instead of failing with SQLITE_BUSY
+		"foreign_keys(ON)",    // enforce the schema's references
+	} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate") // every transaction takes the write lock up front: no upgrade deadlocks
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := migrate(context.Background(), db, migrations); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// migrate applies the migrations the database has not seen yet.
+func migrate(ctx context.Context, db *sql.DB, migrations []string) error {
+	var current int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&current); err != nil {
+		return err
+	}
+	if current > len(migrations) {
+		return fmt.Errorf("database schema %d is newer than this claudemesh knows (%d)", current, len(migrations))
+	}
+	for i := current; i < len(migrations); i++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// schemaVersion reports the database's applied migration count.
+func schemaVersion(db *sql.DB) (int, error) {
+	var v int
+	err := db.QueryRow("PRAGMA user_version").Scan(&v)
+	return v, err
+}
+
+// sqliteHasFTS5 reports whether the SQLite build has full-text search.
+func sqliteHasFTS5(db *sql.DB) bool {
+	var n int
+	err := db.QueryRow("SELECT sqlite_compileoption_used('ENABLE_FTS5')").Scan(&n)
+	return err == nil && n == 1
+}
+
+// noRows maps sql.ErrNoRows to errNotFound and passes other errors through.
+func noRows(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return errNotFound
+	}
+	return err
+}
