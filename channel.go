@@ -1,0 +1,495 @@
+// What a Claude Code session sees of the mesh: the params of
+// notifications/claude/channel, built from the daemon's events. Claude Code
+// renders each one as a <channel source="claudemesh" …> reminder whose
+// attributes are the meta map.
+//
+// Policy: every meta value is a string and every meta key matches
+// [A-Za-z0-9_]+. Claude Code validates meta as a string→string record and
+// drops the whole notification — silently — when one value is a number or an
+// array (claudemesh 1.34.6), and keys become attribute names. Counts are
+// therefore digit strings and lists are JSON strings. The builders here are
+// pure; checkChannelMeta guards the emit path.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// channelMethod is the notification Claude Code turns into a <channel>
+// reminder (only for servers that declare experimental["claude/channel"]).
+const channelMethod = "notifications/claude/channel"
+
+// channelNotification is the params of one channel notification.
+type channelNotification struct {
+	Content string            `json:"content"`
+	Meta    map[string]string `json:"meta"`
+}
+
+var channelMetaKey = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+
+// checkChannelMeta reports a meta map Claude Code would reject.
+func checkChannelMeta(meta map[string]string) error {
+	for k, v := range meta {
+		if !channelMetaKey.MatchString(k) {
+			return fmt.Errorf("channel meta key %q is not an identifier", k)
+		}
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("channel meta %s is not valid UTF-8", k)
+		}
+	}
+	return nil
+}
+
+// mcpMessageEvent is the data of the daemon's `message` event: one new inbox
+// row. Fields the daemon sends as null decode to "" except Body, whose null
+// means the message could not be decrypted.
+type mcpMessageEvent struct {
+	ID                 string  `json:"id"`
+	Mesh               string  `json:"mesh"`
+	ClientMessageID    string  `json:"client_message_id"`
+	BrokerMessageID    string  `json:"broker_message_id"`
+	SenderPubkey       string  `json:"sender_pubkey"`
+	SenderMemberPubkey string  `json:"sender_member_pubkey"`
+	SenderName         string  `json:"sender_name"`
+	Topic              string  `json:"topic"`
+	ReplyToID          string  `json:"reply_to_id"`
+	Priority           string  `json:"priority"`
+	Subtype            string  `json:"subtype"`
+	Body               *string `json:"body"`
+	CreatedAt          string  `json:"created_at"`
+	RecipientPubkey    string  `json:"recipient_pubkey"`
+	RecipientKind      string  `json:"recipient_kind"`
+}
+
+// messageRef is the id a reader quotes back (`--reply-to`): the broker's
+// message id, else the inbox row id.
+func messageRef(brokerID, rowID string) string {
+	if brokerID != "" {
+		return brokerID
+	}
+	return rowID
+}
+
+// channelFromMessage renders a peer's message. The reply target is
+// from_name; from_id and from_pubkey are the sender's member key when known
+// (stable across its sessions), from_session_pubkey the key of the session
+// that sent it.
+func channelFromMessage(ev mcpMessageEvent) channelNotification {
+	name := ev.SenderName
+	if name == "" {
+		name = "unknown"
+	}
+	priority := ev.Priority
+	if priority == "" {
+		priority = "next"
+	}
+	from := ev.SenderMemberPubkey
+	if from == "" {
+		from = ev.SenderPubkey
+	}
+	var b strings.Builder
+	switch priority {
+	case "now":
+		b.WriteString("[URGENT] ")
+	case "low":
+		b.WriteString("[low] ")
+	}
+	b.WriteString(name)
+	if ev.Topic != "" {
+		b.WriteString(" (#" + strings.TrimPrefix(ev.Topic, "#") + ")")
+	}
+	b.WriteString(": ")
+	if ev.Body == nil {
+		b.WriteString("(decrypt failed)")
+	} else {
+		b.WriteString(*ev.Body)
+	}
+	meta := map[string]string{
+		"from_id":             from,
+		"from_pubkey":         from,
+		"from_session_pubkey": ev.SenderPubkey,
+		"from_name":           name,
+		"mesh_slug":           ev.Mesh,
+		"priority":            priority,
+		"message_id":          messageRef(ev.BrokerMessageID, ev.ID),
+		"client_message_id":   ev.ClientMessageID,
+	}
+	if ev.Topic != "" {
+		meta["topic"] = ev.Topic
+	}
+	if ev.ReplyToID != "" {
+		meta["reply_to_id"] = ev.ReplyToID
+	}
+	if ev.Subtype != "" {
+		meta["subtype"] = ev.Subtype
+	}
+	return channelNotification{Content: b.String(), Meta: meta}
+}
+
+// mcpSystemEvent is the data of the daemon's peer_join, peer_leave and
+// system events: {mesh, event, …eventData} where eventData is the broker's
+// {name, pubkey, groups, lastSeenAt, summary}.
+type mcpSystemEvent struct {
+	Mesh       string            `json:"mesh"`
+	Event      string            `json:"event"`
+	Name       string            `json:"name"`
+	Pubkey     string            `json:"pubkey"`
+	Groups     []json.RawMessage `json:"groups"`
+	LastSeenAt string            `json:"lastSeenAt"`
+	Summary    string            `json:"summary"`
+}
+
+// channelSystemPreview bounds the JSON shown for a system event we have no
+// wording for.
+const channelSystemPreview = 240
+
+// channelFromSystem renders a presence or other system event. kind is the
+// SSE event type; data its JSON. Data that does not decode as a presence
+// event is still shown, as raw JSON.
+func channelFromSystem(kind string, data []byte) channelNotification {
+	var ev mcpSystemEvent
+	decoded := json.Unmarshal(data, &ev) == nil
+	event := ev.Event
+	if event == "" {
+		event = kind
+	}
+	meta := map[string]string{"kind": "system", "event": event, "mesh_slug": ev.Mesh}
+	groups := formatGroups(ev.Groups)
+	if decoded {
+		if ev.Name != "" {
+			meta["peer_name"] = ev.Name
+		}
+		if ev.Pubkey != "" {
+			meta["peer_pubkey"] = ev.Pubkey
+		}
+		if len(groups) > 0 {
+			meta["peer_groups"] = jsonString(groups)
+		}
+		if ev.LastSeenAt != "" {
+			meta["peer_last_seen_at"] = ev.LastSeenAt
+		}
+		if ev.Summary != "" {
+			meta["peer_summary"] = ev.Summary
+		}
+	}
+	var what string
+	switch {
+	case !decoded || ev.Name == "" && ev.Pubkey == "":
+	case kind == "peer_join" || event == "peer_joined":
+		what = "joined the mesh"
+	case kind == "peer_leave" || event == "peer_left":
+		what = "left the mesh"
+	case event == "peer_returned":
+		what = "is back in the mesh"
+	case event == "peer_visible":
+		what = "is visible again"
+	case event == "peer_hidden":
+		what = "is now hidden"
+	}
+	if what == "" {
+		return channelNotification{Content: "[system] " + event + ": " + systemPreview(data), Meta: meta}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "[system] Peer %q", ev.Name)
+	if ev.Pubkey != "" {
+		b.WriteString(" (" + shortKey(ev.Pubkey) + ")")
+	}
+	if len(groups) > 0 {
+		b.WriteString(" [" + strings.Join(groups, ", ") + "]")
+	}
+	b.WriteString(" " + what)
+	if ev.LastSeenAt != "" {
+		b.WriteString(" — last seen " + ev.LastSeenAt)
+	}
+	if ev.Summary != "" {
+		b.WriteString(fmt.Sprintf(" · %q", truncateRunes(ev.Summary, 80)))
+	}
+	return channelNotification{Content: b.String(), Meta: meta}
+}
+
+// systemPreview is the event's JSON without the envelope fields, cut short.
+func systemPreview(data []byte) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(data, &m) != nil {
+		return truncateRunes(strings.TrimSpace(string(data)), channelSystemPreview)
+	}
+	delete(m, "ts")
+	delete(m, "mesh")
+	delete(m, "event")
+	return truncateRunes(jsonString(m), channelSystemPreview)
+}
+
+// formatGroups renders groups as "@name" or "@name:role"; the broker sends
+// {name, role} objects, older peers plain strings.
+func formatGroups(raw []json.RawMessage) []string {
+	var out []string
+	for _, g := range raw {
+		var s string
+		if json.Unmarshal(g, &s) == nil {
+			if s != "" {
+				out = append(out, "@"+strings.TrimPrefix(s, "@"))
+			}
+			continue
+		}
+		var ref GroupRef
+		if json.Unmarshal(g, &ref) == nil && ref.Name != "" {
+			label := "@" + strings.TrimPrefix(ref.Name, "@")
+			if ref.Role != "" {
+				label += ":" + ref.Role
+			}
+			out = append(out, label)
+		}
+	}
+	return out
+}
+
+// channelFromEvent turns one SSE event from /v1/events into the notification
+// to emit. ok is false for events that produce none (broker_status, unknown
+// kinds). rowID is the inbox row to mark seen once the emit succeeded; it is
+// set only for messages.
+func channelFromEvent(ev sseClientEvent) (n channelNotification, rowID string, ok bool, err error) {
+	switch ev.Event {
+	case "message":
+		var m mcpMessageEvent
+		if err := json.Unmarshal([]byte(ev.Data), &m); err != nil {
+			return channelNotification{}, "", false, fmt.Errorf("message event: %w", err)
+		}
+		if m.ID == "" {
+			return channelNotification{}, "", false, errors.New("message event without an inbox row id")
+		}
+		return channelFromMessage(m), m.ID, true, nil
+	case "peer_join", "peer_leave", "system":
+		return channelFromSystem(ev.Event, []byte(ev.Data)), "", true, nil
+	}
+	return channelNotification{}, "", false, nil
+}
+
+// Welcome.
+
+// mcpSelf is who this MCP server speaks for: the launched session registered
+// with the daemon under the session token.
+type mcpSelf struct {
+	DisplayName   string
+	SessionPubkey string
+	Role          string
+	Mesh          string
+}
+
+// mcpInboxItem is one row of GET /v1/inbox.
+type mcpInboxItem struct {
+	ID              string  `json:"id"`
+	ClientMessageID string  `json:"client_message_id"`
+	BrokerMessageID string  `json:"broker_message_id"`
+	Mesh            string  `json:"mesh"`
+	Topic           string  `json:"topic"`
+	SenderPubkey    string  `json:"sender_pubkey"`
+	SenderName      string  `json:"sender_name"`
+	Body            *string `json:"body"`
+	ReceivedAt      string  `json:"received_at"`
+	ReplyToID       string  `json:"reply_to_id"`
+	SeenAt          string  `json:"seen_at"`
+	RecipientPubkey string  `json:"recipient_pubkey"`
+	RecipientKind   string  `json:"recipient_kind"`
+}
+
+// welcomeInput is what the welcome is composed from. Each daemon query may
+// have failed on its own; the welcome still goes out, saying what it could
+// not find out.
+type welcomeInput struct {
+	Self         *mcpSelf // nil: no launched session behind this server, or the lookup failed
+	Peers        []PeerRow
+	PeersFailed  bool
+	Unread       []mcpInboxItem // unread rows, newest first
+	UnreadFailed bool
+	Location     *time.Location // for preview times; nil means UTC
+}
+
+// Welcome limits.
+const (
+	welcomePeerNames  = 5
+	welcomePreviews   = 3
+	welcomeLatestIDs  = 10
+	welcomePreviewLen = 60
+)
+
+// welcomePeers is the peer list as the welcome counts it: no control-plane
+// rows (a member's daemon link is not someone to talk to; older brokers mark
+// it only by channel) and not this session itself.
+func welcomePeers(peers []PeerRow, self *mcpSelf) []PeerRow {
+	var out []PeerRow
+	for _, p := range peers {
+		if p.PeerRole == "control-plane" || p.Channel == "claudemesh-daemon" {
+			continue
+		}
+		if self != nil && self.SessionPubkey != "" && p.Pubkey == self.SessionPubkey {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// welcomeChannel composes the one welcome a session gets after Claude Code
+// has initialized the server: who it is, who is online, what is unread, and
+// how to answer. It is informational: the reader must not reply to it.
+func welcomeChannel(in welcomeInput) channelNotification {
+	loc := in.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	self := mcpSelf{}
+	if in.Self != nil {
+		self = *in.Self
+	}
+	var b strings.Builder
+	b.WriteString("[welcome] claudemesh is connected. ")
+	if in.Self != nil {
+		who := self.DisplayName
+		if who == "" {
+			who = "this session"
+		}
+		var tags []string
+		if self.SessionPubkey != "" {
+			tags = append(tags, shortKey(self.SessionPubkey))
+		}
+		if self.Role != "" {
+			tags = append(tags, "role "+self.Role)
+		}
+		if len(tags) > 0 {
+			who += " (" + strings.Join(tags, ", ") + ")"
+		}
+		fmt.Fprintf(&b, "You are %s", who)
+		if self.Mesh != "" {
+			fmt.Fprintf(&b, " in mesh %q", self.Mesh)
+		}
+		b.WriteString(".\n")
+	} else {
+		b.WriteString("This Claude Code was not started by `claudemesh launch`, so it has no session identity of its own.\n")
+	}
+
+	peers := welcomePeers(in.Peers, in.Self)
+	names := []string{}
+	seen := map[string]bool{}
+	for _, p := range peers {
+		if p.DisplayName == "" || seen[p.DisplayName] {
+			continue
+		}
+		seen[p.DisplayName] = true
+		names = append(names, p.DisplayName)
+	}
+	shown := names[:min(len(names), welcomePeerNames)]
+	peerCount := strconv.Itoa(len(peers))
+	switch {
+	case in.PeersFailed:
+		peerCount = ""
+		b.WriteString("Peers: unknown (the daemon could not list them).\n")
+	case len(peers) == 0:
+		b.WriteString("Peers online: none right now.\n")
+	default:
+		fmt.Fprintf(&b, "Peers online (%d): %s", len(peers), strings.Join(shown, ", "))
+		if more := len(names) - len(shown); more > 0 {
+			fmt.Fprintf(&b, " and %d more", more)
+		}
+		b.WriteString("\n")
+	}
+
+	var latest []string
+	for _, m := range in.Unread {
+		if len(latest) == welcomeLatestIDs {
+			break
+		}
+		latest = append(latest, messageRef(m.BrokerMessageID, m.ID))
+	}
+	switch {
+	case in.UnreadFailed:
+		b.WriteString("Unread messages: unknown (the daemon could not read the inbox).\n")
+	case len(in.Unread) == 0:
+		b.WriteString("Unread messages: none.\n")
+	default:
+		fmt.Fprintf(&b, "Unread messages (%d):\n", len(in.Unread))
+		for _, m := range in.Unread[:min(len(in.Unread), welcomePreviews)] {
+			b.WriteString("  " + welcomePreviewLine(m, loc) + "\n")
+		}
+		if more := len(in.Unread) - welcomePreviews; more > 0 {
+			fmt.Fprintf(&b, "  and %d more: run `claudemesh inbox` to read them\n", more)
+		}
+	}
+	b.WriteString("Answer a peer with `claudemesh send <name> \"<text>\"`; see who is online with `claudemesh peer list`; read what you missed with `claudemesh inbox`.\n")
+	b.WriteString("The claudemesh skill (SKILL.md) explains channel messages and every verb; read it if it is not in your context yet. This welcome needs no reply.")
+
+	if latest == nil {
+		latest = []string{}
+	}
+	meta := map[string]string{
+		"kind":                "welcome",
+		"self_display_name":   self.DisplayName,
+		"self_session_pubkey": self.SessionPubkey,
+		"self_role":           self.Role,
+		"mesh_slug":           self.Mesh,
+		"peer_count":          peerCount,
+		"peer_names":          jsonString(shown),
+		"unread_count":        strconv.Itoa(len(in.Unread)),
+		"latest_message_ids":  jsonString(latest),
+	}
+	if in.UnreadFailed {
+		meta["unread_count"] = ""
+	}
+	return channelNotification{Content: b.String(), Meta: meta}
+}
+
+func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
+	name := m.SenderName
+	if name == "" {
+		name = "unknown"
+	}
+	line := name
+	if m.SenderPubkey != "" {
+		line += " (" + shortKey(m.SenderPubkey) + ")"
+	}
+	if t, err := time.Parse(time.RFC3339Nano, m.ReceivedAt); err == nil {
+		line += " at " + t.In(loc).Format("15:04:05")
+	}
+	body := "(decrypt failed)"
+	if m.Body != nil {
+		body = truncateRunes(strings.Join(strings.Fields(*m.Body), " "), welcomePreviewLen)
+	}
+	return line + ": " + body
+}
+
+// shortKey is the first 8 characters of a hex key, as the CLI shows keys.
+func shortKey(k string) string {
+	if len(k) > 8 {
+		return k[:8]
+	}
+	return k
+}
+
+// truncateRunes cuts s to n runes, marking the cut with an ellipsis.
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n]) + "…"
+}
+
+// jsonString is v as compact JSON, for meta values that carry lists and for
+// previews; <, > and & stay as they are, since a reader sees the text.
+func jsonString(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Only lists of strings and maps of already-decoded JSON reach
+		// here; neither fails to encode.
+		return ""
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
