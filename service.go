@@ -401,31 +401,35 @@ func serviceEnv(paths Paths, home string) map[string]string {
 	return env
 }
 
-// Install results.
+// Results of installing a file.
 const (
-	serviceAdded     = "added"
-	serviceUpdated   = "updated"
-	serviceUnchanged = "unchanged"
+	fileAdded     = "added"
+	fileUpdated   = "updated"
+	fileUnchanged = "unchanged"
 )
 
-// installServiceFile writes the unit file (0644, atomically) and says
-// whether it was added, updated or already as generated.
-func installServiceFile(u serviceUnit) (string, error) {
-	old, err := os.ReadFile(u.Path)
+// installFile writes content to path atomically with perm and says whether
+// the file was added, updated or already had that content (then it is not
+// touched, so its mtime says when it last changed).
+func installFile(path string, content []byte, perm os.FileMode) (string, error) {
+	old, err := os.ReadFile(path)
 	switch {
-	case err == nil && bytes.Equal(old, u.Content):
-		return serviceUnchanged, nil
+	case err == nil && bytes.Equal(old, content):
+		return fileUnchanged, nil
 	case err != nil && !errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("reading %s: %w", u.Path, err)
+		return "", fmt.Errorf("reading %s: %w", path, err)
 	}
-	if err := writeFileAtomic(u.Path, u.Content, 0o644); err != nil {
-		return "", fmt.Errorf("writing %s: %w", u.Path, err)
+	if werr := writeFileAtomic(path, content, perm); werr != nil {
+		return "", fmt.Errorf("writing %s: %w", path, werr)
 	}
 	if err == nil {
-		return serviceUpdated, nil
+		return fileUpdated, nil
 	}
-	return serviceAdded, nil
+	return fileAdded, nil
 }
+
+// installServiceFile writes the unit file (0644).
+func installServiceFile(u serviceUnit) (string, error) { return installFile(u.Path, u.Content, 0o644) }
 
 // uninstallServiceFile removes the unit file; removed is false when there
 // was none.

@@ -433,9 +433,9 @@ func TestInstallAndUninstallServiceFile(t *testing.T) {
 				spec serviceSpec
 				want string
 			}{
-				{spec, serviceAdded},
-				{spec, serviceUnchanged},
-				{func() serviceSpec { s := spec; s.Binary = "/opt/claudemesh/bin/claudemesh"; return s }(), serviceUpdated},
+				{spec, fileAdded},
+				{spec, fileUnchanged},
+				{func() serviceSpec { s := spec; s.Binary = "/opt/claudemesh/bin/claudemesh"; return s }(), fileUpdated},
 			}
 			for _, step := range steps {
 				u, err := buildServiceUnit(step.spec)
