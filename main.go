@@ -50,4 +50,21 @@ var commands = []*command{
 			return runHelp
 		},
 	},
+	{
+		name:    "completions",
+		args:    "bash|zsh|fish",
+		summary: "print a shell completion script",
+		detail: `Load the script for the current shell session:
+  bash:  source <(claudemesh completions bash)
+  zsh:   source <(claudemesh completions zsh)     (after compinit)
+  fish:  claudemesh completions fish | source
+or save it where the shell loads completions: bash-completion's completions
+directory, a directory on zsh's $fpath as _claudemesh, or
+~/.config/fish/completions/claudemesh.fish. The script is generated from the
+verb table, so regenerate it after upgrading claudemesh.`,
+		group: groupOther,
+		setup: func(fs *flagSet) runFunc {
+			return runCompletions
+		},
+	},
 }
