@@ -29,8 +29,10 @@ type fakeMCPBackend struct {
 	sent         []mcpSendRequest
 	sendErr      error
 	peers        []PeerRow
+	peersErr     error
 	peersMesh    []string
 	inbox        []mcpInboxItem
+	inboxErr     error
 	inboxQueries []mcpInboxQuery
 }
 
@@ -79,14 +81,14 @@ func (f *fakeMCPBackend) Peers(ctx context.Context, mesh string) ([]PeerRow, err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peersMesh = append(f.peersMesh, mesh)
-	return f.peers, nil
+	return f.peers, f.peersErr
 }
 
 func (f *fakeMCPBackend) Inbox(ctx context.Context, q mcpInboxQuery) ([]mcpInboxItem, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.inboxQueries = append(f.inboxQueries, q)
-	return f.inbox, nil
+	return f.inbox, f.inboxErr
 }
 
 // syncBuffer is an output stream that a test reads while the server writes.

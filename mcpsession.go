@@ -1,0 +1,245 @@
+// What ties `claudemesh mcp` to the daemon: the event pump that turns the
+// daemon's /v1/events stream into channel notifications, and the welcome
+// sent once Claude Code has initialized the server.
+//
+// Policy:
+//   - An inbox row is marked seen only after its notification was written
+//     to the client (1.34.8): a message that never reached the session stays
+//     unread, so the next welcome or `claudemesh inbox` still shows it.
+//   - Nothing is emitted before notifications/initialized: Claude Code
+//     registers its channel handler only then, and drops anything earlier
+//     without a trace (1.34.4). Events that arrive sooner wait.
+//   - The stream is reopened forever, 1 s after it ends and 2 s after an
+//     error, until the server stops.
+//   - The welcome always goes out once, even when some daemon queries fail:
+//     it is how the user learns the pipe is live (1.34.3).
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// mcpDaemon is the daemon as the MCP server uses it. The daemon's IPC client
+// implements it, sending the session token (CLAUDEMESH_IPC_TOKEN, else the
+// file named by CLAUDEMESH_IPC_TOKEN_FILE) with every request so that the
+// daemon scopes events, peers and inbox to this session.
+type mcpDaemon interface {
+	mcpBackend
+	// Events opens GET /v1/events; the body is the SSE stream. Closing it
+	// ends the subscription.
+	Events(ctx context.Context) (io.ReadCloser, error)
+	// Me is the session registered under the token (GET /v1/sessions/me);
+	// ok is false when there is no token or no such session.
+	Me(ctx context.Context) (self mcpSelf, ok bool, err error)
+	// MarkSeen stamps inbox rows as seen (POST /v1/inbox/seen).
+	MarkSeen(ctx context.Context, ids []string) error
+}
+
+// Timing of the session.
+const (
+	mcpWelcomeDelay        = 3 * time.Second // after notifications/initialized
+	mcpReconnectAfterEnd   = 1 * time.Second
+	mcpReconnectAfterError = 2 * time.Second
+	// mcpWelcomeUnreadLimit bounds the unread rows the welcome reads (and
+	// marks seen once shown).
+	mcpWelcomeUnreadLimit = 50
+)
+
+// welcomeDelayFromEnv reads CLAUDEMESH_WELCOME_DELAY_MS (tests shorten the
+// grace with it); anything but a non-negative integer keeps the default.
+func welcomeDelayFromEnv(getenv func(string) string) time.Duration {
+	if v := getenv("CLAUDEMESH_WELCOME_DELAY_MS"); v != "" {
+		if ms, err := strconv.Atoi(v); err == nil && ms >= 0 {
+			return time.Duration(ms) * time.Millisecond
+		}
+	}
+	return mcpWelcomeDelay
+}
+
+// MCPSession is an MCPServer wired to the daemon.
+type MCPSession struct {
+	Server *MCPServer
+
+	daemon              mcpDaemon
+	log                 *slog.Logger
+	welcomeDelay        time.Duration
+	reconnectAfterEnd   time.Duration
+	reconnectAfterError time.Duration
+	location            *time.Location // for the welcome's preview times
+}
+
+// mcpSessionOptions are the session's settings that come from its
+// environment.
+type mcpSessionOptions struct {
+	WelcomeDelay time.Duration  // welcomeDelayFromEnv: the default or CLAUDEMESH_WELCOME_DELAY_MS
+	Location     *time.Location // for the welcome's preview times; nil means UTC
+}
+
+// NewMCPSession builds the server for cfg (its Backend and OnInitialized are
+// set here) writing to out, on top of daemon.
+func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessionOptions) *MCPSession {
+	s := &MCPSession{
+		daemon:              daemon,
+		log:                 cfg.Log,
+		welcomeDelay:        opts.WelcomeDelay,
+		reconnectAfterEnd:   mcpReconnectAfterEnd,
+		reconnectAfterError: mcpReconnectAfterError,
+		location:            opts.Location,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	cfg.Backend = daemon
+	cfg.OnInitialized = s.sendWelcome
+	s.Server = NewMCPServer(cfg, out)
+	return s
+}
+
+// Run serves the client on in while pumping events, until in ends or ctx
+// ends. It returns what Serve returns.
+func (s *MCPSession) Run(ctx context.Context, in io.Reader) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.pumpEvents(ctx)
+	}()
+	err := s.Server.Serve(ctx, in)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// pumpEvents subscribes to the daemon's events until ctx ends.
+func (s *MCPSession) pumpEvents(ctx context.Context) {
+	for ctx.Err() == nil {
+		delay := s.reconnectAfterError
+		body, err := s.daemon.Events(ctx)
+		if err != nil {
+			s.log.Warn("sse_connect_failed", "err", err.Error())
+		} else {
+			s.log.Info("sse_connected")
+			// Closing the body is what interrupts a read blocked on it.
+			stop := context.AfterFunc(ctx, func() { body.Close() })
+			err = readSSEStream(ctx, body, func(ev sseClientEvent) error { return s.deliver(ctx, ev) })
+			stop()
+			body.Close()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, errSSEStreamEnded):
+				s.log.Info("sse_stream_ended")
+				delay = s.reconnectAfterEnd
+			default:
+				s.log.Warn("sse_stream_failed", "err", err.Error())
+			}
+		}
+		if sleepCtx(ctx, delay) != nil {
+			return
+		}
+	}
+}
+
+// deliver emits one event, once the client is initialized, and marks its
+// inbox row seen after a successful emit. Only ctx ending is an error: a
+// bad event or a failed emit is logged and the stream goes on.
+func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
+	s.log.Debug("sse_event_received", "kind", ev.Event, "id", ev.ID)
+	n, rowID, ok, err := channelFromEvent(ev)
+	if err != nil {
+		s.log.Warn("sse_event_invalid", "kind", ev.Event, "err", err.Error())
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	select {
+	case <-s.Server.Initialized():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := s.Server.EmitChannel(ctx, n); err != nil {
+		return ctx.Err() // logged by EmitChannel; the row stays unread
+	}
+	if rowID != "" {
+		s.markSeen(ctx, []string{rowID})
+	}
+	return nil
+}
+
+func (s *MCPSession) markSeen(ctx context.Context, ids []string) {
+	if err := s.daemon.MarkSeen(ctx, ids); err != nil {
+		s.log.Warn("mark_seen_failed", "ids", len(ids), "err", err.Error())
+	}
+}
+
+// sendWelcome is the OnInitialized hook: after the grace, it composes the
+// welcome from what the daemon can tell and emits it, then marks the unread
+// rows it read as seen.
+func (s *MCPSession) sendWelcome(ctx context.Context) {
+	if sleepCtx(ctx, s.welcomeDelay) != nil {
+		return
+	}
+	in := welcomeInput{Location: s.location}
+	self, ok, err := s.daemon.Me(ctx)
+	switch {
+	case err != nil:
+		s.log.Warn("welcome_self_lookup_failed", "err", err.Error())
+	case ok:
+		in.Self = &self
+	}
+	mesh := ""
+	if in.Self != nil {
+		mesh = in.Self.Mesh
+	}
+	peers, err := s.daemon.Peers(ctx, mesh)
+	if err != nil {
+		s.log.Warn("welcome_peers_lookup_failed", "err", err.Error())
+		in.PeersFailed = true
+	} else {
+		in.Peers = peers
+		s.log.Info("welcome_peers_resolved", "total", len(peers), "real", len(welcomePeers(peers, in.Self)))
+	}
+	unread, err := s.daemon.Inbox(ctx, mcpInboxQuery{Mesh: mesh, UnreadOnly: true, Limit: mcpWelcomeUnreadLimit, MarkSeen: false})
+	if err != nil {
+		s.log.Warn("welcome_inbox_lookup_failed", "err", err.Error())
+		in.UnreadFailed = true
+	} else {
+		in.Unread = unread
+	}
+	n := welcomeChannel(in)
+	if err := s.Server.EmitChannel(ctx, n); err != nil {
+		s.log.Warn("welcome_emit_failed", "err", err.Error())
+		return
+	}
+	s.log.Info("welcome_emitted", "mesh", mesh, "peer_count", n.Meta["peer_count"], "unread_count", n.Meta["unread_count"])
+	var ids []string
+	for _, m := range in.Unread {
+		ids = append(ids, m.ID)
+	}
+	if len(ids) > 0 {
+		s.markSeen(ctx, ids)
+	}
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

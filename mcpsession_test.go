@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeDaemon is an in-memory daemon: the test hands it event streams one at
+// a time and sees every mark-seen.
+type fakeDaemon struct {
+	fakeMCPBackend
+	streams chan func() (io.ReadCloser, error)
+	opened  chan struct{}
+
+	self    mcpSelf
+	selfOK  bool
+	selfErr error
+
+	seenMu sync.Mutex
+	seen   [][]string
+	seenCh chan []string
+}
+
+func newFakeDaemon() *fakeDaemon {
+	return &fakeDaemon{
+		streams: make(chan func() (io.ReadCloser, error)),
+		opened:  make(chan struct{}, 16),
+		seenCh:  make(chan []string, 16),
+	}
+}
+
+func (d *fakeDaemon) Events(ctx context.Context) (io.ReadCloser, error) {
+	d.opened <- struct{}{}
+	select {
+	case next := <-d.streams:
+		return next()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (d *fakeDaemon) Me(ctx context.Context) (mcpSelf, bool, error) {
+	return d.self, d.selfOK, d.selfErr
+}
+
+func (d *fakeDaemon) MarkSeen(ctx context.Context, ids []string) error {
+	d.seenMu.Lock()
+	d.seen = append(d.seen, ids)
+	d.seenMu.Unlock()
+	d.seenCh <- ids
+	return nil
+}
+
+func (d *fakeDaemon) seenCalls() [][]string {
+	d.seenMu.Lock()
+	defer d.seenMu.Unlock()
+	return append([][]string{}, d.seen...)
+}
+
+// stream hands the daemon a new event stream and returns its writing end.
+func (d *fakeDaemon) stream() *io.PipeWriter {
+	pr, pw := io.Pipe()
+	d.streams <- func() (io.ReadCloser, error) { return pr, nil }
+	return pw
+}
+
+// hangGuard bounds waits so that a broken pump fails the test instead of
+// hanging it; it is far above any real wait.
+const hangGuard = time.Minute
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(hangGuard):
+		t.Fatalf("no %s", what)
+		panic("unreachable")
+	}
+}
+
+// sessionHarness runs an MCPSession over pipes.
+type sessionHarness struct {
+	t      *testing.T
+	d      *fakeDaemon
+	sess   *MCPSession
+	stdin  *io.PipeWriter
+	lines  chan rpcOut
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func startSession(t *testing.T, d *fakeDaemon, out io.Writer, welcomeDelay time.Duration) *sessionHarness {
+	t.Helper()
+	inR, inW := io.Pipe()
+	h := &sessionHarness{t: t, d: d, stdin: inW, lines: make(chan rpcOut, 64), done: make(chan error, 1)}
+	if out == nil {
+		outR, outW := io.Pipe()
+		out = outW
+		go func() {
+			sc := bufio.NewScanner(outR)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				var m rpcOut
+				if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+					t.Errorf("output %q is not JSON: %v", sc.Text(), err)
+				}
+				h.lines <- m
+			}
+		}()
+		t.Cleanup(func() { outW.Close() })
+	}
+	h.sess = NewMCPSession(d, mcpConfig{Version: version}, out, mcpSessionOptions{WelcomeDelay: welcomeDelay})
+	h.sess.reconnectAfterEnd, h.sess.reconnectAfterError = 0, 0
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- h.sess.Run(ctx, inR) }()
+	t.Cleanup(func() {
+		cancel()
+		inW.Close()
+		<-h.done
+	})
+	return h
+}
+
+func (h *sessionHarness) send(line string) {
+	h.t.Helper()
+	if _, err := io.WriteString(h.stdin, line+"\n"); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *sessionHarness) next() rpcOut {
+	h.t.Helper()
+	return recv(h.t, h.lines, "message from the server")
+}
+
+// handshake initializes the server the way Claude Code does.
+func (h *sessionHarness) handshake() {
+	h.t.Helper()
+	h.send(req(1, "initialize", initParams("2025-06-18")))
+	if m := h.next(); string(m.ID) != "1" || m.Error != nil {
+		h.t.Fatalf("initialize = %+v", m)
+	}
+	h.send(notification("notifications/initialized", nil))
+}
+
+func channelParams(t *testing.T, m rpcOut) channelNotification {
+	t.Helper()
+	if m.Method != channelMethod {
+		t.Fatalf("message = %+v, want %s", m, channelMethod)
+	}
+	var raw struct {
+		Content string         `json:"content"`
+		Meta    map[string]any `json:"meta"`
+	}
+	if err := json.Unmarshal(m.Params, &raw); err != nil {
+		t.Fatal(err)
+	}
+	n := channelNotification{Content: raw.Content, Meta: map[string]string{}}
+	for k, v := range raw.Meta {
+		s, ok := v.(string)
+		if !ok {
+			t.Errorf("meta %s = %v (%T) on the wire, want a string", k, v, v)
+		}
+		if !channelMetaKey.MatchString(k) {
+			t.Errorf("meta key %q on the wire", k)
+		}
+		n.Meta[k] = s
+	}
+	return n
+}
+
+func messageSSE(id int, rowID, body string) string {
+	data := fmt.Sprintf(`{"ts":"2026-05-04T10:00:00Z","id":%q,"mesh":"team","client_message_id":"c-%s","broker_message_id":"b-%s",`+
+		`"sender_pubkey":"5e55","sender_member_pubkey":"3e3b","sender_name":"bob","topic":null,"reply_to_id":null,"priority":"next",`+
+		`"body":%q,"created_at":"2026-05-04T10:00:00Z","recipient_pubkey":"a11ce","recipient_kind":"session"}`, rowID, rowID, rowID, body)
+	return fmt.Sprintf("id: %d\nevent: message\ndata: %s\n\n", id, data)
+}
+
+const noWelcome = time.Hour // the welcome never fires within the test
+
+func TestMCPSessionDeliversMessagesThenMarksSeen(t *testing.T) {
+	d := newFakeDaemon()
+	h := startSession(t, d, nil, noWelcome)
+	h.handshake()
+	events := d.stream()
+	io.WriteString(events, ": connected\n\n")
+	io.WriteString(events, messageSSE(1, "r1", "is staging up?"))
+	n := channelParams(t, h.next())
+	if n.Content != "bob: is staging up?" || n.Meta["message_id"] != "b-r1" || n.Meta["from_name"] != "bob" || n.Meta["mesh_slug"] != "team" {
+		t.Errorf("notification = %+v", n)
+	}
+	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
+		t.Errorf("marked seen %q, want [r1]", ids)
+	}
+}
+
+func TestMCPSessionHoldsEventsUntilInitialized(t *testing.T) {
+	d := newFakeDaemon()
+	h := startSession(t, d, nil, noWelcome)
+	events := d.stream()
+	// The write returns once the pump has read the event.
+	io.WriteString(events, messageSSE(1, "r1", "early"))
+	h.send(req(1, "initialize", initParams("2025-06-18")))
+	if m := h.next(); string(m.ID) != "1" {
+		t.Fatalf("first message = %+v, want the initialize response: the event went out before initialized", m)
+	}
+	if calls := d.seenCalls(); len(calls) != 0 {
+		t.Fatalf("marked seen %q before the emit", calls)
+	}
+	h.send(notification("notifications/initialized", nil))
+	if n := channelParams(t, h.next()); n.Content != "bob: early" {
+		t.Errorf("held notification = %+v", n)
+	}
+	recv(t, d.seenCh, "mark-seen")
+}
+
+// failingWriter is a client that went away.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestMCPSessionFailedEmitLeavesRowUnread(t *testing.T) {
+	d := newFakeDaemon()
+	h := startSession(t, d, failingWriter{}, noWelcome)
+	h.send(req(1, "initialize", initParams("2025-06-18")))
+	h.send(notification("notifications/initialized", nil))
+	<-h.sess.Server.Initialized()
+	events := d.stream()
+	io.WriteString(events, messageSSE(1, "r1", "lost"))
+	// The pump reads the second event only after it has finished with the
+	// first, so when this write returns the first emit has failed.
+	io.WriteString(events, messageSSE(2, "r2", "lost too"))
+	if calls := d.seenCalls(); len(calls) != 0 {
+		t.Errorf("marked seen %q although nothing reached the client", calls)
+	}
+}
+
+func TestMCPSessionSystemEventsAndStatus(t *testing.T) {
+	d := newFakeDaemon()
+	h := startSession(t, d, nil, noWelcome)
+	h.handshake()
+	events := d.stream()
+	io.WriteString(events, "id: 1\nevent: broker_status\ndata: {\"mesh\":\"team\",\"status\":\"open\"}\n\n")
+	io.WriteString(events, "id: 2\nevent: peer_join\ndata: {\"mesh\":\"team\",\"event\":\"peer_joined\",\"name\":\"carol\",\"pubkey\":\"c4r01aaaa\",\"groups\":[]}\n\n")
+	n := channelParams(t, h.next())
+	if n.Meta["kind"] != "system" || !strings.HasPrefix(n.Content, `[system] Peer "carol"`) {
+		t.Errorf("first notification = %+v, want carol joining (broker_status shows nothing)", n)
+	}
+	io.WriteString(events, "id: 3\nevent: message\ndata: not json\n\n")
+	io.WriteString(events, messageSSE(4, "r4", "after a bad event"))
+	if n := channelParams(t, h.next()); n.Content != "bob: after a bad event" {
+		t.Errorf("after a bad event: %+v", n)
+	}
+	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r4"}) {
+		t.Errorf("marked seen %q, want only the message row", ids)
+	}
+}
+
+func TestMCPSessionReconnects(t *testing.T) {
+	d := newFakeDaemon()
+	h := startSession(t, d, nil, noWelcome)
+	h.handshake()
+	recv(t, d.opened, "first subscription")
+	d.streams <- func() (io.ReadCloser, error) { return nil, errors.New("daemon not running") }
+	recv(t, d.opened, "subscription after an error")
+	ended := d.stream()
+	io.WriteString(ended, messageSSE(1, "r1", "before the end"))
+	ended.Close()
+	if n := channelParams(t, h.next()); n.Content != "bob: before the end" {
+		t.Errorf("first stream: %+v", n)
+	}
+	recv(t, d.opened, "subscription after the stream ended")
+	io.WriteString(d.stream(), messageSSE(1, "r2", "after reconnecting"))
+	if n := channelParams(t, h.next()); n.Content != "bob: after reconnecting" {
+		t.Errorf("second stream: %+v", n)
+	}
+}
+
+func TestMCPSessionWelcome(t *testing.T) {
+	body1, body2 := "deploy is done", "ping"
+	d := newFakeDaemon()
+	d.self, d.selfOK = mcpSelf{DisplayName: "alice", SessionPubkey: "a11ce000", Role: "lead", Mesh: "team"}, true
+	d.peers = []PeerRow{
+		{Pubkey: "a11ce000", DisplayName: "alice"},
+		{Pubkey: "b0b", DisplayName: "bob"},
+		{Pubkey: "dmn", DisplayName: "alice", PeerRole: "control-plane"},
+	}
+	d.inbox = []mcpInboxItem{
+		{ID: "r2", BrokerMessageID: "b2", SenderName: "bob", Body: &body2},
+		{ID: "r1", SenderName: "bob", Body: &body1},
+	}
+	h := startSession(t, d, nil, 0)
+	h.handshake()
+	n := channelParams(t, h.next())
+	want := map[string]string{"kind": "welcome", "self_display_name": "alice", "self_session_pubkey": "a11ce000",
+		"self_role": "lead", "mesh_slug": "team", "peer_count": "1", "peer_names": `["bob"]`, "unread_count": "2",
+		"latest_message_ids": `["b2","r1"]`}
+	if !reflect.DeepEqual(n.Meta, want) {
+		t.Errorf("welcome meta = %v\nwant %v", n.Meta, want)
+	}
+	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r2", "r1"}) {
+		t.Errorf("marked seen %q after the welcome, want both unread rows", ids)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if want := []mcpInboxQuery{{Mesh: "team", UnreadOnly: true, Limit: mcpWelcomeUnreadLimit, MarkSeen: false}}; !reflect.DeepEqual(d.inboxQueries, want) {
+		t.Errorf("inbox read as %+v, want %+v (peeking, not marking)", d.inboxQueries, want)
+	}
+	if !reflect.DeepEqual(d.peersMesh, []string{"team"}) {
+		t.Errorf("peers read for %q, want the session's mesh", d.peersMesh)
+	}
+}
+
+func TestMCPSessionWelcomeWhenQueriesFail(t *testing.T) {
+	d := newFakeDaemon()
+	d.selfErr = errors.New("401")
+	d.peersErr = errors.New("timeout")
+	d.inboxErr = errors.New("timeout")
+	h := startSession(t, d, nil, 0)
+	h.handshake()
+	n := channelParams(t, h.next())
+	if n.Meta["kind"] != "welcome" || n.Meta["peer_count"] != "" || n.Meta["unread_count"] != "" || n.Meta["self_display_name"] != "" {
+		t.Errorf("welcome meta = %v", n.Meta)
+	}
+	// Nothing was read, so nothing is marked: the next message proves the
+	// welcome is done.
+	io.WriteString(d.stream(), messageSSE(1, "r1", "x"))
+	channelParams(t, h.next())
+	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
+		t.Errorf("first mark-seen = %q, want only the message row", ids)
+	}
+}
+
+func TestMCPSessionStopsOnEOF(t *testing.T) {
+	d := newFakeDaemon()
+	h := startSession(t, d, nil, noWelcome)
+	h.handshake()
+	events := d.stream()
+	io.WriteString(events, ": connected\n\n")
+	h.stdin.Close()
+	if err := recv(t, h.done, "end of Run"); err != nil {
+		t.Fatalf("Run = %v, want nil at end of input", err)
+	}
+	h.done <- nil // for the cleanup
+	// The pump let go of the stream: the daemon side sees it closed.
+	if _, err := io.WriteString(events, "data: x\n\n"); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("write to the stream after Run = %v, want io.ErrClosedPipe", err)
+	}
+}
+
+func TestWelcomeDelayFromEnv(t *testing.T) {
+	cases := []struct {
+		v    string
+		want time.Duration
+	}{
+		{"", mcpWelcomeDelay},
+		{"0", 0},
+		{"250", 250 * time.Millisecond},
+		{"-1", mcpWelcomeDelay},
+		{"soon", mcpWelcomeDelay},
+	}
+	for _, tc := range cases {
+		if got := welcomeDelayFromEnv(envFunc(map[string]string{"CLAUDEMESH_WELCOME_DELAY_MS": tc.v})); got != tc.want {
+			t.Errorf("welcomeDelayFromEnv(%q) = %v, want %v", tc.v, got, tc.want)
+		}
+	}
+}
