@@ -43,14 +43,14 @@ func assertWireMeta(t *testing.T, n channelNotification) {
 	}
 }
 
-func strp(s string) *string { return &s }
+func strPtr(s string) *string { return &s }
 
 func TestChannelFromMessage(t *testing.T) {
 	base := mcpMessageEvent{
 		ID: "row-1", Mesh: "team", ClientMessageID: "cmid-1", BrokerMessageID: "bmid-1",
 		SenderPubkey:       "5e55100000000000000000000000000000000000000000000000000000000000",
 		SenderMemberPubkey: "3e3b3e0000000000000000000000000000000000000000000000000000000000",
-		SenderName:         "bob", Priority: "next", Body: strp("is staging up?"), CreatedAt: "2026-05-04T10:00:00Z",
+		SenderName:         "bob", Priority: "next", Body: strPtr("is staging up?"), CreatedAt: "2026-05-04T10:00:00Z",
 		RecipientPubkey: "aa", RecipientKind: "session",
 	}
 	baseMeta := func() map[string]string {
@@ -73,7 +73,7 @@ func TestChannelFromMessage(t *testing.T) {
 			func(m map[string]string) { m["priority"] = "low" }},
 		{"priority defaults to next", func(e *mcpMessageEvent) { e.Priority = "" }, "bob: is staging up?", nil},
 		{"decrypt failed", func(e *mcpMessageEvent) { e.Body = nil }, "bob: (decrypt failed)", nil},
-		{"empty body is not a decrypt failure", func(e *mcpMessageEvent) { e.Body = strp("") }, "bob: ", nil},
+		{"empty body is not a decrypt failure", func(e *mcpMessageEvent) { e.Body = strPtr("") }, "bob: ", nil},
 		{"topic", func(e *mcpMessageEvent) { e.Topic = "deploys" }, "bob (#deploys): is staging up?",
 			func(m map[string]string) { m["topic"] = "deploys" }},
 		{"reply and subtype", func(e *mcpMessageEvent) { e.ReplyToID = "bmid-0"; e.Subtype = "reminder" }, "bob: is staging up?",
@@ -84,7 +84,7 @@ func TestChannelFromMessage(t *testing.T) {
 			func(m map[string]string) { m["message_id"] = "row-1" }},
 		{"no name", func(e *mcpMessageEvent) { e.SenderName = "" }, "unknown: is staging up?",
 			func(m map[string]string) { m["from_name"] = "unknown" }},
-		{"multi-line body kept whole", func(e *mcpMessageEvent) { e.Body = strp("line 1\nline 2") }, "bob: line 1\nline 2", nil},
+		{"multi-line body kept whole", func(e *mcpMessageEvent) { e.Body = strPtr("line 1\nline 2") }, "bob: line 1\nline 2", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,11 +241,11 @@ func TestWelcomeChannel(t *testing.T) {
 		{Pubkey: "a11ce-sibling", DisplayName: "alice", PeerRole: "session", SessionID: "sibling"}, // 8: a sibling session counts
 	}
 	unread := []mcpInboxItem{
-		{ID: "r5", BrokerMessageID: "b5", SenderName: "bob", SenderPubkey: "b0b1b0b1b0b1", Body: strp("newest   message\nwith lines"), ReceivedAt: "2026-05-04T10:42:01Z"},
+		{ID: "r5", BrokerMessageID: "b5", SenderName: "bob", SenderPubkey: "b0b1b0b1b0b1", Body: strPtr("newest   message\nwith lines"), ReceivedAt: "2026-05-04T10:42:01Z"},
 		{ID: "r4", SenderName: "carol", SenderPubkey: "c", Body: nil, ReceivedAt: "2026-05-04T10:41:00Z"},
-		{ID: "r3", BrokerMessageID: "b3", SenderName: "dan", Body: strp(strings.Repeat("x", 100)), ReceivedAt: "bad time"},
-		{ID: "r2", BrokerMessageID: "b2", SenderName: "erin", Body: strp("old")},
-		{ID: "r1", BrokerMessageID: "b1", SenderName: "fay", Body: strp("oldest")},
+		{ID: "r3", BrokerMessageID: "b3", SenderName: "dan", Body: strPtr(strings.Repeat("x", 100)), ReceivedAt: "bad time"},
+		{ID: "r2", BrokerMessageID: "b2", SenderName: "erin", Body: strPtr("old")},
+		{ID: "r1", BrokerMessageID: "b1", SenderName: "fay", Body: strPtr("oldest")},
 	}
 	cases := []struct {
 		name     string

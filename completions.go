@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -100,7 +101,7 @@ func buildComplTree(table []*command) complTree {
 			words := strings.Fields(name)
 			for i, w := range words {
 				parent := node(strings.Join(words[:i], " "))
-				if !contains(parent.children, w) {
+				if !slices.Contains(parent.children, w) {
 					parent.children = append(parent.children, w)
 				}
 				node(strings.Join(words[:i+1], " "))
@@ -124,15 +125,6 @@ func buildComplTree(table []*command) complTree {
 	}
 	sort.Strings(values)
 	return complTree{nodes: nodes, valueFlags: values}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // paths returns the node paths in a stable order.

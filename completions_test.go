@@ -42,7 +42,7 @@ func complProbeTable() []*command {
 	)
 }
 
-func writeScript(t *testing.T, shell string, table []*command) string {
+func writeComplScript(t *testing.T, shell string, table []*command) string {
 	t.Helper()
 	script, err := completionScript(shell, table)
 	if err != nil {
@@ -55,7 +55,7 @@ func writeScript(t *testing.T, shell string, table []*command) string {
 	return path
 }
 
-func needShell(t *testing.T, shell string) string {
+func needComplShell(t *testing.T, shell string) string {
 	t.Helper()
 	path, err := exec.LookPath(shell)
 	if err != nil {
@@ -105,9 +105,9 @@ func TestCompletionScriptsParse(t *testing.T) {
 	checks := map[string][]string{"bash": {"-n"}, "zsh": {"-n"}, "fish": {"--no-execute"}}
 	for _, shell := range completionShells {
 		t.Run(shell, func(t *testing.T) {
-			bin := needShell(t, shell)
+			bin := needComplShell(t, shell)
 			for _, table := range [][]*command{commands, complProbeTable()} {
-				path := writeScript(t, shell, table)
+				path := writeComplScript(t, shell, table)
 				out, err := exec.Command(bin, append(checks[shell], path)...).CombinedOutput()
 				if err != nil {
 					t.Fatalf("%s %v %s: %v\n%s", shell, checks[shell], path, err, out)
@@ -143,7 +143,7 @@ var complCases = []struct {
 	{"after --", []string{"send", "--", ""}, nil},
 }
 
-func sorted(s []string) []string {
+func sortedWords(s []string) []string {
 	out := append([]string{}, s...)
 	sort.Strings(out)
 	if len(out) == 0 {
@@ -153,8 +153,8 @@ func sorted(s []string) []string {
 }
 
 func TestBashCompletionBehaviour(t *testing.T) {
-	bash := needShell(t, "bash")
-	script := writeScript(t, "bash", complProbeTable())
+	bash := needComplShell(t, "bash")
+	script := writeComplScript(t, "bash", complProbeTable())
 	run := func(t *testing.T, words []string) []string {
 		t.Helper()
 		prog := `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _claudemesh; ` +
@@ -164,12 +164,12 @@ func TestBashCompletionBehaviour(t *testing.T) {
 		if err != nil {
 			t.Fatalf("bash: %v\n%s", err, out)
 		}
-		return sorted(strings.Fields(string(out)))
+		return sortedWords(strings.Fields(string(out)))
 	}
 	for _, tc := range complCases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := run(t, tc.words); !reflect.DeepEqual(got, sorted(tc.want)) {
-				t.Errorf("claudemesh %s<TAB> = %q, want %q", strings.Join(tc.words, " "), got, sorted(tc.want))
+			if got := run(t, tc.words); !reflect.DeepEqual(got, sortedWords(tc.want)) {
+				t.Errorf("claudemesh %s<TAB> = %q, want %q", strings.Join(tc.words, " "), got, sortedWords(tc.want))
 			}
 		})
 	}
@@ -185,8 +185,8 @@ func TestBashCompletionBehaviour(t *testing.T) {
 }
 
 func TestZshCompletionBehaviour(t *testing.T) {
-	zsh := needShell(t, "zsh")
-	script := writeScript(t, "zsh", complProbeTable())
+	zsh := needComplShell(t, "zsh")
+	script := writeComplScript(t, "zsh", complProbeTable())
 	// Outside a completion widget, _describe and compadd are stood in for
 	// by functions that print the candidates.
 	prog := `_describe() { local name=${@[-1]}; local l; for l in "${(@P)name}"; do print -r -- "${l%%:*}"; done; }
@@ -210,16 +210,16 @@ _claudemesh`
 					got = append(got, c)
 				}
 			}
-			if !reflect.DeepEqual(sorted(got), sorted(tc.want)) {
-				t.Errorf("claudemesh %s<TAB> = %q, want %q", strings.Join(tc.words, " "), sorted(got), sorted(tc.want))
+			if !reflect.DeepEqual(sortedWords(got), sortedWords(tc.want)) {
+				t.Errorf("claudemesh %s<TAB> = %q, want %q", strings.Join(tc.words, " "), sortedWords(got), sortedWords(tc.want))
 			}
 		})
 	}
 }
 
 func TestFishCompletionBehaviour(t *testing.T) {
-	fish := needShell(t, "fish")
-	script := writeScript(t, "fish", complProbeTable())
+	fish := needComplShell(t, "fish")
+	script := writeComplScript(t, "fish", complProbeTable())
 	for _, tc := range complCases {
 		t.Run(tc.name, func(t *testing.T) {
 			line := "claudemesh " + strings.Join(tc.words, " ")
@@ -233,8 +233,8 @@ func TestFishCompletionBehaviour(t *testing.T) {
 					got = append(got, word)
 				}
 			}
-			if !reflect.DeepEqual(sorted(got), sorted(tc.want)) {
-				t.Errorf("%s<TAB> = %q, want %q", line, sorted(got), sorted(tc.want))
+			if !reflect.DeepEqual(sortedWords(got), sortedWords(tc.want)) {
+				t.Errorf("%s<TAB> = %q, want %q", line, sortedWords(got), sortedWords(tc.want))
 			}
 		})
 	}

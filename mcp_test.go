@@ -67,13 +67,13 @@ func (f *fakeMCPBackend) Skill(ctx context.Context, name string) (Skill, bool, e
 	return Skill{}, false, nil
 }
 
-func (f *fakeMCPBackend) Send(ctx context.Context, req mcpSendRequest) (mcpSendResult, error) {
+func (f *fakeMCPBackend) Send(ctx context.Context, sr mcpSendRequest) (mcpSendResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sendErr != nil {
 		return mcpSendResult{}, f.sendErr
 	}
-	f.sent = append(f.sent, req)
+	f.sent = append(f.sent, sr)
 	return mcpSendResult{ClientMessageID: fmt.Sprintf("c%d", len(f.sent)), Status: "queued"}, nil
 }
 
@@ -91,19 +91,19 @@ func (f *fakeMCPBackend) Inbox(ctx context.Context, q mcpInboxQuery) ([]mcpInbox
 	return f.inbox, f.inboxErr
 }
 
-// syncBuffer is an output stream that a test reads while the server writes.
-type syncBuffer struct {
+// mcpOutBuffer is an output stream that a test reads while the server writes.
+type mcpOutBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *mcpOutBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *mcpOutBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -119,9 +119,9 @@ type rpcOut struct {
 	Error   *rpcWireError   `json:"error"`
 }
 
-// parseOutput splits the server's output into messages, failing on any line
+// parseRPCOutput splits the server's output into messages, failing on any line
 // that is not one JSON object.
-func parseOutput(t *testing.T, out string) []rpcOut {
+func parseRPCOutput(t *testing.T, out string) []rpcOut {
 	t.Helper()
 	var msgs []rpcOut
 	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
@@ -144,16 +144,16 @@ func parseOutput(t *testing.T, out string) []rpcOut {
 // wrote once Serve has returned.
 func runMCPScript(t *testing.T, cfg mcpConfig, lines ...string) []rpcOut {
 	t.Helper()
-	var out syncBuffer
+	var out mcpOutBuffer
 	srv := NewMCPServer(cfg, &out)
 	in := strings.NewReader(strings.Join(lines, "\n") + "\n")
 	if err := srv.Serve(context.Background(), in); err != nil {
 		t.Fatalf("Serve = %v, want nil at end of input", err)
 	}
-	return parseOutput(t, out.String())
+	return parseRPCOutput(t, out.String())
 }
 
-func byID(t *testing.T, msgs []rpcOut) map[string]rpcOut {
+func responsesByID(t *testing.T, msgs []rpcOut) map[string]rpcOut {
 	t.Helper()
 	m := map[string]rpcOut{}
 	for _, msg := range msgs {
@@ -169,7 +169,7 @@ func byID(t *testing.T, msgs []rpcOut) map[string]rpcOut {
 	return m
 }
 
-func req(id any, method string, params any) string {
+func rpcReq(id any, method string, params any) string {
 	m := map[string]any{"jsonrpc": "2.0", "id": id, "method": method}
 	if params != nil {
 		m["params"] = params
@@ -178,7 +178,7 @@ func req(id any, method string, params any) string {
 	return string(data)
 }
 
-func notification(method string, params any) string {
+func rpcNote(method string, params any) string {
 	m := map[string]any{"jsonrpc": "2.0", "method": method}
 	if params != nil {
 		m["params"] = params
@@ -187,7 +187,7 @@ func notification(method string, params any) string {
 	return string(data)
 }
 
-func initParams(version string) map[string]any {
+func mcpInitParams(version string) map[string]any {
 	return map[string]any{"protocolVersion": version, "capabilities": map[string]any{},
 		"clientInfo": map[string]any{"name": "test", "version": "1"}}
 }
@@ -206,7 +206,7 @@ func TestMCPInitializeNegotiatesVersion(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			msgs := runMCPScript(t, mcpConfig{Version: "9.9.9"}, req(1, "initialize", initParams(tc.requested)))
+			msgs := runMCPScript(t, mcpConfig{Version: "9.9.9"}, rpcReq(1, "initialize", mcpInitParams(tc.requested)))
 			if len(msgs) != 1 || msgs[0].Error != nil {
 				t.Fatalf("initialize(%q) = %+v, want one result", tc.requested, msgs)
 			}
@@ -233,7 +233,7 @@ func TestMCPInitializeNegotiatesVersion(t *testing.T) {
 }
 
 func TestMCPCapabilitiesDeclareChannel(t *testing.T) {
-	msgs := runMCPScript(t, mcpConfig{Version: version}, req(1, "initialize", initParams("2025-06-18")))
+	msgs := runMCPScript(t, mcpConfig{Version: version}, rpcReq(1, "initialize", mcpInitParams("2025-06-18")))
 	var res struct {
 		Capabilities json.RawMessage `json:"capabilities"`
 	}
@@ -276,12 +276,12 @@ func TestMCPProtocolErrors(t *testing.T) {
 		wantID   string
 		wantCode int
 	}{
-		{"discovery probe before initialize", req(1, "server/discover", map[string]any{}), "1", -32601},
-		{"tools/call without --tools", req(2, "tools/call", map[string]any{"name": "send"}), "2", -32601},
-		{"resources/templates/list", req(3, "resources/templates/list", nil), "3", -32601},
-		{"logging/setLevel", req(4, "logging/setLevel", map[string]any{"level": "info"}), "4", -32601},
-		{"completion/complete", req(5, "completion/complete", map[string]any{}), "5", -32601},
-		{"string id kept", req("abc", "no/such", nil), `"abc"`, -32601},
+		{"discovery probe before initialize", rpcReq(1, "server/discover", map[string]any{}), "1", -32601},
+		{"tools/call without --tools", rpcReq(2, "tools/call", map[string]any{"name": "send"}), "2", -32601},
+		{"resources/templates/list", rpcReq(3, "resources/templates/list", nil), "3", -32601},
+		{"logging/setLevel", rpcReq(4, "logging/setLevel", map[string]any{"level": "info"}), "4", -32601},
+		{"completion/complete", rpcReq(5, "completion/complete", map[string]any{}), "5", -32601},
+		{"string id kept", rpcReq("abc", "no/such", nil), `"abc"`, -32601},
 		{"not JSON", "this is not json", "null", -32700},
 		{"truncated JSON", `{"jsonrpc":"2.0","id":6,"method":`, "null", -32700},
 		{"batch", `[{"jsonrpc":"2.0","id":7,"method":"ping"}]`, "null", -32600},
@@ -295,16 +295,16 @@ func TestMCPProtocolErrors(t *testing.T) {
 		{"method not a string", `{"jsonrpc":"2.0","id":11,"method":5}`, "11", -32600},
 		{"empty method", `{"jsonrpc":"2.0","id":12,"method":""}`, "12", -32600},
 		{"scalar params", `{"jsonrpc":"2.0","id":13,"method":"ping","params":"x"}`, "13", -32600},
-		{"initialize without params", req(14, "initialize", nil), "14", -32602},
-		{"initialize without protocolVersion", req(15, "initialize", map[string]any{"capabilities": map[string]any{}}), "15", -32602},
-		{"initialize with numeric protocolVersion", req(16, "initialize", map[string]any{"protocolVersion": 5}), "16", -32602},
-		{"initialize with array params", req(17, "initialize", []any{"2025-06-18"}), "17", -32602},
-		{"prompts/get without name", req(18, "prompts/get", map[string]any{}), "18", -32602},
-		{"prompts/get unknown skill", req(19, "prompts/get", map[string]any{"name": "nope"}), "19", -32602},
-		{"resources/read without uri", req(20, "resources/read", map[string]any{}), "20", -32602},
-		{"resources/read unknown skill", req(21, "resources/read", map[string]any{"uri": "skill://claudemesh/nope"}), "21", -32002},
-		{"resources/read foreign uri", req(22, "resources/read", map[string]any{"uri": "file:///etc/passwd"}), "22", -32002},
-		{"resources/read bad escape", req(23, "resources/read", map[string]any{"uri": "skill://claudemesh/%zz"}), "23", -32002},
+		{"initialize without params", rpcReq(14, "initialize", nil), "14", -32602},
+		{"initialize without protocolVersion", rpcReq(15, "initialize", map[string]any{"capabilities": map[string]any{}}), "15", -32602},
+		{"initialize with numeric protocolVersion", rpcReq(16, "initialize", map[string]any{"protocolVersion": 5}), "16", -32602},
+		{"initialize with array params", rpcReq(17, "initialize", []any{"2025-06-18"}), "17", -32602},
+		{"prompts/get without name", rpcReq(18, "prompts/get", map[string]any{}), "18", -32602},
+		{"prompts/get unknown skill", rpcReq(19, "prompts/get", map[string]any{"name": "nope"}), "19", -32602},
+		{"resources/read without uri", rpcReq(20, "resources/read", map[string]any{}), "20", -32602},
+		{"resources/read unknown skill", rpcReq(21, "resources/read", map[string]any{"uri": "skill://claudemesh/nope"}), "21", -32002},
+		{"resources/read foreign uri", rpcReq(22, "resources/read", map[string]any{"uri": "file:///etc/passwd"}), "22", -32002},
+		{"resources/read bad escape", rpcReq(23, "resources/read", map[string]any{"uri": "skill://claudemesh/%zz"}), "23", -32002},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -327,7 +327,7 @@ func TestMCPProtocolErrors(t *testing.T) {
 }
 
 func TestMCPMethodNotFoundNamesTheMethod(t *testing.T) {
-	msgs := runMCPScript(t, mcpConfig{}, req(1, "server/discover", nil))
+	msgs := runMCPScript(t, mcpConfig{}, rpcReq(1, "server/discover", nil))
 	if got := msgs[0].Error.Message; got != "method not found: server/discover" {
 		t.Errorf("message = %q", got)
 	}
@@ -338,13 +338,13 @@ func TestMCPMethodNotFoundNamesTheMethod(t *testing.T) {
 
 func TestMCPDiscoveryProbeThenClassicHandshake(t *testing.T) {
 	msgs := runMCPScript(t, mcpConfig{Version: version},
-		req(1, "server/discover", map[string]any{}),
-		req(2, "initialize", initParams("2025-11-25")),
-		notification("notifications/initialized", nil),
-		req(3, "tools/list", nil),
-		req(4, "ping", nil),
+		rpcReq(1, "server/discover", map[string]any{}),
+		rpcReq(2, "initialize", mcpInitParams("2025-11-25")),
+		rpcNote("notifications/initialized", nil),
+		rpcReq(3, "tools/list", nil),
+		rpcReq(4, "ping", nil),
 	)
-	got := byID(t, msgs)
+	got := responsesByID(t, msgs)
 	if len(msgs) != 4 {
 		t.Fatalf("got %d messages, want 4 responses", len(msgs))
 	}
@@ -364,18 +364,18 @@ func TestMCPDiscoveryProbeThenClassicHandshake(t *testing.T) {
 
 func TestMCPNotificationsAreNeverAnswered(t *testing.T) {
 	msgs := runMCPScript(t, mcpConfig{},
-		notification("notifications/initialized", nil),
-		notification("notifications/initialized", nil),
-		notification("notifications/roots/list_changed", nil),
-		notification("no/such/method", map[string]any{}),
-		notification("notifications/cancelled", map[string]any{"requestId": 99}),
+		rpcNote("notifications/initialized", nil),
+		rpcNote("notifications/initialized", nil),
+		rpcNote("notifications/roots/list_changed", nil),
+		rpcNote("no/such/method", map[string]any{}),
+		rpcNote("notifications/cancelled", map[string]any{"requestId": 99}),
 		`{"jsonrpc":"1.0","method":"bad/version"}`,
 		`{"jsonrpc":"2.0","method":"bad/params","params":7}`,
 		`{"jsonrpc":"2.0","id":5,"result":{}}`,
 		`{"jsonrpc":"2.0","id":6,"error":{"code":-1,"message":"x"}}`,
 		"",
 		"   ",
-		req(7, "ping", nil),
+		rpcReq(7, "ping", nil),
 	)
 	if len(msgs) != 1 || string(msgs[0].ID) != "7" {
 		t.Fatalf("output = %+v, want only the ping response", msgs)
@@ -383,33 +383,33 @@ func TestMCPNotificationsAreNeverAnswered(t *testing.T) {
 }
 
 func TestMCPLastLineWithoutNewline(t *testing.T) {
-	var out syncBuffer
+	var out mcpOutBuffer
 	srv := NewMCPServer(mcpConfig{}, &out)
-	if err := srv.Serve(context.Background(), strings.NewReader(req(1, "ping", nil))); err != nil {
+	if err := srv.Serve(context.Background(), strings.NewReader(rpcReq(1, "ping", nil))); err != nil {
 		t.Fatal(err)
 	}
-	msgs := parseOutput(t, out.String())
+	msgs := parseRPCOutput(t, out.String())
 	if len(msgs) != 1 || string(msgs[0].ID) != "1" {
 		t.Fatalf("output = %q, want the ping response", out.String())
 	}
 }
 
 func TestMCPCRLFInput(t *testing.T) {
-	var out syncBuffer
+	var out mcpOutBuffer
 	srv := NewMCPServer(mcpConfig{}, &out)
-	in := req(1, "ping", nil) + "\r\n" + req(2, "ping", nil) + "\r\n"
+	in := rpcReq(1, "ping", nil) + "\r\n" + rpcReq(2, "ping", nil) + "\r\n"
 	if err := srv.Serve(context.Background(), strings.NewReader(in)); err != nil {
 		t.Fatal(err)
 	}
-	if msgs := parseOutput(t, out.String()); len(msgs) != 2 || msgs[0].Error != nil || msgs[1].Error != nil {
+	if msgs := parseRPCOutput(t, out.String()); len(msgs) != 2 || msgs[0].Error != nil || msgs[1].Error != nil {
 		t.Fatalf("output = %q", out.String())
 	}
 }
 
 func TestMCPOversizedLine(t *testing.T) {
 	big := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + strings.Repeat("a", mcpMaxMessage) + `"}}`
-	msgs := runMCPScript(t, mcpConfig{}, big, req(2, "ping", nil))
-	got := byID(t, msgs)
+	msgs := runMCPScript(t, mcpConfig{}, big, rpcReq(2, "ping", nil))
+	got := responsesByID(t, msgs)
 	if e := got["null"].Error; e == nil || e.Code != -32700 {
 		t.Errorf("oversized line = %+v, want -32700", got["null"])
 	}
@@ -421,14 +421,14 @@ func TestMCPOversizedLine(t *testing.T) {
 func TestMCPStopsOnContextCancel(t *testing.T) {
 	inR, inW := io.Pipe()
 	defer inW.Close()
-	var out syncBuffer
+	var out mcpOutBuffer
 	srv := NewMCPServer(mcpConfig{}, &out)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, inR) }()
 	// The pipe hands the line over only once the server reads it, so the
 	// server is running when the write returns.
-	if _, err := io.WriteString(inW, req(1, "ping", nil)+"\n"); err != nil {
+	if _, err := io.WriteString(inW, rpcReq(1, "ping", nil)+"\n"); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
@@ -440,20 +440,20 @@ func TestMCPStopsOnContextCancel(t *testing.T) {
 func TestMCPReadErrorIsReturned(t *testing.T) {
 	srv := NewMCPServer(mcpConfig{}, io.Discard)
 	boom := errors.New("boom")
-	err := srv.Serve(context.Background(), io.MultiReader(strings.NewReader(req(1, "ping", nil)+"\n"), errReader{boom}))
+	err := srv.Serve(context.Background(), io.MultiReader(strings.NewReader(rpcReq(1, "ping", nil)+"\n"), failingReader{boom}))
 	if !errors.Is(err, boom) {
 		t.Fatalf("Serve = %v, want %v", err, boom)
 	}
 }
 
-type errReader struct{ err error }
+type failingReader struct{ err error }
 
-func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+func (r failingReader) Read([]byte) (int, error) { return 0, r.err }
 
 func TestMCPInitializedHookRunsOnce(t *testing.T) {
 	var calls int
 	var mu sync.Mutex
-	var out syncBuffer
+	var out mcpOutBuffer
 	var srv *MCPServer
 	srv = NewMCPServer(mcpConfig{OnInitialized: func(ctx context.Context) {
 		select {
@@ -472,9 +472,9 @@ func TestMCPInitializedHookRunsOnce(t *testing.T) {
 	default:
 	}
 	in := strings.Join([]string{
-		req(1, "initialize", initParams("2025-06-18")),
-		notification("notifications/initialized", nil),
-		notification("notifications/initialized", nil),
+		rpcReq(1, "initialize", mcpInitParams("2025-06-18")),
+		rpcNote("notifications/initialized", nil),
+		rpcNote("notifications/initialized", nil),
 	}, "\n") + "\n"
 	if err := srv.Serve(context.Background(), strings.NewReader(in)); err != nil {
 		t.Fatal(err)
@@ -507,13 +507,13 @@ func TestMCPWelcomeHookCanEmit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return parseOutput(t, line)[0]
+		return parseRPCOutput(t, line)[0]
 	}
-	io.WriteString(inW, req(1, "initialize", initParams("2025-06-18"))+"\n")
+	io.WriteString(inW, rpcReq(1, "initialize", mcpInitParams("2025-06-18"))+"\n")
 	if m := readMsg(); string(m.ID) != "1" {
 		t.Fatalf("first message = %+v, want the initialize response", m)
 	}
-	io.WriteString(inW, notification("notifications/initialized", nil)+"\n")
+	io.WriteString(inW, rpcNote("notifications/initialized", nil)+"\n")
 	m := readMsg()
 	if m.Method != channelMethod {
 		t.Fatalf("message after initialized = %+v, want %s", m, channelMethod)
@@ -533,7 +533,7 @@ func TestMCPWelcomeHookCanEmit(t *testing.T) {
 }
 
 func TestMCPEmitChannelRefusesBadMeta(t *testing.T) {
-	var out syncBuffer
+	var out mcpOutBuffer
 	srv := NewMCPServer(mcpConfig{}, &out)
 	err := srv.EmitChannel(context.Background(), channelNotification{Content: "x", Meta: map[string]string{"from-name": "bob"}})
 	if err == nil {
@@ -545,7 +545,7 @@ func TestMCPEmitChannelRefusesBadMeta(t *testing.T) {
 	if err := srv.EmitChannel(context.Background(), channelNotification{Content: "hi"}); err != nil {
 		t.Fatal(err)
 	}
-	msgs := parseOutput(t, out.String())
+	msgs := parseRPCOutput(t, out.String())
 	if len(msgs) != 1 || msgs[0].Method != channelMethod || string(msgs[0].Params) != `{"content":"hi","meta":{}}` {
 		t.Errorf("output = %q, want one notification with empty meta", out.String())
 	}
@@ -558,11 +558,11 @@ func TestMCPWritesNeverInterleave(t *testing.T) {
 	// Notifications from several goroutines and responses to many requests,
 	// all at once: every output line must still be one whole message.
 	const writers, perWriter, requests = 4, 50, 100
-	var out syncBuffer
+	var out mcpOutBuffer
 	srv := NewMCPServer(mcpConfig{}, &out)
 	var lines []string
 	for i := 0; i < requests; i++ {
-		lines = append(lines, req(i, "ping", nil))
+		lines = append(lines, rpcReq(i, "ping", nil))
 	}
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -582,7 +582,7 @@ func TestMCPWritesNeverInterleave(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	msgs := parseOutput(t, out.String())
+	msgs := parseRPCOutput(t, out.String())
 	var notes, resps int
 	for _, m := range msgs {
 		if m.Method == channelMethod {
@@ -599,9 +599,9 @@ func TestMCPWritesNeverInterleave(t *testing.T) {
 func TestMCPCancelledRequestGetsNoResponse(t *testing.T) {
 	backend := &fakeMCPBackend{blockGet: true}
 	msgs := runMCPScript(t, mcpConfig{Backend: backend},
-		req(1, "prompts/get", map[string]any{"name": "slow"}),
-		notification("notifications/cancelled", map[string]any{"requestId": 1, "reason": "user"}),
-		req(2, "ping", nil),
+		rpcReq(1, "prompts/get", map[string]any{"name": "slow"}),
+		rpcNote("notifications/cancelled", map[string]any{"requestId": 1, "reason": "user"}),
+		rpcReq(2, "ping", nil),
 	)
 	if len(msgs) != 1 || string(msgs[0].ID) != "2" {
 		t.Fatalf("output = %+v, want only the ping response", msgs)
@@ -610,8 +610,8 @@ func TestMCPCancelledRequestGetsNoResponse(t *testing.T) {
 
 func TestMCPHandlerPanicIsInternalError(t *testing.T) {
 	msgs := runMCPScript(t, mcpConfig{Backend: &fakeMCPBackend{panicOnList: true}},
-		req(1, "prompts/list", nil), req(2, "ping", nil))
-	got := byID(t, msgs)
+		rpcReq(1, "prompts/list", nil), rpcReq(2, "ping", nil))
+	got := responsesByID(t, msgs)
 	if e := got["1"].Error; e == nil || e.Code != -32603 {
 		t.Errorf("panicking handler = %+v, want -32603", got["1"])
 	}
@@ -627,12 +627,12 @@ func TestMCPSkillsAsPromptsAndResources(t *testing.T) {
 		{Name: "code review", Description: "review diffs", Instructions: "Look closely."},
 	}}
 	msgs := runMCPScript(t, mcpConfig{Backend: backend},
-		req(1, "prompts/list", nil),
-		req(2, "prompts/get", map[string]any{"name": "deploy"}),
-		req(3, "resources/list", nil),
-		req(4, "resources/read", map[string]any{"uri": "skill://claudemesh/code%20review"}),
+		rpcReq(1, "prompts/list", nil),
+		rpcReq(2, "prompts/get", map[string]any{"name": "deploy"}),
+		rpcReq(3, "resources/list", nil),
+		rpcReq(4, "resources/read", map[string]any{"uri": "skill://claudemesh/code%20review"}),
 	)
-	got := byID(t, msgs)
+	got := responsesByID(t, msgs)
 	for id, m := range got {
 		if m.Error != nil {
 			t.Fatalf("request %s failed: %+v", id, m.Error)
@@ -687,7 +687,7 @@ func TestMCPSkillsDegrade(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			msgs := runMCPScript(t, mcpConfig{Backend: tc.backend}, req(1, tc.method, tc.params))
+			msgs := runMCPScript(t, mcpConfig{Backend: tc.backend}, rpcReq(1, tc.method, tc.params))
 			m := msgs[0]
 			got := string(m.Result)
 			if m.Error != nil {
@@ -701,7 +701,7 @@ func TestMCPSkillsDegrade(t *testing.T) {
 }
 
 func TestMCPToolsList(t *testing.T) {
-	msgs := runMCPScript(t, mcpConfig{Tools: true, Backend: &fakeMCPBackend{}}, req(1, "tools/list", nil))
+	msgs := runMCPScript(t, mcpConfig{Tools: true, Backend: &fakeMCPBackend{}}, rpcReq(1, "tools/list", nil))
 	var res struct {
 		Tools []struct {
 			Name        string `json:"name"`
@@ -721,7 +721,7 @@ func TestMCPToolsList(t *testing.T) {
 		t.Fatalf("tools = %s", msgs[0].Result)
 	}
 	for _, tool := range res.Tools {
-		req, ok := want[tool.Name]
+		required, ok := want[tool.Name]
 		if !ok {
 			t.Errorf("unexpected tool %q", tool.Name)
 			continue
@@ -729,10 +729,10 @@ func TestMCPToolsList(t *testing.T) {
 		if tool.InputSchema.Type != "object" || tool.Description == "" {
 			t.Errorf("tool %q: schema type %q, description %q", tool.Name, tool.InputSchema.Type, tool.Description)
 		}
-		if !reflect.DeepEqual(tool.InputSchema.Required, req) {
-			t.Errorf("tool %q required = %v, want %v", tool.Name, tool.InputSchema.Required, req)
+		if !reflect.DeepEqual(tool.InputSchema.Required, required) {
+			t.Errorf("tool %q required = %v, want %v", tool.Name, tool.InputSchema.Required, required)
 		}
-		for _, r := range req {
+		for _, r := range required {
 			if _, ok := tool.InputSchema.Properties[r]; !ok {
 				t.Errorf("tool %q requires %q without describing it", tool.Name, r)
 			}
@@ -802,7 +802,7 @@ func TestMCPToolCalls(t *testing.T) {
 			if tc.call.args != nil {
 				params["arguments"] = tc.call.args
 			}
-			msgs := runMCPScript(t, mcpConfig{Tools: true, Backend: tc.backend}, req(1, "tools/call", params))
+			msgs := runMCPScript(t, mcpConfig{Tools: true, Backend: tc.backend}, rpcReq(1, "tools/call", params))
 			if msgs[0].Error != nil {
 				t.Fatalf("tools/call %s = protocol error %+v, want a result", tc.call.name, msgs[0].Error)
 			}
@@ -838,7 +838,7 @@ func TestMCPToolCallProtocolErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			msgs := runMCPScript(t, tc.cfg, req(1, "tools/call", tc.params))
+			msgs := runMCPScript(t, tc.cfg, rpcReq(1, "tools/call", tc.params))
 			if e := msgs[0].Error; e == nil || e.Code != tc.wantCode {
 				t.Errorf("tools/call %v = %+v, want error %d", tc.params, msgs[0], tc.wantCode)
 			}
@@ -847,7 +847,7 @@ func TestMCPToolCallProtocolErrors(t *testing.T) {
 }
 
 func TestMCPToolCallWithoutBackend(t *testing.T) {
-	msgs := runMCPScript(t, mcpConfig{Tools: true}, req(1, "tools/call", map[string]any{"name": "peers"}))
+	msgs := runMCPScript(t, mcpConfig{Tools: true}, rpcReq(1, "tools/call", map[string]any{"name": "peers"}))
 	var res mcpToolResult
 	if err := json.Unmarshal(msgs[0].Result, &res); err != nil {
 		t.Fatal(err)
@@ -957,9 +957,9 @@ func TestMCPLogFile(t *testing.T) {
 }
 
 func TestMCPServerLogsToGivenLogger(t *testing.T) {
-	var buf syncBuffer
+	var buf mcpOutBuffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	runMCPScript(t, mcpConfig{Log: log}, req(1, "server/discover", nil), notification("notifications/initialized", nil))
+	runMCPScript(t, mcpConfig{Log: log}, rpcReq(1, "server/discover", nil), rpcNote("notifications/initialized", nil))
 	for _, want := range []string{"rpc_method_not_found", "server_initialized", "mcp_stopped"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, buf.String())

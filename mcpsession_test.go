@@ -73,16 +73,16 @@ func (d *fakeDaemon) stream() *io.PipeWriter {
 	return pw
 }
 
-// hangGuard bounds waits so that a broken pump fails the test instead of
+// mcpHangGuard bounds waits so that a broken pump fails the test instead of
 // hanging it; it is far above any real wait.
-const hangGuard = time.Minute
+const mcpHangGuard = time.Minute
 
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
+func mcpRecv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(hangGuard):
+	case <-time.After(mcpHangGuard):
 		t.Fatalf("no %s", what)
 		panic("unreachable")
 	}
@@ -99,7 +99,7 @@ type sessionHarness struct {
 	cancel context.CancelFunc
 }
 
-func startSession(t *testing.T, d *fakeDaemon, out io.Writer, welcomeDelay time.Duration) *sessionHarness {
+func startMCPSession(t *testing.T, d *fakeDaemon, out io.Writer, welcomeDelay time.Duration) *sessionHarness {
 	t.Helper()
 	inR, inW := io.Pipe()
 	h := &sessionHarness{t: t, d: d, stdin: inW, lines: make(chan rpcOut, 64), done: make(chan error, 1)}
@@ -141,17 +141,17 @@ func (h *sessionHarness) send(line string) {
 
 func (h *sessionHarness) next() rpcOut {
 	h.t.Helper()
-	return recv(h.t, h.lines, "message from the server")
+	return mcpRecv(h.t, h.lines, "message from the server")
 }
 
 // handshake initializes the server the way Claude Code does.
 func (h *sessionHarness) handshake() {
 	h.t.Helper()
-	h.send(req(1, "initialize", initParams("2025-06-18")))
+	h.send(rpcReq(1, "initialize", mcpInitParams("2025-06-18")))
 	if m := h.next(); string(m.ID) != "1" || m.Error != nil {
 		h.t.Fatalf("initialize = %+v", m)
 	}
-	h.send(notification("notifications/initialized", nil))
+	h.send(rpcNote("notifications/initialized", nil))
 }
 
 func channelParams(t *testing.T, m rpcOut) channelNotification {
@@ -191,7 +191,7 @@ const noWelcome = time.Hour // the welcome never fires within the test
 
 func TestMCPSessionDeliversMessagesThenMarksSeen(t *testing.T) {
 	d := newFakeDaemon()
-	h := startSession(t, d, nil, noWelcome)
+	h := startMCPSession(t, d, nil, noWelcome)
 	h.handshake()
 	events := d.stream()
 	io.WriteString(events, ": connected\n\n")
@@ -200,41 +200,41 @@ func TestMCPSessionDeliversMessagesThenMarksSeen(t *testing.T) {
 	if n.Content != "bob: is staging up?" || n.Meta["message_id"] != "b-r1" || n.Meta["from_name"] != "bob" || n.Meta["mesh_slug"] != "team" {
 		t.Errorf("notification = %+v", n)
 	}
-	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
+	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
 		t.Errorf("marked seen %q, want [r1]", ids)
 	}
 }
 
 func TestMCPSessionHoldsEventsUntilInitialized(t *testing.T) {
 	d := newFakeDaemon()
-	h := startSession(t, d, nil, noWelcome)
+	h := startMCPSession(t, d, nil, noWelcome)
 	events := d.stream()
 	// The write returns once the pump has read the event.
 	io.WriteString(events, messageSSE(1, "r1", "early"))
-	h.send(req(1, "initialize", initParams("2025-06-18")))
+	h.send(rpcReq(1, "initialize", mcpInitParams("2025-06-18")))
 	if m := h.next(); string(m.ID) != "1" {
 		t.Fatalf("first message = %+v, want the initialize response: the event went out before initialized", m)
 	}
 	if calls := d.seenCalls(); len(calls) != 0 {
 		t.Fatalf("marked seen %q before the emit", calls)
 	}
-	h.send(notification("notifications/initialized", nil))
+	h.send(rpcNote("notifications/initialized", nil))
 	if n := channelParams(t, h.next()); n.Content != "bob: early" {
 		t.Errorf("held notification = %+v", n)
 	}
-	recv(t, d.seenCh, "mark-seen")
+	mcpRecv(t, d.seenCh, "mark-seen")
 }
 
-// failingWriter is a client that went away.
-type failingWriter struct{}
+// goneClient is a client that went away.
+type goneClient struct{}
 
-func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+func (goneClient) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
 
 func TestMCPSessionFailedEmitLeavesRowUnread(t *testing.T) {
 	d := newFakeDaemon()
-	h := startSession(t, d, failingWriter{}, noWelcome)
-	h.send(req(1, "initialize", initParams("2025-06-18")))
-	h.send(notification("notifications/initialized", nil))
+	h := startMCPSession(t, d, goneClient{}, noWelcome)
+	h.send(rpcReq(1, "initialize", mcpInitParams("2025-06-18")))
+	h.send(rpcNote("notifications/initialized", nil))
 	<-h.sess.Server.Initialized()
 	events := d.stream()
 	io.WriteString(events, messageSSE(1, "r1", "lost"))
@@ -248,7 +248,7 @@ func TestMCPSessionFailedEmitLeavesRowUnread(t *testing.T) {
 
 func TestMCPSessionSystemEventsAndStatus(t *testing.T) {
 	d := newFakeDaemon()
-	h := startSession(t, d, nil, noWelcome)
+	h := startMCPSession(t, d, nil, noWelcome)
 	h.handshake()
 	events := d.stream()
 	io.WriteString(events, "id: 1\nevent: broker_status\ndata: {\"mesh\":\"team\",\"status\":\"open\"}\n\n")
@@ -262,25 +262,25 @@ func TestMCPSessionSystemEventsAndStatus(t *testing.T) {
 	if n := channelParams(t, h.next()); n.Content != "bob: after a bad event" {
 		t.Errorf("after a bad event: %+v", n)
 	}
-	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r4"}) {
+	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r4"}) {
 		t.Errorf("marked seen %q, want only the message row", ids)
 	}
 }
 
 func TestMCPSessionReconnects(t *testing.T) {
 	d := newFakeDaemon()
-	h := startSession(t, d, nil, noWelcome)
+	h := startMCPSession(t, d, nil, noWelcome)
 	h.handshake()
-	recv(t, d.opened, "first subscription")
+	mcpRecv(t, d.opened, "first subscription")
 	d.streams <- func() (io.ReadCloser, error) { return nil, errors.New("daemon not running") }
-	recv(t, d.opened, "subscription after an error")
+	mcpRecv(t, d.opened, "subscription after an error")
 	ended := d.stream()
 	io.WriteString(ended, messageSSE(1, "r1", "before the end"))
 	ended.Close()
 	if n := channelParams(t, h.next()); n.Content != "bob: before the end" {
 		t.Errorf("first stream: %+v", n)
 	}
-	recv(t, d.opened, "subscription after the stream ended")
+	mcpRecv(t, d.opened, "subscription after the stream ended")
 	io.WriteString(d.stream(), messageSSE(1, "r2", "after reconnecting"))
 	if n := channelParams(t, h.next()); n.Content != "bob: after reconnecting" {
 		t.Errorf("second stream: %+v", n)
@@ -300,7 +300,7 @@ func TestMCPSessionWelcome(t *testing.T) {
 		{ID: "r2", BrokerMessageID: "b2", SenderName: "bob", Body: &body2},
 		{ID: "r1", SenderName: "bob", Body: &body1},
 	}
-	h := startSession(t, d, nil, 0)
+	h := startMCPSession(t, d, nil, 0)
 	h.handshake()
 	n := channelParams(t, h.next())
 	want := map[string]string{"kind": "welcome", "self_display_name": "alice", "self_session_pubkey": "a11ce000",
@@ -309,7 +309,7 @@ func TestMCPSessionWelcome(t *testing.T) {
 	if !reflect.DeepEqual(n.Meta, want) {
 		t.Errorf("welcome meta = %v\nwant %v", n.Meta, want)
 	}
-	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r2", "r1"}) {
+	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r2", "r1"}) {
 		t.Errorf("marked seen %q after the welcome, want both unread rows", ids)
 	}
 	d.mu.Lock()
@@ -327,7 +327,7 @@ func TestMCPSessionWelcomeWhenQueriesFail(t *testing.T) {
 	d.selfErr = errors.New("401")
 	d.peersErr = errors.New("timeout")
 	d.inboxErr = errors.New("timeout")
-	h := startSession(t, d, nil, 0)
+	h := startMCPSession(t, d, nil, 0)
 	h.handshake()
 	n := channelParams(t, h.next())
 	if n.Meta["kind"] != "welcome" || n.Meta["peer_count"] != "" || n.Meta["unread_count"] != "" || n.Meta["self_display_name"] != "" {
@@ -337,19 +337,19 @@ func TestMCPSessionWelcomeWhenQueriesFail(t *testing.T) {
 	// welcome is done.
 	io.WriteString(d.stream(), messageSSE(1, "r1", "x"))
 	channelParams(t, h.next())
-	if ids := recv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
+	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
 		t.Errorf("first mark-seen = %q, want only the message row", ids)
 	}
 }
 
 func TestMCPSessionStopsOnEOF(t *testing.T) {
 	d := newFakeDaemon()
-	h := startSession(t, d, nil, noWelcome)
+	h := startMCPSession(t, d, nil, noWelcome)
 	h.handshake()
 	events := d.stream()
 	io.WriteString(events, ": connected\n\n")
 	h.stdin.Close()
-	if err := recv(t, h.done, "end of Run"); err != nil {
+	if err := mcpRecv(t, h.done, "end of Run"); err != nil {
 		t.Fatalf("Run = %v, want nil at end of input", err)
 	}
 	h.done <- nil // for the cleanup
@@ -371,7 +371,7 @@ func TestWelcomeDelayFromEnv(t *testing.T) {
 		{"soon", mcpWelcomeDelay},
 	}
 	for _, tc := range cases {
-		if got := welcomeDelayFromEnv(envFunc(map[string]string{"CLAUDEMESH_WELCOME_DELAY_MS": tc.v})); got != tc.want {
+		if got := welcomeDelayFromEnv(mapGetenv(map[string]string{"CLAUDEMESH_WELCOME_DELAY_MS": tc.v})); got != tc.want {
 			t.Errorf("welcomeDelayFromEnv(%q) = %v, want %v", tc.v, got, tc.want)
 		}
 	}

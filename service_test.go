@@ -359,7 +359,7 @@ func TestServiceUnitPath(t *testing.T) {
 	}
 }
 
-func envFunc(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+func mapGetenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 func TestDetectCI(t *testing.T) {
 	cases := []struct {
@@ -384,7 +384,7 @@ func TestDetectCI(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			v, ci := detectCI(envFunc(tc.env))
+			v, ci := detectCI(mapGetenv(tc.env))
 			if v != tc.wantVar || ci != tc.wantCI {
 				t.Errorf("detectCI(%v) = %q, %v; want %q, %v", tc.env, v, ci, tc.wantVar, tc.wantCI)
 			}
@@ -393,7 +393,7 @@ func TestDetectCI(t *testing.T) {
 }
 
 func TestCheckServiceAllowed(t *testing.T) {
-	ci := envFunc(map[string]string{"GITHUB_ACTIONS": "true"})
+	ci := mapGetenv(map[string]string{"GITHUB_ACTIONS": "true"})
 	err := checkServiceAllowed(ci, false)
 	if err == nil {
 		t.Fatal("service allowed under CI")
@@ -408,7 +408,7 @@ func TestCheckServiceAllowed(t *testing.T) {
 	if err := checkServiceAllowed(ci, true); err != nil {
 		t.Errorf("with --allow-ci-persistent: %v", err)
 	}
-	if err := checkServiceAllowed(envFunc(nil), false); err != nil {
+	if err := checkServiceAllowed(mapGetenv(nil), false); err != nil {
 		t.Errorf("outside CI: %v", err)
 	}
 }
@@ -586,8 +586,8 @@ func TestDefaultServiceSpec(t *testing.T) {
 		t.Skipf("no service manager on %s", runtime.GOOS)
 	}
 	home := t.TempDir()
-	paths, _ := resolvePaths(pathEnv{getenv: envFunc(nil), home: home, dirExists: dirExists})
-	spec, err := defaultServiceSpec(paths, home, envFunc(nil))
+	paths, _ := resolvePaths(pathEnv{getenv: mapGetenv(nil), home: home, dirExists: dirExists})
+	spec, err := defaultServiceSpec(paths, home, mapGetenv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

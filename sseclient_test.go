@@ -143,15 +143,15 @@ func TestReadSSEStreamErrors(t *testing.T) {
 	// A read that fails because ctx ended (the caller closed the body) is
 	// reported as ctx's end, not as a network error.
 	ctx, cancel = context.WithCancel(context.Background())
-	r := readerFunc(func([]byte) (int, error) { cancel(); return 0, errors.New("use of closed connection") })
+	r := sseReaderFunc(func([]byte) (int, error) { cancel(); return 0, errors.New("use of closed connection") })
 	if err := readSSEStream(ctx, r, func(sseClientEvent) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Errorf("closed on cancel: readSSEStream = %v, want context.Canceled", err)
 	}
 }
 
-type readerFunc func([]byte) (int, error)
+type sseReaderFunc func([]byte) (int, error)
 
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+func (f sseReaderFunc) Read(p []byte) (int, error) { return f(p) }
 
 func FuzzSSEClientParser(f *testing.F) {
 	f.Add([]byte(daemonStream), uint16(7))
