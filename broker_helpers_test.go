@@ -87,8 +87,8 @@ const testWait = 10 * time.Second
 
 // testClient is a bare protocol client over a real WebSocket.
 type testClient struct {
-	t      testing.TB
-	ws     *websocket.Conn
+	t       testing.TB
+	ws      *websocket.Conn
 	frames  chan []byte
 	done    chan struct{}
 	err     error   // why the read loop ended; valid after done
