@@ -307,20 +307,30 @@ func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error 
 	if err != nil {
 		return exitError(exitIO, err)
 	}
+	// Equal payloads sign to equal tokens, so a second invite made within the
+	// same second gets its expiry nudged instead of colliding.
 	expiresAt := time.Now().Add(life)
-	_, token, err := buildInvite(kp, m.MeshID, m.Slug, m.BrokerURL, m.RootKey, f.role, expiresAt)
-	if err != nil {
-		return exitError(exitIO, fmt.Errorf("mesh %s: %w", m.Slug, err))
-	}
-	ts := time.Now().UnixMilli()
-	req := InviteCreateRequest{Token: token, MaxUses: f.uses, Timestamp: ts, Signature: kp.sign(inviteCreateSignedString(m.Slug, token, f.uses, ts))}
 	var resp InviteCreateResponse
-	if err := postBroker(ctx, base, "/cli/mesh/"+m.Slug+"/invite", nil, req, &resp); err != nil {
+	for attempt := 0; ; attempt++ {
+		_, token, err := buildInvite(kp, m.MeshID, m.Slug, m.BrokerURL, m.RootKey, f.role, expiresAt)
+		if err != nil {
+			return exitError(exitIO, fmt.Errorf("mesh %s: %w", m.Slug, err))
+		}
+		ts := time.Now().UnixMilli()
+		req := InviteCreateRequest{Token: token, MaxUses: f.uses, Timestamp: ts, Signature: kp.sign(inviteCreateSignedString(m.Slug, token, f.uses, ts))}
+		err = postBroker(ctx, base, "/cli/mesh/"+m.Slug+"/invite", nil, req, &resp)
 		var be *brokerError
+		if errors.As(err, &be) && be.Code == "invite_exists" && attempt < 5 {
+			expiresAt = expiresAt.Add(time.Second)
+			continue
+		}
 		if errors.As(err, &be) && be.Status == http.StatusForbidden {
 			return withHint(brokerExit(err, "the broker refused the invite"), "only the key that created the mesh can invite")
 		}
-		return brokerExit(err, "the broker refused the invite")
+		if err != nil {
+			return brokerExit(err, "the broker refused the invite")
+		}
+		break
 	}
 	if c.jsonMode() {
 		return c.printJSON(map[string]string{"url": resp.URL, "expires_at": resp.ExpiresAt})
