@@ -166,3 +166,43 @@ func TestBrokerSessionReplacedBySameKey(t *testing.T) {
 		t.Fatalf("presences = %d, want 1 per session key", n)
 	}
 }
+
+func TestBrokerPeerReturnedRestoresState(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	b1 := dialTestClient(t, url)
+	b1.hello(bob, "daemon-bob")
+	a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined })
+	b1.roundTrip(map[string]any{"type": frameSetSummary, "summary": "on call"})
+	b1.roundTrip(map[string]any{"type": frameJoinGroup, "name": "ops"})
+	b1.ws.Close(1000, "bye")
+	var p *peer
+	waitFor(t, "bob offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, o := range b.rooms[owner.MeshID].peers {
+			if o.displayName == "bob" && o.conn == nil {
+				p = o
+			}
+		}
+		return p != nil
+	})
+	b.expireGrace(p)
+	a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
+	// The saved peer state is written as the socket closes; wait for it.
+	waitFor(t, "peer state saved", func() bool {
+		ps, err := b.store.LoadPeerState(t.Context(), owner.MeshID, bob.MemberID)
+		return err == nil && ps.Summary == "on call"
+	})
+	b2 := dialTestClient(t, url)
+	ack := b2.hello(bob, "daemon-bob-2")
+	if ack["restored"] != true || ack.str("lastSummary") != "on call" || ack["restoredGroups"] == nil {
+		t.Fatalf("hello_ack = %v", ack)
+	}
+	ev := a.expect(framePush, func(f frame) bool { return f.str("subtype") == subtypeSystem && f.str("event") != eventPeerLeft })
+	if ev.str("event") != eventPeerReturned || ev["eventData"].(map[string]any)["summary"] != "on call" {
+		t.Fatalf("event = %v", ev)
+	}
+}
