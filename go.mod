@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	filippo.io/edwards25519 v1.2.0
+	github.com/coder/websocket v1.8.15
 	golang.org/x/crypto v0.59.0
 	modernc.org/sqlite v1.62.0
 )
