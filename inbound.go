@@ -83,10 +83,10 @@ func systemEventKind(event string) string {
 type InboundMessage struct {
 	Mesh            string
 	Push            PushFrame
-	RecipientKind   string  // recipientSession or recipientMember
-	RecipientPubkey string  // the key the push was addressed to on this link
+	RecipientKind   string    // recipientSession or recipientMember
+	RecipientPubkey string    // the key the push was addressed to on this link
 	Keys            []Keypair // decryption keys to try, in order (session, then member)
-	Frame           Inbound // Reply(ctx, ClientAckFrame) acks on the link it came from
+	Frame           Inbound   // Reply(ctx, ClientAckFrame) acks on the link it came from
 }
 
 // MessageSink stores message pushes (the inbox, issue 5). It must ack
