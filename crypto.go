@@ -150,6 +150,14 @@ func meshCreateSignedString(slug, pubkey string, timestampMs int64) string {
 	return "claudemesh-mesh-create|" + slug + "|" + pubkey + "|" + strconv.FormatInt(timestampMs, 10)
 }
 
+// inviteCreateSignedString is what the mesh owner key signs to register a v1
+// invite with its broker (POST /cli/mesh/<slug>/invite). The token is the
+// whole base64url invite, so the request binds exactly the invite the owner
+// signed, and the use limit the broker will enforce for it.
+func inviteCreateSignedString(slug, token string, maxUses int, timestampMs int64) string {
+	return "claudemesh-invite-create|" + slug + "|" + token + "|" + strconv.Itoa(maxUses) + "|" + strconv.FormatInt(timestampMs, 10)
+}
+
 // Session attestations: a member key vouching for a session key.
 
 // Attestation is the parent member's signed statement that a session key
@@ -297,6 +305,29 @@ func newUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// base62Alphabet spells broker-made ids, as claudemesh's generateId does.
+const base62Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// newID returns a random 32-character base62 id: the form of the ids a
+// broker makes (mesh, member, presence, message).
+func newID() string {
+	const n = 32
+	out := make([]byte, 0, n)
+	buf := make([]byte, 48)
+	for len(out) < n {
+		if _, err := rand.Read(buf); err != nil {
+			panic(err)
+		}
+		for _, c := range buf {
+			// 248 = 4·62: rejecting the top values keeps every letter equally likely.
+			if c < 248 && len(out) < n {
+				out = append(out, base62Alphabet[c%62])
+			}
+		}
+	}
+	return string(out)
 }
 
 // Request fingerprints: the sender daemon's idempotency check, echoed by

@@ -83,6 +83,7 @@ func TestSignedStrings(t *testing.T) {
 		{"session hello", sessionHelloSignedString("m", "mpk", "spk", 5), "claudemesh-session-hello|m|mpk|spk|5"},
 		{"invite", inviteSignedString("id", "slug", "ws://h/ws", 1700000000, "rk", "member", "opk"), "v|id|slug|ws://h/ws|1700000000|rk|member|opk"},
 		{"mesh create", meshCreateSignedString("team", "pk", 9), "claudemesh-mesh-create|team|pk|9"},
+		{"invite create", inviteCreateSignedString("team", "tok", 3, 11), "claudemesh-invite-create|team|tok|3|11"},
 	}
 	for _, tc := range cases {
 		if tc.got != tc.want {
@@ -321,5 +322,24 @@ func TestCrossCheckWithLibsodium(t *testing.T) {
 	}
 	if res[6]["ok"] != false {
 		t.Error("libsodium verified a signature over a different message")
+	}
+}
+
+func TestNewID(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		id := newID()
+		if len(id) != 32 {
+			t.Fatalf("newID() = %q, want 32 characters", id)
+		}
+		for _, c := range id {
+			if !strings.ContainsRune(base62Alphabet, c) {
+				t.Fatalf("newID() = %q has %q outside base62", id, c)
+			}
+		}
+		if seen[id] {
+			t.Fatalf("newID() repeated %q", id)
+		}
+		seen[id] = true
 	}
 }

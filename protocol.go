@@ -91,6 +91,11 @@ const (
 	codeRateLimit          = "rate_limit"
 	codePayloadTooLarge    = "payload_too_large"
 	codeUnknownTarget      = "unknown_target"
+
+	// Our additions: a socket that never completes a handshake, a client over
+	// its per-IP handshake rate, and a socket whose outbound queue is stuck.
+	codeHelloTimeout = "hello_timeout"
+	codeSlowConsumer = "slow_consumer"
 )
 
 // WebSocket close codes the broker uses.
@@ -377,7 +382,16 @@ type SetProfileFrame struct {
 	Title        *string   `json:"title,omitempty"`
 	Bio          *string   `json:"bio,omitempty"`
 	Capabilities *[]string `json:"capabilities,omitempty"`
+	Role         *string   `json:"role,omitempty"` // our addition: lifted to peers_list's top-level role
 	ReqID        string    `json:"_reqId,omitempty"`
+}
+
+// SetStatsFrame reports a connection's counters; kept in memory and saved
+// with the member's peer state.
+type SetStatsFrame struct {
+	Type  string          `json:"type"`
+	Stats json.RawMessage `json:"stats"`
+	ReqID string          `json:"_reqId,omitempty"`
 }
 
 // GroupFrame is join_group or leave_group.
@@ -582,6 +596,12 @@ type BanFrame struct {
 	ReqID  string `json:"_reqId,omitempty"`
 }
 
+// ListBansFrame asks for the revoked members (owner or admin only).
+type ListBansFrame struct {
+	Type  string `json:"type"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
 // BanAckFrame answers ban.
 type BanAckFrame struct {
 	Type   string `json:"type"`
@@ -609,3 +629,323 @@ type ListBansResultFrame struct {
 	Bans  []BanEntry `json:"bans"`
 	ReqID string     `json:"_reqId,omitempty"`
 }
+
+// Frame validation. The broker never drops a malformed frame silently: every
+// client frame is decoded strictly into its type and checked, and a problem
+// becomes an `invalid` error (or, for an unknown type after the handshake,
+// `unknown_message_type`).
+
+// errUnknownFrameType is returned by decodeClientFrame for a type the broker
+// does not know.
+var errUnknownFrameType = errors.New("unknown message type")
+
+// clientFrame is a decoded client → broker frame that can check its fields.
+type clientFrame interface {
+	validate() error
+}
+
+// requiredKeys is implemented by frames with fields whose zero value is
+// legitimate, so that presence has to be checked on the raw object.
+type requiredKeys interface {
+	requiredKeys() []string
+}
+
+// newClientFrame maps a client frame type to a fresh value to decode into.
+func newClientFrame(typ string) clientFrame {
+	switch typ {
+	case frameHello:
+		return &HelloFrame{}
+	case frameSessionHello:
+		return &SessionHelloFrame{}
+	case frameSend:
+		return &SendFrame{}
+	case frameClientAck:
+		return &ClientAckFrame{}
+	case frameListPeers:
+		return &ListPeersFrame{}
+	case frameSetStatus:
+		return &SetStatusFrame{}
+	case frameSetSummary:
+		return &SetSummaryFrame{}
+	case frameSetVisible:
+		return &SetVisibleFrame{}
+	case frameSetProfile:
+		return &SetProfileFrame{}
+	case frameSetStats:
+		return &SetStatsFrame{}
+	case frameJoinGroup, frameLeaveGroup:
+		return &GroupFrame{}
+	case frameSetState:
+		return &SetStateFrame{}
+	case frameGetState:
+		return &GetStateFrame{}
+	case frameListState:
+		return &ListStateFrame{}
+	case frameRemember:
+		return &RememberFrame{}
+	case frameRecall:
+		return &RecallFrame{}
+	case frameForget:
+		return &ForgetFrame{}
+	case frameShareSkill:
+		return &ShareSkillFrame{}
+	case frameGetSkill, frameRemoveSkill:
+		return &SkillNameFrame{}
+	case frameListSkills:
+		return &ListSkillsFrame{}
+	case frameKick, frameDisconnect:
+		return &KickFrame{}
+	case frameBan, frameUnban:
+		return &BanFrame{}
+	case frameListBans:
+		return &ListBansFrame{}
+	}
+	return nil
+}
+
+// decodeClientFrame decodes and validates one client frame. The head is
+// returned whenever the frame is a JSON object with a type, so that an error
+// reply can echo its _reqId.
+func decodeClientFrame(data []byte) (frameHead, clientFrame, error) {
+	head, err := decodeHead(data)
+	if err != nil {
+		return head, nil, err
+	}
+	f := newClientFrame(head.Type)
+	if f == nil {
+		return head, nil, errUnknownFrameType
+	}
+	if err := json.Unmarshal(data, f); err != nil {
+		return head, nil, fmt.Errorf("%s: %w", head.Type, jsonFieldError(err))
+	}
+	if rk, ok := f.(requiredKeys); ok {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(data, &raw); err != nil {
+			return head, nil, err
+		}
+		for _, k := range rk.requiredKeys() {
+			if _, ok := raw[k]; !ok {
+				return head, nil, fmt.Errorf("%s: missing field %q", head.Type, k)
+			}
+		}
+	}
+	if err := f.validate(); err != nil {
+		return head, nil, fmt.Errorf("%s: %w", head.Type, err)
+	}
+	return head, f, nil
+}
+
+// jsonFieldError names the offending field of a type mismatch.
+func jsonFieldError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("field %q must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+	}
+	return err
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "int", "int64", "float64":
+		return "a number"
+	case "slice":
+		return "an array"
+	case "struct", "map", "ptr":
+		return "an object"
+	}
+	return goKind
+}
+
+// Size bounds on free-text fields, so that one frame cannot make the broker
+// store or fan out more than a message's worth of text.
+const (
+	maxIDLen      = 256
+	maxNameLen    = 256
+	maxSummaryLen = 4096
+	maxTargetLen  = 512
+)
+
+func needString(field, v string, maxLen int) error {
+	if v == "" {
+		return fmt.Errorf("missing field %q", field)
+	}
+	if len(v) > maxLen {
+		return fmt.Errorf("field %q is longer than %d bytes", field, maxLen)
+	}
+	return nil
+}
+
+func maxString(field, v string, maxLen int) error {
+	if len(v) > maxLen {
+		return fmt.Errorf("field %q is longer than %d bytes", field, maxLen)
+	}
+	return nil
+}
+
+// validPriority reports whether p is a message priority.
+func validPriority(p string) bool {
+	return p == priorityNow || p == priorityNext || p == priorityLow
+}
+
+// validStatus reports whether s is a presence status.
+func validStatus(s string) bool {
+	return s == statusIdle || s == statusWorking || s == statusDND
+}
+
+// Handshake frames are checked by the broker itself, which answers with the
+// handshake's own error codes and close codes.
+func (f *HelloFrame) validate() error        { return nil }
+func (f *SessionHelloFrame) validate() error { return nil }
+
+func (f *SendFrame) validate() error {
+	if err := needString("targetSpec", f.TargetSpec, maxTargetLen); err != nil {
+		return err
+	}
+	if !validPriority(f.Priority) {
+		return fmt.Errorf("field \"priority\" must be now, next or low, not %q", f.Priority)
+	}
+	if f.Nonce == "" {
+		return errors.New(`missing field "nonce"`)
+	}
+	if f.Ciphertext == "" {
+		return errors.New(`missing field "ciphertext"`)
+	}
+	if f.Subtype == subtypeSystem {
+		return errors.New(`subtype "system" is reserved for the broker`)
+	}
+	for field, v := range map[string]string{"id": f.ID, "client_message_id": f.ClientMessageID,
+		"request_fingerprint": f.RequestFingerprint, "replyToId": f.ReplyToID, "subtype": f.Subtype} {
+		if err := maxString(field, v, maxIDLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *ClientAckFrame) validate() error {
+	if f.ClientMessageID == "" && f.BrokerMessageID == "" {
+		return errors.New(`needs "brokerMessageId" or "clientMessageId"`)
+	}
+	return nil
+}
+
+func (f *ListPeersFrame) validate() error { return nil }
+
+func (f *SetStatusFrame) validate() error {
+	if !validStatus(f.Status) {
+		return fmt.Errorf("field \"status\" must be idle, working or dnd, not %q", f.Status)
+	}
+	return nil
+}
+
+func (f *SetSummaryFrame) requiredKeys() []string { return []string{"summary"} }
+func (f *SetSummaryFrame) validate() error {
+	return maxString("summary", f.Summary, maxSummaryLen)
+}
+
+func (f *SetVisibleFrame) validate() error {
+	if f.Visible == nil {
+		return errors.New(`missing field "visible"`)
+	}
+	return nil
+}
+
+func (f *SetProfileFrame) validate() error {
+	for field, v := range map[string]*string{"avatar": f.Avatar, "title": f.Title, "bio": f.Bio, "role": f.Role} {
+		if v != nil {
+			if err := maxString(field, *v, maxSummaryLen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *SetStatsFrame) validate() error {
+	var obj map[string]any
+	if len(f.Stats) == 0 || json.Unmarshal(f.Stats, &obj) != nil || obj == nil {
+		return errors.New(`field "stats" must be an object`)
+	}
+	return nil
+}
+
+func (f *GroupFrame) validate() error {
+	if err := needString("name", f.Name, maxNameLen); err != nil {
+		return err
+	}
+	return maxString("role", f.Role, maxNameLen)
+}
+
+func (f *SetStateFrame) requiredKeys() []string { return []string{"key", "value"} }
+func (f *SetStateFrame) validate() error        { return needString("key", f.Key, maxNameLen) }
+
+func (f *GetStateFrame) validate() error  { return needString("key", f.Key, maxNameLen) }
+func (f *ListStateFrame) validate() error { return nil }
+
+func (f *RememberFrame) validate() error {
+	if f.Content == "" {
+		return errors.New(`missing field "content"`)
+	}
+	return nil
+}
+
+func (f *RecallFrame) validate() error {
+	if f.Query == "" {
+		return errors.New(`missing field "query"`)
+	}
+	return nil
+}
+
+func (f *ForgetFrame) validate() error { return needString("memoryId", f.MemoryID, maxIDLen) }
+
+func (f *ShareSkillFrame) validate() error {
+	if err := needString("name", f.Name, maxNameLen); err != nil {
+		return err
+	}
+	if f.Instructions == "" {
+		return errors.New(`missing field "instructions"`)
+	}
+	if len(f.Manifest) > 0 && string(f.Manifest) != "null" {
+		var obj map[string]any
+		if json.Unmarshal(f.Manifest, &obj) != nil {
+			return errors.New(`field "manifest" must be an object`)
+		}
+	}
+	return nil
+}
+
+func (f *SkillNameFrame) validate() error  { return needString("name", f.Name, maxNameLen) }
+func (f *ListSkillsFrame) validate() error { return maxString("query", f.Query, maxNameLen) }
+
+func (f *KickFrame) validate() error {
+	modes := 0
+	if f.All {
+		modes++
+	}
+	if f.Stale != nil {
+		modes++
+		if *f.Stale <= 0 {
+			return errors.New(`field "stale" must be a positive number of milliseconds`)
+		}
+	}
+	if f.Target != "" {
+		modes++
+	}
+	if modes != 1 {
+		return errors.New(`needs exactly one of "target", "stale" or "all"`)
+	}
+	return maxString("target", f.Target, maxNameLen)
+}
+
+func (f *BanFrame) validate() error {
+	if err := needString("target", f.Target, maxNameLen); err != nil {
+		return err
+	}
+	return maxString("reason", f.Reason, maxSummaryLen)
+}
+
+func (f *ListBansFrame) validate() error { return nil }

@@ -1,0 +1,737 @@
+// The broker: a WebSocket server that authenticates members and sessions,
+// holds presence, and routes messages with at-least-once delivery. It never
+// decrypts a DM. A Broker is an in-process value: `claudemesh broker serve`
+// runs one, tests start one on 127.0.0.1:0, and the daemon can embed one.
+//
+// Concurrency: all in-memory state (rooms, peers, leases, buckets) is guarded
+// by Broker.mu, and nothing blocks while holding it — pushes to other
+// connections are non-blocking offers into a bounded per-connection queue,
+// and whatever does not fit stays pending in the store for that
+// connection's drainer. Each socket has a reader (the HTTP handler
+// goroutine), a writer, a pinger and a drainer.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// BrokerOptions configure a Broker; zero values take the defaults.
+type BrokerOptions struct {
+	DataDir   string      // SQLite store location (ignored when Store is set)
+	Store     brokerStore // optional: an already-open store the broker will own
+	PublicURL string      // the ws(s):// URL clients use, reported in /health
+	// CreateToken lets non-loopback clients create meshes when they present
+	// it as a bearer token; without it only loopback clients may.
+	CreateToken string
+
+	MaxMessageBytes       int // per send: ciphertext + nonce + targetSpec (default 65536)
+	MaxFrameBytes         int // per WebSocket frame (default MaxMessageBytes + 16 KiB of JSON envelope)
+	MaxConnectionsPerMesh int // live connections per mesh (default 100)
+	SendBurst             int // per-member send bucket size (default 10)
+	SendPerMinute         int // per-member send refill (default 60)
+	HandshakeBurst        int // per-IP handshake bucket size (default 30)
+	HandshakePerMinute    int // per-IP handshake refill (default 120)
+
+	Lease         time.Duration // how long a pushed delivery waits for client_ack (default 30 s)
+	SweepInterval time.Duration // lease and housekeeping sweep (default 15 s)
+	Grace         time.Duration // presence kept after a socket drops (default 90 s)
+	MessageTTL    time.Duration // undelivered messages kept (default 7 days)
+	PingInterval  time.Duration // protocol ping period (default 30 s)
+	PingTimeout   time.Duration // pong wait; interval + timeout = silence before drop (default 45 s)
+	HelloTimeout  time.Duration // time allowed before a handshake (default 30 s)
+	MaxSkew       time.Duration // handshake timestamp tolerance (default 60 s)
+
+	Logger *slog.Logger
+}
+
+// Defaults.
+const (
+	defaultMaxMessageBytes       = 65536
+	defaultFrameEnvelopeBytes    = 16 << 10
+	defaultMaxConnectionsPerMesh = 100
+	defaultSendBurst             = 10
+	defaultSendPerMinute         = 60
+	defaultHandshakeBurst        = 30
+	defaultHandshakePerMinute    = 120
+	defaultLease                 = 30 * time.Second
+	defaultSweepInterval         = 15 * time.Second
+	defaultGrace                 = 90 * time.Second
+	defaultMessageTTL            = 7 * 24 * time.Hour
+	defaultPingInterval          = 30 * time.Second
+	defaultPingTimeout           = 45 * time.Second
+	defaultHelloTimeout          = 30 * time.Second
+	defaultMaxSkew               = 60 * time.Second
+	maxAttestationTTL            = 24 * time.Hour
+
+	outQueueSize     = 256              // frames waiting for one socket's writer
+	writeTimeout     = 10 * time.Second // a socket that cannot take a frame in this long is dropped
+	purgeEvery       = time.Hour        // expired-message purge period
+	drainPage        = 500              // pending messages read per store query
+	bucketIdleAfter  = 10 * time.Minute // idle rate buckets are forgotten
+	shutdownTimeout  = 5 * time.Second  // graceful HTTP shutdown
+	maxHTTPBodyBytes = 1 << 20          // hard cap for HTTP bodies other than /join
+)
+
+func (o *BrokerOptions) applyDefaults() {
+	setInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setInt(&o.MaxMessageBytes, defaultMaxMessageBytes)
+	setInt(&o.MaxFrameBytes, o.MaxMessageBytes+defaultFrameEnvelopeBytes)
+	setInt(&o.MaxConnectionsPerMesh, defaultMaxConnectionsPerMesh)
+	setInt(&o.SendBurst, defaultSendBurst)
+	setInt(&o.SendPerMinute, defaultSendPerMinute)
+	setInt(&o.HandshakeBurst, defaultHandshakeBurst)
+	setInt(&o.HandshakePerMinute, defaultHandshakePerMinute)
+	setDur(&o.Lease, defaultLease)
+	setDur(&o.SweepInterval, defaultSweepInterval)
+	setDur(&o.Grace, defaultGrace)
+	setDur(&o.MessageTTL, defaultMessageTTL)
+	setDur(&o.PingInterval, defaultPingInterval)
+	setDur(&o.PingTimeout, defaultPingTimeout)
+	setDur(&o.HelloTimeout, defaultHelloTimeout)
+	setDur(&o.MaxSkew, defaultMaxSkew)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Broker is one broker instance.
+type Broker struct {
+	opts    BrokerOptions
+	store   brokerStore
+	log     *slog.Logger
+	started time.Time
+	metrics brokerMetrics
+
+	ctx    context.Context // ends when the broker closes; parent of every socket
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // sockets' goroutines and background loops
+	sockWG sync.WaitGroup // socket handlers, so Close can let them say goodbye
+
+	mu          sync.Mutex
+	closed      bool
+	rooms       map[string]*meshRoom // by mesh id
+	sockets     map[*brokerConn]struct{}
+	seenHellos  map[string]time.Time // replay guard: pubkey|timestamp|signature → first seen
+	ipBuckets   map[string]*tokenBucket
+	sendBuckets map[string]*tokenBucket // by member id
+	servers     []*http.Server
+	lastPurge   time.Time
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// meshRoom is the live presence of one mesh.
+type meshRoom struct {
+	id    string
+	peers map[string]*peer // by presence id
+}
+
+// peer is one presence: a member connection (control-plane) or a session
+// connection. It outlives its socket for the grace window, so a quick
+// reconnect re-attaches to it silently.
+type peer struct {
+	presenceID    string
+	meshID        string
+	memberID      string
+	memberPubkey  string
+	sessionPubkey string
+	key           string // routing key: the session key when there is one, else the member key
+	role          string // peerRoleControlPlane | peerRoleSession
+	memberRole    string // admin | member
+	isOwner       bool   // its member key is the mesh owner key
+	displayName   string
+	status        string
+	summary       string
+	groups        []GroupRef
+	sessionID     string
+	pid           int
+	cwd           string
+	hostname      string
+	peerType      string
+	channel       string
+	model         string
+	visible       bool
+	profile       Profile
+	stats         json.RawMessage
+	connectedAt   time.Time
+	lastSeen      time.Time
+
+	conn       *brokerConn // nil while in grace
+	graceTimer *time.Timer
+	removed    bool
+	needsDrain bool
+	inflight   map[string]*lease    // pushed, not yet acked, by message id
+	acked      map[string]time.Time // recently acked message ids: guards a drain racing the ack's store write
+}
+
+// lease is one pushed delivery waiting for client_ack.
+type lease struct {
+	clientMessageID string
+	expires         time.Time
+}
+
+// brokerConn is one WebSocket.
+type brokerConn struct {
+	b       *Broker
+	ws      *websocket.Conn
+	ip      string
+	out     chan outFrame
+	drainCh chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	peer    *peer // set by the handshake; guarded by b.mu
+
+	closing  atomic.Bool
+	lastRead atomic.Int64 // unix ms of the last frame, ping or pong
+}
+
+// outFrame is a frame for the writer, or the instruction to close.
+type outFrame struct {
+	data   []byte
+	close  bool
+	code   websocket.StatusCode
+	reason string
+}
+
+// newBroker opens the store and starts the background sweep.
+func newBroker(opts BrokerOptions) (*Broker, error) {
+	opts.applyDefaults()
+	store := opts.Store
+	if store == nil {
+		if opts.DataDir == "" {
+			return nil, errors.New("broker needs a data directory")
+		}
+		s, err := openSQLiteBrokerStore(opts.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		store = s
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{
+		opts:        opts,
+		store:       store,
+		log:         opts.Logger,
+		started:     time.Now(),
+		ctx:         ctx,
+		cancel:      cancel,
+		rooms:       map[string]*meshRoom{},
+		sockets:     map[*brokerConn]struct{}{},
+		seenHellos:  map[string]time.Time{},
+		ipBuckets:   map[string]*tokenBucket{},
+		sendBuckets: map[string]*tokenBucket{},
+		lastPurge:   time.Now(),
+	}
+	b.metrics.init()
+	b.wg.Add(1)
+	go b.sweepLoop()
+	return b, nil
+}
+
+// Handler is the broker's HTTP surface: /ws, /health, /metrics, /join and
+// the mesh-creation routes.
+func (b *Broker) Handler() http.Handler { return b.routes() }
+
+// Serve answers HTTP and WebSocket requests on l until the broker closes.
+func (b *Broker) Serve(l net.Listener) error {
+	srv := &http.Server{
+		Handler:           b.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return b.ctx },
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	b.servers = append(b.servers, srv)
+	b.mu.Unlock()
+	err := srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops accepting, closes every socket with 1001 "going away" (clients
+// reconnect elsewhere or later; nothing they had pending is lost), waits for
+// the background work and closes the store.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		servers := b.servers
+		sockets := make([]*brokerConn, 0, len(b.sockets))
+		for c := range b.sockets {
+			sockets = append(sockets, c)
+		}
+		b.mu.Unlock()
+		for _, srv := range servers {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			_ = srv.Shutdown(ctx)
+			cancel()
+		}
+		for _, c := range sockets {
+			c.closeWith(websocket.StatusGoingAway, "broker shutting down")
+		}
+		done := make(chan struct{})
+		go func() { b.sockWG.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(shutdownTimeout):
+		}
+		b.cancel()
+		b.wg.Wait()
+		b.mu.Lock()
+		for _, room := range b.rooms {
+			for _, p := range room.peers {
+				if p.graceTimer != nil {
+					p.graceTimer.Stop()
+				}
+			}
+		}
+		b.mu.Unlock()
+		b.closeErr = b.store.Close()
+	})
+	return b.closeErr
+}
+
+// room returns the mesh's room, creating it. Caller holds b.mu.
+func (b *Broker) room(meshID string) *meshRoom {
+	r := b.rooms[meshID]
+	if r == nil {
+		r = &meshRoom{id: meshID, peers: map[string]*peer{}}
+		b.rooms[meshID] = r
+	}
+	return r
+}
+
+// liveCount counts the mesh's connections with a socket. Caller holds b.mu.
+func (r *meshRoom) liveCount() int {
+	n := 0
+	for _, p := range r.peers {
+		if p.conn != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Socket I/O.
+
+// serveWS upgrades the request and runs the socket until it ends.
+func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
+	var c *brokerConn
+	touch := func(context.Context, []byte) {
+		if c != nil {
+			c.lastRead.Store(time.Now().UnixMilli())
+		}
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		OnPingReceived: func(ctx context.Context, p []byte) bool { touch(ctx, p); return true },
+		OnPongReceived: touch,
+	})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	ws.SetReadLimit(int64(b.opts.MaxFrameBytes))
+	ctx, cancel := context.WithCancel(b.ctx)
+	c = &brokerConn{b: b, ws: ws, ip: remoteIP(r), out: make(chan outFrame, outQueueSize),
+		drainCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	c.lastRead.Store(time.Now().UnixMilli())
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		ws.Close(websocket.StatusGoingAway, "broker shutting down")
+		cancel()
+		return
+	}
+	b.sockets[c] = struct{}{}
+	b.wg.Add(4)
+	b.sockWG.Add(1)
+	b.mu.Unlock()
+	defer b.wg.Done()
+	defer b.sockWG.Done()
+	b.metrics.connections.Add(1)
+
+	go func() { defer b.wg.Done(); c.writeLoop() }()
+	go func() { defer b.wg.Done(); c.pingLoop() }()
+	go func() { defer b.wg.Done(); c.drainLoop() }()
+
+	c.readLoop()
+
+	cancel()
+	ws.CloseNow()
+	b.detach(c)
+	b.mu.Lock()
+	delete(b.sockets, c)
+	b.mu.Unlock()
+	b.metrics.connections.Add(-1)
+}
+
+// remoteIP is the client's address without the port.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// send queues a frame for this socket, waiting for room; it gives up when the
+// socket ends. Used for replies on the socket's own goroutines.
+func (c *brokerConn) send(v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		c.b.log.Error("encode frame", "err", err)
+		return
+	}
+	c.sendRaw(data)
+}
+
+func (c *brokerConn) sendRaw(data []byte) bool {
+	select {
+	case c.out <- outFrame{data: data}:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// offer queues a frame without waiting; false when the queue is full or the
+// socket is closing. Safe under b.mu.
+func (c *brokerConn) offer(data []byte) bool {
+	if c.closing.Load() {
+		return false
+	}
+	select {
+	case c.out <- outFrame{data: data}:
+		return true
+	default:
+		return false
+	}
+}
+
+// closeWith closes the socket after the frames already queued (so an error
+// frame goes out before the close). Safe under b.mu; never blocks.
+func (c *brokerConn) closeWith(code websocket.StatusCode, reason string) {
+	if !c.closing.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case c.out <- outFrame{close: true, code: code, reason: reason}:
+	default:
+		// The writer is stuck behind a full queue: close from here.
+		go func() {
+			c.ws.Close(code, reason)
+			c.cancel()
+		}()
+	}
+}
+
+func (c *brokerConn) writeLoop() {
+	for {
+		select {
+		case f := <-c.out:
+			if f.close {
+				c.ws.Close(f.code, f.reason)
+				c.cancel()
+				return
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
+			err := c.ws.Write(ctx, websocket.MessageText, f.data)
+			cancel()
+			if err != nil {
+				c.ws.CloseNow()
+				c.cancel()
+				return
+			}
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// pingLoop sends a protocol ping every PingInterval; a socket that answers
+// nothing within PingTimeout is dropped.
+func (c *brokerConn) pingLoop() {
+	t := time.NewTicker(c.b.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.PingTimeout)
+			err := c.ws.Ping(ctx)
+			cancel()
+			if err != nil {
+				if c.ctx.Err() == nil {
+					c.b.log.Info("dropping silent connection", "ip", c.ip)
+				}
+				c.ws.CloseNow()
+				c.cancel()
+				return
+			}
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// readLoop reads frames until the socket ends.
+func (c *brokerConn) readLoop() {
+	helloTimer := time.AfterFunc(c.b.opts.HelloTimeout, func() {
+		c.b.mu.Lock()
+		authed := c.peer != nil
+		c.b.mu.Unlock()
+		if !authed {
+			c.b.refuse(c, handshakeError{code: codeHelloTimeout, message: "no hello within " + c.b.opts.HelloTimeout.String(), close: closePolicy})
+		}
+	})
+	defer helloTimer.Stop()
+	authed := false
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return
+		}
+		c.lastRead.Store(time.Now().UnixMilli())
+		if typ != websocket.MessageText {
+			c.send(ErrorFrame{Type: frameError, Code: codeInvalid, Message: "frames must be UTF-8 JSON text"})
+			continue
+		}
+		if !authed {
+			authed = c.b.handleUnauthenticated(c, data)
+			if authed {
+				helloTimer.Stop()
+			}
+			continue
+		}
+		c.b.handleFrame(c, data)
+	}
+}
+
+// drainLoop pushes this socket's pending deliveries whenever asked.
+func (c *brokerConn) drainLoop() {
+	for {
+		select {
+		case <-c.drainCh:
+			c.b.drain(c)
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// requestDrain asks the socket's drainer to run. Safe under b.mu.
+func (c *brokerConn) requestDrain() {
+	select {
+	case c.drainCh <- struct{}{}:
+	default:
+	}
+}
+
+// replyError sends an error frame echoing the request id.
+func (c *brokerConn) replyError(code, message, reqID string) {
+	c.send(ErrorFrame{Type: frameError, Code: code, Message: message, ReqID: reqID})
+}
+
+// detach runs when a socket ends: its presence enters the grace window (or
+// goes away at once when the broker is closing), and its leases are released
+// so its next connection gets them immediately.
+func (b *Broker) detach(c *brokerConn) {
+	b.mu.Lock()
+	p := c.peer
+	if p == nil || p.conn != c {
+		b.mu.Unlock()
+		return
+	}
+	c.peer = nil
+	p.conn = nil
+	p.inflight = map[string]*lease{}
+	p.lastSeen = time.Now()
+	ps := p.peerState()
+	if b.closed {
+		p.removed = true
+		delete(b.room(p.meshID).peers, p.presenceID)
+	} else {
+		p.graceTimer = time.AfterFunc(b.opts.Grace, func() { b.expireGrace(p) })
+	}
+	b.mu.Unlock()
+	if p.role == peerRoleControlPlane {
+		b.savePeerState(ps)
+	}
+}
+
+// expireGrace removes a presence whose socket did not come back in time.
+func (b *Broker) expireGrace(p *peer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.removed || p.conn != nil || b.closed {
+		return
+	}
+	b.removePeer(p, 0, "", true)
+}
+
+// removePeer takes a presence out of its room, closing its socket with code
+// (when it has one) and telling the others it left. Caller holds b.mu.
+func (b *Broker) removePeer(p *peer, code websocket.StatusCode, reason string, announce bool) {
+	if p.removed {
+		return
+	}
+	p.removed = true
+	if p.graceTimer != nil {
+		p.graceTimer.Stop()
+	}
+	room := b.room(p.meshID)
+	delete(room.peers, p.presenceID)
+	if c := p.conn; c != nil {
+		c.peer = nil
+		p.conn = nil
+		c.closeWith(code, reason)
+	}
+	p.inflight = map[string]*lease{}
+	if announce {
+		b.systemPush(room, eventPeerLeft, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool {
+			return p.role == peerRoleControlPlane && o.memberID == p.memberID
+		})
+	}
+}
+
+// savePeerState writes what a member connection leaves behind.
+func (b *Broker) savePeerState(ps storedPeerState) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.store.SavePeerState(ctx, ps); err != nil {
+		b.log.Warn("save peer state", "err", err)
+	}
+}
+
+// peerState snapshots p for the store. Caller holds b.mu.
+func (p *peer) peerState() storedPeerState {
+	return storedPeerState{MeshID: p.meshID, MemberID: p.memberID, Groups: append([]GroupRef{}, p.groups...),
+		Visible: p.visible, Profile: p.profile, Summary: p.summary, Stats: p.stats, LastSeenAt: time.Now()}
+}
+
+// systemPush sends a presence event to every live connection of the room
+// except those skip selects. System pushes are not stored: they describe the
+// present. Caller holds b.mu.
+func (b *Broker) systemPush(room *meshRoom, event string, data SystemEventData, skip func(*peer) bool) {
+	raw, _ := json.Marshal(data)
+	frame, _ := json.Marshal(PushFrame{Type: framePush, MessageID: newUUID(), MeshID: room.id, SenderPubkey: "system",
+		Priority: priorityLow, Nonce: "", Ciphertext: "", CreatedAt: isoTime(time.Now()), Subtype: subtypeSystem,
+		Event: event, EventData: raw})
+	for _, o := range room.peers {
+		if o.conn == nil || (skip != nil && skip(o)) {
+			continue
+		}
+		o.conn.offer(frame)
+	}
+}
+
+// sweepLoop re-pushes expired leases, drains connections that fell behind,
+// forgets stale replay and rate state, and purges expired messages.
+func (b *Broker) sweepLoop() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			b.sweep(time.Now())
+		case <-b.ctx.Done():
+			return
+		}
+	}
+}
+
+func (b *Broker) sweep(now time.Time) {
+	b.mu.Lock()
+	for _, room := range b.rooms {
+		for _, p := range room.peers {
+			if p.conn == nil {
+				continue
+			}
+			expired := false
+			for id, l := range p.inflight {
+				if now.After(l.expires) {
+					delete(p.inflight, id)
+					expired = true
+				}
+			}
+			for id, at := range p.acked {
+				if now.Sub(at) > 2*b.opts.Lease {
+					delete(p.acked, id)
+				}
+			}
+			if expired || p.needsDrain {
+				p.conn.requestDrain()
+			}
+		}
+		if len(room.peers) == 0 {
+			delete(b.rooms, room.id)
+		}
+	}
+	for k, at := range b.seenHellos {
+		if now.Sub(at) > 2*b.opts.MaxSkew {
+			delete(b.seenHellos, k)
+		}
+	}
+	for k, tb := range b.ipBuckets {
+		if tb.idle(now, bucketIdleAfter) {
+			delete(b.ipBuckets, k)
+		}
+	}
+	for k, tb := range b.sendBuckets {
+		if tb.idle(now, bucketIdleAfter) {
+			delete(b.sendBuckets, k)
+		}
+	}
+	purge := now.Sub(b.lastPurge) >= purgeEvery
+	if purge {
+		b.lastPurge = now
+	}
+	b.mu.Unlock()
+	if purge {
+		ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+		if n, err := b.store.PurgeExpired(ctx, now); err != nil {
+			b.log.Warn("purge expired messages", "err", err)
+		} else if n > 0 {
+			b.log.Info("purged expired messages", "count", n)
+		}
+		cancel()
+	}
+}
+
+// storeCtx bounds one store call made while serving a frame.
+func (b *Broker) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(b.ctx, 10*time.Second)
+}
+
+// internalError answers a frame whose store call failed.
+func (c *brokerConn) internalError(reqID string, err error) {
+	c.b.log.Error("store", "err", err)
+	c.replyError("internal", fmt.Sprintf("internal error: %v", err), reqID)
+}

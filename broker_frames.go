@@ -1,0 +1,371 @@
+// Frames after the handshake other than send, client_ack and moderation:
+// presence (list_peers, status, summary, visibility, profile, stats, groups),
+// shared state, memory and skills.
+//
+// Policy for frames claudemesh answers with nothing (set_status,
+// set_summary, set_stats, join_group, leave_group, set_state): without a
+// _reqId they stay silent, as there; with one they are confirmed — a generic
+// ack, or state_result for set_state — so a client can know a write landed.
+package main
+
+import (
+	"errors"
+	"sort"
+	"time"
+)
+
+func init() {
+	h := func(typ string, fn func(b *Broker, c *brokerConn, f clientFrame, reqID string)) { frameHandlers[typ] = fn }
+	h(frameListPeers, func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListPeers(c, reqID) })
+	h(frameSetStatus, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSetStatus(c, f.(*SetStatusFrame), reqID) })
+	h(frameSetSummary, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.mutatePeer(c, reqID, false, func(p *peer) { p.summary = f.(*SetSummaryFrame).Summary })
+	})
+	h(frameSetStats, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.mutatePeer(c, reqID, false, func(p *peer) { p.stats = f.(*SetStatsFrame).Stats })
+	})
+	h(frameSetProfile, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		sp := f.(*SetProfileFrame)
+		b.mutatePeer(c, reqID, true, func(p *peer) {
+			if sp.Avatar != nil {
+				p.profile.Avatar = *sp.Avatar
+			}
+			if sp.Title != nil {
+				p.profile.Title = *sp.Title
+			}
+			if sp.Bio != nil {
+				p.profile.Bio = *sp.Bio
+			}
+			if sp.Capabilities != nil {
+				p.profile.Capabilities = *sp.Capabilities
+			}
+			if sp.Role != nil {
+				p.profile.Role = *sp.Role
+			}
+		})
+	})
+	h(frameSetVisible, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSetVisible(c, f.(*SetVisibleFrame), reqID) })
+	h(frameJoinGroup, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		g := f.(*GroupFrame)
+		b.mutatePeer(c, reqID, false, func(p *peer) {
+			for i := range p.groups {
+				if p.groups[i].Name == g.Name {
+					p.groups[i].Role = g.Role
+					return
+				}
+			}
+			p.groups = append(p.groups, GroupRef{Name: g.Name, Role: g.Role})
+		})
+	})
+	h(frameLeaveGroup, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		g := f.(*GroupFrame)
+		b.mutatePeer(c, reqID, false, func(p *peer) {
+			kept := p.groups[:0]
+			for _, x := range p.groups {
+				if x.Name != g.Name {
+					kept = append(kept, x)
+				}
+			}
+			p.groups = kept
+		})
+	})
+	h(frameSetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSetState(c, f.(*SetStateFrame), reqID) })
+	h(frameGetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleGetState(c, f.(*GetStateFrame).Key, reqID) })
+	h(frameListState, func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListState(c, reqID) })
+	h(frameRemember, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleRemember(c, f.(*RememberFrame), reqID) })
+	h(frameRecall, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleRecall(c, f.(*RecallFrame), reqID) })
+	h(frameForget, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleForget(c, f.(*ForgetFrame), reqID) })
+	h(frameShareSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleShareSkill(c, f.(*ShareSkillFrame), reqID) })
+	h(frameGetSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleGetSkill(c, f.(*SkillNameFrame).Name, reqID) })
+	h(frameListSkills, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleListSkills(c, f.(*ListSkillsFrame).Query, reqID) })
+	h(frameRemoveSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleRemoveSkill(c, f.(*SkillNameFrame).Name, reqID) })
+}
+
+// genericAck is claudemesh's reuse of the ack shape as a plain confirmation.
+func genericAck(reqID string) AckFrame {
+	return AckFrame{Type: frameAck, ID: reqID, MessageID: "", Queued: false, ReqID: reqID}
+}
+
+// mutatePeer applies change to the socket's presence and confirms: always
+// when alwaysAck (claudemesh replies to set_profile and set_visible), else
+// only when the request carried a _reqId.
+func (b *Broker) mutatePeer(c *brokerConn, reqID string, alwaysAck bool, change func(p *peer)) {
+	b.mu.Lock()
+	if c.peer != nil {
+		change(c.peer)
+	}
+	b.mu.Unlock()
+	if alwaysAck || reqID != "" {
+		c.send(genericAck(reqID))
+	}
+}
+
+func (b *Broker) handleSetStatus(c *brokerConn, f *SetStatusFrame, reqID string) {
+	b.mu.Lock()
+	if p := c.peer; p != nil {
+		was := p.status
+		p.status = f.Status
+		// Messages held while working or dnd go out once it is idle again.
+		if f.Status == statusIdle && was != statusIdle {
+			c.requestDrain()
+		}
+	}
+	b.mu.Unlock()
+	if reqID != "" {
+		c.send(genericAck(reqID))
+	}
+}
+
+func (b *Broker) handleSetVisible(c *brokerConn, f *SetVisibleFrame, reqID string) {
+	b.mu.Lock()
+	if p := c.peer; p != nil && p.visible != *f.Visible {
+		p.visible = *f.Visible
+		event := eventPeerVisible
+		if !p.visible {
+			event = eventPeerHidden
+		}
+		b.systemPush(b.room(p.meshID), event, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool { return o == p })
+	}
+	b.mu.Unlock()
+	c.send(genericAck(reqID))
+}
+
+func (b *Broker) handleListPeers(c *brokerConn, reqID string) {
+	b.mu.Lock()
+	me := c.peer
+	if me == nil {
+		b.mu.Unlock()
+		return
+	}
+	var ps []*peer
+	for _, p := range b.room(me.meshID).peers {
+		// Hidden connections are listed only to their own member.
+		if !p.visible && p.memberID != me.memberID {
+			continue
+		}
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool {
+		if !ps[i].connectedAt.Equal(ps[j].connectedAt) {
+			return ps[i].connectedAt.Before(ps[j].connectedAt)
+		}
+		return ps[i].presenceID < ps[j].presenceID
+	})
+	rows := make([]PeerRow, 0, len(ps))
+	for _, p := range ps {
+		rows = append(rows, p.row())
+	}
+	b.mu.Unlock()
+	c.send(PeersListFrame{Type: framePeersList, Peers: rows, ReqID: reqID})
+}
+
+// row is p as peers_list shows it. Caller holds b.mu.
+func (p *peer) row() PeerRow {
+	visible := p.visible
+	r := PeerRow{Pubkey: p.key, MemberPubkey: p.memberPubkey, DisplayName: p.displayName, Status: p.status,
+		Groups: append([]GroupRef{}, p.groups...), SessionID: p.sessionID, ConnectedAt: isoTime(p.connectedAt),
+		Cwd: p.cwd, PeerRole: p.role, Hostname: p.hostname, PeerType: p.peerType, Channel: p.channel, Model: p.model,
+		Visible: &visible}
+	if p.summary != "" {
+		s := p.summary
+		r.Summary = &s
+	}
+	pr := p.profile
+	if pr.Avatar != "" || pr.Title != "" || pr.Bio != "" || len(pr.Capabilities) > 0 || pr.Role != "" {
+		r.Profile = &pr
+		r.Role = pr.Role
+	}
+	return r
+}
+
+// Shared state.
+
+func (b *Broker) handleSetState(c *brokerConn, f *SetStateFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	e := StateEntry{Key: f.Key, Value: f.Value, UpdatedBy: me.displayName, UpdatedAt: isoTime(time.Now())}
+	ctx, cancel := b.storeCtx()
+	err := b.store.SetState(ctx, me.meshID, e)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	data := mustJSON(StateChangeFrame{Type: frameStateChange, Key: e.Key, Value: e.Value, UpdatedBy: e.UpdatedBy})
+	b.mu.Lock()
+	for _, o := range b.room(me.meshID).peers {
+		if o.conn != nil && o.conn != c {
+			o.conn.offer(data)
+		}
+	}
+	b.mu.Unlock()
+	if reqID != "" {
+		c.send(StateResultFrame{Type: frameStateResult, StateEntry: e, ReqID: reqID})
+	}
+}
+
+func (b *Broker) handleGetState(c *brokerConn, key, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	e, err := b.store.GetState(ctx, me.meshID, key)
+	cancel()
+	if errors.Is(err, errNotFound) {
+		e, err = StateEntry{Key: key, Value: []byte("null")}, nil
+	}
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(StateResultFrame{Type: frameStateResult, StateEntry: e, ReqID: reqID})
+}
+
+func (b *Broker) handleListState(c *brokerConn, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	entries, err := b.store.ListState(ctx, me.meshID)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(StateListFrame{Type: frameStateList, Entries: entries, ReqID: reqID})
+}
+
+// Memory.
+
+// recallLimit is how many memories recall returns, best first.
+const recallLimit = 20
+
+func (b *Broker) handleRemember(c *brokerConn, f *RememberFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	m := Memory{ID: newID(), Content: f.Content, Tags: f.Tags, RememberedBy: me.displayName, RememberedAt: isoTime(time.Now())}
+	ctx, cancel := b.storeCtx()
+	err := b.store.Remember(ctx, me.meshID, m)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(MemoryStoredFrame{Type: frameMemoryStored, ID: m.ID, ReqID: reqID})
+}
+
+func (b *Broker) handleRecall(c *brokerConn, f *RecallFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	mems, err := b.store.Recall(ctx, me.meshID, f.Query, recallLimit)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(MemoryResultsFrame{Type: frameMemoryResults, Memories: mems, ReqID: reqID})
+}
+
+func (b *Broker) handleForget(c *brokerConn, f *ForgetFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	found, err := b.store.Forget(ctx, me.meshID, f.MemoryID, time.Now())
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	if !found {
+		c.replyError(codeNotFound, "no memory "+f.MemoryID, reqID)
+		return
+	}
+	c.send(AckFrame{Type: frameAck, ID: f.MemoryID, MessageID: f.MemoryID, Queued: false, ReqID: reqID})
+}
+
+// Skills.
+
+func (b *Broker) handleShareSkill(c *brokerConn, f *ShareSkillFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	sk := Skill{Name: f.Name, Description: f.Description, Instructions: f.Instructions, Tags: f.Tags,
+		Author: me.displayName, Manifest: f.Manifest, CreatedAt: isoTime(time.Now())}
+	ctx, cancel := b.storeCtx()
+	err := b.store.PutSkill(ctx, me.meshID, sk)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(SkillAckFrame{Type: frameSkillAck, Name: f.Name, Action: "shared", ReqID: reqID})
+}
+
+func (b *Broker) handleGetSkill(c *brokerConn, name, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	sk, err := b.store.GetSkill(ctx, me.meshID, name)
+	cancel()
+	if errors.Is(err, errNotFound) {
+		c.send(SkillDataFrame{Type: frameSkillData, Skill: nil, ReqID: reqID})
+		return
+	}
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(SkillDataFrame{Type: frameSkillData, Skill: &sk, ReqID: reqID})
+}
+
+func (b *Broker) handleListSkills(c *brokerConn, query, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	skills, err := b.store.ListSkills(ctx, me.meshID, query)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	// The list carries summaries; get_skill has the instructions.
+	for i := range skills {
+		skills[i].Instructions, skills[i].Manifest = "", nil
+	}
+	c.send(SkillListFrame{Type: frameSkillList, Skills: skills, ReqID: reqID})
+}
+
+func (b *Broker) handleRemoveSkill(c *brokerConn, name, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	removed, err := b.store.RemoveSkill(ctx, me.meshID, name)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	action := "removed"
+	if !removed {
+		action = "not_found"
+	}
+	c.send(SkillAckFrame{Type: frameSkillAck, Name: name, Action: action, ReqID: reqID})
+}

@@ -1,0 +1,445 @@
+// Handshakes: `hello` (a member connection: a daemon's member link or a
+// cold-path CLI) and `session_hello` (a session vouched for by its member).
+// The checks, their order, the error codes and the close codes are
+// claudemesh's; on top of them a handshake seen before (same key, timestamp
+// and signature) is refused as `replayed`, and a client IP over its
+// handshake rate gets `rate_limit`.
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// handshakeError is a refused handshake: an error frame, then a close.
+type handshakeError struct {
+	code    string
+	message string
+	close   websocket.StatusCode
+}
+
+func refusal(code, format string, a ...any) *handshakeError {
+	return &handshakeError{code: code, message: fmt.Sprintf(format, a...), close: closePolicy}
+}
+
+// refuse sends the error frame and closes: 4002 "banned" for a revoked
+// member, else 1008 with the code as the reason.
+func (b *Broker) refuse(c *brokerConn, e handshakeError) {
+	b.metrics.handshakeFailure(e.code)
+	c.send(ErrorFrame{Type: frameError, Code: e.code, Message: e.message})
+	reason := e.code
+	if e.close == closeBanned {
+		reason = "banned"
+	}
+	c.closeWith(e.close, reason)
+}
+
+// handleUnauthenticated handles a frame on a socket that has not completed a
+// handshake; it reports whether the socket is now authenticated.
+func (b *Broker) handleUnauthenticated(c *brokerConn, data []byte) bool {
+	head, err := decodeHead(data)
+	if err != nil {
+		c.replyError(codeInvalid, err.Error(), head.ReqID)
+		return false
+	}
+	var herr *handshakeError
+	switch head.Type {
+	case frameHello:
+		var f HelloFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			herr = refusal(codeMalformed, "hello rejected: %v", jsonFieldError(err))
+		} else {
+			herr = b.memberHello(c, &f)
+		}
+	case frameSessionHello:
+		var f SessionHelloFrame
+		if err := json.Unmarshal(data, &f); err != nil {
+			herr = refusal(codeMalformed, "session_hello rejected: %v", jsonFieldError(err))
+		} else {
+			herr = b.sessionHello(c, &f)
+		}
+	default:
+		c.replyError(codeNoHello, "must send hello first", head.ReqID)
+		return false
+	}
+	if herr != nil {
+		b.refuse(c, *herr)
+		return false
+	}
+	return true
+}
+
+// Signature and time checks shared by both handshakes.
+
+// checkSigned verifies a signature over msg by pubkey with the skew rule:
+// timestamp_skew, malformed or bad_signature.
+func (b *Broker) checkSigned(prefix, pubkey, msg, sig string, timestampMs int64, now time.Time) *handshakeError {
+	skew := b.opts.MaxSkew.Milliseconds()
+	if d := now.UnixMilli() - timestampMs; d > skew || d < -skew {
+		return refusal(codeTimestampSkew, "%s timestamp is %d ms from broker time (max %d)", prefix, d, skew)
+	}
+	if !isHexOfLen(pubkey, 64) || !isHexOfLen(sig, 128) {
+		return refusal(codeMalformed, "%s pubkey must be 64 hex and signature 128 hex", prefix)
+	}
+	if !verifySignature(pubkey, msg, sig) {
+		return refusal(codeBadSignature, "%s signature does not verify", prefix)
+	}
+	return nil
+}
+
+// isHexOfLen accepts hex in either case, as libsodium-based peers may send it.
+func isHexOfLen(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// admitHandshake applies the per-IP rate and the replay guard. Caller holds b.mu.
+func (b *Broker) admitHandshake(c *brokerConn, now time.Time) *handshakeError {
+	tb := b.ipBuckets[c.ip]
+	if tb == nil {
+		tb = newTokenBucket(b.opts.HandshakeBurst, b.opts.HandshakePerMinute, now)
+		b.ipBuckets[c.ip] = tb
+	}
+	if !tb.take(now) {
+		return refusal(codeRateLimit, "too many handshakes from %s: max %d/min (burst %d)", c.ip, b.opts.HandshakePerMinute, b.opts.HandshakeBurst)
+	}
+	return nil
+}
+
+// checkReplay refuses a handshake whose (key, timestamp, signature) was seen
+// within the skew window, and remembers it otherwise. Caller holds b.mu.
+func (b *Broker) checkReplay(pubkey string, timestampMs int64, sig string, now time.Time) *handshakeError {
+	k := pubkey + "|" + fmt.Sprint(timestampMs) + "|" + sig
+	if _, seen := b.seenHellos[k]; seen {
+		return refusal(codeReplayed, "this handshake was already used; sign a fresh one")
+	}
+	b.seenHellos[k] = now
+	return nil
+}
+
+// capacityCheck refuses when the mesh has MaxConnectionsPerMesh live
+// connections. Caller holds b.mu.
+func (b *Broker) capacityCheck(meshID string) *handshakeError {
+	if r := b.rooms[meshID]; r != nil && r.liveCount() >= b.opts.MaxConnectionsPerMesh {
+		return refusal(codeCapacity, "mesh is at its limit of %d connections", b.opts.MaxConnectionsPerMesh)
+	}
+	return nil
+}
+
+// lookupMember finds the member for a handshake: revoked (4002), unknown
+// (unauthorized), or the member and its mesh.
+func (b *Broker) lookupMember(meshID, pubkey string) (storedMember, storedMesh, *handshakeError) {
+	ctx, cancel := b.storeCtx()
+	defer cancel()
+	mesh, err := b.store.MeshByID(ctx, meshID)
+	if errors.Is(err, errNotFound) {
+		return storedMember{}, storedMesh{}, refusal(codeUnauthorized, "not a member of this mesh")
+	}
+	if err != nil {
+		return storedMember{}, storedMesh{}, refusal("internal", "broker store unavailable")
+	}
+	m, err := b.store.MemberByPubkey(ctx, meshID, pubkey)
+	if errors.Is(err, errNotFound) {
+		return m, mesh, refusal(codeUnauthorized, "not a member of this mesh")
+	}
+	if err != nil {
+		return m, mesh, refusal("internal", "broker store unavailable")
+	}
+	if m.RevokedAt != nil {
+		return m, mesh, &handshakeError{code: codeRevoked, message: "this member was banned from the mesh; ask an admin to unban it", close: closeBanned}
+	}
+	return m, mesh, nil
+}
+
+// memberHello authenticates a member connection.
+func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
+	now := time.Now()
+	b.mu.Lock()
+	herr := b.admitHandshake(c, now)
+	b.mu.Unlock()
+	if herr != nil {
+		return herr
+	}
+	if f.SessionPubkey != "" && !isHexKey(f.SessionPubkey) {
+		return refusal(codeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex")
+	}
+	if f.MeshID == "" {
+		return refusal(codeMalformed, "hello rejected: missing meshId")
+	}
+	b.mu.Lock()
+	herr = b.capacityCheck(f.MeshID)
+	b.mu.Unlock()
+	if herr != nil {
+		return herr
+	}
+	if herr := b.checkSigned("hello rejected:", f.Pubkey, helloSignedString(f.MeshID, f.MemberID, f.Pubkey, f.Timestamp), f.Signature, f.Timestamp, now); herr != nil {
+		return herr
+	}
+	b.mu.Lock()
+	herr = b.checkReplay(f.Pubkey, f.Timestamp, f.Signature, now)
+	b.mu.Unlock()
+	if herr != nil {
+		return herr
+	}
+	member, mesh, herr := b.lookupMember(f.MeshID, f.Pubkey)
+	if herr != nil {
+		return herr
+	}
+	ctx, cancel := b.storeCtx()
+	saved, psErr := b.store.LoadPeerState(ctx, f.MeshID, member.ID)
+	cancel()
+	restored := psErr == nil
+
+	key := f.Pubkey
+	if f.SessionPubkey != "" {
+		key = f.SessionPubkey
+	}
+	displayName := f.DisplayName
+	if displayName == "" {
+		displayName = member.DisplayName
+	}
+	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
+
+	b.mu.Lock()
+	if herr := b.capacityCheck(f.MeshID); herr != nil {
+		b.mu.Unlock()
+		return herr
+	}
+	room := b.room(f.MeshID)
+	// A reconnect within the grace window re-attaches silently.
+	var p *peer
+	for _, o := range room.peers {
+		if o.conn != nil || o.memberPubkey != f.Pubkey {
+			continue
+		}
+		if (f.SessionPubkey != "" && o.sessionPubkey == f.SessionPubkey) ||
+			(f.SessionPubkey == "" && o.sessionPubkey == "" && o.sessionID == f.SessionID && o.role == peerRoleControlPlane) {
+			p = o
+			break
+		}
+	}
+	silent := p != nil
+	if p == nil {
+		b.replaceSession(room, f.Pubkey, f.SessionID)
+		p = &peer{presenceID: newID(), meshID: f.MeshID, memberID: member.ID, memberPubkey: f.Pubkey,
+			sessionPubkey: f.SessionPubkey, key: key, role: peerRoleControlPlane, status: statusIdle,
+			visible: true, connectedAt: now}
+		switch {
+		case len(f.Groups) > 0:
+			p.groups = f.Groups
+		case restored && len(saved.Groups) > 0:
+			p.groups = saved.Groups
+			ack.RestoredGroups = saved.Groups
+		default:
+			p.groups = member.DefaultGroups
+		}
+		if restored {
+			p.visible = saved.Visible
+			p.profile = saved.Profile
+			p.summary = saved.Summary
+			p.stats = saved.Stats
+			ack.Restored = true
+			ack.LastSummary = saved.Summary
+			ack.LastSeenAt = isoTime(saved.LastSeenAt)
+		}
+		room.peers[p.presenceID] = p
+	} else if p.graceTimer != nil {
+		p.graceTimer.Stop()
+	}
+	p.memberRole, p.isOwner = member.Role, member.Pubkey == mesh.OwnerPubkey
+	p.displayName, p.sessionID, p.pid, p.cwd = displayName, f.SessionID, f.Pid, f.Cwd
+	p.hostname, p.peerType, p.channel, p.model = f.Hostname, f.PeerType, f.Channel, f.Model
+	b.attach(c, p, now)
+	ack.PresenceID = p.presenceID
+	if !silent {
+		event, data := eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups}
+		if restored {
+			event, data.LastSeenAt, data.Summary = eventPeerReturned, isoTime(saved.LastSeenAt), saved.Summary
+		}
+		b.systemPush(room, event, data, func(o *peer) bool { return o == p || o.memberID == p.memberID })
+	}
+	b.mu.Unlock()
+	c.send(ack)
+	c.requestDrain()
+	return nil
+}
+
+// sessionHello authenticates a session connection.
+func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeError {
+	now := time.Now()
+	b.mu.Lock()
+	herr := b.admitHandshake(c, now)
+	b.mu.Unlock()
+	if herr != nil {
+		return herr
+	}
+	switch {
+	case !isHexKey(f.SessionPubkey):
+		return refusal(codeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex")
+	case !isHexKey(f.ParentMemberPubkey):
+		return refusal(codeBadParentPubkey, "parentMemberPubkey must be 64 lowercase hex")
+	case f.ParentAttestation == nil || f.ParentAttestation.SessionPubkey != f.SessionPubkey ||
+		f.ParentAttestation.ParentMemberPubkey != f.ParentMemberPubkey:
+		return refusal(codeAttestationMismatch, "parentAttestation must name the same session and parent keys")
+	case f.MeshID == "":
+		return refusal(codeMalformed, "session_hello rejected: missing meshId")
+	}
+	b.mu.Lock()
+	herr = b.capacityCheck(f.MeshID)
+	b.mu.Unlock()
+	if herr != nil {
+		return herr
+	}
+	att := f.ParentAttestation
+	switch {
+	case att.ExpiresAt <= now.UnixMilli():
+		return refusal(codeExpired, "attestation rejected: expired")
+	case att.ExpiresAt > now.Add(maxAttestationTTL).UnixMilli():
+		return refusal(codeTTLTooLong, "attestation rejected: expiresAt is more than 24 h away")
+	case !isHexOfLen(att.Signature, 128) || att.ExpiresAt >= math.MaxInt64/2:
+		return refusal(codeMalformed, "attestation rejected: signature must be 128 hex")
+	case !verifySignature(f.ParentMemberPubkey, attestationSignedString(f.ParentMemberPubkey, f.SessionPubkey, att.ExpiresAt), att.Signature):
+		return refusal(codeBadSignature, "attestation rejected: signature does not verify")
+	}
+	if herr := b.checkSigned("session_hello rejected:", f.SessionPubkey,
+		sessionHelloSignedString(f.MeshID, f.ParentMemberPubkey, f.SessionPubkey, f.Timestamp), f.Signature, f.Timestamp, now); herr != nil {
+		return herr
+	}
+	b.mu.Lock()
+	herr = b.checkReplay(f.SessionPubkey, f.Timestamp, f.Signature, now)
+	b.mu.Unlock()
+	if herr != nil {
+		return herr
+	}
+	member, mesh, herr := b.lookupMember(f.MeshID, f.ParentMemberPubkey)
+	if herr != nil {
+		return herr
+	}
+	if f.ParentMemberID != "" && f.ParentMemberID != member.ID {
+		return refusal(codeParentMemberIDMismatch, "parentMemberId does not match the parent key's member")
+	}
+	// Known before the ack: from now on DMs to this key queue while it is away.
+	ctx, cancel := b.storeCtx()
+	err := b.store.RememberSessionKey(ctx, f.MeshID, f.SessionPubkey, member.ID, now)
+	cancel()
+	if err != nil {
+		return refusal("internal", "broker store unavailable")
+	}
+	displayName := f.DisplayName
+	if displayName == "" {
+		displayName = member.DisplayName
+	}
+
+	b.mu.Lock()
+	if herr := b.capacityCheck(f.MeshID); herr != nil {
+		b.mu.Unlock()
+		return herr
+	}
+	room := b.room(f.MeshID)
+	// One presence per session key: an existing one, online or in grace, is
+	// taken over silently.
+	var p *peer
+	for _, o := range room.peers {
+		if o.sessionPubkey == f.SessionPubkey && o.role == peerRoleSession {
+			p = o
+			break
+		}
+	}
+	silent := p != nil
+	if p != nil {
+		if old := p.conn; old != nil && old != c {
+			old.peer = nil
+			p.conn = nil
+			p.inflight = map[string]*lease{}
+			old.closeWith(closeNormal, "session_replaced")
+		}
+		if p.graceTimer != nil {
+			p.graceTimer.Stop()
+		}
+	} else {
+		b.replaceSession(room, f.ParentMemberPubkey, f.SessionID)
+		p = &peer{presenceID: newID(), meshID: f.MeshID, memberID: member.ID, memberPubkey: f.ParentMemberPubkey,
+			sessionPubkey: f.SessionPubkey, key: f.SessionPubkey, role: peerRoleSession, status: statusIdle,
+			visible: true, connectedAt: now, groups: member.DefaultGroups}
+		if len(f.Groups) > 0 {
+			p.groups = f.Groups
+		}
+		room.peers[p.presenceID] = p
+	}
+	if f.Role != "" {
+		p.profile.Role = f.Role
+	}
+	p.memberRole, p.isOwner = member.Role, member.Pubkey == mesh.OwnerPubkey
+	p.displayName, p.sessionID, p.pid, p.cwd = displayName, f.SessionID, f.Pid, f.Cwd
+	p.hostname, p.peerType, p.channel, p.model = f.Hostname, f.PeerType, f.Channel, f.Model
+	b.attach(c, p, now)
+	if !silent {
+		b.systemPush(room, eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups},
+			func(o *peer) bool { return o == p })
+	}
+	ack := HelloAckFrame{Type: frameHelloAck, PresenceID: p.presenceID, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
+	b.mu.Unlock()
+	c.send(ack)
+	c.requestDrain()
+	return nil
+}
+
+// replaceSession closes the live connections of this member that claim the
+// same sessionId: a restarted process replaces its old presence (1000
+// "session_replaced", no peer_left). Unlike claudemesh, only the same
+// member's presences are matched, so two machines whose daemons happen to
+// share a pid never evict each other. Caller holds b.mu.
+func (b *Broker) replaceSession(room *meshRoom, memberPubkey, sessionID string) {
+	if sessionID == "" {
+		return
+	}
+	for _, o := range room.peers {
+		if o.memberPubkey == memberPubkey && o.sessionID == sessionID {
+			b.removePeer(o, closeNormal, "session_replaced", false)
+		}
+	}
+}
+
+// attach binds an authenticated socket to its presence. Caller holds b.mu.
+func (b *Broker) attach(c *brokerConn, p *peer, now time.Time) {
+	c.peer = p
+	p.conn = c
+	p.graceTimer = nil
+	p.lastSeen = now
+	p.inflight = map[string]*lease{}
+	if p.acked == nil {
+		p.acked = map[string]time.Time{}
+	}
+	if p.groups == nil {
+		p.groups = []GroupRef{}
+	}
+}
+
+// memberProfileOf is the member's stored profile for hello_ack.
+func memberProfileOf(m storedMember) *MemberProfile {
+	var tag *string
+	if m.RoleTag != "" {
+		t := m.RoleTag
+		tag = &t
+	}
+	groups := m.DefaultGroups
+	if groups == nil {
+		groups = []GroupRef{}
+	}
+	mode := m.MessageMode
+	if mode == "" {
+		mode = "push"
+	}
+	return &MemberProfile{RoleTag: tag, Groups: groups, MessageMode: mode}
+}
+
+

@@ -1,0 +1,47 @@
+// Broker limits: token buckets for sends (per member) and handshakes (per
+// client IP). Policy: a bucket holds `burst` tokens and refills `perMinute`
+// tokens a minute; an empty bucket refuses with a rate_limit error that says
+// the limit, so a client can tell a retryable refusal from a permanent one.
+package main
+
+import "time"
+
+// tokenBucket is a classic token bucket. It is not safe for concurrent use;
+// the broker guards its buckets with its mutex.
+type tokenBucket struct {
+	tokens   float64
+	burst    float64
+	perSec   float64
+	last     time.Time
+	lastUsed time.Time
+}
+
+func newTokenBucket(burst, perMinute int, now time.Time) *tokenBucket {
+	return &tokenBucket{tokens: float64(burst), burst: float64(burst), perSec: float64(perMinute) / 60, last: now, lastUsed: now}
+}
+
+// take spends one token if there is one.
+func (tb *tokenBucket) take(now time.Time) bool {
+	if dt := now.Sub(tb.last).Seconds(); dt > 0 {
+		tb.tokens = min(tb.burst, tb.tokens+dt*tb.perSec)
+		tb.last = now
+	}
+	tb.lastUsed = now
+	if tb.tokens < 1 {
+		return false
+	}
+	tb.tokens--
+	return true
+}
+
+// refund gives back a token spent on something that turned out free (a
+// duplicate send).
+func (tb *tokenBucket) refund() {
+	tb.tokens = min(tb.burst, tb.tokens+1)
+}
+
+// idle reports whether the bucket is full again and unused for a while, so
+// it can be dropped.
+func (tb *tokenBucket) idle(now time.Time, after time.Duration) bool {
+	return now.Sub(tb.lastUsed) > after
+}

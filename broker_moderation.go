@@ -1,0 +1,276 @@
+// Kick, disconnect, ban, unban and list_bans (claudemesh 1.34.15).
+//
+// Policy: only the mesh owner or an admin may moderate. `kick` closes 4001
+// but skips control-plane connections — a daemon would just reconnect — and
+// lists them in the additive `skipped_control_plane` ack field; `disconnect`
+// closes 1000 and skips nothing. Targets match a display name, a member key
+// or a session key, or a hex prefix of at least minTargetPrefix characters of
+// either. `ban` revokes the member and closes every connection of it with
+// 4002; its later handshakes get `revoked`. Every removal announces
+// peer_left.
+package main
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// minTargetPrefix is the shortest key prefix a moderation target may be, so
+// that a short word cannot sweep up unrelated keys.
+const minTargetPrefix = 8
+
+func init() {
+	frameHandlers[frameKick] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleKick(c, f.(*KickFrame), reqID) }
+	frameHandlers[frameDisconnect] = frameHandlers[frameKick]
+	frameHandlers[frameBan] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleBan(c, f.(*BanFrame), reqID) }
+	frameHandlers[frameUnban] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleUnban(c, f.(*BanFrame), reqID) }
+	frameHandlers[frameListBans] = func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListBans(c, reqID) }
+}
+
+// canModerate: the mesh owner or an admin. Caller holds b.mu.
+func (p *peer) canModerate() bool { return p.isOwner || p.memberRole == roleAdmin }
+
+// keyMatches reports whether target names key exactly or by a long enough
+// lowercase hex prefix.
+func keyMatches(key, target string) bool {
+	if key == "" {
+		return false
+	}
+	if key == target {
+		return true
+	}
+	return len(target) >= minTargetPrefix && isLowerHex(target) && strings.HasPrefix(key, target)
+}
+
+func isLowerHex(s string) bool {
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
+	kick := f.Type == frameKick
+	b.mu.Lock()
+	me := c.peer
+	if me == nil {
+		b.mu.Unlock()
+		return
+	}
+	if !me.canModerate() {
+		b.mu.Unlock()
+		verb := "kick"
+		if !kick {
+			verb = "disconnect"
+		}
+		c.replyError(codeForbidden, "only the mesh owner or an admin can "+verb, reqID)
+		return
+	}
+	room := b.room(me.meshID)
+	now := time.Now()
+	var selected []*peer
+	for _, p := range room.peers {
+		switch {
+		case f.All:
+			if p != me {
+				selected = append(selected, p)
+			}
+		case f.Stale != nil:
+			if p != me && now.Sub(p.lastActivity()) > time.Duration(*f.Stale)*time.Millisecond {
+				selected = append(selected, p)
+			}
+		default:
+			if p.displayName == f.Target || keyMatches(p.memberPubkey, f.Target) || keyMatches(p.sessionPubkey, f.Target) {
+				selected = append(selected, p)
+			}
+		}
+	}
+	sort.Slice(selected, func(i, j int) bool { return selected[i].connectedAt.Before(selected[j].connectedAt) })
+	code, reason := websocket.StatusCode(closeKicked), "kicked"
+	if !kick {
+		code, reason = closeNormal, "disconnected"
+	}
+	if f.Stale != nil {
+		reason += "_stale"
+	}
+	ack := KickAckFrame{Type: frameKickAck, Kicked: []string{}, Affected: []string{}, ReqID: reqID}
+	if !kick {
+		ack.Type = frameDisconnectAck
+	}
+	for _, p := range selected {
+		label := p.displayName
+		if label == "" {
+			label = p.presenceID
+		}
+		// 1.34.15: kick leaves control-plane (daemon) connections alone.
+		if kick && p.role == peerRoleControlPlane {
+			ack.SkippedControlPlane = append(ack.SkippedControlPlane, label)
+			continue
+		}
+		b.removePeer(p, code, reason, true)
+		ack.Kicked = append(ack.Kicked, label)
+	}
+	ack.Affected = append([]string{}, ack.Kicked...)
+	b.mu.Unlock()
+	c.send(ack)
+}
+
+// lastActivity is when p was last heard from: its socket's last frame or
+// pong, or when it went offline. Caller holds b.mu.
+func (p *peer) lastActivity() time.Time {
+	if p.conn != nil {
+		return time.UnixMilli(p.conn.lastRead.Load())
+	}
+	return p.lastSeen
+}
+
+// resolveMember finds the one member a ban or unban names: by exact member
+// key, by a session key it owns (present or remembered), by display name or
+// by key prefix. revoked selects banned or unbanned members.
+func (b *Broker) resolveMember(meshID, target string, revoked bool) (storedMember, string) {
+	ctx, cancel := b.storeCtx()
+	defer cancel()
+	members, err := b.store.Members(ctx, meshID)
+	if err != nil {
+		return storedMember{}, "internal"
+	}
+	// A session key names its member.
+	b.mu.Lock()
+	sessionOwner := ""
+	for _, p := range b.room(meshID).peers {
+		if keyMatches(p.sessionPubkey, target) {
+			sessionOwner = p.memberPubkey
+			break
+		}
+	}
+	b.mu.Unlock()
+	var matches []storedMember
+	for _, m := range members {
+		if (m.RevokedAt != nil) != revoked {
+			continue
+		}
+		if m.Pubkey == target || m.Pubkey == sessionOwner {
+			return m, ""
+		}
+		if m.DisplayName == target || keyMatches(m.Pubkey, target) {
+			matches = append(matches, m)
+		}
+	}
+	switch len(matches) {
+	case 0:
+		return storedMember{}, codeNotFound
+	case 1:
+		return matches[0], ""
+	}
+	return storedMember{}, codeInvalid
+}
+
+func (b *Broker) handleBan(c *brokerConn, f *BanFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	if !me.canModerate() {
+		c.replyError(codeForbidden, "only the mesh owner or an admin can ban", reqID)
+		return
+	}
+	m, problem := b.resolveMember(me.meshID, f.Target, false)
+	switch problem {
+	case codeNotFound:
+		c.replyError(codeNotFound, "no member matches "+f.Target, reqID)
+		return
+	case codeInvalid:
+		c.replyError(codeInvalid, "several members match "+f.Target+"; use a longer key prefix", reqID)
+		return
+	case "internal":
+		c.replyError("internal", "store unavailable", reqID)
+		return
+	}
+	if m.ID == me.memberID {
+		c.replyError(codeInvalid, "cannot ban yourself", reqID)
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	mesh, err := b.store.MeshByID(ctx, me.meshID)
+	if err == nil && m.Pubkey == mesh.OwnerPubkey {
+		cancel()
+		c.replyError(codeForbidden, "the mesh owner cannot be banned", reqID)
+		return
+	}
+	now := time.Now()
+	err = b.store.SetMemberRevoked(ctx, me.meshID, m.ID, &now)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	b.mu.Lock()
+	for _, p := range b.room(me.meshID).peers {
+		if p.memberID == m.ID {
+			b.removePeer(p, closeBanned, "banned", true)
+		}
+	}
+	b.mu.Unlock()
+	c.send(BanAckFrame{Type: frameBanAck, Banned: m.DisplayName, ReqID: reqID})
+}
+
+func (b *Broker) handleUnban(c *brokerConn, f *BanFrame, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	if !me.canModerate() {
+		c.replyError(codeForbidden, "only the mesh owner or an admin can unban", reqID)
+		return
+	}
+	m, problem := b.resolveMember(me.meshID, f.Target, true)
+	switch problem {
+	case codeNotFound:
+		c.replyError(codeNotFound, "no banned member matches "+f.Target, reqID)
+		return
+	case codeInvalid:
+		c.replyError(codeInvalid, "several banned members match "+f.Target+"; use a longer key prefix", reqID)
+		return
+	case "internal":
+		c.replyError("internal", "store unavailable", reqID)
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	err := b.store.SetMemberRevoked(ctx, me.meshID, m.ID, nil)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	c.send(UnbanAckFrame{Type: frameUnbanAck, Unbanned: m.DisplayName, ReqID: reqID})
+}
+
+func (b *Broker) handleListBans(c *brokerConn, reqID string) {
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	if !me.canModerate() {
+		c.replyError(codeForbidden, "only the mesh owner or an admin can list bans", reqID)
+		return
+	}
+	ctx, cancel := b.storeCtx()
+	members, err := b.store.Members(ctx, me.meshID)
+	cancel()
+	if err != nil {
+		c.internalError(reqID, err)
+		return
+	}
+	bans := []BanEntry{}
+	for _, m := range members {
+		if m.RevokedAt != nil {
+			bans = append(bans, BanEntry{Name: m.DisplayName, Pubkey: m.Pubkey, RevokedAt: isoTime(*m.RevokedAt)})
+		}
+	}
+	c.send(ListBansResultFrame{Type: frameListBansResult, Bans: bans, ReqID: reqID})
+}

@@ -1,0 +1,415 @@
+// Routing and delivery, at least once and idempotent.
+//
+// Policy: a send is one durable append (the message) plus one delivery
+// record per recipient key resolved at send time, in one transaction. Online
+// recipients then get the push at once from memory; each pushed delivery is
+// leased for Lease and becomes delivered on the recipient's client_ack. An
+// expired lease is re-pushed by the sweep; a closed socket's leases are
+// released at once, and its next connection drains everything still pending
+// from the store. DMs to keys the mesh knows are queued while their owner is
+// offline (MessageTTL); keys the mesh never saw are refused. A send whose
+// (mesh, sender member, client_message_id) exists returns the original id.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// frameHandlers maps a frame type to its handler. Every handler answers with
+// the request's _reqId.
+var frameHandlers = map[string]func(b *Broker, c *brokerConn, f clientFrame, reqID string){}
+
+// handleFrame decodes, validates and dispatches one frame of an
+// authenticated socket.
+func (b *Broker) handleFrame(c *brokerConn, data []byte) {
+	head, f, err := decodeClientFrame(data)
+	switch {
+	case errors.Is(err, errUnknownFrameType):
+		c.replyError(codeUnknownMessageType, fmt.Sprintf("unknown message type %q", head.Type), head.ReqID)
+		return
+	case err != nil && head.Type == frameSend:
+		// A send is answered by an ack its sender can match by id.
+		var s struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(data, &s)
+		c.send(AckFrame{Type: frameAck, ID: s.ID, Error: codeInvalid + ": " + err.Error(), ReqID: head.ReqID})
+		return
+	case err != nil:
+		c.replyError(codeInvalid, err.Error(), head.ReqID)
+		return
+	}
+	switch head.Type {
+	case frameHello, frameSessionHello:
+		c.replyError(codeInvalid, "this connection has already completed its handshake", head.ReqID)
+		return
+	}
+	h := frameHandlers[head.Type]
+	if h == nil {
+		c.replyError(codeUnknownMessageType, fmt.Sprintf("unknown message type %q", head.Type), head.ReqID)
+		return
+	}
+	h(b, c, f, head.ReqID)
+}
+
+func init() {
+	frameHandlers[frameSend] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSend(c, f.(*SendFrame), reqID) }
+	frameHandlers[frameClientAck] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleClientAck(c, f.(*ClientAckFrame))
+	}
+}
+
+// self returns a copy of the socket's presence, or nil when it has none.
+func (b *Broker) self(c *brokerConn) *peer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c.peer == nil {
+		return nil
+	}
+	cp := *c.peer
+	return &cp
+}
+
+// targetKind classifies a targetSpec.
+type targetKind int
+
+const (
+	targetInvalid targetKind = iota
+	targetDirect
+	targetBroadcast
+	targetGroup
+	targetTopic
+)
+
+func classifyTarget(spec string) (targetKind, string) {
+	switch {
+	case spec == "*" || spec == "@all":
+		return targetBroadcast, ""
+	case isHexKey(spec):
+		return targetDirect, spec
+	case strings.HasPrefix(spec, "@") && len(spec) > 1:
+		return targetGroup, spec[1:]
+	case strings.HasPrefix(spec, "#") && len(spec) > 1:
+		return targetTopic, spec[1:]
+	}
+	return targetInvalid, ""
+}
+
+// inGroup reports whether groups reach target: the exact group, or a group
+// below it (a peer in a/b/c is reached by @a/b and @a).
+func inGroup(groups []GroupRef, target string) bool {
+	for _, g := range groups {
+		if g.Name == target || strings.HasPrefix(g.Name, target+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
+	ack := AckFrame{Type: frameAck, ID: f.ID, ReqID: reqID}
+	refuse := func(code, format string, a ...any) {
+		ack.Error = code + ": " + fmt.Sprintf(format, a...)
+		c.send(ack)
+	}
+	me := b.self(c)
+	if me == nil {
+		return
+	}
+	if size := len(f.Ciphertext) + len(f.Nonce) + len(f.TargetSpec); size > b.opts.MaxMessageBytes {
+		refuse(codePayloadTooLarge, "%d bytes > max %d", size, b.opts.MaxMessageBytes)
+		return
+	}
+	kind, ref := classifyTarget(f.TargetSpec)
+	if kind == targetInvalid {
+		refuse(codeInvalid, "targetSpec %q must be a 64-hex key, @group, @all, * or #topic", f.TargetSpec)
+		return
+	}
+	now := time.Now()
+	b.mu.Lock()
+	tb := b.sendBuckets[me.memberID]
+	if tb == nil {
+		tb = newTokenBucket(b.opts.SendBurst, b.opts.SendPerMinute, now)
+		b.sendBuckets[me.memberID] = tb
+	}
+	allowed := tb.take(now)
+	b.mu.Unlock()
+	if !allowed {
+		refuse(codeRateLimit, "max %d msg/min (burst %d)", b.opts.SendPerMinute, b.opts.SendBurst)
+		return
+	}
+
+	var recipients []string
+	switch kind {
+	case targetDirect:
+		known, revoked, err := b.knownTarget(me.meshID, ref)
+		if err != nil {
+			b.refundSend(me.memberID)
+			refuse("internal", "store unavailable")
+			return
+		}
+		if !known {
+			b.refundSend(me.memberID)
+			refuse(codeUnknownTarget, "no member or session key %s in this mesh", ref)
+			return
+		}
+		if revoked {
+			b.refundSend(me.memberID)
+			refuse(codeUnknownTarget, "%s belongs to a banned member", ref)
+			return
+		}
+		recipients = []string{ref}
+	default:
+		recipients = b.multicastRecipients(me, kind, ref)
+	}
+
+	msg := storedMessage{ID: newID(), MeshID: me.meshID, SenderMemberID: me.memberID, SenderPubkey: me.key,
+		SenderMemberPubkey: me.memberPubkey, SenderName: me.displayName, TargetSpec: f.TargetSpec, Priority: f.Priority,
+		Nonce: f.Nonce, Ciphertext: f.Ciphertext, CreatedAt: now, ExpiresAt: now.Add(b.opts.MessageTTL),
+		ClientMessageID: f.ClientMessageID, RequestFingerprint: f.RequestFingerprint, ReplyToID: f.ReplyToID, Subtype: f.Subtype}
+	if kind == targetTopic {
+		msg.Topic = ref
+	}
+	ctx, cancel := b.storeCtx()
+	id, dup, err := b.store.AppendMessage(ctx, msg, recipients)
+	cancel()
+	if err != nil {
+		b.refundSend(me.memberID)
+		b.log.Error("append message", "err", err)
+		refuse("internal", "store unavailable")
+		return
+	}
+	ack.MessageID, ack.Queued = id, true
+	if dup {
+		b.refundSend(me.memberID)
+		c.send(ack)
+		return
+	}
+	b.metrics.accepted.Add(1)
+	c.send(ack)
+	b.fanOut(msg, recipients)
+}
+
+func (b *Broker) refundSend(memberID string) {
+	b.mu.Lock()
+	if tb := b.sendBuckets[memberID]; tb != nil {
+		tb.refund()
+	}
+	b.mu.Unlock()
+}
+
+// knownTarget: a key of a present connection, a member key or a session key
+// that ever said session_hello.
+func (b *Broker) knownTarget(meshID, key string) (known, revoked bool, err error) {
+	b.mu.Lock()
+	if r := b.rooms[meshID]; r != nil {
+		for _, p := range r.peers {
+			if p.key == key || p.memberPubkey == key {
+				b.mu.Unlock()
+				return true, false, nil
+			}
+		}
+	}
+	b.mu.Unlock()
+	ctx, cancel := b.storeCtx()
+	defer cancel()
+	return b.store.KnownKey(ctx, meshID, key)
+}
+
+// multicastRecipients resolves a broadcast, group or topic to the keys of the
+// mesh's present connections (live or in grace) other than the sender's own
+// member's, skipping hidden ones.
+func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	room := b.rooms[me.meshID]
+	if room == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var keys []string
+	for _, p := range room.peers {
+		if p.memberID == me.memberID || !p.visible || seen[p.key] {
+			continue
+		}
+		if kind == targetGroup && !inGroup(p.groups, ref) {
+			continue
+		}
+		seen[p.key] = true
+		keys = append(keys, p.key)
+	}
+	return keys
+}
+
+// pushFrame is the push for a stored message: the same full field set
+// whether it goes out at send time or from a drain.
+func pushFrame(m storedMessage) []byte {
+	data, _ := json.Marshal(PushFrame{Type: framePush, MessageID: m.ID, MeshID: m.MeshID, SenderPubkey: m.SenderPubkey,
+		SenderMemberPubkey: m.SenderMemberPubkey, SenderMemberID: m.SenderMemberID, SenderName: m.SenderName,
+		Priority: m.Priority, Nonce: m.Nonce, Ciphertext: m.Ciphertext, CreatedAt: isoTime(m.CreatedAt),
+		ClientMessageID: m.ClientMessageID, RequestFingerprint: m.RequestFingerprint, TargetSpec: m.TargetSpec,
+		Topic: m.Topic, ReplyToID: m.ReplyToID, Subtype: m.Subtype})
+	return data
+}
+
+// fanOut pushes a just-stored message to its recipients that are online now.
+func (b *Broker) fanOut(m storedMessage, recipients []string) {
+	data := pushFrame(m)
+	want := make(map[string]bool, len(recipients))
+	for _, k := range recipients {
+		want[k] = true
+	}
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	room := b.rooms[m.MeshID]
+	if room == nil {
+		return
+	}
+	queued := 0
+	for k := range want {
+		online := false
+		for _, p := range room.peers {
+			if p.key == k && p.conn != nil {
+				online = true
+			}
+		}
+		if !online {
+			queued++
+		}
+	}
+	b.metrics.queued.Add(int64(queued))
+	for _, p := range room.peers {
+		if p.conn == nil || !want[p.key] {
+			continue
+		}
+		if !b.offerPush(p, m, data, now, false) {
+			p.needsDrain = true
+			p.conn.requestDrain()
+		}
+	}
+}
+
+// held reports whether status gating holds a message of this priority: a
+// working or dnd recipient gets only `now` until it is idle again.
+func held(status, priority string) bool {
+	return (status == statusWorking || status == statusDND) && priority != priorityNow
+}
+
+// offerPush pushes m to p's socket and leases it, unless it is held by
+// status, already leased, or just acked. With wait=false it never blocks and
+// returns false when the socket's queue is full. Caller holds b.mu.
+func (b *Broker) offerPush(p *peer, m storedMessage, data []byte, now time.Time, wait bool) bool {
+	if held(p.status, m.Priority) {
+		return true
+	}
+	if l := p.inflight[m.ID]; l != nil && now.Before(l.expires) {
+		return true
+	}
+	if _, ok := p.acked[m.ID]; ok {
+		return true
+	}
+	if !wait && !p.conn.offer(data) {
+		return false
+	}
+	p.inflight[m.ID] = &lease{clientMessageID: m.ClientMessageID, expires: now.Add(b.opts.Lease)}
+	return true
+}
+
+// drain pushes every pending delivery of the socket's key, oldest first,
+// waiting for room in the socket's queue.
+func (b *Broker) drain(c *brokerConn) {
+	b.mu.Lock()
+	p := c.peer
+	if p == nil {
+		b.mu.Unlock()
+		return
+	}
+	p.needsDrain = false
+	meshID, key := p.meshID, p.key
+	b.mu.Unlock()
+
+	var after int64
+	for {
+		ctx, cancel := b.storeCtx()
+		msgs, err := b.store.PendingFor(ctx, meshID, key, after, time.Now(), drainPage)
+		cancel()
+		if err != nil {
+			b.log.Warn("drain", "err", err)
+			b.mu.Lock()
+			if c.peer == p {
+				p.needsDrain = true // the sweep tries again
+			}
+			b.mu.Unlock()
+			return
+		}
+		for _, m := range msgs {
+			after = m.Seq
+			data := pushFrame(m)
+			b.mu.Lock()
+			if c.peer != p {
+				b.mu.Unlock()
+				return
+			}
+			now := time.Now()
+			send := !held(p.status, m.Priority)
+			if l := p.inflight[m.ID]; l != nil && now.Before(l.expires) {
+				send = false
+			}
+			if _, ok := p.acked[m.ID]; ok {
+				send = false
+			}
+			if send {
+				b.offerPush(p, m, data, now, true)
+			}
+			b.mu.Unlock()
+			if send && !c.sendRaw(data) {
+				return
+			}
+		}
+		if len(msgs) < drainPage {
+			return
+		}
+	}
+}
+
+// handleClientAck marks the acking key's delivery delivered.
+func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame) {
+	b.mu.Lock()
+	p := c.peer
+	if p == nil {
+		b.mu.Unlock()
+		return
+	}
+	meshID, key := p.meshID, p.key
+	id := f.BrokerMessageID
+	if id == "" {
+		for mid, l := range p.inflight {
+			if l.clientMessageID == f.ClientMessageID {
+				id = mid
+				break
+			}
+		}
+	}
+	if id != "" {
+		delete(p.inflight, id)
+		p.acked[id] = time.Now()
+	}
+	b.mu.Unlock()
+	cmid := ""
+	if id == "" {
+		cmid = f.ClientMessageID
+	}
+	ctx, cancel := b.storeCtx()
+	n, err := b.store.MarkDelivered(ctx, meshID, key, id, cmid, time.Now())
+	cancel()
+	if err != nil {
+		b.log.Warn("mark delivered", "err", err)
+		return
+	}
+	b.metrics.delivered.Add(int64(n))
+}

@@ -1,0 +1,181 @@
+// The broker's durable storage, behind a small interface so that SQLite (the
+// default, brokerstore_sqlite.go) can later be joined by Postgres. The broker
+// keeps presence, leases and rate buckets in memory; everything that must
+// survive a restart — meshes, members, invites, known session keys, messages
+// and their per-recipient delivery records, state, memory, skills and saved
+// peer state — lives here.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// errExists is what stores return when a unique row is already there.
+var errExists = errors.New("already exists")
+
+// brokerStore is the broker's durable storage.
+type brokerStore interface {
+	Ping(ctx context.Context) error
+	Close() error
+
+	// Meshes and members.
+	CreateMesh(ctx context.Context, mesh storedMesh, owner storedMember) error
+	MeshByID(ctx context.Context, id string) (storedMesh, error)
+	MeshBySlug(ctx context.Context, slug string) (storedMesh, error)
+	CountMeshes(ctx context.Context) (int, error)
+	AddMember(ctx context.Context, m storedMember) error
+	// MemberByPubkey returns the member with this key, revoked or not.
+	MemberByPubkey(ctx context.Context, meshID, pubkey string) (storedMember, error)
+	Members(ctx context.Context, meshID string) ([]storedMember, error)
+	SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error
+
+	// Invites.
+	CreateInvite(ctx context.Context, inv storedInvite) error
+	// RedeemInvite enrolls pubkey through the invite with this token, all in
+	// one transaction; see joinError for the refusals.
+	RedeemInvite(ctx context.Context, req redeemRequest) (redeemResult, error)
+
+	// Session keys that have said session_hello, so DMs to them queue while
+	// they are offline.
+	RememberSessionKey(ctx context.Context, meshID, sessionPubkey, memberID string, now time.Time) error
+	// KnownKey reports whether key is a member key or a remembered session
+	// key of the mesh, and whether its member is revoked.
+	KnownKey(ctx context.Context, meshID, key string) (known, revoked bool, err error)
+
+	// Messages and deliveries.
+	// AppendMessage stores msg with one delivery record per recipient key in
+	// one transaction. When (mesh, sender member, client_message_id) already
+	// exists it stores nothing and returns the original id with dup=true.
+	AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (id string, dup bool, err error)
+	// PendingFor lists undelivered, unexpired messages for a recipient key,
+	// oldest first, after the message with sequence number afterSeq.
+	PendingFor(ctx context.Context, meshID, key string, afterSeq int64, now time.Time, limit int) ([]storedMessage, error)
+	// MarkDelivered marks key's delivery of a message delivered, by broker
+	// message id or, when that is empty, by the sender's client_message_id.
+	MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error)
+	PurgeExpired(ctx context.Context, now time.Time) (int, error)
+	CountPendingDeliveries(ctx context.Context, now time.Time) (int, error)
+
+	// Shared state.
+	SetState(ctx context.Context, meshID string, e StateEntry) error
+	GetState(ctx context.Context, meshID, key string) (StateEntry, error)
+	ListState(ctx context.Context, meshID string) ([]StateEntry, error)
+
+	// Memory.
+	Remember(ctx context.Context, meshID string, m Memory) error
+	Recall(ctx context.Context, meshID, query string, limit int) ([]Memory, error)
+	Forget(ctx context.Context, meshID, id string, now time.Time) (bool, error)
+
+	// Skills.
+	PutSkill(ctx context.Context, meshID string, s Skill) error
+	GetSkill(ctx context.Context, meshID, name string) (Skill, error)
+	ListSkills(ctx context.Context, meshID, query string) ([]Skill, error)
+	RemoveSkill(ctx context.Context, meshID, name string) (bool, error)
+
+	// Peer state saved per (mesh, member) when a member connection ends.
+	SavePeerState(ctx context.Context, ps storedPeerState) error
+	LoadPeerState(ctx context.Context, meshID, memberID string) (storedPeerState, error)
+}
+
+// storedMesh is one mesh. OwnerPubkey signs its invites.
+type storedMesh struct {
+	ID          string
+	Slug        string
+	Name        string
+	OwnerPubkey string
+	RootKey     string // base64url, 32 bytes; carried by invites
+	CreatedAt   time.Time
+}
+
+// Member roles.
+const (
+	roleAdmin  = "admin"
+	roleMember = "member"
+)
+
+// storedMember is one member identity of a mesh.
+type storedMember struct {
+	ID            string
+	MeshID        string
+	Pubkey        string
+	DisplayName   string
+	Role          string // admin | member
+	RoleTag       string
+	DefaultGroups []GroupRef
+	MessageMode   string
+	CreatedAt     time.Time
+	RevokedAt     *time.Time
+}
+
+// storedInvite is one registered v1 invite.
+type storedInvite struct {
+	Token     string
+	MeshID    string
+	Role      string
+	MaxUses   int
+	UsedCount int
+	ExpiresAt time.Time
+	RevokedAt *time.Time
+	CreatedAt time.Time
+}
+
+// redeemRequest is a join through an invite whose signature and owner the
+// broker has already checked.
+type redeemRequest struct {
+	Token       string
+	MeshID      string // from the verified invite payload
+	Pubkey      string
+	DisplayName string
+	Role        string
+	Now         time.Time
+	NewMemberID string
+}
+
+// redeemResult is the member a join produced or found.
+type redeemResult struct {
+	MemberID      string
+	AlreadyMember bool
+}
+
+// joinError is a refused join; Code is the reference's error code.
+type joinError struct{ Code, Message string }
+
+func (e *joinError) Error() string { return e.Code + ": " + e.Message }
+
+// storedMessage is one accepted send, with what every push of it carries.
+type storedMessage struct {
+	Seq                int64 // store order; set when read back
+	ID                 string
+	MeshID             string
+	SenderMemberID     string
+	SenderPubkey       string
+	SenderMemberPubkey string
+	SenderName         string
+	TargetSpec         string
+	Priority           string
+	Nonce              string
+	Ciphertext         string
+	CreatedAt          time.Time
+	ExpiresAt          time.Time
+	ClientMessageID    string
+	RequestFingerprint string
+	ReplyToID          string
+	Subtype            string
+	Topic              string
+}
+
+// storedPeerState is what a member's connection leaves behind for its next
+// hello: groups, visibility, profile, last summary and counters.
+type storedPeerState struct {
+	MeshID     string
+	MemberID   string
+	Groups     []GroupRef
+	Visible    bool
+	Profile    Profile
+	Summary    string
+	Stats      json.RawMessage
+	LastSeenAt time.Time
+}

@@ -1,0 +1,788 @@
+// The broker store on SQLite (WAL). Times are integer milliseconds since the
+// epoch; JSON-shaped columns hold JSON text. Writes go through one
+// connection so that competing writers queue in Go instead of sleeping in
+// SQLite's busy handler; reads use their own pool and never wait on writes.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// brokerMigrations: migrations[i] moves the schema from version i to i+1.
+// Append only.
+var brokerMigrations = []string{
+	// 1: the whole schema.
+	`
+CREATE TABLE meshes (
+	id           TEXT PRIMARY KEY,
+	slug         TEXT NOT NULL UNIQUE,
+	name         TEXT NOT NULL,
+	owner_pubkey TEXT NOT NULL,
+	root_key     TEXT NOT NULL,
+	created_at   INTEGER NOT NULL
+);
+CREATE TABLE members (
+	id             TEXT PRIMARY KEY,
+	mesh_id        TEXT NOT NULL REFERENCES meshes(id),
+	pubkey         TEXT NOT NULL,
+	display_name   TEXT NOT NULL,
+	role           TEXT NOT NULL,
+	role_tag       TEXT NOT NULL DEFAULT '',
+	default_groups TEXT NOT NULL DEFAULT '[]',
+	message_mode   TEXT NOT NULL DEFAULT 'push',
+	created_at     INTEGER NOT NULL,
+	revoked_at     INTEGER,
+	UNIQUE (mesh_id, pubkey)
+);
+CREATE TABLE invites (
+	token      TEXT PRIMARY KEY,
+	mesh_id    TEXT NOT NULL REFERENCES meshes(id),
+	role       TEXT NOT NULL,
+	max_uses   INTEGER NOT NULL,
+	used_count INTEGER NOT NULL DEFAULT 0,
+	expires_at INTEGER NOT NULL,
+	revoked_at INTEGER,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE session_keys (
+	mesh_id        TEXT NOT NULL,
+	session_pubkey TEXT NOT NULL,
+	member_id      TEXT NOT NULL REFERENCES members(id),
+	first_seen     INTEGER NOT NULL,
+	last_seen      INTEGER NOT NULL,
+	PRIMARY KEY (mesh_id, session_pubkey)
+);
+CREATE TABLE messages (
+	seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+	id                   TEXT NOT NULL UNIQUE,
+	mesh_id              TEXT NOT NULL,
+	sender_member_id     TEXT NOT NULL,
+	sender_pubkey        TEXT NOT NULL,
+	sender_member_pubkey TEXT NOT NULL,
+	sender_name          TEXT NOT NULL,
+	target_spec          TEXT NOT NULL,
+	priority             TEXT NOT NULL,
+	nonce                TEXT NOT NULL,
+	ciphertext           TEXT NOT NULL,
+	created_at           INTEGER NOT NULL,
+	expires_at           INTEGER NOT NULL,
+	client_message_id    TEXT,
+	request_fingerprint  TEXT NOT NULL DEFAULT '',
+	reply_to_id          TEXT NOT NULL DEFAULT '',
+	subtype              TEXT NOT NULL DEFAULT '',
+	topic                TEXT NOT NULL DEFAULT ''
+);
+-- Broker-side dedupe: one message per (mesh, sender member, client_message_id).
+CREATE UNIQUE INDEX messages_dedupe ON messages (mesh_id, sender_member_id, client_message_id)
+	WHERE client_message_id IS NOT NULL;
+CREATE INDEX messages_expiry ON messages (expires_at);
+CREATE TABLE deliveries (
+	message_id    TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+	recipient_key TEXT NOT NULL,
+	mesh_id       TEXT NOT NULL,
+	expires_at    INTEGER NOT NULL,
+	delivered_at  INTEGER,
+	PRIMARY KEY (message_id, recipient_key)
+);
+CREATE INDEX deliveries_pending ON deliveries (mesh_id, recipient_key) WHERE delivered_at IS NULL;
+CREATE TABLE state (
+	mesh_id    TEXT NOT NULL,
+	key        TEXT NOT NULL,
+	value      TEXT NOT NULL,
+	updated_by TEXT NOT NULL,
+	updated_at INTEGER NOT NULL,
+	PRIMARY KEY (mesh_id, key)
+);
+CREATE TABLE memories (
+	id            TEXT PRIMARY KEY,
+	mesh_id       TEXT NOT NULL,
+	content       TEXT NOT NULL,
+	tags          TEXT NOT NULL DEFAULT '[]',
+	remembered_by TEXT NOT NULL,
+	remembered_at INTEGER NOT NULL,
+	forgotten_at  INTEGER
+);
+-- Full-text index over live memories; rows leave it when forgotten.
+CREATE VIRTUAL TABLE memories_fts USING fts5 (id UNINDEXED, mesh_id UNINDEXED, content, tags, tokenize = 'porter unicode61');
+CREATE TABLE skills (
+	mesh_id      TEXT NOT NULL,
+	name         TEXT NOT NULL,
+	description  TEXT NOT NULL,
+	instructions TEXT NOT NULL,
+	tags         TEXT NOT NULL DEFAULT '[]',
+	author       TEXT NOT NULL,
+	manifest     TEXT,
+	created_at   INTEGER NOT NULL,
+	PRIMARY KEY (mesh_id, name)
+);
+CREATE TABLE peer_state (
+	mesh_id      TEXT NOT NULL,
+	member_id    TEXT NOT NULL,
+	groups       TEXT NOT NULL DEFAULT '[]',
+	visible      INTEGER NOT NULL DEFAULT 1,
+	profile      TEXT NOT NULL DEFAULT '{}',
+	summary      TEXT NOT NULL DEFAULT '',
+	stats        TEXT,
+	last_seen_at INTEGER NOT NULL,
+	PRIMARY KEY (mesh_id, member_id)
+);
+`,
+}
+
+// sqliteBrokerStore implements brokerStore.
+type sqliteBrokerStore struct {
+	w *sql.DB // one connection: writes queue here
+	r *sql.DB // reads
+}
+
+// brokerDBFile is the store's file inside the broker's data dir.
+const brokerDBFile = "broker.db"
+
+// openSQLiteBrokerStore opens (creating) the store in dir.
+func openSQLiteBrokerStore(dir string) (*sqliteBrokerStore, error) {
+	if err := ensurePrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("broker data dir: %w", err)
+	}
+	path := filepath.Join(dir, brokerDBFile)
+	w, err := openSQLite(path, brokerMigrations)
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	r, err := openSQLite(path, brokerMigrations)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return &sqliteBrokerStore{w: w, r: r}, nil
+}
+
+func (s *sqliteBrokerStore) Close() error {
+	return errors.Join(s.w.Close(), s.r.Close())
+}
+
+func (s *sqliteBrokerStore) Ping(ctx context.Context) error {
+	var one int
+	return s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMs(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func msPtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+func fromMsPtr(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMs(v.Int64)
+	return &t
+}
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "null"
+	}
+	return string(b)
+}
+
+// isUniqueViolation recognises SQLite's constraint error without importing
+// the driver's error type.
+func isUniqueViolation(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint failed") ||
+		strings.Contains(err.Error(), "PRIMARY KEY constraint failed"))
+}
+
+// Meshes and members.
+
+func (s *sqliteBrokerStore) CreateMesh(ctx context.Context, mesh storedMesh, owner storedMember) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO meshes (id, slug, name, owner_pubkey, root_key, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		mesh.ID, mesh.Slug, mesh.Name, mesh.OwnerPubkey, mesh.RootKey, ms(mesh.CreatedAt))
+	if isUniqueViolation(err) {
+		return errExists
+	}
+	if err != nil {
+		return err
+	}
+	if err := insertMember(ctx, tx, owner); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertMember(ctx context.Context, tx execer, m storedMember) error {
+	if m.DefaultGroups == nil {
+		m.DefaultGroups = []GroupRef{}
+	}
+	if m.MessageMode == "" {
+		m.MessageMode = "push"
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO members (id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.MeshID, m.Pubkey, m.DisplayName, m.Role, m.RoleTag, jsonText(m.DefaultGroups), m.MessageMode, ms(m.CreatedAt), msPtr(m.RevokedAt))
+	if isUniqueViolation(err) {
+		return errExists
+	}
+	return err
+}
+
+const meshColumns = `id, slug, name, owner_pubkey, root_key, created_at`
+
+func scanMesh(row interface{ Scan(...any) error }) (storedMesh, error) {
+	var m storedMesh
+	var created int64
+	err := row.Scan(&m.ID, &m.Slug, &m.Name, &m.OwnerPubkey, &m.RootKey, &created)
+	m.CreatedAt = fromMs(created)
+	return m, noRows(err)
+}
+
+func (s *sqliteBrokerStore) MeshByID(ctx context.Context, id string) (storedMesh, error) {
+	return scanMesh(s.r.QueryRowContext(ctx, `SELECT `+meshColumns+` FROM meshes WHERE id = ?`, id))
+}
+
+func (s *sqliteBrokerStore) MeshBySlug(ctx context.Context, slug string) (storedMesh, error) {
+	return scanMesh(s.r.QueryRowContext(ctx, `SELECT `+meshColumns+` FROM meshes WHERE slug = ?`, slug))
+}
+
+func (s *sqliteBrokerStore) CountMeshes(ctx context.Context) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM meshes`).Scan(&n)
+	return n, err
+}
+
+func (s *sqliteBrokerStore) AddMember(ctx context.Context, m storedMember) error {
+	return insertMember(ctx, s.w, m)
+}
+
+const memberColumns = `id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at`
+
+func scanMember(row interface{ Scan(...any) error }) (storedMember, error) {
+	var m storedMember
+	var groups string
+	var created int64
+	var revoked sql.NullInt64
+	if err := row.Scan(&m.ID, &m.MeshID, &m.Pubkey, &m.DisplayName, &m.Role, &m.RoleTag, &groups, &m.MessageMode, &created, &revoked); err != nil {
+		return m, noRows(err)
+	}
+	_ = json.Unmarshal([]byte(groups), &m.DefaultGroups)
+	m.CreatedAt = fromMs(created)
+	m.RevokedAt = fromMsPtr(revoked)
+	return m, nil
+}
+
+func (s *sqliteBrokerStore) MemberByPubkey(ctx context.Context, meshID, pubkey string) (storedMember, error) {
+	return scanMember(s.r.QueryRowContext(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? AND pubkey = ?`, meshID, pubkey))
+}
+
+func (s *sqliteBrokerStore) Members(ctx context.Context, meshID string) ([]storedMember, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? ORDER BY created_at, id`, meshID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storedMember
+	for rows.Next() {
+		m, err := scanMember(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqliteBrokerStore) SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE members SET revoked_at = ? WHERE mesh_id = ? AND id = ?`, msPtr(revokedAt), meshID, memberID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errNotFound
+	}
+	return nil
+}
+
+// Invites.
+
+func (s *sqliteBrokerStore) CreateInvite(ctx context.Context, inv storedInvite) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO invites (token, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
+		VALUES (?, ?, ?, ?, 0, ?, ?, ?)`,
+		inv.Token, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
+	if isUniqueViolation(err) {
+		return errExists
+	}
+	return err
+}
+
+func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest) (redeemResult, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return redeemResult{}, err
+	}
+	defer tx.Rollback()
+	var inv storedInvite
+	var expires int64
+	var revoked sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = ?`, req.Token).
+		Scan(&inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount, &expires, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return redeemResult{}, &joinError{"invite_not_found", "this invite was never registered with the broker"}
+	}
+	if err != nil {
+		return redeemResult{}, err
+	}
+	switch {
+	case inv.MeshID != req.MeshID:
+		return redeemResult{}, &joinError{"invite_mesh_mismatch", "the invite belongs to another mesh"}
+	case revoked.Valid:
+		return redeemResult{}, &joinError{"invite_revoked", "the invite was revoked"}
+	case !req.Now.Before(fromMs(expires)):
+		return redeemResult{}, &joinError{"invite_expired", "the invite has expired"}
+	}
+	// Re-joining with the same key is idempotent and uses no slot; a banned
+	// key cannot undo its ban by joining again.
+	existing, err := scanMember(tx.QueryRowContext(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? AND pubkey = ?`, req.MeshID, req.Pubkey))
+	if err == nil {
+		if existing.RevokedAt != nil {
+			return redeemResult{}, &joinError{"member_revoked", "this key was banned from the mesh"}
+		}
+		return redeemResult{MemberID: existing.ID, AlreadyMember: true}, nil
+	}
+	if !errors.Is(err, errNotFound) {
+		return redeemResult{}, err
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE invites SET used_count = used_count + 1 WHERE token = ? AND used_count < max_uses`, req.Token)
+	if err != nil {
+		return redeemResult{}, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return redeemResult{}, &joinError{"invite_exhausted", "the invite has no uses left"}
+	}
+	m := storedMember{ID: req.NewMemberID, MeshID: req.MeshID, Pubkey: req.Pubkey, DisplayName: req.DisplayName,
+		Role: inv.Role, CreatedAt: req.Now}
+	if err := insertMember(ctx, tx, m); err != nil {
+		return redeemResult{}, &joinError{"member_insert_failed", err.Error()}
+	}
+	if err := tx.Commit(); err != nil {
+		return redeemResult{}, err
+	}
+	return redeemResult{MemberID: m.ID}, nil
+}
+
+// Session keys.
+
+func (s *sqliteBrokerStore) RememberSessionKey(ctx context.Context, meshID, sessionPubkey, memberID string, now time.Time) error {
+	_, err := s.w.ExecContext(ctx, `INSERT INTO session_keys (mesh_id, session_pubkey, member_id, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (mesh_id, session_pubkey) DO UPDATE SET last_seen = excluded.last_seen, member_id = excluded.member_id`,
+		meshID, sessionPubkey, memberID, ms(now), ms(now))
+	return err
+}
+
+func (s *sqliteBrokerStore) KnownKey(ctx context.Context, meshID, key string) (bool, bool, error) {
+	var revoked sql.NullInt64
+	err := s.r.QueryRowContext(ctx, `
+		SELECT revoked_at FROM members WHERE mesh_id = ? AND pubkey = ?
+		UNION ALL
+		SELECT m.revoked_at FROM session_keys k JOIN members m ON m.id = k.member_id WHERE k.mesh_id = ? AND k.session_pubkey = ?
+		LIMIT 1`, meshID, key, meshID, key).Scan(&revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	return true, revoked.Valid, nil
+}
+
+// Messages and deliveries.
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (string, bool, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return "", false, err
+	}
+	defer tx.Rollback()
+	if msg.ClientMessageID != "" {
+		var id string
+		err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE mesh_id = ? AND sender_member_id = ? AND client_message_id = ?`,
+			msg.MeshID, msg.SenderMemberID, msg.ClientMessageID).Scan(&id)
+		if err == nil {
+			return id, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", false, err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO messages (id, mesh_id, sender_member_id, sender_pubkey, sender_member_pubkey, sender_name,
+		target_spec, priority, nonce, ciphertext, created_at, expires_at, client_message_id, request_fingerprint, reply_to_id, subtype, topic)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		msg.ID, msg.MeshID, msg.SenderMemberID, msg.SenderPubkey, msg.SenderMemberPubkey, msg.SenderName,
+		msg.TargetSpec, msg.Priority, msg.Nonce, msg.Ciphertext, ms(msg.CreatedAt), ms(msg.ExpiresAt),
+		nullIfEmpty(msg.ClientMessageID), msg.RequestFingerprint, msg.ReplyToID, msg.Subtype, msg.Topic)
+	if err != nil {
+		return "", false, err
+	}
+	if len(recipients) > 0 {
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO deliveries (message_id, recipient_key, mesh_id, expires_at) VALUES (?, ?, ?, ?)`)
+		if err != nil {
+			return "", false, err
+		}
+		defer stmt.Close()
+		for _, key := range recipients {
+			if _, err := stmt.ExecContext(ctx, msg.ID, key, msg.MeshID, ms(msg.ExpiresAt)); err != nil {
+				return "", false, err
+			}
+		}
+	}
+	return msg.ID, false, tx.Commit()
+}
+
+const messageColumns = `m.seq, m.id, m.mesh_id, m.sender_member_id, m.sender_pubkey, m.sender_member_pubkey, m.sender_name, m.target_spec, m.priority,
+	m.nonce, m.ciphertext, m.created_at, m.expires_at, coalesce(m.client_message_id, ''), m.request_fingerprint, m.reply_to_id, m.subtype, m.topic`
+
+func scanMessage(row interface{ Scan(...any) error }) (storedMessage, error) {
+	var m storedMessage
+	var created, expires int64
+	err := row.Scan(&m.Seq, &m.ID, &m.MeshID, &m.SenderMemberID, &m.SenderPubkey, &m.SenderMemberPubkey, &m.SenderName, &m.TargetSpec, &m.Priority,
+		&m.Nonce, &m.Ciphertext, &created, &expires, &m.ClientMessageID, &m.RequestFingerprint, &m.ReplyToID, &m.Subtype, &m.Topic)
+	m.CreatedAt, m.ExpiresAt = fromMs(created), fromMs(expires)
+	return m, err
+}
+
+func (s *sqliteBrokerStore) PendingFor(ctx context.Context, meshID, key string, afterSeq int64, now time.Time, limit int) ([]storedMessage, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM deliveries d JOIN messages m ON m.id = d.message_id
+		WHERE d.mesh_id = ? AND d.recipient_key = ? AND d.delivered_at IS NULL AND d.expires_at > ? AND m.seq > ?
+		ORDER BY m.seq LIMIT ?`, meshID, key, ms(now), afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storedMessage
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
+	var res sql.Result
+	var err error
+	if messageID != "" {
+		res, err = s.w.ExecContext(ctx, `UPDATE deliveries SET delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND mesh_id = ? AND delivered_at IS NULL`,
+			ms(now), messageID, key, meshID)
+	} else {
+		res, err = s.w.ExecContext(ctx, `UPDATE deliveries SET delivered_at = ?
+			WHERE recipient_key = ? AND mesh_id = ? AND delivered_at IS NULL
+			AND message_id IN (SELECT id FROM messages WHERE mesh_id = ? AND client_message_id = ?)`,
+			ms(now), key, meshID, meshID, clientMessageID)
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+func (s *sqliteBrokerStore) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
+	// Deliveries go with their message (ON DELETE CASCADE).
+	res, err := s.w.ExecContext(ctx, `DELETE FROM messages WHERE expires_at <= ?`, ms(now))
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+func (s *sqliteBrokerStore) CountPendingDeliveries(ctx context.Context, now time.Time) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL AND expires_at > ?`, ms(now)).Scan(&n)
+	return n, err
+}
+
+// Shared state.
+
+func (s *sqliteBrokerStore) SetState(ctx context.Context, meshID string, e StateEntry) error {
+	at, err := time.Parse(time.RFC3339Nano, e.UpdatedAt)
+	if err != nil {
+		return err
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO state (mesh_id, key, value, updated_by, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (mesh_id, key) DO UPDATE SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at`,
+		meshID, e.Key, string(e.Value), e.UpdatedBy, ms(at))
+	return err
+}
+
+func scanState(row interface{ Scan(...any) error }) (StateEntry, error) {
+	var e StateEntry
+	var value string
+	var at int64
+	if err := row.Scan(&e.Key, &value, &e.UpdatedBy, &at); err != nil {
+		return e, noRows(err)
+	}
+	e.Value = json.RawMessage(value)
+	e.UpdatedAt = isoTime(fromMs(at))
+	return e, nil
+}
+
+func (s *sqliteBrokerStore) GetState(ctx context.Context, meshID, key string) (StateEntry, error) {
+	return scanState(s.r.QueryRowContext(ctx, `SELECT key, value, updated_by, updated_at FROM state WHERE mesh_id = ? AND key = ?`, meshID, key))
+}
+
+func (s *sqliteBrokerStore) ListState(ctx context.Context, meshID string) ([]StateEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT key, value, updated_by, updated_at FROM state WHERE mesh_id = ? ORDER BY key`, meshID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []StateEntry{}
+	for rows.Next() {
+		e, err := scanState(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Memory.
+
+func (s *sqliteBrokerStore) Remember(ctx context.Context, meshID string, m Memory) error {
+	at, err := time.Parse(time.RFC3339Nano, m.RememberedAt)
+	if err != nil {
+		return err
+	}
+	if m.Tags == nil {
+		m.Tags = []string{}
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO memories (id, mesh_id, content, tags, remembered_by, remembered_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		m.ID, meshID, m.Content, jsonText(m.Tags), m.RememberedBy, ms(at)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO memories_fts (id, mesh_id, content, tags) VALUES (?, ?, ?, ?)`,
+		m.ID, meshID, m.Content, strings.Join(m.Tags, " ")); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// ftsQuery turns free text into an FTS5 query that matches any of its words
+// (each quoted, so user input is never FTS syntax), ranked by bm25.
+func ftsQuery(q string) string {
+	words := strings.FieldsFunc(q, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) })
+	for i, w := range words {
+		words[i] = `"` + w + `"`
+	}
+	return strings.Join(words, " OR ")
+}
+
+func (s *sqliteBrokerStore) Recall(ctx context.Context, meshID, query string, limit int) ([]Memory, error) {
+	out := []Memory{}
+	q := ftsQuery(query)
+	if q == "" {
+		return out, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT m.id, m.content, m.tags, m.remembered_by, m.remembered_at
+		FROM memories_fts f JOIN memories m ON m.id = f.id
+		WHERE memories_fts MATCH ? AND f.mesh_id = ? AND m.forgotten_at IS NULL
+		ORDER BY bm25(memories_fts), m.remembered_at DESC LIMIT ?`, q, meshID, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m Memory
+		var tags string
+		var at int64
+		if err := rows.Scan(&m.ID, &m.Content, &tags, &m.RememberedBy, &at); err != nil {
+			return nil, err
+		}
+		_ = json.Unmarshal([]byte(tags), &m.Tags)
+		if m.Tags == nil {
+			m.Tags = []string{}
+		}
+		m.RememberedAt = isoTime(fromMs(at))
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqliteBrokerStore) Forget(ctx context.Context, meshID, id string, now time.Time) (bool, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `UPDATE memories SET forgotten_at = ? WHERE mesh_id = ? AND id = ? AND forgotten_at IS NULL`, ms(now), meshID, id)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM memories_fts WHERE id = ? AND mesh_id = ?`, id, meshID); err != nil {
+		return false, err
+	}
+	return n > 0, tx.Commit()
+}
+
+// Skills.
+
+func (s *sqliteBrokerStore) PutSkill(ctx context.Context, meshID string, sk Skill) error {
+	at, err := time.Parse(time.RFC3339Nano, sk.CreatedAt)
+	if err != nil {
+		return err
+	}
+	if sk.Tags == nil {
+		sk.Tags = []string{}
+	}
+	var manifest any
+	if len(sk.Manifest) > 0 && string(sk.Manifest) != "null" {
+		manifest = string(sk.Manifest)
+	}
+	_, err = s.w.ExecContext(ctx, `INSERT INTO skills (mesh_id, name, description, instructions, tags, author, manifest, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (mesh_id, name) DO UPDATE SET description = excluded.description, instructions = excluded.instructions,
+			tags = excluded.tags, author = excluded.author, manifest = excluded.manifest, created_at = excluded.created_at`,
+		meshID, sk.Name, sk.Description, sk.Instructions, jsonText(sk.Tags), sk.Author, manifest, ms(at))
+	return err
+}
+
+func scanSkill(row interface{ Scan(...any) error }) (Skill, error) {
+	var sk Skill
+	var tags string
+	var manifest sql.NullString
+	var at int64
+	if err := row.Scan(&sk.Name, &sk.Description, &sk.Instructions, &tags, &sk.Author, &manifest, &at); err != nil {
+		return sk, noRows(err)
+	}
+	_ = json.Unmarshal([]byte(tags), &sk.Tags)
+	if sk.Tags == nil {
+		sk.Tags = []string{}
+	}
+	if manifest.Valid {
+		sk.Manifest = json.RawMessage(manifest.String)
+	}
+	sk.CreatedAt = isoTime(fromMs(at))
+	return sk, nil
+}
+
+func (s *sqliteBrokerStore) GetSkill(ctx context.Context, meshID, name string) (Skill, error) {
+	return scanSkill(s.r.QueryRowContext(ctx, `SELECT name, description, instructions, tags, author, manifest, created_at
+		FROM skills WHERE mesh_id = ? AND name = ?`, meshID, name))
+}
+
+func (s *sqliteBrokerStore) ListSkills(ctx context.Context, meshID, query string) ([]Skill, error) {
+	like := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(query)) + "%"
+	rows, err := s.r.QueryContext(ctx, `SELECT name, description, instructions, tags, author, manifest, created_at
+		FROM skills WHERE mesh_id = ? AND (? = '' OR lower(name) LIKE ? ESCAPE '\' OR lower(description) LIKE ? ESCAPE '\' OR lower(tags) LIKE ? ESCAPE '\')
+		ORDER BY name`, meshID, query, like, like, like)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Skill{}
+	for rows.Next() {
+		sk, err := scanSkill(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sk)
+	}
+	return out, rows.Err()
+}
+
+func (s *sqliteBrokerStore) RemoveSkill(ctx context.Context, meshID, name string) (bool, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM skills WHERE mesh_id = ? AND name = ?`, meshID, name)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// Peer state.
+
+func (s *sqliteBrokerStore) SavePeerState(ctx context.Context, ps storedPeerState) error {
+	if ps.Groups == nil {
+		ps.Groups = []GroupRef{}
+	}
+	var stats any
+	if len(ps.Stats) > 0 {
+		stats = string(ps.Stats)
+	}
+	visible := 0
+	if ps.Visible {
+		visible = 1
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO peer_state (mesh_id, member_id, groups, visible, profile, summary, stats, last_seen_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (mesh_id, member_id) DO UPDATE SET groups = excluded.groups, visible = excluded.visible, profile = excluded.profile,
+			summary = excluded.summary, stats = excluded.stats, last_seen_at = excluded.last_seen_at`,
+		ps.MeshID, ps.MemberID, jsonText(ps.Groups), visible, jsonText(ps.Profile), ps.Summary, stats, ms(ps.LastSeenAt))
+	return err
+}
+
+func (s *sqliteBrokerStore) LoadPeerState(ctx context.Context, meshID, memberID string) (storedPeerState, error) {
+	ps := storedPeerState{MeshID: meshID, MemberID: memberID}
+	var groups, profile string
+	var stats sql.NullString
+	var visible int
+	var seen int64
+	err := s.r.QueryRowContext(ctx, `SELECT groups, visible, profile, summary, stats, last_seen_at FROM peer_state WHERE mesh_id = ? AND member_id = ?`,
+		meshID, memberID).Scan(&groups, &visible, &profile, &ps.Summary, &stats, &seen)
+	if err != nil {
+		return ps, noRows(err)
+	}
+	_ = json.Unmarshal([]byte(groups), &ps.Groups)
+	_ = json.Unmarshal([]byte(profile), &ps.Profile)
+	if stats.Valid {
+		ps.Stats = json.RawMessage(stats.String)
+	}
+	ps.Visible = visible != 0
+	ps.LastSeenAt = fromMs(seen)
+	return ps, nil
+}
+
+// isoTime formats t as JavaScript's toISOString does (UTC, milliseconds).
+func isoTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
