@@ -295,14 +295,14 @@ func setupDaemonDown(fs *flagSet) runFunc {
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			return exitError(exitPermission, fmt.Errorf("cannot signal pid %d: %w", pid, err))
 		}
-		deadline := time.Now().Add(shutdownTimeout + 5*time.Second)
+		deadline := time.Now().Add(daemonShutdownTimeout + 5*time.Second)
 		for daemonLockHeld(paths) {
 			if time.Now().After(deadline) {
 				if c.jsonMode() {
 					_ = c.printJSON(map[string]any{"stopped": false, "pid": pid, "reason": "shutdown_timeout"})
 					return silentExit(exitFailure)
 				}
-				return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not stop within %s", pid, shutdownTimeout+5*time.Second))
+				return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not stop within %s", pid, daemonShutdownTimeout+5*time.Second))
 			}
 			select {
 			case <-ctx.Done():

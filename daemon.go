@@ -39,8 +39,8 @@ import (
 // defaultTCPPort is the loopback IPC port claudemesh uses.
 const defaultTCPPort = 47823
 
-// shutdownTimeout bounds how long in-flight IPC requests may finish.
-const shutdownTimeout = 5 * time.Second
+// daemonShutdownTimeout bounds how long in-flight IPC requests may finish.
+const daemonShutdownTimeout = 5 * time.Second
 
 // DaemonOptions configure a daemon; tests shorten the intervals.
 type DaemonOptions struct {
@@ -237,7 +237,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	d.log.Info("daemon_shutdown")
 	d.bus.Close()
-	shCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	shCtx, cancel := context.WithTimeout(context.Background(), daemonShutdownTimeout)
 	var wg sync.WaitGroup
 	for _, srv := range d.servers {
 		wg.Add(1)

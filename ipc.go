@@ -243,7 +243,7 @@ func (d *Daemon) ipcHandler(tcp bool) http.Handler {
 		if s, ok := out.(statusBody); ok {
 			status, out = s.status, s.body
 		}
-		writeJSON(w, status, out)
+		writeIPCJSON(w, status, out)
 	})
 }
 
@@ -342,7 +342,7 @@ func matchPattern(pattern string, segs []string) (map[string]string, bool) {
 	return params, true
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeIPCJSON(w http.ResponseWriter, status int, v any) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		status = http.StatusInternalServerError
@@ -356,7 +356,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeAPIError(w http.ResponseWriter, err error) {
 	status, body := ipcErrorStatus(err)
-	writeJSON(w, status, body)
+	writeIPCJSON(w, status, body)
 }
 
 // decodeBody reads a JSON object body into v: 413 over the route's cap,
