@@ -81,9 +81,10 @@ func fastLinkTiming() LinkTiming {
 // testDaemon is an in-process daemon.
 type testDaemon struct {
 	*Daemon
-	home testHome
-	done chan error
-	stop context.CancelFunc
+	home     testHome
+	done     chan error
+	stop     context.CancelFunc
+	stopOnce sync.Once
 }
 
 // startTestDaemon runs a daemon in this home until the test ends.
@@ -118,16 +119,17 @@ func startTestDaemon(t testing.TB, h testHome, mutate func(*DaemonOptions)) *tes
 
 // shutdown stops the daemon and waits for it; safe to call twice.
 func (td *testDaemon) shutdown(t testing.TB) {
-	td.stop()
-	select {
-	case err, ok := <-td.done:
-		if ok && err != nil {
-			t.Errorf("daemon run: %v", err)
+	td.stopOnce.Do(func() {
+		td.stop()
+		select {
+		case err := <-td.done:
+			if err != nil {
+				t.Errorf("daemon run: %v", err)
+			}
+		case <-time.After(testWait):
+			t.Error("daemon did not stop in time")
 		}
-		close(td.done)
-	case <-time.After(testWait):
-		t.Error("daemon did not stop in time")
-	}
+	})
 }
 
 // client is a socket client, optionally with a session token.
