@@ -441,3 +441,5 @@ func memberProfileOf(m storedMember) *MemberProfile {
 	}
 	return &MemberProfile{RoleTag: tag, Groups: groups, MessageMode: mode}
 }
+
+
