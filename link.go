@@ -101,7 +101,7 @@ func (t LinkTiming) backoffDelay(n int, jitter func(time.Duration) time.Duration
 	if len(t.Backoff) == 0 {
 		return time.Second
 	}
-	d := t.Backoff[min(n, len(t.Backoff)-1)]
+	d := t.Backoff[max(min(n, len(t.Backoff)-1), 0)]
 	if jitter != nil {
 		d += jitter(d)
 	}
@@ -318,7 +318,7 @@ func (l *Link) loop(ctx context.Context) {
 	for n := 0; ; n++ {
 		if n > 0 {
 			l.setState(LinkReconnecting)
-			delay := l.cfg.Timing.backoffDelay(int(l.attempts.Load())-1, l.cfg.Jitter)
+			delay := l.cfg.Timing.backoffDelay(max(int(l.attempts.Load())-1, 0), l.cfg.Jitter)
 			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
