@@ -190,6 +190,15 @@ var (
 	binErr  error
 )
 
+// TestMain removes the built binary after the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // claudemeshBinary builds the binary once per test run.
 func claudemeshBinary(t testing.TB) string {
 	t.Helper()
