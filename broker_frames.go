@@ -15,9 +15,13 @@ import (
 )
 
 func init() {
-	h := func(typ string, fn func(b *Broker, c *brokerConn, f clientFrame, reqID string)) { frameHandlers[typ] = fn }
+	h := func(typ string, fn func(b *Broker, c *brokerConn, f clientFrame, reqID string)) {
+		frameHandlers[typ] = fn
+	}
 	h(frameListPeers, func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListPeers(c, reqID) })
-	h(frameSetStatus, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSetStatus(c, f.(*SetStatusFrame), reqID) })
+	h(frameSetStatus, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleSetStatus(c, f.(*SetStatusFrame), reqID)
+	})
 	h(frameSetSummary, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
 		b.mutatePeer(c, reqID, false, func(p *peer) { p.summary = f.(*SetSummaryFrame).Summary })
 	})
@@ -44,7 +48,9 @@ func init() {
 			}
 		})
 	})
-	h(frameSetVisible, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSetVisible(c, f.(*SetVisibleFrame), reqID) })
+	h(frameSetVisible, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleSetVisible(c, f.(*SetVisibleFrame), reqID)
+	})
 	h(frameJoinGroup, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
 		g := f.(*GroupFrame)
 		b.mutatePeer(c, reqID, false, func(p *peer) {
@@ -69,16 +75,34 @@ func init() {
 			p.groups = kept
 		})
 	})
-	h(frameSetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSetState(c, f.(*SetStateFrame), reqID) })
-	h(frameGetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleGetState(c, f.(*GetStateFrame).Key, reqID) })
+	h(frameSetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleSetState(c, f.(*SetStateFrame), reqID)
+	})
+	h(frameGetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleGetState(c, f.(*GetStateFrame).Key, reqID)
+	})
 	h(frameListState, func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListState(c, reqID) })
-	h(frameRemember, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleRemember(c, f.(*RememberFrame), reqID) })
-	h(frameRecall, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleRecall(c, f.(*RecallFrame), reqID) })
-	h(frameForget, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleForget(c, f.(*ForgetFrame), reqID) })
-	h(frameShareSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleShareSkill(c, f.(*ShareSkillFrame), reqID) })
-	h(frameGetSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleGetSkill(c, f.(*SkillNameFrame).Name, reqID) })
-	h(frameListSkills, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleListSkills(c, f.(*ListSkillsFrame).Query, reqID) })
-	h(frameRemoveSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleRemoveSkill(c, f.(*SkillNameFrame).Name, reqID) })
+	h(frameRemember, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleRemember(c, f.(*RememberFrame), reqID)
+	})
+	h(frameRecall, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleRecall(c, f.(*RecallFrame), reqID)
+	})
+	h(frameForget, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleForget(c, f.(*ForgetFrame), reqID)
+	})
+	h(frameShareSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleShareSkill(c, f.(*ShareSkillFrame), reqID)
+	})
+	h(frameGetSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleGetSkill(c, f.(*SkillNameFrame).Name, reqID)
+	})
+	h(frameListSkills, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleListSkills(c, f.(*ListSkillsFrame).Query, reqID)
+	})
+	h(frameRemoveSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
+		b.handleRemoveSkill(c, f.(*SkillNameFrame).Name, reqID)
+	})
 }
 
 // genericAck is claudemesh's reuse of the ack shape as a plain confirmation.

@@ -441,5 +441,3 @@ func memberProfileOf(m storedMember) *MemberProfile {
 	}
 	return &MemberProfile{RoleTag: tag, Groups: groups, MessageMode: mode}
 }
-
-

@@ -7,8 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -87,11 +87,12 @@ const testWait = 10 * time.Second
 
 // testClient is a bare protocol client over a real WebSocket.
 type testClient struct {
-	t      testing.TB
-	ws     *websocket.Conn
-	frames chan []byte
-	done   chan struct{}
-	err    error // why the read loop ended; valid after done
+	t       testing.TB
+	ws      *websocket.Conn
+	frames  chan []byte
+	done    chan struct{}
+	err     error   // why the read loop ended; valid after done
+	backlog []frame // frames skipped by expect or roundTrip, oldest first
 }
 
 // dialTestClient opens a socket to the broker; it is closed at test end.
@@ -139,35 +140,23 @@ type frame map[string]any
 
 func (f frame) str(k string) string { s, _ := f[k].(string); return s }
 
-// next returns the next frame, failing the test after testWait.
-func (tc *testClient) next() frame {
-	tc.t.Helper()
-	select {
-	case data := <-tc.frames:
-		var f frame
-		if err := json.Unmarshal(data, &f); err != nil {
-			tc.t.Fatalf("frame is not JSON: %s", data)
-		}
-		return f
-	case <-tc.done:
-		select {
-		case data := <-tc.frames:
-			var f frame
-			_ = json.Unmarshal(data, &f)
-			return f
-		default:
-		}
-		tc.t.Fatalf("socket ended while waiting for a frame: %v", tc.err)
-	case <-time.After(testWait):
-		tc.t.Fatalf("no frame within %v", testWait)
-	}
-	return nil
-}
-
-// expect returns the next frame of type typ for which match (if non-nil)
-// holds, skipping frames that do not match.
+// expect returns the first frame of type typ for which match (if non-nil)
+// holds. Frames it passes over are kept, in order, for later calls.
 func (tc *testClient) expect(typ string, match func(frame) bool) frame {
 	tc.t.Helper()
+	return tc.await(typ, func(f frame) bool { return f.str("type") == typ && (match == nil || match(f)) })
+}
+
+// await returns the first frame, from the backlog or the socket, that match
+// accepts; what is passed over goes to the backlog.
+func (tc *testClient) await(what string, match func(frame) bool) frame {
+	tc.t.Helper()
+	for i, f := range tc.backlog {
+		if match(f) {
+			tc.backlog = append(tc.backlog[:i:i], tc.backlog[i+1:]...)
+			return f
+		}
+	}
 	deadline := time.After(testWait)
 	for {
 		select {
@@ -176,16 +165,17 @@ func (tc *testClient) expect(typ string, match func(frame) bool) frame {
 			if err := json.Unmarshal(data, &f); err != nil {
 				tc.t.Fatalf("frame is not JSON: %s", data)
 			}
-			if f.str("type") == typ && (match == nil || match(f)) {
+			if match(f) {
 				return f
 			}
+			tc.backlog = append(tc.backlog, f)
 		case <-tc.done:
 			if len(tc.frames) > 0 {
 				continue
 			}
-			tc.t.Fatalf("socket ended while waiting for %s: %v", typ, tc.err)
+			tc.t.Fatalf("socket ended while waiting for %s: %v", what, tc.err)
 		case <-deadline:
-			tc.t.Fatalf("no %s frame within %v", typ, testWait)
+			tc.t.Fatalf("no %s within %v", what, testWait)
 		}
 	}
 }
@@ -307,24 +297,7 @@ func (tc *testClient) roundTrip(req map[string]any) frame {
 	id := "rq-" + newUUID()[:8]
 	req["_reqId"] = id
 	tc.sendJSON(req)
-	deadline := time.After(testWait)
-	for {
-		select {
-		case data := <-tc.frames:
-			var f frame
-			_ = json.Unmarshal(data, &f)
-			if f.str("_reqId") == id {
-				return f
-			}
-		case <-tc.done:
-			if len(tc.frames) > 0 {
-				continue
-			}
-			tc.t.Fatalf("socket ended waiting for reply to %v: %v", req["type"], tc.err)
-		case <-deadline:
-			tc.t.Fatalf("no reply to %v within %v", req["type"], testWait)
-		}
-	}
+	return tc.await(fmt.Sprintf("reply to %v", req["type"]), func(f frame) bool { return f.str("_reqId") == id })
 }
 
 // waitFor polls cond until it holds, failing after testWait.
@@ -349,5 +322,3 @@ func peersOf(tc *testClient) []string {
 	}
 	return names
 }
-
-var _ = strings.TrimSpace

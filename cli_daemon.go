@@ -84,27 +84,11 @@ func (c *cli) coldMesh(slug string) (Mesh, error) {
 	if err != nil {
 		return Mesh{}, err
 	}
-	if slug != "" {
-		m, ok := cfg.MeshBySlug(slug)
-		if !ok {
-			return Mesh{}, exitError(exitNotFound, fmt.Errorf("mesh %q is not joined", slug), joinedHint(cfg))
-		}
-		return *m, nil
+	m, err := pickMesh(cfg, slug)
+	if err != nil {
+		return Mesh{}, err
 	}
-	switch len(cfg.Meshes) {
-	case 0:
-		return Mesh{}, exitError(exitNotFound, errors.New("no mesh joined"), "join one with 'claudemesh join <invite>' or create one with 'claudemesh init'")
-	case 1:
-		return cfg.Meshes[0], nil
-	}
-	return Mesh{}, usageError("several meshes joined; pass --mesh (one of: %s)", strings.Join(cfg.Slugs(), ", "))
-}
-
-func joinedHint(cfg *Config) string {
-	if len(cfg.Meshes) == 0 {
-		return "no mesh is joined yet"
-	}
-	return "joined: " + strings.Join(cfg.Slugs(), ", ")
+	return *m, nil
 }
 
 // withCold runs fn on a one-shot broker connection to mesh.

@@ -420,8 +420,8 @@ func setupWhoami(fs *flagSet) runFunc {
 				if session.Presence != nil {
 					c.printf("  pubkey:      %s\n", session.Presence.SessionPubkey)
 				}
-				c.printf("  role:        %s\n  groups:      %s\n", orNone(session.Role), orNone(strings.Join(session.Groups, ", ")))
-				c.printf("  cwd:         %s\n  pid:         %d\n", orNone(session.Cwd), session.Pid)
+				c.printf("  role:        %s\n  groups:      %s\n", noneIfEmpty(session.Role), noneIfEmpty(strings.Join(session.Groups, ", ")))
+				c.printf("  cwd:         %s\n  pid:         %d\n", noneIfEmpty(session.Cwd), session.Pid)
 				if session.Link != "" {
 					c.printf("  link:        %s\n", session.Link)
 				}
@@ -439,7 +439,7 @@ func setupWhoami(fs *flagSet) runFunc {
 	}
 }
 
-func orNone(s string) string {
+func noneIfEmpty(s string) string {
 	if s == "" {
 		return "(none)"
 	}

@@ -166,6 +166,54 @@ var commands = []*command{
 		setup:   setupDaemonVersion,
 	},
 	{
+		name:    "mesh create",
+		aliases: []string{"mesh new", "new", "create"},
+		args:    "<slug>",
+		summary: "create a mesh on a broker, owned by a new key on this machine",
+		detail: `The broker URL comes from --broker, else CLAUDEMESH_BROKER_URL, else the embedded
+broker in config.json. Creating a mesh is open to loopback clients; a remote
+broker needs its create token (--create-token).`,
+		group: groupMesh,
+		setup: setupMeshCreate,
+	},
+	{
+		name:    "mesh list",
+		aliases: []string{"mesh ls", "list", "ls"},
+		summary: "list the meshes this machine has joined",
+		group:   groupMesh,
+		setup:   setupMeshList,
+	},
+	{
+		name:    "invite",
+		aliases: []string{"share"},
+		summary: "make a signed invite link for a mesh you own",
+		detail:  `Prints the ic://join/… link as its last line; --json prints {"url", "expires_at"}.`,
+		group:   groupMesh,
+		setup:   setupInvite,
+	},
+	{
+		name:    "join",
+		args:    "<invite>",
+		summary: "join a mesh with an invite link",
+		group:   groupMesh,
+		setup:   setupJoin,
+	},
+	{
+		name:    "leave",
+		args:    "<slug>",
+		summary: "forget a mesh on this machine (its member key is deleted)",
+		group:   groupMesh,
+		setup:   setupLeave,
+	},
+	{
+		name:    "broker serve",
+		summary: "run a broker (WebSocket + HTTP on one port)",
+		detail: `Serves /ws, /health, /metrics, /join and the mesh-creation routes. Mesh
+creation is open to loopback clients; others need --create-token.`,
+		group: groupDaemon,
+		setup: setupBrokerServe,
+	},
+	{
 		name:    "help",
 		args:    "[verb]",
 		summary: "show help for claudemesh or for one verb",

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// nodeModules finds a node_modules directory holding every package named,
+// the way sodiumOracle does; it skips the test (or fails it when
+// CLAUDEMESH_REQUIRE_SODIUM=1, as in CI) when node or a package is missing.
+func nodeModules(t *testing.T, packages ...string) (node, dir string) {
+	t.Helper()
+	unavailable := func(reason string) {
+		if os.Getenv("CLAUDEMESH_REQUIRE_SODIUM") == "1" {
+			t.Fatalf("node interop required but unavailable: %s", reason)
+		}
+		t.Skipf("node interop skipped: %s (install with: npm install --prefix ~/.cache/claudemesh-test libsodium-wrappers ws@8)", reason)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		unavailable("node is not on PATH")
+	}
+	candidates := filepath.SplitList(os.Getenv("NODE_PATH"))
+	if home, err := os.UserHomeDir(); err == nil {
+		candidates = append(candidates, filepath.Join(home, ".cache", "claudemesh-test", "node_modules"))
+	}
+	for _, d := range candidates {
+		ok := true
+		for _, p := range packages {
+			if _, err := os.Stat(filepath.Join(d, p)); err != nil {
+				ok = false
+			}
+		}
+		if ok {
+			return node, d
+		}
+	}
+	unavailable("node packages missing")
+	return "", ""
+}
+
+// A peer speaking the reference protocol from Node (ws + libsodium-wrappers)
+// joins through a v1 invite, says hello, and exchanges encrypted DMs with a
+// Go peer through the broker.
+func TestBrokerInteropNodePeer(t *testing.T) {
+	node, modules := nodeModules(t, "libsodium-wrappers", "ws")
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+
+	// The Go side makes the invite with the CLI, as a user would.
+	alice := newMachine(t)
+	if err := updateConfig(filepath.Join(alice.vars["CLAUDEMESH_CONFIG_DIR"], "config.json"), func(c *Config) error {
+		c.SetMesh(owner)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := alice.run("invite", "--json")
+	if code != 0 {
+		t.Fatalf("invite: %s", errs)
+	}
+	var inv struct {
+		URL string `json:"url"`
+	}
+	json.Unmarshal([]byte(out), &inv)
+
+	goPeer := connectMember(t, url, owner)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "node_peer.js"))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	in, _ := json.Marshal(map[string]string{"invite": inv.URL, "to": owner.Pubkey, "text": "hello from node ✓"})
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan map[string]any, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				events <- ev
+			}
+		}
+		close(events)
+	}()
+	nextEvent := func(want string) map[string]any {
+		t.Helper()
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("node peer ended before %q: %s", want, stderr.String())
+			}
+			if ev["event"] != want {
+				t.Fatalf("node peer: %v, want %q (stderr %s)", ev, want, stderr.String())
+			}
+			return ev
+		case <-time.After(testWait):
+			t.Fatalf("node peer: no %q event", want)
+		}
+		return nil
+	}
+
+	joined := nextEvent("joined")
+	nodePub := joined["pubkey"].(string)
+	nextEvent("sent")
+	push := goPeer.expect(framePush, func(f frame) bool { return f.str("subtype") == "" })
+	me, _ := owner.Keypair()
+	got, err := openDM(push.str("nonce"), push.str("ciphertext"), push.str("senderPubkey"), me)
+	if err != nil || string(got) != "hello from node ✓" || push.str("senderName") != "node-peer" || push.str("senderPubkey") != nodePub {
+		t.Fatalf("Go peer opened %q (%v) from %v", got, err, push)
+	}
+	goPeer.ackPush(push)
+
+	nonce, ct, err := sealDM([]byte("hello from go ✓"), nodePub, me)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goPeer.sendJSON(SendFrame{Type: frameSend, ID: "go-1", ClientMessageID: "go-1", TargetSpec: nodePub, Priority: priorityNow, Nonce: nonce, Ciphertext: ct})
+	if ack := goPeer.expect(frameAck, func(f frame) bool { return f.str("id") == "go-1" }); ack["queued"] != true {
+		t.Fatalf("ack = %v", ack)
+	}
+	recv := nextEvent("received")
+	if recv["text"] != "hello from go ✓" || recv["senderName"] != "alice" || recv["senderMemberPubkey"] != owner.Pubkey {
+		t.Fatalf("node peer received %v", recv)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("node peer: %v\n%s", err, stderr.String())
+	}
+	waitFor(t, "both DMs delivered", func() bool {
+		n, _ := b.store.CountPendingDeliveries(context.Background(), time.Now())
+		return n == 0
+	})
+}

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func TestBrokerOfflineSessionDMDeliveredOnReconnect(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	sess := mustNewKeypair()
+	s := connectSession(t, url, bob, sess, "bob-1")
+	s.ws.Close(websocket.StatusNormalClosure, "going")
+
+	// Even after the grace window the key is known: the DM queues.
+	b.mu.Lock()
+	for _, p := range b.rooms[owner.MeshID].peers {
+		if p.key == sess.PublicHex() {
+			b.removePeer(p, 0, "", true)
+		}
+	}
+	b.mu.Unlock()
+	ack := a.sendText(sess.PublicHex(), "while you were out", "c-1")
+	if ack["queued"] != true || ack["error"] != nil {
+		t.Fatalf("ack = %v", ack)
+	}
+	s2 := connectSession(t, url, bob, sess, "bob-1")
+	push := s2.expectPush("while you were out")
+	if push.str("client_message_id") != "c-1" || push.str("senderMemberPubkey") != owner.Pubkey || push.str("senderName") != "alice" {
+		t.Fatalf("drained push lacks fields: %v", push)
+	}
+}
+
+func TestBrokerUnknownTargetRefused(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	a := connectMember(t, url, owner)
+	ack := a.sendText(mustNewKeypair().PublicHex(), "anyone?", "")
+	if ack["queued"] != false || !strings.HasPrefix(ack.str("error"), codeUnknownTarget+": ") || ack.str("messageId") != "" {
+		t.Fatalf("ack = %v", ack)
+	}
+	ack = a.sendText("bob", "by name", "")
+	if !strings.HasPrefix(ack.str("error"), codeInvalid+": ") {
+		t.Fatalf("ack for a display-name target = %v", ack)
+	}
+}
+
+func TestBrokerRepushAfterLeaseWithoutAck(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{Lease: 50 * time.Millisecond, SweepInterval: 10 * time.Millisecond})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	bc := connectMember(t, url, bob)
+	ack := a.sendText(bob.Pubkey, "ack me", "c-lease")
+	first := bc.expectPush("ack me")
+	second := bc.expectPush("ack me")
+	if first.str("messageId") != ack.str("messageId") || second.str("messageId") != ack.str("messageId") {
+		t.Fatalf("re-push ids %s, %s; want %s", first.str("messageId"), second.str("messageId"), ack.str("messageId"))
+	}
+	bc.ackPush(second)
+	waitFor(t, "delivered", func() bool {
+		n, _ := b.store.CountPendingDeliveries(context.Background(), time.Now())
+		return n == 0
+	})
+}
+
+func TestBrokerClosedConnectionReleasesLeases(t *testing.T) {
+	// A lease far longer than the test: only the release can explain a re-push.
+	b, url := startTestBrokerWith(t, BrokerOptions{Lease: time.Hour})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	sess := mustNewKeypair()
+	s := connectSession(t, url, bob, sess, "bob-1")
+	a.sendText(sess.PublicHex(), "unacked", "")
+	s.expectPush("unacked")
+	s.ws.Close(websocket.StatusNormalClosure, "crash")
+	s2 := connectSession(t, url, bob, sess, "bob-1")
+	s2.expectPush("unacked")
+}
+
+func TestBrokerDuplicateClientMessageID(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	bc := connectMember(t, url, bob)
+	first := a.sendText(bob.Pubkey, "once", "dup-1")
+	second := a.sendText(bob.Pubkey, "once", "dup-1")
+	if first.str("messageId") == "" || second.str("messageId") != first.str("messageId") || second["queued"] != true {
+		t.Fatalf("acks = %v / %v", first, second)
+	}
+	push := bc.expectPush("once")
+	bc.ackPush(push)
+	// A marker proves nothing else was queued for bob before it.
+	a.sendText(bob.Pubkey, "marker", "m-1")
+	if next := bc.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(next) != "marker" {
+		t.Fatalf("after the duplicate bob got %q, want the marker", pushText(next))
+	}
+	if got := b.metrics.accepted.Load(); got != 2 {
+		t.Fatalf("accepted = %d, want 2 (one message plus the marker)", got)
+	}
+}
+
+func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	carol := addTestMember(t, b, owner, "carol", roleMember)
+	aMember := connectMember(t, url, owner)
+	siblingKey := mustNewKeypair()
+	aSibling := connectSession(t, url, owner, siblingKey, "alice-2")
+	aSender := connectSession(t, url, owner, mustNewKeypair(), "alice-1")
+	bMember := connectMember(t, url, bob)
+	bSess := dialTestClient(t, url)
+	h := signedSessionHello(t, bob, mustNewKeypair(), "bob-s", "bob-1", time.Now())
+	h.Groups = []GroupRef{{Name: "eng/backend"}}
+	bSess.sendJSON(h)
+	bSess.expect(frameHelloAck, nil)
+	cMember := connectMember(t, url, carol)
+
+	for _, tc := range []struct {
+		target  string
+		reached []*testClient
+	}{
+		{"*", []*testClient{bMember, bSess, cMember}},
+		{"@all", []*testClient{bMember, bSess, cMember}},
+		{"@eng", []*testClient{bSess}},
+		{"@eng/backend", []*testClient{bSess}},
+	} {
+		t.Run(tc.target, func(t *testing.T) {
+			text := "to " + tc.target
+			if ack := aSender.sendText(tc.target, text, ""); ack["queued"] != true {
+				t.Fatalf("ack = %v", ack)
+			}
+			for _, r := range tc.reached {
+				r.ackPush(r.expectPush(text))
+			}
+		})
+	}
+	// The sender's own member never gets its broadcasts: a DM marker sent
+	// after them reaches its sibling and member links first.
+	for own, key := range map[*testClient]string{aMember: owner.Pubkey, aSibling: siblingKey.PublicHex()} {
+		aSender.sendText(key, "marker", "")
+		if f := own.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "marker" {
+			t.Fatalf("sender's own member got %q", pushText(f))
+		}
+	}
+	// carol is in no group: the marker comes before any group message.
+	aSender.sendText(carol.Pubkey, "carol marker", "")
+	got := []string{}
+	for {
+		f := cMember.expect(framePush, func(f frame) bool { return f.str("subtype") == "" })
+		got = append(got, pushText(f))
+		if pushText(f) == "carol marker" {
+			break
+		}
+	}
+	if strings.Contains(strings.Join(got, ","), "@eng") {
+		t.Fatalf("carol got group messages: %v", got)
+	}
+}
+
+func TestBrokerRestartLosesNoQueuedMessage(t *testing.T) {
+	dir := t.TempDir()
+	b, url := startTestBrokerWith(t, BrokerOptions{DataDir: dir})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	sess := mustNewKeypair()
+	s := connectSession(t, url, bob, sess, "bob-1")
+	s.ws.Close(websocket.StatusNormalClosure, "away")
+	a := connectMember(t, url, owner)
+	for i, text := range []string{"one", "two", "three"} {
+		target := bob.Pubkey
+		if i == 1 {
+			target = sess.PublicHex()
+		}
+		if ack := a.sendText(target, text, ""); ack["queued"] != true {
+			t.Fatalf("ack = %v", ack)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b2, url2 := startTestBrokerWith(t, BrokerOptions{DataDir: dir})
+	bob.BrokerURL = url2
+	bm := connectMember(t, url2, bob)
+	bm.ackPush(bm.expectPush("one"))
+	bm.ackPush(bm.expectPush("three"))
+	s2 := connectSession(t, url2, bob, sess, "bob-1")
+	s2.ackPush(s2.expectPush("two"))
+	waitFor(t, "all delivered", func() bool {
+		n, _ := b2.store.CountPendingDeliveries(context.Background(), time.Now())
+		return n == 0
+	})
+}
+
+func TestBrokerPriorityGating(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	bc := connectMember(t, url, bob)
+	bc.roundTrip(map[string]any{"type": frameSetStatus, "status": statusWorking})
+	send := func(text, priority string) {
+		nonce, ct := plainBody([]byte(text))
+		id := newUUID()
+		a.sendJSON(SendFrame{Type: frameSend, ID: id, TargetSpec: bob.Pubkey, Priority: priority, Nonce: nonce, Ciphertext: ct})
+		a.expect(frameAck, func(f frame) bool { return f.str("id") == id })
+	}
+	send("later", priorityNext)
+	send("low", priorityLow)
+	send("urgent", priorityNow)
+	if f := bc.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "urgent" {
+		t.Fatalf("working peer got %q first, want only the now message", pushText(f))
+	}
+	bc.roundTrip(map[string]any{"type": frameSetStatus, "status": statusIdle})
+	bc.expectPush("later")
+	bc.expectPush("low")
+}
+
+func TestBrokerSendRateLimitAndSize(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{SendBurst: 3, SendPerMinute: 1, MaxMessageBytes: 1024})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	a := connectMember(t, url, owner)
+	for i := 0; i < 3; i++ {
+		if ack := a.sendText("*", "hi", ""); ack["queued"] != true {
+			t.Fatalf("send %d: %v", i, ack)
+		}
+	}
+	ack := a.sendText("*", "hi", "")
+	if !strings.HasPrefix(ack.str("error"), "rate_limit: max 1 msg/min (burst 3)") {
+		t.Fatalf("4th send ack = %v", ack)
+	}
+	ack = a.sendText("*", strings.Repeat("x", 2000), "")
+	if !strings.HasPrefix(ack.str("error"), codePayloadTooLarge+": ") {
+		t.Fatalf("oversize send ack = %v", ack)
+	}
+	a.sendJSON(map[string]any{"type": frameSend, "ciphertext": strings.Repeat("x", 1024+defaultFrameEnvelopeBytes+10)})
+	if code, _ := a.expectClose(); code != websocket.StatusMessageTooBig {
+		t.Fatalf("oversize frame closed with %d, want 1009", code)
+	}
+}
+
+func TestBrokerGraceReattachIsSilent(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{Grace: time.Hour})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	b1 := dialTestClient(t, url)
+	b1.hello(bob, "daemon-bob")
+	a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined })
+	b1.ws.Close(websocket.StatusNormalClosure, "flap")
+	// In grace: still listed, DMs still accepted.
+	waitFor(t, "bob offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.rooms[owner.MeshID].liveCount() == 1
+	})
+	if names := strings.Join(peersOf(a), ","); !strings.Contains(names, "bob") {
+		t.Fatalf("peers during grace = %s", names)
+	}
+	a.sendText(bob.Pubkey, "during grace", "")
+	b2 := dialTestClient(t, url)
+	b2.hello(bob, "daemon-bob")
+	b2.expectPush("during grace")
+	// No peer_joined for the reattach: the next system event alice sees is
+	// the one a marker session causes.
+	connectSession(t, url, bob, mustNewKeypair(), "marker")
+	ev := a.expect(framePush, func(f frame) bool { return f.str("subtype") == subtypeSystem })
+	if ev.str("event") != eventPeerJoined || ev["eventData"].(map[string]any)["name"] != "marker" {
+		t.Fatalf("first system event after reattach = %v", ev)
+	}
+
+	// After the grace window, peer_left.
+	b3 := connectSession(t, url, bob, mustNewKeypair(), "short")
+	b.mu.Lock()
+	var p *peer
+	for _, o := range b.rooms[owner.MeshID].peers {
+		if o.displayName == "short" {
+			p = o
+		}
+	}
+	b.mu.Unlock()
+	b3.ws.Close(websocket.StatusNormalClosure, "bye")
+	waitFor(t, "short offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return p.conn == nil
+	})
+	b.expireGrace(p)
+	left := a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
+	if left["eventData"].(map[string]any)["name"] != "short" {
+		t.Fatalf("peer_left = %v", left)
+	}
+}

@@ -1,0 +1,473 @@
+// Mesh verbs without a web account (SPEC §9): `mesh create`, `invite`,
+// `join`, `mesh list` and `leave`, and the small HTTP client they share to
+// talk to a broker. Keys are made here and saved in config.json; only public
+// keys and signatures leave the machine.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Verb setups; the rows are in main.go's verb table.
+
+func setupMeshCreate(fs *flagSet) runFunc {
+	var f meshCreateFlags
+	fs.StringVar(&f.broker, "broker", "", "broker WebSocket URL, ws://host:port/ws")
+	fs.StringVar(&f.name, "name", "", "your display name in the mesh")
+	fs.StringVar(&f.createToken, "create-token", "", "the broker's mesh-creation token (non-loopback brokers)")
+	return func(ctx context.Context, c *cli, args []string) error { return runMeshCreate(ctx, c, f, args) }
+}
+
+func setupMeshList(fs *flagSet) runFunc { return runMeshList }
+
+func setupInvite(fs *flagSet) runFunc {
+	var f inviteFlags
+	fs.StringVar(&f.mesh, "mesh", "", "mesh slug (default: the only joined mesh)")
+	fs.StringVar(&f.role, "role", roleMember, "role of who joins: member or admin")
+	fs.IntVar(&f.uses, "uses", 1, "how many keys may join with it")
+	fs.StringVar(&f.expires, "expires", "7d", "lifetime: 30m, 12h, 7d …")
+	return func(ctx context.Context, c *cli, args []string) error { return runInvite(ctx, c, f, args) }
+}
+
+func setupJoin(fs *flagSet) runFunc {
+	var name string
+	fs.StringVar(&name, "name", "", "your display name in the mesh")
+	return func(ctx context.Context, c *cli, args []string) error { return runJoin(ctx, c, name, args) }
+}
+
+func setupLeave(fs *flagSet) runFunc { return runLeave }
+
+type meshCreateFlags struct {
+	broker, name, createToken string
+}
+
+type inviteFlags struct {
+	mesh, role, expires string
+	uses                int
+}
+
+// brokerHTTPTimeout bounds one CLI request to a broker.
+const brokerHTTPTimeout = 15 * time.Second
+
+// brokerError is a refusal from a broker's HTTP API.
+type brokerError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *brokerError) Error() string {
+	if e.Message != "" {
+		return e.Code + ": " + e.Message
+	}
+	return e.Code
+}
+
+// postBroker POSTs body as JSON to base+path and decodes a 2xx answer into
+// out. Network failures exit 4; refusals come back as *brokerError.
+func postBroker(ctx context.Context, base, path string, headers map[string]string, body, out any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, brokerHTTPTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(data))
+	if err != nil {
+		return exitError(exitUsage, fmt.Errorf("bad broker URL %s: %w", base, err))
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") {
+			return exitError(exitNetwork, fmt.Errorf("cannot reach the broker at %s: %w", base, err), "is the broker running? start one with 'claudemesh broker serve'")
+		}
+		return exitError(exitNetwork, fmt.Errorf("cannot reach the broker at %s: %w", base, err))
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return exitError(exitNetwork, fmt.Errorf("reading the broker's answer: %w", err))
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error   string `json:"error"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("http_%d", resp.StatusCode)
+			e.Message = strings.TrimSpace(string(raw))
+		}
+		return &brokerError{Status: resp.StatusCode, Code: e.Error, Message: e.Message}
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("the broker answered with unexpected JSON: %w", err)
+	}
+	return nil
+}
+
+// brokerExit gives a broker refusal its exit code.
+func brokerExit(err error, action string) error {
+	var be *brokerError
+	if !errors.As(err, &be) {
+		return err
+	}
+	wrapped := fmt.Errorf("%s: %w", action, be)
+	switch be.Status {
+	case http.StatusUnauthorized:
+		return exitError(exitAuth, wrapped)
+	case http.StatusForbidden:
+		return exitError(exitPermission, wrapped)
+	case http.StatusNotFound:
+		return exitError(exitNotFound, wrapped)
+	case http.StatusConflict:
+		return exitError(exitExists, wrapped)
+	}
+	return exitError(exitFailure, wrapped)
+}
+
+// displayNameFor picks the name a new member key is known by.
+func displayNameFor(c *cli, flagName, fallback string) string {
+	if flagName != "" {
+		return flagName
+	}
+	if n := c.env.Getenv("CLAUDEMESH_DISPLAY_NAME"); n != "" {
+		return n
+	}
+	return fallback
+}
+
+func hostnameOr(def string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return def
+}
+
+func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string) error {
+	if len(args) != 1 {
+		return usageError("mesh create needs exactly one <slug>")
+	}
+	slug := args[0]
+	if !slugPattern.MatchString(slug) {
+		return usageError("slug %q must be 2-32 of a-z, 0-9 and '-', starting with a letter or digit", slug)
+	}
+	path := c.Paths().ConfigFile()
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	if _, ok := cfg.MeshBySlug(slug); ok {
+		return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug), "pick another slug, or 'claudemesh leave "+slug+"' first")
+	}
+	brokerURL := f.broker
+	if brokerURL == "" {
+		brokerURL = c.env.Getenv("CLAUDEMESH_BROKER_URL")
+	}
+	if brokerURL == "" && cfg.Broker != nil && cfg.Broker.Listen != "" {
+		brokerURL = "ws://" + cfg.Broker.Listen + "/ws"
+	}
+	if brokerURL == "" {
+		return withHint(usageError("mesh create needs a broker"), "pass --broker ws://HOST:PORT/ws (run one with 'claudemesh broker serve')")
+	}
+	base, err := brokerHTTPBase(brokerURL)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	kp, err := newKeypair()
+	if err != nil {
+		return err
+	}
+	display := displayNameFor(c, f.name, hostnameOr(slug+"-owner"))
+	ts := time.Now().UnixMilli()
+	req := MeshCreateRequest{Slug: slug, Name: slug, Pubkey: kp.PublicHex(), DisplayName: display, Timestamp: ts,
+		Signature: kp.sign(meshCreateSignedString(slug, kp.PublicHex(), ts))}
+	headers := map[string]string{}
+	token := f.createToken
+	if token == "" {
+		token = c.env.Getenv("CLAUDEMESH_CREATE_TOKEN")
+	}
+	if token != "" {
+		headers["Authorization"] = "Bearer " + token
+	}
+	var resp MeshCreateResponse
+	if err := postBroker(ctx, base, "/cli/mesh/create", headers, req, &resp); err != nil {
+		var be *brokerError
+		if errors.As(err, &be) && be.Status == http.StatusForbidden {
+			return withHint(brokerExit(err, "the broker refused to create the mesh"), "a remote broker needs its create token: --create-token T")
+		}
+		return brokerExit(err, "the broker refused to create the mesh")
+	}
+	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: slug, Name: resp.Name, Pubkey: kp.PublicHex(),
+		SecretKey: kp.SecretHex(), BrokerURL: brokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
+	if err := updateConfig(path, func(cfg *Config) error {
+		if _, ok := cfg.MeshBySlug(slug); ok {
+			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug))
+		}
+		cfg.SetMesh(m)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if c.jsonMode() {
+		return c.printJSON(map[string]string{"slug": slug, "id": m.MeshID, "member_id": m.MemberID, "broker_url": brokerURL, "role": "owner"})
+	}
+	c.printf("%s created mesh %s on %s\n", c.paint(colorGreen, "✓"), slug, brokerURL)
+	c.printf("  mesh id    %s\n  member id  %s\n  you are    %s (owner, admin)\n", m.MeshID, m.MemberID, display)
+	c.printf("hint: invite someone with 'claudemesh invite --mesh %s'\n", slug)
+	return nil
+}
+
+// pickMesh resolves --mesh, else the only joined mesh.
+func pickMesh(cfg *Config, slug string) (*Mesh, error) {
+	if slug != "" {
+		m, ok := cfg.MeshBySlug(slug)
+		if !ok {
+			return nil, exitError(exitNotFound, fmt.Errorf("no mesh %q on this machine", slug), "joined: "+strings.Join(orNone(cfg.Slugs()), ", "))
+		}
+		return m, nil
+	}
+	switch len(cfg.Meshes) {
+	case 0:
+		return nil, exitError(exitNotFound, errors.New("no mesh joined yet"), "create one with 'claudemesh mesh create <slug> --broker ws://HOST:PORT/ws'")
+	case 1:
+		return &cfg.Meshes[0], nil
+	}
+	return nil, withHint(usageError("several meshes are joined; say which with --mesh"), "joined: "+strings.Join(cfg.Slugs(), ", "))
+}
+
+func orNone(s []string) []string {
+	if len(s) == 0 {
+		return []string{"(none)"}
+	}
+	return s
+}
+
+// parseLifetime reads 30s, 30m, 12h or 7d (or any Go duration).
+func parseLifetime(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return 0, fmt.Errorf("invalid lifetime %q", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("invalid lifetime %q (try 30m, 12h or 7d)", s)
+	}
+	return d, nil
+}
+
+func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error {
+	if len(args) > 0 {
+		return usageError("invite takes no arguments (got %q)", strings.Join(args, " "))
+	}
+	if f.role != roleMember && f.role != roleAdmin {
+		return usageError("--role must be member or admin, not %q", f.role)
+	}
+	if f.uses < 1 || f.uses > maxInviteUses {
+		return usageError("--uses must be 1..%d", maxInviteUses)
+	}
+	life, err := parseLifetime(f.expires)
+	if err != nil {
+		return usageError("--expires: %v", err)
+	}
+	cfg, err := loadConfig(c.Paths().ConfigFile())
+	if err != nil {
+		return err
+	}
+	m, err := pickMesh(cfg, f.mesh)
+	if err != nil {
+		return err
+	}
+	kp, err := m.Keypair()
+	if err != nil {
+		return exitError(exitIO, err)
+	}
+	if m.RootKey == "" {
+		return exitError(exitPermission, fmt.Errorf("mesh %s has no root key on this machine, so it cannot sign invites", m.Slug), "ask the mesh owner for an invite")
+	}
+	base, err := brokerHTTPBase(m.BrokerURL)
+	if err != nil {
+		return exitError(exitIO, err)
+	}
+	// Equal payloads sign to equal tokens, so a second invite made within the
+	// same second gets its expiry nudged instead of colliding.
+	expiresAt := time.Now().Add(life)
+	var resp InviteCreateResponse
+	for attempt := 0; ; attempt++ {
+		_, token, err := buildInvite(kp, m.MeshID, m.Slug, m.BrokerURL, m.RootKey, f.role, expiresAt)
+		if err != nil {
+			return exitError(exitIO, fmt.Errorf("mesh %s: %w", m.Slug, err))
+		}
+		ts := time.Now().UnixMilli()
+		req := InviteCreateRequest{Token: token, MaxUses: f.uses, Timestamp: ts, Signature: kp.sign(inviteCreateSignedString(m.Slug, token, f.uses, ts))}
+		err = postBroker(ctx, base, "/cli/mesh/"+m.Slug+"/invite", nil, req, &resp)
+		var be *brokerError
+		if errors.As(err, &be) && be.Code == "invite_exists" && attempt < 5 {
+			expiresAt = expiresAt.Add(time.Second)
+			continue
+		}
+		if errors.As(err, &be) && be.Status == http.StatusForbidden {
+			return withHint(brokerExit(err, "the broker refused the invite"), "only the key that created the mesh can invite")
+		}
+		if err != nil {
+			return brokerExit(err, "the broker refused the invite")
+		}
+		break
+	}
+	if c.jsonMode() {
+		return c.printJSON(map[string]string{"url": resp.URL, "expires_at": resp.ExpiresAt})
+	}
+	uses := "1 use"
+	if f.uses > 1 {
+		uses = fmt.Sprintf("%d uses", f.uses)
+	}
+	c.printf("invite to %s as %s, %s, expires %s\n", m.Slug, f.role, uses, resp.ExpiresAt)
+	c.printf("join with: claudemesh join <link>\n")
+	c.printf("%s\n", resp.URL)
+	return nil
+}
+
+func runJoin(ctx context.Context, c *cli, name string, args []string) error {
+	if len(args) != 1 {
+		return usageError("join needs exactly one <invite>")
+	}
+	p, token, err := parseInvite(args[0])
+	if err != nil {
+		return exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err), "invites look like ic://join/…")
+	}
+	if p.expired(time.Now()) {
+		return exitError(exitFailure, fmt.Errorf("this invite expired at %s", isoTime(time.Unix(p.ExpiresAt, 0))), "ask for a new one")
+	}
+	path := c.Paths().ConfigFile()
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	for _, m := range cfg.Meshes {
+		if m.MeshID == p.MeshID {
+			if c.jsonMode() {
+				return c.printJSON(map[string]any{"slug": m.Slug, "meshId": m.MeshID, "memberId": m.MemberID, "alreadyJoined": true})
+			}
+			c.printf("already in %s on this machine\n", m.Slug)
+			return nil
+		}
+	}
+	if _, ok := cfg.MeshBySlug(p.MeshSlug); ok {
+		return exitError(exitExists, fmt.Errorf("this machine already has another mesh called %q", p.MeshSlug), "'claudemesh leave "+p.MeshSlug+"' first")
+	}
+	base, err := brokerHTTPBase(p.BrokerURL)
+	if err != nil {
+		return exitError(exitFailure, err)
+	}
+	kp, err := newKeypair()
+	if err != nil {
+		return err
+	}
+	display := displayNameFor(c, name, fmt.Sprintf("%s-%d", hostnameOr("peer"), os.Getpid()))
+	payload, _ := json.Marshal(p)
+	req := JoinRequest{InviteToken: token, InvitePayload: payload, PeerPubkey: kp.PublicHex(), DisplayName: display}
+	var resp JoinResponse
+	if err := postBroker(ctx, base, "/join", nil, req, &resp); err != nil {
+		return brokerExit(err, "the broker refused the join")
+	}
+	m := Mesh{MeshID: p.MeshID, MemberID: resp.MemberID, Slug: p.MeshSlug, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
+		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1}
+	if err := updateConfig(path, func(cfg *Config) error {
+		if _, ok := cfg.MeshBySlug(m.Slug); ok {
+			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", m.Slug))
+		}
+		cfg.SetMesh(m)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if c.jsonMode() {
+		return c.printJSON(map[string]any{"slug": m.Slug, "meshId": m.MeshID, "memberId": m.MemberID, "pubkey": m.Pubkey,
+			"brokerUrl": m.BrokerURL, "role": p.Role})
+	}
+	c.printf("%s joined %s as %s (%s)\n", c.paint(colorGreen, "✓"), m.Slug, display, p.Role)
+	c.printf("  member id  %s\n  pubkey     %s…\n  broker     %s\n  config     %s\n", m.MemberID, m.Pubkey[:16], m.BrokerURL, path)
+	return nil
+}
+
+// meshListRow is one mesh in `mesh list --json`: never the secret key.
+type meshListRow struct {
+	Slug      string `json:"slug"`
+	Name      string `json:"name"`
+	MeshID    string `json:"meshId"`
+	MemberID  string `json:"memberId"`
+	Pubkey    string `json:"pubkey"`
+	BrokerURL string `json:"brokerUrl"`
+	JoinedAt  string `json:"joinedAt"`
+}
+
+func runMeshList(ctx context.Context, c *cli, args []string) error {
+	if len(args) > 0 {
+		return usageError("mesh list takes no arguments")
+	}
+	cfg, err := loadConfig(c.Paths().ConfigFile())
+	if err != nil {
+		return err
+	}
+	rows := make([]meshListRow, 0, len(cfg.Meshes))
+	for _, m := range cfg.Meshes {
+		rows = append(rows, meshListRow{Slug: m.Slug, Name: m.Name, MeshID: m.MeshID, MemberID: m.MemberID, Pubkey: m.Pubkey,
+			BrokerURL: m.BrokerURL, JoinedAt: m.JoinedAt})
+	}
+	if c.jsonMode() {
+		return c.printJSON(rows)
+	}
+	if len(rows) == 0 {
+		c.printf("no meshes joined yet\n")
+		c.printf("hint: 'claudemesh mesh create <slug> --broker ws://HOST:PORT/ws' or 'claudemesh join <invite>'\n")
+		return nil
+	}
+	width := 0
+	for _, r := range rows {
+		width = max(width, len(r.Slug))
+	}
+	for _, r := range rows {
+		c.printf("● %-*s  %s  key %s…  joined %s\n", width, r.Slug, r.BrokerURL, r.Pubkey[:min(12, len(r.Pubkey))], r.JoinedAt)
+	}
+	return nil
+}
+
+func runLeave(ctx context.Context, c *cli, args []string) error {
+	if len(args) != 1 {
+		return usageError("leave needs exactly one <slug>")
+	}
+	slug := args[0]
+	path := c.Paths().ConfigFile()
+	if err := updateConfig(path, func(cfg *Config) error {
+		if !cfg.RemoveMesh(slug) {
+			return exitError(exitNotFound, fmt.Errorf("no mesh %q on this machine", slug), "joined: "+strings.Join(orNone(cfg.Slugs()), ", "))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if c.jsonMode() {
+		return c.printJSON(map[string]any{"slug": slug, "left": true})
+	}
+	c.printf("left %s on this machine; its member key is deleted\n", slug)
+	c.printf("hint: the mesh still lists the member until an admin bans it\n")
+	return nil
+}

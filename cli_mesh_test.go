@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// machine is one simulated machine for CLI tests: its own home and config dir.
+type machine struct {
+	t    *testing.T
+	home string
+	vars map[string]string
+}
+
+func newMachine(t *testing.T) *machine {
+	home := t.TempDir()
+	cfg := filepath.Join(home, "cfg")
+	if err := ensurePrivateDir(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return &machine{t: t, home: home, vars: map[string]string{"HOME": home, "CLAUDEMESH_CONFIG_DIR": cfg}}
+}
+
+// run runs one command line; it returns the exit code, stdout and stderr.
+func (m *machine) run(args ...string) (int, string, string) {
+	m.t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, Env{Getenv: func(k string) string { return m.vars[k] }, Stdout: &out, Stderr: &errb})
+	return code, out.String(), errb.String()
+}
+
+func (m *machine) config() *Config {
+	m.t.Helper()
+	cfg, err := loadConfig(filepath.Join(m.vars["CLAUDEMESH_CONFIG_DIR"], "config.json"))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestCLIMeshCreateInviteJoinListLeave(t *testing.T) {
+	b, url := startTestBroker(t)
+	alice, bob := newMachine(t), newMachine(t)
+
+	if code, out, errs := alice.run("mesh", "create", "team", "--broker", url, "--name", "alice"); code != 0 || !strings.Contains(out, "created mesh team") {
+		t.Fatalf("mesh create = %d\n%s%s", code, out, errs)
+	}
+	m, ok := alice.config().MeshBySlug("team")
+	if !ok || m.RootKey == "" || m.BrokerURL != url || len(m.MeshID) != 32 {
+		t.Fatalf("saved mesh = %+v", m)
+	}
+	if code, _, _ := alice.run("new", "team", "--broker", url); code != exitExists {
+		t.Fatalf("creating the same slug again = %d, want %d", code, exitExists)
+	}
+
+	code, out, errs := alice.run("invite", "--uses", "2", "--json")
+	if code != 0 {
+		t.Fatalf("invite --json = %d %s", code, errs)
+	}
+	var inv struct {
+		URL       string `json:"url"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	if err := json.Unmarshal([]byte(out), &inv); err != nil || !strings.HasPrefix(inv.URL, "ic://join/") {
+		t.Fatalf("invite --json = %q (%v)", out, err)
+	}
+	if _, err := time.Parse(time.RFC3339, inv.ExpiresAt); err != nil {
+		t.Fatalf("expires_at = %q", inv.ExpiresAt)
+	}
+	code, out, _ = alice.run("share", "--role", "admin", "--expires", "2h")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || !strings.HasPrefix(lines[len(lines)-1], "ic://join/") {
+		t.Fatalf("share output's last line = %q", lines[len(lines)-1])
+	}
+
+	if code, out, errs := bob.run("join", inv.URL, "--name", "bob"); code != 0 || !strings.Contains(out, "joined team as bob") {
+		t.Fatalf("join = %d\n%s%s", code, out, errs)
+	}
+	bm, ok := bob.config().MeshBySlug("team")
+	if !ok || bm.MeshID != m.MeshID || bm.Pubkey == m.Pubkey || bm.BrokerURL != url {
+		t.Fatalf("bob's mesh = %+v", bm)
+	}
+	if code, out, _ := bob.run("join", inv.URL); code != 0 || !strings.Contains(out, "already in team") {
+		t.Fatalf("second join = %d %s", code, out)
+	}
+	// The joined member can say hello.
+	connectMember(t, url, *bm)
+
+	code, out, _ = bob.run("ls", "--json")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 || rows[0]["slug"] != "team" {
+		t.Fatalf("ls --json = %d %s", code, out)
+	}
+	if strings.Contains(out, "secret") || strings.Contains(out, bm.SecretKey) {
+		t.Fatal("mesh list leaks the secret key")
+	}
+	if code, out, _ := bob.run("mesh", "list"); code != 0 || !strings.Contains(out, "● team") {
+		t.Fatalf("mesh list = %d %s", code, out)
+	}
+	// Only the owner key can register invites.
+	if code, _, errs := bob.run("invite"); code != exitPermission {
+		t.Fatalf("invite by a member = %d %s", code, errs)
+	}
+
+	if code, _, _ := bob.run("leave", "team"); code != 0 {
+		t.Fatalf("leave = %d", code)
+	}
+	if code, _, _ := bob.run("leave", "team"); code != exitNotFound {
+		t.Fatalf("second leave = %d, want %d", code, exitNotFound)
+	}
+	if code, _, _ := bob.run("invite"); code != exitNotFound {
+		t.Fatalf("invite with no mesh = %d, want %d", code, exitNotFound)
+	}
+	_ = b
+}
+
+func TestCLIJoinFailures(t *testing.T) {
+	b, url := startTestBroker(t)
+	alice := newMachine(t)
+	if code, _, errs := alice.run("mesh", "create", "team", "--broker", url); code != 0 {
+		t.Fatal(errs)
+	}
+	_, out, _ := alice.run("invite", "--json")
+	var inv struct{ URL string }
+	json.Unmarshal([]byte(out), &inv)
+
+	cases := []struct {
+		name   string
+		invite string
+		code   int
+		errSub string
+	}{
+		{"garbage", "ic://join/!!!", exitFailure, "not a valid invite"},
+		{"not a link", "hello", exitFailure, "not a valid invite"},
+		{"used up", inv.URL, exitFailure, "invite_exhausted"},
+	}
+	first := newMachine(t)
+	if code, _, errs := first.run("join", inv.URL); code != 0 {
+		t.Fatalf("first join: %s", errs)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := newMachine(t).run("join", tc.invite)
+			if code != tc.code || !strings.Contains(errs, tc.errSub) {
+				t.Fatalf("join = %d %q, want %d containing %q", code, errs, tc.code, tc.errSub)
+			}
+		})
+	}
+	t.Run("broker down", func(t *testing.T) {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		dead := "ws://" + l.Addr().String() + "/ws"
+		l.Close()
+		m, _ := alice.config().MeshBySlug("team")
+		kp, _ := m.Keypair()
+		_, token, _ := buildInvite(kp, m.MeshID, m.Slug, dead, m.RootKey, roleMember, time.Now().Add(time.Hour))
+		if code, _, errs := newMachine(t).run("join", inviteURL(token)); code != exitNetwork {
+			t.Fatalf("join to a dead broker = %d %s", code, errs)
+		}
+		if code, _, _ := newMachine(t).run("mesh", "create", "x1", "--broker", dead); code != exitNetwork {
+			t.Fatalf("create on a dead broker = %d", code)
+		}
+	})
+	t.Run("expired", func(t *testing.T) {
+		m, _ := alice.config().MeshBySlug("team")
+		kp, _ := m.Keypair()
+		_, token, _ := buildInvite(kp, m.MeshID, m.Slug, url, m.RootKey, roleMember, time.Now().Add(-time.Minute))
+		if code, _, errs := newMachine(t).run("join", inviteURL(token)); code != exitFailure || !strings.Contains(errs, "expired") {
+			t.Fatalf("expired join = %d %s", code, errs)
+		}
+	})
+	t.Run("create needs a broker", func(t *testing.T) {
+		if code, _, _ := newMachine(t).run("mesh", "create", "solo"); code != exitUsage {
+			t.Fatalf("create without --broker = %d", code)
+		}
+	})
+	_ = b
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestCLIBrokerServe(t *testing.T) {
+	m := newMachine(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	data := filepath.Join(m.home, "broker-data")
+	go func() {
+		done <- run(ctx, []string{"broker", "serve", "--listen", "127.0.0.1:0", "--data", data, "--json"},
+			Env{Getenv: func(k string) string { return m.vars[k] }, Stdout: &out, Stderr: &errb})
+	}()
+	var info struct{ URL string }
+	waitFor(t, "broker listening", func() bool { return json.Unmarshal([]byte(out.String()), &info) == nil && info.URL != "" })
+	if code, _, errs := m.run("mesh", "create", "team", "--broker", info.URL); code != 0 {
+		t.Fatalf("mesh create against the served broker: %s", errs)
+	}
+	base, _ := brokerHTTPBase(info.URL)
+	resp, err := http.Get(base + "/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("health = %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("broker serve exited %d: %s", code, errb.String())
+		}
+	case <-time.After(testWait):
+		t.Fatal("broker serve did not stop")
+	}
+	if !strings.Contains(errb.String(), "broker_started") || !strings.Contains(errb.String(), "broker stopped") {
+		t.Fatalf("serve log = %s", errb.String())
+	}
+}
