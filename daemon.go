@@ -198,11 +198,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.sessions.EnablePersistence()
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
 
+	d.startedAt = time.Now()
 	if err := d.listen(serveCtx); err != nil {
 		d.closeLinks()
 		return err
 	}
-	d.startedAt = time.Now()
 	info := map[string]any{"pid": d.pid, "version": version, "tcp_port": nil, "started_at": d.startedAt.UTC().Format(time.RFC3339Nano)}
 	if d.tcpPort > 0 {
 		info["tcp_port"] = d.tcpPort

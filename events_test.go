@@ -203,3 +203,30 @@ func TestSSEDemuxThroughDaemon(t *testing.T) {
 		t.Errorf("firehose first join = %v, want carol on beta", d)
 	}
 }
+
+// Shutdown reaches open event streams: they end, and the daemon stops.
+func TestShutdownEndsEventStreams(t *testing.T) {
+	h := newTestHome(t)
+	h.writeConfig(t)
+	td := startTestDaemon(t, h, nil)
+	ch, streamErr, err := td.client("").Events(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	td.shutdown(t)
+	deadline := time.After(testWait)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				_ = streamErr()
+				if _, err := os.Stat(h.Paths.SocketFile()); err == nil {
+					t.Fatal("socket left behind after shutdown")
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("event stream still open after shutdown")
+		}
+	}
+}

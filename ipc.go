@@ -154,7 +154,9 @@ func ipcErrorStatus(err error) (int, map[string]any) {
 	return status, body
 }
 
-// listen starts the socket and (unless disabled) the TCP listener.
+// listen opens the socket and (unless disabled) the TCP listener, then
+// serves both. Both listeners exist before either serves, so a request
+// never sees the TCP port half-set.
 func (d *Daemon) listen(serveCtx context.Context) error {
 	sock := d.paths.SocketFile()
 	ul, err := net.Listen("unix", sock)
@@ -165,22 +167,25 @@ func (d *Daemon) listen(serveCtx context.Context) error {
 		ul.Close()
 		return fmt.Errorf("chmod %s: %w", sock, err)
 	}
+	var tl net.Listener
+	if !d.opts.NoTCP {
+		tl, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(d.opts.TCPPort)))
+		if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+			// Another user's daemon, or a test home, has the port: any
+			// port will do, clients find it in daemon.json.
+			d.log.Warn("tcp_port_taken", "port", d.opts.TCPPort)
+			tl, err = net.Listen("tcp", "127.0.0.1:0")
+		}
+		if err != nil {
+			ul.Close()
+			return fmt.Errorf("listen tcp: %w", err)
+		}
+		d.tcpPort = tl.Addr().(*net.TCPAddr).Port
+	}
 	d.serve(serveCtx, ul, false)
-	if d.opts.NoTCP {
-		return nil
+	if tl != nil {
+		d.serve(serveCtx, tl, true)
 	}
-	tl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(d.opts.TCPPort)))
-	if err != nil && errors.Is(err, syscall.EADDRINUSE) {
-		// Another user's daemon, or a test home, has the port: any port
-		// will do, clients find it in daemon.json.
-		d.log.Warn("tcp_port_taken", "port", d.opts.TCPPort)
-		tl, err = net.Listen("tcp", "127.0.0.1:0")
-	}
-	if err != nil {
-		return fmt.Errorf("listen tcp: %w", err)
-	}
-	d.tcpPort = tl.Addr().(*net.TCPAddr).Port
-	d.serve(serveCtx, tl, true)
 	return nil
 }
 
