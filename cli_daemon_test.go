@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -538,4 +539,27 @@ func BenchmarkPeerListProcess(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/process")
+}
+
+// SIGHUP makes a running daemon re-read the machine config.
+func TestDaemonReloadsOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	fx := newMeshFixture(t)
+	h := newTestHome(t)
+	h.writeConfig(t, fx.alpha)
+	stopDaemonAt(t, h.Paths)
+	if r := runBinary(t, h.env(), "daemon", "up", "--no-tcp"); r.code != 0 {
+		t.Fatalf("daemon up = %d %s", r.code, r.stderr)
+	}
+	h.writeConfig(t, fx.alpha, fx.beta)
+	if err := syscall.Kill(readPidFile(h.Paths.PidFile()), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	cl := newDaemonClient(h.Paths.SocketFile(), "")
+	waitFor(t, "beta attached after SIGHUP", func() bool {
+		hl, err := cl.Health(context.Background())
+		return err == nil && hl.Brokers["beta"] == string(LinkOpen)
+	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"net"
 	"strings"
@@ -252,5 +253,36 @@ func TestColdLink(t *testing.T) {
 	}
 	if p := f.Peers[0]; p.Channel != channelCLI || p.PeerRole != peerRoleControlPlane || p.MemberPubkey != m.Pubkey || p.Pubkey == m.Pubkey {
 		t.Fatalf("cold row = %+v", p)
+	}
+}
+
+// Send waits for the broker's ack keyed on id: a queued DM gets a message
+// id, a DM to a key the mesh has never seen gets the broker's error.
+func TestLinkSendWaitsForAck(t *testing.T) {
+	b, url := startTestBroker(t)
+	m := newTestMesh(t, b, url, "send", "me")
+	bob := addTestMember(t, b, m, "bob", "member")
+	link := memberLinkFor(t, m, nil, nil)
+	waitState(t, link, LinkOpen)
+	kp, _ := m.Keypair()
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	send := func(to string) (AckFrame, error) {
+		nonce, ct, err := sealDM([]byte("hi"), to, kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := newUUID()
+		fp, _ := requestFingerprint(to, "", priorityNext, nil, []byte("hi"))
+		return link.Send(ctx, SendFrame{ClientMessageID: id, RequestFingerprint: hex.EncodeToString(fp[:]), TargetSpec: to,
+			Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
+	}
+	ack, err := send(bob.Pubkey)
+	if err != nil || !ack.Queued || ack.MessageID == "" || ack.Error != "" {
+		t.Fatalf("send to bob = %+v, %v", ack, err)
+	}
+	ack, err = send(mustNewKeypair().PublicHex())
+	if err != nil || ack.Queued || !strings.HasPrefix(ack.Error, codeUnknownTarget) {
+		t.Fatalf("send to a stranger = %+v, %v; want an unknown_target ack", ack, err)
 	}
 }
