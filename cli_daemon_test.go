@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -562,4 +563,35 @@ func TestDaemonReloadsOnSIGHUP(t *testing.T) {
 		hl, err := cl.Health(context.Background())
 		return err == nil && hl.Brokers["beta"] == string(LinkOpen)
 	})
+}
+
+// A daemon started (even in the foreground, by hand) with
+// CLAUDEMESH_CONFIG_DIR pointing at a launched session's temp config still
+// serves the machine config.
+func TestForegroundDaemonIgnoresConfigDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	fx := newMeshFixture(t)
+	h := newTestHome(t)
+	h.writeConfig(t, fx.alpha)
+	launchDir := shortTempDir(t)
+	if err := saveConfig(filepath.Join(launchDir, "config.json"), &Config{Version: 1, Meshes: []Mesh{fx.beta}}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(claudemeshBinary(t), "daemon", "up", "--foreground", "--no-tcp")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range h.env("CLAUDEMESH_CONFIG_DIR", launchDir) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	cl := newDaemonClient(h.Paths.SocketFile(), "")
+	waitFor(t, "the daemon answering", func() bool { _, err := cl.Version(context.Background()); return err == nil })
+	hl, err := cl.Health(context.Background())
+	if err != nil || len(hl.Brokers) != 1 || hl.Brokers["alpha"] == "" {
+		t.Fatalf("daemon attached to %v (%v), want alpha from ~/.claudemesh only", hl.Brokers, err)
+	}
 }
