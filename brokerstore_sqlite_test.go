@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestSQLiteBrokerStoreMessages(t *testing.T) {
+	s, err := openSQLiteBrokerStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	mesh := storedMesh{ID: newID(), Slug: "team", Name: "team", OwnerPubkey: "o", RootKey: "r", CreatedAt: now}
+	owner := storedMember{ID: newID(), MeshID: mesh.ID, Pubkey: "o", DisplayName: "alice", Role: roleAdmin, CreatedAt: now}
+	if err := s.CreateMesh(ctx, mesh, owner); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateMesh(ctx, mesh, owner); !errors.Is(err, errExists) {
+		t.Fatalf("second CreateMesh = %v, want errExists", err)
+	}
+	msg := func(cmid string, expires time.Time) storedMessage {
+		return storedMessage{ID: newID(), MeshID: mesh.ID, SenderMemberID: owner.ID, SenderPubkey: "o", SenderMemberPubkey: "o",
+			SenderName: "alice", TargetSpec: "*", Priority: priorityNext, Nonce: "n", Ciphertext: "c", CreatedAt: now,
+			ExpiresAt: expires, ClientMessageID: cmid}
+	}
+	first := msg("c1", now.Add(time.Hour))
+	id, dup, err := s.AppendMessage(ctx, first, []string{"k1", "k2", "k1"})
+	if err != nil || dup || id != first.ID {
+		t.Fatalf("AppendMessage = %s, %v, %v", id, dup, err)
+	}
+	again := msg("c1", now.Add(time.Hour))
+	if id, dup, err := s.AppendMessage(ctx, again, []string{"k3"}); err != nil || !dup || id != first.ID {
+		t.Fatalf("duplicate AppendMessage = %s, %v, %v; want the original id", id, dup, err)
+	}
+	if _, _, err := s.AppendMessage(ctx, msg("", now.Add(-time.Second)), []string{"k1"}); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := s.PendingFor(ctx, mesh.ID, "k1", 0, now, 10)
+	if err != nil || len(pending) != 1 || pending[0].ID != first.ID || pending[0].ClientMessageID != "c1" {
+		t.Fatalf("PendingFor(k1) = %+v, %v (the expired one must not show)", pending, err)
+	}
+	if p, _ := s.PendingFor(ctx, mesh.ID, "k3", 0, now, 10); len(p) != 0 {
+		t.Fatalf("the duplicate created deliveries: %+v", p)
+	}
+	if n, err := s.MarkDelivered(ctx, mesh.ID, "k1", "", "c1", now); err != nil || n != 1 {
+		t.Fatalf("MarkDelivered by client id = %d, %v", n, err)
+	}
+	if n, _ := s.MarkDelivered(ctx, mesh.ID, "k2", first.ID, "", now); n != 1 {
+		t.Fatalf("MarkDelivered by broker id = %d", n)
+	}
+	if n, _ := s.CountPendingDeliveries(ctx, now); n != 0 {
+		t.Fatalf("pending = %d", n)
+	}
+	if n, err := s.PurgeExpired(ctx, now); err != nil || n != 1 {
+		t.Fatalf("PurgeExpired = %d, %v", n, err)
+	}
+	if known, revoked, _ := s.KnownKey(ctx, mesh.ID, "o"); !known || revoked {
+		t.Fatal("the owner key must be known")
+	}
+	if err := s.RememberSessionKey(ctx, mesh.ID, "s1", owner.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if known, _, _ := s.KnownKey(ctx, mesh.ID, "s1"); !known {
+		t.Fatal("a remembered session key must be known")
+	}
+	if known, _, _ := s.KnownKey(ctx, mesh.ID, "s2"); known {
+		t.Fatal("an unseen key must be unknown")
+	}
+	if err := s.SetMemberRevoked(ctx, mesh.ID, owner.ID, &now); err != nil {
+		t.Fatal(err)
+	}
+	if _, revoked, _ := s.KnownKey(ctx, mesh.ID, "s1"); !revoked {
+		t.Fatal("a banned member's session key must report revoked")
+	}
+}
