@@ -440,7 +440,7 @@ func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnecto
 	return &daemonConnector{
 		paths: paths, home: homeDir(getenv), getenv: getenv, exe: exe, goos: runtime.GOOS,
 		probeTimeout: 2500 * time.Millisecond, serviceWait: 8 * time.Second,
-		failureTTL: 30 * time.Second, pollEvery: 50 * time.Millisecond,
+		failureTTL: 30 * time.Second, pollEvery: 20 * time.Millisecond,
 	}
 }
 
