@@ -71,6 +71,11 @@ type DaemonOptions struct {
 func (o *DaemonOptions) defaults() {
 	if o.ConfigFile == "" {
 		o.ConfigFile = o.Paths.MachineConfigFile()
+		if o.Paths.MachineConfigDir == "" {
+			// Paths built by hand rather than by resolvePaths: their
+			// config dir is all we know.
+			o.ConfigFile = o.Paths.ConfigFile()
+		}
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
