@@ -253,7 +253,8 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 // the mesh-creation routes.
 func (b *Broker) Handler() http.Handler { return b.routes() }
 
-// Serve answers HTTP and WebSocket requests on l until the broker closes.
+// Serve answers HTTP and WebSocket requests on l until the broker closes; it
+// returns nil then. On a broker already closed it closes l and returns nil.
 func (b *Broker) Serve(l net.Listener) error {
 	srv := &http.Server{
 		Handler:           b.Handler(),
@@ -264,7 +265,8 @@ func (b *Broker) Serve(l net.Listener) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return http.ErrServerClosed
+		l.Close()
+		return nil
 	}
 	b.servers = append(b.servers, srv)
 	b.mu.Unlock()

@@ -9,6 +9,9 @@
 // from the store. DMs to keys the mesh knows are queued while their owner is
 // offline (MessageTTL); keys the mesh never saw are refused. A send whose
 // (mesh, sender member, client_message_id) exists returns the original id.
+// Broadcasts, groups and topics resolve to the present connections (live or
+// in their grace window) of other members; this broker keeps no topic
+// membership, so `#topic` reaches them like a broadcast with `topic` set.
 package main
 
 import (
