@@ -199,7 +199,7 @@ func channelFromSystem(kind string, data []byte) channelNotification {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[system] Peer %q", ev.Name)
 	if ev.Pubkey != "" {
-		b.WriteString(" (" + shortKey(ev.Pubkey) + ")")
+		b.WriteString(" (" + keyTag(ev.Pubkey) + ")")
 	}
 	if len(groups) > 0 {
 		b.WriteString(" [" + strings.Join(groups, ", ") + "]")
@@ -357,7 +357,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 		}
 		var tags []string
 		if self.SessionPubkey != "" {
-			tags = append(tags, shortKey(self.SessionPubkey))
+			tags = append(tags, keyTag(self.SessionPubkey))
 		}
 		if self.Role != "" {
 			tags = append(tags, "role "+self.Role)
@@ -451,7 +451,7 @@ func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
 	}
 	line := name
 	if m.SenderPubkey != "" {
-		line += " (" + shortKey(m.SenderPubkey) + ")"
+		line += " (" + keyTag(m.SenderPubkey) + ")"
 	}
 	if t, err := time.Parse(time.RFC3339Nano, m.ReceivedAt); err == nil {
 		line += " at " + t.In(loc).Format("15:04:05")
@@ -464,7 +464,7 @@ func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
 }
 
 // shortKey is the first 8 characters of a hex key, as the CLI shows keys.
-func shortKey(k string) string {
+func keyTag(k string) string {
 	if len(k) > 8 {
 		return k[:8]
 	}

@@ -143,6 +143,11 @@ type cli struct {
 
 	pathsOnce sync.Once
 	paths     Paths
+
+	// The daemon connection, found (or started) once per process.
+	daemonOnce   sync.Once
+	daemonResult ensureResult
+	daemonClient *DaemonClient
 }
 
 func newCLI(env Env, table []*command) *cli {

@@ -22,10 +22,17 @@ type Paths struct {
 	ConfigDir   string
 	DaemonDir   string
 	SessionsDir string
+	// MachineConfigDir is ~/.claudemesh whatever CLAUDEMESH_CONFIG_DIR
+	// says: the daemon serves the machine, never a launched session's
+	// one-mesh temp config.
+	MachineConfigDir string
 }
 
 // ConfigFile is config.json in the config dir.
 func (p Paths) ConfigFile() string { return filepath.Join(p.ConfigDir, "config.json") }
+
+// MachineConfigFile is the config the daemon reads.
+func (p Paths) MachineConfigFile() string { return filepath.Join(p.MachineConfigDir, "config.json") }
 
 // Daemon-dir files.
 func (p Paths) SocketFile() string       { return filepath.Join(p.DaemonDir, "daemon.sock") }
@@ -63,9 +70,10 @@ type pathEnv struct {
 func resolvePaths(e pathEnv) (Paths, string) {
 	base := filepath.Join(e.home, ".claudemesh")
 	p := Paths{
-		ConfigDir:   base,
-		DaemonDir:   filepath.Join(base, "daemon"),
-		SessionsDir: filepath.Join(base, "sessions"),
+		ConfigDir:        base,
+		DaemonDir:        filepath.Join(base, "daemon"),
+		SessionsDir:      filepath.Join(base, "sessions"),
+		MachineConfigDir: base,
 	}
 	if d := e.getenv("CLAUDEMESH_DAEMON_DIR"); d != "" {
 		p.DaemonDir = d

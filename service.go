@@ -103,6 +103,17 @@ func serviceUnitPath(platform, home, xdgConfigHome string) (string, error) {
 	return "", fmt.Errorf("unknown service platform %q", platform)
 }
 
+// serviceUnitFor is where the unit file for goos lives, "" where there is no
+// service manager support.
+func serviceUnitFor(goos, home, xdgConfigHome string) string {
+	platform, err := servicePlatformFor(goos)
+	if err != nil {
+		return ""
+	}
+	path, _ := serviceUnitPath(platform, home, xdgConfigHome)
+	return path
+}
+
 // buildServiceUnit generates the unit for spec.
 func buildServiceUnit(spec serviceSpec) (serviceUnit, error) {
 	if !filepath.IsAbs(spec.Binary) || !filepath.IsAbs(spec.LogFile) || !filepath.IsAbs(spec.Home) {

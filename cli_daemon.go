@@ -1,0 +1,463 @@
+// `claudemesh daemon up|down|status|version`, `status`, and the helpers
+// every verb uses to reach the daemon (warm path) or a broker directly
+// (cold path) according to --strict / --no-daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Daemon access for verbs.
+
+// defaultSpawnBudget is how long a verb waits for an autospawned daemon.
+const defaultSpawnBudget = 3 * time.Second
+
+// daemon returns the warm-path client, or nil when the verb should take its
+// cold path (no-daemon mode, or the daemon could not be had in auto mode).
+// In strict mode an unusable daemon is an error.
+func (c *cli) daemon(ctx context.Context) (*DaemonClient, error) {
+	return c.daemonWithin(ctx, defaultSpawnBudget)
+}
+
+// daemonWithin is daemon with a spawn budget (launch waits 10 s).
+func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonClient, error) {
+	mode := daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv)
+	if mode == modeNoDaemon {
+		return nil, nil
+	}
+	c.daemonOnce.Do(func() {
+		c.daemonResult = newDaemonConnector(c.Paths(), c.env.Getenv).ensure(ctx, budget)
+		r := c.daemonResult
+		switch {
+		case r.State == daemonStarted:
+			c.infof("daemon started automatically (took %dms)", r.Duration.Milliseconds())
+		case r.usable(), mode == modeStrict:
+		case r.State == daemonDown:
+			c.infof("daemon not running (%s) — using the direct broker connection", r.Reason)
+		default:
+			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
+		}
+		if r.usable() {
+			c.daemonClient = newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+		}
+	})
+	if c.daemonClient != nil {
+		return c.daemonClient, nil
+	}
+	if mode == modeStrict {
+		r := c.daemonResult
+		return nil, exitError(exitFailure, fmt.Errorf("daemon not reachable (%s: %s) and --strict refuses the direct broker path", r.State, r.Reason),
+			"start it with 'claudemesh daemon up', or drop --strict", "its log: "+c.Paths().LogFile())
+	}
+	return nil, nil
+}
+
+// runningDaemon returns a client only if a daemon already answers; it
+// never spawns one (status and the daemon verbs must not start what they
+// are asked about).
+func (c *cli) runningDaemon(ctx context.Context) *DaemonClient {
+	dc := newDaemonConnector(c.Paths(), c.env.Getenv)
+	if dc.probe(ctx) != probeUp {
+		return nil
+	}
+	return newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+}
+
+// loadUserConfig reads the config this invocation sees (inside a launched
+// session: that session's one-mesh config).
+func (c *cli) loadUserConfig() (*Config, error) {
+	return loadConfig(c.Paths().ConfigFile())
+}
+
+// coldMesh picks the mesh for a cold-path verb: --mesh, else the only
+// joined mesh.
+func (c *cli) coldMesh(slug string) (Mesh, error) {
+	cfg, err := c.loadUserConfig()
+	if err != nil {
+		return Mesh{}, err
+	}
+	m, err := pickMesh(cfg, slug)
+	if err != nil {
+		return Mesh{}, err
+	}
+	return *m, nil
+}
+
+// withCold runs fn on a one-shot broker connection to mesh.
+func (c *cli) withCold(ctx context.Context, m Mesh, fn func(cl *ColdLink) error) error {
+	host, _ := os.Hostname()
+	cwd, _ := os.Getwd()
+	cl, err := dialCold(ctx, m, os.Getpid(), cwd, host)
+	if err != nil {
+		return exitError(exitNetwork, fmt.Errorf("mesh %s: cannot reach the broker at %s: %w", m.Slug, m.BrokerURL, err))
+	}
+	defer cl.Close()
+	return fn(cl)
+}
+
+// coldRequest is one request/reply on a cold link with the usual timeout.
+func coldRequest(ctx context.Context, cl *ColdLink, frame any, replyTypes ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return cl.Request(ctx, frame, replyTypes...)
+}
+
+// ipcFailure turns an IPC error into a CLI error with a fitting exit code.
+func ipcFailure(err error) error {
+	var ie *IPCError
+	if !errors.As(err, &ie) {
+		return exitError(exitFailure, err)
+	}
+	code := exitFailure
+	switch {
+	case ie.Status == 404:
+		code = exitNotFound
+	case ie.Status == 400:
+		code = exitUsage
+	case ie.Status == 401 || ie.Status == 403:
+		code = exitAuth
+	case ie.Status == 502 || ie.Status == 503 || ie.Status == 504:
+		code = exitNetwork
+	}
+	msg := ie.Message
+	if msg == "" {
+		msg = ie.Code
+	}
+	var hints []string
+	if att, ok := ie.Body["attached"].([]any); ok && len(att) > 0 {
+		var s []string
+		for _, a := range att {
+			s = append(s, fmt.Sprint(a))
+		}
+		hints = append(hints, "pass --mesh (joined: "+strings.Join(s, ", ")+")")
+	}
+	if ie.Code == "broker_unavailable" {
+		hints = append(hints, "see 'claudemesh status' for the broker links")
+	}
+	return exitError(code, errors.New(msg), hints...)
+}
+
+// daemon verbs.
+
+type daemonUpFlags struct {
+	foreground   bool
+	noTCP        bool
+	tcpPort      int
+	publicHealth bool
+	mesh, name   string
+}
+
+func setupDaemonUp(fs *flagSet) runFunc {
+	var f daemonUpFlags
+	fs.BoolVar(&f.foreground, "foreground", false, "stay in the foreground, logging to stderr")
+	fs.BoolVar(&f.noTCP, "no-tcp", false, "serve IPC on the unix socket only")
+	fs.IntVar(&f.tcpPort, "tcp-port", defaultTCPPort, "loopback TCP port for IPC (taken → any free port)")
+	fs.BoolVar(&f.publicHealth, "public-health", false, "let /v1/health answer on TCP without the local token")
+	fs.StringVar(&f.mesh, "mesh", "", "mesh slug")
+	fs.StringVar(&f.name, "name", "", "display name")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) > 0 {
+			return usageError("'daemon up' takes no arguments")
+		}
+		if f.mesh != "" {
+			c.warnf("--mesh is ignored: the daemon attaches to every joined mesh")
+		}
+		if f.name != "" {
+			c.warnf("--name is ignored: the daemon uses each mesh's member name")
+		}
+		if f.foreground {
+			return runDaemonForeground(ctx, c, f)
+		}
+		return runDaemonDetached(ctx, c, f)
+	}
+}
+
+func runDaemonForeground(ctx context.Context, c *cli, f daemonUpFlags) error {
+	log := slog.New(slog.NewJSONHandler(c.env.Stderr, nil))
+	d := NewDaemon(DaemonOptions{
+		Paths: c.Paths(), NoTCP: f.noTCP, TCPPort: f.tcpPort, PublicHealth: f.publicHealth, Log: log,
+	})
+	err := d.Run(ctx)
+	var running *DaemonRunningError
+	if errors.As(err, &running) {
+		return exitError(exitFailure, err, "stop it with 'claudemesh daemon down'")
+	}
+	if err != nil {
+		log.Error("daemon_failed", "err", err.Error())
+	}
+	return err
+}
+
+func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
+	paths := c.Paths()
+	if cl := c.runningDaemon(ctx); cl != nil {
+		h, _ := cl.Health(ctx)
+		if c.jsonMode() {
+			return c.printJSON(map[string]any{"ok": true, "already_running": true, "pid": h.Pid, "log": paths.LogFile()})
+		}
+		c.printf("daemon already running (pid %d)\n", h.Pid)
+		return nil
+	}
+	args := []string{"daemon", "up", "--foreground", fmt.Sprintf("--tcp-port=%d", f.tcpPort)}
+	if f.noTCP {
+		args = append(args, "--no-tcp")
+	}
+	if f.publicHealth {
+		args = append(args, "--public-health")
+	}
+	exe, _ := os.Executable()
+	pid, exited, err := startDetachedDaemon(exe, paths, daemonSpawnEnv(os.Environ()), args)
+	if err != nil {
+		return exitError(exitFailure, err)
+	}
+	dc := newDaemonConnector(paths, c.env.Getenv)
+	if !dc.waitUp(ctx, defaultSpawnBudget, exited) {
+		if c.jsonMode() {
+			_ = c.printJSON(map[string]any{"ok": false, "detached": true, "pid": pid, "reason": "not_answering", "log": paths.LogFile()})
+			return silentExit(exitFailure)
+		}
+		hints := []string{"its log: " + paths.LogFile()}
+		if tail := logTail(paths.LogFile(), 5); tail != "" {
+			hints = append(hints, "last lines:\n"+tail)
+		}
+		return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not start within %s", pid, defaultSpawnBudget), hints...)
+	}
+	cl := newDaemonClient(paths.SocketFile(), "")
+	h, _ := cl.Health(ctx)
+	if h.Pid != 0 && h.Pid != pid {
+		// Another daemon won the race; ours exited on the lock.
+		pid = h.Pid
+	}
+	if c.jsonMode() {
+		return c.printJSON(map[string]any{"ok": true, "detached": true, "pid": pid, "log": paths.LogFile()})
+	}
+	c.printf("daemon started (pid %d)\n  log:  %s\n  stop: claudemesh daemon down\n", pid, paths.LogFile())
+	return nil
+}
+
+// logTail returns the last n lines of a file.
+func logTail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
+}
+
+func setupDaemonDown(fs *flagSet) runFunc {
+	return func(ctx context.Context, c *cli, args []string) error {
+		paths := c.Paths()
+		if !daemonLockHeld(paths) {
+			if c.jsonMode() {
+				return c.printJSON(map[string]any{"stopped": false, "reason": "not_running"})
+			}
+			c.printf("daemon: not running\n")
+			return nil
+		}
+		pid := readPidFile(paths.PidFile())
+		if pid == 0 {
+			if cl := c.runningDaemon(ctx); cl != nil {
+				h, _ := cl.Health(ctx)
+				pid = h.Pid
+			}
+		}
+		if pid <= 0 {
+			return exitError(exitFailure, errors.New("a daemon holds the lock but its pid is unknown"), "its log: "+paths.LogFile())
+		}
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			return exitError(exitPermission, fmt.Errorf("cannot signal pid %d: %w", pid, err))
+		}
+		deadline := time.Now().Add(daemonShutdownTimeout + 5*time.Second)
+		for daemonLockHeld(paths) {
+			if time.Now().After(deadline) {
+				if c.jsonMode() {
+					_ = c.printJSON(map[string]any{"stopped": false, "pid": pid, "reason": "shutdown_timeout"})
+					return silentExit(exitFailure)
+				}
+				return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not stop within %s", pid, daemonShutdownTimeout+5*time.Second))
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		if c.jsonMode() {
+			return c.printJSON(map[string]any{"stopped": true, "pid": pid})
+		}
+		c.printf("daemon: stopped (was pid %d)\n", pid)
+		return nil
+	}
+}
+
+func setupDaemonStatus(fs *flagSet) runFunc {
+	return func(ctx context.Context, c *cli, args []string) error {
+		cl := c.runningDaemon(ctx)
+		if cl == nil {
+			if c.jsonMode() {
+				_ = c.printJSON(map[string]any{"running": false})
+				return silentExit(exitFailure)
+			}
+			c.printf("daemon: not running\n")
+			return silentExit(exitFailure)
+		}
+		h, err := cl.Health(ctx)
+		if err != nil {
+			if c.jsonMode() {
+				_ = c.printJSON(map[string]any{"running": true, "ipc_error": err.Error()})
+				return silentExit(exitFailure)
+			}
+			return exitError(exitFailure, err)
+		}
+		if c.jsonMode() {
+			return c.printJSON(map[string]any{"running": true, "pid": h.Pid, "health": h})
+		}
+		c.printf("daemon: running (pid %d, version %s, up %s)\n", h.Pid, h.Version, time.Duration(h.Uptime)*time.Second)
+		c.printf("  socket: %s\n", c.Paths().SocketFile())
+		if h.TCPPort > 0 {
+			c.printf("  tcp:    127.0.0.1:%d\n", h.TCPPort)
+		}
+		c.printf("  log:    %s\n", c.Paths().LogFile())
+		printLinks(c, h)
+		return nil
+	}
+}
+
+func setupDaemonVersion(fs *flagSet) runFunc {
+	return func(ctx context.Context, c *cli, args []string) error {
+		cl := c.runningDaemon(ctx)
+		if cl == nil {
+			return exitError(exitFailure, errors.New("daemon not running"), "start it with 'claudemesh daemon up'")
+		}
+		v, err := cl.Version(ctx)
+		if err != nil {
+			return ipcFailure(err)
+		}
+		if c.jsonMode() {
+			return c.printJSON(v)
+		}
+		c.printf("daemon %s (ipc %s, schema %d)\n", v.DaemonVersion, v.IPCAPI, v.SchemaVersion)
+		return nil
+	}
+}
+
+// printLinks prints mesh links and sessions from a health report.
+func printLinks(c *cli, h DaemonHealth) {
+	if len(h.Links) == 0 {
+		c.printf("  meshes: none joined\n")
+	}
+	for _, l := range h.Links {
+		who := "mesh " + l.Mesh
+		if l.Kind == linkSession {
+			who = "  session " + shortID(l.SessionID) + " on " + l.Mesh
+		}
+		line := fmt.Sprintf("  %s %s: %s", c.stateDot(l.State), who, l.State)
+		if l.LastError != "" {
+			line += " (" + l.LastError + ")"
+		}
+		c.printf("%s\n", line)
+	}
+	c.printf("  sessions: %d\n", h.Sessions)
+}
+
+func (c *cli) stateDot(state string) string {
+	switch LinkState(state) {
+	case LinkOpen:
+		return c.paint(colorGreen, "●")
+	case LinkConnecting, LinkReconnecting:
+		return c.paint(colorYellow, "●")
+	}
+	return c.paint(colorRed, "●")
+}
+
+func shortID(s string) string {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return s
+}
+
+// status: the daemon, its links and sessions at a glance; without a daemon,
+// a direct reachability check of every mesh's broker.
+func setupStatus(fs *flagSet) runFunc {
+	return func(ctx context.Context, c *cli, args []string) error {
+		cfg, err := c.loadUserConfig()
+		if err != nil {
+			return err
+		}
+		var cl *DaemonClient
+		if daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) != modeNoDaemon {
+			cl = c.runningDaemon(ctx)
+		}
+		out := map[string]any{"config": c.Paths().ConfigFile(), "meshes": cfg.Slugs()}
+		healthy := true
+		if cl != nil {
+			h, err := cl.Health(ctx)
+			if err != nil {
+				return ipcFailure(err)
+			}
+			out["daemon"] = map[string]any{"running": true, "pid": h.Pid, "version": h.Version, "sessions": h.Sessions, "links": h.Links, "brokers": h.Brokers}
+			for _, st := range h.Brokers {
+				healthy = healthy && st == string(LinkOpen)
+			}
+			if c.jsonMode() {
+				_ = c.printJSON(out)
+			} else {
+				c.printf("claudemesh %s\n", version)
+				c.printf("daemon: running (pid %d, version %s)\n", h.Pid, h.Version)
+				printLinks(c, h)
+			}
+		} else {
+			if daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) == modeStrict {
+				return exitError(exitFailure, errors.New("daemon not running and --strict refuses the direct broker path"), "start it with 'claudemesh daemon up'")
+			}
+			reach := map[string]string{}
+			slugs := cfg.Slugs()
+			sort.Strings(slugs)
+			for _, m := range cfg.Meshes {
+				start := time.Now()
+				err := c.withCold(ctx, m, func(*ColdLink) error { return nil })
+				if err != nil {
+					reach[m.Slug] = err.Error()
+					healthy = false
+				} else {
+					reach[m.Slug] = fmt.Sprintf("reachable (%dms)", time.Since(start).Milliseconds())
+				}
+			}
+			out["daemon"] = map[string]any{"running": false}
+			out["brokers"] = reach
+			if c.jsonMode() {
+				_ = c.printJSON(out)
+			} else {
+				c.printf("claudemesh %s\n", version)
+				c.printf("daemon: not running (start it with 'claudemesh daemon up')\n")
+				if len(slugs) == 0 {
+					c.printf("  meshes: none joined\n")
+				}
+				for _, s := range slugs {
+					dot := c.paint(colorGreen, "●")
+					if !strings.HasPrefix(reach[s], "reachable") {
+						dot = c.paint(colorRed, "●")
+					}
+					c.printf("  %s mesh %s: %s\n", dot, s, reach[s])
+				}
+			}
+		}
+		if !healthy {
+			return silentExit(exitFailure)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,437 @@
+// `claudemesh peer list` and `claudemesh whoami`.
+//
+// Policy (SPEC §6): control-plane rows (daemon member links, cold-path
+// CLIs) are hidden unless --all, and the header says how many were hidden;
+// this session comes first and is marked; the member's other sessions are
+// tagged sid:<8>; role and groups are always shown; --mesh really scopes
+// (the daemon filters). whoami never prints a secret.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// peerRecord is one peer row as the CLI shows it: the broker's fields
+// plus mesh, isSelf and isThisSession.
+type peerRecord map[string]any
+
+func (p peerRecord) str(k string) string {
+	s, _ := p[k].(string)
+	return s
+}
+
+// meshPeers is one mesh's peers, or why they could not be listed.
+type meshPeers struct {
+	Mesh  string
+	Peers []peerRecord
+	Err   string
+}
+
+// selfKeys is what marks our own rows.
+type selfKeys struct {
+	members       map[string]bool // our member keys, from the config
+	sessionPubkey string          // this session's key, when in a session
+}
+
+// annotatePeers marks self rows, defaults peerRole and lifts profile.role,
+// then orders: this session, our other sessions, everyone else.
+func annotatePeers(rows []peerRecord, self selfKeys) {
+	for _, r := range rows {
+		r["isSelf"] = self.members[r.str("memberPubkey")]
+		r["isThisSession"] = self.sessionPubkey != "" && r.str("pubkey") == self.sessionPubkey
+		if r.str("peerRole") == "" {
+			r["peerRole"] = peerRoleSession
+		}
+		if r.str("role") == "" {
+			if prof, ok := r["profile"].(map[string]any); ok {
+				if role, ok := prof["role"].(string); ok && role != "" {
+					r["role"] = role
+				}
+			}
+		}
+	}
+	rank := func(r peerRecord) int {
+		switch {
+		case r["isThisSession"] == true:
+			return 0
+		case r["isSelf"] == true:
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rank(rows[i]) < rank(rows[j]) })
+}
+
+// visiblePeers drops control-plane rows unless all; it returns how many
+// were hidden.
+func visiblePeers(rows []peerRecord, all bool) ([]peerRecord, int) {
+	if all {
+		return rows, 0
+	}
+	out := []peerRecord{}
+	hidden := 0
+	for _, r := range rows {
+		if r.str("peerRole") == peerRoleControlPlane {
+			hidden++
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, hidden
+}
+
+// projectPeer keeps the requested fields (`name` means displayName).
+func projectPeer(r peerRecord, fields []string) map[string]any {
+	out := map[string]any{}
+	for _, f := range fields {
+		key := f
+		if f == "name" {
+			key = "displayName"
+		}
+		if v, ok := r[key]; ok {
+			out[f] = v
+		} else {
+			out[f] = nil
+		}
+	}
+	return out
+}
+
+func setupPeerList(fs *flagSet) runFunc {
+	var mesh string
+	var all bool
+	fs.StringVar(&mesh, "mesh", "", "mesh slug")
+	fs.BoolVar(&all, "all", false, "include control-plane rows (daemons, one-shot CLI connections)")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) > 0 {
+			return usageError("'peer list' takes no arguments")
+		}
+		cfg, err := c.loadUserConfig()
+		if err != nil {
+			return err
+		}
+		self := selfKeys{members: map[string]bool{}}
+		for _, m := range cfg.Meshes {
+			self.members[m.Pubkey] = true
+		}
+		groups, err := c.listPeers(ctx, cfg, mesh, &self)
+		if err != nil {
+			return err
+		}
+		return c.printPeers(groups, self, all)
+	}
+}
+
+// listPeers gets peers per mesh from the daemon, else from the brokers.
+func (c *cli) listPeers(ctx context.Context, cfg *Config, mesh string, self *selfKeys) ([]meshPeers, error) {
+	cl, err := c.daemon(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if cl != nil {
+		me, err := cl.SessionMe(ctx)
+		if err != nil {
+			return nil, ipcFailure(err)
+		}
+		if me != nil && me.Presence != nil {
+			self.sessionPubkey = me.Presence.SessionPubkey
+		}
+		if me != nil && me.MemberPubkey != "" {
+			self.members[me.MemberPubkey] = true
+		}
+		var resp struct {
+			Peers  []peerRecord      `json:"peers"`
+			Errors map[string]string `json:"errors"`
+		}
+		if err := cl.Do(ctx, "GET", ipcPath("/v1/peers", "mesh", mesh), nil, &resp); err != nil {
+			return nil, ipcFailure(err)
+		}
+		byMesh := map[string]*meshPeers{}
+		var order []string
+		add := func(slug string) *meshPeers {
+			if g, ok := byMesh[slug]; ok {
+				return g
+			}
+			g := &meshPeers{Mesh: slug, Peers: []peerRecord{}}
+			byMesh[slug] = g
+			order = append(order, slug)
+			return g
+		}
+		// Meshes with no rows still get a (empty) section.
+		if mesh != "" {
+			add(mesh)
+		} else if me != nil {
+			add(me.Mesh)
+		}
+		for _, p := range resp.Peers {
+			g := add(p.str("mesh"))
+			g.Peers = append(g.Peers, p)
+		}
+		for slug, e := range resp.Errors {
+			add(slug).Err = e
+		}
+		sort.Strings(order)
+		out := make([]meshPeers, 0, len(order))
+		for _, s := range order {
+			out = append(out, *byMesh[s])
+		}
+		return out, nil
+	}
+	var meshes []Mesh
+	if mesh != "" {
+		m, err := c.coldMesh(mesh)
+		if err != nil {
+			return nil, err
+		}
+		meshes = []Mesh{m}
+	} else {
+		meshes = cfg.Meshes
+	}
+	if len(meshes) == 0 {
+		return nil, exitError(exitNotFound, errors.New("no mesh joined"), "join one with 'claudemesh join <invite>'")
+	}
+	var out []meshPeers
+	for _, m := range meshes {
+		g := meshPeers{Mesh: m.Slug, Peers: []peerRecord{}}
+		err := c.withCold(ctx, m, func(cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, ListPeersFrame{Type: frameListPeers}, framePeersList)
+			if err != nil {
+				return err
+			}
+			var f struct {
+				Peers []peerRecord `json:"peers"`
+			}
+			if err := json.Unmarshal(raw, &f); err != nil {
+				return err
+			}
+			for _, p := range f.Peers {
+				p["mesh"] = m.Slug
+				g.Peers = append(g.Peers, p)
+			}
+			return nil
+		})
+		if err != nil {
+			if len(meshes) == 1 {
+				return nil, err
+			}
+			g.Err = err.Error()
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+func (c *cli) printPeers(groups []meshPeers, self selfKeys, all bool) error {
+	if len(groups) == 1 && groups[0].Err != "" {
+		return exitError(exitNetwork, fmt.Errorf("mesh %s: %s", groups[0].Mesh, groups[0].Err))
+	}
+	type shown struct {
+		meshPeers
+		hidden int
+	}
+	var views []shown
+	for _, g := range groups {
+		annotatePeers(g.Peers, self)
+		rows, hidden := visiblePeers(g.Peers, all)
+		g.Peers = rows
+		views = append(views, shown{g, hidden})
+	}
+	if c.jsonMode() {
+		render := func(rows []peerRecord) []any {
+			out := []any{}
+			for _, r := range rows {
+				if c.global.json.fields != nil {
+					out = append(out, projectPeer(r, c.global.json.fields))
+				} else {
+					out = append(out, r)
+				}
+			}
+			return out
+		}
+		if len(views) == 1 {
+			return c.printJSON(render(views[0].Peers))
+		}
+		var out []map[string]any
+		for _, v := range views {
+			m := map[string]any{"mesh": v.Mesh, "peers": render(v.Peers)}
+			if v.Err != "" {
+				m["error"] = v.Err
+			}
+			out = append(out, m)
+		}
+		return c.printJSON(out)
+	}
+	if len(views) == 0 {
+		c.printf("no peers: no mesh joined\n")
+		return nil
+	}
+	for i, v := range views {
+		if i > 0 {
+			c.printf("\n")
+		}
+		if v.Err != "" {
+			fmt := "%s mesh %s: %s\n"
+			c.printf(fmt, c.paint(colorRed, "✘"), v.Mesh, v.Err)
+			continue
+		}
+		header := fmt.Sprintf("peers on %s (%d", v.Mesh, len(v.Peers))
+		if v.hidden > 0 {
+			header += fmt.Sprintf(", %d control-plane hidden — use --all", v.hidden)
+		}
+		c.printf("%s\n", c.paint(colorBold, header+")"))
+		for _, p := range v.Peers {
+			c.printf("%s\n", c.peerLine(p))
+		}
+	}
+	return nil
+}
+
+// peerLine renders one peer: a status dot, name, markers, key, summary,
+// then the role/groups and cwd lines.
+func (c *cli) peerLine(p peerRecord) string {
+	dot := c.paint(colorGreen, "●")
+	switch p.str("status") {
+	case statusWorking:
+		dot = c.paint(colorYellow, "●")
+	case statusDND:
+		dot = c.paint(colorRed, "●")
+	}
+	var b strings.Builder
+	name := p.str("displayName")
+	if name == "" {
+		name = "(unnamed)"
+	}
+	fmt.Fprintf(&b, "  %s %s", dot, c.paint(colorBold, name))
+	if p["isThisSession"] == true {
+		b.WriteString(" (this session)")
+	} else if p["isSelf"] == true && p.str("peerRole") == peerRoleControlPlane {
+		b.WriteString(" (you)")
+	}
+	var kinds []string
+	for _, k := range []string{"peerType", "channel"} {
+		if v := p.str(k); v != "" {
+			kinds = append(kinds, v)
+		}
+	}
+	if p.str("peerRole") == peerRoleControlPlane {
+		kinds = append(kinds, peerRoleControlPlane)
+	}
+	if len(kinds) > 0 {
+		b.WriteString(" (" + strings.Join(kinds, ", ") + ")")
+	}
+	if pk := p.str("pubkey"); pk != "" {
+		b.WriteString(" · " + shortKey(pk))
+	}
+	if p["isSelf"] == true && p.str("peerRole") == peerRoleSession {
+		if sid := p.str("sessionId"); sid != "" {
+			b.WriteString(" · sid:" + shortID(sid))
+		}
+	}
+	if s := p.str("summary"); s != "" {
+		b.WriteString(" — " + s)
+	}
+	role := p.str("role")
+	if role == "" {
+		role = "(none)"
+	}
+	groups := groupLabels(p["groups"])
+	if groups == "" {
+		groups = "(none)"
+	}
+	fmt.Fprintf(&b, "\n     role: %s  groups: %s", role, groups)
+	if cwd := p.str("cwd"); cwd != "" {
+		fmt.Fprintf(&b, "\n     cwd: %s", cwd)
+	}
+	return b.String()
+}
+
+func shortKey(k string) string {
+	if len(k) > 16 {
+		return k[:16] + "…"
+	}
+	return k
+}
+
+// groupLabels renders a decoded peers_list groups value as "@name:role, @other".
+func groupLabels(v any) string {
+	var raw []json.RawMessage
+	if b, err := json.Marshal(v); err == nil {
+		_ = json.Unmarshal(b, &raw)
+	}
+	return strings.Join(formatGroups(raw), ", ")
+}
+
+// whoami: this machine's identities and, inside a launched session, the
+// session's — never a secret key.
+func setupWhoami(fs *flagSet) runFunc {
+	return func(ctx context.Context, c *cli, args []string) error {
+		cfg, err := c.loadUserConfig()
+		if err != nil {
+			return err
+		}
+		type meshID struct {
+			Slug         string `json:"slug"`
+			MeshID       string `json:"mesh_id"`
+			MemberID     string `json:"member_id"`
+			Pubkey       string `json:"pubkey"`
+			PubkeyPrefix string `json:"pubkey_prefix"`
+			BrokerURL    string `json:"broker_url"`
+		}
+		local := []meshID{}
+		for _, m := range cfg.Meshes {
+			local = append(local, meshID{m.Slug, m.MeshID, m.MemberID, m.Pubkey, shortKey(m.Pubkey), m.BrokerURL})
+		}
+		var session *sessionView
+		if sessionTokenFromEnv(c.env.Getenv) != "" {
+			cl, err := c.daemon(ctx)
+			if err != nil {
+				return err
+			}
+			if cl != nil {
+				if session, err = cl.SessionMe(ctx); err != nil {
+					return ipcFailure(err)
+				}
+			}
+		}
+		if c.jsonMode() {
+			out := map[string]any{"local": map[string]any{"config_path": c.Paths().ConfigFile(), "meshes": local}, "session": session}
+			if err := c.printJSON(out); err != nil {
+				return err
+			}
+		} else {
+			if session != nil {
+				c.printf("%s\n", c.paint(colorBold, "this session"))
+				c.printf("  name:        %s\n  session id:  %s\n  mesh:        %s\n", session.DisplayName, session.SessionID, session.Mesh)
+				if session.Presence != nil {
+					c.printf("  pubkey:      %s\n", session.Presence.SessionPubkey)
+				}
+				c.printf("  role:        %s\n  groups:      %s\n", noneIfEmpty(session.Role), noneIfEmpty(strings.Join(session.Groups, ", ")))
+				c.printf("  cwd:         %s\n  pid:         %d\n", noneIfEmpty(session.Cwd), session.Pid)
+				if session.Link != "" {
+					c.printf("  link:        %s\n", session.Link)
+				}
+			}
+			c.printf("%s %d mesh(es) · %s\n", c.paint(colorBold, "local"), len(local), c.Paths().ConfigFile())
+			for _, m := range local {
+				c.printf("  ● %s  member %s  pk %s\n", m.Slug, shortID(m.MemberID), m.PubkeyPrefix)
+			}
+		}
+		if len(local) == 0 && session == nil {
+			return exitError(exitAuth, errors.New("no identity here: no mesh joined and not in a session"),
+				"create a mesh with 'claudemesh init' or join one with 'claudemesh join <invite>'")
+		}
+		return nil
+	}
+}
+
+func noneIfEmpty(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}

@@ -1,0 +1,681 @@
+// The daemon process: one per user per machine. It holds a member link to
+// every mesh in the machine config, a session link per registered session
+// with presence, the session registry and the event bus, and serves IPC.
+//
+// Policy:
+//   - Singleton by an exclusive flock on daemon.lock, taken before anything
+//     else; a socket that answers is never replaced, a dead one is removed.
+//   - The daemon reads the machine config (~/.claudemesh/config.json), never
+//     CLAUDEMESH_CONFIG_DIR: a daemon autospawned from inside a launched
+//     session must not serve that session's one-mesh temp config.
+//   - Zero meshes is fine: IPC still serves, so `init`/`join` can come
+//     later. The config is re-read on SIGHUP, on POST /v1/reload and when a
+//     request names a mesh the daemon does not know yet.
+//   - Shutdown: event streams end, listeners stop accepting and in-flight
+//     requests finish (bounded), links close, then the files go.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// defaultTCPPort is the loopback IPC port claudemesh uses.
+const defaultTCPPort = 47823
+
+// daemonShutdownTimeout bounds how long in-flight IPC requests may finish.
+const daemonShutdownTimeout = 5 * time.Second
+
+// DaemonOptions configure a daemon; tests shorten the intervals.
+type DaemonOptions struct {
+	Paths        Paths
+	ConfigFile   string // the machine config; default Paths.MachineConfigFile()
+	NoTCP        bool
+	TCPPort      int // 0 = an ephemeral port
+	PublicHealth bool
+	Log          *slog.Logger
+
+	Link           LinkTiming
+	ReaperInterval time.Duration
+	SessionTTL     time.Duration
+	KeepAlive      time.Duration // SSE keepalive comments
+	RPCTimeout     time.Duration // one broker request/reply
+	StartTimes     func(pids []int) map[int]string
+	PidAlive       func(pid int) bool
+
+	// Messages stores message pushes (issue 5's inbox). Nil: message pushes
+	// are neither stored nor acked.
+	Messages MessageSink
+	// Closers are closed last at shutdown (stores).
+	Closers []io.Closer
+	// Ready, if set, is closed once IPC is listening.
+	Ready chan struct{}
+}
+
+func (o *DaemonOptions) defaults() {
+	if o.ConfigFile == "" {
+		o.ConfigFile = o.Paths.MachineConfigFile()
+		if o.Paths.MachineConfigDir == "" {
+			// Paths built by hand rather than by resolvePaths: their
+			// config dir is all we know.
+			o.ConfigFile = o.Paths.ConfigFile()
+		}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Link.HelloTimeout == 0 {
+		o.Link = defaultLinkTiming()
+	}
+	if o.ReaperInterval == 0 {
+		o.ReaperInterval = 5 * time.Second
+	}
+	if o.SessionTTL == 0 {
+		o.SessionTTL = sessionTTL
+	}
+	if o.KeepAlive == 0 {
+		o.KeepAlive = 15 * time.Second
+	}
+	if o.RPCTimeout == 0 {
+		o.RPCTimeout = 5 * time.Second
+	}
+}
+
+// Daemon is the running daemon.
+type Daemon struct {
+	opts  DaemonOptions
+	log   *slog.Logger
+	paths Paths
+
+	ctx      context.Context // the daemon's life; links run under it
+	bus      *Bus
+	sessions *Registry
+
+	mu           sync.Mutex
+	meshes       map[string]*meshEntry   // slug → member link
+	sessionLinks map[string]*sessionLink // session token → its link
+	reloadMu     sync.Mutex
+
+	token     string // local-token for TCP IPC
+	tcpPort   int
+	pid       int
+	hostname  string
+	cwd       string
+	startedAt time.Time
+
+	lock    *os.File
+	servers []*http.Server
+}
+
+// meshEntry is one joined mesh and its member link.
+type meshEntry struct {
+	Mesh Mesh
+	Key  Keypair
+	Link *Link
+}
+
+// sessionLink is a registered session's own broker link.
+type sessionLink struct {
+	Session *Session
+	Link    *Link
+}
+
+// DaemonRunningError says another daemon holds the lock.
+type DaemonRunningError struct{ Pid int }
+
+func (e *DaemonRunningError) Error() string {
+	if e.Pid > 0 {
+		return fmt.Sprintf("daemon already running (pid %d)", e.Pid)
+	}
+	return "daemon already running"
+}
+
+// NewDaemon prepares a daemon; Run starts it.
+func NewDaemon(opts DaemonOptions) *Daemon {
+	opts.defaults()
+	d := &Daemon{
+		opts: opts, log: opts.Log, paths: opts.Paths, bus: newBus(256),
+		meshes: map[string]*meshEntry{}, sessionLinks: map[string]*sessionLink{},
+		pid: os.Getpid(),
+	}
+	d.hostname, _ = os.Hostname()
+	d.cwd, _ = os.Getwd()
+	d.bus.onDrop = func(*Subscription) { d.log.Warn("sse_subscriber_dropped", "reason", "slow_consumer") }
+	d.sessions = newRegistry(RegistryOptions{
+		File: d.paths.SessionsFile(), TTL: opts.SessionTTL, StartTimes: opts.StartTimes, PidAlive: opts.PidAlive,
+		Log: d.log, OnRegister: d.onSessionRegister, OnDeregister: d.onSessionDeregister,
+	})
+	return d
+}
+
+// Run boots the daemon, serves until ctx ends, then shuts down.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := ensurePrivateDir(d.paths.DaemonDir); err != nil {
+		return fmt.Errorf("daemon dir: %w", err)
+	}
+	if err := d.acquireLock(); err != nil {
+		return err
+	}
+	defer d.releaseLock()
+	if err := d.clearStaleSocket(); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(d.paths.PidFile(), []byte(strconv.Itoa(d.pid)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("pid file: %w", err)
+	}
+	defer d.removeIfOurs(d.paths.PidFile())
+	token, err := ensureLocalToken(d.paths.TokenFile())
+	if err != nil {
+		return fmt.Errorf("local token: %w", err)
+	}
+	d.token = token
+	cfg, err := loadConfig(d.opts.ConfigFile)
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	d.ctx = runCtx
+	// serveCtx outlives runCtx by the shutdown grace, so in-flight requests
+	// can finish; SSE streams end earlier through the bus.
+	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelServe()
+
+	d.applyConfig(cfg)
+	d.restoreSessions()
+	d.sessions.EnablePersistence()
+	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
+
+	d.startedAt = time.Now()
+	if err := d.listen(serveCtx); err != nil {
+		d.closeLinks()
+		return err
+	}
+	info := map[string]any{"pid": d.pid, "version": version, "tcp_port": nil, "started_at": d.startedAt.UTC().Format(time.RFC3339Nano)}
+	if d.tcpPort > 0 {
+		info["tcp_port"] = d.tcpPort
+	}
+	infoJSON, _ := json.Marshal(info)
+	if err := writeFileAtomic(d.paths.DaemonInfoFile(), append(infoJSON, '\n'), 0o600); err != nil {
+		d.log.Warn("daemon_info_write_failed", "err", err.Error())
+	}
+	tcp := any(nil)
+	if d.tcpPort > 0 {
+		tcp = "127.0.0.1:" + strconv.Itoa(d.tcpPort)
+	}
+	d.log.Info("daemon_started", "version", version, "pid", d.pid, "sock", d.paths.SocketFile(), "tcp", tcp,
+		"meshes", d.meshSlugs(), "config", d.opts.ConfigFile)
+	if d.opts.Ready != nil {
+		close(d.opts.Ready)
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			if _, _, err := d.Reload(); err != nil {
+				d.log.Warn("config_reload_failed", "err", err.Error())
+			}
+		}
+	}
+
+	d.log.Info("daemon_shutdown")
+	d.bus.Close()
+	shCtx, cancel := context.WithTimeout(context.Background(), daemonShutdownTimeout)
+	var wg sync.WaitGroup
+	for _, srv := range d.servers {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = srv.Shutdown(shCtx) }()
+	}
+	wg.Wait()
+	cancel()
+	cancelServe()
+	cancelRun()
+	d.closeLinks()
+	for _, c := range d.opts.Closers {
+		if err := c.Close(); err != nil {
+			d.log.Warn("store_close_failed", "err", err.Error())
+		}
+	}
+	os.Remove(d.paths.SocketFile())
+	d.removeIfOurs(d.paths.DaemonInfoFile())
+	d.log.Info("daemon_stopped")
+	return nil
+}
+
+// acquireLock takes the singleton lock without waiting.
+func (d *Daemon) acquireLock() error {
+	f, err := os.OpenFile(d.paths.LockFile(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return &DaemonRunningError{Pid: readPidFile(d.paths.PidFile())}
+	}
+	d.lock = f
+	return nil
+}
+
+func (d *Daemon) releaseLock() {
+	if d.lock != nil {
+		syscall.Flock(int(d.lock.Fd()), syscall.LOCK_UN)
+		d.lock.Close()
+	}
+}
+
+// clearStaleSocket removes a socket nobody answers on; one that answers
+// belongs to a live daemon (say, an older one that predates the lock) and
+// is left alone.
+func (d *Daemon) clearStaleSocket() error {
+	sock := d.paths.SocketFile()
+	if _, err := os.Lstat(sock); err != nil {
+		return nil
+	}
+	conn, err := net.DialTimeout("unix", sock, 500*time.Millisecond)
+	if err == nil {
+		conn.Close()
+		return &DaemonRunningError{Pid: readPidFile(d.paths.PidFile())}
+	}
+	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	d.log.Info("stale_socket_removed", "sock", sock)
+	return nil
+}
+
+// removeIfOurs removes a pid-bearing file only if it names this process.
+func (d *Daemon) removeIfOurs(path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	s := strings.TrimSpace(string(data))
+	if s == strconv.Itoa(d.pid) {
+		os.Remove(path)
+		return
+	}
+	var info struct {
+		Pid int `json:"pid"`
+	}
+	if json.Unmarshal(data, &info) == nil && info.Pid == d.pid {
+		os.Remove(path)
+	}
+}
+
+// readPidFile returns the pid in daemon.pid, 0 when absent or unreadable.
+func readPidFile(path string) int {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+// ensureLocalToken returns the TCP bearer token, creating it (32 random
+// bytes, base64url) if missing or malformed. An existing token is kept so
+// that clients holding it keep working across restarts.
+func ensureLocalToken(path string) (string, error) {
+	if data, err := os.ReadFile(path); err == nil {
+		tok := strings.TrimSpace(string(data))
+		if len(tok) >= 32 {
+			_ = os.Chmod(path, 0o600)
+			return tok, nil
+		}
+	}
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(rand.Reader, b); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// Meshes and links.
+
+// applyConfig brings the member links in line with cfg: new meshes get a
+// link, removed ones lose theirs, changed ones are reconnected.
+func (d *Daemon) applyConfig(cfg *Config) (added, removed []string) {
+	want := map[string]Mesh{}
+	for _, m := range cfg.Meshes {
+		if m.Slug == "" {
+			continue
+		}
+		want[m.Slug] = m
+	}
+	d.mu.Lock()
+	var stop []*Link
+	for slug, e := range d.meshes {
+		m, ok := want[slug]
+		if ok && m.MeshID == e.Mesh.MeshID && m.Pubkey == e.Mesh.Pubkey && m.SecretKey == e.Mesh.SecretKey &&
+			m.BrokerURL == e.Mesh.BrokerURL && m.MemberID == e.Mesh.MemberID {
+			delete(want, slug)
+			continue
+		}
+		stop = append(stop, e.Link)
+		delete(d.meshes, slug)
+		if !ok {
+			removed = append(removed, slug)
+		}
+	}
+	var start []*Link
+	for slug, m := range want {
+		kp, err := m.Keypair()
+		if err != nil {
+			d.log.Warn("mesh_key_invalid", "mesh", slug, "err", err.Error())
+			continue
+		}
+		e := &meshEntry{Mesh: m, Key: kp}
+		e.Link = d.newMemberLink(e)
+		d.meshes[slug] = e
+		start = append(start, e.Link)
+		added = append(added, slug)
+	}
+	d.mu.Unlock()
+	for _, l := range stop {
+		l.Close()
+	}
+	for _, l := range start {
+		l.Start(d.ctx)
+	}
+	return added, removed
+}
+
+// Reload re-reads the machine config and applies it.
+func (d *Daemon) Reload() (added, removed []string, err error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cfg, err := loadConfig(d.opts.ConfigFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	added, removed = d.applyConfig(cfg)
+	d.log.Info("config_reloaded", "added", added, "removed", removed, "meshes", d.meshSlugs())
+	if len(added) > 0 {
+		// Sessions registered for a mesh we did not have can connect now.
+		for _, s := range d.sessions.List() {
+			if s.Presence != nil && containsString(added, s.Mesh) {
+				d.onSessionRegister(s)
+			}
+		}
+	}
+	return added, removed, nil
+}
+
+func (d *Daemon) newMemberLink(e *meshEntry) *Link {
+	memberPub := e.Key.PublicHex()
+	var l *Link
+	l = newLink(LinkConfig{
+		Kind: linkMember, Mesh: e.Mesh.Slug, URL: e.Mesh.BrokerURL,
+		Hello:   memberHello(e.Mesh, e.Key, d.pid, d.cwd, d.hostname),
+		Timing:  d.opts.Link,
+		Log:     d.log,
+		OnState: d.publishLinkState,
+		OnFrame: func(l *Link, f Inbound) {
+			d.onLinkFrame(l, func() pushContext {
+				return pushContext{Kind: linkMember, MemberPubkey: memberPub, OwnSessions: d.ownSessionKeys()}
+			}, func() []Keypair { return []Keypair{e.Key} }, f)
+		},
+	})
+	return l
+}
+
+func (d *Daemon) publishLinkState(l *Link, st LinkState) {
+	data := map[string]any{"mesh": l.Mesh(), "status": string(st), "link": l.Kind()}
+	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(), Data: data})
+}
+
+// ownSessionKeys is the set of session keys this daemon holds links for.
+func (d *Daemon) ownSessionKeys() map[string]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]bool, len(d.sessionLinks))
+	for _, sl := range d.sessionLinks {
+		out[sl.Session.Presence.SessionPubkey] = true
+	}
+	return out
+}
+
+func (d *Daemon) meshSlugs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]string, 0, len(d.meshes))
+	for slug := range d.meshes {
+		out = append(out, slug)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// mesh finds a joined mesh; an unknown slug triggers one config re-read
+// (a mesh joined after the daemon started).
+func (d *Daemon) mesh(slug string) (*meshEntry, bool) {
+	d.mu.Lock()
+	e, ok := d.meshes[slug]
+	d.mu.Unlock()
+	if ok {
+		return e, true
+	}
+	if _, _, err := d.Reload(); err != nil {
+		return nil, false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok = d.meshes[slug]
+	return e, ok
+}
+
+// MemberLink is the member link of a mesh (issue 5's drain sends on it).
+func (d *Daemon) MemberLink(slug string) *Link {
+	if e, ok := d.mesh(slug); ok {
+		return e.Link
+	}
+	return nil
+}
+
+// SessionLinkByPubkey is the link of the session with this key, if any:
+// a session's messages leave only on its own link.
+func (d *Daemon) SessionLinkByPubkey(pubkey string) *Link {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, sl := range d.sessionLinks {
+		if sl.Session.Presence.SessionPubkey == pubkey {
+			return sl.Link
+		}
+	}
+	return nil
+}
+
+// Bus is the daemon's event bus (issue 5 publishes message events on it).
+func (d *Daemon) Bus() *Bus { return d.bus }
+
+// Sessions.
+
+// onSessionRegister opens the session's link when it has presence.
+func (d *Daemon) onSessionRegister(s *Session) {
+	if s.Presence == nil {
+		return
+	}
+	d.mu.Lock()
+	e, ok := d.meshes[s.Mesh]
+	var stale []*Link
+	if old, had := d.sessionLinks[s.Token]; had {
+		stale = append(stale, old.Link)
+		delete(d.sessionLinks, s.Token)
+	}
+	// One presence per session key: a link for the same key under another
+	// token is a ghost of an earlier registration.
+	for tok, sl := range d.sessionLinks {
+		if sl.Session.Presence.SessionPubkey == s.Presence.SessionPubkey {
+			stale = append(stale, sl.Link)
+			delete(d.sessionLinks, tok)
+		}
+	}
+	d.mu.Unlock()
+	for _, l := range stale {
+		l.Close()
+	}
+	if !ok {
+		d.log.Warn("session_link_no_mesh", "session_id", s.SessionID, "mesh", s.Mesh)
+		return
+	}
+	sessionKey := s.Presence.Keypair()
+	sessionPub := sessionKey.PublicHex()
+	memberPub := e.Key.PublicHex()
+	l := newLink(LinkConfig{
+		Kind: linkSession, Mesh: s.Mesh, URL: e.Mesh.BrokerURL,
+		Hello: sessionHello(e.Mesh, e.Key, sessionKey, sessionHelloParams{
+			SessionID: s.SessionID, DisplayName: s.DisplayName, Pid: s.Pid, Cwd: s.Cwd, Role: s.Role,
+			Groups: parseGroupList(s.Groups), Hostname: d.hostname,
+		}),
+		Timing:  d.opts.Link,
+		Log:     d.log.With("session_id", s.SessionID),
+		OnState: d.publishLinkState,
+		OnFrame: func(l *Link, f Inbound) {
+			d.onLinkFrame(l, func() pushContext {
+				return pushContext{Kind: linkSession, MemberPubkey: memberPub, SessionPubkey: sessionPub}
+			}, func() []Keypair { return []Keypair{sessionKey, e.Key} }, f)
+		},
+	})
+	d.mu.Lock()
+	d.sessionLinks[s.Token] = &sessionLink{Session: s, Link: l}
+	d.mu.Unlock()
+	l.Start(d.ctx)
+}
+
+// onSessionDeregister closes the session's link.
+func (d *Daemon) onSessionDeregister(s *Session, reason string) {
+	d.mu.Lock()
+	sl, ok := d.sessionLinks[s.Token]
+	if ok && sl.Session == s {
+		delete(d.sessionLinks, s.Token)
+	} else {
+		ok = false
+	}
+	d.mu.Unlock()
+	if ok {
+		sl.Link.Close()
+	}
+}
+
+// sessionLinkState is the state of a session's link ("" without one).
+func (d *Daemon) sessionLinkState(s *Session) LinkState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if sl, ok := d.sessionLinks[s.Token]; ok {
+		return sl.Link.State()
+	}
+	return ""
+}
+
+// restoreSessions brings back the sessions of a previous daemon whose
+// processes still run, with their stored keys and a fresh attestation.
+func (d *Daemon) restoreSessions() {
+	persisted, err := loadPersistedSessions(d.paths.SessionsFile())
+	if err != nil {
+		d.log.Warn("sessions_restore_failed", "err", err.Error())
+		return
+	}
+	revived := 0
+	var pids []int
+	for _, p := range persisted {
+		pids = append(pids, p.Pid)
+	}
+	starts := d.sessions.opts.StartTimes(pids)
+	for _, p := range persisted {
+		if !isSessionToken(p.Token) || !d.sessions.opts.PidAlive(p.Pid) {
+			continue
+		}
+		if p.StartTime != "" && starts[p.Pid] != "" && starts[p.Pid] != p.StartTime {
+			continue // the pid belongs to another process now
+		}
+		s := &Session{
+			Token: p.Token, SessionID: p.SessionID, Mesh: p.Mesh, DisplayName: p.DisplayName, Pid: p.Pid,
+			Cwd: p.Cwd, Role: p.Role, Groups: p.Groups, StartTime: p.StartTime,
+			RegisteredAt: time.UnixMilli(p.RegisteredAt),
+		}
+		if p.SessionPubkey != "" && safePathName(p.Mesh) && safePathName(p.SessionID) {
+			e, ok := d.meshes[p.Mesh]
+			if !ok {
+				continue // the mesh was left: the session cannot come back
+			}
+			kp, created, err := loadOrCreateSessionKeypair(d.paths.SessionKeyFile(p.Mesh, p.SessionID), p.Mesh, p.SessionID)
+			if err != nil {
+				d.log.Warn("session_key_restore_failed", "session_id", p.SessionID, "err", err.Error())
+				continue
+			}
+			if created || kp.PublicHex() != p.SessionPubkey {
+				d.log.Warn("session_key_replaced", "session_id", p.SessionID)
+			}
+			s.Presence = &SessionPresence{
+				SessionPubkey: kp.PublicHex(), keypair: kp,
+				Attestation: signAttestation(e.Key, kp.PublicHex(), time.Now().UnixMilli()+attestationTTLMs),
+			}
+		}
+		d.sessions.Register(s)
+		revived++
+	}
+	if len(persisted) > 0 {
+		d.log.Info("sessions_restored", "revived", revived, "persisted", len(persisted))
+	}
+}
+
+func (d *Daemon) closeLinks() {
+	d.mu.Lock()
+	var links []*Link
+	for _, e := range d.meshes {
+		links = append(links, e.Link)
+	}
+	for _, sl := range d.sessionLinks {
+		links = append(links, sl.Link)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.Close() }()
+	}
+	wg.Wait()
+}
+
+// parseGroupList turns "name:role" / "@name:role" strings into group refs.
+func parseGroupList(groups []string) []GroupRef {
+	var out []GroupRef
+	for _, g := range groups {
+		g = strings.TrimPrefix(strings.TrimSpace(g), "@")
+		if g == "" {
+			continue
+		}
+		name, role, _ := strings.Cut(g, ":")
+		out = append(out, GroupRef{Name: name, Role: role})
+	}
+	return out
+}
+
+// isSessionToken reports whether s is a 64-hex lowercase session token.
+func isSessionToken(s string) bool { return isHexKey(s) }

@@ -1,0 +1,290 @@
+package main
+
+// Test helpers for anything that needs a real daemon: an in-process Daemon
+// on a short socket path, a machine config pointing at a real broker, and
+// the built binary for tests that must run claudemesh as a user would.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// shortTempDir is a temp dir with a short path: unix socket paths must fit
+// in sun_path (about 108 bytes), which t.TempDir() names can exceed.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// testHome is a fake $HOME with claudemesh's directories under it.
+type testHome struct {
+	Home  string
+	Paths Paths
+}
+
+func newTestHome(t testing.TB) testHome {
+	t.Helper()
+	home := shortTempDir(t)
+	base := filepath.Join(home, ".claudemesh")
+	p := Paths{ConfigDir: base, DaemonDir: filepath.Join(base, "d"), SessionsDir: filepath.Join(base, "sessions"), MachineConfigDir: base}
+	return testHome{Home: home, Paths: p}
+}
+
+// writeConfig writes the machine config with these meshes.
+func (h testHome) writeConfig(t testing.TB, meshes ...Mesh) {
+	t.Helper()
+	if err := saveConfig(h.Paths.MachineConfigFile(), &Config{Version: 1, Meshes: meshes}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// env is the environment a claudemesh process in this home sees.
+func (h testHome) env(extra ...string) map[string]string {
+	m := map[string]string{
+		"HOME":                  h.Home,
+		"CLAUDEMESH_DAEMON_DIR": h.Paths.DaemonDir,
+		"NO_COLOR":              "1",
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		m[extra[i]] = extra[i+1]
+	}
+	return m
+}
+
+// fastLinkTiming keeps reconnects quick in tests.
+func fastLinkTiming() LinkTiming {
+	return LinkTiming{
+		Backoff:        []time.Duration{20 * time.Millisecond, 40 * time.Millisecond, 80 * time.Millisecond},
+		HelloTimeout:   5 * time.Second,
+		PingInterval:   time.Second,
+		SilenceTimeout: 10 * time.Second,
+		DialTimeout:    5 * time.Second,
+	}
+}
+
+// testDaemon is an in-process daemon.
+type testDaemon struct {
+	*Daemon
+	home     testHome
+	done     chan error
+	stop     context.CancelFunc
+	stopOnce sync.Once
+}
+
+// startTestDaemon runs a daemon in this home until the test ends.
+func startTestDaemon(t testing.TB, h testHome, mutate func(*DaemonOptions)) *testDaemon {
+	t.Helper()
+	opts := DaemonOptions{
+		Paths: h.Paths, NoTCP: true, Link: fastLinkTiming(), ReaperInterval: 50 * time.Millisecond,
+		KeepAlive: 200 * time.Millisecond, RPCTimeout: 5 * time.Second, Ready: make(chan struct{}),
+	}
+	if testing.Verbose() {
+		opts.Log = testLogger(t)
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	d := NewDaemon(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	td := &testDaemon{Daemon: d, home: h, done: make(chan error, 1), stop: cancel}
+	go func() { td.done <- d.Run(ctx) }()
+	select {
+	case <-opts.Ready:
+	case err := <-td.done:
+		cancel()
+		t.Fatalf("daemon did not start: %v", err)
+	case <-time.After(testWait):
+		cancel()
+		t.Fatal("daemon did not start in time")
+	}
+	t.Cleanup(func() { td.shutdown(t) })
+	return td
+}
+
+// shutdown stops the daemon and waits for it; safe to call twice.
+func (td *testDaemon) shutdown(t testing.TB) {
+	td.stopOnce.Do(func() {
+		td.stop()
+		select {
+		case err := <-td.done:
+			if err != nil {
+				t.Errorf("daemon run: %v", err)
+			}
+		case <-time.After(testWait):
+			t.Error("daemon did not stop in time")
+		}
+	})
+}
+
+// client is a socket client, optionally with a session token.
+func (td *testDaemon) client(sessionToken string) *DaemonClient {
+	return newDaemonClient(td.home.Paths.SocketFile(), sessionToken)
+}
+
+// waitLink waits until the member link of slug is in state st.
+func (td *testDaemon) waitLink(t testing.TB, slug string, st LinkState) {
+	t.Helper()
+	waitFor(t, "mesh "+slug+" link "+string(st), func() bool {
+		l := td.MemberLink(slug)
+		return l != nil && l.State() == st
+	})
+}
+
+// testLogger logs the daemon's JSON lines through t.Log (with -v).
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// registration builds a valid session registration with presence for mesh m.
+func registration(t testing.TB, m Mesh, name string, pid int) (SessionRegistration, Keypair) {
+	t.Helper()
+	member, err := m.Keypair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	session := mustNewKeypair()
+	att := signAttestation(member, session.PublicHex(), time.Now().Add(12*time.Hour).UnixMilli())
+	return SessionRegistration{
+		Token: randomHex(32), SessionID: newUUID(), Mesh: m.Slug, DisplayName: name, Pid: pid,
+		Cwd: "/tmp/" + name, Presence: newPresenceRegistration(session, att),
+	}, session
+}
+
+// ipcStatus returns the HTTP status of err (0 when err is not an IPCError).
+func ipcStatus(err error) int {
+	var ie *IPCError
+	if errors.As(err, &ie) {
+		return ie.Status
+	}
+	return 0
+}
+
+// The built binary, for tests that run claudemesh as a process.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// TestMain removes the built binary after the run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// claudemeshBinary builds the binary once per test run.
+func claudemeshBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cmbin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "claudemesh")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = errors.New(string(out))
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("go build: %v", binErr)
+	}
+	return binPath
+}
+
+// procResult is one finished claudemesh process.
+type procResult struct {
+	code           int
+	stdout, stderr string
+}
+
+// runBinary runs claudemesh with exactly this environment (plus PATH).
+func runBinary(t testing.TB, env map[string]string, args ...string) procResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, claudemeshBinary(t), args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run claudemesh %v: %v", args, err)
+	}
+	return procResult{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// stopDaemonAt stops a daemon started by a binary test, by the pid in its
+// pid file, when the test ends.
+func stopDaemonAt(t testing.TB, p Paths) {
+	t.Cleanup(func() {
+		pid := readPidFile(p.PidFile())
+		if pid <= 0 {
+			return
+		}
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(testWait)
+		for daemonLockHeld(p) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if daemonLockHeld(p) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// getJSON calls a route and decodes the body whatever the status.
+func getJSON(t testing.TB, cl *http.Client, url string, header map[string]string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for k, v := range header {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}

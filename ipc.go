@@ -1,0 +1,661 @@
+// The daemon's IPC: HTTP/1.1 with JSON bodies over daemon.sock (0600) and
+// over loopback TCP (SPEC §5.3).
+//
+// Policy, checked on every request in this order:
+//  1. a `token` query parameter → 400 (tokens never go in URLs, which end
+//     up in logs and browser history);
+//  2. a Host that is not loopback → 403 (DNS rebinding);
+//  3. any Origin header → 403 (no browser page may talk to the daemon);
+//  4. on TCP, `Authorization: Bearer <local-token>` (constant-time compare),
+//     except /v1/health with --public-health → otherwise 401;
+//  5. the caller's session, from `Authorization: ClaudeMesh-Session <hex>`
+//     on the socket or `X-ClaudeMesh-Session` (either transport); an unknown
+//     token is not an error, the caller simply has no session.
+//
+// No route ever returns a secret key. Errors are {"error":"<code>", …}
+// with a status chosen by one function, ipcErrorStatus.
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ipcRoute is one row of the route table.
+type ipcRoute struct {
+	method  string
+	pattern string // segments; {name} matches one segment
+	maxBody int64
+	handle  func(d *Daemon, req *ipcRequest) (any, error)
+	stream  func(d *Daemon, w http.ResponseWriter, req *ipcRequest) // instead of handle (SSE)
+}
+
+// ipcRoutes is every IPC route. Issue 5 adds send, outbox and inbox here.
+var ipcRoutes = []ipcRoute{
+	{method: "GET", pattern: "/v1/version", handle: (*Daemon).handleVersion},
+	{method: "GET", pattern: "/v1/health", handle: (*Daemon).handleHealth},
+	{method: "POST", pattern: "/v1/reload", handle: (*Daemon).handleReload},
+	{method: "POST", pattern: "/v1/sessions/register", maxBody: 64 << 10, handle: (*Daemon).handleRegister},
+	{method: "GET", pattern: "/v1/sessions/me", handle: (*Daemon).handleSessionMe},
+	{method: "GET", pattern: "/v1/sessions", handle: (*Daemon).handleSessions},
+	{method: "DELETE", pattern: "/v1/sessions/{token}", handle: (*Daemon).handleDeregister},
+	{method: "GET", pattern: "/v1/peers", handle: (*Daemon).handlePeers},
+	{method: "GET", pattern: "/v1/state", handle: (*Daemon).handleStateGet},
+	{method: "POST", pattern: "/v1/state", maxBody: 256 << 10, handle: (*Daemon).handleStateSet},
+	{method: "GET", pattern: "/v1/memory", handle: (*Daemon).handleRecall},
+	{method: "POST", pattern: "/v1/memory", maxBody: 256 << 10, handle: (*Daemon).handleRemember},
+	{method: "DELETE", pattern: "/v1/memory/{id}", handle: (*Daemon).handleForget},
+	{method: "GET", pattern: "/v1/skills", handle: (*Daemon).handleSkills},
+	{method: "POST", pattern: "/v1/skills", maxBody: 256 << 10, handle: (*Daemon).handleShareSkill},
+	{method: "GET", pattern: "/v1/skills/{name}", handle: (*Daemon).handleSkill},
+	{method: "DELETE", pattern: "/v1/skills/{name}", handle: (*Daemon).handleRemoveSkill},
+	{method: "POST", pattern: "/v1/profile", maxBody: 16 << 10, handle: (*Daemon).handleProfile},
+	{method: "GET", pattern: "/v1/events", stream: (*Daemon).streamEvents},
+}
+
+// ipcFeatures is what /v1/version advertises.
+var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events"}
+
+// defaultMaxBody caps a body on routes that declare no cap of their own.
+const defaultMaxBody = 64 << 10
+
+// ipcRequest is one request after the gate.
+type ipcRequest struct {
+	*http.Request
+	session *Session // nil without a (known) session token
+	params  map[string]string
+	maxBody int64
+}
+
+// apiError is an error with its HTTP status and wire code.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+	extra  map[string]any
+}
+
+func (e *apiError) Error() string {
+	if e.msg != "" {
+		return e.code + ": " + e.msg
+	}
+	return e.code
+}
+
+func newAPIError(status int, code, msg string) *apiError {
+	return &apiError{status: status, code: code, msg: msg}
+}
+
+func (e *apiError) with(k string, v any) *apiError {
+	if e.extra == nil {
+		e.extra = map[string]any{}
+	}
+	e.extra[k] = v
+	return e
+}
+
+// ipcErrorStatus maps any error a handler returns to a status and body.
+func ipcErrorStatus(err error) (int, map[string]any) {
+	body := map[string]any{}
+	var ae *apiError
+	var be *BrokerError
+	status := http.StatusInternalServerError
+	switch {
+	case errors.As(err, &ae):
+		status = ae.status
+		body["error"] = ae.code
+		if ae.msg != "" {
+			body["message"] = ae.msg
+		}
+		for k, v := range ae.extra {
+			body[k] = v
+		}
+		return status, body
+	case errors.Is(err, errLinkNotOpen):
+		status, body["error"] = http.StatusServiceUnavailable, "broker_unavailable"
+	case errors.Is(err, errBrokerTimeout):
+		status, body["error"] = http.StatusGatewayTimeout, "broker_timeout"
+	case errors.Is(err, errLinkClosed):
+		status, body["error"] = http.StatusBadGateway, "broker_disconnected"
+	case errors.As(err, &be):
+		body["error"], body["broker_code"] = "broker_error", be.Code
+		switch be.Code {
+		case codeInvalid:
+			status = http.StatusBadRequest
+		case codeForbidden:
+			status = http.StatusForbidden
+		case codeNotFound:
+			status = http.StatusNotFound
+		case codeRateLimit:
+			status = http.StatusTooManyRequests
+		case codePayloadTooLarge:
+			status = http.StatusRequestEntityTooLarge
+		default:
+			status = http.StatusBadGateway
+		}
+	case errors.Is(err, context.Canceled):
+		status, body["error"] = http.StatusServiceUnavailable, "shutting_down"
+	default:
+		body["error"] = "internal"
+	}
+	body["message"] = err.Error()
+	return status, body
+}
+
+// listen opens the socket and (unless disabled) the TCP listener, then
+// serves both. Both listeners exist before either serves, so a request
+// never sees the TCP port half-set.
+func (d *Daemon) listen(serveCtx context.Context) error {
+	sock := d.paths.SocketFile()
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ul.Close()
+		return fmt.Errorf("chmod %s: %w", sock, err)
+	}
+	var tl net.Listener
+	if !d.opts.NoTCP {
+		tl, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(d.opts.TCPPort)))
+		if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+			// Another user's daemon, or a test home, has the port: any
+			// port will do, clients find it in daemon.json.
+			d.log.Warn("tcp_port_taken", "port", d.opts.TCPPort)
+			tl, err = net.Listen("tcp", "127.0.0.1:0")
+		}
+		if err != nil {
+			ul.Close()
+			return fmt.Errorf("listen tcp: %w", err)
+		}
+		d.tcpPort = tl.Addr().(*net.TCPAddr).Port
+	}
+	d.serve(serveCtx, ul, false)
+	if tl != nil {
+		d.serve(serveCtx, tl, true)
+	}
+	return nil
+}
+
+func (d *Daemon) serve(serveCtx context.Context, l net.Listener, tcp bool) {
+	srv := &http.Server{
+		Handler:           d.ipcHandler(tcp),
+		BaseContext:       func(net.Listener) context.Context { return serveCtx },
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	d.servers = append(d.servers, srv)
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("ipc_serve_failed", "err", err.Error(), "tcp", tcp)
+		}
+	}()
+}
+
+// ipcHandler is the gate in front of the route table for one transport.
+func (d *Daemon) ipcHandler(tcp bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("token") {
+			d.log.Warn("ipc_token_in_query", "path", r.URL.Path)
+			writeAPIError(w, newAPIError(http.StatusBadRequest, "token_in_query", "the token goes in the Authorization header, not the query string"))
+			return
+		}
+		if !loopbackHost(r.Host) {
+			writeAPIError(w, newAPIError(http.StatusForbidden, "forbidden_host", "Host must be localhost, 127.0.0.1 or [::1]"))
+			return
+		}
+		if r.Header.Get("Origin") != "" {
+			writeAPIError(w, newAPIError(http.StatusForbidden, "forbidden_origin", "requests with an Origin header are refused"))
+			return
+		}
+		if tcp && !(d.opts.PublicHealth && r.URL.Path == "/v1/health") {
+			if err := d.checkBearer(r); err != nil {
+				writeAPIError(w, err)
+				return
+			}
+		}
+		route, params, err := matchRoute(r.Method, r.URL.EscapedPath())
+		if err != nil {
+			writeAPIError(w, err)
+			return
+		}
+		req := &ipcRequest{Request: r, params: params, maxBody: route.maxBody}
+		if tok := sessionTokenOf(r, tcp); tok != "" {
+			req.session = d.sessions.Resolve(tok)
+		}
+		if route.stream != nil {
+			route.stream(d, w, req)
+			return
+		}
+		out, err := route.handle(d, req)
+		if err != nil {
+			writeAPIError(w, err)
+			return
+		}
+		status := http.StatusOK
+		if s, ok := out.(statusBody); ok {
+			status, out = s.status, s.body
+		}
+		writeIPCJSON(w, status, out)
+	})
+}
+
+// statusBody lets a handler answer with a status other than 200.
+type statusBody struct {
+	status int
+	body   any
+}
+
+func (d *Daemon) checkBearer(r *http.Request) error {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return newAPIError(http.StatusUnauthorized, "missing_bearer", "TCP requests need Authorization: Bearer <local-token>")
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(d.token)) != 1 {
+		d.log.Warn("ipc_bearer_mismatch")
+		return newAPIError(http.StatusUnauthorized, "invalid_bearer", "wrong local token")
+	}
+	return nil
+}
+
+// sessionTokenOf reads the caller's session token, lowercased; "" if none.
+func sessionTokenOf(r *http.Request, tcp bool) string {
+	if !tcp {
+		if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "ClaudeMesh-Session") {
+			if t := strings.ToLower(strings.TrimSpace(tok)); isSessionToken(t) {
+				return t
+			}
+		}
+	}
+	if t := strings.ToLower(strings.TrimSpace(r.Header.Get("X-ClaudeMesh-Session"))); isSessionToken(t) {
+		return t
+	}
+	return ""
+}
+
+// loopbackHost accepts localhost, 127.0.0.1 and ::1 with or without a port
+// (and an empty Host, which HTTP/1.0 clients send).
+func loopbackHost(host string) bool {
+	host = strings.ToLower(strings.TrimSpace(host))
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+// matchRoute finds the route for method and path.
+func matchRoute(method, path string) (*ipcRoute, map[string]string, error) {
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	var allowed []string
+	for i := range ipcRoutes {
+		rt := &ipcRoutes[i]
+		params, ok := matchPattern(rt.pattern, segs)
+		if !ok {
+			continue
+		}
+		if rt.method != method {
+			allowed = append(allowed, rt.method)
+			continue
+		}
+		return rt, params, nil
+	}
+	if len(allowed) > 0 {
+		return nil, nil, newAPIError(http.StatusMethodNotAllowed, "method_not_allowed", "use "+strings.Join(allowed, " or "))
+	}
+	return nil, nil, newAPIError(http.StatusNotFound, "not_found", "no such route")
+}
+
+func matchPattern(pattern string, segs []string) (map[string]string, bool) {
+	psegs := strings.Split(strings.Trim(pattern, "/"), "/")
+	if len(psegs) != len(segs) {
+		return nil, false
+	}
+	var params map[string]string
+	for i, p := range psegs {
+		if strings.HasPrefix(p, "{") {
+			v, err := url.PathUnescape(segs[i])
+			if err != nil || v == "" {
+				return nil, false
+			}
+			if params == nil {
+				params = map[string]string{}
+			}
+			params[p[1:len(p)-1]] = v
+			continue
+		}
+		if p != segs[i] {
+			return nil, false
+		}
+	}
+	return params, true
+}
+
+func writeIPCJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		data = []byte(`{"error":"internal","message":"response encoding failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)+1))
+	w.WriteHeader(status)
+	w.Write(append(data, '\n'))
+}
+
+func writeAPIError(w http.ResponseWriter, err error) {
+	status, body := ipcErrorStatus(err)
+	writeIPCJSON(w, status, body)
+}
+
+// decodeBody reads a JSON object body into v: 413 over the route's cap,
+// 400 for an empty body, bad JSON or trailing data.
+func (req *ipcRequest) decodeBody(v any) error {
+	limit := req.maxBody
+	if limit == 0 {
+		limit = defaultMaxBody
+	}
+	data, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return newAPIError(http.StatusBadRequest, "bad_body", err.Error())
+	}
+	if int64(len(data)) > limit {
+		return newAPIError(http.StatusRequestEntityTooLarge, "payload_too_large",
+			fmt.Sprintf("body over %d bytes", limit))
+	}
+	if len(strings.TrimSpace(string(data))) == 0 {
+		return newAPIError(http.StatusBadRequest, "missing_body", "a JSON object body is required")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.UseNumber()
+	if _, strict := v.(interface{ strictJSON() }); strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(v); err != nil {
+		return newAPIError(http.StatusBadRequest, "invalid_json", err.Error())
+	}
+	if dec.More() {
+		return newAPIError(http.StatusBadRequest, "invalid_json", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+// Handlers: check, decode, one core call, answer.
+
+func (d *Daemon) handleVersion(req *ipcRequest) (any, error) {
+	return map[string]any{"daemon_version": version, "ipc_api": "v1", "ipc_features": ipcFeatures, "schema_version": 1}, nil
+}
+
+func (d *Daemon) handleHealth(req *ipcRequest) (any, error) {
+	return d.health(), nil
+}
+
+func (d *Daemon) handleReload(req *ipcRequest) (any, error) {
+	added, removed, err := d.Reload()
+	if err != nil {
+		return nil, newAPIError(http.StatusInternalServerError, "config_unreadable", err.Error())
+	}
+	return map[string]any{"ok": true, "added": nonNil(added), "removed": nonNil(removed), "meshes": d.meshSlugs()}, nil
+}
+
+func (d *Daemon) handleRegister(req *ipcRequest) (any, error) {
+	var body registerRequest
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	return d.registerSession(body)
+}
+
+func (d *Daemon) handleSessionMe(req *ipcRequest) (any, error) {
+	if req.session == nil {
+		return nil, newAPIError(http.StatusUnauthorized, "no_session", "send the session token as Authorization: ClaudeMesh-Session <token>")
+	}
+	return map[string]any{"session": d.sessionView(req.session)}, nil
+}
+
+func (d *Daemon) handleSessions(req *ipcRequest) (any, error) {
+	views := []sessionView{}
+	for _, s := range d.sessions.List() {
+		views = append(views, d.sessionView(s))
+	}
+	return map[string]any{"sessions": views}, nil
+}
+
+func (d *Daemon) handleDeregister(req *ipcRequest) (any, error) {
+	tok := strings.ToLower(req.params["token"])
+	if !isSessionToken(tok) {
+		return nil, newAPIError(http.StatusBadRequest, "invalid_token", "token must be 64 hex characters")
+	}
+	if req.session != nil && req.session.Token != tok {
+		return nil, newAPIError(http.StatusForbidden, "not_your_session", "a session may deregister only itself")
+	}
+	if !d.sessions.Deregister(tok, "deregistered") {
+		return nil, newAPIError(http.StatusNotFound, "session_not_found", "no session with that token").with("ok", false)
+	}
+	return map[string]any{"ok": true, "token_prefix": tok[:8]}, nil
+}
+
+func (d *Daemon) handlePeers(req *ipcRequest) (any, error) {
+	meshes, err := d.meshesFor(req.URL.Query().Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.peers(req.Context(), meshes)
+}
+
+func (d *Daemon) handleStateGet(req *ipcRequest) (any, error) {
+	q := req.URL.Query()
+	meshes, err := d.meshesFor(q.Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	if q.Has("key") {
+		if q.Get("key") == "" {
+			return nil, newAPIError(http.StatusBadRequest, "missing_key", "key must not be empty")
+		}
+		return d.getState(req.Context(), meshes, q.Get("key"))
+	}
+	return d.listState(req.Context(), meshes)
+}
+
+func (d *Daemon) handleStateSet(req *ipcRequest) (any, error) {
+	var body struct {
+		Key   string          `json:"key"`
+		Value json.RawMessage `json:"value"`
+		Mesh  string          `json:"mesh"`
+	}
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	if body.Key == "" {
+		return nil, newAPIError(http.StatusBadRequest, "missing_key", "missing 'key' (string)")
+	}
+	if len(body.Value) == 0 {
+		body.Value = json.RawMessage("null")
+	}
+	e, err := d.pickMesh(body.Mesh, req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.setState(req.Context(), e, body.Key, body.Value)
+}
+
+func (d *Daemon) handleRecall(req *ipcRequest) (any, error) {
+	q := req.URL.Query()
+	meshes, err := d.meshesFor(q.Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.recall(req.Context(), meshes, q.Get("q"))
+}
+
+func (d *Daemon) handleRemember(req *ipcRequest) (any, error) {
+	var body struct {
+		Content string   `json:"content"`
+		Tags    []string `json:"tags"`
+		Mesh    string   `json:"mesh"`
+	}
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(body.Content) == "" {
+		return nil, newAPIError(http.StatusBadRequest, "missing_content", "missing 'content' (string)")
+	}
+	e, err := d.pickMesh(body.Mesh, req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.remember(req.Context(), e, body.Content, body.Tags)
+}
+
+func (d *Daemon) handleForget(req *ipcRequest) (any, error) {
+	e, err := d.pickMesh(req.URL.Query().Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.forget(req.Context(), e, req.params["id"])
+}
+
+func (d *Daemon) handleSkills(req *ipcRequest) (any, error) {
+	q := req.URL.Query()
+	meshes, err := d.meshesFor(q.Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.listSkills(req.Context(), meshes, q.Get("query"))
+}
+
+func (d *Daemon) handleSkill(req *ipcRequest) (any, error) {
+	meshes, err := d.meshesFor(req.URL.Query().Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.getSkill(req.Context(), meshes, req.params["name"])
+}
+
+func (d *Daemon) handleShareSkill(req *ipcRequest) (any, error) {
+	var body struct {
+		ShareSkillFrame
+		Mesh string `json:"mesh"`
+	}
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	if body.Name == "" || body.Instructions == "" {
+		return nil, newAPIError(http.StatusBadRequest, "missing_field", "'name' and 'instructions' are required")
+	}
+	e, err := d.pickMesh(body.Mesh, req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.shareSkill(req.Context(), e, body.ShareSkillFrame)
+}
+
+func (d *Daemon) handleRemoveSkill(req *ipcRequest) (any, error) {
+	e, err := d.pickMesh(req.URL.Query().Get("mesh"), req.session)
+	if err != nil {
+		return nil, err
+	}
+	return d.removeSkill(req.Context(), e, req.params["name"])
+}
+
+func (d *Daemon) handleProfile(req *ipcRequest) (any, error) {
+	var body profileRequest
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	if err := body.validate(); err != nil {
+		return nil, err
+	}
+	if body.Mesh == "" {
+		body.Mesh = req.URL.Query().Get("mesh")
+	}
+	return d.setProfile(req.Context(), req.session, body)
+}
+
+// streamEvents serves GET /v1/events for the caller's session.
+func (d *Daemon) streamEvents(w http.ResponseWriter, req *ipcRequest) {
+	var f EventFilter
+	if s := req.session; s != nil {
+		f.MeshSlug = s.Mesh
+		if s.Presence != nil {
+			f.SessionPubkey = s.Presence.SessionPubkey
+		}
+		d.mu.Lock()
+		if e, ok := d.meshes[s.Mesh]; ok {
+			f.MemberPubkey = e.Key.PublicHex()
+		}
+		d.mu.Unlock()
+	}
+	serveSSE(req.Context(), w, d.bus.Subscribe(f), d.opts.KeepAlive)
+}
+
+// health is the /v1/health body.
+func (d *Daemon) health() map[string]any {
+	brokers := map[string]string{}
+	var links []map[string]any
+	d.mu.Lock()
+	for slug, e := range d.meshes {
+		st := e.Link.State()
+		brokers[slug] = string(st)
+		row := map[string]any{"kind": linkMember, "mesh": slug, "state": st, "url": e.Mesh.BrokerURL}
+		if le := e.Link.LastError(); le != "" && st != LinkOpen {
+			row["last_error"] = le
+		}
+		links = append(links, row)
+	}
+	for _, sl := range d.sessionLinks {
+		st := sl.Link.State()
+		row := map[string]any{"kind": linkSession, "mesh": sl.Session.Mesh, "state": st, "session_id": sl.Session.SessionID}
+		if le := sl.Link.LastError(); le != "" && st != LinkOpen {
+			row["last_error"] = le
+		}
+		links = append(links, row)
+	}
+	d.mu.Unlock()
+	sortLinkRows(links)
+	out := map[string]any{
+		"ok": true, "pid": d.pid, "version": version, "brokers": brokers, "sessions": d.sessions.Len(),
+		"links": nonNilRows(links), "uptime_s": int(time.Since(d.startedAt).Seconds()),
+	}
+	if d.tcpPort > 0 {
+		out["tcp_port"] = d.tcpPort
+	}
+	return out
+}
+
+func (d *Daemon) sessionView(s *Session) sessionView {
+	v := s.view()
+	v.Link = d.sessionLinkState(s)
+	return v
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func nonNilRows(s []map[string]any) []map[string]any {
+	if s == nil {
+		return []map[string]any{}
+	}
+	return s
+}

@@ -1,0 +1,658 @@
+// The CLI side of the daemon (SPEC §5.8): an IPC client, and the connector
+// that finds a daemon or starts one.
+//
+// Policy:
+//   - Probe GET /v1/version (2.5 s). A socket nobody answers on is stale:
+//     it and the pid file are removed, but only when the daemon's lock is
+//     free, so a live (if slow) daemon is never replaced.
+//   - A service-managed daemon (systemd user unit or launchd plist present)
+//     is never spawned by the CLI: wait up to 8 s, else service-not-ready.
+//   - Otherwise spawn `daemon up --foreground` detached, under .spawn.lock
+//     (flock: two CLIs at once spawn one daemon), with
+//     CLAUDEMESH_INTERNAL_NO_AUTOSPAWN=1 and without CLAUDEMESH_CONFIG_DIR,
+//     its output appended to daemon.log; poll up to the budget (3 s, 10 s
+//     for launch). A failure writes .spawn-failure, which suppresses spawns
+//     for 30 s.
+//   - The result is cached per process.
+//   - Mode: --no-daemon (or CLAUDEMESH_NO_DAEMON=1) → cold path only;
+//     --strict (or CLAUDEMESH_STRICT_DAEMON=1) → an error instead of the
+//     cold path; flags beat env and --no-daemon beats --strict.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DaemonClient calls the daemon's IPC routes.
+type DaemonClient struct {
+	http         *http.Client
+	base         string
+	bearer       string // local-token, TCP only
+	SessionToken string // sent as the caller's session identity, if set
+	tcp          bool
+}
+
+// newDaemonClient talks over the unix socket at sock.
+func newDaemonClient(sock, sessionToken string) *DaemonClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &DaemonClient{http: &http.Client{Transport: tr}, base: "http://localhost", SessionToken: sessionToken}
+}
+
+// newTCPDaemonClient talks over loopback TCP with the local token.
+func newTCPDaemonClient(port int, localToken, sessionToken string) *DaemonClient {
+	return &DaemonClient{
+		http: &http.Client{Transport: &http.Transport{MaxIdleConns: 4}}, base: "http://127.0.0.1:" + strconv.Itoa(port),
+		bearer: localToken, SessionToken: sessionToken, tcp: true,
+	}
+}
+
+// IPCError is a non-2xx answer from the daemon.
+type IPCError struct {
+	Status  int
+	Code    string
+	Message string
+	Body    map[string]any
+}
+
+func (e *IPCError) Error() string {
+	if e.Message != "" {
+		return fmt.Sprintf("daemon: %s (%s)", e.Message, e.Code)
+	}
+	return "daemon: " + e.Code
+}
+
+// ipcTimeout bounds one ordinary IPC call; broker-backed routes answer
+// within the daemon's own 5 s RPC timeout.
+const ipcTimeout = 8 * time.Second
+
+func (c *DaemonClient) newRequest(ctx context.Context, method, path string, in any) (*http.Request, error) {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.tcp {
+		req.Header.Set("Authorization", "Bearer "+c.bearer)
+		if c.SessionToken != "" {
+			req.Header.Set("X-ClaudeMesh-Session", c.SessionToken)
+		}
+	} else if c.SessionToken != "" {
+		req.Header.Set("Authorization", "ClaudeMesh-Session "+c.SessionToken)
+	}
+	return req, nil
+}
+
+// Do calls one route: in (if not nil) is the JSON body, out (if not nil)
+// receives the JSON answer. Non-2xx answers are *IPCError.
+func (c *DaemonClient) Do(ctx context.Context, method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, ipcTimeout)
+	defer cancel()
+	req, err := c.newRequest(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon unreachable: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &IPCError{Status: resp.StatusCode}
+		if json.Unmarshal(data, &e.Body) == nil {
+			e.Code, _ = e.Body["error"].(string)
+			e.Message, _ = e.Body["message"].(string)
+		}
+		if e.Code == "" {
+			e.Code = http.StatusText(resp.StatusCode)
+		}
+		return e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("daemon sent a bad answer: %w", err)
+		}
+	}
+	return nil
+}
+
+// query builds a path with query parameters, skipping empty values.
+func ipcPath(path string, kv ...string) string {
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			q.Set(kv[i], kv[i+1])
+		}
+	}
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
+// DaemonVersion is GET /v1/version.
+type DaemonVersion struct {
+	DaemonVersion string   `json:"daemon_version"`
+	IPCAPI        string   `json:"ipc_api"`
+	IPCFeatures   []string `json:"ipc_features"`
+	SchemaVersion int      `json:"schema_version"`
+}
+
+// Version asks the daemon what it is.
+func (c *DaemonClient) Version(ctx context.Context) (DaemonVersion, error) {
+	var v DaemonVersion
+	err := c.Do(ctx, "GET", "/v1/version", nil, &v)
+	return v, err
+}
+
+// DaemonHealth is GET /v1/health.
+type DaemonHealth struct {
+	OK       bool              `json:"ok"`
+	Pid      int               `json:"pid"`
+	Version  string            `json:"version"`
+	Brokers  map[string]string `json:"brokers"`
+	Sessions int               `json:"sessions"`
+	Links    []struct {
+		Kind      string `json:"kind"`
+		Mesh      string `json:"mesh"`
+		State     string `json:"state"`
+		SessionID string `json:"session_id,omitempty"`
+		LastError string `json:"last_error,omitempty"`
+		URL       string `json:"url,omitempty"`
+	} `json:"links"`
+	TCPPort int `json:"tcp_port,omitempty"`
+	Uptime  int `json:"uptime_s"`
+}
+
+// Health asks for link and session state.
+func (c *DaemonClient) Health(ctx context.Context) (DaemonHealth, error) {
+	var h DaemonHealth
+	err := c.Do(ctx, "GET", "/v1/health", nil, &h)
+	return h, err
+}
+
+// SessionRegistration is the body of POST /v1/sessions/register.
+type SessionRegistration struct {
+	Token       string                `json:"token"`
+	SessionID   string                `json:"session_id"`
+	Mesh        string                `json:"mesh"`
+	DisplayName string                `json:"display_name"`
+	Pid         int                   `json:"pid"`
+	Cwd         string                `json:"cwd,omitempty"`
+	Role        string                `json:"role,omitempty"`
+	Groups      []string              `json:"groups,omitempty"`
+	Presence    *PresenceRegistration `json:"presence,omitempty"`
+}
+
+// PresenceRegistration hands the daemon a session's key and its member's
+// attestation, so the daemon can open the session's own link.
+type PresenceRegistration struct {
+	SessionPubkey     string                  `json:"session_pubkey"`
+	SessionSecretKey  string                  `json:"session_secret_key"`
+	ParentAttestation AttestationRegistration `json:"parent_attestation"`
+}
+
+// AttestationRegistration is an Attestation in the IPC's snake_case.
+type AttestationRegistration struct {
+	SessionPubkey      string `json:"session_pubkey"`
+	ParentMemberPubkey string `json:"parent_member_pubkey"`
+	ExpiresAt          int64  `json:"expires_at"`
+	Signature          string `json:"signature"`
+}
+
+// newPresenceRegistration builds the presence block for a session key.
+func newPresenceRegistration(session Keypair, att Attestation) *PresenceRegistration {
+	return &PresenceRegistration{
+		SessionPubkey: session.PublicHex(), SessionSecretKey: session.SecretHex(),
+		ParentAttestation: AttestationRegistration{
+			SessionPubkey: att.SessionPubkey, ParentMemberPubkey: att.ParentMemberPubkey,
+			ExpiresAt: att.ExpiresAt, Signature: att.Signature,
+		},
+	}
+}
+
+// RegisterSession registers (or replaces) a session.
+func (c *DaemonClient) RegisterSession(ctx context.Context, r SessionRegistration) error {
+	return c.Do(ctx, "POST", "/v1/sessions/register", r, nil)
+}
+
+// DeregisterSession removes a session by token.
+func (c *DaemonClient) DeregisterSession(ctx context.Context, token string) error {
+	return c.Do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(token), nil, nil)
+}
+
+// SessionMe returns the caller's session, or nil when it has none.
+func (c *DaemonClient) SessionMe(ctx context.Context) (*sessionView, error) {
+	if c.SessionToken == "" {
+		return nil, nil
+	}
+	var out struct {
+		Session sessionView `json:"session"`
+	}
+	err := c.Do(ctx, "GET", "/v1/sessions/me", nil, &out)
+	var ie *IPCError
+	if errors.As(err, &ie) && ie.Status == http.StatusUnauthorized {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out.Session, nil
+}
+
+// DaemonEvent is one event read from /v1/events.
+type DaemonEvent struct {
+	ID   string
+	Kind string
+	Data json.RawMessage
+}
+
+// Events opens the SSE stream with the client's session identity. Events
+// arrive on the returned channel, which closes when the stream ends (the
+// error, if any, is then available from the returned func).
+func (c *DaemonClient) Events(ctx context.Context) (<-chan DaemonEvent, func() error, error) {
+	req, err := c.newRequest(ctx, "GET", "/v1/events", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("daemon unreachable: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, nil, &IPCError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode)}
+	}
+	ch := make(chan DaemonEvent, 16)
+	var streamErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(ch)
+		defer resp.Body.Close()
+		streamErr = readSSE(resp.Body, func(ev DaemonEvent) bool {
+			select {
+			case ch <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	return ch, func() error { <-done; return streamErr }, nil
+}
+
+// readSSE parses an event stream, calling emit per event until it returns
+// false or the stream ends. Comment lines (": keepalive") are skipped.
+func readSSE(r io.Reader, emit func(DaemonEvent) bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	var ev DaemonEvent
+	var data []byte
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.Kind != "" || len(data) > 0 {
+				ev.Data = json.RawMessage(data)
+				if !emit(ev) {
+					return nil
+				}
+			}
+			ev, data = DaemonEvent{}, nil
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id:"):
+			ev.ID = strings.TrimSpace(line[3:])
+		case strings.HasPrefix(line, "event:"):
+			ev.Kind = strings.TrimSpace(line[6:])
+		case strings.HasPrefix(line, "data:"):
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, strings.TrimPrefix(line[5:], " ")...)
+		}
+	}
+	return sc.Err()
+}
+
+// sessionTokenFromEnv reads the caller's session token:
+// CLAUDEMESH_IPC_TOKEN, else the file named by CLAUDEMESH_IPC_TOKEN_FILE.
+// Anything that is not 64 hex is ignored.
+func sessionTokenFromEnv(getenv func(string) string) string {
+	if t := strings.ToLower(strings.TrimSpace(getenv("CLAUDEMESH_IPC_TOKEN"))); isSessionToken(t) {
+		return t
+	}
+	if f := getenv("CLAUDEMESH_IPC_TOKEN_FILE"); f != "" {
+		if data, err := os.ReadFile(f); err == nil {
+			if t := strings.ToLower(strings.TrimSpace(string(data))); isSessionToken(t) {
+				return t
+			}
+		}
+	}
+	return ""
+}
+
+// Policy.
+
+// daemonMode is how a verb may use the daemon.
+type daemonMode int
+
+const (
+	modeAuto     daemonMode = iota // daemon, else the cold path
+	modeStrict                     // daemon, else an error
+	modeNoDaemon                   // cold path only
+)
+
+func (m daemonMode) String() string { return [...]string{"auto", "strict", "no-daemon"}[m] }
+
+// daemonPolicy decides the mode: flags beat env, --no-daemon beats --strict.
+func daemonPolicy(noDaemonFlag, strictFlag bool, getenv func(string) string) daemonMode {
+	switch {
+	case noDaemonFlag:
+		return modeNoDaemon
+	case strictFlag:
+		return modeStrict
+	case getenv("CLAUDEMESH_NO_DAEMON") == "1":
+		return modeNoDaemon
+	case getenv("CLAUDEMESH_STRICT_DAEMON") == "1":
+		return modeStrict
+	}
+	return modeAuto
+}
+
+// Connector.
+
+// daemonState is the connector's verdict.
+type daemonState string
+
+const (
+	daemonUp              daemonState = "up"
+	daemonStarted         daemonState = "started"
+	daemonDown            daemonState = "down"
+	daemonSpawnSuppressed daemonState = "spawn-suppressed"
+	daemonSpawnFailed     daemonState = "spawn-failed"
+	daemonServiceNotReady daemonState = "service-not-ready"
+)
+
+// ensureResult is what the connector found or did.
+type ensureResult struct {
+	State    daemonState
+	Reason   string
+	Duration time.Duration
+}
+
+func (r ensureResult) usable() bool { return r.State == daemonUp || r.State == daemonStarted }
+
+// daemonConnector finds or starts the daemon.
+type daemonConnector struct {
+	paths        Paths
+	home         string
+	getenv       func(string) string
+	exe          string // the binary to spawn
+	goos         string
+	probeTimeout time.Duration
+	serviceWait  time.Duration
+	failureTTL   time.Duration
+	pollEvery    time.Duration
+}
+
+func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnector {
+	exe, _ := os.Executable()
+	return &daemonConnector{
+		paths: paths, home: homeDir(getenv), getenv: getenv, exe: exe, goos: runtime.GOOS,
+		probeTimeout: 2500 * time.Millisecond, serviceWait: 8 * time.Second,
+		failureTTL: 30 * time.Second, pollEvery: 20 * time.Millisecond,
+	}
+}
+
+func serviceStatusHint(goos string) string {
+	if goos == "darwin" {
+		return "check it with: launchctl print gui/$(id -u)/com.claudemesh.daemon"
+	}
+	return "check it with: systemctl --user status claudemesh-daemon.service"
+}
+
+type probeResult int
+
+const (
+	probeAbsent probeResult = iota
+	probeStale
+	probeUp
+)
+
+// probe asks the socket for /v1/version.
+func (dc *daemonConnector) probe(ctx context.Context) probeResult {
+	if _, err := os.Stat(dc.paths.SocketFile()); err != nil {
+		return probeAbsent
+	}
+	ctx, cancel := context.WithTimeout(ctx, dc.probeTimeout)
+	defer cancel()
+	cl := newDaemonClient(dc.paths.SocketFile(), "")
+	defer cl.http.CloseIdleConnections()
+	if _, err := cl.Version(ctx); err != nil {
+		return probeStale
+	}
+	return probeUp
+}
+
+// daemonLockHeld reports whether a daemon holds the singleton lock.
+func daemonLockHeld(paths Paths) bool {
+	f, err := os.OpenFile(paths.LockFile(), os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return true
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+// clearStale removes a dead daemon's socket and pid file; never a live
+// daemon's.
+func (dc *daemonConnector) clearStale() {
+	if daemonLockHeld(dc.paths) {
+		return
+	}
+	os.Remove(dc.paths.SocketFile())
+	os.Remove(dc.paths.PidFile())
+}
+
+// waitUp polls until the daemon answers, the budget ends, or exited fires.
+func (dc *daemonConnector) waitUp(ctx context.Context, budget time.Duration, exited <-chan struct{}) bool {
+	deadline := time.Now().Add(budget)
+	for {
+		if dc.probe(ctx) == probeUp {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-exited:
+			return dc.probe(ctx) == probeUp
+		case <-time.After(dc.pollEvery):
+		}
+	}
+}
+
+// ensure finds the daemon or starts it within budget.
+func (dc *daemonConnector) ensure(ctx context.Context, budget time.Duration) ensureResult {
+	start := time.Now()
+	res := func(st daemonState, reason string) ensureResult {
+		return ensureResult{State: st, Reason: reason, Duration: time.Since(start)}
+	}
+	p := dc.probe(ctx)
+	if p == probeUp {
+		return res(daemonUp, "")
+	}
+	if serviceInstalled(serviceUnitFor(dc.goos, dc.home, dc.getenv("XDG_CONFIG_HOME"))) {
+		if p == probeStale {
+			dc.clearStale()
+		}
+		if dc.waitUp(ctx, dc.serviceWait, nil) {
+			return res(daemonUp, "")
+		}
+		return res(daemonServiceNotReady, fmt.Sprintf("service-managed daemon not answering within %s (%s)", dc.serviceWait, serviceStatusHint(dc.goos)))
+	}
+	if p == probeStale {
+		dc.clearStale()
+	}
+	if dc.getenv("CLAUDEMESH_INTERNAL_NO_AUTOSPAWN") == "1" {
+		return res(daemonDown, "auto-spawn disabled")
+	}
+	if st, err := os.Stat(dc.paths.SpawnFailureFile()); err == nil && time.Since(st.ModTime()) < dc.failureTTL {
+		return res(daemonSpawnSuppressed, fmt.Sprintf("daemon failed to start within the last %s", dc.failureTTL))
+	}
+	if err := ensurePrivateDir(dc.paths.DaemonDir); err != nil {
+		return res(daemonSpawnFailed, err.Error())
+	}
+	lock, err := os.OpenFile(dc.paths.SpawnLockFile(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return res(daemonSpawnFailed, err.Error())
+	}
+	defer lock.Close()
+	if !flockWithin(ctx, lock, budget, dc.pollEvery) {
+		// Someone else is spawning and has not finished: their daemon may
+		// still come up.
+		if dc.probe(ctx) == probeUp {
+			return res(daemonUp, "")
+		}
+		return res(daemonSpawnFailed, "another process is still starting the daemon")
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	lock.Truncate(0)
+	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	if dc.probe(ctx) == probeUp {
+		return res(daemonUp, "") // the previous holder started it
+	}
+	_, exited, err := dc.spawn()
+	if err == nil && dc.waitUp(ctx, budget, exited) {
+		os.Remove(dc.paths.SpawnFailureFile())
+		return res(daemonStarted, "")
+	}
+	reason := fmt.Sprintf("daemon did not answer within %s", budget)
+	if err != nil {
+		reason = err.Error()
+	} else {
+		select {
+		case <-exited:
+			reason = "daemon exited during start-up"
+		default:
+		}
+	}
+	_ = writeFileAtomic(dc.paths.SpawnFailureFile(), []byte(strconv.FormatInt(time.Now().UnixMilli(), 10)+"\n"), 0o600)
+	return res(daemonSpawnFailed, reason)
+}
+
+// flockWithin takes an exclusive flock, polling until budget runs out.
+func flockWithin(ctx context.Context, f *os.File, budget, every time.Duration) bool {
+	deadline := time.Now().Add(budget)
+	for {
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(every):
+		}
+	}
+}
+
+// spawn starts `daemon up --foreground` in its own session, output to
+// daemon.log. The returned channel closes when that process exits.
+func (dc *daemonConnector) spawn() (int, <-chan struct{}, error) {
+	env := daemonSpawnEnv(os.Environ())
+	return startDetachedDaemon(dc.exe, dc.paths, env, []string{"daemon", "up", "--foreground"})
+}
+
+// daemonSpawnEnv is the autospawned daemon's environment: the caller's,
+// minus CLAUDEMESH_CONFIG_DIR (a launched session's temp config must not
+// leak into the machine's daemon), plus the recursion guard.
+func daemonSpawnEnv(environ []string) []string {
+	out := make([]string, 0, len(environ)+1)
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "CLAUDEMESH_CONFIG_DIR=") || strings.HasPrefix(kv, "CLAUDEMESH_INTERNAL_NO_AUTOSPAWN=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "CLAUDEMESH_INTERNAL_NO_AUTOSPAWN=1")
+}
+
+// startDetachedDaemon runs exe args with output appended to daemon.log, in
+// a new session so that it outlives the caller's terminal.
+func startDetachedDaemon(exe string, paths Paths, env, args []string) (int, <-chan struct{}, error) {
+	if exe == "" {
+		return 0, nil, errors.New("cannot find the claudemesh binary to start the daemon")
+	}
+	if err := ensurePrivateDir(paths.DaemonDir); err != nil {
+		return 0, nil, err
+	}
+	logf, err := os.OpenFile(paths.LogFile(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, logf, logf
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, nil, fmt.Errorf("start daemon: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	return cmd.Process.Pid, exited, nil
+}

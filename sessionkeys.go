@@ -1,0 +1,122 @@
+// Per-session keypairs on disk: <sessions dir>/<meshSlug>/<sessionId>.json,
+// 0600 in a 0700 directory, so that a relaunch, a --resume or a daemon
+// restart keeps a session's pubkey. Shared by the daemon (which stores the
+// key a client registers with) and launch (which loads or creates it).
+//
+// Policy: a keypair file is created once and never overwritten. Creation is
+// atomic (temp file + hard link, which fails if the name exists), and when
+// two processes race the loser reads back the winner's key.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// sessionKeyFile is the on-disk shape, as claudemesh writes it.
+type sessionKeyFile struct {
+	Version   int    `json:"version"`
+	MeshSlug  string `json:"meshSlug"`
+	SessionID string `json:"sessionId"`
+	PublicKey string `json:"publicKey"`
+	SecretKey string `json:"secretKey"`
+	CreatedAt string `json:"createdAt"`
+}
+
+// safeNamePattern is what a mesh slug or session id must look like to be
+// used as a path component.
+var safeNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func safePathName(s string) bool { return safeNamePattern.MatchString(s) && s != "." && s != ".." }
+
+// loadSessionKeypair reads a stored session keypair; fs.ErrNotExist when
+// there is none.
+func loadSessionKeypair(path string) (Keypair, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Keypair{}, err
+	}
+	var f sessionKeyFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return Keypair{}, fmt.Errorf("session key %s: %w", path, err)
+	}
+	kp, err := keypairFromHex(f.PublicKey, f.SecretKey)
+	if err != nil {
+		return Keypair{}, fmt.Errorf("session key %s: %w", path, err)
+	}
+	return kp, nil
+}
+
+// storeSessionKeypair writes kp at path unless a keypair is already there.
+// It returns the keypair the file holds afterwards and whether it was
+// written by this call.
+func storeSessionKeypair(path, meshSlug, sessionID string, kp Keypair) (Keypair, bool, error) {
+	if existing, err := loadSessionKeypair(path); err == nil {
+		return existing, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return Keypair{}, false, err
+	}
+	dir := filepath.Dir(path)
+	if err := ensurePrivateDir(dir); err != nil {
+		return Keypair{}, false, err
+	}
+	data, err := json.MarshalIndent(sessionKeyFile{
+		Version: 1, MeshSlug: meshSlug, SessionID: sessionID,
+		PublicKey: kp.PublicHex(), SecretKey: kp.SecretHex(),
+		CreatedAt: time.Now().UTC().Format(time.RFC3339Nano),
+	}, "", "  ")
+	if err != nil {
+		return Keypair{}, false, err
+	}
+	tmp, err := os.CreateTemp(dir, ".key-*.tmp")
+	if err != nil {
+		return Keypair{}, false, err
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	if err := tmp.Chmod(0o600); err == nil {
+		_, err = tmp.Write(append(data, '\n'))
+		if err == nil {
+			err = tmp.Sync()
+		}
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return Keypair{}, false, err
+		}
+	} else {
+		tmp.Close()
+		return Keypair{}, false, err
+	}
+	if err := os.Link(name, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Someone else created it first: theirs is the key.
+			winner, lerr := loadSessionKeypair(path)
+			return winner, false, lerr
+		}
+		return Keypair{}, false, err
+	}
+	return kp, true, nil
+}
+
+// loadOrCreateSessionKeypair returns the stored keypair, creating one if
+// there is none.
+func loadOrCreateSessionKeypair(path, meshSlug, sessionID string) (Keypair, bool, error) {
+	if kp, err := loadSessionKeypair(path); err == nil {
+		return kp, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return Keypair{}, false, err
+	}
+	kp, err := newKeypair()
+	if err != nil {
+		return Keypair{}, false, err
+	}
+	return storeSessionKeypair(path, meshSlug, sessionID, kp)
+}
