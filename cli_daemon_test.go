@@ -63,12 +63,28 @@ func TestConnectorServiceManaged(t *testing.T) {
 	os.WriteFile(unit, []byte("[Service]\n"), 0o644)
 	dc := newDaemonConnector(h.Paths, mapEnv(h.env()))
 	dc.goos, dc.serviceWait, dc.exe = "linux", 200*time.Millisecond, "/nonexistent/claudemesh"
+	dc.lookPath = func(string) (string, error) { return "/usr/bin/systemctl", nil }
 	r := dc.ensure(context.Background(), time.Second)
 	if r.State != daemonServiceNotReady || !strings.Contains(r.Reason, "systemctl --user status") {
 		t.Fatalf("ensure = %+v, want service-not-ready with a systemctl hint", r)
 	}
 	if _, err := os.Stat(h.Paths.LogFile()); err == nil {
 		t.Fatal("a service-managed setup spawned a daemon")
+	}
+}
+
+// A unit file whose service manager is missing runs nothing: the CLI
+// spawns the daemon itself instead of waiting for a service.
+func TestConnectorUnitWithoutManager(t *testing.T) {
+	h := newTestHome(t)
+	unit := serviceUnitFor("linux", h.Home, "")
+	os.MkdirAll(filepath.Dir(unit), 0o700)
+	os.WriteFile(unit, []byte("[Service]\n"), 0o644)
+	dc := newDaemonConnector(h.Paths, mapEnv(h.env()))
+	dc.goos, dc.exe = "linux", "/nonexistent/claudemesh"
+	dc.lookPath = func(string) (string, error) { return "", exec.ErrNotFound }
+	if r := dc.ensure(context.Background(), 200*time.Millisecond); r.State != daemonSpawnFailed {
+		t.Fatalf("ensure = %+v, want a spawn attempt (spawn-failed with a missing binary)", r)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -85,14 +86,17 @@ func TestBusDropsSlowSubscriberWithoutBlocking(t *testing.T) {
 	}
 }
 
-func TestReadSSE(t *testing.T) {
+// The daemon's own stream format through the one SSE parser the CLI and
+// the MCP server share.
+func TestReadSSEDaemonStream(t *testing.T) {
 	stream := ": connected\n\n: keepalive\n\nid: 1\nevent: peer_join\ndata: {\"mesh\":\"a\"}\n\nid: 2\nevent: message\ndata: {\"x\":1}\n\n"
-	var got []DaemonEvent
-	if err := readSSE(strings.NewReader(stream), func(e DaemonEvent) bool { got = append(got, e); return true }); err != nil {
-		t.Fatal(err)
+	var got []sseClientEvent
+	err := readSSEStream(context.Background(), strings.NewReader(stream), func(e sseClientEvent) error { got = append(got, e); return nil })
+	if !errors.Is(err, errSSEStreamEnded) {
+		t.Fatalf("readSSEStream = %v, want errSSEStreamEnded", err)
 	}
-	if len(got) != 2 || got[0].Kind != "peer_join" || got[1].ID != "2" || string(got[1].Data) != `{"x":1}` {
-		t.Fatalf("readSSE = %+v", got)
+	if len(got) != 2 || got[0].Event != "peer_join" || got[1].ID != "2" || got[1].Data != `{"x":1}` {
+		t.Fatalf("readSSEStream = %+v", got)
 	}
 }
 

@@ -20,7 +20,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -284,22 +283,34 @@ type DaemonEvent struct {
 	Data json.RawMessage
 }
 
-// Events opens the SSE stream with the client's session identity. Events
-// arrive on the returned channel, which closes when the stream ends (the
-// error, if any, is then available from the returned func).
-func (c *DaemonClient) Events(ctx context.Context) (<-chan DaemonEvent, func() error, error) {
+// OpenEvents opens GET /v1/events with the client's session identity and
+// returns the body: the raw Server-Sent Events stream (parse it with
+// readSSEStream). Closing it ends the subscription.
+func (c *DaemonClient) OpenEvents(ctx context.Context) (io.ReadCloser, error) {
 	req, err := c.newRequest(ctx, "GET", "/v1/events", nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("daemon unreachable: %w", err)
+		return nil, fmt.Errorf("daemon unreachable: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, nil, &IPCError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode)}
+		return nil, &IPCError{Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode)}
+	}
+	return resp.Body, nil
+}
+
+// Events opens the SSE stream with the client's session identity. Events
+// arrive on the returned channel, which closes when the stream ends or ctx
+// ends (the reason is then available from the returned func: nil for a
+// clean end of stream).
+func (c *DaemonClient) Events(ctx context.Context) (<-chan DaemonEvent, func() error, error) {
+	body, err := c.OpenEvents(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
 	ch := make(chan DaemonEvent, 16)
 	var streamErr error
@@ -307,50 +318,22 @@ func (c *DaemonClient) Events(ctx context.Context) (<-chan DaemonEvent, func() e
 	go func() {
 		defer close(done)
 		defer close(ch)
-		defer resp.Body.Close()
-		streamErr = readSSE(resp.Body, func(ev DaemonEvent) bool {
+		defer body.Close()
+		stop := context.AfterFunc(ctx, func() { body.Close() })
+		defer stop()
+		streamErr = readSSEStream(ctx, body, func(ev sseClientEvent) error {
 			select {
-			case ch <- ev:
-				return true
+			case ch <- DaemonEvent{ID: ev.ID, Kind: ev.Event, Data: json.RawMessage(ev.Data)}:
+				return nil
 			case <-ctx.Done():
-				return false
+				return ctx.Err()
 			}
 		})
+		if errors.Is(streamErr, errSSEStreamEnded) {
+			streamErr = nil
+		}
 	}()
 	return ch, func() error { <-done; return streamErr }, nil
-}
-
-// readSSE parses an event stream, calling emit per event until it returns
-// false or the stream ends. Comment lines (": keepalive") are skipped.
-func readSSE(r io.Reader, emit func(DaemonEvent) bool) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 8<<20)
-	var ev DaemonEvent
-	var data []byte
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if ev.Kind != "" || len(data) > 0 {
-				ev.Data = json.RawMessage(data)
-				if !emit(ev) {
-					return nil
-				}
-			}
-			ev, data = DaemonEvent{}, nil
-		case strings.HasPrefix(line, ":"):
-		case strings.HasPrefix(line, "id:"):
-			ev.ID = strings.TrimSpace(line[3:])
-		case strings.HasPrefix(line, "event:"):
-			ev.Kind = strings.TrimSpace(line[6:])
-		case strings.HasPrefix(line, "data:"):
-			if len(data) > 0 {
-				data = append(data, '\n')
-			}
-			data = append(data, strings.TrimPrefix(line[5:], " ")...)
-		}
-	}
-	return sc.Err()
 }
 
 // sessionTokenFromEnv reads the caller's session token:
@@ -432,6 +415,8 @@ type daemonConnector struct {
 	serviceWait  time.Duration
 	failureTTL   time.Duration
 	pollEvery    time.Duration
+	// lookPath finds the service manager (systemctl, launchctl).
+	lookPath func(string) (string, error)
 }
 
 func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnector {
@@ -439,7 +424,7 @@ func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnecto
 	return &daemonConnector{
 		paths: paths, home: homeDir(getenv), getenv: getenv, exe: exe, goos: runtime.GOOS,
 		probeTimeout: 2500 * time.Millisecond, serviceWait: 8 * time.Second,
-		failureTTL: 30 * time.Second, pollEvery: 20 * time.Millisecond,
+		failureTTL: 30 * time.Second, pollEvery: 20 * time.Millisecond, lookPath: exec.LookPath,
 	}
 }
 
@@ -448,6 +433,19 @@ func serviceStatusHint(goos string) string {
 		return "check it with: launchctl print gui/$(id -u)/com.claudemesh.daemon"
 	}
 	return "check it with: systemctl --user status claudemesh-daemon.service"
+}
+
+// serviceManaged reports whether the daemon belongs to a service: its unit
+// file is installed and the service manager that runs it is on this
+// machine. A unit file without its manager (copied home directory, a
+// container without systemd) runs nothing, so the CLI spawns the daemon
+// itself rather than wait for a service that never comes.
+func (dc *daemonConnector) serviceManaged() bool {
+	if !serviceInstalled(serviceUnitFor(dc.goos, dc.home, dc.getenv("XDG_CONFIG_HOME"))) {
+		return false
+	}
+	_, err := dc.lookPath(serviceManagerFor(dc.goos))
+	return err == nil
 }
 
 type probeResult int
@@ -527,7 +525,7 @@ func (dc *daemonConnector) ensure(ctx context.Context, budget time.Duration) ens
 	if p == probeUp {
 		return res(daemonUp, "")
 	}
-	if serviceInstalled(serviceUnitFor(dc.goos, dc.home, dc.getenv("XDG_CONFIG_HOME"))) {
+	if dc.serviceManaged() {
 		if p == probeStale {
 			dc.clearStale()
 		}

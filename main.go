@@ -133,6 +133,17 @@ var commands = []*command{
 		setup:   setupProfile,
 	},
 	{
+		name:    "mcp",
+		summary: "the MCP stdio server Claude Code runs: delivers mesh messages into the session",
+		detail: `Claude Code starts it (registered by 'claudemesh install', loaded by
+'claudemesh launch'); you do not run it by hand. It speaks JSON-RPC on
+stdin/stdout, needs a running daemon, and logs to mcp-<pid>.log in the
+daemon dir. --tools adds send, peers and inbox tools for clients that have
+no shell to run the CLI in.`,
+		group: groupSession,
+		setup: setupMCP,
+	},
+	{
 		name:    "status",
 		summary: "the daemon, its broker links and sessions at a glance",
 		group:   groupDaemon,

@@ -72,6 +72,7 @@ type MCPSession struct {
 	reconnectAfterEnd   time.Duration
 	reconnectAfterError time.Duration
 	location            *time.Location // for the welcome's preview times
+	messageMode         string
 }
 
 // mcpSessionOptions are the session's settings that come from its
@@ -79,6 +80,12 @@ type MCPSession struct {
 type mcpSessionOptions struct {
 	WelcomeDelay time.Duration  // welcomeDelayFromEnv: the default or CLAUDEMESH_WELCOME_DELAY_MS
 	Location     *time.Location // for the welcome's preview times; nil means UTC
+	// MessageMode is the session's --message-mode: "push" (or "") emits
+	// messages and system events, "inbox" holds messages in the inbox and
+	// emits only system events, "off" emits neither. The welcome goes out
+	// in every mode: it is how the user learns the pipe is live, and it
+	// counts what waits in the inbox.
+	MessageMode string
 }
 
 // NewMCPSession builds the server for cfg (its Backend and OnInitialized are
@@ -91,6 +98,7 @@ func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessi
 		reconnectAfterEnd:   mcpReconnectAfterEnd,
 		reconnectAfterError: mcpReconnectAfterError,
 		location:            opts.Location,
+		messageMode:         opts.MessageMode,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -157,7 +165,7 @@ func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 		s.log.Warn("sse_event_invalid", "kind", ev.Event, "err", err.Error())
 		return nil
 	}
-	if !ok {
+	if !ok || !s.emits(rowID != "") {
 		return nil
 	}
 	select {
@@ -173,6 +181,26 @@ func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 	}
 	return nil
 }
+
+// emits reports whether the message mode lets an event through: a message
+// (isMessage) only in push mode, a system event in push and inbox mode. A
+// message held back stays unread in the inbox.
+func (s *MCPSession) emits(isMessage bool) bool {
+	switch s.messageMode {
+	case messageModeOff:
+		return false
+	case messageModeInbox:
+		return !isMessage
+	}
+	return true
+}
+
+// Message modes (launch --message-mode, config.json messageMode).
+const (
+	messageModePush  = "push"
+	messageModeInbox = "inbox"
+	messageModeOff   = "off"
+)
 
 func (s *MCPSession) markSeen(ctx context.Context, ids []string) {
 	if err := s.daemon.MarkSeen(ctx, ids); err != nil {

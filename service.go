@@ -103,6 +103,14 @@ func serviceUnitPath(platform, home, xdgConfigHome string) (string, error) {
 	return "", fmt.Errorf("unknown service platform %q", platform)
 }
 
+// serviceManagerFor is the command that runs units on goos.
+func serviceManagerFor(goos string) string {
+	if goos == "darwin" {
+		return "launchctl"
+	}
+	return "systemctl"
+}
+
 // serviceUnitFor is where the unit file for goos lives, "" where there is no
 // service manager support.
 func serviceUnitFor(goos, home, xdgConfigHome string) string {
