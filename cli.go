@@ -17,9 +17,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Exit codes.
@@ -65,8 +68,16 @@ type Env struct {
 	Stdin     io.Reader
 	Stdout    io.Writer
 	Stderr    io.Writer
+	StdinTTY  bool
 	StdoutTTY bool
 	StderrTTY bool
+	// Environ is the whole environment, for the processes a verb starts
+	// (launch's claude); nil means an empty one.
+	Environ func() []string
+	// Raise ends the process by sig, as a child that died of it would
+	// (launch re-raises claude's signal); nil where the caller is not a
+	// process of its own, such as a test running verbs in-process.
+	Raise func(sig syscall.Signal)
 }
 
 func processEnv() Env {
@@ -75,9 +86,21 @@ func processEnv() Env {
 		Stdin:     os.Stdin,
 		Stdout:    os.Stdout,
 		Stderr:    os.Stderr,
+		StdinTTY:  isTerminal(os.Stdin),
 		StdoutTTY: isTerminal(os.Stdout),
 		StderrTTY: isTerminal(os.Stderr),
+		Environ:   os.Environ,
+		Raise:     raiseSignal,
 	}
+}
+
+// raiseSignal kills this process with sig under its default action. If the
+// signal cannot kill it (it was ignored when the process started), it
+// returns after a moment and the caller exits with a code instead.
+func raiseSignal(sig syscall.Signal) {
+	signal.Reset(sig)
+	_ = syscall.Kill(os.Getpid(), sig)
+	time.Sleep(time.Second)
 }
 
 func isTerminal(f *os.File) bool {
@@ -162,6 +185,9 @@ func newCLI(env Env, table []*command) *cli {
 	}
 	if env.Stderr == nil {
 		env.Stderr = io.Discard
+	}
+	if env.Environ == nil {
+		env.Environ = func() []string { return nil }
 	}
 	return &cli{env: env, commands: table}
 }
@@ -479,6 +505,13 @@ func (c *cli) report(err error) int {
 	if errors.As(err, &silent) {
 		return int(silent)
 	}
+	var sig signalExit
+	if errors.As(err, &sig) {
+		if c.env.Raise != nil {
+			c.env.Raise(syscall.Signal(sig))
+		}
+		return 128 + int(sig)
+	}
 	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paint(colorRed, "claudemesh: error:"), err.Error())
 	var ce *cliError
 	if errors.As(err, &ce) {
@@ -497,6 +530,13 @@ func (c *cli) report(err error) int {
 type silentExit int
 
 func (s silentExit) Error() string { return fmt.Sprintf("exit %d", int(s)) }
+
+// signalExit ends the process by a signal, as the child it ran died of it
+// (launch); where the process cannot be killed by it, the exit code is
+// 128 + the signal number, as a shell reports it.
+type signalExit syscall.Signal
+
+func (s signalExit) Error() string { return "killed by " + syscall.Signal(s).String() }
 
 // Output.
 

@@ -349,44 +349,73 @@ func runJoin(ctx context.Context, c *cli, name string, args []string) error {
 	if len(args) != 1 {
 		return usageError("join needs exactly one <invite>")
 	}
-	p, token, err := parseInvite(args[0])
+	j, err := joinInvite(ctx, c, name, args[0])
 	if err != nil {
-		return exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err), "invites look like ic://join/…")
+		return err
+	}
+	m := j.Mesh
+	if j.Already {
+		if c.jsonMode() {
+			return c.printJSON(map[string]any{"slug": m.Slug, "meshId": m.MeshID, "memberId": m.MemberID, "alreadyJoined": true})
+		}
+		c.printf("already in %s on this machine\n", m.Slug)
+		return nil
+	}
+	if c.jsonMode() {
+		return c.printJSON(map[string]any{"slug": m.Slug, "meshId": m.MeshID, "memberId": m.MemberID, "pubkey": m.Pubkey,
+			"brokerUrl": m.BrokerURL, "role": j.Role})
+	}
+	c.printf("%s joined %s as %s (%s)\n", c.paint(colorGreen, "✓"), m.Slug, j.Display, j.Role)
+	c.printf("  member id  %s\n  pubkey     %s…\n  broker     %s\n  config     %s\n", m.MemberID, m.Pubkey[:16], m.BrokerURL, c.Paths().ConfigFile())
+	return nil
+}
+
+// joined is what joinInvite did: the mesh now in config.json, and whether
+// this machine was in it already (then nothing was changed).
+type joined struct {
+	Mesh    Mesh
+	Display string // the new member's display name
+	Role    string // the invite's role
+	Already bool
+}
+
+// joinInvite verifies an invite, enrolls a new member key with the broker
+// and saves the mesh in config.json. Shared by `join` and `launch --join`.
+func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error) {
+	p, token, err := parseInvite(invite)
+	if err != nil {
+		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err), "invites look like ic://join/…")
 	}
 	if p.expired(time.Now()) {
-		return exitError(exitFailure, fmt.Errorf("this invite expired at %s", isoTime(time.Unix(p.ExpiresAt, 0))), "ask for a new one")
+		return joined{}, exitError(exitFailure, fmt.Errorf("this invite expired at %s", isoTime(time.Unix(p.ExpiresAt, 0))), "ask for a new one")
 	}
 	path := c.Paths().ConfigFile()
 	cfg, err := loadConfig(path)
 	if err != nil {
-		return err
+		return joined{}, err
 	}
 	for _, m := range cfg.Meshes {
 		if m.MeshID == p.MeshID {
-			if c.jsonMode() {
-				return c.printJSON(map[string]any{"slug": m.Slug, "meshId": m.MeshID, "memberId": m.MemberID, "alreadyJoined": true})
-			}
-			c.printf("already in %s on this machine\n", m.Slug)
-			return nil
+			return joined{Mesh: m, Role: p.Role, Already: true}, nil
 		}
 	}
 	if _, ok := cfg.MeshBySlug(p.MeshSlug); ok {
-		return exitError(exitExists, fmt.Errorf("this machine already has another mesh called %q", p.MeshSlug), "'claudemesh leave "+p.MeshSlug+"' first")
+		return joined{}, exitError(exitExists, fmt.Errorf("this machine already has another mesh called %q", p.MeshSlug), "'claudemesh leave "+p.MeshSlug+"' first")
 	}
 	base, err := brokerHTTPBase(p.BrokerURL)
 	if err != nil {
-		return exitError(exitFailure, err)
+		return joined{}, exitError(exitFailure, err)
 	}
 	kp, err := newKeypair()
 	if err != nil {
-		return err
+		return joined{}, err
 	}
 	display := displayNameFor(c, name, fmt.Sprintf("%s-%d", hostnameOr("peer"), os.Getpid()))
 	payload, _ := json.Marshal(p)
 	req := JoinRequest{InviteToken: token, InvitePayload: payload, PeerPubkey: kp.PublicHex(), DisplayName: display}
 	var resp JoinResponse
 	if err := postBroker(ctx, base, "/join", nil, req, &resp); err != nil {
-		return brokerExit(err, "the broker refused the join")
+		return joined{}, brokerExit(err, "the broker refused the join")
 	}
 	m := Mesh{MeshID: p.MeshID, MemberID: resp.MemberID, Slug: p.MeshSlug, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
 		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1}
@@ -397,15 +426,9 @@ func runJoin(ctx context.Context, c *cli, name string, args []string) error {
 		cfg.SetMesh(m)
 		return nil
 	}); err != nil {
-		return err
+		return joined{}, err
 	}
-	if c.jsonMode() {
-		return c.printJSON(map[string]any{"slug": m.Slug, "meshId": m.MeshID, "memberId": m.MemberID, "pubkey": m.Pubkey,
-			"brokerUrl": m.BrokerURL, "role": p.Role})
-	}
-	c.printf("%s joined %s as %s (%s)\n", c.paint(colorGreen, "✓"), m.Slug, display, p.Role)
-	c.printf("  member id  %s\n  pubkey     %s…\n  broker     %s\n  config     %s\n", m.MemberID, m.Pubkey[:16], m.BrokerURL, path)
-	return nil
+	return joined{Mesh: m, Display: display, Role: p.Role}, nil
 }
 
 // meshListRow is one mesh in `mesh list --json`: never the secret key.

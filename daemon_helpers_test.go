@@ -173,15 +173,6 @@ func registration(t testing.TB, m Mesh, name string, pid int) (SessionRegistrati
 	}, session
 }
 
-// ipcStatus returns the HTTP status of err (0 when err is not an IPCError).
-func ipcStatus(err error) int {
-	var ie *IPCError
-	if errors.As(err, &ie) {
-		return ie.Status
-	}
-	return 0
-}
-
 // The built binary, for tests that run claudemesh as a process.
 
 var (

@@ -83,6 +83,15 @@ func (e *IPCError) Error() string {
 	return "daemon: " + e.Code
 }
 
+// ipcStatus returns the HTTP status of err (0 when err is not an IPCError).
+func ipcStatus(err error) int {
+	var ie *IPCError
+	if errors.As(err, &ie) {
+		return ie.Status
+	}
+	return 0
+}
+
 // ipcTimeout bounds one ordinary IPC call; broker-backed routes answer
 // within the daemon's own 5 s RPC timeout.
 const ipcTimeout = 8 * time.Second

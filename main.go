@@ -133,6 +133,20 @@ var commands = []*command{
 		setup:   setupProfile,
 	},
 	{
+		name:        "launch",
+		aliases:     []string{"connect"},
+		args:        "[slug] [-- claude args…]",
+		summary:     "start claude in a mesh, as a session with its own identity",
+		passthrough: true,
+		detail: `Ensures the daemon, registers the session (its keypair is kept, so --resume
+and --continue keep its identity), prints the mesh status and runs claude with
+claudemesh's channel loaded. Arguments after -- go to claude. The claude
+executable is CLAUDEMESH_CLAUDE_BIN, else claude on PATH. launch exits with
+claude's status.`,
+		group: groupSession,
+		setup: setupLaunch,
+	},
+	{
 		name:    "mcp",
 		summary: "the MCP stdio server Claude Code runs: delivers mesh messages into the session",
 		detail: `Claude Code starts it (registered by 'claudemesh install', loaded by

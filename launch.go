@@ -1,0 +1,720 @@
+// `claudemesh launch` (alias `connect`, SPEC §8): start `claude` wired into
+// a mesh with a session identity of its own.
+//
+// Policy:
+//   - Every flag is wired (1.27.1), and a bad value is a usage error rather
+//     than silently replaced by a default.
+//   - The session needs the daemon: it holds the session's broker link and
+//     feeds the MCP server. A daemon that cannot be had, or a registration
+//     it refuses, stops the launch with the reason; nothing is swallowed.
+//   - The session's secrets stay off argv and out of the environment's
+//     values: claude gets the path of the token file, not the token.
+//   - The session keypair is kept in the sessions dir under the session id,
+//     so a relaunch with --resume (or --continue) keeps its pubkey and the
+//     DMs queued for it.
+//   - The terminal is handed over untouched: claude inherits stdin, stdout
+//     and stderr and stays in the foreground process group. While it runs
+//     this process ignores the terminal's SIGINT and SIGQUIT (they are
+//     claude's) and forwards SIGTERM and SIGHUP to it.
+//   - Whatever happens after registration, the session is deregistered and
+//     its temp dir removed before launch exits; it then exits with claude's
+//     status, or dies of the signal claude died of.
+//   - Old temp dirs of launches that are gone (their launch.pid is dead) are
+//     removed after an hour; a running session's dir is never touched, however
+//     old.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Launch timings and names.
+const (
+	launchDaemonBudget = 10 * time.Second // spawn budget for the daemon
+	launchIPCTimeout   = 5 * time.Second  // register, status queries, deregister
+	launchDirPrefix    = "claudemesh-"
+	launchStaleAge     = time.Hour
+	launchPidFile      = "launch.pid"
+	launchTokenFile    = "session-token"
+	// claudeChannelsFlag makes claude load our MCP server's channel
+	// notifications: server:claudemesh is the mcpServers entry install
+	// writes.
+	claudeChannelsFlag = "--dangerously-load-development-channels"
+	claudeChannelsArg  = "server:claudemesh"
+	claudeSkipPerms    = "--dangerously-skip-permissions"
+)
+
+// launchFlags are launch's flags as parsed.
+type launchFlags struct {
+	mesh, name, role, groups, messageMode string
+	systemPrompt, resume, join            string
+	cont, quiet, yes                      bool
+}
+
+func setupLaunch(fs *flagSet) runFunc {
+	var f launchFlags
+	fs.StringVar(&f.mesh, "mesh", "", "mesh slug (or give it as the first argument)")
+	fs.StringVar(&f.name, "name", "", "this session's display name (default: CLAUDEMESH_DISPLAY_NAME, config, $USER, hostname)")
+	fs.StringVar(&f.role, "role", "", "this session's role, free-form (shown to peers)")
+	fs.StringVar(&f.groups, "groups", "", `groups to be in, "name[:role],…", e.g. "frontend:lead,reviewers"`)
+	fs.StringVar(&f.messageMode, "message-mode", "", "push (messages arrive as reminders, the default), inbox (held in the inbox) or off")
+	fs.StringVar(&f.systemPrompt, "system-prompt", "", "passed to claude as --system-prompt")
+	fs.StringVar(&f.resume, "resume", "", "resume this Claude Code session id; the session keeps its mesh identity")
+	fs.BoolVar(&f.cont, "continue", false, "continue the newest Claude Code session of this directory, keeping its mesh identity")
+	fs.BoolVar(&f.quiet, "quiet", false, "no banner, status or progress lines")
+	fs.BoolVar(&f.yes, "yes", false, "never ask; claude runs with --dangerously-skip-permissions")
+	fs.BoolVar(&f.yes, "y", false, "never ask; claude runs with --dangerously-skip-permissions")
+	fs.StringVar(&f.join, "join", "", "join the mesh of this invite first, then launch into it")
+	return func(ctx context.Context, c *cli, args []string) error {
+		opts, err := f.options(args, c.passthrough)
+		if err != nil {
+			return err
+		}
+		return runLaunch(ctx, c, opts)
+	}
+}
+
+// launchOptions is a validated launch request.
+type launchOptions struct {
+	Mesh         string
+	Name         string
+	Role         string
+	Groups       []GroupRef
+	MessageMode  string
+	SystemPrompt string
+	Resume       string
+	Continue     bool
+	Quiet        bool
+	Yes          bool
+	Join         string
+	Passthrough  []string // for claude, already stripped of flags launch sets itself
+}
+
+func (f launchFlags) options(args, passthrough []string) (launchOptions, error) {
+	o := launchOptions{
+		Mesh: f.mesh, Name: strings.TrimSpace(f.name), Role: strings.TrimSpace(f.role), SystemPrompt: f.systemPrompt,
+		Resume: strings.TrimSpace(f.resume), Continue: f.cont, Quiet: f.quiet, Yes: f.yes, Join: strings.TrimSpace(f.join),
+		Passthrough: stripClaudePassthrough(passthrough),
+	}
+	switch len(args) {
+	case 0:
+	case 1:
+		if o.Mesh != "" && o.Mesh != args[0] {
+			return o, usageError("launch got two meshes: %q and --mesh %q", args[0], o.Mesh)
+		}
+		o.Mesh = args[0]
+	default:
+		return o, withHint(usageError("launch takes at most one mesh slug, got %q", strings.Join(args, " ")),
+			"arguments for claude go after --: claudemesh launch team -- --model opus")
+	}
+	switch f.messageMode {
+	case "", messageModePush, messageModeInbox, messageModeOff:
+		o.MessageMode = f.messageMode
+	default:
+		return o, usageError("--message-mode must be push, inbox or off, not %q", f.messageMode)
+	}
+	if o.Resume != "" && o.Continue {
+		return o, usageError("--resume and --continue do not go together: pick one session")
+	}
+	if o.Resume != "" && !safePathName(o.Resume) {
+		return o, usageError("--resume needs a Claude Code session id (a UUID), not %q", o.Resume)
+	}
+	groups, err := parseGroupsFlag(f.groups)
+	if err != nil {
+		return o, err
+	}
+	o.Groups = groups
+	return o, nil
+}
+
+var groupNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+
+// parseGroupsFlag reads --groups: comma-separated name[:role], an optional
+// leading @ on each name.
+func parseGroupsFlag(s string) ([]GroupRef, error) {
+	var out []GroupRef
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, role, _ := strings.Cut(strings.TrimPrefix(item, "@"), ":")
+		name, role = strings.TrimSpace(name), strings.TrimSpace(role)
+		if !groupNamePattern.MatchString(name) {
+			return nil, usageError("--groups: %q is not a group name (letters, digits, '.', '_', '-', '/')", name)
+		}
+		out = append(out, GroupRef{Name: name, Role: role})
+	}
+	return out, nil
+}
+
+// groupSpecs renders groups as the daemon's registration takes them:
+// "@name" or "@name:role".
+func groupSpecs(groups []GroupRef) []string {
+	var out []string
+	for _, g := range groups {
+		s := "@" + g.Name
+		if g.Role != "" {
+			s += ":" + g.Role
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// stripClaudePassthrough drops from the user's claude arguments the flags
+// launch sets itself, so claude does not get them twice.
+func stripClaudePassthrough(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == claudeSkipPerms:
+		case a == claudeChannelsFlag:
+			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+			}
+		case strings.HasPrefix(a, claudeChannelsFlag+"="):
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// claudeArgv is claude's command line, in the order claudemesh uses.
+func claudeArgv(o launchOptions, sessionID string, fresh bool) []string {
+	argv := []string{claudeChannelsFlag, claudeChannelsArg}
+	if fresh {
+		// claude refuses --session-id together with --resume / --continue.
+		argv = append(argv, "--session-id", sessionID)
+	}
+	if o.Resume != "" {
+		argv = append(argv, "--resume", o.Resume)
+	}
+	if o.Continue {
+		argv = append(argv, "--continue")
+	}
+	if o.Yes {
+		argv = append(argv, claudeSkipPerms)
+	}
+	if o.SystemPrompt != "" {
+		argv = append(argv, "--system-prompt", o.SystemPrompt)
+	}
+	return append(argv, o.Passthrough...)
+}
+
+// claudeEnv is claude's environment: ours, with the session's variables set
+// and a literal session token inherited from an outer session removed (it
+// would beat the token file).
+func claudeEnv(environ []string, set map[string]string) []string {
+	out := make([]string, 0, len(environ)+len(set))
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ours := set[k]; ours || k == "CLAUDEMESH_IPC_TOKEN" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	for _, k := range sortedKeys(set) {
+		out = append(out, k+"="+set[k])
+	}
+	return out
+}
+
+// errClaudeMissing is exit 9 with how to get claude.
+func errClaudeMissing(what string) error {
+	return exitError(exitClaudeMissing, fmt.Errorf("`claude` not found: %s", what),
+		"install Claude Code (npm install -g @anthropic-ai/claude-code) and make sure `claude` is on PATH",
+		"or point CLAUDEMESH_CLAUDE_BIN at the claude executable")
+}
+
+// findClaude locates the claude executable: CLAUDEMESH_CLAUDE_BIN, else
+// PATH, else where Claude Code's own installers put it.
+func findClaude(getenv func(string) string, home string) (string, error) {
+	if bin := getenv("CLAUDEMESH_CLAUDE_BIN"); bin != "" {
+		if !isExecutableFile(bin) {
+			return "", errClaudeMissing("CLAUDEMESH_CLAUDE_BIN=" + bin + " is not an executable file")
+		}
+		return bin, nil
+	}
+	if p, err := lookPathIn("claude", getenv("PATH")); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{filepath.Join(home, ".local", "bin", "claude"), filepath.Join(home, ".claude", "local", "claude")} {
+		if isExecutableFile(p) {
+			return p, nil
+		}
+	}
+	return "", errClaudeMissing("not on PATH, nor in ~/.local/bin or ~/.claude/local")
+}
+
+// lookPathIn is exec.LookPath against a given PATH value.
+func lookPathIn(name, path string) (string, error) {
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "."
+		}
+		if p := filepath.Join(dir, name); isExecutableFile(p) {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+func isExecutableFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// claudeProjectDirs are the directories under ~/.claude/projects where
+// Claude Code may keep this cwd's transcripts: it names them after the cwd
+// with every character outside [A-Za-z0-9] replaced by '-' (older versions
+// replaced only '/').
+func claudeProjectDirs(home, cwd string) []string {
+	all := regexp.MustCompile(`[^A-Za-z0-9]`).ReplaceAllString(cwd, "-")
+	slash := strings.ReplaceAll(cwd, "/", "-")
+	dirs := []string{filepath.Join(home, ".claude", "projects", all)}
+	if slash != all {
+		dirs = append(dirs, filepath.Join(home, ".claude", "projects", slash))
+	}
+	return dirs
+}
+
+var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// continueSessionID is the id of the session `claude --continue` picks up:
+// the newest <uuid>.jsonl transcript of this cwd; "" when there is none.
+func continueSessionID(home, cwd string) string {
+	var best string
+	var bestTime time.Time
+	for _, dir := range claudeProjectDirs(home, cwd) {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			id, ok := strings.CutSuffix(e.Name(), ".jsonl")
+			if !ok || !uuidPattern.MatchString(id) || !e.Type().IsRegular() {
+				continue
+			}
+			info, err := e.Info()
+			if err == nil && (best == "" || info.ModTime().After(bestTime)) {
+				best, bestTime = id, info.ModTime()
+			}
+		}
+	}
+	return best
+}
+
+// cleanStaleLaunchDirs removes launch temp dirs under tmp older than maxAge
+// whose launch is gone. It returns how many it removed.
+func cleanStaleLaunchDirs(tmp string, now time.Time, maxAge time.Duration) int {
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return 0
+	}
+	removed := 0
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), launchDirPrefix) {
+			continue
+		}
+		dir := filepath.Join(tmp, e.Name())
+		info, err := os.Stat(dir)
+		if err != nil || now.Sub(info.ModTime()) < maxAge {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+			continue // another user's
+		}
+		if pid := readPidFile(filepath.Join(dir, launchPidFile)); pid > 0 && pidAlive(pid) {
+			continue // its session is still running
+		}
+		if os.RemoveAll(dir) == nil {
+			removed++
+		}
+	}
+	return removed
+}
+
+// launchDir is a session's private temp dir: the one-mesh config that CLI
+// verbs inside the session read, and the session token file.
+type launchDir struct {
+	Path      string
+	TokenFile string
+}
+
+// makeLaunchDir creates the temp dir (0700) with config.json (0600), the
+// token (0600) and launch.pid.
+func makeLaunchDir(cfg *Config, token string) (launchDir, error) {
+	dir, err := os.MkdirTemp("", launchDirPrefix)
+	if err != nil {
+		return launchDir{}, err
+	}
+	ld := launchDir{Path: dir, TokenFile: filepath.Join(dir, launchTokenFile)}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return launchDir{}, err
+	}
+	if err := saveConfig(filepath.Join(dir, "config.json"), cfg); err == nil {
+		err = writeFileAtomic(ld.TokenFile, []byte(token+"\n"), 0o600)
+		if err == nil {
+			err = writeFileAtomic(filepath.Join(dir, launchPidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return launchDir{}, err
+		}
+	} else {
+		os.RemoveAll(dir)
+		return launchDir{}, err
+	}
+	return ld, nil
+}
+
+// launchSessionID picks the session id: --resume's, the transcript
+// --continue picks up, else a new one. fresh says claude gets it as
+// --session-id.
+func launchSessionID(o launchOptions, home, cwd string) (id string, fresh bool) {
+	switch {
+	case o.Resume != "":
+		return o.Resume, false
+	case o.Continue:
+		if id := continueSessionID(home, cwd); id != "" {
+			return id, false
+		}
+		// Nothing to continue in this directory: claude starts a new
+		// conversation whose id we cannot know; the mesh identity is new too.
+		return newUUID(), false
+	}
+	return newUUID(), true
+}
+
+// defaultDisplayName: CLAUDEMESH_DISPLAY_NAME, the config's displayName,
+// $USER, the hostname.
+func defaultDisplayName(getenv func(string) string, cfg *Config) string {
+	for _, n := range []string{getenv("CLAUDEMESH_DISPLAY_NAME"), cfg.DisplayName, getenv("USER"), getenv("USERNAME")} {
+		if n = strings.TrimSpace(n); n != "" {
+			return n
+		}
+	}
+	return hostnameOr("claude")
+}
+
+// chooseLaunchMesh picks the mesh: the one asked for, the only one, or —
+// with several — the user's choice at a terminal, else the first with a
+// notice.
+func chooseLaunchMesh(c *cli, cfg *Config, o launchOptions) (Mesh, error) {
+	if o.Mesh != "" || len(cfg.Meshes) <= 1 {
+		m, err := pickMesh(cfg, o.Mesh)
+		if err != nil {
+			if len(cfg.Meshes) == 0 {
+				return Mesh{}, exitError(exitNotFound, errors.New("no mesh joined yet"),
+					"start one on this machine with 'claudemesh init', or join one: 'claudemesh launch --join <invite>'")
+			}
+			return Mesh{}, err
+		}
+		return *m, nil
+	}
+	if c.env.StdinTTY && c.env.StdoutTTY && !o.Quiet && !o.Yes {
+		c.printf("Several meshes are joined:\n")
+		for i, m := range cfg.Meshes {
+			c.printf("  %d) %s  %s\n", i+1, m.Slug, m.BrokerURL)
+		}
+		c.printf("Choice [1]: ")
+		line, err := readLine(c.env.Stdin)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return Mesh{}, err
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			return cfg.Meshes[0], nil
+		}
+		if n, err := strconv.Atoi(line); err == nil && n >= 1 && n <= len(cfg.Meshes) {
+			return cfg.Meshes[n-1], nil
+		}
+		if m, ok := cfg.MeshBySlug(line); ok {
+			return *m, nil
+		}
+		return Mesh{}, usageError("%q is not one of the meshes listed", line)
+	}
+	m := cfg.Meshes[0]
+	if !o.Quiet {
+		c.infof("several meshes are joined (%s); launching into %s — pick one with 'claudemesh launch <slug>'", strings.Join(cfg.Slugs(), ", "), m.Slug)
+	}
+	return m, nil
+}
+
+// readLine reads up to a newline one byte at a time, so that nothing meant
+// for claude is read ahead from the terminal.
+func readLine(r io.Reader) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for b.Len() < 256 {
+		n, err := r.Read(buf)
+		if n == 1 {
+			if buf[0] == '\n' {
+				return b.String(), nil
+			}
+			b.WriteByte(buf[0])
+		}
+		if err != nil {
+			return b.String(), err
+		}
+	}
+	return b.String(), nil
+}
+
+func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
+	getenv := c.env.Getenv
+	home := homeDir(getenv)
+	claudeBin, err := findClaude(getenv, home)
+	if err != nil {
+		return err
+	}
+	if daemonPolicy(c.global.noDaemon, c.global.strict, getenv) == modeNoDaemon {
+		return withHint(usageError("launch needs the daemon: it holds the session's broker link and feeds Claude Code"),
+			"drop --no-daemon (or unset CLAUDEMESH_NO_DAEMON)")
+	}
+	if o.Join != "" {
+		j, err := joinInvite(ctx, c, o.Name, o.Join)
+		if err != nil {
+			return err
+		}
+		if o.Mesh != "" && o.Mesh != j.Mesh.Slug {
+			return usageError("--join is an invite to %s, but the launch asks for mesh %s", j.Mesh.Slug, o.Mesh)
+		}
+		o.Mesh = j.Mesh.Slug
+		if !o.Quiet {
+			if j.Already {
+				c.infof("already in %s on this machine", j.Mesh.Slug)
+			} else {
+				c.infof("joined %s as %s (%s)", j.Mesh.Slug, j.Display, j.Role)
+			}
+		}
+	}
+	cfg, err := c.loadUserConfig()
+	if err != nil {
+		return err
+	}
+	mesh, err := chooseLaunchMesh(c, cfg, o)
+	if err != nil {
+		return err
+	}
+	member, err := mesh.Keypair()
+	if err != nil {
+		return exitError(exitFailure, err)
+	}
+	if o.Name == "" {
+		o.Name = defaultDisplayName(getenv, cfg)
+	}
+	if o.Role == "" {
+		o.Role = cfg.Role
+	}
+	if o.Groups == nil {
+		o.Groups = cfg.Groups
+	}
+	if o.MessageMode == "" {
+		o.MessageMode = cfg.MessageMode
+	}
+	if o.MessageMode == "" {
+		o.MessageMode = messageModePush
+	}
+	cleanStaleLaunchDirs(os.TempDir(), time.Now(), launchStaleAge)
+
+	paths := c.Paths()
+	if !o.Quiet {
+		c.infof("ensuring the daemon is running…")
+	}
+	r := newDaemonConnector(paths, getenv).ensure(ctx, launchDaemonBudget)
+	if !r.usable() {
+		return exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s); the session cannot join the mesh without it", r.State, r.Reason),
+			"start it with 'claudemesh daemon up'", "its log: "+paths.LogFile())
+	}
+	if r.State == daemonStarted && !o.Quiet {
+		c.infof("daemon started (took %dms)", r.Duration.Milliseconds())
+	}
+
+	cwd, _ := os.Getwd()
+	sessionID, fresh := launchSessionID(o, home, cwd)
+	sessionKey, _, err := loadOrCreateSessionKeypair(paths.SessionKeyFile(mesh.Slug, sessionID), mesh.Slug, sessionID)
+	if err != nil {
+		return exitError(exitIO, fmt.Errorf("session key: %w", err))
+	}
+	att := signAttestation(member, sessionKey.PublicHex(), time.Now().Add(attestationTTLMs*time.Millisecond).UnixMilli())
+	token := randomHex(32)
+	dir, err := makeLaunchDir(&Config{Version: 1, Meshes: []Mesh{mesh}, DisplayName: o.Name, Role: o.Role, Groups: o.Groups, MessageMode: o.MessageMode}, token)
+	if err != nil {
+		return exitError(exitIO, fmt.Errorf("session temp dir: %w", err))
+	}
+	defer os.RemoveAll(dir.Path)
+
+	cl := newDaemonClient(paths.SocketFile(), token)
+	defer cl.http.CloseIdleConnections()
+	if v, err := cl.Version(ctx); err == nil && v.DaemonVersion != version {
+		c.warnf("the daemon runs claudemesh %s, this is %s; restart it to match: claudemesh daemon down && claudemesh daemon up", v.DaemonVersion, version)
+	}
+	reg := SessionRegistration{
+		Token: token, SessionID: sessionID, Mesh: mesh.Slug, DisplayName: o.Name, Pid: os.Getpid(), Cwd: cwd,
+		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: newPresenceRegistration(sessionKey, att),
+	}
+	regCtx, cancel := context.WithTimeout(ctx, launchIPCTimeout)
+	err = cl.RegisterSession(regCtx, reg)
+	cancel()
+	if err != nil {
+		return withHint(ipcFailure(fmt.Errorf("registering the session with the daemon: %w", err)), "its log: "+paths.LogFile())
+	}
+	defer func() {
+		// ctx may be cancelled by now (a signal): deregistering must still happen.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), launchIPCTimeout)
+		defer cancel()
+		if err := cl.DeregisterSession(dctx, token); err != nil && ipcStatus(err) != 404 {
+			c.warnf("deregistering the session: %v (the daemon drops it once this process is gone)", err)
+		}
+	}()
+
+	if !o.Quiet {
+		printLaunchBanner(c, o, mesh)
+		c.printf("%s\n\n", launchStatusLine(ctx, c, cl, mesh.Slug, sessionKey.PublicHex()))
+	}
+	env := claudeEnv(c.env.Environ(), map[string]string{
+		"CLAUDEMESH_CONFIG_DIR":     dir.Path,
+		"CLAUDEMESH_IPC_TOKEN_FILE": dir.TokenFile,
+		"CLAUDEMESH_DISPLAY_NAME":   o.Name,
+		"CLAUDEMESH_SESSION_ID":     sessionID,
+		"CLAUDEMESH_ROLE":           o.Role,
+	})
+	code, sig, err := runClaude(c, claudeBin, claudeArgv(o, sessionID, fresh), env)
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return errClaudeMissing(claudeBin + " could not be started")
+		}
+		return exitError(exitFailure, fmt.Errorf("starting claude: %w", err))
+	}
+	if sig != 0 {
+		return signalExit(sig) // after the deferred cleanup, report re-raises it
+	}
+	if code != 0 {
+		return silentExit(code)
+	}
+	return nil
+}
+
+// runClaude runs claude in the foreground of this terminal and waits for
+// it. It returns its exit code, or the signal that killed it.
+func runClaude(c *cli, bin string, argv, env []string) (code int, sig syscall.Signal, err error) {
+	cmd := exec.Command(bin, argv...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.env.Stdin, c.env.Stdout, c.env.Stderr
+	// Registered before the start, so that no signal falls in between.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	done := make(chan struct{})
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		for {
+			select {
+			case s := <-sigs:
+				// SIGINT and SIGQUIT come from the terminal, which sent them
+				// to claude too: they are claude's to handle.
+				if s == syscall.SIGTERM || s == syscall.SIGHUP {
+					_ = cmd.Process.Signal(s)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	werr := cmd.Wait()
+	close(done)
+	<-forwarded
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+		if ws.Signaled() {
+			return 0, ws.Signal(), nil
+		}
+		return ws.ExitStatus(), 0, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) {
+		return ee.ExitCode(), 0, nil
+	}
+	return 0, 0, werr
+}
+
+// printLaunchBanner says who this session is and how messages arrive.
+func printLaunchBanner(c *cli, o launchOptions, m Mesh) {
+	who := o.Name
+	if o.Role != "" {
+		who += " (" + o.Role + ")"
+	}
+	line := "claudemesh launch — as " + c.paint(colorBold, who) + " on " + c.paint(colorBold, m.Slug)
+	if len(o.Groups) > 0 {
+		line += " [" + strings.Join(groupSpecs(o.Groups), ", ") + "]"
+	}
+	line += " [" + o.MessageMode + "]"
+	rule := c.paint(colorDim, strings.Repeat("─", 60))
+	c.printf("%s\n%s\n", line, rule)
+	switch o.MessageMode {
+	case messageModeInbox:
+		c.printf("Peer messages wait in the inbox: read them with `claudemesh inbox`.\n")
+	case messageModeOff:
+		c.printf("Peer messages are not delivered to this session; `claudemesh inbox` still has them.\n")
+	default:
+		c.printf("Peer messages arrive as <channel> reminders in real time.\n")
+	}
+	c.printf("Peers send text only — they cannot call tools or read files.\n")
+	c.printf("%s\n\n", rule)
+}
+
+// launchStatusLine is "● broker connected · N peers online · M unread", from
+// what the daemon can tell; a part it cannot tell is left out. The inbox is
+// read with mark_seen=false: the welcome in the session shows those rows
+// and marks them.
+func launchStatusLine(ctx context.Context, c *cli, cl *DaemonClient, mesh, selfPubkey string) string {
+	ctx, cancel := context.WithTimeout(ctx, launchIPCTimeout)
+	defer cancel()
+	state := "unknown"
+	if h, err := cl.Health(ctx); err == nil {
+		if st, ok := h.Brokers[mesh]; ok {
+			state = st
+		}
+	}
+	dot, text := c.paint(colorYellow, "●"), "broker "+state
+	if state == string(LinkOpen) {
+		dot, text = c.paint(colorGreen, "●"), "broker connected"
+	}
+	parts := []string{text}
+	d := daemonMCP{cl: cl}
+	if peers, err := d.Peers(ctx, mesh); err == nil {
+		n := len(welcomePeers(peers, &mcpSelf{SessionPubkey: selfPubkey, Mesh: mesh}))
+		parts = append(parts, plural(n, "peer", "peers")+" online")
+	}
+	if items, err := d.Inbox(ctx, mcpInboxQuery{Mesh: mesh, UnreadOnly: true, Limit: 1000, MarkSeen: false}); err == nil {
+		parts = append(parts, strconv.Itoa(len(items))+" unread")
+	}
+	return dot + " " + strings.Join(parts, " · ")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
