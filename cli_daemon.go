@@ -258,41 +258,19 @@ func logTail(path string, n int) string {
 
 func setupDaemonDown(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
-		paths := c.Paths()
-		if !daemonLockHeld(paths) {
+		pid, err := stopRunningDaemon(ctx, c)
+		switch {
+		case err == nil && pid == 0:
 			if c.jsonMode() {
 				return c.printJSON(map[string]any{"stopped": false, "reason": "not_running"})
 			}
 			c.printf("daemon: not running\n")
 			return nil
-		}
-		pid := readPidFile(paths.PidFile())
-		if pid == 0 {
-			if cl := c.runningDaemon(ctx); cl != nil {
-				h, _ := cl.Health(ctx)
-				pid = h.Pid
-			}
-		}
-		if pid <= 0 {
-			return exitError(exitFailure, errors.New("a daemon holds the lock but its pid is unknown"), "its log: "+paths.LogFile())
-		}
-		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-			return exitError(exitPermission, fmt.Errorf("cannot signal pid %d: %w", pid, err))
-		}
-		deadline := time.Now().Add(daemonShutdownTimeout + 5*time.Second)
-		for daemonLockHeld(paths) {
-			if time.Now().After(deadline) {
-				if c.jsonMode() {
-					_ = c.printJSON(map[string]any{"stopped": false, "pid": pid, "reason": "shutdown_timeout"})
-					return silentExit(exitFailure)
-				}
-				return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not stop within %s", pid, daemonShutdownTimeout+5*time.Second))
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
+		case errors.Is(err, errDaemonStopTimeout) && c.jsonMode():
+			_ = c.printJSON(map[string]any{"stopped": false, "pid": pid, "reason": "shutdown_timeout"})
+			return silentExit(exitFailure)
+		case err != nil:
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"stopped": true, "pid": pid})
@@ -300,6 +278,46 @@ func setupDaemonDown(fs *flagSet) runFunc {
 		c.printf("daemon: stopped (was pid %d)\n", pid)
 		return nil
 	}
+}
+
+// errDaemonStopTimeout: the daemon was signalled but still holds its lock.
+var errDaemonStopTimeout = errors.New("the daemon did not stop in time")
+
+// stopRunningDaemon stops the daemon holding the lock (SIGTERM, then waits
+// for the lock to be free) and returns its pid; 0 when none was running.
+// `daemon down` and the service installer (which replaces a running daemon
+// by the service's, 1.30.1) share it.
+func stopRunningDaemon(ctx context.Context, c *cli) (int, error) {
+	paths := c.Paths()
+	if !daemonLockHeld(paths) {
+		return 0, nil
+	}
+	pid := readPidFile(paths.PidFile())
+	if pid == 0 {
+		if cl := c.runningDaemon(ctx); cl != nil {
+			h, _ := cl.Health(ctx)
+			pid = h.Pid
+		}
+	}
+	if pid <= 0 {
+		return 0, exitError(exitFailure, errors.New("a daemon holds the lock but its pid is unknown"), "its log: "+paths.LogFile())
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return pid, exitError(exitPermission, fmt.Errorf("cannot signal pid %d: %w", pid, err))
+	}
+	wait := daemonShutdownTimeout + 5*time.Second
+	deadline := time.Now().Add(wait)
+	for daemonLockHeld(paths) {
+		if time.Now().After(deadline) {
+			return pid, exitError(exitFailure, fmt.Errorf("%w: pid %d still runs after %s", errDaemonStopTimeout, pid, wait))
+		}
+		select {
+		case <-ctx.Done():
+			return pid, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return pid, nil
 }
 
 func setupDaemonStatus(fs *flagSet) runFunc {

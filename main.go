@@ -147,6 +147,25 @@ claude's status.`,
 		setup: setupLaunch,
 	},
 	{
+		name:    "install",
+		summary: "set up Claude Code: the MCP server, the claudemesh skill and the daemon service",
+		detail: `Registers mcpServers.claudemesh in ~/.claude.json (a backup of the file goes
+to ~/.claude/backups first; nothing else in it changes), writes the skill to
+~/.claude/skills/claudemesh/SKILL.md, installs the daemon as a systemd user
+unit or launchd agent and starts it, then reports each mesh's broker link.
+Run it again after moving the binary. Under CI it refuses the service unless
+--allow-ci-persistent.`,
+		group: groupSession,
+		setup: setupInstall,
+	},
+	{
+		name:    "uninstall",
+		summary: "undo install: the MCP server entry, the skill and the daemon service",
+		detail:  "Meshes, keys and the inbox in ~/.claudemesh are kept.",
+		group:   groupSession,
+		setup:   setupUninstall,
+	},
+	{
 		name:    "mcp",
 		summary: "the MCP stdio server Claude Code runs: delivers mesh messages into the session",
 		detail: `Claude Code starts it (registered by 'claudemesh install', loaded by
@@ -189,6 +208,21 @@ no shell to run the CLI in.`,
 		summary: "the running daemon's version and IPC API",
 		group:   groupDaemon,
 		setup:   setupDaemonVersion,
+	},
+	{
+		name:    "daemon install-service",
+		summary: "run the daemon as a systemd user unit / launchd agent, started at login",
+		detail: `The unit runs this binary's absolute path with 'daemon up --foreground'. A
+running daemon is replaced by the service's. Without systemctl / launchctl the
+unit is written and the commands to start it are printed.`,
+		group: groupDaemon,
+		setup: setupInstallService,
+	},
+	{
+		name:    "daemon uninstall-service",
+		summary: "stop and remove the daemon service",
+		group:   groupDaemon,
+		setup:   setupUninstallService,
 	},
 	{
 		name:    "mesh create",

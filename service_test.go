@@ -86,14 +86,6 @@ func TestServiceUnitGolden(t *testing.T) {
 	}
 }
 
-func commandStrings(cmds []serviceCommand) []string {
-	var out []string
-	for _, c := range cmds {
-		out = append(out, c.String())
-	}
-	return out
-}
-
 // systemdWords splits a systemd command line the way systemd does for our
 // output: double-quoted words with backslash escapes, "%%" for "%", and in
 // arguments (not the executable) "$$" for "$".
