@@ -59,9 +59,18 @@ type DaemonOptions struct {
 	StartTimes     func(pids []int) map[int]string
 	PidAlive       func(pid int) bool
 
-	// Messages stores message pushes (issue 5's inbox). Nil: message pushes
-	// are neither stored nor acked.
+	// Messages takes message pushes instead of the inbox (tests). Nil: the
+	// inbox stores them.
 	Messages MessageSink
+	// Drain holds the outbox drain's limits.
+	Drain DrainTiming
+	// MaxMessageBytes is the broker's per-message limit (ciphertext + nonce
+	// + target); sends that cannot fit are refused at accept time.
+	MaxMessageBytes int
+	// InboxPruneEvery and InboxRetention: rows older than the retention are
+	// deleted at start and then every InboxPruneEvery.
+	InboxPruneEvery time.Duration
+	InboxRetention  time.Duration
 	// Closers are closed last at shutdown (stores).
 	Closers []io.Closer
 	// Ready, if set, is closed once IPC is listening.
@@ -95,6 +104,18 @@ func (o *DaemonOptions) defaults() {
 	if o.RPCTimeout == 0 {
 		o.RPCTimeout = 5 * time.Second
 	}
+	if o.Drain.AckTimeout == 0 {
+		o.Drain = defaultDrainTiming()
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = defaultMaxMessageBytes
+	}
+	if o.InboxPruneEvery == 0 {
+		o.InboxPruneEvery = time.Hour
+	}
+	if o.InboxRetention == 0 {
+		o.InboxRetention = 30 * 24 * time.Hour
+	}
 }
 
 // Daemon is the running daemon.
@@ -121,6 +142,11 @@ type Daemon struct {
 
 	lock    *os.File
 	servers []*http.Server
+
+	outbox     *Outbox  // nil until Run opens it
+	inbox      *Inbox   // nil until Run opens it
+	drain      *drainer // sends the outbox
+	storesOnce sync.Once
 }
 
 // meshEntry is one joined mesh and its member link.
@@ -189,6 +215,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := d.openStores(); err != nil {
+		return err
+	}
+	defer d.closeStores()
 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
@@ -202,6 +232,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.restoreSessions()
 	d.sessions.EnablePersistence()
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
+	d.drain.Start(runCtx)
+	d.inbox.StartPruner(runCtx, d.opts.InboxPruneEvery, d.opts.InboxRetention, d.log)
 
 	d.startedAt = time.Now()
 	if err := d.listen(serveCtx); err != nil {
@@ -253,6 +285,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cancelServe()
 	cancelRun()
 	d.closeLinks()
+	d.drain.Wait()
+	d.closeStores()
 	for _, c := range d.opts.Closers {
 		if err := c.Close(); err != nil {
 			d.log.Warn("store_close_failed", "err", err.Error())
@@ -262,6 +296,48 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.removeIfOurs(d.paths.DaemonInfoFile())
 	d.log.Info("daemon_stopped")
 	return nil
+}
+
+// openStores opens outbox.db and inbox.db (after the lock, so that a second
+// daemon never touches a live one's rows) and routes message pushes to the
+// inbox.
+func (d *Daemon) openStores() error {
+	ob, recovered, err := openOutbox(d.paths.OutboxDB())
+	if err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	if recovered > 0 {
+		d.log.Info("outbox_inflight_recovered", "rows", recovered)
+	}
+	ib, err := openInbox(d.paths.InboxDB())
+	if err != nil {
+		ob.Close()
+		return fmt.Errorf("inbox: %w", err)
+	}
+	d.outbox, d.inbox = ob, ib
+	d.drain = newDrainer(ob, d, d.opts.Drain, d.log)
+	if d.opts.Messages == nil {
+		d.opts.Messages = &inboxSink{ib: ib, bus: d.bus, log: d.log}
+	}
+	return nil
+}
+
+// closeStores waits for the drain (whose context must have ended) and
+// closes the stores, once.
+func (d *Daemon) closeStores() {
+	d.storesOnce.Do(func() {
+		d.drain.Wait()
+		if d.outbox != nil {
+			if err := d.outbox.Close(); err != nil {
+				d.log.Warn("store_close_failed", "store", "outbox", "err", err.Error())
+			}
+		}
+		if d.inbox != nil {
+			if err := d.inbox.Close(); err != nil {
+				d.log.Warn("store_close_failed", "store", "inbox", "err", err.Error())
+			}
+		}
+	})
 }
 
 // acquireLock takes the singleton lock without waiting.
@@ -446,6 +522,9 @@ func (d *Daemon) newMemberLink(e *meshEntry) *Link {
 }
 
 func (d *Daemon) publishLinkState(l *Link, st LinkState) {
+	if st == LinkOpen {
+		d.drain.Wake() // rows waiting for this link can go
+	}
 	data := map[string]any{"mesh": l.Mesh(), "status": string(st), "link": l.Kind()}
 	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(), Data: data})
 }

@@ -42,7 +42,7 @@ type ipcRoute struct {
 	stream  func(d *Daemon, w http.ResponseWriter, req *ipcRequest) // instead of handle (SSE)
 }
 
-// ipcRoutes is every IPC route. Issue 5 adds send, outbox and inbox here.
+// ipcRoutes is every IPC route.
 var ipcRoutes = []ipcRoute{
 	{method: "GET", pattern: "/v1/version", handle: (*Daemon).handleVersion},
 	{method: "GET", pattern: "/v1/health", handle: (*Daemon).handleHealth},
@@ -63,10 +63,18 @@ var ipcRoutes = []ipcRoute{
 	{method: "DELETE", pattern: "/v1/skills/{name}", handle: (*Daemon).handleRemoveSkill},
 	{method: "POST", pattern: "/v1/profile", maxBody: 16 << 10, handle: (*Daemon).handleProfile},
 	{method: "GET", pattern: "/v1/events", stream: (*Daemon).streamEvents},
+	{method: "POST", pattern: "/v1/send", maxBody: maxSendBody, handle: (*Daemon).handleSend},
+	{method: "GET", pattern: "/v1/outbox", handle: (*Daemon).handleOutboxList},
+	{method: "POST", pattern: "/v1/outbox/requeue", maxBody: 4 << 10, handle: (*Daemon).handleOutboxRequeue},
+	{method: "GET", pattern: "/v1/inbox", handle: (*Daemon).handleInboxList},
+	{method: "POST", pattern: "/v1/inbox/seen", maxBody: 64 << 10, handle: (*Daemon).handleInboxSeen},
+	{method: "DELETE", pattern: "/v1/inbox", handle: (*Daemon).handleInboxFlush},
+	{method: "DELETE", pattern: "/v1/inbox/{id}", handle: (*Daemon).handleInboxDelete},
 }
 
 // ipcFeatures is what /v1/version advertises.
-var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events"}
+var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events",
+	"send", "outbox", "inbox"}
 
 // defaultMaxBody caps a body on routes that declare no cap of their own.
 const defaultMaxBody = 64 << 10
@@ -364,21 +372,36 @@ func writeAPIError(w http.ResponseWriter, err error) {
 	writeIPCJSON(w, status, body)
 }
 
-// decodeBody reads a JSON object body into v: 413 over the route's cap,
-// 400 for an empty body, bad JSON or trailing data.
-func (req *ipcRequest) decodeBody(v any) error {
+// readBody reads the body under the route's cap: 413 over it.
+func (req *ipcRequest) readBody() ([]byte, error) {
 	limit := req.maxBody
 	if limit == 0 {
 		limit = defaultMaxBody
 	}
 	data, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 	if err != nil {
-		return newAPIError(http.StatusBadRequest, "bad_body", err.Error())
+		return nil, newAPIError(http.StatusBadRequest, "bad_body", err.Error())
 	}
 	if int64(len(data)) > limit {
-		return newAPIError(http.StatusRequestEntityTooLarge, "payload_too_large",
+		return nil, newAPIError(http.StatusRequestEntityTooLarge, "payload_too_large",
 			fmt.Sprintf("body over %d bytes", limit))
 	}
+	return data, nil
+}
+
+// decodeBody reads a JSON object body into v: 413 over the route's cap,
+// 400 for an empty body, bad JSON or trailing data.
+func (req *ipcRequest) decodeBody(v any) error {
+	data, err := req.readBody()
+	if err != nil {
+		return err
+	}
+	return decodeJSONObject(data, v)
+}
+
+// decodeJSONObject decodes one JSON object into v (numbers kept exact;
+// unknown fields refused when v asks for it with strictJSON).
+func decodeJSONObject(data []byte, v any) error {
 	if len(strings.TrimSpace(string(data))) == 0 {
 		return newAPIError(http.StatusBadRequest, "missing_body", "a JSON object body is required")
 	}

@@ -1,0 +1,455 @@
+// The drain: the worker that hands outbox rows to brokers.
+//
+// Policy (SPEC §5.4):
+//   - Rows travel in lanes, one per link: a mesh's member link, or one
+//     session's link for rows that session sent. Lanes run concurrently, so
+//     a stalled link never holds up another mesh or session; within a lane
+//     rows go one at a time in the order they were accepted.
+//   - Nothing polls: an insert, a requeue or a link opening wakes the drain;
+//     a lane waiting for a retry sleeps until exactly then.
+//   - A session's rows leave only on that session's link — they are sealed
+//     with its key — and wait while it is down; they are never re-signed or
+//     sent on the member link. A lane whose link is down waits without
+//     spending attempts.
+//   - Each send waits AckTimeout (15 s) for the broker's ack. A permanent
+//     broker error (unknown_target, forbidden, invalid, payload_too_large,
+//     judged by the ack error's code prefix) kills the row; anything else is
+//     retried after min(30 s, 0.5 s·2^attempts), and the row dies after 25
+//     attempts or 7 days.
+//   - Shutdown puts a row whose send was interrupted back to pending; a
+//     crash leaves it inflight, and the outbox returns it to pending when
+//     it next opens.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DrainTiming holds the drain's limits; tests shorten them.
+type DrainTiming struct {
+	AckTimeout  time.Duration // how long one send waits for the broker's ack
+	BackoffBase time.Duration // retry n waits BackoffBase·2^n …
+	BackoffMax  time.Duration // … at most this long
+	MaxAttempts int           // sends before a row is dead
+	MaxAge      time.Duration // age at which an unsent row is dead
+}
+
+func defaultDrainTiming() DrainTiming {
+	return DrainTiming{AckTimeout: 15 * time.Second, BackoffBase: 500 * time.Millisecond, BackoffMax: 30 * time.Second,
+		MaxAttempts: 25, MaxAge: 7 * 24 * time.Hour}
+}
+
+// backoff is the wait before the next try of a row that has been tried
+// attempts times.
+func (t DrainTiming) backoff(attempts int) time.Duration {
+	d := t.BackoffBase
+	for i := 0; i < attempts && d < t.BackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, t.BackoffMax)
+}
+
+// permanentSendErrors are the broker's refusals that no retry can fix.
+var permanentSendErrors = map[string]bool{
+	codeUnknownTarget: true, codeForbidden: true, codeInvalid: true, codePayloadTooLarge: true,
+}
+
+// ackErrorCode is the code an ack's error string starts with ("code: …").
+func ackErrorCode(s string) string {
+	code, _, _ := strings.Cut(s, ":")
+	return strings.TrimSpace(code)
+}
+
+// sendVerdict is what one send attempt came to.
+type sendVerdict int
+
+const (
+	verdictDone sendVerdict = iota
+	verdictRetry
+	verdictDead
+)
+
+// judgeSend classifies a send's ack or error; reason is for last_error.
+func judgeSend(ack AckFrame, err error) (sendVerdict, string) {
+	var be *BrokerError
+	switch {
+	case errors.As(err, &be):
+		if permanentSendErrors[be.Code] {
+			return verdictDead, be.Code + ": " + be.Message
+		}
+		return verdictRetry, be.Code + ": " + be.Message
+	case errors.Is(err, errBrokerTimeout):
+		return verdictRetry, "ack_timeout"
+	case err != nil:
+		return verdictRetry, err.Error()
+	case ack.Error != "":
+		if permanentSendErrors[ackErrorCode(ack.Error)] {
+			return verdictDead, ack.Error
+		}
+		return verdictRetry, ack.Error
+	}
+	return verdictDone, ""
+}
+
+// drainLinks is how the drain finds links (the Daemon).
+type drainLinks interface {
+	MemberLink(slug string) *Link
+	SessionLinkByPubkey(pubkey string) *Link
+}
+
+// laneKey names a lane: a mesh's member link, or one session's link.
+type laneKey struct{ mesh, session string }
+
+// drainer runs the lanes.
+type drainer struct {
+	ob     *Outbox
+	links  drainLinks
+	timing DrainTiming
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	lanes   map[laneKey]bool
+	changed chan struct{}              // closed and replaced by Wake
+	waiters map[string][]chan struct{} // row id → closed when the row's state moves
+	kick    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func newDrainer(ob *Outbox, links drainLinks, timing DrainTiming, log *slog.Logger) *drainer {
+	return &drainer{ob: ob, links: links, timing: timing, log: log, lanes: map[laneKey]bool{},
+		changed: make(chan struct{}), waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1)}
+}
+
+// Start runs the drain until ctx ends; Wait waits for it to finish.
+func (dr *drainer) Start(ctx context.Context) {
+	dr.wg.Add(1)
+	go func() {
+		defer dr.wg.Done()
+		for {
+			dr.scan(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-dr.kick:
+			}
+		}
+	}()
+}
+
+// Wait blocks until every lane has stopped (after ctx ended).
+func (dr *drainer) Wait() {
+	if dr != nil {
+		dr.wg.Wait()
+	}
+}
+
+// Wake tells the drain something changed: a row was added or requeued, or
+// a link opened.
+func (dr *drainer) Wake() {
+	if dr == nil {
+		return
+	}
+	dr.mu.Lock()
+	close(dr.changed)
+	dr.changed = make(chan struct{})
+	dr.mu.Unlock()
+	dr.rescan()
+}
+
+func (dr *drainer) rescan() {
+	select {
+	case dr.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (dr *drainer) changedCh() <-chan struct{} {
+	dr.mu.Lock()
+	defer dr.mu.Unlock()
+	return dr.changed
+}
+
+// scan starts a worker for every lane with pending rows that has none.
+func (dr *drainer) scan(ctx context.Context) {
+	lanes, err := dr.ob.pendingLanes(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			dr.log.Warn("drain_scan_failed", "err", err.Error())
+		}
+		return
+	}
+	dr.mu.Lock()
+	defer dr.mu.Unlock()
+	for _, l := range lanes {
+		if dr.lanes[l] || ctx.Err() != nil {
+			continue
+		}
+		dr.lanes[l] = true
+		dr.wg.Add(1)
+		go dr.runLane(ctx, l)
+	}
+}
+
+// notify wakes whoever waits on a row's next state.
+func (dr *drainer) notify(id string) {
+	dr.mu.Lock()
+	chs := dr.waiters[id]
+	delete(dr.waiters, id)
+	dr.mu.Unlock()
+	for _, ch := range chs {
+		close(ch)
+	}
+}
+
+// WaitSettled waits up to d for the row to be sent, to die, or to be told
+// to wait (link down, retry later), and returns it as it then is. It does
+// not wait at all when linkOpen says the row's link is down.
+func (dr *drainer) WaitSettled(ctx context.Context, id string, d time.Duration, linkOpen func(*outboxRow) bool) *outboxRow {
+	ch := make(chan struct{})
+	dr.mu.Lock()
+	dr.waiters[id] = append(dr.waiters[id], ch)
+	dr.mu.Unlock()
+	defer func() {
+		dr.mu.Lock()
+		list := dr.waiters[id]
+		for i, c := range list {
+			if c == ch {
+				dr.waiters[id] = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(dr.waiters[id]) == 0 {
+			delete(dr.waiters, id)
+		}
+		dr.mu.Unlock()
+	}()
+	row, err := dr.ob.get(ctx, id)
+	if err != nil || row.Status == outboxDone || row.Status == outboxDead || row.Status == outboxAborted || !linkOpen(row) {
+		return row
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	row, _ = dr.ob.get(context.WithoutCancel(ctx), id)
+	return row
+}
+
+// link is the link a row of this lane leaves on; dead explains why there
+// can never be one (the mesh is not joined).
+func (dr *drainer) link(l laneKey) (link *Link, dead string) {
+	if l.session != "" {
+		return dr.links.SessionLinkByPubkey(l.session), ""
+	}
+	link = dr.links.MemberLink(l.mesh)
+	if link == nil {
+		return nil, "no_broker_for_mesh: " + l.mesh
+	}
+	return link, ""
+}
+
+// sleep waits for d, a Wake, or the end of ctx.
+func sleep(ctx context.Context, changed <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-changed:
+	case <-t.C:
+	}
+}
+
+// runLane sends a lane's rows in order until it has none left.
+func (dr *drainer) runLane(ctx context.Context, lane laneKey) {
+	defer dr.wg.Done()
+	defer func() {
+		dr.mu.Lock()
+		delete(dr.lanes, lane)
+		dr.mu.Unlock()
+		dr.rescan() // a row may have arrived while this lane was closing
+	}()
+	for ctx.Err() == nil {
+		changed := dr.changedCh()
+		row, err := dr.ob.head(ctx, lane)
+		if errors.Is(err, errNotFound) {
+			return
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				dr.log.Warn("drain_read_failed", "err", err.Error())
+			}
+			sleep(ctx, changed, time.Second)
+			continue
+		}
+		now := time.Now()
+		expires := time.UnixMilli(row.EnqueuedAt).Add(dr.timing.MaxAge)
+		if !now.Before(expires) {
+			dr.finish(row, outboxDead, "expired: not sent within "+dr.timing.MaxAge.String(), "")
+			continue
+		}
+		if due := time.UnixMilli(row.NextAttemptAt); now.Before(due) {
+			sleep(ctx, changed, due.Sub(now))
+			continue
+		}
+		link, dead := dr.link(lane)
+		if dead != "" {
+			dr.finish(row, outboxDead, dead, "")
+			continue
+		}
+		if link == nil || link.State() != LinkOpen {
+			what := "waiting: the member link of " + lane.mesh + " is not open"
+			if lane.session != "" {
+				what = "waiting: the sending session's link is not open"
+			}
+			dr.noteWaiting(row, what)
+			sleep(ctx, changed, expires.Sub(now))
+			continue
+		}
+		dr.attempt(ctx, row, link)
+	}
+}
+
+// attempt sends one row and records the outcome.
+func (dr *drainer) attempt(ctx context.Context, row *outboxRow, link *Link) {
+	claimed, err := dr.ob.claim(ctx, row.ID, time.Now().Add(dr.timing.AckTimeout))
+	if err != nil || !claimed {
+		return
+	}
+	row.Attempts++
+	priority := row.Priority
+	if !validPriority(priority) {
+		priority = priorityNext
+	}
+	f := SendFrame{Type: frameSend, ID: row.ClientMessageID, ClientMessageID: row.ClientMessageID,
+		RequestFingerprint: hex.EncodeToString(row.Fingerprint), TargetSpec: row.TargetSpec, Priority: priority,
+		Nonce: row.Nonce, Ciphertext: row.Ciphertext, ReplyToID: row.ReplyToID}
+	sctx, cancel := context.WithTimeout(ctx, dr.timing.AckTimeout)
+	ack, err := link.Send(sctx, f)
+	cancel()
+	if ctx.Err() != nil {
+		// Shutdown interrupted the send: the row goes out again next time
+		// (the broker dedupes on client_message_id if it got there).
+		_ = dr.ob.release(context.WithoutCancel(ctx), row.ID)
+		return
+	}
+	verdict, reason := judgeSend(ack, err)
+	switch {
+	case verdict == verdictDone:
+		id := ack.MessageID
+		if id == "" {
+			id = row.ClientMessageID
+		}
+		dr.finish(row, outboxDone, "", id)
+	case verdict == verdictDead:
+		dr.finish(row, outboxDead, reason, "")
+	case row.Attempts >= dr.timing.MaxAttempts:
+		dr.finish(row, outboxDead, "max_attempts: "+reason, "")
+	default:
+		next := time.Now().Add(dr.timing.backoff(row.Attempts))
+		if err := dr.ob.retryLater(context.WithoutCancel(ctx), row.ID, next, reason); err != nil {
+			dr.log.Warn("drain_write_failed", "id", row.ID, "err", err.Error())
+		}
+		dr.log.Info("send_retry", "id", row.ID, "mesh", row.Mesh, "attempts", row.Attempts, "err", reason)
+		dr.notify(row.ID)
+	}
+}
+
+// finish records a row's final state and tells its waiters.
+func (dr *drainer) finish(row *outboxRow, status, reason, brokerID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := dr.ob.settle(ctx, row.ID, status, reason, brokerID, time.Now()); err != nil {
+		dr.log.Warn("drain_write_failed", "id", row.ID, "err", err.Error())
+	}
+	if status == outboxDead {
+		dr.log.Warn("send_dead", "id", row.ID, "client_message_id", row.ClientMessageID, "mesh", row.Mesh, "err", reason)
+	}
+	dr.notify(row.ID)
+}
+
+// noteWaiting records why a row is not going out, once.
+func (dr *drainer) noteWaiting(row *outboxRow, why string) {
+	if row.LastError == why {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = dr.ob.db.ExecContext(ctx, `UPDATE outbox SET last_error = ? WHERE id = ? AND status = 'pending'`, why, row.ID)
+	dr.notify(row.ID)
+}
+
+// The drain's queries.
+
+// pendingLanes lists the lanes that have pending rows.
+func (o *Outbox) pendingLanes(ctx context.Context) ([]laneKey, error) {
+	rows, err := o.db.QueryContext(ctx, `SELECT DISTINCT COALESCE(mesh, ''), COALESCE(sender_session_pubkey, '') FROM outbox WHERE status = 'pending'`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []laneKey
+	for rows.Next() {
+		var l laneKey
+		if err := rows.Scan(&l.mesh, &l.session); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// head is a lane's oldest pending row.
+func (o *Outbox) head(ctx context.Context, l laneKey) (*outboxRow, error) {
+	return scanOutboxRow(o.db.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox
+WHERE status = 'pending' AND mesh IS ? AND sender_session_pubkey IS ? ORDER BY enqueued_at, rowid LIMIT 1`,
+		nullable(l.mesh), nullable(l.session)))
+}
+
+// claim moves a pending row to inflight, counting the attempt.
+func (o *Outbox) claim(ctx context.Context, id string, until time.Time) (bool, error) {
+	res, err := o.db.ExecContext(ctx, `UPDATE outbox SET status = 'inflight', attempts = attempts + 1, next_attempt_at = ?
+WHERE id = ? AND status = 'pending'`, until.UnixMilli(), id)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// release returns an interrupted inflight row to pending.
+func (o *Outbox) release(ctx context.Context, id string) error {
+	_, err := o.db.ExecContext(ctx, `UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE id = ? AND status = 'inflight'`,
+		time.Now().UnixMilli(), id)
+	return err
+}
+
+// retryLater returns an inflight row to pending until next.
+func (o *Outbox) retryLater(ctx context.Context, id string, next time.Time, reason string) error {
+	_, err := o.db.ExecContext(ctx, `UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'inflight'`,
+		next.UnixMilli(), reason, id)
+	return err
+}
+
+// settle records done (with the broker's id and the time) or dead (with
+// the reason). A row requeued meanwhile stays aborted.
+func (o *Outbox) settle(ctx context.Context, id, status, reason, brokerID string, now time.Time) error {
+	var err error
+	if status == outboxDone {
+		_, err = o.db.ExecContext(ctx, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL
+WHERE id = ? AND status IN ('pending', 'inflight')`, now.UnixMilli(), brokerID, id)
+	} else {
+		_, err = o.db.ExecContext(ctx, `UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND status IN ('pending', 'inflight')`,
+			sql.NullString{String: reason, Valid: reason != ""}, id)
+	}
+	return err
+}

@@ -1,0 +1,576 @@
+// The daemon's inbox (SPEC §5.5): every message push a link receives is
+// decrypted, stored once per recipient in inbox.db, acknowledged to the
+// broker, and — when new — published as a `message` event.
+//
+// Policy:
+//   - Decrypt with the session key if the push came on a session link, then
+//     with the member key. A body nobody can read is stored as NULL with
+//     decrypt_failed=1, never as garbage.
+//   - One row per (recipient_pubkey, client_message_id): two sessions of
+//     this daemon that both receive a message each get their row, and a
+//     redelivered push finds its row and adds nothing.
+//   - client_ack goes out on the connection the push came in on, for a new
+//     row and for a duplicate alike, and only once the row is stored: a
+//     failed write leaves the push un-acked, so the broker redelivers it.
+//   - A caller with a session token sees, marks, flushes and deletes only
+//     its own rows: those addressed to its session key, to its member key,
+//     or to nobody in particular (rows older than recipient tracking).
+//   - Reading the inbox stamps the rows it returned as seen, after the read
+//     (mark_seen=false peeks). Rows older than 30 days are pruned hourly.
+package main
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+var inboxMigrations = []string{`
+CREATE TABLE inbox (
+  id                   TEXT PRIMARY KEY,
+  client_message_id    TEXT NOT NULL,
+  broker_message_id    TEXT,
+  mesh                 TEXT NOT NULL,
+  topic                TEXT,
+  sender_pubkey        TEXT NOT NULL,
+  sender_member_pubkey TEXT,
+  sender_name          TEXT NOT NULL,
+  body                 TEXT,
+  decrypt_failed       INTEGER NOT NULL DEFAULT 0,
+  meta                 TEXT,
+  received_at          INTEGER NOT NULL,
+  reply_to_id          TEXT,
+  priority             TEXT,
+  subtype              TEXT,
+  created_at           TEXT,
+  seen_at              INTEGER,
+  recipient_pubkey     TEXT,
+  recipient_kind       TEXT
+);
+CREATE UNIQUE INDEX inbox_recipient_message ON inbox(recipient_pubkey, client_message_id);
+CREATE INDEX inbox_received_at ON inbox(received_at);
+CREATE INDEX inbox_mesh_received ON inbox(mesh, received_at);
+CREATE INDEX inbox_topic ON inbox(topic);
+CREATE INDEX inbox_sender ON inbox(sender_pubkey);
+CREATE INDEX inbox_seen_at ON inbox(seen_at);
+`}
+
+// inboxRow is one stored message.
+type inboxRow struct {
+	ID                 string
+	ClientMessageID    string
+	BrokerMessageID    string
+	Mesh               string
+	Topic              string
+	SenderPubkey       string
+	SenderMemberPubkey string
+	SenderName         string
+	Body               *string // nil: nothing readable (DecryptFailed says why)
+	DecryptFailed      bool
+	ReceivedAt         int64 // ms
+	ReplyToID          string
+	Priority           string
+	Subtype            string
+	CreatedAt          string // the broker's ISO time
+	SeenAt             int64  // ms, 0 = unread
+	RecipientPubkey    string
+	RecipientKind      string
+}
+
+const inboxColumns = `id, client_message_id, broker_message_id, mesh, topic, sender_pubkey, sender_member_pubkey, sender_name,
+  body, decrypt_failed, received_at, reply_to_id, priority, subtype, created_at, seen_at, recipient_pubkey, recipient_kind`
+
+func scanInboxRow(s rowScanner) (*inboxRow, error) {
+	var r inboxRow
+	var brokerID, topic, senderMember, body, reply, prio, subtype, created, recip, kind sql.NullString
+	var seen sql.NullInt64
+	err := s.Scan(&r.ID, &r.ClientMessageID, &brokerID, &r.Mesh, &topic, &r.SenderPubkey, &senderMember, &r.SenderName,
+		&body, &r.DecryptFailed, &r.ReceivedAt, &reply, &prio, &subtype, &created, &seen, &recip, &kind)
+	if err != nil {
+		return nil, noRows(err)
+	}
+	r.BrokerMessageID, r.Topic, r.SenderMemberPubkey = brokerID.String, topic.String, senderMember.String
+	if body.Valid {
+		r.Body = &body.String
+	}
+	r.ReplyToID, r.Priority, r.Subtype, r.CreatedAt = reply.String, prio.String, subtype.String, created.String
+	r.SeenAt, r.RecipientPubkey, r.RecipientKind = seen.Int64, recip.String, kind.String
+	return &r, nil
+}
+
+// Inbox is inbox.db.
+type Inbox struct {
+	db *sql.DB
+	wg sync.WaitGroup
+}
+
+func openInbox(path string) (*Inbox, error) {
+	db, err := openSQLite(path, inboxMigrations)
+	if err != nil {
+		return nil, err
+	}
+	return &Inbox{db: db}, nil
+}
+
+// Close stops the pruner and closes the database.
+func (ib *Inbox) Close() error {
+	ib.wg.Wait()
+	return ib.db.Close()
+}
+
+// Insert stores r unless its recipient already has that message; isNew
+// says whether it was stored now.
+func (ib *Inbox) Insert(ctx context.Context, r *inboxRow) (isNew bool, err error) {
+	res, err := ib.db.ExecContext(ctx, `INSERT INTO inbox (`+inboxColumns+`)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
+ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`,
+		r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
+		nullable(r.SenderMemberPubkey), r.SenderName, r.Body, r.DecryptFailed, r.ReceivedAt, nullable(r.ReplyToID),
+		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind))
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// inboxScope selects rows: by mesh, by recipient (for a session caller),
+// and the listing filters.
+type inboxScope struct {
+	Mesh       string   // "" = every mesh
+	Recipients []string // non-nil: only rows addressed to one of these keys, or to nobody
+	Since      int64    // ms; received at or after
+	Before     int64    // ms; received before
+	Topic      string
+	From       string // sender key: the session or the member that sent
+	UnreadOnly bool
+}
+
+// where renders the scope as a WHERE clause with its arguments.
+func (s inboxScope) where() (string, []any) {
+	var conds []string
+	var args []any
+	add := func(cond string, a ...any) {
+		conds = append(conds, cond)
+		args = append(args, a...)
+	}
+	if s.Mesh != "" {
+		add("mesh = ?", s.Mesh)
+	}
+	if s.Recipients != nil {
+		cond := "recipient_pubkey IS NULL"
+		for _, k := range s.Recipients {
+			cond += " OR recipient_pubkey = ?"
+			args = append(args, k)
+		}
+		conds = append(conds, "("+cond+")")
+	}
+	if s.Since > 0 {
+		add("received_at >= ?", s.Since)
+	}
+	if s.Before > 0 {
+		add("received_at < ?", s.Before)
+	}
+	if s.Topic != "" {
+		add("topic = ?", strings.TrimPrefix(s.Topic, "#"))
+	}
+	if s.From != "" {
+		add("(sender_pubkey = ? OR sender_member_pubkey = ?)", s.From, s.From)
+	}
+	if s.UnreadOnly {
+		conds = append(conds, "seen_at IS NULL")
+	}
+	if len(conds) == 0 {
+		return "1", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+// List returns the newest rows in scope.
+func (ib *Inbox) List(ctx context.Context, s inboxScope, limit int) ([]*inboxRow, error) {
+	where, args := s.where()
+	rows, err := ib.db.QueryContext(ctx, `SELECT `+inboxColumns+` FROM inbox WHERE `+where+
+		` ORDER BY received_at DESC, rowid DESC LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*inboxRow
+	for rows.Next() {
+		r, err := scanInboxRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// MarkSeen stamps unread rows of ids that are in scope; it returns how
+// many went from unread to seen.
+func (ib *Inbox) MarkSeen(ctx context.Context, ids []string, s inboxScope, now time.Time) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	where, args := s.where()
+	ph := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
+	all := append([]any{now.UnixMilli()}, args...)
+	for _, id := range ids {
+		all = append(all, id)
+	}
+	res, err := ib.db.ExecContext(ctx, `UPDATE inbox SET seen_at = ? WHERE `+where+` AND seen_at IS NULL AND id IN (`+ph+`)`, all...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// Flush deletes the rows in scope.
+func (ib *Inbox) Flush(ctx context.Context, s inboxScope) (int64, error) {
+	where, args := s.where()
+	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE `+where, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// Delete removes one row if it is in scope.
+func (ib *Inbox) Delete(ctx context.Context, id string, s inboxScope) (bool, error) {
+	where, args := s.where()
+	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE id = ? AND `+where, append([]any{id}, args...)...)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// Prune deletes rows received before cutoff.
+func (ib *Inbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE received_at < ?`, cutoff.UnixMilli())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// StartPruner prunes at once and then every interval until ctx ends.
+func (ib *Inbox) StartPruner(ctx context.Context, every, retention time.Duration, log *slog.Logger) {
+	ib.wg.Add(1)
+	go func() {
+		defer ib.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			n, err := ib.Prune(ctx, time.Now().Add(-retention))
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("inbox_prune_failed", "err", err.Error())
+			case n > 0:
+				log.Info("inbox_prune_completed", "removed", n, "retention_days", int(retention.Hours()/24))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// Inbound: the MessageSink.
+
+// inboxSink stores message pushes in the inbox and publishes new ones.
+type inboxSink struct {
+	ib  *Inbox
+	bus *Bus
+	log *slog.Logger
+}
+
+func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
+	row := inboxRowFromPush(msg, time.Now())
+	isNew, err := s.ib.Insert(ctx, row)
+	if err != nil {
+		// Not acked: the broker pushes it again.
+		s.log.Warn("inbox_insert_failed", "mesh", msg.Mesh, "message_id", msg.Push.MessageID, "err", err.Error())
+		return
+	}
+	if isNew {
+		s.bus.Publish(Event{Kind: eventMessage, Mesh: row.Mesh, RecipientKind: row.RecipientKind,
+			RecipientPubkey: row.RecipientPubkey, Data: messageEventData(row)})
+	}
+	if err := msg.Frame.Reply(ctx, ClientAckFrame{Type: frameClientAck, ClientMessageID: row.ClientMessageID,
+		BrokerMessageID: msg.Push.MessageID}); err != nil {
+		s.log.Info("client_ack_failed", "mesh", msg.Mesh, "message_id", msg.Push.MessageID, "err", err.Error())
+	}
+}
+
+// inboxRowFromPush builds the row for a push: decrypted body, sender and
+// recipient.
+func inboxRowFromPush(msg InboundMessage, now time.Time) *inboxRow {
+	p := msg.Push
+	cmid := p.ClientMessageID
+	if cmid == "" {
+		cmid = p.MessageID // stable across redeliveries, so dedupe still works
+	}
+	if cmid == "" {
+		cmid = newUUID()
+	}
+	name := p.SenderName
+	if name == "" {
+		name = shortID(p.SenderPubkey)
+	}
+	body, failed := decryptPushBody(p, msg.Keys)
+	return &inboxRow{
+		ID: newUUID(), ClientMessageID: cmid, BrokerMessageID: p.MessageID, Mesh: msg.Mesh, Topic: p.Topic,
+		SenderPubkey: p.SenderPubkey, SenderMemberPubkey: p.SenderMemberPubkey, SenderName: name,
+		Body: body, DecryptFailed: failed, ReceivedAt: now.UnixMilli(), ReplyToID: p.ReplyToID,
+		Priority: orDefault(p.Priority, priorityNext), Subtype: p.Subtype, CreatedAt: p.CreatedAt,
+		RecipientPubkey: msg.RecipientPubkey, RecipientKind: msg.RecipientKind,
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// decryptPushBody reads a push's body: a DM opens with one of keys; a
+// broadcast, group or topic body is base64 text. Anything unreadable is
+// (nil, true).
+func decryptPushBody(p PushFrame, keys []Keypair) (*string, bool) {
+	if p.Ciphertext == "" {
+		return nil, false
+	}
+	direct := isHexKey(p.TargetSpec)
+	multicast := p.TargetSpec != "" && !direct
+	if !multicast && p.Nonce != "" && isHexKey(p.SenderPubkey) {
+		for _, k := range keys {
+			if out, err := openDM(p.Nonce, p.Ciphertext, p.SenderPubkey, k); err == nil && utf8.Valid(out) {
+				s := string(out)
+				return &s, false
+			}
+		}
+	}
+	if direct {
+		return nil, true
+	}
+	// A multicast body, or a push from a broker that does not say its
+	// target: plain base64 text. Without the target, accept only what reads
+	// as text, so that a DM nobody could open is not stored as noise.
+	raw, err := unb64(p.Ciphertext)
+	if err != nil || !utf8.Valid(raw) || (!multicast && !readableText(raw)) {
+		return nil, true
+	}
+	s := string(raw)
+	return &s, false
+}
+
+// readableText: no control characters but tab, newline and carriage return.
+func readableText(b []byte) bool {
+	for _, r := range string(b) {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// messageEventData is the `message` event's payload (reference daemon.md §3.6).
+func messageEventData(r *inboxRow) map[string]any {
+	data := map[string]any{
+		"id": r.ID, "mesh": r.Mesh, "client_message_id": r.ClientMessageID, "broker_message_id": strOrNil(r.BrokerMessageID),
+		"sender_pubkey": r.SenderPubkey, "sender_member_pubkey": strOrNil(r.SenderMemberPubkey), "sender_name": r.SenderName,
+		"topic": strOrNil(r.Topic), "reply_to_id": strOrNil(r.ReplyToID), "priority": r.Priority, "body": r.Body,
+		"created_at": strOrNil(r.CreatedAt), "recipient_pubkey": r.RecipientPubkey, "recipient_kind": r.RecipientKind,
+	}
+	if r.Subtype != "" {
+		data["subtype"] = r.Subtype
+	}
+	return data
+}
+
+// Inbox routes.
+
+// inboxItem is a row as GET /v1/inbox shows it.
+type inboxItem struct {
+	ID                 string  `json:"id"`
+	ClientMessageID    string  `json:"client_message_id"`
+	BrokerMessageID    *string `json:"broker_message_id"`
+	Mesh               string  `json:"mesh"`
+	Topic              *string `json:"topic"`
+	SenderPubkey       string  `json:"sender_pubkey"`
+	SenderMemberPubkey *string `json:"sender_member_pubkey"`
+	SenderName         string  `json:"sender_name"`
+	Body               *string `json:"body"`
+	DecryptFailed      bool    `json:"decrypt_failed"`
+	ReceivedAt         string  `json:"received_at"`
+	ReplyToID          *string `json:"reply_to_id"`
+	Priority           string  `json:"priority"`
+	SeenAt             *string `json:"seen_at"`
+	RecipientPubkey    *string `json:"recipient_pubkey"`
+	RecipientKind      *string `json:"recipient_kind"`
+}
+
+func (r *inboxRow) item() inboxItem {
+	return inboxItem{
+		ID: r.ID, ClientMessageID: r.ClientMessageID, BrokerMessageID: strOrNil(r.BrokerMessageID), Mesh: r.Mesh,
+		Topic: strOrNil(r.Topic), SenderPubkey: r.SenderPubkey, SenderMemberPubkey: strOrNil(r.SenderMemberPubkey),
+		SenderName: r.SenderName, Body: r.Body, DecryptFailed: r.DecryptFailed, ReceivedAt: isoTime(time.UnixMilli(r.ReceivedAt)),
+		ReplyToID: strOrNil(r.ReplyToID), Priority: r.Priority, SeenAt: msISO(r.SeenAt),
+		RecipientPubkey: strOrNil(r.RecipientPubkey), RecipientKind: strOrNil(r.RecipientKind),
+	}
+}
+
+// callerScope is what a caller may touch: a session only its own rows (its
+// session key, its member key, or nobody's), on its mesh unless it names
+// another; anyone else every row, on the mesh it names.
+func (d *Daemon) callerScope(s *Session, mesh string) inboxScope {
+	sc := inboxScope{Mesh: mesh}
+	if s == nil {
+		return sc
+	}
+	if sc.Mesh == "" {
+		sc.Mesh = s.Mesh
+	}
+	sc.Recipients = []string{}
+	if s.Presence != nil {
+		sc.Recipients = append(sc.Recipients, s.Presence.SessionPubkey)
+	}
+	d.mu.Lock()
+	if e, ok := d.meshes[s.Mesh]; ok {
+		sc.Recipients = append(sc.Recipients, e.Key.PublicHex())
+	}
+	d.mu.Unlock()
+	return sc
+}
+
+func (d *Daemon) inboxOrError() (*Inbox, error) {
+	if d.inbox == nil {
+		return nil, newAPIError(http.StatusServiceUnavailable, "inbox_unavailable", "the inbox is not open")
+	}
+	return d.inbox, nil
+}
+
+// parseISOParam reads an ISO time query parameter (0 when absent).
+func parseISOParam(name, v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return 0, badRequest("invalid_"+name, "%s must be an ISO time such as 2026-05-04T18:00:00Z", name)
+	}
+	return max(t.UnixMilli(), 1), nil
+}
+
+func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
+	ib, err := d.inboxOrError()
+	if err != nil {
+		return nil, err
+	}
+	q := req.URL.Query()
+	sc := d.callerScope(req.session, q.Get("mesh"))
+	if sc.Since, err = parseISOParam("since", q.Get("since")); err != nil {
+		return nil, err
+	}
+	sc.Topic, sc.From, sc.UnreadOnly = q.Get("topic"), q.Get("from"), q.Get("unread_only") == "true"
+	limit, err := queryLimit(q.Get("limit"), 100, 1000)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := ib.List(req.Context(), sc, limit)
+	if err != nil {
+		return nil, err
+	}
+	items := []inboxItem{}
+	var unread []string
+	for _, r := range rows {
+		items = append(items, r.item())
+		if r.SeenAt == 0 {
+			unread = append(unread, r.ID)
+		}
+	}
+	var marked int64
+	if q.Get("mark_seen") != "false" {
+		if marked, err = ib.MarkSeen(req.Context(), unread, sc, time.Now()); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{"items": items, "marked_seen": marked}, nil
+}
+
+func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
+	ib, err := d.inboxOrError()
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		IDs []any `json:"ids"`
+	}
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, v := range body.IDs {
+		if s, ok := v.(string); ok && s != "" {
+			ids = append(ids, s)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, badRequest("missing_ids", "missing 'ids' (string[])")
+	}
+	sc := d.callerScope(req.session, "")
+	sc.Mesh = "" // ids name rows; the session's recipients are the scope
+	n, err := ib.MarkSeen(req.Context(), ids, sc, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"marked_seen": n}, nil
+}
+
+func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
+	ib, err := d.inboxOrError()
+	if err != nil {
+		return nil, err
+	}
+	q := req.URL.Query()
+	sc := d.callerScope(req.session, q.Get("mesh"))
+	if sc.Before, err = parseISOParam("before", q.Get("before")); err != nil {
+		return nil, err
+	}
+	if req.session == nil && sc.Mesh == "" && sc.Before == 0 && q.Get("all") != "true" {
+		return nil, badRequest("missing_filter", "flushing needs mesh, before, or all=true (which deletes every row on every mesh)")
+	}
+	n, err := ib.Flush(req.Context(), sc)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"removed": n}, nil
+}
+
+func (d *Daemon) handleInboxDelete(req *ipcRequest) (any, error) {
+	ib, err := d.inboxOrError()
+	if err != nil {
+		return nil, err
+	}
+	id := req.params["id"]
+	sc := d.callerScope(req.session, "")
+	sc.Mesh = ""
+	ok, err := ib.Delete(req.Context(), id, sc)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, newAPIError(http.StatusNotFound, "not_found", "no inbox row "+id).with("id", id)
+	}
+	return map[string]any{"removed": 1, "id": id}, nil
+}

@@ -1,0 +1,694 @@
+// The daemon's outbox (SPEC §5.4): every message a local client sends is
+// accepted into outbox.db, already encrypted, and the drain (drain.go) hands
+// it to the broker.
+//
+// Policy:
+//   - Idempotency comes first: the (client_message_id, request fingerprint)
+//     lookup happens before mesh and target resolution, so a replay of a
+//     finished send is answered from the store even if the peer went away.
+//   - The accept runs in one BEGIN IMMEDIATE transaction and follows the
+//     duplicate-lookup table of reference/daemon.md §3.3 exactly (decide,
+//     below); fingerprints are compared in constant time.
+//   - A session caller with presence encrypts with its session key and its
+//     rows leave only on its own link (1.34.0 sender attribution). A send to
+//     a mesh other than the session's goes as that mesh's member.
+//   - A message that cannot fit the broker's limit once encrypted is refused
+//     at once (413) instead of dying later in the drain.
+//   - Rows a crash left inflight go back to pending when the store opens.
+//   - A requeue aborts the old row and inserts its successor, routing
+//     included, in one transaction.
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Outbox row statuses.
+const (
+	outboxPending  = "pending"
+	outboxInflight = "inflight"
+	outboxDone     = "done"
+	outboxDead     = "dead"
+	outboxAborted  = "aborted"
+)
+
+var outboxStatuses = []string{outboxPending, outboxInflight, outboxDone, outboxDead, outboxAborted}
+
+// outboxMigrations: the columns of claudemesh's outbox, plus routing,
+// sender attribution and the reply id the drain puts on the wire.
+var outboxMigrations = []string{`
+CREATE TABLE outbox (
+  id                    TEXT PRIMARY KEY,
+  client_message_id     TEXT NOT NULL UNIQUE,
+  request_fingerprint   BLOB NOT NULL,
+  payload               BLOB NOT NULL,
+  enqueued_at           INTEGER NOT NULL,
+  attempts              INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at       INTEGER NOT NULL,
+  status                TEXT NOT NULL CHECK (status IN ('pending','inflight','done','dead','aborted')),
+  last_error            TEXT,
+  delivered_at          INTEGER,
+  broker_message_id     TEXT,
+  aborted_at            INTEGER,
+  aborted_by            TEXT,
+  superseded_by         TEXT,
+  mesh                  TEXT,
+  target_spec           TEXT,
+  nonce                 TEXT,
+  ciphertext            TEXT,
+  priority              TEXT,
+  sender_session_pubkey TEXT,
+  reply_to_id           TEXT
+);
+CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+CREATE INDEX outbox_lane ON outbox(status, mesh, sender_session_pubkey, enqueued_at);
+CREATE INDEX outbox_aborted ON outbox(status, aborted_at) WHERE status = 'aborted';
+`}
+
+// outboxRow is one row of the outbox.
+type outboxRow struct {
+	ID                  string
+	ClientMessageID     string
+	Fingerprint         []byte
+	Payload             []byte
+	EnqueuedAt          int64 // ms
+	Attempts            int
+	NextAttemptAt       int64 // ms
+	Status              string
+	LastError           string
+	DeliveredAt         int64 // ms, 0 = not yet
+	BrokerMessageID     string
+	AbortedAt           int64
+	AbortedBy           string
+	SupersededBy        string
+	Mesh                string
+	TargetSpec          string
+	Nonce               string
+	Ciphertext          string
+	Priority            string
+	SenderSessionPubkey string
+	ReplyToID           string
+}
+
+const outboxColumns = `id, client_message_id, request_fingerprint, payload, enqueued_at, attempts, next_attempt_at, status,
+  last_error, delivered_at, broker_message_id, aborted_at, aborted_by, superseded_by,
+  mesh, target_spec, nonce, ciphertext, priority, sender_session_pubkey, reply_to_id`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanOutboxRow(s rowScanner) (*outboxRow, error) {
+	var r outboxRow
+	var lastErr, brokerID, abortedBy, superseded, mesh, target, nonce, ct, prio, sess, reply sql.NullString
+	var delivered, abortedAt sql.NullInt64
+	err := s.Scan(&r.ID, &r.ClientMessageID, &r.Fingerprint, &r.Payload, &r.EnqueuedAt, &r.Attempts, &r.NextAttemptAt, &r.Status,
+		&lastErr, &delivered, &brokerID, &abortedAt, &abortedBy, &superseded,
+		&mesh, &target, &nonce, &ct, &prio, &sess, &reply)
+	if err != nil {
+		return nil, noRows(err)
+	}
+	r.LastError, r.BrokerMessageID, r.AbortedBy, r.SupersededBy = lastErr.String, brokerID.String, abortedBy.String, superseded.String
+	r.Mesh, r.TargetSpec, r.Nonce, r.Ciphertext, r.Priority = mesh.String, target.String, nonce.String, ct.String, prio.String
+	r.SenderSessionPubkey, r.ReplyToID = sess.String, reply.String
+	r.DeliveredAt, r.AbortedAt = delivered.Int64, abortedAt.Int64
+	return &r, nil
+}
+
+// nullable stores "" as NULL.
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Outbox is outbox.db.
+type Outbox struct {
+	db *sql.DB
+}
+
+// openOutbox opens (creating) the outbox and returns rows a crash left
+// inflight to pending; recovered is how many.
+func openOutbox(path string) (ob *Outbox, recovered int64, err error) {
+	db, err := openSQLite(path, outboxMigrations)
+	if err != nil {
+		return nil, 0, err
+	}
+	res, err := db.Exec(`UPDATE outbox SET status = 'pending' WHERE status = 'inflight'`)
+	if err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("recover inflight rows: %w", err)
+	}
+	recovered, _ = res.RowsAffected()
+	return &Outbox{db: db}, recovered, nil
+}
+
+// Close closes the database.
+func (o *Outbox) Close() error { return o.db.Close() }
+
+// byClientID finds the row of an idempotency key.
+func (o *Outbox) byClientID(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, cmid string) (*outboxRow, error) {
+	return scanOutboxRow(q.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE client_message_id = ?`, cmid))
+}
+
+// get finds a row by id.
+func (o *Outbox) get(ctx context.Context, id string) (*outboxRow, error) {
+	return scanOutboxRow(o.db.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE id = ?`, id))
+}
+
+// acceptResult is the outcome of one send against the duplicate-lookup table.
+type acceptResult struct {
+	HTTP     int    // 202, 200 or 409
+	Status   string // "queued" or "inflight" (202)
+	Conflict string // 409's reason
+	Inserted bool   // a new pending row was written
+	Row      *outboxRow
+}
+
+// decide applies the duplicate-lookup table to an existing row (nil = none)
+// and the new request's fingerprint.
+func decide(existing *outboxRow, fp []byte) acceptResult {
+	if existing == nil {
+		return acceptResult{HTTP: http.StatusAccepted, Status: "queued", Inserted: true}
+	}
+	match := subtle.ConstantTimeCompare(existing.Fingerprint, fp) == 1
+	r := acceptResult{Row: existing}
+	switch existing.Status {
+	case outboxPending:
+		if match {
+			r.HTTP, r.Status = http.StatusAccepted, "queued"
+			return r
+		}
+	case outboxInflight:
+		if match {
+			r.HTTP, r.Status = http.StatusAccepted, "inflight"
+			return r
+		}
+	case outboxDone:
+		if match {
+			r.HTTP = http.StatusOK
+			return r
+		}
+	}
+	r.HTTP = http.StatusConflict
+	if match {
+		r.Conflict = "outbox_" + existing.Status + "_fingerprint_match"
+	} else {
+		r.Conflict = "outbox_" + existing.Status + "_fingerprint_mismatch"
+	}
+	return r
+}
+
+// Lookup answers a send from the store alone when its key is known; nil
+// means the key is new and the send must be resolved and accepted.
+func (o *Outbox) Lookup(ctx context.Context, cmid string, fp []byte) (*acceptResult, error) {
+	row, err := o.byClientID(ctx, o.db, cmid)
+	if errors.Is(err, errNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := decide(row, fp)
+	return &r, nil
+}
+
+// Accept inserts row unless its client_message_id exists, deciding by the
+// duplicate-lookup table, inside one BEGIN IMMEDIATE transaction.
+func (o *Outbox) Accept(ctx context.Context, row outboxRow) (acceptResult, error) {
+	tx, err := o.db.BeginTx(ctx, nil) // immediate: the connection's _txlock
+	if err != nil {
+		return acceptResult{}, err
+	}
+	defer tx.Rollback()
+	existing, err := o.byClientID(ctx, tx, row.ClientMessageID)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return acceptResult{}, err
+	}
+	r := decide(existing, row.Fingerprint)
+	if r.Inserted {
+		if err := insertOutboxRow(ctx, tx, &row); err != nil {
+			return acceptResult{}, err
+		}
+		r.Row = &row
+	}
+	return r, tx.Commit()
+}
+
+func insertOutboxRow(ctx context.Context, tx *sql.Tx, r *outboxRow) error {
+	r.Status, r.Attempts = outboxPending, 0
+	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, client_message_id, request_fingerprint, payload, enqueued_at, attempts,
+  next_attempt_at, status, mesh, target_spec, nonce, ciphertext, priority, sender_session_pubkey, reply_to_id)
+VALUES (?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.ClientMessageID, r.Fingerprint, r.Payload, r.EnqueuedAt, r.NextAttemptAt,
+		nullable(r.Mesh), nullable(r.TargetSpec), nullable(r.Nonce), nullable(r.Ciphertext), nullable(r.Priority),
+		nullable(r.SenderSessionPubkey), nullable(r.ReplyToID))
+	return err
+}
+
+// List returns rows newest first, optionally of one status.
+func (o *Outbox) List(ctx context.Context, status string, limit int) ([]*outboxRow, error) {
+	q := `SELECT ` + outboxColumns + ` FROM outbox`
+	var args []any
+	if status != "" {
+		q += ` WHERE status = ?`
+		args = append(args, status)
+	}
+	q += ` ORDER BY enqueued_at DESC, rowid DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := o.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*outboxRow
+	for rows.Next() {
+		r, err := scanOutboxRow(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// errNotRequeueable: the row is missing, already aborted or already done.
+var errNotRequeueable = errors.New("row not found, already aborted, or already done")
+
+// Requeue aborts a pending, inflight or dead row and inserts a fresh
+// pending row with the same message and routing under a new client id.
+func (o *Outbox) Requeue(ctx context.Context, id, newClientID, by string, now time.Time) (*outboxRow, error) {
+	tx, err := o.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	old, err := scanOutboxRow(tx.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE id = ?`, id))
+	if errors.Is(err, errNotFound) {
+		return nil, errNotRequeueable
+	}
+	if err != nil {
+		return nil, err
+	}
+	if old.Status == outboxDone || old.Status == outboxAborted {
+		return nil, errNotRequeueable
+	}
+	fresh := *old
+	fresh.ID, fresh.ClientMessageID = newUUID(), newClientID
+	fresh.EnqueuedAt, fresh.NextAttemptAt = now.UnixMilli(), now.UnixMilli()
+	if _, err := tx.ExecContext(ctx, `UPDATE outbox SET status = 'aborted', aborted_at = ?, aborted_by = ?, superseded_by = ? WHERE id = ?`,
+		now.UnixMilli(), nullable(by), fresh.ID, id); err != nil {
+		return nil, err
+	}
+	if err := insertOutboxRow(ctx, tx, &fresh); err != nil {
+		if strings.Contains(err.Error(), "UNIQUE") {
+			return nil, errClientIDTaken
+		}
+		return nil, err
+	}
+	return &fresh, tx.Commit()
+}
+
+var errClientIDTaken = errors.New("that client_message_id is already in the outbox")
+
+// The send route.
+
+// Send limits.
+const (
+	maxSendBody   = 256 << 10 // IPC body of POST /v1/send
+	maxSendWaitMs = 30_000
+)
+
+// sendRequest is the body of POST /v1/send. WaitMs is our addition: wait up
+// to that long for the broker's answer before replying.
+type sendRequest struct {
+	To              string          `json:"to"`
+	Message         string          `json:"message"`
+	Priority        string          `json:"priority"`
+	Meta            json.RawMessage `json:"meta"`
+	ReplyToID       string          `json:"reply_to_id"`
+	ClientMessageID string          `json:"client_message_id"`
+	Mesh            string          `json:"mesh"`
+	WaitMs          int             `json:"wait_ms"`
+}
+
+// sendInput is a validated send with its idempotency key and fingerprint.
+type sendInput struct {
+	sendRequest
+	Fingerprint []byte
+}
+
+// parseSendBody decodes and validates a send body. The Idempotency-Key
+// header is the client id when the body has none; with neither, a random
+// id is minted.
+func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
+	var body sendRequest
+	if err := decodeJSONObject(data, &body); err != nil {
+		return nil, err
+	}
+	body.To = strings.TrimSpace(body.To)
+	switch {
+	case body.To == "":
+		return nil, badRequest("missing_to", "missing 'to'")
+	case len(body.To) > maxTargetLen:
+		return nil, badRequest("invalid_target", "'to' is longer than %d bytes", maxTargetLen)
+	case targetForm(body.To) == "":
+		return nil, badRequest("invalid_target", "%q names no group or topic", body.To)
+	case strings.TrimSpace(body.Message) == "":
+		return nil, badRequest("missing_message", "missing 'message'")
+	}
+	if body.Priority == "" {
+		body.Priority = priorityNext
+	}
+	if !validPriority(body.Priority) {
+		return nil, badRequest("invalid_priority", "priority must be 'now' | 'next' | 'low'")
+	}
+	var meta any
+	if m := strings.TrimSpace(string(body.Meta)); m != "" && m != "null" {
+		dec := json.NewDecoder(strings.NewReader(m))
+		dec.UseNumber()
+		var obj map[string]any
+		if err := dec.Decode(&obj); err != nil {
+			return nil, badRequest("invalid_meta", "'meta' must be a JSON object")
+		}
+		meta = obj
+	}
+	if body.ClientMessageID == "" {
+		body.ClientMessageID = strings.TrimSpace(idempotencyKey)
+	}
+	if body.ClientMessageID == "" {
+		body.ClientMessageID = newUUID()
+	}
+	for field, v := range map[string]string{"client_message_id": body.ClientMessageID, "reply_to_id": body.ReplyToID} {
+		if len(v) > maxIDLen {
+			return nil, badRequest("invalid_"+field, "'%s' is longer than %d bytes", field, maxIDLen)
+		}
+	}
+	if body.WaitMs < 0 || body.WaitMs > maxSendWaitMs {
+		return nil, badRequest("invalid_wait", "wait_ms must be 0..%d", maxSendWaitMs)
+	}
+	fp, err := requestFingerprint(body.To, body.ReplyToID, body.Priority, meta, []byte(body.Message))
+	if err != nil {
+		return nil, badRequest("invalid_meta", "%v", err)
+	}
+	return &sendInput{sendRequest: body, Fingerprint: fp[:]}, nil
+}
+
+func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
+	if d.outbox == nil {
+		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
+	}
+	data, err := req.readBody()
+	if err != nil {
+		return nil, err
+	}
+	in, err := parseSendBody(data, req.Header.Get("Idempotency-Key"))
+	if err != nil {
+		return nil, err
+	}
+	ctx := req.Context()
+	res, err := d.outbox.Lookup(ctx, in.ClientMessageID, in.Fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		row, err := d.prepareSend(ctx, in, req.session)
+		if err != nil {
+			return nil, err
+		}
+		r, err := d.outbox.Accept(ctx, *row)
+		if err != nil {
+			return nil, err
+		}
+		res = &r
+	}
+	if res.HTTP == http.StatusAccepted && res.Status == "queued" {
+		d.drain.Wake()
+	}
+	if res.HTTP == http.StatusAccepted && in.WaitMs > 0 {
+		if row := d.drain.WaitSettled(ctx, res.Row.ID, time.Duration(in.WaitMs)*time.Millisecond, d.rowLinkOpen); row != nil {
+			res.Row = row
+		}
+	}
+	return sendReply(in, res)
+}
+
+// sendReply renders an accept result. 202 and 200 carry the row's state;
+// 409 is an error body with the conflict's name.
+func sendReply(in *sendInput, res *acceptResult) (any, error) {
+	if res.HTTP == http.StatusConflict {
+		var brokerID any
+		if res.Row.BrokerMessageID != "" {
+			brokerID = res.Row.BrokerMessageID
+		}
+		return nil, newAPIError(http.StatusConflict, "idempotency_key_reused", "client_message_id "+in.ClientMessageID+" was used for another message or can no longer be sent").
+			with("conflict", res.Conflict).with("daemon_fingerprint_prefix", hex.EncodeToString(in.Fingerprint)[:16]).
+			with("broker_message_id", brokerID).with("client_message_id", in.ClientMessageID)
+	}
+	r := res.Row
+	body := map[string]any{"client_message_id": r.ClientMessageID, "id": r.ID, "mesh": r.Mesh, "target": r.TargetSpec}
+	status := res.HTTP
+	switch r.Status {
+	case outboxDone:
+		body["status"], body["broker_message_id"], body["duplicate"] = "done", r.BrokerMessageID, !res.Inserted
+		status = http.StatusOK
+	case outboxDead:
+		body["status"], body["last_error"] = "dead", r.LastError
+		status = http.StatusOK
+	case outboxInflight:
+		body["status"] = "inflight"
+	default:
+		body["status"] = "queued"
+	}
+	if r.LastError != "" && r.Status != outboxDone {
+		body["last_error"] = r.LastError
+	}
+	return statusBody{status: status, body: body}, nil
+}
+
+// prepareSend resolves the mesh and the target, encrypts, and builds the
+// row to accept.
+func (d *Daemon) prepareSend(ctx context.Context, in *sendInput, s *Session) (*outboxRow, error) {
+	e, err := d.pickMesh(in.Mesh, s)
+	if err != nil {
+		return nil, err
+	}
+	sender, senderSession := e.Key, ""
+	if s != nil && s.Presence != nil && s.Mesh == e.Mesh.Slug {
+		sender, senderSession = s.Presence.Keypair(), s.Presence.SessionPubkey
+	}
+	target, err := d.resolveTarget(ctx, e, in.To)
+	if err != nil {
+		return nil, err
+	}
+	var nonce, ct string
+	if isHexKey(target) {
+		if nonce, ct, err = sealDM([]byte(in.Message), target, sender); err != nil {
+			return nil, badRequest("invalid_target", "cannot encrypt to %s: %v", target, err)
+		}
+	} else {
+		nonce, ct = plainBody([]byte(in.Message))
+	}
+	if size := len(ct) + len(nonce) + len(target); size > d.opts.MaxMessageBytes {
+		return nil, newAPIError(http.StatusRequestEntityTooLarge, "payload_too_large",
+			fmt.Sprintf("the message is %d bytes once encrypted; the broker accepts at most %d (about %d bytes of text)",
+				size, d.opts.MaxMessageBytes, maxPlaintextFor(d.opts.MaxMessageBytes, target))).
+			with("limit", d.opts.MaxMessageBytes)
+	}
+	now := time.Now().UnixMilli()
+	return &outboxRow{
+		ID: newUUID(), ClientMessageID: in.ClientMessageID, Fingerprint: in.Fingerprint, Payload: []byte(in.Message),
+		EnqueuedAt: now, NextAttemptAt: now, Mesh: e.Mesh.Slug, TargetSpec: target, Nonce: nonce, Ciphertext: ct,
+		Priority: in.Priority, SenderSessionPubkey: senderSession, ReplyToID: in.ReplyToID,
+	}, nil
+}
+
+// rowLinkOpen reports whether the link a row leaves on is open now.
+func (d *Daemon) rowLinkOpen(r *outboxRow) bool {
+	if r.SenderSessionPubkey != "" {
+		l := d.SessionLinkByPubkey(r.SenderSessionPubkey)
+		return l != nil && l.State() == LinkOpen
+	}
+	d.mu.Lock()
+	e, ok := d.meshes[r.Mesh]
+	d.mu.Unlock()
+	return ok && e.Link.State() == LinkOpen
+}
+
+// maxPlaintextFor is roughly the longest text that fits limit: base64 of
+// (text + 16 bytes of MAC for a DM) plus a 32-byte base64 nonce and the target.
+func maxPlaintextFor(limit int, target string) int {
+	room := limit - 32 - len(target)
+	n := room / 4 * 3
+	if isHexKey(target) {
+		n -= 16
+	}
+	return max(n, 0)
+}
+
+// resolveTarget turns a send's `to` into a target spec on mesh e: names and
+// key prefixes are looked up in the mesh's peer list.
+func (d *Daemon) resolveTarget(ctx context.Context, e *meshEntry, to string) (string, error) {
+	switch targetForm(to) {
+	case targetFormMulticast:
+		return to, nil
+	case targetFormDirect:
+		return strings.ToLower(to), nil
+	}
+	raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
+	if err != nil {
+		return "", fmt.Errorf("resolving %q needs the peer list of %s: %w", to, e.Mesh.Slug, err)
+	}
+	var f PeersListFrame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return "", fmt.Errorf("bad peers_list: %w", err)
+	}
+	key, err := resolvePeerTarget(to, f.Peers, minDaemonPrefix, e.Mesh.Slug)
+	var te *TargetError
+	if errors.As(err, &te) {
+		status := http.StatusNotFound
+		if te.Code == "ambiguous_target" {
+			status = http.StatusConflict
+		}
+		return "", newAPIError(status, te.Code, te.Error()).with("candidates", nonNil(te.Candidates)).with("mesh", e.Mesh.Slug)
+	}
+	return key, err
+}
+
+// minDaemonPrefix is the shortest key prefix POST /v1/send resolves.
+const minDaemonPrefix = 16
+
+// Outbox routes.
+
+// outboxView is a row as GET /v1/outbox shows it; routing columns stay in.
+type outboxView struct {
+	ID              string  `json:"id"`
+	ClientMessageID string  `json:"client_message_id"`
+	Status          string  `json:"status"`
+	Attempts        int     `json:"attempts"`
+	EnqueuedAt      string  `json:"enqueued_at"`
+	NextAttemptAt   string  `json:"next_attempt_at"`
+	DeliveredAt     *string `json:"delivered_at"`
+	BrokerMessageID *string `json:"broker_message_id"`
+	LastError       *string `json:"last_error"`
+	AbortedAt       *string `json:"aborted_at"`
+	AbortedBy       *string `json:"aborted_by"`
+	SupersededBy    *string `json:"superseded_by"`
+	PayloadBytes    int     `json:"payload_bytes"`
+	Mesh            string  `json:"mesh,omitempty"`
+	Target          string  `json:"target,omitempty"`
+	Priority        string  `json:"priority,omitempty"`
+	SenderSession   string  `json:"sender_session_pubkey,omitempty"`
+}
+
+func msISO(ms int64) *string {
+	if ms == 0 {
+		return nil
+	}
+	s := isoTime(time.UnixMilli(ms))
+	return &s
+}
+
+func strOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func (r *outboxRow) view() outboxView {
+	return outboxView{
+		ID: r.ID, ClientMessageID: r.ClientMessageID, Status: r.Status, Attempts: r.Attempts,
+		EnqueuedAt: isoTime(time.UnixMilli(r.EnqueuedAt)), NextAttemptAt: isoTime(time.UnixMilli(r.NextAttemptAt)),
+		DeliveredAt: msISO(r.DeliveredAt), BrokerMessageID: strOrNil(r.BrokerMessageID), LastError: strOrNil(r.LastError),
+		AbortedAt: msISO(r.AbortedAt), AbortedBy: strOrNil(r.AbortedBy), SupersededBy: strOrNil(r.SupersededBy),
+		PayloadBytes: len(r.Payload), Mesh: r.Mesh, Target: r.TargetSpec, Priority: r.Priority, SenderSession: r.SenderSessionPubkey,
+	}
+}
+
+func (d *Daemon) handleOutboxList(req *ipcRequest) (any, error) {
+	if d.outbox == nil {
+		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
+	}
+	q := req.URL.Query()
+	status := q.Get("status")
+	if status == "failed" {
+		status = outboxDead
+	}
+	if status != "" && !containsString(outboxStatuses, status) {
+		return nil, badRequest("invalid_status", "status must be one of %s", strings.Join(outboxStatuses, ", "))
+	}
+	limit, err := queryLimit(q.Get("limit"), 50, 500)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := d.outbox.List(req.Context(), status, limit)
+	if err != nil {
+		return nil, err
+	}
+	items := []outboxView{}
+	for _, r := range rows {
+		items = append(items, r.view())
+	}
+	return map[string]any{"items": items}, nil
+}
+
+// queryLimit parses a limit parameter, clamped to 1..max.
+func queryLimit(s string, def, maxLimit int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, badRequest("invalid_limit", "limit must be a number")
+	}
+	return min(max(n, 1), maxLimit), nil
+}
+
+func (d *Daemon) handleOutboxRequeue(req *ipcRequest) (any, error) {
+	if d.outbox == nil {
+		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
+	}
+	var body struct {
+		ID                 string `json:"id"`
+		NewClientMessageID string `json:"new_client_message_id"`
+		AbortedBy          string `json:"aborted_by"`
+	}
+	if err := req.decodeBody(&body); err != nil {
+		return nil, err
+	}
+	if body.ID == "" {
+		return nil, badRequest("missing_id", "missing 'id'")
+	}
+	if body.NewClientMessageID == "" {
+		body.NewClientMessageID = newUUID()
+	}
+	if len(body.NewClientMessageID) > maxIDLen {
+		return nil, badRequest("invalid_client_message_id", "new_client_message_id is longer than %d bytes", maxIDLen)
+	}
+	if body.AbortedBy == "" {
+		body.AbortedBy = "operator"
+	}
+	fresh, err := d.outbox.Requeue(req.Context(), body.ID, body.NewClientMessageID, body.AbortedBy, time.Now())
+	switch {
+	case errors.Is(err, errNotRequeueable):
+		return nil, newAPIError(http.StatusConflict, "not_requeueable", err.Error()).with("id", body.ID)
+	case errors.Is(err, errClientIDTaken):
+		return nil, newAPIError(http.StatusConflict, "client_message_id_taken", err.Error())
+	case err != nil:
+		return nil, err
+	}
+	d.drain.Wake()
+	return map[string]any{"aborted_row_id": body.ID, "new_row_id": fresh.ID, "new_client_message_id": fresh.ClientMessageID}, nil
+}

@@ -1,0 +1,153 @@
+// Turning what a user types after `send` into a broker target: the daemon's
+// POST /v1/send and the CLI's `send` share these rules, so a name or key
+// prefix means the same thing on both paths.
+//
+// Policy:
+//   - `*`, `@group` and `#topic` pass through; a 64-hex key passes through
+//     (lowercased).
+//   - A display name matches case-insensitively, launched sessions first:
+//     control-plane rows (a member's daemon or one-shot CLI link) are only
+//     considered when no session has that name, and they stand for their
+//     member key, never for a one-shot link's throw-away key.
+//   - A hex prefix of at least minPrefix characters matches session and
+//     member keys (1.31.6): it must name exactly one key.
+//   - No match and several matches are errors that list the candidates.
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Target kinds, by the form of a send's `to`.
+const (
+	targetFormDirect    = "direct"    // a 64-hex key
+	targetFormMulticast = "multicast" // *, @group, #topic
+	targetFormPeer      = "peer"      // a display name or key prefix, resolved against the peer list
+)
+
+// targetForm classifies a raw `to`; an empty form means it cannot be a
+// target at all (a bare "@" or "#").
+func targetForm(to string) string {
+	switch {
+	case to == "*":
+		return targetFormMulticast
+	case strings.HasPrefix(to, "@") || strings.HasPrefix(to, "#"):
+		if len(to) < 2 {
+			return ""
+		}
+		return targetFormMulticast
+	case isHexKey(strings.ToLower(to)):
+		return targetFormDirect
+	}
+	return targetFormPeer
+}
+
+// TargetError says a name or prefix matched no peer or several.
+type TargetError struct {
+	Code       string // "no_peer_matches" or "ambiguous_target"
+	To         string
+	Mesh       string
+	Candidates []string // "name (key16…)" of what matched (ambiguous) or of who is online (no match)
+}
+
+func (e *TargetError) Error() string {
+	where := ""
+	if e.Mesh != "" {
+		where = " on " + e.Mesh
+	}
+	if e.Code == "ambiguous_target" {
+		return fmt.Sprintf("%q is ambiguous%s: it matches %s; use the full key or a longer prefix",
+			e.To, where, strings.Join(e.Candidates, ", "))
+	}
+	online := "nobody is online"
+	if len(e.Candidates) > 0 {
+		online = "online: " + strings.Join(e.Candidates, ", ")
+	}
+	return fmt.Sprintf("no peer matches %q%s (%s)", e.To, where, online)
+}
+
+// peerTargetKey is the key a DM to this row goes to: a session's own key,
+// a control-plane row's member key.
+func peerTargetKey(r PeerRow) string {
+	if r.PeerRole == peerRoleControlPlane {
+		return r.MemberPubkey
+	}
+	return r.Pubkey
+}
+
+func peerLabel(name, key string) string {
+	if name == "" {
+		name = "(unnamed)"
+	}
+	return name + " (" + shortKey(key) + ")"
+}
+
+// resolvePeerTarget finds the one key a display name or hex prefix names
+// among rows. It returns the key and the rows that carry it.
+func resolvePeerTarget(to string, rows []PeerRow, minPrefix int, mesh string) (string, error) {
+	want := strings.ToLower(strings.TrimSpace(to))
+	// Names: sessions first, then control-plane rows.
+	for _, cp := range []bool{false, true} {
+		keys := map[string]string{}
+		for _, r := range rows {
+			if (r.PeerRole == peerRoleControlPlane) != cp || strings.ToLower(r.DisplayName) != want {
+				continue
+			}
+			if k := peerTargetKey(r); k != "" {
+				keys[k] = r.DisplayName
+			}
+		}
+		if key, err := oneKey(to, mesh, keys); key != "" || err != nil {
+			return key, err
+		}
+	}
+	if len(want) >= minPrefix && len(want) < 64 && isLowerHex(want) {
+		keys := map[string]string{}
+		for _, r := range rows {
+			if r.PeerRole != peerRoleControlPlane && strings.HasPrefix(r.Pubkey, want) {
+				keys[r.Pubkey] = r.DisplayName
+			}
+			if strings.HasPrefix(r.MemberPubkey, want) {
+				if _, seen := keys[r.MemberPubkey]; !seen || r.PeerRole == peerRoleControlPlane {
+					keys[r.MemberPubkey] = r.DisplayName
+				}
+			}
+		}
+		if key, err := oneKey(to, mesh, keys); key != "" || err != nil {
+			return key, err
+		}
+	}
+	var online []string
+	seen := map[string]bool{}
+	for _, r := range rows {
+		k := peerTargetKey(r)
+		if r.PeerRole == peerRoleControlPlane || k == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		online = append(online, peerLabel(r.DisplayName, k))
+	}
+	sort.Strings(online)
+	return "", &TargetError{Code: "no_peer_matches", To: to, Mesh: mesh, Candidates: online}
+}
+
+// oneKey is the key when keys holds exactly one, an ambiguity error when it
+// holds several, and ("", nil) when it is empty.
+func oneKey(to, mesh string, keys map[string]string) (string, error) {
+	switch len(keys) {
+	case 0:
+		return "", nil
+	case 1:
+		for k := range keys {
+			return k, nil
+		}
+	}
+	var cands []string
+	for k, name := range keys {
+		cands = append(cands, peerLabel(name, k))
+	}
+	sort.Strings(cands)
+	return "", &TargetError{Code: "ambiguous_target", To: to, Mesh: mesh, Candidates: cands}
+}
