@@ -57,11 +57,7 @@ func TestDaemonSpawnEnv(t *testing.T) {
 // A service-managed daemon is never spawned: the CLI waits, then reports
 // service-not-ready with a hint.
 func TestConnectorServiceManaged(t *testing.T) {
-	h := newTestHome(t)
-	unit := serviceUnitFor("linux", h.Home, "")
-	os.MkdirAll(filepath.Dir(unit), 0o700)
-	os.WriteFile(unit, []byte("[Service]\n"), 0o644)
-	dc := newDaemonConnector(h.Paths, mapEnv(h.env()))
+	h, dc := homeWithUnitFile(t)
 	dc.goos, dc.serviceWait, dc.exe = "linux", 200*time.Millisecond, "/nonexistent/claudemesh"
 	dc.lookPath = func(string) (string, error) { return "/usr/bin/systemctl", nil }
 	r := dc.ensure(context.Background(), time.Second)
@@ -76,16 +72,22 @@ func TestConnectorServiceManaged(t *testing.T) {
 // A unit file whose service manager is missing runs nothing: the CLI
 // spawns the daemon itself instead of waiting for a service.
 func TestConnectorUnitWithoutManager(t *testing.T) {
-	h := newTestHome(t)
-	unit := serviceUnitFor("linux", h.Home, "")
-	os.MkdirAll(filepath.Dir(unit), 0o700)
-	os.WriteFile(unit, []byte("[Service]\n"), 0o644)
-	dc := newDaemonConnector(h.Paths, mapEnv(h.env()))
+	_, dc := homeWithUnitFile(t)
 	dc.goos, dc.exe = "linux", "/nonexistent/claudemesh"
 	dc.lookPath = func(string) (string, error) { return "", exec.ErrNotFound }
 	if r := dc.ensure(context.Background(), 200*time.Millisecond); r.State != daemonSpawnFailed {
 		t.Fatalf("ensure = %+v, want a spawn attempt (spawn-failed with a missing binary)", r)
 	}
+}
+
+// homeWithUnitFile is a test home with a (minimal) systemd unit file, and
+// a connector for it.
+func homeWithUnitFile(t *testing.T) (testHome, *daemonConnector) {
+	h := newTestHome(t)
+	unit := serviceUnitFor("linux", h.Home, "")
+	os.MkdirAll(filepath.Dir(unit), 0o700)
+	os.WriteFile(unit, []byte("[Service]\n"), 0o644)
+	return h, newDaemonConnector(h.Paths, mapEnv(h.env()))
 }
 
 // A recent spawn failure suppresses spawning for 30 s.

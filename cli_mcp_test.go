@@ -34,14 +34,22 @@ type mcpProc struct {
 	nextID  int
 }
 
-// startMCPProc runs the built binary's `mcp` with exactly env (plus PATH).
-func startMCPProc(t *testing.T, env map[string]string, args ...string) *mcpProc {
+// binaryCommand is the built binary with args and exactly env (plus PATH,
+// unless env has its own).
+func binaryCommand(t *testing.T, env map[string]string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(claudemeshBinary(t), append([]string{"mcp"}, args...)...)
+	cmd := exec.Command(claudemeshBinary(t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	return cmd
+}
+
+// startMCPProc runs the built binary's `mcp` with exactly env (plus PATH).
+func startMCPProc(t *testing.T, env map[string]string, args ...string) *mcpProc {
+	t.Helper()
+	cmd := binaryCommand(t, env, append([]string{"mcp"}, args...)...)
 	p := &mcpProc{t: t, cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{}), changed: make(chan struct{}, 1)}
 	cmd.Stderr = p.stderr
 	var err error
@@ -104,33 +112,34 @@ func (p *mcpProc) send(v any) {
 	}
 }
 
+// take marks and returns the first message not taken before that matches.
+func (p *mcpProc) take(match func(map[string]any) bool) (map[string]any, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, m := range p.msgs {
+		if !p.taken[i] && match(m) {
+			p.taken[i] = true
+			return m, true
+		}
+	}
+	return nil, false
+}
+
 // await returns the first message not returned before that matches.
 func (p *mcpProc) await(what string, match func(map[string]any) bool) map[string]any {
 	p.t.Helper()
 	deadline := time.After(testWait)
 	for {
-		p.mu.Lock()
-		for i, m := range p.msgs {
-			if !p.taken[i] && match(m) {
-				p.taken[i] = true
-				p.mu.Unlock()
-				return m
-			}
+		if m, ok := p.take(match); ok {
+			return m
 		}
-		p.mu.Unlock()
 		select {
 		case <-p.changed:
 		case <-p.exited:
 			// One last look: the final lines may have come with the exit.
-			p.mu.Lock()
-			for i, m := range p.msgs {
-				if !p.taken[i] && match(m) {
-					p.taken[i] = true
-					p.mu.Unlock()
-					return m
-				}
+			if m, ok := p.take(match); ok {
+				return m
 			}
-			p.mu.Unlock()
 			p.t.Fatalf("mcp exited (%v) before %s", p.exit, what)
 		case <-deadline:
 			p.t.Fatalf("no %s from mcp within %v", what, testWait)

@@ -208,11 +208,7 @@ type launchProc struct {
 
 func startLaunch(t *testing.T, env map[string]string, args ...string) *launchProc {
 	t.Helper()
-	cmd := exec.Command(claudemeshBinary(t), append([]string{"launch"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
+	cmd := binaryCommand(t, env, append([]string{"launch"}, args...)...)
 	lp := &launchProc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = lp.stdout, lp.stderr
 	if err := cmd.Start(); err != nil {
