@@ -15,7 +15,9 @@ import (
 func TestDecideDuplicateTable(t *testing.T) {
 	fp := []byte("0123456789abcdef0123456789abcdef")
 	other := []byte("fedcba9876543210fedcba9876543210")
-	row := func(status string) *outboxRow { return &outboxRow{Status: status, Fingerprint: fp, BrokerMessageID: "b1"} }
+	row := func(status string) *outboxRow {
+		return &outboxRow{Status: status, Fingerprint: fp, BrokerMessageID: "b1"}
+	}
 	cases := []struct {
 		name     string
 		existing *outboxRow
