@@ -104,9 +104,7 @@ func (o *DaemonOptions) defaults() {
 	if o.RPCTimeout == 0 {
 		o.RPCTimeout = 5 * time.Second
 	}
-	if o.Drain.AckTimeout == 0 {
-		o.Drain = defaultDrainTiming()
-	}
+	o.Drain.fillDefaults()
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = defaultMaxMessageBytes
 	}

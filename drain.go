@@ -46,6 +46,20 @@ func defaultDrainTiming() DrainTiming {
 		MaxAttempts: 25, MaxAge: 7 * 24 * time.Hour}
 }
 
+// fillDefaults sets every zero field to its default.
+func (t *DrainTiming) fillDefaults() {
+	def := defaultDrainTiming()
+	for _, f := range []struct{ v, d *time.Duration }{{&t.AckTimeout, &def.AckTimeout}, {&t.BackoffBase, &def.BackoffBase},
+		{&t.BackoffMax, &def.BackoffMax}, {&t.MaxAge, &def.MaxAge}} {
+		if *f.v == 0 {
+			*f.v = *f.d
+		}
+	}
+	if t.MaxAttempts == 0 {
+		t.MaxAttempts = def.MaxAttempts
+	}
+}
+
 // backoff is the wait before the next try of a row that has been tried
 // attempts times.
 func (t DrainTiming) backoff(attempts int) time.Duration {

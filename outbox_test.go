@@ -1,0 +1,415 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The duplicate-lookup table of reference/daemon.md §3.3, as decide sees it.
+func TestDecideDuplicateTable(t *testing.T) {
+	fp := []byte("0123456789abcdef0123456789abcdef")
+	other := []byte("fedcba9876543210fedcba9876543210")
+	row := func(status string) *outboxRow {
+		return &outboxRow{Status: status, Fingerprint: fp, BrokerMessageID: "b1"}
+	}
+	cases := []struct {
+		name     string
+		existing *outboxRow
+		fp       []byte
+		http     int
+		status   string
+		conflict string
+	}{
+		{"none", nil, fp, 202, "queued", ""},
+		{"pending, match", row(outboxPending), fp, 202, "queued", ""},
+		{"pending, mismatch", row(outboxPending), other, 409, "", "outbox_pending_fingerprint_mismatch"},
+		{"inflight, match", row(outboxInflight), fp, 202, "inflight", ""},
+		{"inflight, mismatch", row(outboxInflight), other, 409, "", "outbox_inflight_fingerprint_mismatch"},
+		{"done, match", row(outboxDone), fp, 200, "", ""},
+		{"done, mismatch", row(outboxDone), other, 409, "", "outbox_done_fingerprint_mismatch"},
+		{"dead, match", row(outboxDead), fp, 409, "", "outbox_dead_fingerprint_match"},
+		{"dead, mismatch", row(outboxDead), other, 409, "", "outbox_dead_fingerprint_mismatch"},
+		{"aborted, match", row(outboxAborted), fp, 409, "", "outbox_aborted_fingerprint_match"},
+		{"aborted, mismatch", row(outboxAborted), other, 409, "", "outbox_aborted_fingerprint_mismatch"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := decide(tc.existing, tc.fp)
+			if r.HTTP != tc.http || r.Status != tc.status || r.Conflict != tc.conflict || r.Inserted != (tc.existing == nil) {
+				t.Fatalf("decide = %+v, want %d %q %q", r, tc.http, tc.status, tc.conflict)
+			}
+		})
+	}
+}
+
+// seedOutboxRow writes a row in a given state straight into the store.
+func seedOutboxRow(t *testing.T, ob *Outbox, r outboxRow) {
+	t.Helper()
+	_, err := ob.db.Exec(`INSERT INTO outbox (`+outboxColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.ClientMessageID, r.Fingerprint, r.Payload, r.EnqueuedAt, r.Attempts, r.NextAttemptAt, r.Status,
+		nullable(r.LastError), nullable(r.BrokerMessageID), nullable(r.Mesh), nullable(r.TargetSpec), nullable(r.Nonce),
+		nullable(r.Ciphertext), nullable(r.Priority), nullable(r.SenderSessionPubkey), nullable(r.ReplyToID))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The same table through POST /v1/send: a replay of each state, with the
+// same message and with another one, answers exactly as the table says.
+func TestSendDuplicateLookupThroughIPC(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	cl := f.d1.client("")
+	to, text := f.bob.Pubkey, "the message"
+	fp, _ := requestFingerprint(to, "", priorityNext, nil, []byte(text))
+	later := time.Now().Add(time.Hour).UnixMilli() // seeded pending rows are not due: the drain leaves them
+	for _, st := range []string{outboxPending, outboxInflight, outboxDone, outboxDead, outboxAborted} {
+		seedOutboxRow(t, f.d1.outbox, outboxRow{ID: newUUID(), ClientMessageID: "dup-" + st, Fingerprint: fp[:], Payload: []byte(text),
+			EnqueuedAt: time.Now().UnixMilli(), NextAttemptAt: later, Status: st, BrokerMessageID: "bm-" + st,
+			Mesh: "alpha", TargetSpec: to, Nonce: "bm9uY2U=", Ciphertext: "Y3Q=", Priority: priorityNext})
+	}
+	cases := []struct {
+		cmid, message string
+		http          int
+		status        string
+		conflict      string
+	}{
+		{"fresh-id", text, 202, "queued", ""},
+		{"dup-pending", text, 202, "queued", ""},
+		{"dup-pending", "other", 409, "", "outbox_pending_fingerprint_mismatch"},
+		{"dup-inflight", text, 202, "inflight", ""},
+		{"dup-inflight", "other", 409, "", "outbox_inflight_fingerprint_mismatch"},
+		{"dup-done", text, 200, "done", ""},
+		{"dup-done", "other", 409, "", "outbox_done_fingerprint_mismatch"},
+		{"dup-dead", text, 409, "", "outbox_dead_fingerprint_match"},
+		{"dup-dead", "other", 409, "", "outbox_dead_fingerprint_mismatch"},
+		{"dup-aborted", text, 409, "", "outbox_aborted_fingerprint_match"},
+		{"dup-aborted", "other", 409, "", "outbox_aborted_fingerprint_mismatch"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.cmid+"/"+tc.message, func(t *testing.T) {
+			status, body := rawIPC(t, cl, "POST", "/v1/send", map[string]any{"to": to, "message": tc.message, "client_message_id": tc.cmid}, nil)
+			if status != tc.http {
+				t.Fatalf("status = %d (%v), want %d", status, body, tc.http)
+			}
+			if tc.http == 409 {
+				want := hex.EncodeToString(mustFingerprint(t, to, tc.message))[:16]
+				if body["error"] != "idempotency_key_reused" || body["conflict"] != tc.conflict || body["daemon_fingerprint_prefix"] != want {
+					t.Fatalf("409 body = %v, want conflict %s and prefix %s", body, tc.conflict, want)
+				}
+				return
+			}
+			if body["status"] != tc.status || body["client_message_id"] != tc.cmid {
+				t.Fatalf("body = %v, want status %s", body, tc.status)
+			}
+			if tc.http == 200 && (body["duplicate"] != true || body["broker_message_id"] != "bm-done") {
+				t.Fatalf("done replay = %v, want duplicate with the broker id", body)
+			}
+		})
+	}
+	var n int
+	f.d1.outbox.db.QueryRow(`SELECT COUNT(*) FROM outbox`).Scan(&n)
+	if n != 6 {
+		t.Fatalf("outbox holds %d rows, want the 5 seeded and 1 new", n)
+	}
+}
+
+func mustFingerprint(t *testing.T, to, text string) []byte {
+	fp, err := requestFingerprint(to, "", priorityNext, nil, []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp[:]
+}
+
+// rawIPC calls a route and returns its status and decoded body, whatever
+// the status.
+func rawIPC(t *testing.T, cl *DaemonClient, method, path string, body any, header map[string]string) (int, map[string]any) {
+	t.Helper()
+	req, err := cl.newRequest(context.Background(), method, path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := cl.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// The idempotency lookup comes before target resolution: once the peer is
+// gone, a replay of a finished send still succeeds, while a new send to the
+// same name fails with the candidates.
+func TestReplayAfterPeerLeft(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	cl := f.d1.client("")
+	first := ipcSend(t, cl, map[string]any{"to": "Bert", "message": "once", "client_message_id": "k1", "wait_ms": 10_000})
+	if first.Status != "done" || first.Target != b.pub() {
+		t.Fatalf("send by name = %+v, want done to %s", first, b.pub())
+	}
+	// The owner kicks bert's session off the mesh.
+	owner := connectMember(t, f.url, f.me)
+	if ack := owner.roundTrip(map[string]any{"type": frameKick, "target": b.pub()}); ack.str("type") != frameKickAck {
+		t.Fatalf("kick = %v", ack)
+	}
+	waitFor(t, "bert gone from the peer list", func() bool {
+		_, body := rawIPC(t, cl, "POST", "/v1/send", map[string]any{"to": "bert", "message": "probe"}, nil)
+		return body["error"] == "no_peer_matches"
+	})
+	status, body := rawIPC(t, cl, "POST", "/v1/send", map[string]any{"to": "Bert", "message": "once"}, map[string]string{"Idempotency-Key": "k1"})
+	if status != 200 || body["duplicate"] != true || body["broker_message_id"] != first.BrokerMessageID {
+		t.Fatalf("replay = %d %v, want 200 duplicate", status, body)
+	}
+}
+
+// Bad sends are refused with clear errors and change nothing.
+func TestSendRefusals(t *testing.T) {
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	alpha := newTestMesh(t, b, url, "alpha", "me")
+	beta := newTestMesh(t, b, url, "beta", "me")
+	addTestMember(t, b, alpha, "bob", "member")
+	h := newTestHome(t)
+	h.writeConfig(t, alpha, beta)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "alpha", LinkOpen)
+	twin1 := connectSession(t, url, alpha, mustNewKeypair(), "twin")
+	twin2 := connectSession(t, url, alpha, mustNewKeypair(), "Twin")
+	_, _ = twin1, twin2
+	cl := td.client("")
+	key := mustNewKeypair().PublicHex()
+	cases := []struct {
+		name   string
+		body   map[string]any
+		status int
+		code   string
+	}{
+		{"no to", map[string]any{"message": "x", "mesh": "alpha"}, 400, "missing_to"},
+		{"no message", map[string]any{"to": key, "message": "  ", "mesh": "alpha"}, 400, "missing_message"},
+		{"bad priority", map[string]any{"to": key, "message": "x", "priority": "urgent", "mesh": "alpha"}, 400, "invalid_priority"},
+		{"meta not an object", map[string]any{"to": key, "message": "x", "meta": []int{1}, "mesh": "alpha"}, 400, "invalid_meta"},
+		{"bare @", map[string]any{"to": "@", "message": "x", "mesh": "alpha"}, 400, "invalid_target"},
+		{"two meshes, none named", map[string]any{"to": key, "message": "x"}, 400, "mesh_required"},
+		{"unknown mesh", map[string]any{"to": key, "message": "x", "mesh": "gamma"}, 404, "mesh_not_attached"},
+		{"nobody by that name", map[string]any{"to": "zed", "message": "x", "mesh": "alpha"}, 404, "no_peer_matches"},
+		{"two by that name", map[string]any{"to": "TWIN", "message": "x", "mesh": "alpha"}, 409, "ambiguous_target"},
+		{"too big once encrypted", map[string]any{"to": key, "message": strings.Repeat("x", 60_000), "mesh": "alpha"}, 413, "payload_too_large"},
+		{"over the IPC body cap", map[string]any{"to": key, "message": strings.Repeat("x", 300_000), "mesh": "alpha"}, 413, "payload_too_large"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := rawIPC(t, cl, "POST", "/v1/send", tc.body, nil)
+			if status != tc.status || body["error"] != tc.code {
+				t.Fatalf("send = %d %v, want %d %s", status, body, tc.status, tc.code)
+			}
+			switch tc.code {
+			case "mesh_required":
+				if att, _ := body["attached"].([]any); len(att) != 2 {
+					t.Fatalf("mesh_required lists %v, want both meshes", body["attached"])
+				}
+			case "ambiguous_target", "no_peer_matches":
+				if c, _ := body["candidates"].([]any); len(c) < 2 {
+					t.Fatalf("%s lists candidates %v", tc.code, body["candidates"])
+				}
+			}
+		})
+	}
+	status, body := rawIPC(t, cl, "POST", "/v1/send", "not an object", nil)
+	if status != 400 || body["error"] != "invalid_json" {
+		t.Fatalf("a JSON string body = %d %v", status, body)
+	}
+	var n int
+	td.outbox.db.QueryRow(`SELECT COUNT(*) FROM outbox`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("refused sends left %d rows", n)
+	}
+}
+
+// Target resolution shared by the daemon and the CLI.
+func TestResolvePeerTarget(t *testing.T) {
+	sess1 := strings.Repeat("a", 16) + strings.Repeat("1", 48)
+	sess2 := strings.Repeat("a", 15) + "b" + strings.Repeat("2", 48)
+	member := strings.Repeat("c", 64)
+	bobMember := strings.Repeat("d", 64)
+	cold := strings.Repeat("e", 64)
+	rows := []PeerRow{
+		{Pubkey: sess1, MemberPubkey: member, DisplayName: "Alice", PeerRole: peerRoleSession},
+		{Pubkey: sess2, MemberPubkey: member, DisplayName: "alice-2", PeerRole: peerRoleSession},
+		{Pubkey: member, MemberPubkey: member, DisplayName: "alice", PeerRole: peerRoleControlPlane},
+		{Pubkey: bobMember, MemberPubkey: bobMember, DisplayName: "bob", PeerRole: peerRoleControlPlane},
+		{Pubkey: cold, MemberPubkey: bobMember, DisplayName: "bob", PeerRole: peerRoleControlPlane},
+		{Pubkey: strings.Repeat("f", 64), MemberPubkey: bobMember, DisplayName: "twin", PeerRole: peerRoleSession},
+		{Pubkey: strings.Repeat("9", 64), MemberPubkey: bobMember, DisplayName: "Twin", PeerRole: peerRoleSession},
+	}
+	cases := []struct {
+		name, to string
+		min      int
+		want     string
+		code     string
+	}{
+		{"name, any case, sessions first", "ALICE", 16, sess1, ""},
+		{"control-plane name stands for its member", "bob", 16, bobMember, ""},
+		{"session key prefix", sess1[:17], 16, sess1, ""},
+		{"member key prefix", member[:16], 16, member, ""},
+		{"prefix naming two sessions", sess1[:15], 8, "", "ambiguous_target"},
+		{"prefix shorter than the minimum", sess1[:12], 16, "", "no_peer_matches"},
+		{"a cold link's key is never a target", cold[:20], 16, "", "no_peer_matches"},
+		{"two sessions share a name", "twin", 16, "", "ambiguous_target"},
+		{"nobody", "zed", 16, "", "no_peer_matches"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := resolvePeerTarget(tc.to, rows, tc.min, "alpha")
+			if tc.code == "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("resolve(%q) = %q, %v, want %q", tc.to, got, err, tc.want)
+				}
+				return
+			}
+			te, ok := err.(*TargetError)
+			if !ok || te.Code != tc.code {
+				t.Fatalf("resolve(%q) = %q, %v, want %s", tc.to, got, err, tc.code)
+			}
+			if tc.code == "no_peer_matches" && (strings.Contains(te.Error(), "bob (") || !strings.Contains(te.Error(), "Alice (")) {
+				t.Fatalf("no-match error lists %q: want sessions, not control-plane rows", te.Error())
+			}
+		})
+	}
+}
+
+// Rows a crash left inflight are pending again when the outbox opens.
+func TestOutboxRecoversInflightRows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	ob, _, err := openOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedOutboxRow(t, ob, outboxRow{ID: "r1", ClientMessageID: "c1", Fingerprint: []byte{1}, Payload: []byte("x"), Status: outboxInflight, Attempts: 1})
+	seedOutboxRow(t, ob, outboxRow{ID: "r2", ClientMessageID: "c2", Fingerprint: []byte{1}, Payload: []byte("x"), Status: outboxDone})
+	ob.Close()
+	ob, recovered, err := openOutbox(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	r1, _ := ob.get(context.Background(), "r1")
+	r2, _ := ob.get(context.Background(), "r2")
+	if recovered != 1 || r1.Status != outboxPending || r1.Attempts != 1 || r2.Status != outboxDone {
+		t.Fatalf("after reopen: recovered %d, r1 %s/%d, r2 %s", recovered, r1.Status, r1.Attempts, r2.Status)
+	}
+}
+
+// Requeue aborts the old row and inserts a successor with the same routing,
+// in one transaction: a clash on the new id changes nothing.
+func TestOutboxRequeueKeepsRouting(t *testing.T) {
+	ob, _, err := openOutbox(filepath.Join(t.TempDir(), "outbox.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	ctx := context.Background()
+	dead := outboxRow{ID: "r1", ClientMessageID: "c1", Fingerprint: []byte{7}, Payload: []byte("hi"), Status: outboxDead, Attempts: 25,
+		LastError: "max_attempts", Mesh: "alpha", TargetSpec: "@ops", Nonce: "n", Ciphertext: "aGk=", Priority: priorityNow,
+		SenderSessionPubkey: strings.Repeat("5", 64), ReplyToID: "m0"}
+	seedOutboxRow(t, ob, dead)
+	seedOutboxRow(t, ob, outboxRow{ID: "r2", ClientMessageID: "c2", Fingerprint: []byte{7}, Payload: []byte("x"), Status: outboxDone})
+	if _, err := ob.Requeue(ctx, "r1", "c2", "operator", time.Now()); err != errClientIDTaken {
+		t.Fatalf("requeue onto a taken id = %v, want errClientIDTaken", err)
+	}
+	if r, _ := ob.get(ctx, "r1"); r.Status != outboxDead {
+		t.Fatalf("a failed requeue left r1 %s", r.Status)
+	}
+	fresh, err := ob.Requeue(ctx, "r1", "c3", "operator", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := ob.get(ctx, fresh.ID)
+	old, _ := ob.get(ctx, "r1")
+	if got.Status != outboxPending || got.Attempts != 0 || got.Mesh != dead.Mesh || got.TargetSpec != dead.TargetSpec ||
+		got.Nonce != dead.Nonce || got.Ciphertext != dead.Ciphertext || got.Priority != dead.Priority ||
+		got.SenderSessionPubkey != dead.SenderSessionPubkey || got.ReplyToID != dead.ReplyToID || string(got.Fingerprint) != string(dead.Fingerprint) {
+		t.Fatalf("successor = %+v, want the routing of %+v", got, dead)
+	}
+	if old.Status != outboxAborted || old.SupersededBy != fresh.ID || old.AbortedBy != "operator" || old.AbortedAt == 0 {
+		t.Fatalf("old row = %+v, want aborted and superseded", old)
+	}
+	for _, id := range []string{"r1", "r2", "missing"} {
+		if _, err := ob.Requeue(ctx, id, newUUID(), "", time.Now()); err != errNotRequeueable {
+			t.Fatalf("requeue %s = %v, want errNotRequeueable", id, err)
+		}
+	}
+}
+
+// GET /v1/outbox and POST /v1/outbox/requeue over IPC.
+func TestOutboxRoutes(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	cl := f.d1.client("")
+	gone := mustNewKeypair().PublicHex() // never in the mesh: the broker refuses it
+	out := ipcSend(t, cl, map[string]any{"to": gone, "message": "lost", "wait_ms": 10_000})
+	if out.Status != "dead" || !strings.HasPrefix(out.LastError, codeUnknownTarget) {
+		t.Fatalf("send to an unknown key = %+v, want dead with unknown_target", out)
+	}
+	var list struct {
+		Items []outboxView `json:"items"`
+	}
+	if err := cl.Do(context.Background(), "GET", "/v1/outbox?status=failed", nil, &list); err != nil || len(list.Items) != 1 {
+		t.Fatalf("outbox list = %+v, %v", list, err)
+	}
+	if it := list.Items[0]; it.Target != gone || it.Attempts != 1 || it.LastError == nil {
+		t.Fatalf("dead row = %+v", it)
+	}
+	if status, body := rawIPC(t, cl, "GET", "/v1/outbox?status=weird", nil, nil); status != 400 {
+		t.Fatalf("bad status filter = %d %v", status, body)
+	}
+	var rq map[string]string
+	if err := cl.Do(context.Background(), "POST", "/v1/outbox/requeue", map[string]any{"id": out.ID, "new_client_message_id": "again"}, &rq); err != nil {
+		t.Fatal(err)
+	}
+	if rq["aborted_row_id"] != out.ID || rq["new_client_message_id"] != "again" {
+		t.Fatalf("requeue = %v", rq)
+	}
+	waitFor(t, "the requeued row to die again", func() bool {
+		r, err := f.d1.outbox.get(context.Background(), rq["new_row_id"])
+		return err == nil && r.Status == outboxDead
+	})
+	status, body := rawIPC(t, cl, "POST", "/v1/outbox/requeue", map[string]any{"id": out.ID}, nil)
+	if status != http.StatusConflict {
+		t.Fatalf("requeue of an aborted row = %d %v, want 409", status, body)
+	}
+}
+
+// Every body POST /v1/send can get either parses into a valid send or is
+// refused with a 4xx apiError; nothing panics.
+func FuzzSendBody(f *testing.F) {
+	f.Add([]byte(`{"to":"bob","message":"hi"}`), "")
+	f.Add([]byte(`{"to":"*","message":"hi","priority":"now","meta":{"b":[1,{"a":2}]},"reply_to_id":"m1"}`), "key-1")
+	f.Add([]byte(`{"to":"@ops","message":"x","client_message_id":"c","wait_ms":500}`), "")
+	f.Add([]byte(`{"to":"","message":""}`), "")
+	f.Add([]byte(`[1,2]`), "")
+	f.Add([]byte(`{"meta":"x"}{}`), "")
+	f.Fuzz(func(t *testing.T, data []byte, header string) {
+		in, err := parseSendBody(data, header)
+		if err != nil {
+			ae, ok := err.(*apiError)
+			if !ok || ae.status < 400 || ae.status > 499 {
+				t.Fatalf("parseSendBody error %v is not a 4xx apiError", err)
+			}
+			return
+		}
+		if strings.TrimSpace(in.To) == "" || targetForm(in.To) == "" || !validPriority(in.Priority) || len(in.Fingerprint) != 32 ||
+			in.ClientMessageID == "" || len(in.ClientMessageID) > maxIDLen || strings.TrimSpace(in.Message) == "" {
+			t.Fatalf("accepted an invalid send: %+v", in)
+		}
+	})
+}
