@@ -13,6 +13,9 @@
 //     error, until the server stops.
 //   - The welcome always goes out once, even when some daemon queries fail:
 //     it is how the user learns the pipe is live (1.34.3).
+//   - The session's message mode decides what else goes out: push (the
+//     default) everything, inbox only system events (messages stay unread),
+//     off nothing but the welcome.
 package main
 
 import (
