@@ -195,8 +195,20 @@ func (d *Daemon) allMeshes() []*meshEntry {
 func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ...string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
 	defer cancel()
+	if e.Link.State() == LinkConnecting {
+		// The link's first connect is under way: a daemon a CLI call has
+		// just autospawned is asked before its links are up. A moment's
+		// wait answers that call; a link that fails still fails it.
+		wctx, wcancel := context.WithTimeout(ctx, firstConnectGrace)
+		_ = e.Link.WaitOpen(wctx)
+		wcancel()
+	}
 	return e.Link.Request(ctx, frame, replyTypes...)
 }
+
+// firstConnectGrace bounds how long a request waits for a link's first
+// connect.
+const firstConnectGrace = 2 * time.Second
 
 // fanOut runs fn for every mesh concurrently. With one mesh its error is
 // the result; with several, failures are reported per mesh.
