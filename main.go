@@ -51,6 +51,81 @@ var commands = []*command{
 		setup:      setupPeerList,
 	},
 	{
+		name:    "send",
+		aliases: []string{"message send"},
+		args:    "<to> <message…>",
+		summary: "send a message to a peer (name, key or key prefix), @group, * or #topic",
+		detail: `Names and key prefixes (4+ hex characters) are resolved against the peer list;
+no match and several matches are errors that list the candidates. Your own
+member key needs --self, which sends one copy to each of your other live
+sessions. The output says whether the recipient is online, whether the
+broker holds the message for later, or whether it is still in the daemon's
+outbox. Without the daemon the message goes over a direct broker connection.`,
+		group: groupMessage,
+		setup: setupSend,
+	},
+	{
+		name:    "inbox",
+		aliases: []string{"message inbox"},
+		summary: "read the messages this machine received (marks them seen)",
+		detail:  "Inside a launched session only that session's messages (and its member's) are shown.",
+		group:   groupMessage,
+		setup:   setupInbox,
+	},
+	{
+		name:    "inbox flush",
+		aliases: []string{"message inbox flush"},
+		summary: "delete received messages: --mesh, --before <iso> or --all (required)",
+		group:   groupMessage,
+		setup:   setupInboxFlush,
+	},
+	{
+		name:    "inbox delete",
+		aliases: []string{"inbox rm", "message inbox delete", "message inbox rm"},
+		args:    "<id>",
+		summary: "delete one received message",
+		group:   groupMessage,
+		setup:   setupInboxDelete,
+	},
+	{
+		name:    "peer kick",
+		aliases: []string{"kick"},
+		args:    "<peer> | --all | --stale <duration>",
+		summary: "end peers' sessions (owner or admin); daemons are refused — use ban",
+		group:   groupPeers,
+		setup:   setupKick,
+	},
+	{
+		name:    "peer disconnect",
+		args:    "<peer> | --all | --stale <duration>",
+		summary: "drop peers' connections (owner or admin); they reconnect on their own",
+		group:   groupPeers,
+		setup:   setupDisconnect,
+	},
+	{
+		name:    "peer ban",
+		aliases: []string{"ban"},
+		args:    "<peer>",
+		summary: "revoke a member (owner or admin): all its connections close and stay out",
+		group:   groupPeers,
+		setup:   setupBan,
+	},
+	{
+		name:    "peer unban",
+		aliases: []string{"unban"},
+		args:    "<peer>",
+		summary: "let a banned member back in",
+		group:   groupPeers,
+		setup:   setupUnban,
+	},
+	{
+		name:    "peer bans",
+		aliases: []string{"bans"},
+		summary: "list the banned members of a mesh",
+		group:   groupPeers,
+		setup:   setupBans,
+	},
+	{
 		name:    "whoami",
 		summary: "show this machine's identities and, in a session, the session's (never a secret)",
 		group:   groupPeers,
@@ -164,6 +239,20 @@ var commands = []*command{
 		summary: "the running daemon's version and IPC API",
 		group:   groupDaemon,
 		setup:   setupDaemonVersion,
+	},
+	{
+		name:    "daemon outbox list",
+		aliases: []string{"daemon outbox"},
+		summary: "the daemon's outgoing messages and their state",
+		group:   groupDaemon,
+		setup:   setupOutboxList,
+	},
+	{
+		name:    "daemon outbox requeue",
+		args:    "<id>",
+		summary: "send a pending, stuck or dead outbox row again under a new client id",
+		group:   groupDaemon,
+		setup:   setupOutboxRequeue,
 	},
 	{
 		name:    "mesh create",

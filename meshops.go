@@ -195,6 +195,12 @@ func (d *Daemon) allMeshes() []*meshEntry {
 func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ...string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
 	defer cancel()
+	if e.Link.State() == LinkConnecting {
+		// A daemon that has just started (say, autospawned by this very
+		// request's CLI) is still making its first connect: wait for it
+		// rather than fail the user's first command.
+		_ = e.Link.WaitOpen(ctx)
+	}
 	return e.Link.Request(ctx, frame, replyTypes...)
 }
 
