@@ -106,6 +106,7 @@ func scanInboxRow(s rowScanner) (*inboxRow, error) {
 // Inbox is inbox.db.
 type Inbox struct {
 	db *sql.DB
+	st *stmtCache
 	wg sync.WaitGroup
 }
 
@@ -114,19 +115,20 @@ func openInbox(path string) (*Inbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{db: db}, nil
+	return &Inbox{db: db, st: newStmtCache(db)}, nil
 }
 
 // Close stops the pruner and closes the database.
 func (ib *Inbox) Close() error {
 	ib.wg.Wait()
+	ib.st.Close()
 	return ib.db.Close()
 }
 
 // Insert stores r unless its recipient already has that message; isNew
 // says whether it was stored now.
 func (ib *Inbox) Insert(ctx context.Context, r *inboxRow) (isNew bool, err error) {
-	res, err := ib.db.ExecContext(ctx, `INSERT INTO inbox (`+inboxColumns+`)
+	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
 ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`,
 		r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,

@@ -27,7 +27,7 @@ func msgBrokerOptions() BrokerOptions {
 	return BrokerOptions{SendBurst: 10_000, SendPerMinute: 1_000_000}
 }
 
-func newMsgFixture(t *testing.T, mutate func(*DaemonOptions)) *msgFixture {
+func newMsgFixture(t testing.TB, mutate func(*DaemonOptions)) *msgFixture {
 	t.Helper()
 	b, url := startTestBrokerWith(t, msgBrokerOptions())
 	f := &msgFixture{broker: b, url: url}
@@ -54,7 +54,7 @@ func (s testSession) pub() string { return s.key.PublicHex() }
 
 // registerTestSession registers a session with presence and waits for its
 // link to open.
-func registerTestSession(t *testing.T, td *testDaemon, m Mesh, name string) testSession {
+func registerTestSession(t testing.TB, td *testDaemon, m Mesh, name string) testSession {
 	t.Helper()
 	reg, key := registration(t, m, name, os.Getpid())
 	if err := td.client("").RegisterSession(context.Background(), reg); err != nil {
