@@ -479,19 +479,7 @@ func (dr *drainer) noteWaiting(row *outboxRow, why string) {
 // pendingLanes lists the lanes that have pending rows.
 func (o *Outbox) pendingLanes(ctx context.Context) ([]laneKey, error) {
 	rows, err := o.st.QueryContext(ctx, nil, `SELECT DISTINCT COALESCE(mesh, ''), COALESCE(sender_session_pubkey, '') FROM outbox WHERE status = 'pending'`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []laneKey
-	for rows.Next() {
-		var l laneKey
-		if err := rows.Scan(&l.mesh, &l.session); err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return collect(rows, err, func(s rowScanner) (l laneKey, err error) { return l, s.Scan(&l.mesh, &l.session) })
 }
 
 // head is a lane's oldest pending row.

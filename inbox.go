@@ -198,19 +198,7 @@ func (ib *Inbox) List(ctx context.Context, s inboxScope, limit int) ([]*inboxRow
 	where, args := s.where()
 	rows, err := ib.db.QueryContext(ctx, `SELECT `+inboxColumns+` FROM inbox WHERE `+where+
 		` ORDER BY received_at DESC, rowid DESC LIMIT ?`, append(args, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*inboxRow
-	for rows.Next() {
-		r, err := scanInboxRow(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanInboxRow)
 }
 
 // MarkSeen stamps unread rows of ids that are in scope; it returns how
@@ -455,13 +443,6 @@ func (d *Daemon) callerScope(s *Session, mesh string) inboxScope {
 	return sc
 }
 
-func (d *Daemon) inboxOrError() (*Inbox, error) {
-	if d.inbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "inbox_unavailable", "the inbox is not open")
-	}
-	return d.inbox, nil
-}
-
 // parseISOParam reads an ISO time query parameter (0 when absent).
 func parseISOParam(name, v string) (int64, error) {
 	if v == "" {
@@ -475,12 +456,9 @@ func parseISOParam(name, v string) (int64, error) {
 }
 
 func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
-	q := req.URL.Query()
+	ib, q := d.inbox, req.URL.Query()
 	sc := d.callerScope(req.session, q.Get("mesh"))
+	var err error
 	if sc.Since, err = parseISOParam("since", q.Get("since")); err != nil {
 		return nil, err
 	}
@@ -511,10 +489,6 @@ func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
 }
 
 func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
 	var body struct {
 		IDs []any `json:"ids"`
 	}
@@ -532,7 +506,7 @@ func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
 	}
 	sc := d.callerScope(req.session, "")
 	sc.Mesh = "" // ids name rows; the session's recipients are the scope
-	n, err := ib.MarkSeen(req.Context(), ids, sc, time.Now())
+	n, err := d.inbox.MarkSeen(req.Context(), ids, sc, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -540,19 +514,16 @@ func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
 }
 
 func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
 	q := req.URL.Query()
 	sc := d.callerScope(req.session, q.Get("mesh"))
+	var err error
 	if sc.Before, err = parseISOParam("before", q.Get("before")); err != nil {
 		return nil, err
 	}
 	if req.session == nil && sc.Mesh == "" && sc.Before == 0 && q.Get("all") != "true" {
 		return nil, badRequest("missing_filter", "flushing needs mesh, before, or all=true (which deletes every row on every mesh)")
 	}
-	n, err := ib.Flush(req.Context(), sc)
+	n, err := d.inbox.Flush(req.Context(), sc)
 	if err != nil {
 		return nil, err
 	}
@@ -560,14 +531,10 @@ func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
 }
 
 func (d *Daemon) handleInboxDelete(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
 	id := req.params["id"]
 	sc := d.callerScope(req.session, "")
 	sc.Mesh = ""
-	ok, err := ib.Delete(req.Context(), id, sc)
+	ok, err := d.inbox.Delete(req.Context(), id, sc)
 	if err != nil {
 		return nil, err
 	}

@@ -276,19 +276,7 @@ func (o *Outbox) List(ctx context.Context, status string, limit int) ([]*outboxR
 	q += ` ORDER BY enqueued_at DESC, rowid DESC LIMIT ?`
 	args = append(args, limit)
 	rows, err := o.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*outboxRow
-	for rows.Next() {
-		r, err := scanOutboxRow(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanOutboxRow)
 }
 
 // errNotRequeueable: the row is missing, already aborted or already done.
@@ -414,9 +402,6 @@ func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
 }
 
 func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
-	if d.outbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
-	}
 	data, err := req.readBody()
 	if err != nil {
 		return nil, err
@@ -636,9 +621,6 @@ func (r *outboxRow) view() outboxView {
 }
 
 func (d *Daemon) handleOutboxList(req *ipcRequest) (any, error) {
-	if d.outbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
-	}
 	q := req.URL.Query()
 	status := q.Get("status")
 	if status == "failed" {
@@ -675,9 +657,6 @@ func queryLimit(s string, def, maxLimit int) (int, error) {
 }
 
 func (d *Daemon) handleOutboxRequeue(req *ipcRequest) (any, error) {
-	if d.outbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
-	}
 	var body struct {
 		ID                 string `json:"id"`
 		NewClientMessageID string `json:"new_client_message_id"`

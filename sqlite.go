@@ -102,6 +102,23 @@ func noRows(err error) error {
 // rowScanner is a *sql.Row or *sql.Rows.
 type rowScanner interface{ Scan(dest ...any) error }
 
+// collect scans every row of a query with scan.
+func collect[T any](rows *sql.Rows, err error, scan func(rowScanner) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // stmtCache prepares each query once and reuses it: for the small
 // statements on a message's path, parsing the SQL costs more than running
 // it. Safe for concurrent use; close it before the database.
