@@ -34,7 +34,10 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 		return nil, nil
 	}
 	c.daemonOnce.Do(func() {
-		c.daemonResult = newDaemonConnector(c.Paths(), c.env.Getenv).ensure(ctx, budget)
+		cl := newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+		dc := newDaemonConnector(c.Paths(), c.env.Getenv)
+		dc.client = cl
+		c.daemonResult = dc.ensure(ctx, budget)
 		r := c.daemonResult
 		switch {
 		case r.State == daemonStarted:
@@ -46,7 +49,9 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
 		}
 		if r.usable() {
-			c.daemonClient = newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+			c.daemonClient = cl
+		} else {
+			cl.http.CloseIdleConnections()
 		}
 	})
 	if c.daemonClient != nil {
@@ -101,6 +106,23 @@ func (c *cli) withCold(ctx context.Context, m Mesh, fn func(cl *ColdLink) error)
 	}
 	defer cl.Close()
 	return fn(cl)
+}
+
+// warmOrCold runs warm with the daemon when this invocation uses it, else
+// cold on a one-shot broker connection to mesh (--mesh, or the only one).
+func (c *cli) warmOrCold(ctx context.Context, mesh string, warm func(*DaemonClient) error, cold func(Mesh, *ColdLink) error) error {
+	cl, err := c.daemon(ctx)
+	if err != nil {
+		return err
+	}
+	if cl != nil {
+		return warm(cl)
+	}
+	m, err := c.coldMesh(mesh)
+	if err != nil {
+		return err
+	}
+	return c.withCold(ctx, m, func(l *ColdLink) error { return cold(m, l) })
 }
 
 // coldRequest is one request/reply on a cold link with the usual timeout.
