@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"filippo.io/edwards25519"
 	"golang.org/x/crypto/nacl/box"
@@ -219,11 +220,7 @@ var errDecrypt = errors.New("message could not be decrypted")
 // sealDM encrypts plaintext from sender to the recipient's ed25519 public
 // key. It returns the random nonce and MAC ‖ box, both standard base64.
 func sealDM(plaintext []byte, recipientPubHex string, sender Keypair) (nonceB64, ciphertextB64 string, err error) {
-	rpub, err := hex.DecodeString(recipientPubHex)
-	if err != nil {
-		return "", "", errors.New("recipient key is not hex")
-	}
-	rx, err := edPublicToX25519(rpub)
+	shared, err := dmKeys.shared(sender, recipientPubHex)
 	if err != nil {
 		return "", "", fmt.Errorf("recipient key: %w", err)
 	}
@@ -231,7 +228,7 @@ func sealDM(plaintext []byte, recipientPubHex string, sender Keypair) (nonceB64,
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return "", "", err
 	}
-	sealed := box.Seal(nil, plaintext, &nonce, rx, edSecretToX25519(sender.Secret))
+	sealed := box.SealAfterPrecomputation(nil, plaintext, &nonce, shared)
 	return b64(nonce[:]), b64(sealed), nil
 }
 
@@ -245,21 +242,68 @@ func openDM(nonceB64, ciphertextB64, senderPubHex string, recipient Keypair) ([]
 	if err != nil {
 		return nil, errDecrypt
 	}
-	spub, err := hex.DecodeString(senderPubHex)
-	if err != nil {
-		return nil, errDecrypt
-	}
-	sx, err := edPublicToX25519(spub)
+	shared, err := dmKeys.shared(recipient, senderPubHex)
 	if err != nil {
 		return nil, errDecrypt
 	}
 	var nonce [24]byte
 	copy(nonce[:], nonceBytes)
-	out, ok := box.Open(nil, sealed, &nonce, sx, edSecretToX25519(recipient.Secret))
+	out, ok := box.OpenAfterPrecomputation(nil, sealed, &nonce, shared)
 	if !ok {
 		return nil, errDecrypt
 	}
 	return out, nil
+}
+
+// dmKeys is the process's cache of crypto_box shared keys (the X25519 of
+// one of our secrets with a peer's key, as box.Precompute makes it):
+// deriving one costs about a hundred times what sealing a chat line does,
+// and a daemon talks to the same few peers over and over. It holds nothing
+// the process does not already hold (the secrets it derives from), never
+// leaves memory, and is dropped whole when it fills.
+var dmKeys = &sharedKeyCache{max: 4096}
+
+// sharedKeyCache maps (our public key, peer public key) to the precomputed
+// crypto_box key. Safe for concurrent use.
+type sharedKeyCache struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]*[32]byte
+}
+
+// shared returns the crypto_box key between our keypair and the peer's
+// ed25519 public key (hex), deriving and caching it on first use. A key
+// libsodium would refuse is refused, and not cached.
+func (c *sharedKeyCache) shared(our Keypair, peerPubHex string) (*[32]byte, error) {
+	if len(our.Secret) != ed25519.PrivateKeySize {
+		return nil, errors.New("secret key must be 64 bytes")
+	}
+	// The secret's second half is its public key, so this names the pair
+	// without holding secret bytes in the key.
+	id := string(our.Secret[ed25519.SeedSize:]) + peerPubHex
+	c.mu.Lock()
+	k, ok := c.m[id]
+	c.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	ppub, err := hex.DecodeString(peerPubHex)
+	if err != nil {
+		return nil, errors.New("key is not hex")
+	}
+	px, err := edPublicToX25519(ppub)
+	if err != nil {
+		return nil, err
+	}
+	k = new([32]byte)
+	box.Precompute(k, px, edSecretToX25519(our.Secret))
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= c.max {
+		c.m = make(map[string]*[32]byte)
+	}
+	c.m[id] = k
+	c.mu.Unlock()
+	return k, nil
 }
 
 // plainBody encodes a broadcast, group or topic body: the text in base64 and

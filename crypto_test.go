@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/nacl/box"
 )
 
 // RFC 8032 §7.1 test 1.
@@ -341,5 +343,38 @@ func TestNewID(t *testing.T) {
 			t.Fatalf("newID() repeated %q", id)
 		}
 		seen[id] = true
+	}
+}
+
+// TestSharedKeyCache: a cached shared key opens what box.Seal made without
+// the cache, bad keys are refused and not cached, and a full cache starts over.
+func TestSharedKeyCache(t *testing.T) {
+	alice, bob := mustNewKeypair(), mustNewKeypair()
+	c := &sharedKeyCache{max: 2}
+	var nonce [24]byte
+	bx, err := edPublicToX25519(bob.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := box.Seal(nil, []byte("hi bob"), &nonce, bx, edSecretToX25519(alice.Secret))
+	for i := 0; i < 2; i++ { // derive, then from the cache
+		k, err := c.shared(bob, alice.PublicHex())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := box.OpenAfterPrecomputation(nil, sealed, &nonce, k); !ok || string(got) != "hi bob" {
+			t.Fatalf("round %d: open = %q, %v", i, got, ok)
+		}
+	}
+	if _, err := c.shared(bob, strings.Repeat("zz", 32)); err == nil {
+		t.Fatal("non-hex peer key accepted")
+	}
+	if len(c.m) != 1 {
+		t.Fatalf("cache holds %d keys after a refusal, want 1", len(c.m))
+	}
+	c.shared(alice, bob.PublicHex())
+	c.shared(alice, mustNewKeypair().PublicHex())
+	if len(c.m) > c.max {
+		t.Fatalf("cache holds %d keys, max %d", len(c.m), c.max)
 	}
 }
