@@ -24,6 +24,8 @@ func setupBrokerServe(fs *flagSet) runFunc {
 	fs.IntVar(&f.maxConns, "max-connections-per-mesh", defaultMaxConnectionsPerMesh, "live connections allowed per mesh")
 	fs.IntVar(&f.sendBurst, "send-burst", defaultSendBurst, "sends a member may make at once before the per-minute rate applies")
 	fs.IntVar(&f.sendPerMinute, "send-per-minute", defaultSendPerMinute, "sends per minute per member, sustained")
+	fs.IntVar(&f.handshakeBurst, "handshake-burst", defaultHandshakeBurst, "handshakes and joins an address may make at once")
+	fs.IntVar(&f.handshakePerMinute, "handshake-per-minute", defaultHandshakePerMinute, "handshakes and joins per minute per address, sustained")
 	return func(ctx context.Context, c *cli, args []string) error { return runBrokerServe(ctx, c, f, args) }
 }
 
@@ -31,14 +33,16 @@ type brokerServeFlags struct {
 	listen, data, publicURL, createToken string
 	maxMessageBytes, maxConns            int
 	sendBurst, sendPerMinute             int
+	handshakeBurst, handshakePerMinute   int
 }
 
 func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []string) error {
 	if len(args) > 0 {
 		return usageError("broker serve takes no arguments")
 	}
-	if f.maxMessageBytes <= 0 || f.maxConns <= 0 || f.sendBurst <= 0 || f.sendPerMinute <= 0 {
-		return usageError("--max-message-bytes, --max-connections-per-mesh, --send-burst and --send-per-minute must be positive")
+	if f.maxMessageBytes <= 0 || f.maxConns <= 0 || f.sendBurst <= 0 || f.sendPerMinute <= 0 ||
+		f.handshakeBurst <= 0 || f.handshakePerMinute <= 0 {
+		return usageError("--max-message-bytes, --max-connections-per-mesh and the --send-… and --handshake-… limits must be positive")
 	}
 	data := f.data
 	if data == "" {
@@ -51,7 +55,7 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	logger := slog.New(slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level}))
 	b, err := newBroker(BrokerOptions{DataDir: data, PublicURL: f.publicURL, CreateToken: f.createToken,
 		MaxMessageBytes: f.maxMessageBytes, MaxConnectionsPerMesh: f.maxConns, SendBurst: f.sendBurst,
-		SendPerMinute: f.sendPerMinute, Logger: logger})
+		SendPerMinute: f.sendPerMinute, HandshakeBurst: f.handshakeBurst, HandshakePerMinute: f.handshakePerMinute, Logger: logger})
 	if err != nil {
 		return exitError(exitIO, fmt.Errorf("broker store in %s: %w", data, err))
 	}
