@@ -225,7 +225,9 @@ func runBenchLoad(ctx context.Context, o benchOptions) (benchReport, error) {
 	if err := run.connect(ctx); err != nil {
 		return benchReport{}, err
 	}
-	run.plan()
+	if err := run.plan(); err != nil {
+		return benchReport{}, err
+	}
 	cpu0 := processCPU()
 	start := time.Now()
 	run.send(ctx, start)
@@ -294,6 +296,9 @@ type benchPeer struct {
 	mesh Mesh
 	key  Keypair
 	conn *rpcConn
+	// keys holds this peer's crypto_box shared keys, derived before the
+	// run starts so that the timed part measures the broker.
+	keys *sharedKeyCache
 }
 
 // enroll creates the mesh with peer 0 as owner and enrolls the others
@@ -318,7 +323,7 @@ func (r *benchRun) enroll(ctx context.Context) error {
 	}
 	m := Mesh{MeshID: created.ID, MemberID: created.MemberID, Slug: slug, Name: slug, Pubkey: owner.PublicHex(),
 		SecretKey: owner.SecretHex(), BrokerURL: r.url, RootKey: created.RootKey, InviteVersion: 1}
-	r.peers = []*benchPeer{{idx: 0, mesh: m, key: owner}}
+	r.peers = []*benchPeer{{idx: 0, mesh: m, key: owner, keys: &sharedKeyCache{max: r.opts.Peers}}}
 
 	_, token, err := buildInvite(owner, m.MeshID, slug, r.url, m.RootKey, roleMember, time.Now().Add(time.Hour))
 	if err != nil {
@@ -341,7 +346,7 @@ func (r *benchRun) enroll(ctx context.Context) error {
 		}
 		pm := m
 		pm.MemberID, pm.Pubkey, pm.SecretKey, pm.RootKey = joined.MemberID, kp.PublicHex(), kp.SecretHex(), ""
-		r.peers[i] = &benchPeer{idx: i, mesh: pm, key: kp}
+		r.peers[i] = &benchPeer{idx: i, mesh: pm, key: kp, keys: &sharedKeyCache{max: r.opts.Peers}}
 		return nil
 	})
 }
@@ -377,8 +382,9 @@ func (r *benchRun) close() {
 	}
 }
 
-// plan picks every message's target: another peer, at random.
-func (r *benchRun) plan() {
+// plan picks every message's target, another peer at random, and derives
+// the shared keys the messages will need.
+func (r *benchRun) plan() error {
 	n, m := len(r.peers), r.opts.Messages
 	rng := rand.New(rand.NewPCG(uint64(n), uint64(m)))
 	r.target = make([][]int32, n)
@@ -388,12 +394,20 @@ func (r *benchRun) plan() {
 	for s := range n {
 		r.target[s] = make([]int32, m)
 		for k := range m {
-			r.target[s][k] = int32((s + 1 + rng.IntN(n-1)) % n)
+			t := (s + 1 + rng.IntN(n-1)) % n
+			r.target[s][k] = int32(t)
+			if _, err := r.peers[s].keys.shared(r.peers[s].key, r.peers[t].key.PublicHex()); err != nil {
+				return err
+			}
+			if _, err := r.peers[t].keys.shared(r.peers[t].key, r.peers[s].key.PublicHex()); err != nil {
+				return err
+			}
 		}
 		r.sentAt[s] = make([]atomic.Int64, m)
 		r.recv[s] = make([]atomic.Int32, m)
 		r.lat[s] = make([]atomic.Int64, m)
 	}
+	return nil
 }
 
 // benchBody is the text of message k of sender s, about a chat line long.
@@ -438,7 +452,7 @@ func (r *benchRun) send(ctx context.Context, start time.Time) {
 					}
 				}
 				to := r.peers[r.target[s][k]].key.PublicHex()
-				nonce, ct, err := sealDM([]byte(benchBody(s, k)), to, p.key)
+				nonce, ct, err := p.keys.seal([]byte(benchBody(s, k)), to, p.key)
 				if err != nil {
 					r.refuse(fmt.Sprintf("seal: %v", err))
 					continue
@@ -491,7 +505,7 @@ func (r *benchRun) onFrame(p *benchPeer, h frameHead, data []byte) {
 			r.misdelivered.Add(1)
 			return
 		}
-		if text, err := openDM(f.Nonce, f.Ciphertext, f.SenderPubkey, p.key); err != nil || string(text) != benchBody(s, k) {
+		if text, err := p.keys.open(f.Nonce, f.Ciphertext, f.SenderPubkey, p.key); err != nil || string(text) != benchBody(s, k) {
 			r.bad.Add(1)
 			return
 		}

@@ -220,7 +220,17 @@ var errDecrypt = errors.New("message could not be decrypted")
 // sealDM encrypts plaintext from sender to the recipient's ed25519 public
 // key. It returns the random nonce and MAC ‖ box, both standard base64.
 func sealDM(plaintext []byte, recipientPubHex string, sender Keypair) (nonceB64, ciphertextB64 string, err error) {
-	shared, err := dmKeys.shared(sender, recipientPubHex)
+	return dmKeys.seal(plaintext, recipientPubHex, sender)
+}
+
+// openDM decrypts a DM sealed by senderPubHex for recipient.
+func openDM(nonceB64, ciphertextB64, senderPubHex string, recipient Keypair) ([]byte, error) {
+	return dmKeys.open(nonceB64, ciphertextB64, senderPubHex, recipient)
+}
+
+// seal is sealDM with this cache's shared keys.
+func (c *sharedKeyCache) seal(plaintext []byte, recipientPubHex string, sender Keypair) (nonceB64, ciphertextB64 string, err error) {
+	shared, err := c.shared(sender, recipientPubHex)
 	if err != nil {
 		return "", "", fmt.Errorf("recipient key: %w", err)
 	}
@@ -232,8 +242,8 @@ func sealDM(plaintext []byte, recipientPubHex string, sender Keypair) (nonceB64,
 	return b64(nonce[:]), b64(sealed), nil
 }
 
-// openDM decrypts a DM sealed by senderPubHex for recipient.
-func openDM(nonceB64, ciphertextB64, senderPubHex string, recipient Keypair) ([]byte, error) {
+// open is openDM with this cache's shared keys.
+func (c *sharedKeyCache) open(nonceB64, ciphertextB64, senderPubHex string, recipient Keypair) ([]byte, error) {
 	nonceBytes, err := unb64(nonceB64)
 	if err != nil || len(nonceBytes) != 24 {
 		return nil, errDecrypt
@@ -242,7 +252,7 @@ func openDM(nonceB64, ciphertextB64, senderPubHex string, recipient Keypair) ([]
 	if err != nil {
 		return nil, errDecrypt
 	}
-	shared, err := dmKeys.shared(recipient, senderPubHex)
+	shared, err := c.shared(recipient, senderPubHex)
 	if err != nil {
 		return nil, errDecrypt
 	}
