@@ -119,6 +119,7 @@ func (o *BrokerOptions) applyDefaults() {
 type Broker struct {
 	opts    BrokerOptions
 	store   brokerStore
+	writes  *groupCommitter // sends' appends and acks' marks, group-committed
 	log     *slog.Logger
 	started time.Time
 	metrics brokerMetrics
@@ -244,6 +245,7 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 		lastPurge:   time.Now(),
 	}
 	b.metrics.init()
+	b.writes = newGroupCommitter(store, b.log, func(n int) { b.metrics.delivered.Add(int64(n)) })
 	b.wg.Add(1)
 	go b.sweepLoop()
 	return b, nil
@@ -306,6 +308,7 @@ func (b *Broker) Close() error {
 		}
 		b.cancel()
 		b.wg.Wait()
+		b.writes.close() // after the sockets: nothing can queue a write any more
 		b.mu.Lock()
 		for _, room := range b.rooms {
 			for _, p := range room.peers {

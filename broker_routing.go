@@ -1,7 +1,9 @@
 // Routing and delivery, at least once and idempotent.
 //
 // Policy: a send is one durable append (the message) plus one delivery
-// record per recipient key resolved at send time, in one transaction. Online
+// record per recipient key resolved at send time, in one transaction
+// (shared with other sends and acks by the group commit, broker_batch.go),
+// and is acked only once that transaction has committed. Online
 // recipients then get the push at once from memory; each pushed delivery is
 // leased for Lease and becomes delivered on the recipient's client_ack. An
 // expired lease is re-pushed by the sweep; a closed socket's leases are
@@ -177,9 +179,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 	if kind == targetTopic {
 		msg.Topic = ref
 	}
-	ctx, cancel := b.storeCtx()
-	id, dup, err := b.store.AppendMessage(ctx, msg, recipients)
-	cancel()
+	id, dup, err := b.writes.appendMessage(msg, recipients)
 	if err != nil {
 		b.refundSend(me.memberID)
 		b.log.Error("append message", "err", err)
@@ -380,7 +380,8 @@ func (b *Broker) drain(c *brokerConn) {
 	}
 }
 
-// handleClientAck marks the acking key's delivery delivered.
+// handleClientAck marks the acking key's delivery delivered: at once in
+// memory, durably with the next group commit.
 func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame) {
 	b.mu.Lock()
 	p := c.peer
@@ -407,12 +408,5 @@ func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame) {
 	if id == "" {
 		cmid = f.ClientMessageID
 	}
-	ctx, cancel := b.storeCtx()
-	n, err := b.store.MarkDelivered(ctx, meshID, key, id, cmid, time.Now())
-	cancel()
-	if err != nil {
-		b.log.Warn("mark delivered", "err", err)
-		return
-	}
-	b.metrics.delivered.Add(int64(n))
+	b.writes.markDelivered(deliveryMark{MeshID: meshID, Key: key, MessageID: id, ClientMessageID: cmid, At: time.Now()})
 }

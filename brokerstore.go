@@ -56,6 +56,11 @@ type brokerStore interface {
 	// MarkDelivered marks key's delivery of a message delivered, by broker
 	// message id or, when that is empty, by the sender's client_message_id.
 	MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error)
+	// WriteBatch applies many appends (each as AppendMessage would, each
+	// failing alone) and delivery marks in one transaction: the broker's
+	// group commit (broker_batch.go). Nothing in it is durable until it
+	// returns without error; an error fails the whole batch.
+	WriteBatch(ctx context.Context, appends []appendOp, marks []deliveryMark) ([]appendResult, int, error)
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	CountPendingDeliveries(ctx context.Context, now time.Time) (int, error)
 
@@ -165,6 +170,26 @@ type storedMessage struct {
 	ReplyToID          string
 	Subtype            string
 	Topic              string
+}
+
+// appendOp is one AppendMessage inside a WriteBatch.
+type appendOp struct {
+	Msg        storedMessage
+	Recipients []string
+}
+
+// appendResult is what AppendMessage would have returned for one appendOp.
+type appendResult struct {
+	ID  string
+	Dup bool
+	Err error
+}
+
+// deliveryMark is one MarkDelivered inside a WriteBatch.
+type deliveryMark struct {
+	MeshID, Key                string
+	MessageID, ClientMessageID string // by broker id, else by the sender's client id
+	At                         time.Time
 }
 
 // storedPeerState is what a member's connection leaves behind for its next

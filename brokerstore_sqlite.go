@@ -139,8 +139,9 @@ CREATE TABLE peer_state (
 
 // sqliteBrokerStore implements brokerStore.
 type sqliteBrokerStore struct {
-	w *sql.DB // one connection: writes queue here
-	r *sql.DB // reads
+	w  *sql.DB    // one connection: writes queue here
+	ws *stmtCache // prepared statements on w
+	r  *sql.DB    // reads
 }
 
 // brokerDBFile is the store's file inside the broker's data dir.
@@ -162,10 +163,21 @@ func openSQLiteBrokerStore(dir string) (*sqliteBrokerStore, error) {
 		w.Close()
 		return nil, err
 	}
-	return &sqliteBrokerStore{w: w, r: r}, nil
+	s := &sqliteBrokerStore{w: w, ws: newStmtCache(w), r: r}
+	// Prepared now, outside any transaction: the write pool has one
+	// connection, so preparing on it while a transaction holds it would wait
+	// for ever.
+	for _, q := range []string{sqlFindDuplicate, sqlInsertMessage, sqlInsertDelivery, sqlMarkByID, sqlMarkByClientID} {
+		if _, err := s.ws.prepared(context.Background(), q); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 func (s *sqliteBrokerStore) Close() error {
+	s.ws.Close()
 	return errors.Join(s.w.Close(), s.r.Close())
 }
 
@@ -416,15 +428,72 @@ func nullIfEmpty(s string) any {
 }
 
 func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (string, bool, error) {
-	tx, err := s.w.BeginTx(ctx, nil)
+	res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg, Recipients: recipients}}, nil)
 	if err != nil {
 		return "", false, err
 	}
+	return res[0].ID, res[0].Dup, res[0].Err
+}
+
+// The statements on a message's path, prepared once on the write connection.
+const (
+	sqlFindDuplicate = `SELECT id FROM messages WHERE mesh_id = ? AND sender_member_id = ? AND client_message_id = ?`
+	sqlInsertMessage = `INSERT INTO messages (id, mesh_id, sender_member_id, sender_pubkey, sender_member_pubkey, sender_name,
+		target_spec, priority, nonce, ciphertext, created_at, expires_at, client_message_id, request_fingerprint, reply_to_id, subtype, topic)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	sqlInsertDelivery = `INSERT OR IGNORE INTO deliveries (message_id, recipient_key, mesh_id, expires_at) VALUES (?, ?, ?, ?)`
+	sqlMarkByID       = `UPDATE deliveries SET delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND mesh_id = ? AND delivered_at IS NULL`
+	sqlMarkByClientID = `UPDATE deliveries SET delivered_at = ?
+			WHERE recipient_key = ? AND mesh_id = ? AND delivered_at IS NULL
+			AND message_id IN (SELECT id FROM messages WHERE mesh_id = ? AND client_message_id = ?)`
+)
+
+// WriteBatch applies appends and delivery marks in one transaction (group
+// commit). Each append runs under its own savepoint, so one that fails is
+// undone and reported alone; a failed mark or commit fails the batch.
+func (s *sqliteBrokerStore) WriteBatch(ctx context.Context, appends []appendOp, marks []deliveryMark) ([]appendResult, int, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, 0, err
+	}
 	defer tx.Rollback()
+	results := make([]appendResult, len(appends))
+	for i, a := range appends {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT append_one`); err != nil {
+			return nil, 0, err
+		}
+		id, dup, err := s.appendIn(ctx, tx, a.Msg, a.Recipients)
+		if err != nil {
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO append_one`); rerr != nil {
+				return nil, 0, rerr
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE append_one`); err != nil {
+			return nil, 0, err
+		}
+		results[i] = appendResult{ID: id, Dup: dup, Err: err}
+	}
+	marked := 0
+	for _, m := range marks {
+		n, err := s.markIn(ctx, tx, m)
+		if err != nil {
+			return nil, 0, err
+		}
+		marked += n
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, 0, err
+	}
+	return results, marked, nil
+}
+
+// appendIn stores one message and its deliveries in tx, or finds the
+// message its (mesh, sender member, client_message_id) already names.
+func (s *sqliteBrokerStore) appendIn(ctx context.Context, tx *sql.Tx, msg storedMessage, recipients []string) (string, bool, error) {
 	if msg.ClientMessageID != "" {
 		var id string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM messages WHERE mesh_id = ? AND sender_member_id = ? AND client_message_id = ?`,
-			msg.MeshID, msg.SenderMemberID, msg.ClientMessageID).Scan(&id)
+		err := s.ws.scanOne(ctx, tx, sqlFindDuplicate, func(r rowScanner) error { return r.Scan(&id) },
+			msg.MeshID, msg.SenderMemberID, msg.ClientMessageID)
 		if err == nil {
 			return id, true, nil
 		}
@@ -432,28 +501,18 @@ func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage
 			return "", false, err
 		}
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO messages (id, mesh_id, sender_member_id, sender_pubkey, sender_member_pubkey, sender_name,
-		target_spec, priority, nonce, ciphertext, created_at, expires_at, client_message_id, request_fingerprint, reply_to_id, subtype, topic)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if _, err := s.ws.ExecContext(ctx, tx, sqlInsertMessage,
 		msg.ID, msg.MeshID, msg.SenderMemberID, msg.SenderPubkey, msg.SenderMemberPubkey, msg.SenderName,
 		msg.TargetSpec, msg.Priority, msg.Nonce, msg.Ciphertext, ms(msg.CreatedAt), ms(msg.ExpiresAt),
-		nullIfEmpty(msg.ClientMessageID), msg.RequestFingerprint, msg.ReplyToID, msg.Subtype, msg.Topic)
-	if err != nil {
+		nullIfEmpty(msg.ClientMessageID), msg.RequestFingerprint, msg.ReplyToID, msg.Subtype, msg.Topic); err != nil {
 		return "", false, err
 	}
-	if len(recipients) > 0 {
-		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO deliveries (message_id, recipient_key, mesh_id, expires_at) VALUES (?, ?, ?, ?)`)
-		if err != nil {
+	for _, key := range recipients {
+		if _, err := s.ws.ExecContext(ctx, tx, sqlInsertDelivery, msg.ID, key, msg.MeshID, ms(msg.ExpiresAt)); err != nil {
 			return "", false, err
 		}
-		defer stmt.Close()
-		for _, key := range recipients {
-			if _, err := stmt.ExecContext(ctx, msg.ID, key, msg.MeshID, ms(msg.ExpiresAt)); err != nil {
-				return "", false, err
-			}
-		}
 	}
-	return msg.ID, false, tx.Commit()
+	return msg.ID, false, nil
 }
 
 const messageColumns = `m.seq, m.id, m.mesh_id, m.sender_member_id, m.sender_pubkey, m.sender_member_pubkey, m.sender_name, m.target_spec, m.priority,
@@ -476,16 +535,17 @@ func (s *sqliteBrokerStore) PendingFor(ctx context.Context, meshID, key string, 
 }
 
 func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
+	return s.markIn(ctx, nil, deliveryMark{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now})
+}
+
+// markIn marks one delivery delivered, in tx (nil: on its own).
+func (s *sqliteBrokerStore) markIn(ctx context.Context, tx *sql.Tx, m deliveryMark) (int, error) {
 	var res sql.Result
 	var err error
-	if messageID != "" {
-		res, err = s.w.ExecContext(ctx, `UPDATE deliveries SET delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND mesh_id = ? AND delivered_at IS NULL`,
-			ms(now), messageID, key, meshID)
+	if m.MessageID != "" {
+		res, err = s.ws.ExecContext(ctx, tx, sqlMarkByID, ms(m.At), m.MessageID, m.Key, m.MeshID)
 	} else {
-		res, err = s.w.ExecContext(ctx, `UPDATE deliveries SET delivered_at = ?
-			WHERE recipient_key = ? AND mesh_id = ? AND delivered_at IS NULL
-			AND message_id IN (SELECT id FROM messages WHERE mesh_id = ? AND client_message_id = ?)`,
-			ms(now), key, meshID, meshID, clientMessageID)
+		res, err = s.ws.ExecContext(ctx, tx, sqlMarkByClientID, ms(m.At), m.Key, m.MeshID, m.MeshID, m.ClientMessageID)
 	}
 	if err != nil {
 		return 0, err
