@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+// batchTestStore is a store with one mesh whose owner sends.
+func batchTestStore(t *testing.T) (*sqliteBrokerStore, func(cmid string) storedMessage) {
+	t.Helper()
+	s, err := openSQLiteBrokerStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	now := time.Now()
+	mesh := storedMesh{ID: newID(), Slug: "team", Name: "team", OwnerPubkey: "o", RootKey: "r", CreatedAt: now}
+	owner := storedMember{ID: newID(), MeshID: mesh.ID, Pubkey: "o", DisplayName: "alice", Role: roleAdmin, CreatedAt: now}
+	if err := s.CreateMesh(context.Background(), mesh, owner); err != nil {
+		t.Fatal(err)
+	}
+	return s, func(cmid string) storedMessage {
+		return storedMessage{ID: newID(), MeshID: mesh.ID, SenderMemberID: owner.ID, SenderPubkey: "o", SenderMemberPubkey: "o",
+			SenderName: "alice", TargetSpec: "k1", Priority: priorityNext, Nonce: "n", Ciphertext: "c", CreatedAt: now,
+			ExpiresAt: now.Add(time.Hour), ClientMessageID: cmid}
+	}
+}
+
+// TestWriteBatch: in one transaction, a duplicate client id inside the
+// batch dedupes to the first, a failing append fails alone, and marks
+// apply.
+func TestWriteBatch(t *testing.T) {
+	s, msg := batchTestStore(t)
+	ctx := context.Background()
+	old := msg("old")
+	if _, _, err := s.AppendMessage(ctx, old, []string{"k1"}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := msg("a"), msg("a")
+	clash := msg("clash")
+	clash.ID = a.ID // the same broker id: the messages table refuses it
+	results, marked, err := s.WriteBatch(ctx,
+		[]appendOp{{Msg: a, Recipients: []string{"k1"}}, {Msg: b, Recipients: []string{"k2"}}, {Msg: clash, Recipients: []string{"k3"}}},
+		[]deliveryMark{{MeshID: old.MeshID, Key: "k1", MessageID: old.ID, At: time.Now()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if results[0].Err != nil || results[0].Dup || results[0].ID != a.ID {
+		t.Errorf("first append = %+v, want stored", results[0])
+	}
+	if results[1].Err != nil || !results[1].Dup || results[1].ID != a.ID {
+		t.Errorf("same client id in the batch = %+v, want a duplicate of %s", results[1], a.ID)
+	}
+	if results[2].Err == nil {
+		t.Errorf("clashing broker id = %+v, want an error", results[2])
+	}
+	if marked != 1 {
+		t.Errorf("marked = %d, want 1", marked)
+	}
+	for key, want := range map[string]int{"k1": 1, "k2": 0, "k3": 0} {
+		p, err := s.PendingFor(ctx, old.MeshID, key, 0, time.Now(), 10)
+		if err != nil || len(p) != want {
+			t.Errorf("PendingFor(%s) = %d messages, %v; want %d", key, len(p), err, want)
+		}
+	}
+}
+
+// TestGroupCommitter: concurrent appends each get their own answer, and
+// marks queued before close are durable after it.
+func TestGroupCommitter(t *testing.T) {
+	s, msg := batchTestStore(t)
+	marked := make(chan int, 100)
+	g := newGroupCommitter(s, slog.New(slog.NewTextHandler(io.Discard, nil)), func(n int) { marked <- n })
+	const n = 50
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := msg(fmt.Sprintf("c%d", i))
+			id, dup, err := g.appendMessage(m, []string{"k1"})
+			if err != nil || dup || id != m.ID {
+				t.Errorf("append %d = %s, %v, %v; want %s stored", i, id, dup, err, m.ID)
+			}
+			ids[i] = id
+		}()
+	}
+	wg.Wait()
+	meshID := msg("").MeshID
+	if p, _ := s.PendingFor(context.Background(), meshID, "k1", 0, time.Now(), 1000); len(p) != n {
+		t.Fatalf("pending after %d acked appends = %d", n, len(p))
+	}
+	for _, id := range ids {
+		g.markDelivered(deliveryMark{MeshID: meshID, Key: "k1", MessageID: id, At: time.Now()})
+	}
+	g.close()
+	if p, _ := s.CountPendingDeliveries(context.Background(), time.Now()); p != 0 {
+		t.Fatalf("%d deliveries still pending after close", p)
+	}
+	total := 0
+	for len(marked) > 0 {
+		total += <-marked
+	}
+	if total != n {
+		t.Fatalf("marked callback counted %d, want %d", total, n)
+	}
+}
