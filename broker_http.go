@@ -18,7 +18,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -154,9 +153,6 @@ func (b *Broker) handleMetrics(w http.ResponseWriter, r *http.Request) {
 
 // Mesh creation.
 
-// slugPattern is claudemesh's rule for mesh slugs.
-var slugPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,31}$`)
-
 // MeshCreateRequest is the body of POST /cli/mesh/create, signed by the
 // creator key over claudemesh-mesh-create|<slug>|<pubkey>|<timestamp>.
 type MeshCreateRequest struct {
@@ -204,7 +200,7 @@ func (b *Broker) handleMeshCreate(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, maxHTTPBodyBytes, &req) {
 		return
 	}
-	if !slugPattern.MatchString(req.Slug) {
+	if !validSlug(req.Slug) {
 		writeHTTPError(w, http.StatusBadRequest, codeInvalid, "slug must be 2-32 of a-z, 0-9 and '-', starting with a letter or digit")
 		return
 	}

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -32,12 +31,15 @@ type channelNotification struct {
 	Meta    map[string]string `json:"meta"`
 }
 
-var channelMetaKey = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
+// isChannelMetaKey: ^[A-Za-z0-9_]+$.
+func isChannelMetaKey(k string) bool {
+	return matchesClass(k, 1, -1, orBytes(isAlnumByte, "_"), orBytes(isAlnumByte, "_"))
+}
 
 // checkChannelMeta reports a meta map Claude Code would reject.
 func checkChannelMeta(meta map[string]string) error {
 	for k, v := range meta {
-		if !channelMetaKey.MatchString(k) {
+		if !isChannelMetaKey(k) {
 			return fmt.Errorf("channel meta key %q is not an identifier", k)
 		}
 		if !utf8.ValidString(v) {

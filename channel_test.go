@@ -3,10 +3,15 @@ package main
 import (
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
+
+// channelMetaKey is the rule SPEC §7 sets for channel meta keys, as the
+// tests check it (the product uses isChannelMetaKey).
+var channelMetaKey = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 
 // assertWireMeta checks a notification the way Claude Code's schema does:
 // encoded and decoded again, meta must be a record of strings with

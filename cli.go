@@ -290,6 +290,40 @@ func splitArgs(args []string, kinds map[string]bool) (parsedArgs, error) {
 	return p, nil
 }
 
+// flagKindsFor returns flag kinds enough to split args: the global flags
+// and those of the verb its leading words name, else (a flag neither
+// knows) every verb's. Knowing every verb's flags means building every
+// verb's flag set, which a CLI that starts as often as this one should not
+// do for `--version` or `send --mesh x`. Every flag name has one kind
+// across verbs, so any table that knows all of args' flags splits them as
+// the full one does.
+func (c *cli) flagKindsFor(args []string) map[string]bool {
+	kinds := map[string]bool{}
+	add := func(fs *flagSet) { fs.VisitAll(func(f *flag.Flag) { kinds[f.Name] = isBoolFlag(f) }) }
+	add(globalFlagSet())
+	n := 0
+	for n < len(args) && !(len(args[n]) >= 2 && args[n][0] == '-') {
+		n++
+	}
+	if cmd, _ := findCommand(c.commands, args[:n]); cmd != nil {
+		fs, _ := newVerbFlagSet(cmd, &globalFlags{})
+		add(fs)
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if _, ok := kinds[name]; !ok {
+			return flagKinds(c.commands)
+		}
+	}
+	return kinds
+}
+
 // hasFlagArg reports whether any argument is (or ends flag parsing like) a
 // flag, as splitArgs would see it.
 func hasFlagArg(args []string) bool {
@@ -344,9 +378,7 @@ func findCommand(table []*command, words []string) (*command, int) {
 func (c *cli) dispatch(ctx context.Context, args []string) error {
 	var kinds map[string]bool
 	if hasFlagArg(args) {
-		// Knowing every verb's flags means building every verb's flag set:
-		// only worth it when there are flags to tell apart.
-		kinds = flagKinds(c.commands)
+		kinds = c.flagKindsFor(args)
 	}
 	p, err := splitArgs(args, kinds)
 	if err != nil {

@@ -164,7 +164,7 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 		return usageError("mesh create needs exactly one <slug>")
 	}
 	slug := args[0]
-	if !slugPattern.MatchString(slug) {
+	if !validSlug(slug) {
 		return usageError("slug %q must be 2-32 of a-z, 0-9 and '-', starting with a letter or digit", slug)
 	}
 	path := c.Paths().ConfigFile()

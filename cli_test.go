@@ -272,3 +272,30 @@ func TestColour(t *testing.T) {
 		}
 	}
 }
+
+// TestFlagKindsForSplitsAsFullTable: the partial flag table splits every
+// argv exactly as the table of every verb's flags does.
+func TestFlagKindsForSplitsAsFullTable(t *testing.T) {
+	full := flagKinds(commands)
+	c := newCLI(Env{}, commands)
+	for _, args := range [][]string{
+		{"--version"},
+		{"send", "bob", "hi", "--mesh", "team"},
+		{"send", "--mesh", "--json", "bob", "hi"},
+		{"send", "bob", "--unread"},
+		{"inbox", "--unread", "flush"},
+		{"mesh", "--json", "list"},
+		{"--json", "peer", "list", "--all"},
+		{"send", "bob", "--priority", "-5"},
+		{"send", "bob", "--", "--mesh", "x"},
+		{"bench", "--peers", "3", "--rate=10"},
+		{"nosuchverb", "--limit", "3"},
+		{"launch", "--name", "a", "--", "--resume"},
+	} {
+		want, werr := splitArgs(args, full)
+		got, gerr := splitArgs(args, c.flagKindsFor(args))
+		if fmt.Sprint(got, gerr) != fmt.Sprint(want, werr) {
+			t.Errorf("split %q = %+v, %v; with every verb's flags %+v, %v", args, got, gerr, want, werr)
+		}
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -47,7 +46,10 @@ type complTree struct {
 	valueFlags []string
 }
 
-var complChoiceWord = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+// isComplChoiceWord: ^[a-z0-9][a-z0-9-]*$.
+func isComplChoiceWord(c string) bool {
+	return matchesClass(c, 1, -1, isLowerAlnumByte, orBytes(isLowerAlnumByte, "-"))
+}
 
 // argChoices reads literal choices from a synopsis whose first word lists
 // them: "bash|zsh|fish", "<now|next|low>".
@@ -62,7 +64,7 @@ func argChoices(args string) []string {
 	}
 	choices := strings.Split(first, "|")
 	for _, c := range choices {
-		if !complChoiceWord.MatchString(c) {
+		if !isComplChoiceWord(c) {
 			return nil
 		}
 	}

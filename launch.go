@@ -33,7 +33,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -139,7 +138,10 @@ func (f launchFlags) options(args, passthrough []string) (launchOptions, error) 
 	return o, nil
 }
 
-var groupNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
+// validGroupName: ^[A-Za-z0-9][A-Za-z0-9._/-]*$.
+func validGroupName(name string) bool {
+	return matchesClass(name, 1, -1, isAlnumByte, orBytes(isAlnumByte, "._/-"))
+}
 
 // parseGroupsFlag reads --groups: comma-separated name[:role], an optional
 // leading @ on each name.
@@ -152,7 +154,7 @@ func parseGroupsFlag(s string) ([]GroupRef, error) {
 		}
 		name, role, _ := strings.Cut(strings.TrimPrefix(item, "@"), ":")
 		name, role = strings.TrimSpace(name), strings.TrimSpace(role)
-		if !groupNamePattern.MatchString(name) {
+		if !validGroupName(name) {
 			return nil, usageError("--groups: %q is not a group name (letters, digits, '.', '_', '-', '/')", name)
 		}
 		out = append(out, GroupRef{Name: name, Role: role})
@@ -284,7 +286,12 @@ func isExecutableFile(p string) bool {
 // with every character outside [A-Za-z0-9] replaced by '-' (older versions
 // replaced only '/').
 func claudeProjectDirs(home, cwd string) []string {
-	all := regexp.MustCompile(`[^A-Za-z0-9]`).ReplaceAllString(cwd, "-")
+	all := strings.Map(func(r rune) rune {
+		if r < 0x80 && isAlnumByte(byte(r)) {
+			return r
+		}
+		return '-'
+	}, cwd)
 	slash := strings.ReplaceAll(cwd, "/", "-")
 	dirs := []string{filepath.Join(home, ".claude", "projects", all)}
 	if slash != all {
@@ -292,8 +299,6 @@ func claudeProjectDirs(home, cwd string) []string {
 	}
 	return dirs
 }
-
-var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
 // continueSessionID is the id of the session `claude --continue` picks up:
 // the newest <uuid>.jsonl transcript of this cwd; "" when there is none.
@@ -307,7 +312,7 @@ func continueSessionID(home, cwd string) string {
 		}
 		for _, e := range entries {
 			id, ok := strings.CutSuffix(e.Name(), ".jsonl")
-			if !ok || !uuidPattern.MatchString(id) || !e.Type().IsRegular() {
+			if !ok || !isUUID(id) || !e.Type().IsRegular() {
 				continue
 			}
 			info, err := e.Info()

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -296,7 +297,7 @@ func TestLaunchProcess(t *testing.T) {
 
 	e := readEnvFile(t, filepath.Join(out, "env"))
 	sid := e["CLAUDEMESH_SESSION_ID"]
-	if !uuidPattern.MatchString(sid) {
+	if !regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`).MatchString(sid) {
 		t.Fatalf("CLAUDEMESH_SESSION_ID = %q", sid)
 	}
 	wantArgv := []string{claudeChannelsFlag, claudeChannelsArg, "--session-id", sid, claudeSkipPerms, "--system-prompt", "be terse", "--model", "opus"}

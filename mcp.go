@@ -32,7 +32,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -1064,7 +1063,14 @@ func (t teeHandler) WithGroup(name string) slog.Handler {
 	return out
 }
 
-var mcpLogName = regexp.MustCompile(`^mcp-([0-9]+)\.log$`)
+// mcpLogPid is the pid in a per-pid log's name, mcp-<pid>.log.
+func mcpLogPid(name string) (string, bool) {
+	pid, ok := strings.CutPrefix(name, "mcp-")
+	if pid, ok = strings.CutSuffix(pid, ".log"); !ok {
+		return "", false
+	}
+	return pid, matchesClass(pid, 1, -1, isDigitByte, isDigitByte)
+}
 
 // pruneMCPLogs removes per-pid logs in dir last written before cutoff,
 // except keepPid's; without it they would pile up, one per Claude Code
@@ -1076,8 +1082,8 @@ func pruneMCPLogs(dir string, keepPid int, cutoff time.Time) (int, error) {
 	}
 	removed := 0
 	for _, e := range entries {
-		m := mcpLogName.FindStringSubmatch(e.Name())
-		if m == nil || !e.Type().IsRegular() || m[1] == strconv.Itoa(keepPid) {
+		pid, ok := mcpLogPid(e.Name())
+		if !ok || !e.Type().IsRegular() || pid == strconv.Itoa(keepPid) {
 			continue
 		}
 		info, err := e.Info()

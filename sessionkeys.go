@@ -32,17 +32,7 @@ type sessionKeyFile struct {
 // path component: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ (a loop, not a regexp:
 // see isHexKey).
 func safePathName(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return false
-		}
-	}
-	return true
+	return matchesClass(s, 1, 128, isAlnumByte, orBytes(isAlnumByte, "._-"))
 }
 
 // loadSessionKeypair reads a stored session keypair; fs.ErrNotExist when
