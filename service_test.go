@@ -596,3 +596,16 @@ func TestDefaultServiceSpec(t *testing.T) {
 		t.Errorf("buildServiceUnit(default spec) = %v", err)
 	}
 }
+
+// TestXMLEscapeMatchesEncodingXML: the plist's escaper agrees with
+// encoding/xml's EscapeText, invalid bytes and control characters included.
+func TestXMLEscapeMatchesEncodingXML(t *testing.T) {
+	for _, s := range []string{"", "/usr/local/bin/claudemesh", `a&b<c>"d"'e'`, "tab\tnl\ncr\r", "ctl\x01\x1f", "bad\xff\xfeutf8",
+		"\uFFFD real", "emoji 🎉 ü", "\uFFFE\uFFFF", "\xed\xa0\x80 surrogate"} {
+		var want strings.Builder
+		_ = xml.EscapeText(&want, []byte(s))
+		if got := xmlEscape(s); got != want.String() {
+			t.Errorf("xmlEscape(%q) = %q, want %q", s, got, want.String())
+		}
+	}
+}
