@@ -431,12 +431,18 @@ type daemonConnector struct {
 	client *DaemonClient
 }
 
+// spawnPollEvery is how often a starting daemon is asked whether it is up:
+// until its socket exists a poll is one stat, and a spawned daemon answers
+// within a few tens of milliseconds (SPEC §10: autospawn to first answer
+// ≤ 100 ms), so a coarse poll would be most of the wait.
+const spawnPollEvery = 5 * time.Millisecond
+
 func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnector {
 	exe, _ := os.Executable()
 	return &daemonConnector{
 		paths: paths, home: homeDir(getenv), getenv: getenv, exe: exe, goos: runtime.GOOS,
 		probeTimeout: 2500 * time.Millisecond, serviceWait: 8 * time.Second,
-		failureTTL: 30 * time.Second, pollEvery: 20 * time.Millisecond, lookPath: exec.LookPath,
+		failureTTL: 30 * time.Second, pollEvery: spawnPollEvery, lookPath: exec.LookPath,
 	}
 }
 

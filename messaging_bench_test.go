@@ -11,13 +11,18 @@ import (
 	"time"
 )
 
-// percentile reports p of sorted latencies in milliseconds.
+// percentileMs reports p of sorted latencies in milliseconds.
 func percentileMs(sorted []time.Duration, p float64) float64 {
 	return float64(sorted[int(p*float64(len(sorted)-1))].Microseconds()) / 1000
 }
 
-func reportLatencies(b *testing.B, lat []time.Duration) {
+// sortDurations sorts latencies in place, shortest first.
+func sortDurations(lat []time.Duration) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+}
+
+func reportLatencies(b *testing.B, lat []time.Duration) {
+	sortDurations(lat)
 	b.ReportMetric(percentileMs(lat, 0.50), "p50-ms")
 	b.ReportMetric(percentileMs(lat, 0.99), "p99-ms")
 }
