@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -47,17 +46,10 @@ type DaemonClient struct {
 	tcp          bool
 }
 
-// newDaemonClient talks over the unix socket at sock.
+// newDaemonClient talks over the unix socket at sock, each request on the
+// caller's goroutine (ipctransport.go).
 func newDaemonClient(sock, sessionToken string) *DaemonClient {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		MaxIdleConns:    4,
-		IdleConnTimeout: 30 * time.Second,
-	}
-	return &DaemonClient{http: &http.Client{Transport: tr}, base: "http://localhost", SessionToken: sessionToken}
+	return &DaemonClient{http: &http.Client{Transport: &unixTransport{sock: sock}}, base: "http://localhost", SessionToken: sessionToken}
 }
 
 // newTCPDaemonClient talks over loopback TCP with the local token.
