@@ -68,9 +68,11 @@ type meshPeerRow struct {
 	Mesh string `json:"mesh"`
 }
 
-// sendMessage is one message to one resolved target.
+// sendMessage is one message to one resolved target. presence asks the
+// messenger to say whether a DM's recipient is online, if it can.
 type sendMessage struct {
 	mesh, to, text, priority, replyTo string
+	presence                          bool
 }
 
 // sendOutcome is what became of one message.
@@ -82,6 +84,10 @@ type sendOutcome struct {
 	Target          string
 	Error           string
 	Duplicate       bool
+	// Online and Name: the recipient's presence when the messenger could
+	// tell it with the send (nil: it could not, ask the peer list).
+	Online *bool
+	Name   string
 }
 
 // messenger is where `send` does its work: the daemon or a one-shot broker
@@ -93,6 +99,9 @@ type messenger interface {
 	// when it cannot be known).
 	selfSession(ctx context.Context) string
 	via() string
+	// presenceWithSend reports whether send can answer sendMessage.presence
+	// itself, so the peer list is not needed for the online check.
+	presenceWithSend() bool
 }
 
 // sendAnswer is POST /v1/send's answer.
@@ -105,11 +114,16 @@ type sendAnswer struct {
 	LastError       string `json:"last_error"`
 	Target          string `json:"target"`
 	Mesh            string `json:"mesh"`
+	Recipient       *struct {
+		Online      bool   `json:"online"`
+		DisplayName string `json:"display_name"`
+	} `json:"recipient"` // with "presence": a DM's recipient, when the daemon could tell
 }
 
 type daemonMessenger struct{ cl *DaemonClient }
 
-func (m daemonMessenger) via() string { return "daemon" }
+func (m daemonMessenger) via() string            { return "daemon" }
+func (m daemonMessenger) presenceWithSend() bool { return true }
 
 func (m daemonMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, error) {
 	var resp struct {
@@ -138,11 +152,17 @@ func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome
 	if msg.replyTo != "" {
 		body["reply_to_id"] = msg.replyTo
 	}
+	if msg.presence {
+		body["presence"] = true
+	}
 	if err := m.cl.Do(ctx, "POST", "/v1/send", body, &a); err != nil {
 		return sendOutcome{}, ipcFailure(err)
 	}
 	out := sendOutcome{ClientMessageID: a.ClientMessageID, MessageID: a.BrokerMessageID, Mesh: a.Mesh, Target: a.Target,
 		Error: a.LastError, Duplicate: a.Duplicate}
+	if r := a.Recipient; r != nil {
+		out.Online, out.Name = &r.Online, r.DisplayName
+	}
 	switch a.Status {
 	case outboxDone:
 		out.Status = "sent"
@@ -157,6 +177,7 @@ func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome
 type coldMessenger struct{ link *ColdLink }
 
 func (m coldMessenger) via() string                            { return "broker" }
+func (m coldMessenger) presenceWithSend() bool                 { return false }
 func (m coldMessenger) selfSession(ctx context.Context) string { return "" }
 
 func (m coldMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, error) {
@@ -252,17 +273,28 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		c.warnf("--self had no effect: %s is not your own member key", label)
 	}
 
-	// For a direct key, read the peer list while the message goes out: it
-	// says whether the recipient is online.
+	// For a direct key, whether the recipient is online: the daemon says
+	// with the send; else read the peer list while the message goes out.
+	direct := targetForm(target) == targetFormDirect && !loaded
 	var wg sync.WaitGroup
-	if targetForm(target) == targetFormDirect && !loaded {
+	if direct && !m.presenceWithSend() {
 		wg.Add(1)
 		go func() { defer wg.Done(); loadPeers(mesh) }()
 	}
-	out, err := m.send(ctx, sendMessage{mesh: mesh, to: target, text: text, priority: f.priority, replyTo: f.replyTo})
+	out, err := m.send(ctx, sendMessage{mesh: mesh, to: target, text: text, priority: f.priority, replyTo: f.replyTo,
+		presence: direct && m.presenceWithSend()})
 	wg.Wait()
 	if err != nil {
 		return err
+	}
+	if out.Online != nil {
+		if out.Name != "" && label == shortKey(target) {
+			label = peerLabel(out.Name, target)
+		}
+		return c.reportSend(out, label, out.Online, m.via())
+	}
+	if direct {
+		loadPeers(mesh) // a daemon that did not say (an older one, or its broker link is down)
 	}
 	var online *bool
 	if isHexKey(target) && peersErr == nil {

@@ -34,6 +34,12 @@ func TestSendVerb(t *testing.T) {
 	}
 	streamB.next(t, "the prefix DM", messageWith("by prefix"))
 
+	r = runCLI(t, env, "send", b.pub(), "by key")
+	if r.code != 0 || !strings.Contains(r.stdout, "sent to bert ("+b.pub()[:16]) || !strings.Contains(r.stdout, "online") {
+		t.Fatalf("send by full key = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	streamB.next(t, "the key DM", messageWith("by key"))
+
 	r = runCLI(t, env, "send", carol.Pubkey, "for later")
 	if r.code != 0 || !strings.Contains(r.stdout, "not connected now") {
 		t.Fatalf("send to an offline member = %d\n%s%s", r.code, r.stdout, r.stderr)

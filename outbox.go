@@ -337,6 +337,10 @@ type sendRequest struct {
 	ClientMessageID string          `json:"client_message_id"`
 	Mesh            string          `json:"mesh"`
 	WaitMs          int             `json:"wait_ms"`
+	// Presence is our addition too: with wait_ms, a DM's answer says
+	// whether its recipient is online (and its name), so that the CLI needs
+	// no peer list of its own for that.
+	Presence bool `json:"presence"`
 }
 
 // sendInput is a validated send with its idempotency key and fingerprint.
@@ -420,10 +424,16 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 	}
 	var w *rowWaiter
 	var known *outboxRow // the row's state as of the watch, when certain
+	var presence chan *recipientPresence
 	if res == nil {
 		row, err := d.prepareSend(ctx, in, req.session)
 		if err != nil {
 			return nil, err
+		}
+		if in.Presence && in.WaitMs > 0 && isHexKey(row.TargetSpec) {
+			// Asked while the message goes out, as the CLI used to.
+			presence = make(chan *recipientPresence, 1)
+			go func() { presence <- d.lookupPresence(ctx, row.Mesh, row.TargetSpec) }()
 		}
 		if in.WaitMs > 0 {
 			w = d.drain.watch(row.ID) // before the row exists, so no change is missed
@@ -447,12 +457,51 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 		}
 		res.Row = w.Wait(ctx, known, time.Duration(in.WaitMs)*time.Millisecond)
 	}
-	return sendReply(in, res)
+	var p *recipientPresence
+	if presence != nil {
+		p = <-presence
+	}
+	return sendReply(in, res, p)
 }
 
-// sendReply renders an accept result. 202 and 200 carry the row's state;
-// 409 is an error body with the conflict's name.
-func sendReply(in *sendInput, res *acceptResult) (any, error) {
+// recipientPresence is whether a DM's recipient is connected to the mesh
+// now, and the name it goes by there.
+type recipientPresence struct {
+	Online      bool   `json:"online"`
+	DisplayName string `json:"display_name,omitempty"`
+}
+
+// lookupPresence asks the mesh's broker for its peers and finds key among
+// them; nil when the broker cannot say.
+func (d *Daemon) lookupPresence(ctx context.Context, mesh, key string) *recipientPresence {
+	d.mu.Lock()
+	e, ok := d.meshes[mesh]
+	d.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
+	if err != nil {
+		return nil
+	}
+	var f PeersListFrame
+	if json.Unmarshal(raw, &f) != nil {
+		return nil
+	}
+	p := &recipientPresence{}
+	for _, row := range f.Peers {
+		if row.Pubkey == key {
+			p.Online, p.DisplayName = true, row.DisplayName
+			break
+		}
+	}
+	return p
+}
+
+// sendReply renders an accept result. 202 and 200 carry the row's state
+// (and the recipient's presence when it was asked for and known); 409 is
+// an error body with the conflict's name.
+func sendReply(in *sendInput, res *acceptResult, recipient *recipientPresence) (any, error) {
 	if res.HTTP == http.StatusConflict {
 		var brokerID any
 		if res.Row.BrokerMessageID != "" {
@@ -479,6 +528,9 @@ func sendReply(in *sendInput, res *acceptResult) (any, error) {
 	}
 	if r.LastError != "" && r.Status != outboxDone {
 		body["last_error"] = r.LastError
+	}
+	if recipient != nil {
+		body["recipient"] = recipient
 	}
 	return statusBody{status: status, body: body}, nil
 }

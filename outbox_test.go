@@ -415,3 +415,36 @@ func FuzzSendBody(f *testing.F) {
 		}
 	})
 }
+
+// POST /v1/send with "presence" and wait_ms says whether a DM's recipient
+// is online and what it is called; without "presence" it says nothing.
+func TestSendAnswersRecipientPresence(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	carol := addTestMember(t, f.broker, f.me, "carol", "member") // known, never online
+	cl := f.d1.client("")
+	wait := int(testWait / time.Millisecond)
+	for _, tc := range []struct {
+		name, to string
+		presence bool
+		want     string
+	}{
+		{"online member", f.bob.Pubkey, true, `{"online":true,"display_name":"bob"}`},
+		{"offline member", carol.Pubkey, true, `{"online":false}`},
+		{"not asked", f.bob.Pubkey, false, `null`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out map[string]json.RawMessage
+			body := map[string]any{"to": tc.to, "message": "presence " + tc.name, "wait_ms": wait, "presence": tc.presence}
+			if err := cl.Do(context.Background(), "POST", "/v1/send", body, &out); err != nil {
+				t.Fatal(err)
+			}
+			got := "null"
+			if r, ok := out["recipient"]; ok {
+				got = string(r)
+			}
+			if got != tc.want {
+				t.Fatalf("recipient = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
