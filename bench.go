@@ -87,7 +87,11 @@ func setupBench(fs *flagSet) runFunc {
 		}
 		c.printBenchReport(r)
 		if !r.OK() {
-			return exitError(exitFailure, errors.New(r.failure()))
+			err := exitError(exitFailure, errors.New(r.failure()))
+			if strings.Contains(r.FirstRefusal, codeRateLimit) {
+				err = withHint(err, "the broker's send limits apply: run it with --send-burst and --send-per-minute raised, or lower --rate")
+			}
+			return err
 		}
 		return nil
 	}
@@ -179,7 +183,7 @@ func (r benchReport) failure() string {
 }
 
 func (c *cli) printBenchReport(r benchReport) {
-	c.printf("  delivered   %d / %d (%.2f %%), %d lost, %d duplicated\n", r.Delivered, r.Sent, r.DeliveredPct, r.Lost, r.Duplicated)
+	c.printf("  delivered   %d / %d (%.2f %%), %d lost, %d duplicated, %d refused\n", r.Delivered, r.Sent, r.DeliveredPct, r.Lost, r.Duplicated, r.Refused)
 	c.printf("  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms  (send → push received)\n", r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs)
 	c.printf("  throughput  %.0f msg/s over %.1f s\n", r.Throughput, r.DurationS)
 	if r.ProcessCPUS > 0 {
@@ -544,7 +548,7 @@ func (r *benchRun) report(elapsed time.Duration) benchReport {
 		Sent: r.sent.Load(), Acked: r.acked.Load(), Refused: r.refused.Load(), Delivered: r.delivered.Load(),
 		Duplicated: r.duplicated.Load(), Misdelivered: r.misdelivered.Load(), Undecryptable: r.bad.Load(),
 		DurationS: elapsed.Seconds(), FirstRefusal: r.firstRefusal}
-	rep.Lost = rep.Sent - rep.Delivered
+	rep.Lost = max(rep.Sent-rep.Refused-rep.Delivered, 0) // accepted (or unanswered) and never delivered
 	if rep.Sent > 0 {
 		rep.DeliveredPct = 100 * float64(rep.Delivered) / float64(rep.Sent)
 	}
@@ -630,7 +634,11 @@ func isRateLimited(err error) bool {
 		return be.Status == http.StatusTooManyRequests || be.Code == codeRateLimit
 	}
 	var bre *BrokerError
-	return errors.As(err, &bre) && bre.Code == codeRateLimit
+	if errors.As(err, &bre) && bre.Code == codeRateLimit {
+		return true
+	}
+	var ce websocket.CloseError // a refused hello: the error frame, then a close with the code as reason
+	return errors.As(err, &ce) && ce.Reason == codeRateLimit
 }
 
 // processCPU is the CPU time this process has used, user and system.
