@@ -96,15 +96,13 @@ func (g *groupCommitter) loop() {
 						g.commit(batch)
 						batch = batch[:0]
 					}
-					continue
 				default:
+					if len(batch) > 0 {
+						g.commit(batch)
+					}
+					return
 				}
-				break
 			}
-			if len(batch) > 0 {
-				g.commit(batch)
-			}
-			return
 		}
 	collect:
 		for len(batch) < maxWriteBatch {
