@@ -436,7 +436,8 @@ func parseBenchMessageID(id string) (s, k int, ok bool) {
 }
 
 // send runs every peer's schedule: message k of peer s is due at
-// start + s/rate·… so that the peers' sends interleave evenly.
+// start + (k·peers + s)/rate, so the peers' sends interleave evenly and all
+// of them together keep to the rate.
 func (r *benchRun) send(ctx context.Context, start time.Time) {
 	n := len(r.peers)
 	gap := time.Duration(float64(time.Second) / r.opts.Rate) // between any two sends
