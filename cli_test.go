@@ -299,3 +299,16 @@ func TestFlagKindsForSplitsAsFullTable(t *testing.T) {
 		}
 	}
 }
+
+// TestSignalVerbs: the verbs that run until stopped, or have something to
+// undo, get SIGINT/SIGTERM as a cancelled context; quick ones do not pay
+// for a signal handler.
+func TestSignalVerbs(t *testing.T) {
+	want := map[string]bool{"broker serve": true, "daemon up": true, "daemon down": true, "mcp": true, "launch": true,
+		"install": true, "uninstall": true, "daemon install-service": true, "daemon uninstall-service": true, "bench": true}
+	for _, cmd := range commands {
+		if cmd.signals != want[cmd.name] {
+			t.Errorf("%q handles signals = %v, want %v", cmd.name, cmd.signals, want[cmd.name])
+		}
+	}
+}

@@ -9,8 +9,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 // version is the product version, reported by --version, the daemon's
@@ -18,10 +16,7 @@ import (
 const version = "0.1.0"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], processEnv())
-	stop()
-	os.Exit(code)
+	os.Exit(run(context.Background(), os.Args[1:], processEnv()))
 }
 
 // Help sections, in the order help prints them.
@@ -209,6 +204,7 @@ outbox. Without the daemon the message goes over a direct broker connection.`,
 	},
 	{
 		name:        "launch",
+		signals:     true,
 		aliases:     []string{"connect"},
 		args:        "[slug] [-- claude args…]",
 		summary:     "start claude in a mesh, as a session with its own identity",
@@ -223,6 +219,7 @@ claude's status.`,
 	},
 	{
 		name:    "install",
+		signals: true,
 		summary: "set up Claude Code: the MCP server, the claudemesh skill and the daemon service",
 		detail: `Registers mcpServers.claudemesh in ~/.claude.json (a backup of the file goes
 to ~/.claude/backups first; nothing else in it changes), writes the skill to
@@ -235,6 +232,7 @@ Run it again after moving the binary. Under CI it refuses the service unless
 	},
 	{
 		name:    "uninstall",
+		signals: true,
 		summary: "undo install: the MCP server entry, the skill and the daemon service",
 		detail:  "Meshes, keys and the inbox in ~/.claudemesh are kept.",
 		group:   groupSession,
@@ -242,6 +240,7 @@ Run it again after moving the binary. Under CI it refuses the service unless
 	},
 	{
 		name:    "mcp",
+		signals: true,
 		summary: "the MCP stdio server Claude Code runs: delivers mesh messages into the session",
 		detail: `Claude Code starts it (registered by 'claudemesh install', loaded by
 'claudemesh launch'); you do not run it by hand. It speaks JSON-RPC on
@@ -259,6 +258,7 @@ no shell to run the CLI in.`,
 	},
 	{
 		name:    "daemon up",
+		signals: true,
 		aliases: []string{"daemon start"},
 		summary: "start the daemon (detached unless --foreground)",
 		detail:  "The daemon serves every mesh in ~/.claudemesh/config.json. It re-reads the config on SIGHUP and when asked about a mesh it does not know yet.",
@@ -267,6 +267,7 @@ no shell to run the CLI in.`,
 	},
 	{
 		name:    "daemon down",
+		signals: true,
 		aliases: []string{"daemon stop"},
 		summary: "stop the daemon",
 		group:   groupDaemon,
@@ -286,6 +287,7 @@ no shell to run the CLI in.`,
 	},
 	{
 		name:    "daemon install-service",
+		signals: true,
 		summary: "run the daemon as a systemd user unit / launchd agent, started at login",
 		detail: `The unit runs this binary's absolute path with 'daemon up --foreground'. A
 running daemon is replaced by the service's. Without systemctl / launchctl the
@@ -295,6 +297,7 @@ unit is written and the commands to start it are printed.`,
 	},
 	{
 		name:    "daemon uninstall-service",
+		signals: true,
 		summary: "stop and remove the daemon service",
 		group:   groupDaemon,
 		setup:   setupUninstallService,
@@ -355,6 +358,7 @@ broker needs its create token (--create-token).`,
 	},
 	{
 		name:    "broker serve",
+		signals: true,
 		summary: "run a broker (WebSocket + HTTP on one port)",
 		detail: `Serves /ws, /health, /metrics, /join and the mesh-creation routes. Mesh
 creation is open to loopback clients; others need --create-token.`,
@@ -363,6 +367,7 @@ creation is open to loopback clients; others need --create-token.`,
 	},
 	{
 		name:    "bench",
+		signals: true,
 		summary: "load-test a broker: N peers each send M DMs, every one checked to arrive exactly once",
 		detail: `The project's load tool (SPEC §10: 100 peers × 1,000 DMs, all delivered, p99
 under 100 ms). By default it starts a broker in this process on 127.0.0.1:0
