@@ -103,6 +103,23 @@ func (c *cli) withCold(ctx context.Context, m Mesh, fn func(cl *ColdLink) error)
 	return fn(cl)
 }
 
+// warmOrCold runs warm with the daemon when this invocation uses it, else
+// cold on a one-shot broker connection to mesh (--mesh, or the only one).
+func (c *cli) warmOrCold(ctx context.Context, mesh string, warm func(*DaemonClient) error, cold func(Mesh, *ColdLink) error) error {
+	cl, err := c.daemon(ctx)
+	if err != nil {
+		return err
+	}
+	if cl != nil {
+		return warm(cl)
+	}
+	m, err := c.coldMesh(mesh)
+	if err != nil {
+		return err
+	}
+	return c.withCold(ctx, m, func(l *ColdLink) error { return cold(m, l) })
+}
+
 // coldRequest is one request/reply on a cold link with the usual timeout.
 func coldRequest(ctx context.Context, cl *ColdLink, frame any, replyTypes ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

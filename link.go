@@ -843,6 +843,9 @@ func sessionHello(m Mesh, member, session Keypair, p sessionHelloParams) func(ti
 // a few requests, then close.
 type ColdLink struct {
 	Mesh Mesh
+	// Key is the connection's ephemeral session key: the broker names it as
+	// the sender of what this link sends, so DMs sent here are sealed by it.
+	Key  Keypair
 	conn *rpcConn
 }
 
@@ -872,12 +875,17 @@ func dialCold(ctx context.Context, m Mesh, pid int, cwd, hostname string) (*Cold
 	if err != nil {
 		return nil, err
 	}
-	return &ColdLink{Mesh: m, conn: conn}, nil
+	return &ColdLink{Mesh: m, Key: eph, conn: conn}, nil
 }
 
 // Request is Link.Request on the cold connection.
 func (c *ColdLink) Request(ctx context.Context, frame any, replyTypes ...string) (json.RawMessage, error) {
 	return c.conn.request(ctx, frame, replyTypes...)
+}
+
+// Send is Link.Send on the cold connection.
+func (c *ColdLink) Send(ctx context.Context, f SendFrame) (AckFrame, error) {
+	return c.conn.send(ctx, f)
 }
 
 // Write is Link.Write on the cold connection.

@@ -143,7 +143,8 @@ func openOutbox(path string) (ob *Outbox, recovered int64, err error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	res, err := db.Exec(`UPDATE outbox SET status = 'pending' WHERE status = 'inflight'`)
+	// Due at once: their send was cut short, not refused.
+	res, err := db.Exec(`UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE status = 'inflight'`, time.Now().UnixMilli())
 	if err != nil {
 		db.Close()
 		return nil, 0, fmt.Errorf("recover inflight rows: %w", err)

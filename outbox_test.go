@@ -288,14 +288,16 @@ func TestResolvePeerTarget(t *testing.T) {
 	}
 }
 
-// Rows a crash left inflight are pending again when the outbox opens.
+// Rows a crash left inflight are pending, and due, again when the outbox
+// opens.
 func TestOutboxRecoversInflightRows(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	ob, _, err := openOutbox(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seedOutboxRow(t, ob, outboxRow{ID: "r1", ClientMessageID: "c1", Fingerprint: []byte{1}, Payload: []byte("x"), Status: outboxInflight, Attempts: 1})
+	seedOutboxRow(t, ob, outboxRow{ID: "r1", ClientMessageID: "c1", Fingerprint: []byte{1}, Payload: []byte("x"), Status: outboxInflight, Attempts: 1,
+		NextAttemptAt: time.Now().Add(time.Hour).UnixMilli()}) // claimed: due when its ack wait ends
 	seedOutboxRow(t, ob, outboxRow{ID: "r2", ClientMessageID: "c2", Fingerprint: []byte{1}, Payload: []byte("x"), Status: outboxDone})
 	ob.Close()
 	ob, recovered, err := openOutbox(path)
@@ -305,7 +307,7 @@ func TestOutboxRecoversInflightRows(t *testing.T) {
 	defer ob.Close()
 	r1, _ := ob.get(context.Background(), "r1")
 	r2, _ := ob.get(context.Background(), "r2")
-	if recovered != 1 || r1.Status != outboxPending || r1.Attempts != 1 || r2.Status != outboxDone {
+	if recovered != 1 || r1.Status != outboxPending || r1.Attempts != 1 || r1.NextAttemptAt > time.Now().UnixMilli() || r2.Status != outboxDone {
 		t.Fatalf("after reopen: recovered %d, r1 %s/%d, r2 %s", recovered, r1.Status, r1.Attempts, r2.Status)
 	}
 }

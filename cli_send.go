@@ -1,0 +1,477 @@
+// `claudemesh send` (also `message send`): one message to a peer, a group,
+// everyone, or a topic.
+//
+// Policy:
+//   - Names and hex prefixes (4+ characters) are resolved here, against the
+//     peer list, to the full key (1.31.6); no match and several matches are
+//     errors that list the candidates. Without --mesh every mesh in scope is
+//     searched, and a name found on two meshes asks for --mesh.
+//   - Your own member key is refused unless --self, which sends one copy to
+//     each of your other live sessions and reports each (1.32.0).
+//   - The output says what happened: sent with the recipient online, sent
+//     and held by the broker for an offline recipient, still queued in the
+//     daemon's outbox, or failed (exit 1).
+//   - Without a usable daemon (per --strict / --no-daemon) the message goes
+//     over a one-shot broker connection, sealed with that connection's key,
+//     and the verb waits for the broker's ack.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// minCLIPrefix is the shortest key prefix `send` resolves (1.31.6).
+const minCLIPrefix = 4
+
+// sendWait is how long a warm send waits for the broker's answer before
+// reporting the message as queued.
+const sendWait = 3 * time.Second
+
+type sendFlags struct {
+	mesh, priority, replyTo string
+	self                    bool
+}
+
+func setupSend(fs *flagSet) runFunc {
+	var f sendFlags
+	fs.StringVar(&f.mesh, "mesh", "", "mesh slug")
+	fs.StringVar(&f.priority, "priority", priorityNext, "now, next or low (busy peers get only now)")
+	fs.StringVar(&f.replyTo, "reply-to", "", "the message id this answers")
+	fs.BoolVar(&f.self, "self", false, "to your own member key: one copy to each of your other live sessions")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) < 2 || strings.TrimSpace(strings.Join(args[1:], " ")) == "" {
+			return usageError("usage: claudemesh send <to> <message…>")
+		}
+		if !validPriority(f.priority) {
+			return usageError("--priority must be now, next or low, not %q", f.priority)
+		}
+		to, text := strings.TrimSpace(args[0]), strings.Join(args[1:], " ")
+		if targetForm(to) == "" {
+			return usageError("%q is not a target: give a name, a key (or prefix), @group, * or #topic", to)
+		}
+		return c.warmOrCold(ctx, f.mesh,
+			func(cl *DaemonClient) error { return runSend(ctx, c, daemonMessenger{cl}, f, to, text) },
+			func(m Mesh, cl *ColdLink) error { return runSend(ctx, c, coldMessenger{cl}, f, to, text) })
+	}
+}
+
+// meshPeerRow is a peer row with the mesh it was listed on.
+type meshPeerRow struct {
+	PeerRow
+	Mesh string `json:"mesh"`
+}
+
+// sendMessage is one message to one resolved target.
+type sendMessage struct {
+	mesh, to, text, priority, replyTo string
+}
+
+// sendOutcome is what became of one message.
+type sendOutcome struct {
+	Status          string // "sent" (the broker has it), "queued" (still in the daemon's outbox) or "failed"
+	MessageID       string
+	ClientMessageID string
+	Mesh            string
+	Target          string
+	Error           string
+	Duplicate       bool
+}
+
+// messenger is where `send` does its work: the daemon or a one-shot broker
+// connection.
+type messenger interface {
+	peers(ctx context.Context, mesh string) ([]meshPeerRow, error)
+	send(ctx context.Context, m sendMessage) (sendOutcome, error)
+	// selfSession is the calling session's key ("" outside a session or
+	// when it cannot be known).
+	selfSession(ctx context.Context) string
+	via() string
+}
+
+// sendAnswer is POST /v1/send's answer.
+type sendAnswer struct {
+	ClientMessageID string `json:"client_message_id"`
+	ID              string `json:"id"`
+	Status          string `json:"status"` // queued | inflight | done | dead
+	BrokerMessageID string `json:"broker_message_id"`
+	Duplicate       bool   `json:"duplicate"`
+	LastError       string `json:"last_error"`
+	Target          string `json:"target"`
+	Mesh            string `json:"mesh"`
+}
+
+type daemonMessenger struct{ cl *DaemonClient }
+
+func (m daemonMessenger) via() string { return "daemon" }
+
+func (m daemonMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, error) {
+	var resp struct {
+		Peers []meshPeerRow `json:"peers"`
+	}
+	if err := m.cl.Do(ctx, "GET", ipcPath("/v1/peers", "mesh", mesh), nil, &resp); err != nil {
+		return nil, ipcFailure(err)
+	}
+	return resp.Peers, nil
+}
+
+func (m daemonMessenger) selfSession(ctx context.Context) string {
+	me, err := m.cl.SessionMe(ctx)
+	if err != nil || me == nil || me.Presence == nil {
+		return ""
+	}
+	return me.Presence.SessionPubkey
+}
+
+func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, error) {
+	var a sendAnswer
+	body := map[string]any{"to": msg.to, "message": msg.text, "priority": msg.priority, "wait_ms": sendWait.Milliseconds()}
+	if msg.mesh != "" {
+		body["mesh"] = msg.mesh
+	}
+	if msg.replyTo != "" {
+		body["reply_to_id"] = msg.replyTo
+	}
+	if err := m.cl.Do(ctx, "POST", "/v1/send", body, &a); err != nil {
+		return sendOutcome{}, ipcFailure(err)
+	}
+	out := sendOutcome{ClientMessageID: a.ClientMessageID, MessageID: a.BrokerMessageID, Mesh: a.Mesh, Target: a.Target,
+		Error: a.LastError, Duplicate: a.Duplicate}
+	switch a.Status {
+	case outboxDone:
+		out.Status = "sent"
+	case outboxDead:
+		out.Status = "failed"
+	default:
+		out.Status = "queued"
+	}
+	return out, nil
+}
+
+type coldMessenger struct{ link *ColdLink }
+
+func (m coldMessenger) via() string                            { return "broker" }
+func (m coldMessenger) selfSession(ctx context.Context) string { return "" }
+
+func (m coldMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, error) {
+	raw, err := coldRequest(ctx, m.link, ListPeersFrame{Type: frameListPeers}, framePeersList)
+	if err != nil {
+		return nil, err
+	}
+	var f PeersListFrame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("bad peers_list: %w", err)
+	}
+	out := make([]meshPeerRow, 0, len(f.Peers))
+	for _, p := range f.Peers {
+		out = append(out, meshPeerRow{PeerRow: p, Mesh: m.link.Mesh.Slug})
+	}
+	return out, nil
+}
+
+// send seals a DM with the connection's own key (the broker names that key
+// as the sender) and waits for the broker's ack.
+func (m coldMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, error) {
+	out := sendOutcome{ClientMessageID: newUUID(), Mesh: m.link.Mesh.Slug, Target: msg.to}
+	var nonce, ct string
+	if isHexKey(msg.to) {
+		var err error
+		if nonce, ct, err = sealDM([]byte(msg.text), msg.to, m.link.Key); err != nil {
+			return out, err
+		}
+	} else {
+		nonce, ct = plainBody([]byte(msg.text))
+	}
+	if size := len(ct) + len(nonce) + len(msg.to); size > defaultMaxMessageBytes {
+		return out, fmt.Errorf("the message is %d bytes once encrypted; brokers accept at most %d", size, defaultMaxMessageBytes)
+	}
+	fp, err := requestFingerprint(msg.to, msg.replyTo, msg.priority, nil, []byte(msg.text))
+	if err != nil {
+		return out, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ack, err := m.link.Send(sctx, SendFrame{Type: frameSend, ID: out.ClientMessageID, ClientMessageID: out.ClientMessageID,
+		RequestFingerprint: fmt.Sprintf("%x", fp), TargetSpec: msg.to, Priority: msg.priority, Nonce: nonce, Ciphertext: ct,
+		ReplyToID: msg.replyTo})
+	if verdict, reason := judgeSend(ack, err); verdict != verdictDone {
+		out.Status, out.Error = "failed", reason
+		return out, nil
+	}
+	out.Status, out.MessageID = "sent", ack.MessageID
+	return out, nil
+}
+
+// runSend resolves the target and sends, on whichever messenger.
+func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text string) error {
+	cfg, err := c.loadUserConfig()
+	if err != nil {
+		return err
+	}
+	ownMembers := map[string]string{} // member key → mesh
+	for _, mesh := range cfg.Meshes {
+		ownMembers[mesh.Pubkey] = mesh.Slug
+	}
+	var peers []meshPeerRow
+	var peersErr error
+	loaded := false
+	loadPeers := func(mesh string) {
+		if !loaded {
+			peers, peersErr = m.peers(ctx, mesh)
+			loaded = true
+		}
+	}
+	target, mesh, label := to, f.mesh, to
+	switch targetForm(to) {
+	case targetFormDirect:
+		target, label = strings.ToLower(to), shortKey(strings.ToLower(to))
+	case targetFormPeer:
+		loadPeers(f.mesh)
+		if peersErr != nil {
+			return peersErr
+		}
+		if target, mesh, err = resolveAcrossMeshes(to, peers, f.mesh); err != nil {
+			return targetFailure(err)
+		}
+		label = peerLabel(nameOf(peers, target), target)
+	}
+	if ownMesh, ok := ownMembers[target]; ok && (mesh == "" || mesh == ownMesh) {
+		if !f.self {
+			return withHint(exitError(exitUsage, fmt.Errorf("%s is your own member key", shortKey(target))),
+				"to reach your other sessions, add --self")
+		}
+		return runSelfFanOut(ctx, c, m, f, ownMesh, target, text)
+	}
+	if f.self {
+		c.warnf("--self had no effect: %s is not your own member key", label)
+	}
+
+	// For a direct key, read the peer list while the message goes out: it
+	// says whether the recipient is online.
+	var wg sync.WaitGroup
+	if targetForm(target) == targetFormDirect && !loaded {
+		wg.Add(1)
+		go func() { defer wg.Done(); loadPeers(mesh) }()
+	}
+	out, err := m.send(ctx, sendMessage{mesh: mesh, to: target, text: text, priority: f.priority, replyTo: f.replyTo})
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	var online *bool
+	if isHexKey(target) && peersErr == nil {
+		on := false
+		for _, p := range peers {
+			if p.Pubkey == target && (out.Mesh == "" || p.Mesh == out.Mesh) {
+				on = true
+				if label == shortKey(target) {
+					label = peerLabel(p.DisplayName, target)
+				}
+			}
+		}
+		online = &on
+	}
+	return c.reportSend(out, label, online, m.via())
+}
+
+// nameOf is the display name a key goes by in the peer list.
+func nameOf(peers []meshPeerRow, key string) string {
+	for _, p := range peers {
+		if peerTargetKey(p.PeerRow) == key {
+			return p.DisplayName
+		}
+	}
+	return ""
+}
+
+// resolveAcrossMeshes resolves a name or prefix on each mesh in peers (or
+// only on mesh): it must name one key on one mesh.
+func resolveAcrossMeshes(to string, peers []meshPeerRow, mesh string) (key, onMesh string, err error) {
+	byMesh := map[string][]PeerRow{}
+	for _, p := range peers {
+		if mesh == "" || p.Mesh == mesh {
+			byMesh[p.Mesh] = append(byMesh[p.Mesh], p.PeerRow)
+		}
+	}
+	if mesh != "" {
+		byMesh[mesh] = append(byMesh[mesh], []PeerRow{}...)
+	}
+	slugs := make([]string, 0, len(byMesh))
+	for s := range byMesh {
+		slugs = append(slugs, s)
+	}
+	sort.Strings(slugs)
+	type hit struct{ key, mesh, name string }
+	var hits []hit
+	var online []string
+	for _, s := range slugs {
+		k, err := resolvePeerTarget(to, byMesh[s], minCLIPrefix, s)
+		var te *TargetError
+		switch {
+		case err == nil:
+			hits = append(hits, hit{k, s, nameOfRows(byMesh[s], k)})
+		case errors.As(err, &te) && te.Code == "ambiguous_target":
+			return "", "", err
+		case errors.As(err, &te):
+			for _, cand := range te.Candidates {
+				if len(slugs) > 1 {
+					cand += " on " + s
+				}
+				online = append(online, cand)
+			}
+		default:
+			return "", "", err
+		}
+	}
+	switch len(hits) {
+	case 1:
+		return hits[0].key, hits[0].mesh, nil
+	case 0:
+		where := mesh
+		if where == "" && len(slugs) == 1 {
+			where = slugs[0]
+		}
+		return "", "", &TargetError{Code: "no_peer_matches", To: to, Mesh: where, Candidates: online}
+	}
+	var cands []string
+	for _, h := range hits {
+		cands = append(cands, peerLabel(h.name, h.key)+" on "+h.mesh)
+	}
+	return "", "", &TargetError{Code: "ambiguous_target", To: to, Candidates: cands}
+}
+
+func nameOfRows(rows []PeerRow, key string) string {
+	for _, r := range rows {
+		if peerTargetKey(r) == key {
+			return r.DisplayName
+		}
+	}
+	return ""
+}
+
+// targetFailure turns a resolution error into the CLI's error with a hint.
+func targetFailure(err error) error {
+	var te *TargetError
+	if !errors.As(err, &te) {
+		return err
+	}
+	if te.Code == "ambiguous_target" {
+		return exitError(exitFailure, te, "use the full key, a longer prefix, or --mesh")
+	}
+	return exitError(exitNotFound, te, "see who is online with 'claudemesh peer list'")
+}
+
+// runSelfFanOut sends one copy to each live sibling session of our member
+// on mesh (1.32.0).
+func runSelfFanOut(ctx context.Context, c *cli, m messenger, f sendFlags, mesh, member, text string) error {
+	peers, err := m.peers(ctx, mesh)
+	if err != nil {
+		return err
+	}
+	me := m.selfSession(ctx)
+	var siblings []meshPeerRow
+	for _, p := range peers {
+		if p.Mesh == mesh && p.MemberPubkey == member && p.PeerRole != peerRoleControlPlane && p.Pubkey != me && p.Pubkey != member {
+			siblings = append(siblings, p)
+		}
+	}
+	if len(siblings) == 0 {
+		return exitError(exitNotFound, fmt.Errorf("no other live session of yours on %s", mesh),
+			"start one with 'claudemesh launch', or see 'claudemesh peer list'")
+	}
+	type result struct {
+		Pubkey    string `json:"pubkey"`
+		Name      string `json:"name"`
+		OK        bool   `json:"ok"`
+		Status    string `json:"status"`
+		MessageID string `json:"messageId,omitempty"`
+		Error     string `json:"error,omitempty"`
+	}
+	var results []result
+	sent := 0
+	for _, s := range siblings {
+		r := result{Pubkey: s.Pubkey, Name: s.DisplayName}
+		out, err := m.send(ctx, sendMessage{mesh: mesh, to: s.Pubkey, text: text, priority: f.priority, replyTo: f.replyTo})
+		switch {
+		case err != nil:
+			r.Status, r.Error = "failed", err.Error()
+		default:
+			r.Status, r.MessageID, r.Error = out.Status, out.MessageID, out.Error
+			r.OK = out.Status != "failed"
+		}
+		if r.OK {
+			sent++
+		}
+		results = append(results, r)
+	}
+	if c.jsonMode() {
+		if err := c.printJSON(map[string]any{"ok": sent == len(results), "mesh": mesh, "fanout": results, "via": m.via()}); err != nil {
+			return err
+		}
+	} else {
+		c.printf("fanned out to %d sibling session(s) on %s (%s): %d sent\n", len(results), mesh, m.via(), sent)
+		for _, r := range results {
+			mark, what := c.paint(colorGreen, "✔"), r.Status
+			if !r.OK {
+				mark, what = c.paint(colorRed, "✘"), "failed: "+r.Error
+			} else if r.Status == "queued" {
+				mark = c.paint(colorYellow, "⚠")
+				what = "queued in the daemon outbox"
+			}
+			c.printf("  %s %s %s\n", mark, peerLabel(r.Name, r.Pubkey), what)
+		}
+	}
+	if sent < len(results) {
+		return silentExit(exitFailure)
+	}
+	return nil
+}
+
+// reportSend prints one send's outcome; a failure is an error (exit 1).
+func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string) error {
+	if c.jsonMode() {
+		doc := map[string]any{"ok": out.Status != "failed", "status": out.Status, "messageId": out.MessageID,
+			"client_message_id": out.ClientMessageID, "target": out.Target, "mesh": out.Mesh, "via": via,
+			"duplicate": out.Duplicate, "recipientOnline": online}
+		if out.Error != "" {
+			doc["error"] = out.Error
+		}
+		if err := c.printJSON(doc); err != nil {
+			return err
+		}
+		if out.Status == "failed" {
+			return silentExit(exitFailure)
+		}
+		return nil
+	}
+	id := shortID(out.MessageID)
+	switch {
+	case out.Status == "failed":
+		hint := "see 'claudemesh peer list' for who is on the mesh"
+		if code := ackErrorCode(out.Error); code == codeRateLimit {
+			hint = "the broker limits how fast one member sends; try again in a moment"
+		}
+		return exitError(exitFailure, fmt.Errorf("send to %s failed: %s", label, out.Error), hint)
+	case out.Status == "queued":
+		why := "waiting for the broker"
+		if out.Error != "" {
+			why = strings.TrimPrefix(out.Error, "waiting: ")
+		}
+		c.printf("%s queued for %s in the daemon's outbox (%s); it goes out on its own\n", c.paint(colorYellow, "⚠"), label, why)
+		c.printf("  see 'claudemesh daemon outbox list'\n")
+	case online != nil && !*online:
+		c.printf("%s sent to %s — not connected now; the broker delivers it when they reconnect (msg %s)\n",
+			c.paint(colorYellow, "⚠"), label, id)
+	case online != nil:
+		c.printf("%s sent to %s — online (msg %s)\n", c.paint(colorGreen, "✔"), label, id)
+	default:
+		c.printf("%s sent to %s on %s (msg %s)\n", c.paint(colorGreen, "✔"), label, out.Mesh, id)
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// send through the daemon: names, prefixes and keys resolve, the output
+// says online or offline, and resolution errors list candidates.
+func TestSendVerb(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	carol := addTestMember(t, f.broker, f.me, "carol", "member") // known to the mesh, never online
+	a := registerTestSession(t, f.d1, f.me, "alice")
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, b.reg.Token)
+	env := f.h1.env("CLAUDEMESH_IPC_TOKEN", a.reg.Token)
+
+	r := runCLI(t, env, "send", "Bert", "hello", "there")
+	if r.code != 0 || !strings.Contains(r.stdout, "sent to bert ("+b.pub()[:16]) || !strings.Contains(r.stdout, "online") {
+		t.Fatalf("send by name = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	ev := eventData(streamB.next(t, "the CLI's DM", messageWith("hello there")))
+	if ev["sender_pubkey"] != a.pub() {
+		t.Fatalf("CLI DM from %v, want alice's session", ev["sender_pubkey"])
+	}
+
+	r = runCLI(t, env, "message", "send", b.pub()[:6], "by prefix", "--json", "--priority", "now")
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 0 || doc["ok"] != true ||
+		doc["target"] != b.pub() || doc["recipientOnline"] != true || doc["via"] != "daemon" || doc["status"] != "sent" {
+		t.Fatalf("send by prefix --json = %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	streamB.next(t, "the prefix DM", messageWith("by prefix"))
+
+	r = runCLI(t, env, "send", carol.Pubkey, "for later")
+	if r.code != 0 || !strings.Contains(r.stdout, "not connected now") {
+		t.Fatalf("send to an offline member = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	r = runCLI(t, env, "send", "nobody", "x")
+	if r.code != exitNotFound || !strings.Contains(r.stderr, `no peer matches "nobody"`) || !strings.Contains(r.stderr, "bert (") {
+		t.Fatalf("send to nobody = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	registerTestSession(t, f.d2, f.bob, "Bert")
+	r = runCLI(t, env, "send", "bert", "x")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "ambiguous") || strings.Count(r.stderr, "ert (") != 2 {
+		t.Fatalf("send to a shared name = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, env, "send", "*", "to all", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"recipientOnline": null`) {
+		t.Fatalf("broadcast = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	streamB.next(t, "the broadcast", messageWith("to all"))
+	if r := runCLI(t, env, "send", "bert"); r.code != exitUsage {
+		t.Fatalf("send without a message = %d", r.code)
+	}
+	if r := runCLI(t, env, "send", "bert", "x", "--priority", "asap"); r.code != exitUsage {
+		t.Fatalf("bad priority = %d", r.code)
+	}
+	// A message that cannot reach anyone is a failure, not "sent".
+	r = runCLI(t, env, "send", mustNewKeypair().PublicHex(), "into the void")
+	if r.code != exitFailure || !strings.Contains(r.stderr, codeUnknownTarget) {
+		t.Fatalf("send to an unknown key = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// --self (1.32.0): your own member key is refused without it; with it, one
+// copy goes to each of your other live sessions, never to the caller.
+func TestSendSelf(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	a := registerTestSession(t, f.d1, f.me, "alice")
+	a2 := registerTestSession(t, f.d1, f.me, "alice-2")
+	a3 := registerTestSession(t, f.d1, f.me, "alice-3")
+	streams := map[string]*sseCollector{a2.pub(): subscribe(t, f.d1, a2.reg.Token), a3.pub(): subscribe(t, f.d1, a3.reg.Token)}
+	env := f.h1.env("CLAUDEMESH_IPC_TOKEN", a.reg.Token)
+	cases := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"own member key without --self", []string{"send", f.me.Pubkey, "x"}, exitUsage, "", "add --self"},
+		{"own member key by prefix without --self", []string{"send", f.me.Pubkey[:10], "x"}, exitUsage, "", "your own member key"},
+		{"--self on someone else", []string{"send", f.bob.Pubkey, "hi bob", "--self"}, 0, "sent to", "--self had no effect"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, env, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stdout, tc.stdout) || !strings.Contains(r.stderr, tc.stderr) {
+				t.Fatalf("%v = %d\n%s%s", tc.args, r.code, r.stdout, r.stderr)
+			}
+		})
+	}
+	r := runCLI(t, env, "send", "--self", f.me.Pubkey, "to my other sessions", "--json")
+	var doc struct {
+		OK     bool `json:"ok"`
+		Fanout []struct {
+			Pubkey string `json:"pubkey"`
+			OK     bool   `json:"ok"`
+		} `json:"fanout"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 0 || !doc.OK || len(doc.Fanout) != 2 {
+		t.Fatalf("send --self = %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	for _, res := range doc.Fanout {
+		s, ok := streams[res.Pubkey]
+		if !ok || !res.OK {
+			t.Fatalf("fan-out result %+v is not one of the siblings", res)
+		}
+		ev := eventData(s.next(t, "the fanned-out copy", messageWith("to my other sessions")))
+		if ev["sender_pubkey"] != a.pub() {
+			t.Fatalf("copy from %v", ev["sender_pubkey"])
+		}
+	}
+	// A session alone on its member has nobody to fan out to.
+	lone := registerTestSession(t, f.d2, f.bob, "bert")
+	r = runCLI(t, f.h2.env("CLAUDEMESH_IPC_TOKEN", lone.reg.Token), "send", "--self", f.bob.Pubkey, "x")
+	if r.code != exitNotFound || !strings.Contains(r.stderr, "no other live session") {
+		t.Fatalf("--self alone = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Without the daemon the message goes over a one-shot broker connection,
+// sealed with that connection's key, and still decrypts at the recipient.
+func TestSendColdPath(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, b.reg.Token)
+	r := runCLI(t, f.h1.env(), "send", "bert", "the cold way", "--no-daemon", "--json")
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 0 || doc["via"] != "broker" || doc["status"] != "sent" {
+		t.Fatalf("cold send = %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	ev := eventData(streamB.next(t, "the cold DM", messageWith("the cold way")))
+	if ev["sender_member_pubkey"] != f.me.Pubkey {
+		t.Fatalf("cold DM = %v", ev)
+	}
+}
+
+// A send whose link is down is reported as queued, not as sent.
+func TestSendReportsQueued(t *testing.T) {
+	h := newTestHome(t)
+	down := fakeMesh("down", "ws://127.0.0.1:1/ws")
+	h.writeConfig(t, down)
+	startTestDaemon(t, h, nil)
+	r := runCLI(t, h.env(), "send", mustNewKeypair().PublicHex(), "later")
+	if r.code != 0 || !strings.Contains(r.stdout, "queued for") || !strings.Contains(r.stdout, "daemon outbox list") {
+		t.Fatalf("send with the link down = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, h.env(), "daemon", "outbox", "list", "--status", "pending")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "pending") {
+		t.Fatalf("outbox list = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	id := strings.Fields(r.stdout)[1]
+	r = runCLI(t, h.env(), "daemon", "outbox", "requeue", id, "--new-client-id", "second")
+	if r.code != 0 || !strings.Contains(r.stdout, "client_message_id=second") {
+		t.Fatalf("requeue = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, h.env(), "daemon", "outbox", "requeue", id); r.code != exitFailure || !strings.Contains(r.stderr, "cannot requeue") {
+		t.Fatalf("requeue of an aborted row = %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, h.env(), "daemon", "outbox", "--json"); r.code != 0 || strings.Count(r.stdout, `"status"`) != 2 {
+		t.Fatalf("outbox --json = %d\n%s", r.code, r.stdout)
+	}
+}
+
+// inbox, inbox flush, inbox delete.
+func TestInboxVerbs(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	a := registerTestSession(t, f.d1, f.me, "alice")
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, b.reg.Token)
+	sendAndSettle(t, a.cl, b.pub(), "first")
+	sendAndSettle(t, a.cl, b.pub(), "second\nline")
+	streamB.next(t, "second", messageWith("second\nline"))
+	env := f.h2.env("CLAUDEMESH_IPC_TOKEN", b.reg.Token)
+
+	r := runCLI(t, env, "inbox", "--unread", "--json")
+	var items []inboxItem
+	if err := json.Unmarshal([]byte(r.stdout), &items); err != nil || r.code != 0 || len(items) != 2 || *items[0].Body != "second\nline" {
+		t.Fatalf("inbox --unread --json = %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "inbox", "--unread"); r.code != 0 || !strings.Contains(r.stdout, "no unread messages") {
+		t.Fatalf("the listing did not mark rows seen:\n%s", r.stdout)
+	}
+	r = runCLI(t, env, "message", "inbox", "--limit", "1")
+	if r.code != 0 || !strings.Contains(r.stdout, "alice (") || !strings.Contains(r.stdout, "    second\n    line") || strings.Contains(r.stdout, "    first") {
+		t.Fatalf("inbox --limit 1 = %d\n%s", r.code, r.stdout)
+	}
+	if r := runCLI(t, env, "inbox", "flush"); r.code != exitUsage || !strings.Contains(r.stderr, "--all") {
+		t.Fatalf("flush without a filter = %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, env, "inbox", "flush", "--before", "yesterday"); r.code != exitUsage {
+		t.Fatalf("flush --before yesterday = %d", r.code)
+	}
+	r = runCLI(t, env, "inbox", "rm", items[1].ID)
+	if r.code != 0 || !strings.Contains(r.stdout, "deleted inbox row") {
+		t.Fatalf("inbox rm = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "inbox", "delete", items[1].ID); r.code != exitNotFound {
+		t.Fatalf("deleting it again = %d", r.code)
+	}
+	r = runCLI(t, env, "inbox", "flush", "--all", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"removed": 1`) {
+		t.Fatalf("flush --all = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, f.h2.env(), "inbox", "--no-daemon"); r.code != exitFailure || !strings.Contains(r.stderr, "daemon up") {
+		t.Fatalf("inbox without the daemon = %d\n%s", r.code, r.stderr)
+	}
+}
+
+// kick, disconnect, ban, unban, bans against a real broker.
+func TestModerationVerbs(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	env := f.h1.env() // "me" owns the mesh
+
+	r := runCLI(t, env, "kick", "bert")
+	if r.code != 0 || !strings.Contains(r.stdout, "kicked 1 peer(s) on alpha: bert") {
+		t.Fatalf("kick bert = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, "bert's link kicked", func() bool { return f.d2.sessionLinkState(f.d2.sessions.Resolve(b.reg.Token)) == LinkKicked })
+	// Kicking bob's daemon is refused, with the way out.
+	r = runCLI(t, env, "peer", "kick", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "not kicked: bob") || !strings.Contains(r.stdout, "claudemesh ban <peer>") ||
+		!strings.Contains(r.stdout, "claudemesh daemon down") {
+		t.Fatalf("kick a daemon = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "kick", "ghost"); r.code != exitNotFound {
+		t.Fatalf("kick nobody = %d\n%s", r.code, r.stdout)
+	}
+	if r := runCLI(t, env, "kick"); r.code != exitUsage {
+		t.Fatalf("kick with no target = %d", r.code)
+	}
+	if r := runCLI(t, env, "peer", "disconnect", "--stale", "1h", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"affected": []`) {
+		t.Fatalf("disconnect --stale 1h = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, f.h2.env(), "ban", "me"); r.code != exitPermission {
+		t.Fatalf("a plain member banning = %d\n%s", r.code, r.stderr)
+	}
+	r = runCLI(t, env, "ban", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "banned bob from alpha") || !strings.Contains(r.stdout, "claudemesh unban bob --mesh alpha") {
+		t.Fatalf("ban bob = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	f.d2.waitLink(t, "alpha", LinkBanned)
+	r = runCLI(t, env, "bans", "--json")
+	var bans []BanEntry
+	if err := json.Unmarshal([]byte(r.stdout), &bans); err != nil || len(bans) != 1 || bans[0].Pubkey != f.bob.Pubkey {
+		t.Fatalf("bans = %v\n%s%s", err, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "unban", "bob"); r.code != 0 || !strings.Contains(r.stdout, "unbanned bob") {
+		t.Fatalf("unban = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "peer", "bans"); r.code != 0 || !strings.Contains(r.stdout, "no banned members on alpha") {
+		t.Fatalf("bans after unban = %d\n%s", r.code, r.stdout)
+	}
+}

@@ -1,0 +1,356 @@
+package main
+
+// At-least-once with exactly one inbox row (SPEC §11): a recipient daemon
+// killed between push and ack, a sender daemon killed with unsent rows, and
+// a broker restarted with queued messages. The daemons that get killed run
+// as processes of the built binary.
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemonProc is `claudemesh daemon up --foreground` as a child process.
+type daemonProc struct {
+	cmd     *exec.Cmd
+	done    chan struct{}
+	home    testHome
+	logPath string
+}
+
+// startDaemonProc starts the built binary's daemon in home and waits until
+// it answers; it is SIGKILLed (by pid) at test end if still running.
+func startDaemonProc(t *testing.T, h testHome) *daemonProc {
+	t.Helper()
+	logPath := filepath.Join(h.Home, "daemon-"+time.Now().Format("150405.000000")+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(claudemeshBinary(t), "daemon", "up", "--foreground", "--no-tcp")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range h.env() {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &daemonProc{cmd: cmd, done: make(chan struct{}), home: h, logPath: logPath}
+	go func() { cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		if t.Failed() {
+			log, _ := os.ReadFile(logPath)
+			t.Logf("daemon (pid %d) log:\n%s", cmd.Process.Pid, log)
+		}
+	})
+	cl := newDaemonClient(h.Paths.SocketFile(), "")
+	waitFor(t, "the daemon process to answer", func() bool {
+		select {
+		case <-p.done:
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("daemon exited during start:\n%s", log)
+		default:
+		}
+		_, err := cl.Version(context.Background())
+		return err == nil
+	})
+	return p
+}
+
+// kill9 kills the process with SIGKILL and waits for it to be gone.
+func (p *daemonProc) kill9(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(testWait):
+		t.Fatal("killed daemon did not exit")
+	}
+}
+
+func (p *daemonProc) client(token string) *DaemonClient {
+	return newDaemonClient(p.home.Paths.SocketFile(), token)
+}
+
+// waitOpen waits until the process's member link of slug is open.
+func (p *daemonProc) waitOpen(t *testing.T, slug string) {
+	t.Helper()
+	waitFor(t, "link "+slug+" open", func() bool {
+		h, err := p.client("").Health(context.Background())
+		return err == nil && h.Brokers[slug] == string(LinkOpen)
+	})
+}
+
+// tcpProxy forwards TCP to a broker. Frozen, it drops everything the
+// client side sends (acks, sends) while still forwarding what the broker
+// sends: the way a daemon looks to a broker just before it crashes.
+type tcpProxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	frozen bool
+	conns  []net.Conn
+}
+
+func startTCPProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{l: l, target: target}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	return p
+}
+
+func (p *tcpProxy) url() string { return "ws://" + p.l.Addr().String() + "/ws" }
+
+func (p *tcpProxy) setFrozen(v bool) {
+	p.mu.Lock()
+	p.frozen = v
+	p.mu.Unlock()
+}
+
+func (p *tcpProxy) isFrozen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen
+}
+
+func (p *tcpProxy) serve(client net.Conn) {
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		client.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, client, server)
+	p.mu.Unlock()
+	closeBoth := func() { client.Close(); server.Close() }
+	go func() { io.Copy(client, server); closeBoth() }()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := client.Read(buf)
+		if n > 0 && !p.isFrozen() {
+			if _, werr := server.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	closeBoth()
+}
+
+func wsAddr(url string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws")
+}
+
+// pendingFor is the broker's undelivered messages for a key.
+func pendingFor(t *testing.T, b *Broker, meshID, key string) int {
+	t.Helper()
+	msgs, err := b.store.PendingFor(context.Background(), meshID, key, 0, time.Now(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(msgs)
+}
+
+// The recipient's daemon stores a push and is killed before its ack reaches
+// the broker: after a restart the broker pushes again, the daemon acks, and
+// the inbox still holds exactly one row.
+func TestRecipientKilledBeforeAckKeepsOneRow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+	proxy := startTCPProxy(t, wsAddr(url))
+	h := newTestHome(t)
+	bobViaProxy := bob
+	bobViaProxy.BrokerURL = proxy.url()
+	h.writeConfig(t, bobViaProxy)
+	d := startDaemonProc(t, h)
+	d.waitOpen(t, "alpha")
+
+	proxy.setFrozen(true) // from now on the daemon's acks never arrive
+	sender := connectMember(t, url, me)
+	nonce, ct, _ := sealDM([]byte("survive the crash"), bob.Pubkey, mustKeypair(t, me))
+	sender.sendJSON(SendFrame{Type: frameSend, ID: "crash-1", ClientMessageID: "crash-1", TargetSpec: bob.Pubkey, Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
+	sender.expect(frameAck, func(f frame) bool { return f.str("id") == "crash-1" })
+	waitFor(t, "the push stored in the inbox", func() bool { return len(inboxItems(t, d.client(""))) == 1 })
+	if n := pendingFor(t, b, me.MeshID, bob.Pubkey); n != 1 {
+		t.Fatalf("broker has %d undelivered, want 1: the ack must not have arrived", n)
+	}
+
+	d.kill9(t)
+	proxy.setFrozen(false)
+	d = startDaemonProc(t, h)
+	waitFor(t, "the redelivered push acked", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
+	items := inboxItems(t, d.client(""))
+	if len(items) != 1 || items[0].ClientMessageID != "crash-1" || items[0].Body == nil || *items[0].Body != "survive the crash" {
+		t.Fatalf("inbox after the crash = %+v, want exactly one row", items)
+	}
+}
+
+func mustKeypair(t *testing.T, m Mesh) Keypair {
+	t.Helper()
+	kp, err := m.Keypair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// The sender's daemon is killed with one row inflight (sent, not acked) and
+// more pending: after a restart all of them go out, each once, in order.
+func TestSenderKilledWithPendingRowsDeliversAfterRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+	proxy := startTCPProxy(t, wsAddr(url))
+	h1 := newTestHome(t)
+	meViaProxy := me
+	meViaProxy.BrokerURL = proxy.url()
+	h1.writeConfig(t, meViaProxy)
+	h2 := newTestHome(t)
+	h2.writeConfig(t, bob)
+	d2 := startTestDaemon(t, h2, nil)
+	d2.waitLink(t, "alpha", LinkOpen)
+	stream := subscribe(t, d2, "")
+
+	d1 := startDaemonProc(t, h1)
+	d1.waitOpen(t, "alpha")
+	proxy.setFrozen(true) // sends leave the daemon but never reach the broker
+	texts := []string{"one", "two", "three"}
+	var first string
+	for i, text := range texts {
+		var a sendAnswer
+		if err := d1.client("").Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &a); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = a.ID
+		}
+	}
+	waitFor(t, "the first row inflight", func() bool {
+		var out struct {
+			Items []outboxView `json:"items"`
+		}
+		err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=inflight", nil, &out)
+		return err == nil && len(out.Items) == 1 && out.Items[0].ID == first
+	})
+	d1.kill9(t)
+	proxy.setFrozen(false)
+	startDaemonProc(t, h1)
+	for _, text := range texts {
+		stream.next(t, "message "+text, messageWith(text))
+	}
+	waitFor(t, "all delivered", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
+	items := inboxItems(t, d2.client(""))
+	if len(items) != 3 || bodies(items) != "three,two,one" {
+		t.Fatalf("inbox = %q, want each message once", bodies(items))
+	}
+}
+
+// startBrokerAt runs a broker on a fixed address with a given data dir;
+// stop closes it (tests restart a broker in place with it).
+func startBrokerAt(t *testing.T, addr string, opts BrokerOptions) (b *Broker, stop func()) {
+	t.Helper()
+	b, err := newBroker(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		b.Close()
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); b.Serve(l) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { b.Close(); <-served }) }
+	t.Cleanup(stop)
+	return b, stop
+}
+
+// A broker restarted with DMs queued for an offline member delivers them
+// when that member's daemon comes up.
+func TestBrokerRestartWithQueuedDMs(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	opts := msgBrokerOptions()
+	opts.DataDir = dir
+	b1, stop1 := startBrokerAt(t, addr, opts)
+	url := "ws://" + addr + "/ws"
+	me := newTestMesh(t, b1, url, "alpha", "me")
+	bob := addTestMember(t, b1, me, "bob", "member")
+	h1 := newTestHome(t)
+	h1.writeConfig(t, me)
+	d1 := startTestDaemon(t, h1, nil)
+	d1.waitLink(t, "alpha", LinkOpen)
+	a := registerTestSession(t, d1, me, "alice")
+	sendAndSettle(t, a.cl, bob.Pubkey, "queued one")
+	sendAndSettle(t, d1.client(""), bob.Pubkey, "queued two")
+
+	stop1()
+	b2, _ := startBrokerAt(t, addr, opts)
+	h2 := newTestHome(t)
+	h2.writeConfig(t, bob)
+	d2 := startTestDaemon(t, h2, nil)
+	stream := subscribe(t, d2, "")
+	ev := eventData(stream.next(t, "the first queued DM", messageWith("queued one")))
+	if ev["sender_pubkey"] != a.pub() {
+		t.Fatalf("queued DM from %v, want alice's session", ev["sender_pubkey"])
+	}
+	stream.next(t, "the second queued DM", messageWith("queued two"))
+	waitFor(t, "both delivered", func() bool { return pendingFor(t, b2, me.MeshID, bob.Pubkey) == 0 })
+	if got := bodies(inboxItems(t, d2.client(""))); got != "queued two,queued one" && got != "queued one,queued two" {
+		t.Fatalf("inbox = %q", got)
+	}
+}
