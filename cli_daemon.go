@@ -388,8 +388,16 @@ func setupDaemonVersion(fs *flagSet) runFunc {
 	}
 }
 
-// printLinks prints mesh links and sessions from a health report.
+// printLinks prints the embedded broker, mesh links and sessions from a
+// health report.
 func printLinks(c *cli, h DaemonHealth) {
+	if eb := h.EmbeddedBroker; eb != nil {
+		if eb.State == embeddedServing {
+			c.printf("  %s embedded broker: %s (data %s)\n", c.paint(colorGreen, "●"), eb.URL, eb.Data)
+		} else {
+			c.printf("  %s embedded broker on %s: %s\n", c.paint(colorRed, "●"), eb.Listen, eb.Error)
+		}
+	}
 	if len(h.Links) == 0 {
 		c.printf("  meshes: none joined\n")
 	}
@@ -447,6 +455,7 @@ func setupStatus(fs *flagSet) runFunc {
 			for _, st := range h.Brokers {
 				healthy = healthy && st == string(LinkOpen)
 			}
+			healthy = healthy && (h.EmbeddedBroker == nil || h.EmbeddedBroker.State == embeddedServing)
 			if c.jsonMode() {
 				_ = c.printJSON(out)
 			} else {

@@ -11,8 +11,10 @@
 //   - Zero meshes is fine: IPC still serves, so `init`/`join` can come
 //     later. The config is re-read on SIGHUP, on POST /v1/reload and when a
 //     request names a mesh the daemon does not know yet.
+//   - A `broker` block in the config is served in-process (daemon_broker.go).
 //   - Shutdown: event streams end, listeners stop accepting and in-flight
-//     requests finish (bounded), links close, then the files go.
+//     requests finish (bounded), links close, the embedded broker stops,
+//     then the files go.
 package main
 
 import (
@@ -131,6 +133,9 @@ type Daemon struct {
 	sessionLinks map[string]*sessionLink // session token → its link
 	reloadMu     sync.Mutex
 
+	brokerMu sync.Mutex
+	embedded *embeddedBroker // the config's broker block, served in-process
+
 	token     string // local-token for TCP IPC
 	tcpPort   int
 	pid       int
@@ -226,6 +231,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelServe()
 
+	// The embedded broker first, so that links to it connect at once.
+	d.applyBrokerConf(cfg.Broker)
+	defer d.closeEmbeddedBroker()
 	d.applyConfig(cfg)
 	d.restoreSessions()
 	d.sessions.EnablePersistence()
@@ -283,6 +291,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cancelServe()
 	cancelRun()
 	d.closeLinks()
+	d.closeEmbeddedBroker() // after the links: they close against a live broker
 	d.drain.Wait()
 	d.closeStores()
 	for _, c := range d.opts.Closers {
@@ -488,6 +497,7 @@ func (d *Daemon) Reload() (added, removed []string, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	d.applyBrokerConf(cfg.Broker)
 	added, removed = d.applyConfig(cfg)
 	d.log.Info("config_reloaded", "added", added, "removed", removed, "meshes", d.meshSlugs())
 	if len(added) > 0 {

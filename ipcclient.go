@@ -205,8 +205,9 @@ type DaemonHealth struct {
 		LastError string `json:"last_error,omitempty"`
 		URL       string `json:"url,omitempty"`
 	} `json:"links"`
-	TCPPort int `json:"tcp_port,omitempty"`
-	Uptime  int `json:"uptime_s"`
+	TCPPort        int                   `json:"tcp_port,omitempty"`
+	Uptime         int                   `json:"uptime_s"`
+	EmbeddedBroker *EmbeddedBrokerHealth `json:"embedded_broker,omitempty"`
 }
 
 // Health asks for link and session state.
