@@ -225,7 +225,10 @@ func (b *Broker) knownTarget(meshID, key string) (known, revoked bool, err error
 
 // multicastRecipients resolves a broadcast, group or topic to the keys of the
 // mesh's present connections (live or in grace) other than the sender's own
-// member's, skipping hidden ones.
+// member's, skipping hidden ones. A member's control-plane connection (its
+// daemon) is a recipient only when none of that member's sessions is: each
+// session gets its own copy, and the daemon's member copy would show every
+// one of them the message a second time.
 func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -234,7 +237,8 @@ func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []st
 		return nil
 	}
 	seen := map[string]bool{}
-	var keys []string
+	var picked []*peer
+	withSession := map[string]bool{} // members with a session among the recipients
 	for _, p := range room.peers {
 		if p.memberID == me.memberID || !p.visible || seen[p.key] {
 			continue
@@ -243,6 +247,16 @@ func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []st
 			continue
 		}
 		seen[p.key] = true
+		picked = append(picked, p)
+		if p.role == peerRoleSession {
+			withSession[p.memberID] = true
+		}
+	}
+	var keys []string
+	for _, p := range picked {
+		if p.role == peerRoleControlPlane && withSession[p.memberID] {
+			continue
+		}
 		keys = append(keys, p.key)
 	}
 	return keys

@@ -549,11 +549,10 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 
 	cwd, _ := os.Getwd()
 	sessionID, fresh := launchSessionID(o, home, cwd)
-	sessionKey, _, err := loadOrCreateSessionKeypair(paths.SessionKeyFile(mesh.Slug, sessionID), mesh.Slug, sessionID)
+	sessionKey, presence, err := sessionPresence(paths, mesh, member, sessionID)
 	if err != nil {
 		return exitError(exitIO, fmt.Errorf("session key: %w", err))
 	}
-	att := signAttestation(member, sessionKey.PublicHex(), time.Now().Add(attestationTTLMs*time.Millisecond).UnixMilli())
 	token := randomHex(32)
 	dir, err := makeLaunchDir(&Config{Version: 1, Meshes: []Mesh{mesh}, DisplayName: o.Name, Role: o.Role, Groups: o.Groups, MessageMode: o.MessageMode}, token)
 	if err != nil {
@@ -568,7 +567,7 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	}
 	reg := SessionRegistration{
 		Token: token, SessionID: sessionID, Mesh: mesh.Slug, DisplayName: o.Name, Pid: os.Getpid(), Cwd: cwd,
-		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: newPresenceRegistration(sessionKey, att),
+		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: presence,
 	}
 	regCtx, cancel := context.WithTimeout(ctx, launchIPCTimeout)
 	err = cl.RegisterSession(regCtx, reg)
