@@ -34,7 +34,10 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 		return nil, nil
 	}
 	c.daemonOnce.Do(func() {
-		c.daemonResult = newDaemonConnector(c.Paths(), c.env.Getenv).ensure(ctx, budget)
+		cl := newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+		dc := newDaemonConnector(c.Paths(), c.env.Getenv)
+		dc.client = cl
+		c.daemonResult = dc.ensure(ctx, budget)
 		r := c.daemonResult
 		switch {
 		case r.State == daemonStarted:
@@ -46,7 +49,9 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
 		}
 		if r.usable() {
-			c.daemonClient = newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+			c.daemonClient = cl
+		} else {
+			cl.http.CloseIdleConnections()
 		}
 	})
 	if c.daemonClient != nil {

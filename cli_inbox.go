@@ -17,6 +17,14 @@ import (
 	"time"
 )
 
+// trueOrEmpty is a boolean query parameter: "true", or absent.
+func trueOrEmpty(b bool) string {
+	if b {
+		return "true"
+	}
+	return ""
+}
+
 // daemonOnly returns the daemon client for verbs that have no cold path.
 func (c *cli) daemonOnly(ctx context.Context, what string) (*DaemonClient, error) {
 	cl, err := c.daemon(ctx)
@@ -48,14 +56,10 @@ func setupInbox(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		unreadParam := ""
-		if unread {
-			unreadParam = "true"
-		}
 		var resp struct {
 			Items []inboxItem `json:"items"`
 		}
-		path := ipcPath("/v1/inbox", "limit", fmt.Sprint(limit), "mesh", mesh, "unread_only", unreadParam)
+		path := ipcPath("/v1/inbox", "limit", fmt.Sprint(limit), "mesh", mesh, "unread_only", trueOrEmpty(unread))
 		if err := cl.Do(ctx, "GET", path, nil, &resp); err != nil {
 			return ipcFailure(err)
 		}
@@ -136,14 +140,10 @@ func setupInboxFlush(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		allParam := ""
-		if all {
-			allParam = "true"
-		}
 		var resp struct {
 			Removed int `json:"removed"`
 		}
-		if err := cl.Do(ctx, "DELETE", ipcPath("/v1/inbox", "mesh", mesh, "before", before, "all", allParam), nil, &resp); err != nil {
+		if err := cl.Do(ctx, "DELETE", ipcPath("/v1/inbox", "mesh", mesh, "before", before, "all", trueOrEmpty(all)), nil, &resp); err != nil {
 			return ipcFailure(err)
 		}
 		if c.jsonMode() {

@@ -27,11 +27,7 @@ func setupStateGet(fs *flagSet) runFunc {
 		}
 		key := args[0]
 		var entry map[string]any
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				State map[string]any `json:"state"`
 			}
@@ -44,31 +40,26 @@ func setupStateGet(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			entry = resp.State
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult)
-				if err != nil {
-					return err
-				}
-				var r StateResultFrame
-				if err := json.Unmarshal(raw, &r); err != nil {
-					return err
-				}
-				if !stateMissing(r.StateEntry) {
-					entry = map[string]any{"key": r.Key, "value": r.Value, "updatedBy": r.UpdatedBy, "updatedAt": r.UpdatedAt, "mesh": m.Slug}
-				}
-				return nil
-			})
-			if err != nil {
+			var r StateResultFrame
+			if err := json.Unmarshal(raw, &r); err != nil {
 				return err
 			}
-			if entry == nil {
-				return c.stateNotSet(key)
+			if !stateMissing(r.StateEntry) {
+				entry = map[string]any{"key": r.Key, "value": r.Value, "updatedBy": r.UpdatedBy, "updatedAt": r.UpdatedAt, "mesh": m.Slug}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if entry == nil {
+			return c.stateNotSet(key)
 		}
 		if c.jsonMode() {
 			return c.printJSON(entry)
@@ -107,11 +98,7 @@ func setupStateSet(fs *flagSet) runFunc {
 		}
 		key, value := args[0], parseStateValue(strings.Join(args[1:], " "))
 		var meshUsed string
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				Mesh string `json:"mesh"`
 			}
@@ -119,30 +106,25 @@ func setupStateSet(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			meshUsed = resp.Mesh
-		} else {
-			m, err := c.coldMesh(mesh)
-			if err != nil {
-				return err
-			}
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
 			meshUsed = m.Slug
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				// Written, then read back: not every broker answers set_state.
-				if err := cl.Write(ctx, SetStateFrame{Type: frameSetState, Key: key, Value: value}); err != nil {
-					return err
-				}
-				raw, err := coldRequest(ctx, cl, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult)
-				if err != nil {
-					return err
-				}
-				var r StateResultFrame
-				if json.Unmarshal(raw, &r) != nil || !sameJSON(r.Value, value) {
-					return errors.New("the broker did not confirm the write")
-				}
-				return nil
-			})
+			// Written, then read back: not every broker answers set_state.
+			if err := cl.Write(ctx, SetStateFrame{Type: frameSetState, Key: key, Value: value}); err != nil {
+				return err
+			}
+			raw, err := coldRequest(ctx, cl, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult)
 			if err != nil {
 				return err
 			}
+			var r StateResultFrame
+			if json.Unmarshal(raw, &r) != nil || !sameJSON(r.Value, value) {
+				return errors.New("the broker did not confirm the write")
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "key": key, "value": value, "mesh": meshUsed})
@@ -158,11 +140,7 @@ func setupStateList(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
 		var entries []map[string]any
 		failed := map[string]string{}
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				Entries []map[string]any  `json:"entries"`
 				Errors  map[string]string `json:"errors"`
@@ -171,31 +149,26 @@ func setupStateList(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			entries, failed = resp.Entries, resp.Errors
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, ListStateFrame{Type: frameListState}, frameStateList)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, ListStateFrame{Type: frameListState}, frameStateList)
-				if err != nil {
-					return err
-				}
-				var f struct {
-					Entries []map[string]any `json:"entries"`
-				}
-				if err := json.Unmarshal(raw, &f); err != nil {
-					return err
-				}
-				for _, e := range f.Entries {
-					e["mesh"] = m.Slug
-				}
-				entries = f.Entries
-				return nil
-			})
-			if err != nil {
+			var f struct {
+				Entries []map[string]any `json:"entries"`
+			}
+			if err := json.Unmarshal(raw, &f); err != nil {
 				return err
 			}
+			for _, e := range f.Entries {
+				e["mesh"] = m.Slug
+			}
+			entries = f.Entries
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if entries == nil {
 			entries = []map[string]any{}
@@ -242,11 +215,7 @@ func setupRemember(fs *flagSet) runFunc {
 		}
 		tagList := splitTags(tags)
 		var id, meshUsed string
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				ID   string `json:"id"`
 				Mesh string `json:"mesh"`
@@ -255,27 +224,22 @@ func setupRemember(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			id, meshUsed = resp.ID, resp.Mesh
-		} else {
-			m, err := c.coldMesh(mesh)
-			if err != nil {
-				return err
-			}
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
 			meshUsed = m.Slug
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, RememberFrame{Type: frameRemember, Content: content, Tags: tagList}, frameMemoryStored)
-				if err != nil {
-					return err
-				}
-				var r MemoryStoredFrame
-				if err := json.Unmarshal(raw, &r); err != nil || r.ID == "" {
-					return errors.New("the broker did not return a memory id")
-				}
-				id = r.ID
-				return nil
-			})
+			raw, err := coldRequest(ctx, cl, RememberFrame{Type: frameRemember, Content: content, Tags: tagList}, frameMemoryStored)
 			if err != nil {
 				return err
 			}
+			var r MemoryStoredFrame
+			if err := json.Unmarshal(raw, &r); err != nil || r.ID == "" {
+				return errors.New("the broker did not return a memory id")
+			}
+			id = r.ID
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"id": id, "content": content, "tags": tagList, "mesh": meshUsed})
@@ -295,11 +259,7 @@ func setupRecall(fs *flagSet) runFunc {
 		}
 		var matches []map[string]any
 		failed := map[string]string{}
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				Matches []map[string]any  `json:"matches"`
 				Errors  map[string]string `json:"errors"`
@@ -308,31 +268,26 @@ func setupRecall(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			matches, failed = resp.Matches, resp.Errors
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, RecallFrame{Type: frameRecall, Query: query}, frameMemoryResults)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, RecallFrame{Type: frameRecall, Query: query}, frameMemoryResults)
-				if err != nil {
-					return err
-				}
-				var f struct {
-					Memories []map[string]any `json:"memories"`
-				}
-				if err := json.Unmarshal(raw, &f); err != nil {
-					return err
-				}
-				for _, x := range f.Memories {
-					x["mesh"] = m.Slug
-				}
-				matches = f.Memories
-				return nil
-			})
-			if err != nil {
+			var f struct {
+				Memories []map[string]any `json:"memories"`
+			}
+			if err := json.Unmarshal(raw, &f); err != nil {
 				return err
 			}
+			for _, x := range f.Memories {
+				x["mesh"] = m.Slug
+			}
+			matches = f.Memories
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if matches == nil {
 			matches = []map[string]any{}
@@ -369,33 +324,24 @@ func setupForget(fs *flagSet) runFunc {
 			return usageError("usage: claudemesh forget <memory-id>")
 		}
 		id := args[0]
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			if err := cl.Do(ctx, "DELETE", ipcPath("/v1/memory/"+url.PathEscape(id), "mesh", mesh), nil, nil); err != nil {
 				return ipcFailure(err)
 			}
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, ForgetFrame{Type: frameForget, MemoryID: id}, frameAck)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, ForgetFrame{Type: frameForget, MemoryID: id}, frameAck)
-				if err != nil {
-					return err
-				}
-				var ack AckFrame
-				if json.Unmarshal(raw, &ack) == nil && ack.Error != "" {
-					return errors.New(ack.Error)
-				}
-				return nil
-			})
-			if err != nil {
-				return err
+			var ack AckFrame
+			if json.Unmarshal(raw, &ack) == nil && ack.Error != "" {
+				return errors.New(ack.Error)
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"id": id, "forgotten": true})
@@ -414,11 +360,7 @@ func setupSkillList(fs *flagSet) runFunc {
 		query := strings.Join(args, " ")
 		var skills []map[string]any
 		failed := map[string]string{}
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				Skills []map[string]any  `json:"skills"`
 				Errors map[string]string `json:"errors"`
@@ -427,31 +369,26 @@ func setupSkillList(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			skills, failed = resp.Skills, resp.Errors
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList)
-				if err != nil {
-					return err
-				}
-				var f struct {
-					Skills []map[string]any `json:"skills"`
-				}
-				if err := json.Unmarshal(raw, &f); err != nil {
-					return err
-				}
-				for _, s := range f.Skills {
-					s["mesh"] = m.Slug
-				}
-				skills = f.Skills
-				return nil
-			})
-			if err != nil {
+			var f struct {
+				Skills []map[string]any `json:"skills"`
+			}
+			if err := json.Unmarshal(raw, &f); err != nil {
 				return err
 			}
+			for _, s := range f.Skills {
+				s["mesh"] = m.Slug
+			}
+			skills = f.Skills
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if skills == nil {
 			skills = []map[string]any{}
@@ -479,11 +416,7 @@ func setupSkillGet(fs *flagSet) runFunc {
 		}
 		name := args[0]
 		var skill map[string]any
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				Skill map[string]any `json:"skill"`
 			}
@@ -491,34 +424,27 @@ func setupSkillGet(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			skill = resp.Skill
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData)
-				if err != nil {
-					return err
-				}
-				var f struct {
-					Skill map[string]any `json:"skill"`
-				}
-				if err := json.Unmarshal(raw, &f); err != nil {
-					return err
-				}
-				if f.Skill != nil {
-					f.Skill["mesh"] = m.Slug
-				}
-				skill = f.Skill
-				return nil
-			})
-			if err != nil {
+			var f struct {
+				Skill map[string]any `json:"skill"`
+			}
+			if err := json.Unmarshal(raw, &f); err != nil {
 				return err
 			}
-			if skill == nil {
+			if f.Skill == nil {
 				return exitError(exitNotFound, fmt.Errorf("no skill named %q on %s", name, m.Slug))
 			}
+			f.Skill["mesh"] = m.Slug
+			skill = f.Skill
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(skill)
@@ -553,11 +479,7 @@ func setupSkillShare(fs *flagSet) runFunc {
 		}
 		f := ShareSkillFrame{Type: frameShareSkill, Name: args[0], Description: description, Instructions: string(data), Tags: splitTags(tags)}
 		meshUsed, action := "", ""
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err = c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			var resp struct {
 				Mesh   string `json:"mesh"`
 				Action string `json:"action"`
@@ -567,25 +489,20 @@ func setupSkillShare(fs *flagSet) runFunc {
 				return ipcFailure(err)
 			}
 			meshUsed, action = resp.Mesh, resp.Action
-		} else {
-			m, err := c.coldMesh(mesh)
-			if err != nil {
-				return err
-			}
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
 			meshUsed = m.Slug
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, f, frameSkillAck)
-				if err != nil {
-					return err
-				}
-				var ack SkillAckFrame
-				_ = json.Unmarshal(raw, &ack)
-				action = ack.Action
-				return nil
-			})
+			raw, err := coldRequest(ctx, cl, f, frameSkillAck)
 			if err != nil {
 				return err
 			}
+			var ack SkillAckFrame
+			_ = json.Unmarshal(raw, &ack)
+			action = ack.Action
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "name": f.Name, "action": action, "mesh": meshUsed})
@@ -603,34 +520,25 @@ func setupSkillRemove(fs *flagSet) runFunc {
 			return usageError("usage: claudemesh skill remove <name>")
 		}
 		name := args[0]
-		cl, err := c.daemon(ctx)
-		if err != nil {
-			return err
-		}
-		if cl != nil {
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
 			if err := cl.Do(ctx, "DELETE", ipcPath("/v1/skills/"+url.PathEscape(name), "mesh", mesh), nil, nil); err != nil {
 				return ipcFailure(err)
 			}
-		} else {
-			m, err := c.coldMesh(mesh)
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			raw, err := coldRequest(ctx, cl, SkillNameFrame{Type: frameRemoveSkill, Name: name}, frameSkillAck)
 			if err != nil {
 				return err
 			}
-			err = c.withCold(ctx, m, func(cl *ColdLink) error {
-				raw, err := coldRequest(ctx, cl, SkillNameFrame{Type: frameRemoveSkill, Name: name}, frameSkillAck)
-				if err != nil {
-					return err
-				}
-				var ack SkillAckFrame
-				_ = json.Unmarshal(raw, &ack)
-				if ack.Action == "not_found" {
-					return exitError(exitNotFound, fmt.Errorf("no skill named %q on %s", name, m.Slug))
-				}
-				return nil
-			})
-			if err != nil {
-				return err
+			var ack SkillAckFrame
+			_ = json.Unmarshal(raw, &ack)
+			if ack.Action == "not_found" {
+				return exitError(exitNotFound, fmt.Errorf("no skill named %q on %s", name, m.Slug))
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "name": name, "removed": true})

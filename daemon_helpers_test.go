@@ -200,7 +200,9 @@ func claudemeshBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "claudemesh")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // the static binary, as it ships
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			binErr = errors.New(string(out))
 		}

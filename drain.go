@@ -130,19 +130,23 @@ type drainer struct {
 
 	mu      sync.Mutex
 	lanes   map[laneKey]bool
-	changed chan struct{}              // closed and replaced by Wake
-	waiters map[string][]chan struct{} // row id → closed when the row's state moves
+	changed chan struct{}                // closed and replaced by Wake
+	waiters map[string][]chan *outboxRow // row id → told the row's new state
 	kick    chan struct{}
 	wg      sync.WaitGroup
+	ctx     context.Context // set by Start; lanes run under it
 }
 
 func newDrainer(ob *Outbox, links drainLinks, timing DrainTiming, log *slog.Logger) *drainer {
 	return &drainer{ob: ob, links: links, timing: timing, log: log, lanes: map[laneKey]bool{},
-		changed: make(chan struct{}), waiters: map[string][]chan struct{}{}, kick: make(chan struct{}, 1)}
+		changed: make(chan struct{}), waiters: map[string][]chan *outboxRow{}, kick: make(chan struct{}, 1)}
 }
 
 // Start runs the drain until ctx ends; Wait waits for it to finish.
 func (dr *drainer) Start(ctx context.Context) {
+	dr.mu.Lock()
+	dr.ctx = ctx
+	dr.mu.Unlock()
 	dr.wg.Add(1)
 	go func() {
 		defer dr.wg.Done()
@@ -175,6 +179,26 @@ func (dr *drainer) Wake() {
 	dr.changed = make(chan struct{})
 	dr.mu.Unlock()
 	dr.rescan()
+}
+
+// WakeLane is Wake for a row just added to lane: the lane starts at once,
+// without a scan of the outbox.
+func (dr *drainer) WakeLane(l laneKey) {
+	if dr == nil {
+		return
+	}
+	dr.mu.Lock()
+	close(dr.changed)
+	dr.changed = make(chan struct{})
+	start := !dr.lanes[l] && dr.ctx != nil && dr.ctx.Err() == nil
+	if start {
+		dr.lanes[l] = true
+		dr.wg.Add(1)
+	}
+	dr.mu.Unlock()
+	if start {
+		go dr.runLane(dr.ctx, l)
+	}
 }
 
 func (dr *drainer) rescan() {
@@ -211,52 +235,83 @@ func (dr *drainer) scan(ctx context.Context) {
 	}
 }
 
-// notify wakes whoever waits on a row's next state.
-func (dr *drainer) notify(id string) {
+// notify tells whoever waits on a row its new state (nil: read it).
+func (dr *drainer) notify(id string, now *outboxRow) {
 	dr.mu.Lock()
 	chs := dr.waiters[id]
 	delete(dr.waiters, id)
 	dr.mu.Unlock()
 	for _, ch := range chs {
-		close(ch)
+		ch <- now // buffered: never blocks
 	}
 }
 
-// WaitSettled waits up to d for the row to be sent, to die, or to be told
-// to wait (link down, retry later), and returns it as it then is. It does
-// not wait at all when linkOpen says the row's link is down.
-func (dr *drainer) WaitSettled(ctx context.Context, id string, d time.Duration, linkOpen func(*outboxRow) bool) *outboxRow {
-	ch := make(chan struct{})
+// Waiter is a registration for a row's next state change; register before
+// the row can change, so that the change cannot be missed.
+type rowWaiter struct {
+	dr *drainer
+	id string
+	ch chan *outboxRow
+}
+
+func (dr *drainer) watch(id string) *rowWaiter {
+	w := &rowWaiter{dr: dr, id: id, ch: make(chan *outboxRow, 1)}
 	dr.mu.Lock()
-	dr.waiters[id] = append(dr.waiters[id], ch)
+	dr.waiters[id] = append(dr.waiters[id], w.ch)
 	dr.mu.Unlock()
-	defer func() {
-		dr.mu.Lock()
-		list := dr.waiters[id]
-		for i, c := range list {
-			if c == ch {
-				dr.waiters[id] = append(list[:i:i], list[i+1:]...)
-				break
-			}
+	return w
+}
+
+func (w *rowWaiter) cancel() {
+	dr := w.dr
+	dr.mu.Lock()
+	defer dr.mu.Unlock()
+	list := dr.waiters[w.id]
+	for i, c := range list {
+		if c == w.ch {
+			dr.waiters[w.id] = append(list[:i:i], list[i+1:]...)
+			break
 		}
-		if len(dr.waiters[id]) == 0 {
-			delete(dr.waiters, id)
+	}
+	if len(dr.waiters[w.id]) == 0 {
+		delete(dr.waiters, w.id)
+	}
+}
+
+// settled reports whether a row has reached a state it will not leave by
+// itself.
+func settled(r *outboxRow) bool {
+	return r.Status == outboxDone || r.Status == outboxDead || r.Status == outboxAborted
+}
+
+// Wait waits up to d for the row to be sent, to die, or to be told to wait
+// (link down, retry later), and returns it as it then is. known is the row
+// as the caller last saw it; it is read afresh when that is settled or
+// stale.
+func (w *rowWaiter) Wait(ctx context.Context, known *outboxRow, d time.Duration) *outboxRow {
+	defer w.cancel()
+	if known == nil || settled(known) {
+		if r, err := w.dr.ob.get(ctx, w.id); err == nil {
+			known = r
 		}
-		dr.mu.Unlock()
-	}()
-	row, err := dr.ob.get(ctx, id)
-	if err != nil || row.Status == outboxDone || row.Status == outboxDead || row.Status == outboxAborted || !linkOpen(row) {
-		return row
+	}
+	if known == nil || settled(known) {
+		return known
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-ch:
+	case r := <-w.ch:
+		if r != nil {
+			return r
+		}
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	row, _ = dr.ob.get(context.WithoutCancel(ctx), id)
-	return row
+	if r, err := w.dr.ob.get(context.WithoutCancel(ctx), w.id); err == nil {
+		return r
+	}
+	return known
 }
 
 // link is the link a row of this lane leaves on; dead explains why there
@@ -294,6 +349,23 @@ func (dr *drainer) runLane(ctx context.Context, lane laneKey) {
 	}()
 	for ctx.Err() == nil {
 		changed := dr.changedCh()
+		link, dead := dr.link(lane)
+		if dead == "" && link != nil && link.State() == LinkOpen {
+			// The usual case in one statement: the head is due, claim it.
+			row, err := dr.ob.claimHead(ctx, lane, time.Now(), dr.timing)
+			if err == nil {
+				dr.attempt(ctx, row, link)
+				continue
+			}
+			if !errors.Is(err, errNotFound) {
+				if ctx.Err() == nil {
+					dr.log.Warn("drain_claim_failed", "err", err.Error())
+				}
+				sleep(ctx, changed, time.Second)
+				continue
+			}
+		}
+		// Nothing claimable: find out why.
 		row, err := dr.ob.head(ctx, lane)
 		if errors.Is(err, errNotFound) {
 			return
@@ -307,39 +379,27 @@ func (dr *drainer) runLane(ctx context.Context, lane laneKey) {
 		}
 		now := time.Now()
 		expires := time.UnixMilli(row.EnqueuedAt).Add(dr.timing.MaxAge)
-		if !now.Before(expires) {
+		switch {
+		case !now.Before(expires):
 			dr.finish(row, outboxDead, "expired: not sent within "+dr.timing.MaxAge.String(), "")
-			continue
-		}
-		if due := time.UnixMilli(row.NextAttemptAt); now.Before(due) {
-			sleep(ctx, changed, due.Sub(now))
-			continue
-		}
-		link, dead := dr.link(lane)
-		if dead != "" {
+		case dead != "":
 			dr.finish(row, outboxDead, dead, "")
-			continue
-		}
-		if link == nil || link.State() != LinkOpen {
+		case now.Before(time.UnixMilli(row.NextAttemptAt)):
+			sleep(ctx, changed, time.UnixMilli(row.NextAttemptAt).Sub(now))
+		case link == nil || link.State() != LinkOpen:
 			what := "waiting: the member link of " + lane.mesh + " is not open"
 			if lane.session != "" {
 				what = "waiting: the sending session's link is not open"
 			}
 			dr.noteWaiting(row, what)
 			sleep(ctx, changed, expires.Sub(now))
-			continue
 		}
-		dr.attempt(ctx, row, link)
+		// Otherwise the head became claimable meanwhile: go round.
 	}
 }
 
-// attempt sends one row and records the outcome.
+// attempt sends one claimed row and records the outcome.
 func (dr *drainer) attempt(ctx context.Context, row *outboxRow, link *Link) {
-	claimed, err := dr.ob.claim(ctx, row.ID, time.Now().Add(dr.timing.AckTimeout))
-	if err != nil || !claimed {
-		return
-	}
-	row.Attempts++
 	priority := row.Priority
 	if !validPriority(priority) {
 		priority = priorityNext
@@ -374,7 +434,8 @@ func (dr *drainer) attempt(ctx context.Context, row *outboxRow, link *Link) {
 			dr.log.Warn("drain_write_failed", "id", row.ID, "err", err.Error())
 		}
 		dr.log.Info("send_retry", "id", row.ID, "mesh", row.Mesh, "attempts", row.Attempts, "err", reason)
-		dr.notify(row.ID)
+		row.Status, row.NextAttemptAt, row.LastError = outboxPending, next.UnixMilli(), reason
+		dr.notify(row.ID, row)
 	}
 }
 
@@ -382,13 +443,23 @@ func (dr *drainer) attempt(ctx context.Context, row *outboxRow, link *Link) {
 func (dr *drainer) finish(row *outboxRow, status, reason, brokerID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := dr.ob.settle(ctx, row.ID, status, reason, brokerID, time.Now()); err != nil {
+	now := time.Now()
+	applied, err := dr.ob.settle(ctx, row.ID, status, reason, brokerID, now)
+	if err != nil {
 		dr.log.Warn("drain_write_failed", "id", row.ID, "err", err.Error())
 	}
 	if status == outboxDead {
 		dr.log.Warn("send_dead", "id", row.ID, "client_message_id", row.ClientMessageID, "mesh", row.Mesh, "err", reason)
 	}
-	dr.notify(row.ID)
+	if !applied {
+		dr.notify(row.ID, nil) // a requeue won the race: waiters read what is stored
+		return
+	}
+	row.Status, row.LastError, row.BrokerMessageID = status, reason, brokerID
+	if status == outboxDone {
+		row.DeliveredAt = now.UnixMilli()
+	}
+	dr.notify(row.ID, row)
 }
 
 // noteWaiting records why a row is not going out, once.
@@ -398,72 +469,65 @@ func (dr *drainer) noteWaiting(row *outboxRow, why string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, _ = dr.ob.db.ExecContext(ctx, `UPDATE outbox SET last_error = ? WHERE id = ? AND status = 'pending'`, why, row.ID)
-	dr.notify(row.ID)
+	_, _ = dr.ob.st.ExecContext(ctx, nil, `UPDATE outbox SET last_error = ? WHERE id = ? AND status = 'pending'`, why, row.ID)
+	row.LastError = why
+	dr.notify(row.ID, row)
 }
 
 // The drain's queries.
 
 // pendingLanes lists the lanes that have pending rows.
 func (o *Outbox) pendingLanes(ctx context.Context) ([]laneKey, error) {
-	rows, err := o.db.QueryContext(ctx, `SELECT DISTINCT COALESCE(mesh, ''), COALESCE(sender_session_pubkey, '') FROM outbox WHERE status = 'pending'`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []laneKey
-	for rows.Next() {
-		var l laneKey
-		if err := rows.Scan(&l.mesh, &l.session); err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	rows, err := o.st.QueryContext(ctx, nil, `SELECT DISTINCT COALESCE(mesh, ''), COALESCE(sender_session_pubkey, '') FROM outbox WHERE status = 'pending'`)
+	return collect(rows, err, func(s rowScanner) (l laneKey, err error) { return l, s.Scan(&l.mesh, &l.session) })
 }
 
 // head is a lane's oldest pending row.
 func (o *Outbox) head(ctx context.Context, l laneKey) (*outboxRow, error) {
-	return scanOutboxRow(o.db.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox
+	return o.one(ctx, nil, `SELECT `+outboxColumns+` FROM outbox
 WHERE status = 'pending' AND mesh IS ? AND sender_session_pubkey IS ? ORDER BY enqueued_at, rowid LIMIT 1`,
-		nullable(l.mesh), nullable(l.session)))
+		nullable(l.mesh), nullable(l.session))
 }
 
-// claim moves a pending row to inflight, counting the attempt.
-func (o *Outbox) claim(ctx context.Context, id string, until time.Time) (bool, error) {
-	res, err := o.db.ExecContext(ctx, `UPDATE outbox SET status = 'inflight', attempts = attempts + 1, next_attempt_at = ?
-WHERE id = ? AND status = 'pending'`, until.UnixMilli(), id)
-	if err != nil {
-		return false, err
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+// claimHead moves a lane's oldest pending row to inflight, counting the
+// attempt, if it is due and not expired; errNotFound otherwise.
+func (o *Outbox) claimHead(ctx context.Context, l laneKey, now time.Time, t DrainTiming) (*outboxRow, error) {
+	return o.one(ctx, nil, `UPDATE outbox SET status = 'inflight', attempts = attempts + 1, next_attempt_at = ?
+WHERE id = (SELECT id FROM outbox WHERE status = 'pending' AND mesh IS ? AND sender_session_pubkey IS ? ORDER BY enqueued_at, rowid LIMIT 1)
+  AND next_attempt_at <= ? AND enqueued_at > ?
+RETURNING `+outboxColumns,
+		now.Add(t.AckTimeout).UnixMilli(), nullable(l.mesh), nullable(l.session), now.UnixMilli(), now.Add(-t.MaxAge).UnixMilli())
 }
 
 // release returns an interrupted inflight row to pending.
 func (o *Outbox) release(ctx context.Context, id string) error {
-	_, err := o.db.ExecContext(ctx, `UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE id = ? AND status = 'inflight'`,
+	_, err := o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE id = ? AND status = 'inflight'`,
 		time.Now().UnixMilli(), id)
 	return err
 }
 
 // retryLater returns an inflight row to pending until next.
 func (o *Outbox) retryLater(ctx context.Context, id string, next time.Time, reason string) error {
-	_, err := o.db.ExecContext(ctx, `UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'inflight'`,
+	_, err := o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ? AND status = 'inflight'`,
 		next.UnixMilli(), reason, id)
 	return err
 }
 
 // settle records done (with the broker's id and the time) or dead (with
-// the reason). A row requeued meanwhile stays aborted.
-func (o *Outbox) settle(ctx context.Context, id, status, reason, brokerID string, now time.Time) error {
-	var err error
+// the reason); applied is false when the row was requeued meanwhile (it
+// stays aborted).
+func (o *Outbox) settle(ctx context.Context, id, status, reason, brokerID string, now time.Time) (applied bool, err error) {
+	var res sql.Result
 	if status == outboxDone {
-		_, err = o.db.ExecContext(ctx, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL
+		res, err = o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL
 WHERE id = ? AND status IN ('pending', 'inflight')`, now.UnixMilli(), brokerID, id)
 	} else {
-		_, err = o.db.ExecContext(ctx, `UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND status IN ('pending', 'inflight')`,
+		res, err = o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND status IN ('pending', 'inflight')`,
 			sql.NullString{String: reason, Valid: reason != ""}, id)
 	}
-	return err
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
 }

@@ -106,6 +106,7 @@ func scanInboxRow(s rowScanner) (*inboxRow, error) {
 // Inbox is inbox.db.
 type Inbox struct {
 	db *sql.DB
+	st *stmtCache
 	wg sync.WaitGroup
 }
 
@@ -114,19 +115,20 @@ func openInbox(path string) (*Inbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{db: db}, nil
+	return &Inbox{db: db, st: newStmtCache(db)}, nil
 }
 
 // Close stops the pruner and closes the database.
 func (ib *Inbox) Close() error {
 	ib.wg.Wait()
+	ib.st.Close()
 	return ib.db.Close()
 }
 
 // Insert stores r unless its recipient already has that message; isNew
 // says whether it was stored now.
 func (ib *Inbox) Insert(ctx context.Context, r *inboxRow) (isNew bool, err error) {
-	res, err := ib.db.ExecContext(ctx, `INSERT INTO inbox (`+inboxColumns+`)
+	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
 ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`,
 		r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
@@ -196,19 +198,7 @@ func (ib *Inbox) List(ctx context.Context, s inboxScope, limit int) ([]*inboxRow
 	where, args := s.where()
 	rows, err := ib.db.QueryContext(ctx, `SELECT `+inboxColumns+` FROM inbox WHERE `+where+
 		` ORDER BY received_at DESC, rowid DESC LIMIT ?`, append(args, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*inboxRow
-	for rows.Next() {
-		r, err := scanInboxRow(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanInboxRow)
 }
 
 // MarkSeen stamps unread rows of ids that are in scope; it returns how
@@ -453,13 +443,6 @@ func (d *Daemon) callerScope(s *Session, mesh string) inboxScope {
 	return sc
 }
 
-func (d *Daemon) inboxOrError() (*Inbox, error) {
-	if d.inbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "inbox_unavailable", "the inbox is not open")
-	}
-	return d.inbox, nil
-}
-
 // parseISOParam reads an ISO time query parameter (0 when absent).
 func parseISOParam(name, v string) (int64, error) {
 	if v == "" {
@@ -473,12 +456,9 @@ func parseISOParam(name, v string) (int64, error) {
 }
 
 func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
-	q := req.URL.Query()
+	ib, q := d.inbox, req.URL.Query()
 	sc := d.callerScope(req.session, q.Get("mesh"))
+	var err error
 	if sc.Since, err = parseISOParam("since", q.Get("since")); err != nil {
 		return nil, err
 	}
@@ -509,10 +489,6 @@ func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
 }
 
 func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
 	var body struct {
 		IDs []any `json:"ids"`
 	}
@@ -530,7 +506,7 @@ func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
 	}
 	sc := d.callerScope(req.session, "")
 	sc.Mesh = "" // ids name rows; the session's recipients are the scope
-	n, err := ib.MarkSeen(req.Context(), ids, sc, time.Now())
+	n, err := d.inbox.MarkSeen(req.Context(), ids, sc, time.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -538,19 +514,16 @@ func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
 }
 
 func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
 	q := req.URL.Query()
 	sc := d.callerScope(req.session, q.Get("mesh"))
+	var err error
 	if sc.Before, err = parseISOParam("before", q.Get("before")); err != nil {
 		return nil, err
 	}
 	if req.session == nil && sc.Mesh == "" && sc.Before == 0 && q.Get("all") != "true" {
 		return nil, badRequest("missing_filter", "flushing needs mesh, before, or all=true (which deletes every row on every mesh)")
 	}
-	n, err := ib.Flush(req.Context(), sc)
+	n, err := d.inbox.Flush(req.Context(), sc)
 	if err != nil {
 		return nil, err
 	}
@@ -558,14 +531,10 @@ func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
 }
 
 func (d *Daemon) handleInboxDelete(req *ipcRequest) (any, error) {
-	ib, err := d.inboxOrError()
-	if err != nil {
-		return nil, err
-	}
 	id := req.params["id"]
 	sc := d.callerScope(req.session, "")
 	sc.Mesh = ""
-	ok, err := ib.Delete(req.Context(), id, sc)
+	ok, err := d.inbox.Delete(req.Context(), id, sc)
 	if err != nil {
 		return nil, err
 	}

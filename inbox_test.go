@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 func openTestInbox(t *testing.T) *Inbox {
@@ -333,4 +338,62 @@ func TestUndecryptableDMIsStoredAndAcked(t *testing.T) {
 		pending, err := f.broker.store.PendingFor(context.Background(), f.me.MeshID, f.bob.Pubkey, 0, time.Now(), 10)
 		return err == nil && len(pending) == 0
 	})
+}
+
+// The sink stores a push once per recipient, acks every copy (new and
+// duplicate alike) on the connection it came from, and publishes an event
+// only for a new row.
+func TestInboxSinkAcksEveryCopyAndPublishesOnce(t *testing.T) {
+	acks := make(chan ClientAckFrame, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for {
+			_, data, err := ws.Read(r.Context())
+			if err != nil {
+				return
+			}
+			var a ClientAckFrame
+			_ = json.Unmarshal(data, &a)
+			acks <- a
+		}
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	bus := newBus(16)
+	sub := bus.Subscribe(EventFilter{})
+	sink := &inboxSink{ib: openTestInbox(t), bus: bus, log: testLogger(t)}
+	sender, me := mustNewKeypair(), mustNewKeypair()
+	nonce, ct, _ := sealDM([]byte("once"), me.PublicHex(), sender)
+	push := PushFrame{Type: framePush, MessageID: "m1", SenderPubkey: sender.PublicHex(), TargetSpec: me.PublicHex(),
+		Nonce: nonce, Ciphertext: ct, ClientMessageID: "c1", Priority: priorityNow}
+	msg := InboundMessage{Mesh: "alpha", Push: push, RecipientKind: recipientMember, RecipientPubkey: me.PublicHex(),
+		Keys: []Keypair{me}, Frame: Inbound{conn: &rpcConn{ws: ws}}}
+	ctx := context.Background()
+	sink.HandleMessage(ctx, msg)
+	sink.HandleMessage(ctx, msg) // the broker's redelivery
+	if n := len(sub.C); n != 1 {
+		t.Fatalf("%d events for one message, want 1", n)
+	}
+	ev := <-sub.C
+	if ev.Data["body"] == nil || *ev.Data["body"].(*string) != "once" || ev.Data["priority"] != priorityNow || ev.RecipientPubkey != me.PublicHex() {
+		t.Fatalf("event = %+v", ev)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case a := <-acks:
+			if a.ClientMessageID != "c1" || a.BrokerMessageID != "m1" || a.Type != frameClientAck {
+				t.Fatalf("ack %d = %+v", i, a)
+			}
+		case <-time.After(testWait):
+			t.Fatalf("got %d acks, want 2", i)
+		}
+	}
 }

@@ -427,6 +427,9 @@ type daemonConnector struct {
 	pollEvery    time.Duration
 	// lookPath finds the service manager (systemctl, launchctl).
 	lookPath func(string) (string, error)
+	// client, if set, is the one the caller will use: probing with it
+	// leaves its connection open for the caller's first request.
+	client *DaemonClient
 }
 
 func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnector {
@@ -473,8 +476,11 @@ func (dc *daemonConnector) probe(ctx context.Context) probeResult {
 	}
 	ctx, cancel := context.WithTimeout(ctx, dc.probeTimeout)
 	defer cancel()
-	cl := newDaemonClient(dc.paths.SocketFile(), "")
-	defer cl.http.CloseIdleConnections()
+	cl := dc.client
+	if cl == nil {
+		cl = newDaemonClient(dc.paths.SocketFile(), "")
+		defer cl.http.CloseIdleConnections()
+	}
 	if _, err := cl.Version(ctx); err != nil {
 		return probeStale
 	}

@@ -27,7 +27,7 @@ func msgBrokerOptions() BrokerOptions {
 	return BrokerOptions{SendBurst: 10_000, SendPerMinute: 1_000_000}
 }
 
-func newMsgFixture(t *testing.T, mutate func(*DaemonOptions)) *msgFixture {
+func newMsgFixture(t testing.TB, mutate func(*DaemonOptions)) *msgFixture {
 	t.Helper()
 	b, url := startTestBrokerWith(t, msgBrokerOptions())
 	f := &msgFixture{broker: b, url: url}
@@ -54,7 +54,7 @@ func (s testSession) pub() string { return s.key.PublicHex() }
 
 // registerTestSession registers a session with presence and waits for its
 // link to open.
-func registerTestSession(t *testing.T, td *testDaemon, m Mesh, name string) testSession {
+func registerTestSession(t testing.TB, td *testDaemon, m Mesh, name string) testSession {
 	t.Helper()
 	reg, key := registration(t, m, name, os.Getpid())
 	if err := td.client("").RegisterSession(context.Background(), reg); err != nil {
@@ -67,22 +67,10 @@ func registerTestSession(t *testing.T, td *testDaemon, m Mesh, name string) test
 	return testSession{reg: reg, key: key, cl: td.client(reg.Token)}
 }
 
-// sendReply is POST /v1/send's answer.
-type sendReplyBody struct {
-	ClientMessageID string `json:"client_message_id"`
-	ID              string `json:"id"`
-	Status          string `json:"status"`
-	BrokerMessageID string `json:"broker_message_id"`
-	Duplicate       bool   `json:"duplicate"`
-	LastError       string `json:"last_error"`
-	Target          string `json:"target"`
-	Mesh            string `json:"mesh"`
-}
-
 // ipcSend posts a send and returns the answer, failing on an IPC error.
-func ipcSend(t *testing.T, cl *DaemonClient, body map[string]any) sendReplyBody {
+func ipcSend(t *testing.T, cl *DaemonClient, body map[string]any) sendAnswer {
 	t.Helper()
-	var out sendReplyBody
+	var out sendAnswer
 	if err := cl.Do(context.Background(), "POST", "/v1/send", body, &out); err != nil {
 		t.Fatalf("send %v: %v", body, err)
 	}
@@ -90,7 +78,7 @@ func ipcSend(t *testing.T, cl *DaemonClient, body map[string]any) sendReplyBody 
 }
 
 // sendAndSettle sends and waits for the broker's answer.
-func sendAndSettle(t *testing.T, cl *DaemonClient, to, text string) sendReplyBody {
+func sendAndSettle(t *testing.T, cl *DaemonClient, to, text string) sendAnswer {
 	t.Helper()
 	out := ipcSend(t, cl, map[string]any{"to": to, "message": text, "wait_ms": int(testWait / time.Millisecond)})
 	if out.Status != "done" {

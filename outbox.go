@@ -104,8 +104,6 @@ const outboxColumns = `id, client_message_id, request_fingerprint, payload, enqu
   last_error, delivered_at, broker_message_id, aborted_at, aborted_by, superseded_by,
   mesh, target_spec, nonce, ciphertext, priority, sender_session_pubkey, reply_to_id`
 
-type rowScanner interface{ Scan(dest ...any) error }
-
 func scanOutboxRow(s rowScanner) (*outboxRow, error) {
 	var r outboxRow
 	var lastErr, brokerID, abortedBy, superseded, mesh, target, nonce, ct, prio, sess, reply sql.NullString
@@ -134,6 +132,7 @@ func nullable(s string) any {
 // Outbox is outbox.db.
 type Outbox struct {
 	db *sql.DB
+	st *stmtCache
 }
 
 // openOutbox opens (creating) the outbox and returns rows a crash left
@@ -150,22 +149,30 @@ func openOutbox(path string) (ob *Outbox, recovered int64, err error) {
 		return nil, 0, fmt.Errorf("recover inflight rows: %w", err)
 	}
 	recovered, _ = res.RowsAffected()
-	return &Outbox{db: db}, recovered, nil
+	return &Outbox{db: db, st: newStmtCache(db)}, recovered, nil
 }
 
 // Close closes the database.
-func (o *Outbox) Close() error { return o.db.Close() }
+func (o *Outbox) Close() error {
+	o.st.Close()
+	return o.db.Close()
+}
+
+// one runs a cached query for one row (in tx unless nil).
+func (o *Outbox) one(ctx context.Context, tx *sql.Tx, query string, args ...any) (*outboxRow, error) {
+	var r *outboxRow
+	err := o.st.scanOne(ctx, tx, query, func(s rowScanner) (err error) { r, err = scanOutboxRow(s); return err }, args...)
+	return r, err
+}
 
 // byClientID finds the row of an idempotency key.
-func (o *Outbox) byClientID(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, cmid string) (*outboxRow, error) {
-	return scanOutboxRow(q.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE client_message_id = ?`, cmid))
+func (o *Outbox) byClientID(ctx context.Context, tx *sql.Tx, cmid string) (*outboxRow, error) {
+	return o.one(ctx, tx, `SELECT `+outboxColumns+` FROM outbox WHERE client_message_id = ?`, cmid)
 }
 
 // get finds a row by id.
 func (o *Outbox) get(ctx context.Context, id string) (*outboxRow, error) {
-	return scanOutboxRow(o.db.QueryRowContext(ctx, `SELECT `+outboxColumns+` FROM outbox WHERE id = ?`, id))
+	return o.one(ctx, nil, `SELECT `+outboxColumns+` FROM outbox WHERE id = ?`, id)
 }
 
 // acceptResult is the outcome of one send against the duplicate-lookup table.
@@ -214,7 +221,7 @@ func decide(existing *outboxRow, fp []byte) acceptResult {
 // Lookup answers a send from the store alone when its key is known; nil
 // means the key is new and the send must be resolved and accepted.
 func (o *Outbox) Lookup(ctx context.Context, cmid string, fp []byte) (*acceptResult, error) {
-	row, err := o.byClientID(ctx, o.db, cmid)
+	row, err := o.byClientID(ctx, nil, cmid)
 	if errors.Is(err, errNotFound) {
 		return nil, nil
 	}
@@ -239,7 +246,7 @@ func (o *Outbox) Accept(ctx context.Context, row outboxRow) (acceptResult, error
 	}
 	r := decide(existing, row.Fingerprint)
 	if r.Inserted {
-		if err := insertOutboxRow(ctx, tx, &row); err != nil {
+		if err := o.insert(ctx, tx, &row); err != nil {
 			return acceptResult{}, err
 		}
 		r.Row = &row
@@ -247,9 +254,9 @@ func (o *Outbox) Accept(ctx context.Context, row outboxRow) (acceptResult, error
 	return r, tx.Commit()
 }
 
-func insertOutboxRow(ctx context.Context, tx *sql.Tx, r *outboxRow) error {
+func (o *Outbox) insert(ctx context.Context, tx *sql.Tx, r *outboxRow) error {
 	r.Status, r.Attempts = outboxPending, 0
-	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, client_message_id, request_fingerprint, payload, enqueued_at, attempts,
+	_, err := o.st.ExecContext(ctx, tx, `INSERT INTO outbox (id, client_message_id, request_fingerprint, payload, enqueued_at, attempts,
   next_attempt_at, status, mesh, target_spec, nonce, ciphertext, priority, sender_session_pubkey, reply_to_id)
 VALUES (?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.ClientMessageID, r.Fingerprint, r.Payload, r.EnqueuedAt, r.NextAttemptAt,
@@ -269,19 +276,7 @@ func (o *Outbox) List(ctx context.Context, status string, limit int) ([]*outboxR
 	q += ` ORDER BY enqueued_at DESC, rowid DESC LIMIT ?`
 	args = append(args, limit)
 	rows, err := o.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*outboxRow
-	for rows.Next() {
-		r, err := scanOutboxRow(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanOutboxRow)
 }
 
 // errNotRequeueable: the row is missing, already aborted or already done.
@@ -312,7 +307,7 @@ func (o *Outbox) Requeue(ctx context.Context, id, newClientID, by string, now ti
 		now.UnixMilli(), nullable(by), fresh.ID, id); err != nil {
 		return nil, err
 	}
-	if err := insertOutboxRow(ctx, tx, &fresh); err != nil {
+	if err := o.insert(ctx, tx, &fresh); err != nil {
 		if strings.Contains(err.Error(), "UNIQUE") {
 			return nil, errClientIDTaken
 		}
@@ -407,9 +402,6 @@ func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
 }
 
 func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
-	if d.outbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
-	}
 	data, err := req.readBody()
 	if err != nil {
 		return nil, err
@@ -423,24 +415,34 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	var w *rowWaiter
+	known := (*outboxRow)(nil) // the row's state as of the watch, when certain
 	if res == nil {
 		row, err := d.prepareSend(ctx, in, req.session)
 		if err != nil {
 			return nil, err
+		}
+		if in.WaitMs > 0 {
+			w = d.drain.watch(row.ID) // before the row exists, so no change is missed
+			defer w.cancel()
 		}
 		r, err := d.outbox.Accept(ctx, *row)
 		if err != nil {
 			return nil, err
 		}
 		res = &r
-	}
-	if res.HTTP == http.StatusAccepted && res.Status == "queued" {
+		if r.Inserted {
+			known = r.Row
+			d.drain.WakeLane(laneKey{mesh: row.Mesh, session: row.SenderSessionPubkey})
+		}
+	} else if res.HTTP == http.StatusAccepted && res.Status == "queued" {
 		d.drain.Wake()
 	}
-	if res.HTTP == http.StatusAccepted && in.WaitMs > 0 {
-		if row := d.drain.WaitSettled(ctx, res.Row.ID, time.Duration(in.WaitMs)*time.Millisecond, d.rowLinkOpen); row != nil {
-			res.Row = row
+	if res.HTTP == http.StatusAccepted && in.WaitMs > 0 && d.rowLinkOpen(res.Row) {
+		if w == nil || !res.Inserted {
+			w = d.drain.watch(res.Row.ID)
 		}
+		res.Row = w.Wait(ctx, known, time.Duration(in.WaitMs)*time.Millisecond)
 	}
 	return sendReply(in, res)
 }
@@ -619,9 +621,6 @@ func (r *outboxRow) view() outboxView {
 }
 
 func (d *Daemon) handleOutboxList(req *ipcRequest) (any, error) {
-	if d.outbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
-	}
 	q := req.URL.Query()
 	status := q.Get("status")
 	if status == "failed" {
@@ -658,9 +657,6 @@ func queryLimit(s string, def, maxLimit int) (int, error) {
 }
 
 func (d *Daemon) handleOutboxRequeue(req *ipcRequest) (any, error) {
-	if d.outbox == nil {
-		return nil, newAPIError(http.StatusServiceUnavailable, "outbox_unavailable", "the outbox is not open")
-	}
 	var body struct {
 		ID                 string `json:"id"`
 		NewClientMessageID string `json:"new_client_message_id"`

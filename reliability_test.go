@@ -178,8 +178,21 @@ func (p *tcpProxy) serve(client net.Conn) {
 	closeBoth()
 }
 
-func wsAddr(url string) string {
-	return strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws")
+// route returns m with its broker reached through the proxy.
+func (p *tcpProxy) route(m Mesh) Mesh {
+	m.BrokerURL = p.url()
+	return m
+}
+
+// newProxiedMesh is mesh alpha on a real broker with members me and bob,
+// and a TCP proxy in front of that broker.
+func newProxiedMesh(t *testing.T) (b *Broker, url string, me, bob Mesh, proxy *tcpProxy) {
+	t.Helper()
+	b, url = startTestBrokerWith(t, msgBrokerOptions())
+	me = newTestMesh(t, b, url, "alpha", "me")
+	bob = addTestMember(t, b, me, "bob", "member")
+	proxy = startTCPProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws"))
+	return b, url, me, bob, proxy
 }
 
 // pendingFor is the broker's undelivered messages for a key.
@@ -199,14 +212,9 @@ func TestRecipientKilledBeforeAckKeepsOneRow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the built binary")
 	}
-	b, url := startTestBrokerWith(t, msgBrokerOptions())
-	me := newTestMesh(t, b, url, "alpha", "me")
-	bob := addTestMember(t, b, me, "bob", "member")
-	proxy := startTCPProxy(t, wsAddr(url))
+	b, url, me, bob, proxy := newProxiedMesh(t)
 	h := newTestHome(t)
-	bobViaProxy := bob
-	bobViaProxy.BrokerURL = proxy.url()
-	h.writeConfig(t, bobViaProxy)
+	h.writeConfig(t, proxy.route(bob))
 	d := startDaemonProc(t, h)
 	d.waitOpen(t, "alpha")
 
@@ -245,14 +253,9 @@ func TestSenderKilledWithPendingRowsDeliversAfterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the built binary")
 	}
-	b, url := startTestBrokerWith(t, msgBrokerOptions())
-	me := newTestMesh(t, b, url, "alpha", "me")
-	bob := addTestMember(t, b, me, "bob", "member")
-	proxy := startTCPProxy(t, wsAddr(url))
+	b, _, me, bob, proxy := newProxiedMesh(t)
 	h1 := newTestHome(t)
-	meViaProxy := me
-	meViaProxy.BrokerURL = proxy.url()
-	h1.writeConfig(t, meViaProxy)
+	h1.writeConfig(t, proxy.route(me))
 	h2 := newTestHome(t)
 	h2.writeConfig(t, bob)
 	d2 := startTestDaemon(t, h2, nil)

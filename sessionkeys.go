@@ -15,7 +15,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 )
 
@@ -29,11 +28,22 @@ type sessionKeyFile struct {
 	CreatedAt string `json:"createdAt"`
 }
 
-// safeNamePattern is what a mesh slug or session id must look like to be
-// used as a path component.
-var safeNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
-func safePathName(s string) bool { return safeNamePattern.MatchString(s) && s != "." && s != ".." }
+// safePathName reports whether a mesh slug or session id may be used as a
+// path component: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ (a loop, not a regexp:
+// see isHexKey).
+func safePathName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // loadSessionKeypair reads a stored session keypair; fs.ErrNotExist when
 // there is none.

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"testing"
+	"time"
+)
+
+// percentile reports p of sorted latencies in milliseconds.
+func percentileMs(sorted []time.Duration, p float64) float64 {
+	return float64(sorted[int(p*float64(len(sorted)-1))].Microseconds()) / 1000
+}
+
+func reportLatencies(b *testing.B, lat []time.Duration) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(percentileMs(lat, 0.50), "p50-ms")
+	b.ReportMetric(percentileMs(lat, 0.99), "p99-ms")
+}
+
+// BenchmarkDMEndToEnd measures one DM from session A on one daemon to
+// session B on another, through a real broker: from POST /v1/send (IPC
+// accept, encryption, outbox row) to B's `message` event on /v1/events
+// (push, decryption, inbox row). SPEC §10: p50 ≤ 5 ms, p99 ≤ 25 ms.
+//
+//	go test -run XXX -bench DMEndToEnd -benchtime 2000x .
+func BenchmarkDMEndToEnd(b *testing.B) {
+	f := newMsgFixture(b, nil)
+	a := registerTestSession(b, f.d1, f.me, "alice")
+	r := registerTestSession(b, f.d2, f.bob, "bert")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events, _, err := r.cl.Events(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		text := fmt.Sprintf("benchmark message %d, of a typical length for a chat line", i)
+		t0 := time.Now()
+		if err := a.cl.Do(ctx, "POST", "/v1/send", map[string]any{"to": r.pub(), "message": text}, nil); err != nil {
+			b.Fatal(err)
+		}
+		for got := false; !got; {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					b.Fatal("event stream ended")
+				}
+				var d struct {
+					Body string `json:"body"`
+				}
+				got = ev.Kind == eventMessage && json.Unmarshal(ev.Data, &d) == nil && d.Body == text
+			case <-time.After(testWait):
+				b.Fatalf("message %d did not arrive", i)
+			}
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	reportLatencies(b, lat)
+}
+
+// BenchmarkSendProcess measures `claudemesh send <key> <text>` as a whole
+// process against a warm daemon: exec, config, daemon probe, IPC send and
+// the broker's ack, peer list for the online check, output. SPEC §10:
+// median ≤ 5 ms. The "version" case is the floor: the same binary doing
+// nothing but start, print its version and exit.
+//
+//	go test -run XXX -bench SendProcess -benchtime 300x .
+func BenchmarkSendProcess(b *testing.B) {
+	f := newMsgFixture(b, nil)
+	registerTestSession(b, f.d2, f.bob, "bert")
+	bin := claudemeshBinary(b)
+	env := []string{"PATH=" + os.Getenv("PATH"), "CLAUDEMESH_INTERNAL_NO_AUTOSPAWN=1"}
+	for k, v := range f.h1.env() {
+		env = append(env, k+"="+v)
+	}
+	for _, bc := range []struct {
+		name string
+		args func(i int) []string
+	}{
+		{"send", func(i int) []string { return []string{"send", f.bob.Pubkey, fmt.Sprintf("process benchmark %d", i)} }},
+		{"version", func(int) []string { return []string{"--version"} }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			run := func(i int) {
+				cmd := exec.Command(bin, bc.args(i)...)
+				cmd.Env = env
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v: %v\n%s", bc.args(i), err, out)
+				}
+			}
+			run(-1) // page the binary in
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				run(i)
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			reportLatencies(b, lat)
+		})
+	}
+}
+
+// BenchmarkSendIPC measures POST /v1/send with wait_ms against a warm
+// daemon: accept, encryption, outbox row, drain, broker ack, reply — the
+// daemon's share of a warm `claudemesh send`.
+//
+//	go test -run XXX -bench SendIPC -benchtime 2000x .
+func BenchmarkSendIPC(b *testing.B) {
+	f := newMsgFixture(b, nil)
+	cl := f.d1.client("")
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		var a sendAnswer
+		if err := cl.Do(ctx, "POST", "/v1/send", map[string]any{"to": f.bob.Pubkey, "message": "ipc benchmark", "wait_ms": 5000}, &a); err != nil || a.Status != "done" {
+			b.Fatalf("send = %+v, %v", a, err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	reportLatencies(b, lat)
+}
