@@ -108,6 +108,9 @@ func TestBrokerDuplicateClientMessageID(t *testing.T) {
 	}
 }
 
+// Broadcasts reach every other member's connections except the sender's
+// member's; a member's daemon (control-plane) only when none of its
+// sessions is reached, so no session sees a broadcast twice.
 func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
@@ -129,8 +132,10 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 		target  string
 		reached []*testClient
 	}{
-		{"*", []*testClient{bMember, bSess, cMember}},
-		{"@all", []*testClient{bMember, bSess, cMember}},
+		// bob's session gets its copy and his daemon none; carol has no
+		// session, so her daemon gets hers.
+		{"*", []*testClient{bSess, cMember}},
+		{"@all", []*testClient{bSess, cMember}},
 		{"@eng", []*testClient{bSess}},
 		{"@eng/backend", []*testClient{bSess}},
 	} {
@@ -151,6 +156,12 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 		if f := own.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "marker" {
 			t.Fatalf("sender's own member got %q", pushText(f))
 		}
+	}
+	// bob's daemon stood back for his session: a DM marker is the first
+	// message it sees.
+	aSender.sendText(bob.Pubkey, "bob marker", "")
+	if f := bMember.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "bob marker" {
+		t.Fatalf("bob's daemon got %q, want only the marker", pushText(f))
 	}
 	// carol is in no group: the marker comes before any group message.
 	aSender.sendText(carol.Pubkey, "carol marker", "")
