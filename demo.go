@@ -273,7 +273,7 @@ func (d *demo) run(ctx context.Context) (demoSummary, error) {
 		if len(p.groups) > 0 {
 			groups = " in @" + strings.Join(p.groups, ", @")
 		}
-		d.say("  %-8s daemon up, session %s (%s…)%s registered with presence", p.Name, p.Name, shortKey(p.sessionKey), groups)
+		d.say("  %-8s daemon up; session %s (%s)%s registered with presence", p.Name, p.Name, shortKey(p.sessionKey), groups)
 	}
 	for _, p := range d.peers {
 		sum.Members = append(sum.Members, demoMember{Name: p.Name, MemberPubkey: p.mesh.Pubkey, SessionPubkey: p.sessionKey,
@@ -545,10 +545,14 @@ func (d *demo) send(ctx context.Context, m demoMessage) (demoResult, error) {
 		}
 		to.events.mu.Unlock()
 		r.Recipients = append(r.Recipients, a)
+		label := map[string]string{"dm": "DM"}[r.Kind]
+		if label == "" {
+			label = r.Kind
+		}
 		if a.Arrived {
-			d.say("  %s %-6s → %-11s %-9s %-44q arrived at %s in %s", d.c.paint(colorGreen, "✔"), r.From, r.To, r.Kind, r.Text, a.Name, fmtMs(a.LatencyMs))
+			d.say("  %s %-6s → %-11s %-9s %-44q arrived at %s in %s", d.c.paint(colorGreen, "✔"), r.From, r.To, label, r.Text, a.Name, fmtMs(a.LatencyMs))
 		} else {
-			d.say("  %s %-6s → %-11s %-9s %-44q did not reach %s within %s", d.c.paint(colorRed, "✘"), r.From, r.To, r.Kind, r.Text, a.Name, demoStepWait)
+			d.say("  %s %-6s → %-11s %-9s %-44q did not reach %s within %s", d.c.paint(colorRed, "✘"), r.From, r.To, label, r.Text, a.Name, demoStepWait)
 		}
 	}
 	return r, nil
