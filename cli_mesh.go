@@ -180,48 +180,18 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 		brokerURL = c.env.Getenv("CLAUDEMESH_BROKER_URL")
 	}
 	if brokerURL == "" && cfg.Broker != nil && cfg.Broker.Listen != "" {
-		brokerURL = "ws://" + cfg.Broker.Listen + "/ws"
+		brokerURL, _ = embeddedBrokerURLs(cfg.Broker.Listen)
 	}
 	if brokerURL == "" {
 		return withHint(usageError("mesh create needs a broker"), "pass --broker ws://HOST:PORT/ws (run one with 'claudemesh broker serve')")
 	}
-	base, err := brokerHTTPBase(brokerURL)
-	if err != nil {
-		return usageError("%v", err)
-	}
-	kp, err := newKeypair()
-	if err != nil {
-		return err
-	}
 	display := displayNameFor(c, f.name, hostnameOr(slug+"-owner"))
-	ts := time.Now().UnixMilli()
-	req := MeshCreateRequest{Slug: slug, Name: slug, Pubkey: kp.PublicHex(), DisplayName: display, Timestamp: ts,
-		Signature: kp.sign(meshCreateSignedString(slug, kp.PublicHex(), ts))}
-	headers := map[string]string{}
 	token := f.createToken
 	if token == "" {
 		token = c.env.Getenv("CLAUDEMESH_CREATE_TOKEN")
 	}
-	if token != "" {
-		headers["Authorization"] = "Bearer " + token
-	}
-	var resp MeshCreateResponse
-	if err := postBroker(ctx, base, "/cli/mesh/create", headers, req, &resp); err != nil {
-		var be *brokerError
-		if errors.As(err, &be) && be.Status == http.StatusForbidden {
-			return withHint(brokerExit(err, "the broker refused to create the mesh"), "a remote broker needs its create token: --create-token T")
-		}
-		return brokerExit(err, "the broker refused to create the mesh")
-	}
-	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: slug, Name: resp.Name, Pubkey: kp.PublicHex(),
-		SecretKey: kp.SecretHex(), BrokerURL: brokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
-	if err := updateConfig(path, func(cfg *Config) error {
-		if _, ok := cfg.MeshBySlug(slug); ok {
-			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug))
-		}
-		cfg.SetMesh(m)
-		return nil
-	}); err != nil {
+	m, err := createMesh(ctx, meshCreation{ConfigFile: path, Slug: slug, BrokerURL: brokerURL, Display: display, CreateToken: token})
+	if err != nil {
 		return err
 	}
 	if c.jsonMode() {
@@ -231,6 +201,61 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 	c.printf("  mesh id    %s\n  member id  %s\n  you are    %s (owner, admin)\n", m.MeshID, m.MemberID, display)
 	c.printf("hint: invite someone with 'claudemesh invite --mesh %s'\n", slug)
 	return nil
+}
+
+// meshCreation is one mesh to create on a broker and save in a config file.
+type meshCreation struct {
+	ConfigFile  string
+	Slug        string
+	BrokerURL   string // saved in the mesh: what links and invites use
+	PostURL     string // where the creation request goes when not BrokerURL (a broker on every interface, reached on loopback)
+	Display     string // the owner's display name
+	CreateToken string
+}
+
+// createMesh makes a new owner key, asks the broker to create the mesh
+// (signed by that key) and saves the mesh in the config file. Shared by
+// `mesh create` and `init`.
+func createMesh(ctx context.Context, mc meshCreation) (Mesh, error) {
+	post := mc.PostURL
+	if post == "" {
+		post = mc.BrokerURL
+	}
+	base, err := brokerHTTPBase(post)
+	if err != nil {
+		return Mesh{}, usageError("%v", err)
+	}
+	kp, err := newKeypair()
+	if err != nil {
+		return Mesh{}, err
+	}
+	ts := time.Now().UnixMilli()
+	req := MeshCreateRequest{Slug: mc.Slug, Name: mc.Slug, Pubkey: kp.PublicHex(), DisplayName: mc.Display, Timestamp: ts,
+		Signature: kp.sign(meshCreateSignedString(mc.Slug, kp.PublicHex(), ts))}
+	headers := map[string]string{}
+	if mc.CreateToken != "" {
+		headers["Authorization"] = "Bearer " + mc.CreateToken
+	}
+	var resp MeshCreateResponse
+	if err := postBroker(ctx, base, "/cli/mesh/create", headers, req, &resp); err != nil {
+		var be *brokerError
+		if errors.As(err, &be) && be.Status == http.StatusForbidden {
+			return Mesh{}, withHint(brokerExit(err, "the broker refused to create the mesh"), "a remote broker needs its create token: --create-token T")
+		}
+		return Mesh{}, brokerExit(err, "the broker refused to create the mesh")
+	}
+	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: mc.Slug, Name: resp.Name, Pubkey: kp.PublicHex(),
+		SecretKey: kp.SecretHex(), BrokerURL: mc.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
+	if err := updateConfig(mc.ConfigFile, func(cfg *Config) error {
+		if _, ok := cfg.MeshBySlug(mc.Slug); ok {
+			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", mc.Slug))
+		}
+		cfg.SetMesh(m)
+		return nil
+	}); err != nil {
+		return Mesh{}, err
+	}
+	return m, nil
 }
 
 // pickMesh resolves --mesh, else the only joined mesh.

@@ -42,6 +42,20 @@ var helpGroups = []string{groupStart, groupMesh, groupMessage, groupPeers, group
 // setup func, which returns the function that runs it.
 var commands = []*command{
 	{
+		name:    "init",
+		summary: "set up this machine: a broker in the daemon, a mesh 'local' on it, the daemon running",
+		detail: `Safe to run again: what exists is kept, and a second run changes nothing.
+If this machine has joined meshes already, init creates no 'local' mesh and
+reports what is there. The broker is served by the daemon (config.json's
+"broker" block; data in ~/.claudemesh/broker) and answers this machine only.
+To let other machines join the mesh with 'claudemesh invite', run init on a
+fresh machine with --listen 0.0.0.0:7900 --public-url ws://<this host>:7900/ws
+(and open that port), or run 'claudemesh broker serve' on a host everyone
+can reach and 'claudemesh mesh create' there instead.`,
+		group: groupStart,
+		setup: setupInit,
+	},
+	{
 		name:    "demo",
 		summary: "see it work: two daemons, two sessions and their messages, in a temp dir on loopback",
 		detail: `Runs a broker and two daemons (members alice and bob, each with its own
