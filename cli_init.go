@@ -360,4 +360,3 @@ func isLoopbackListen(listen string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-

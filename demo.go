@@ -128,20 +128,20 @@ type demoResult struct {
 
 // demoSummary is `demo --json`.
 type demoSummary struct {
-	OK         bool              `json:"ok"`
-	Mode       string            `json:"mode"`
-	Dir        string            `json:"dir"`
-	Kept       bool              `json:"kept"`
-	Broker     string            `json:"broker"`
-	Mesh       string            `json:"mesh"`
-	Members    []demoMember      `json:"members"`
-	PeerList   json.RawMessage   `json:"peer_list,omitempty"`
-	Messages   []demoResult      `json:"messages"`
-	Delivered  int               `json:"delivered"`
-	Total      int               `json:"total"`
-	LatencyMs  demoLatency       `json:"latency_ms"`
-	DurationMs int64             `json:"duration_ms"`
-	Problems   []string          `json:"problems"`
+	OK         bool            `json:"ok"`
+	Mode       string          `json:"mode"`
+	Dir        string          `json:"dir"`
+	Kept       bool            `json:"kept"`
+	Broker     string          `json:"broker"`
+	Mesh       string          `json:"mesh"`
+	Members    []demoMember    `json:"members"`
+	PeerList   json.RawMessage `json:"peer_list,omitempty"`
+	Messages   []demoResult    `json:"messages"`
+	Delivered  int             `json:"delivered"`
+	Total      int             `json:"total"`
+	LatencyMs  demoLatency     `json:"latency_ms"`
+	DurationMs int64           `json:"duration_ms"`
+	Problems   []string        `json:"problems"`
 }
 
 type demoMember struct {
