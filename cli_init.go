@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -48,8 +49,8 @@ func setupInit(fs *flagSet) runFunc {
 		if len(args) > 0 {
 			return usageError("init takes no arguments")
 		}
-		if _, _, err := net.SplitHostPort(f.listen); err != nil {
-			return usageError("--listen %q: want HOST:PORT", f.listen)
+		if err := checkListenAddr(f.listen); err != nil {
+			return usageError("--listen: %v", err)
 		}
 		if f.publicURL != "" {
 			if _, err := brokerHTTPBase(f.publicURL); err != nil {
@@ -347,6 +348,18 @@ func printInitReport(c *cli, rep *initReport, ours bool) {
 	if eb := rep.Broker; eb != nil && isLoopbackListen(eb.Listen) {
 		c.printf("hint: the broker answers this machine only; to let others in, see 'claudemesh help init'\n")
 	}
+}
+
+// checkListenAddr accepts HOST:PORT with a port number (0 = any free one).
+func checkListenAddr(listen string) error {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT", listen)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has no port number", listen)
+	}
+	return nil
 }
 
 func isLoopbackListen(listen string) bool {

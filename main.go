@@ -56,6 +56,17 @@ can reach and 'claudemesh mesh create' there instead.`,
 		setup: setupInit,
 	},
 	{
+		name:    "doctor",
+		summary: "check this machine's set-up and say how to fix what is wrong",
+		detail: `Checks the binary, the config dir and file (modes 0700/0600, valid JSON and
+keys), the daemon (running, its version, the embedded broker, each mesh's
+link), claude on PATH, the MCP server in ~/.claude.json (it must run this
+binary), the skill and the daemon service. Exits 1 when something needs
+fixing; warnings do not change the exit code. It changes nothing.`,
+		group: groupStart,
+		setup: setupDoctor,
+	},
+	{
 		name:    "demo",
 		summary: "see it work: two daemons, two sessions and their messages, in a temp dir on loopback",
 		detail: `Runs a broker and two daemons (members alice and bob, each with its own
