@@ -16,15 +16,18 @@
 //     serve one; a service-managed daemon is never restarted behind the
 //     service manager's back — init says how to.
 //   - `--listen` with port 0 picks a free port once and writes it down:
-//     a mesh needs an address that stays put.
+//     a mesh needs an address that stays put. The broker may move (a new
+//     --listen) only while no mesh is joined.
 package main
 
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +41,7 @@ const initLinkWait = 5 * time.Second
 
 type initFlags struct {
 	name, listen, publicURL string
+	listenSet               bool // --listen was given
 }
 
 func setupInit(fs *flagSet) runFunc {
@@ -49,6 +53,7 @@ func setupInit(fs *flagSet) runFunc {
 		if len(args) > 0 {
 			return usageError("init takes no arguments")
 		}
+		fs.Visit(func(fl *flag.Flag) { f.listenSet = f.listenSet || fl.Name == "listen" })
 		if err := checkListenAddr(f.listen); err != nil {
 			return usageError("--listen: %v", err)
 		}
@@ -117,12 +122,25 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 		}
 		rep.did("config: embedded broker on %s (data %s)", conf.Listen, conf.Data)
 		cfg.Broker = &conf
-	} else if fresh && f.listen != defaultBrokerListen && f.listen != cfg.Broker.Listen {
-		c.warnf("the config already has an embedded broker on %s; --listen %s is ignored (edit the broker block in %s to move it)",
-			cfg.Broker.Listen, f.listen, cfgPath)
+	} else if fresh && f.listenSet && f.listen != cfg.Broker.Listen {
+		// No mesh lives on the broker yet, so it may move.
+		conf, err := initBrokerConf(f.listen, cfg.Broker.Data)
+		if err != nil {
+			return err
+		}
+		if err := updateConfig(cfgPath, func(cfg *Config) error {
+			cfg.Broker = &conf
+			return nil
+		}); err != nil {
+			return err
+		}
+		rep.did("config: embedded broker moved from %s to %s", cfg.Broker.Listen, conf.Listen)
+		cfg.Broker = &conf
+	} else if !fresh && f.listenSet && (cfg.Broker == nil || f.listen != cfg.Broker.Listen) {
+		c.warnf("--listen is ignored: this machine has joined meshes, whose broker address must stay put")
 	}
 
-	cl, h, err := initDaemon(ctx, c, rep, cfg.Broker != nil)
+	cl, h, err := initDaemon(ctx, c, rep, cfg.Broker)
 	if err != nil {
 		return err
 	}
@@ -135,10 +153,11 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 			brokerURL = f.publicURL
 		}
 		display := displayNameFor(c, f.name, defaultDisplayName(c.env.Getenv, cfg))
-		if _, err := createMesh(ctx, meshCreation{ConfigFile: cfgPath, Slug: initMesh, BrokerURL: brokerURL, PostURL: postURL, Display: display}); err != nil {
+		m, err := createInitMesh(ctx, meshCreation{ConfigFile: cfgPath, BrokerURL: brokerURL, PostURL: postURL, Display: display})
+		if err != nil {
 			return err
 		}
-		rep.did("mesh %s created on %s; you are %s (owner)", initMesh, brokerURL, display)
+		rep.did("mesh %s created on %s; you are %s (owner)", m.Slug, brokerURL, display)
 		if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
 			return ipcFailure(err)
 		}
@@ -155,9 +174,28 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 	if c.jsonMode() {
 		return c.printJSON(rep)
 	}
-	_, hasLocal := cfg.MeshBySlug(initMesh)
-	printInitReport(c, rep, hasLocal && cfg.Broker != nil)
+	ours := cfg.Broker != nil && slices.ContainsFunc(cfg.Meshes, func(m Mesh) bool {
+		return m.Slug == initMesh || strings.HasPrefix(m.Slug, initMesh+"-")
+	})
+	printInitReport(c, rep, ours)
 	return nil
+}
+
+// createInitMesh creates mesh local, or local-2, local-3 … when the
+// broker still holds a local this machine has left.
+func createInitMesh(ctx context.Context, mc meshCreation) (Mesh, error) {
+	for i := 1; ; i++ {
+		mc.Slug = initMesh
+		if i > 1 {
+			mc.Slug = initMesh + "-" + strconv.Itoa(i)
+		}
+		m, err := createMesh(ctx, mc)
+		var be *brokerError
+		if errors.As(err, &be) && be.Code == "mesh_exists" && i < 9 {
+			continue
+		}
+		return m, err
+	}
 }
 
 // initBrokerConf is the broker block for --listen; port 0 becomes a free
@@ -194,9 +232,11 @@ func embeddedBrokerURLs(listen string) (brokerURL, postURL string) {
 	return "ws://" + listen + "/ws", ""
 }
 
-// initDaemon gets a daemon that serves the config's broker block: started,
-// reloaded, or (when it is too old to know broker blocks) restarted.
-func initDaemon(ctx context.Context, c *cli, rep *initReport, wantBroker bool) (*DaemonClient, DaemonHealth, error) {
+// initDaemon gets a daemon that serves the config's broker block (want,
+// nil for none): started, reloaded, or (when it is too old to know broker
+// blocks) restarted.
+func initDaemon(ctx context.Context, c *cli, rep *initReport, want *BrokerConf) (*DaemonClient, DaemonHealth, error) {
+	wantBroker := want != nil
 	paths := c.Paths()
 	dc := newDaemonConnector(paths, c.env.Getenv)
 	wasUp := dc.probe(ctx) == probeUp
@@ -213,9 +253,9 @@ func initDaemon(ctx context.Context, c *cli, rep *initReport, wantBroker bool) (
 	if err != nil {
 		return nil, DaemonHealth{}, ipcFailure(err)
 	}
-	if wasUp && wantBroker && (h.EmbeddedBroker == nil || h.EmbeddedBroker.State != embeddedServing) {
-		// A daemon that ran before the block was written: a reload makes
-		// it serve the block (and retries one that failed).
+	if wasUp && wantBroker && (h.EmbeddedBroker == nil || h.EmbeddedBroker.State != embeddedServing || h.EmbeddedBroker.Listen != want.Listen) {
+		// A daemon that ran before the block was written (or moved): a
+		// reload makes it serve the block (and retries one that failed).
 		if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
 			return nil, DaemonHealth{}, ipcFailure(err)
 		}

@@ -156,3 +156,25 @@ func TestEmbeddedBrokerURLs(t *testing.T) {
 		})
 	}
 }
+
+// Before any mesh is joined the broker may move: leave local, init with a
+// new --listen, and local is made again on the new address.
+func TestInitMovesBrokerBeforeAnyMesh(t *testing.T) {
+	h := newTestHome(t)
+	stopDaemonAt(t, h.Paths)
+	first, res := initJSON(t, h, "--listen", "127.0.0.1:0")
+	if res.code != 0 {
+		t.Fatalf("init: %d %s", res.code, res.stderr)
+	}
+	if res := runBinary(t, h.env(), "leave", "local"); res.code != 0 {
+		t.Fatalf("leave: %d %s", res.code, res.stderr)
+	}
+	moved, res := initJSON(t, h, "--listen", "127.0.0.1:0")
+	if res.code != 0 {
+		t.Fatalf("init again: %d %s%s", res.code, res.stdout, res.stderr)
+	}
+	if moved.Broker.Listen == first.Broker.Listen || len(moved.Meshes) != 1 || moved.Meshes[0].BrokerURL != moved.Broker.URL ||
+		moved.Meshes[0].Link != string(LinkOpen) {
+		t.Fatalf("after the move: %+v (was %s)", moved, first.Broker.Listen)
+	}
+}

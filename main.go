@@ -42,6 +42,19 @@ var helpGroups = []string{groupStart, groupMesh, groupMessage, groupPeers, group
 // setup func, which returns the function that runs it.
 var commands = []*command{
 	{
+		name:    "demo",
+		summary: "see it work: two daemons, two sessions and their messages, in a temp dir on loopback",
+		detail: `Runs a broker and two daemons (members alice and bob, each with its own
+home) inside this process, on 127.0.0.1 and in a temp dir: alice creates a
+mesh and invites bob, each registers a session, then they send a DM each way,
+a group message and a broadcast. Prints each message's arrival and latency,
+the peer list and an inbox. Exits 0 only if every message arrived exactly
+once. Nothing is left running or on disk unless --keep. Your own
+~/.claudemesh is never touched.`,
+		group: groupStart,
+		setup: setupDemo,
+	},
+	{
 		name:    "init",
 		summary: "set up this machine: a broker in the daemon, a mesh 'local' on it, the daemon running",
 		detail: `Safe to run again: what exists is kept, and a second run changes nothing.
@@ -65,19 +78,6 @@ binary), the skill and the daemon service. Exits 1 when something needs
 fixing; warnings do not change the exit code. It changes nothing.`,
 		group: groupStart,
 		setup: setupDoctor,
-	},
-	{
-		name:    "demo",
-		summary: "see it work: two daemons, two sessions and their messages, in a temp dir on loopback",
-		detail: `Runs a broker and two daemons (members alice and bob, each with its own
-home) inside this process, on 127.0.0.1 and in a temp dir: alice creates a
-mesh and invites bob, each registers a session, then they send a DM each way,
-a group message and a broadcast. Prints each message's arrival and latency,
-the peer list and an inbox. Exits 0 only if every message arrived exactly
-once. Nothing is left running or on disk unless --keep. Your own
-~/.claudemesh is never touched.`,
-		group: groupStart,
-		setup: setupDemo,
 	},
 	{
 		name:       "peer list",
