@@ -10,8 +10,10 @@
 // offline (MessageTTL); keys the mesh never saw are refused. A send whose
 // (mesh, sender member, client_message_id) exists returns the original id.
 // Broadcasts, groups and topics resolve to the present connections (live or
-// in their grace window) of other members; this broker keeps no topic
-// membership, so `#topic` reaches them like a broadcast with `topic` set.
+// in their grace window) other than the sender's and its own daemon's, a
+// member's daemon standing in only for a member with no session reached
+// (multicastRecipients); this broker keeps no topic membership, so `#topic`
+// reaches them like a broadcast with `topic` set.
 package main
 
 import (
@@ -224,11 +226,14 @@ func (b *Broker) knownTarget(meshID, key string) (known, revoked bool, err error
 }
 
 // multicastRecipients resolves a broadcast, group or topic to the keys of the
-// mesh's present connections (live or in grace) other than the sender's own
-// member's, skipping hidden ones. A member's control-plane connection (its
-// daemon) is a recipient only when none of that member's sessions is: each
-// session gets its own copy, and the daemon's member copy would show every
-// one of them the message a second time.
+// mesh's present connections (live or in grace), skipping hidden ones, the
+// sender's own connection and its member's control-plane connections (its
+// daemon, its one-shot CLI links). The sender's sibling sessions — other
+// sessions of the same member, such as two sessions launched on one machine
+// — are recipients like anyone's. A member's control-plane connection is a
+// recipient only when none of that member's sessions is: each session gets
+// its own copy, and the daemon's member copy would show every one of them
+// the message a second time.
 func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -240,7 +245,10 @@ func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []st
 	var picked []*peer
 	withSession := map[string]bool{} // members with a session among the recipients
 	for _, p := range room.peers {
-		if p.memberID == me.memberID || !p.visible || seen[p.key] {
+		if p.key == me.key || !p.visible || seen[p.key] {
+			continue
+		}
+		if p.memberID == me.memberID && p.role == peerRoleControlPlane {
 			continue
 		}
 		if kind == targetGroup && !inGroup(p.groups, ref) {

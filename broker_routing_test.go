@@ -108,9 +108,9 @@ func TestBrokerDuplicateClientMessageID(t *testing.T) {
 	}
 }
 
-// Broadcasts reach every other member's connections except the sender's
-// member's; a member's daemon (control-plane) only when none of its
-// sessions is reached, so no session sees a broadcast twice.
+// Broadcasts reach every connection but the sender's and its own daemon's:
+// the sender's sibling sessions too; a member's daemon (control-plane) only
+// when none of its sessions is reached, so no session sees one twice.
 func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
@@ -119,7 +119,8 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 	aMember := connectMember(t, url, owner)
 	siblingKey := mustNewKeypair()
 	aSibling := connectSession(t, url, owner, siblingKey, "alice-2")
-	aSender := connectSession(t, url, owner, mustNewKeypair(), "alice-1")
+	senderKey := mustNewKeypair()
+	aSender := connectSession(t, url, owner, senderKey, "alice-1")
 	bMember := connectMember(t, url, bob)
 	bSess := dialTestClient(t, url)
 	h := signedSessionHello(t, bob, mustNewKeypair(), "bob-s", "bob-1", time.Now())
@@ -134,8 +135,8 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 	}{
 		// bob's session gets its copy and his daemon none; carol has no
 		// session, so her daemon gets hers.
-		{"*", []*testClient{bSess, cMember}},
-		{"@all", []*testClient{bSess, cMember}},
+		{"*", []*testClient{aSibling, bSess, cMember}},
+		{"@all", []*testClient{aSibling, bSess, cMember}},
 		{"@eng", []*testClient{bSess}},
 		{"@eng/backend", []*testClient{bSess}},
 	} {
@@ -149,13 +150,23 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 			}
 		})
 	}
-	// The sender's own member never gets its broadcasts: a DM marker sent
-	// after them reaches its sibling and member links first.
-	for own, key := range map[*testClient]string{aMember: owner.Pubkey, aSibling: siblingKey.PublicHex()} {
-		aSender.sendText(key, "marker", "")
-		if f := own.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "marker" {
-			t.Fatalf("sender's own member got %q", pushText(f))
-		}
+	// The sender's own daemon never gets its broadcasts, nor does the
+	// sender: a DM marker sent after them is the first thing each sees.
+	aSender.sendText(owner.Pubkey, "marker", "")
+	if f := aMember.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "marker" {
+		t.Fatalf("the sender's own daemon got %q", pushText(f))
+	}
+	aSibling.sendText(senderKey.PublicHex(), "sender marker", "")
+	if f := aSender.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "sender marker" {
+		t.Fatalf("the sender got %q back", pushText(f))
+	}
+	// A broadcast from the member itself (a CLI outside any session)
+	// reaches its sessions, not its daemon.
+	if ack := aMember.sendText("*", "from the member", ""); ack["queued"] != true {
+		t.Fatalf("ack = %v", ack)
+	}
+	for _, r := range []*testClient{aSender, aSibling, bSess, cMember} {
+		r.ackPush(r.expectPush("from the member"))
 	}
 	// bob's daemon stood back for his session: a DM marker is the first
 	// message it sees.

@@ -43,7 +43,7 @@ func httpGet(t testing.TB, url string) (int, string) {
 
 // A daemon whose config has a broker block serves that broker: /health and
 // /metrics answer on its address, the daemon's member link connects to it
-// like any other, and two sessions on it exchange DMs.
+// like any other, and two sessions on it exchange DMs and broadcasts.
 func TestEmbeddedBrokerServesSessions(t *testing.T) {
 	h := newTestHome(t)
 	h.writeMachineConfig(t, &Config{Version: 1, Broker: &BrokerConf{Listen: "127.0.0.1:0", Data: "broker"}})
@@ -92,6 +92,27 @@ func TestEmbeddedBrokerServesSessions(t *testing.T) {
 	streamA.next(t, "bob's DM", messageWith("hello alice"))
 	if n := countBody(inboxItems(t, bo.cl), "hello bob"); n != 1 {
 		t.Fatalf("bob's inbox holds %d copies, want 1", n)
+	}
+
+	// One machine, one member: the sessions are siblings, and a broadcast
+	// from one reaches the other (once), as does one from the member at a
+	// shell outside any session.
+	sendAndSettle(t, a.cl, "*", "lunch?")
+	streamB.next(t, "alice's broadcast", messageWith("lunch?"))
+	sendAndSettle(t, td.client(""), "*", "from the shell")
+	streamA.next(t, "the member's broadcast at alice", messageWith("from the shell"))
+	streamB.next(t, "the member's broadcast at bob", messageWith("from the shell"))
+	for _, s := range []testSession{a, bo} {
+		items := inboxItems(t, s.cl)
+		if n := countBody(items, "from the shell"); n != 1 {
+			t.Fatalf("%s's inbox holds %d copies of the member's broadcast, want 1", s.reg.DisplayName, n)
+		}
+	}
+	if n := countBody(inboxItems(t, bo.cl), "lunch?"); n != 1 {
+		t.Fatalf("bob's inbox holds %d copies of alice's broadcast, want 1", n)
+	}
+	if n := countBody(inboxItems(t, a.cl), "lunch?"); n != 0 {
+		t.Fatalf("alice's broadcast came back to her %d times", n)
 	}
 
 	// Shutdown stops the broker with the daemon.
