@@ -132,6 +132,34 @@ func coldRequest(ctx context.Context, cl *ColdLink, frame any, replyTypes ...str
 	return cl.Request(ctx, frame, replyTypes...)
 }
 
+// waitHealth polls the daemon's health every so often until done holds or
+// budget runs out, and returns the last health it read; the error is the
+// last failed read when none succeeded.
+func waitHealth(ctx context.Context, cl *DaemonClient, budget, every time.Duration, done func(DaemonHealth) bool) (DaemonHealth, error) {
+	deadline := time.Now().Add(budget)
+	var last DaemonHealth
+	var lastErr error = errors.New("no answer")
+	for {
+		h, err := cl.Health(ctx)
+		if err == nil {
+			last, lastErr = h, nil
+			if done(h) {
+				return h, nil
+			}
+		} else if lastErr != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			return last, lastErr
+		}
+		select {
+		case <-ctx.Done():
+			return last, lastErr
+		case <-time.After(every):
+		}
+	}
+}
+
 // ipcFailure turns an IPC error into a CLI error with a fitting exit code.
 func ipcFailure(err error) error {
 	var ie *IPCError

@@ -309,25 +309,18 @@ func embeddedBrokerFailure(eb *EmbeddedBrokerHealth, cfgPath string) error {
 	return exitError(exitFailure, fmt.Errorf("the embedded broker could not start: %s", eb.Error), hint)
 }
 
-// waitLinksOpen polls the daemon's health until every mesh of cfg has an
-// open link or the wait is over, and returns the last health.
+// waitLinksOpen waits (bounded) until every mesh of cfg has an open link
+// and returns the last health read.
 func waitLinksOpen(ctx context.Context, cl *DaemonClient, cfg *Config, wait time.Duration) DaemonHealth {
-	deadline := time.Now().Add(wait)
-	for {
-		h, err := cl.Health(ctx)
-		open := err == nil
+	h, _ := waitHealth(ctx, cl, wait, 20*time.Millisecond, func(h DaemonHealth) bool {
 		for _, m := range cfg.Meshes {
-			open = open && h.Brokers[m.Slug] == string(LinkOpen)
+			if h.Brokers[m.Slug] != string(LinkOpen) {
+				return false
+			}
 		}
-		if open || time.Now().After(deadline) {
-			return h
-		}
-		select {
-		case <-ctx.Done():
-			return h
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return true
+	})
+	return h
 }
 
 // initNextSteps are the commands to run next.

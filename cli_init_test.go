@@ -70,6 +70,10 @@ func TestInitTwiceChangesNothing(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "nothing changed") || !strings.Contains(res.stdout, "claudemesh launch --name alice") {
 		t.Fatalf("human second run: %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
+	res = runBinary(t, h.env(), "status")
+	if res.code != 0 || !strings.Contains(res.stdout, "embedded broker: "+rep.Broker.URL) || !strings.Contains(res.stdout, "mesh local: open") {
+		t.Fatalf("status after init: %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
 }
 
 // A machine that has joined a mesh gets no 'local'; its config is left as
