@@ -252,7 +252,7 @@ func insertMember(ctx context.Context, tx execer, m storedMember) error {
 
 const meshColumns = `id, slug, name, owner_pubkey, root_key, created_at`
 
-func scanMesh(row interface{ Scan(...any) error }) (storedMesh, error) {
+func scanMesh(row rowScanner) (storedMesh, error) {
 	var m storedMesh
 	var created int64
 	err := row.Scan(&m.ID, &m.Slug, &m.Name, &m.OwnerPubkey, &m.RootKey, &created)
@@ -280,7 +280,7 @@ func (s *sqliteBrokerStore) AddMember(ctx context.Context, m storedMember) error
 
 const memberColumns = `id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at`
 
-func scanMember(row interface{ Scan(...any) error }) (storedMember, error) {
+func scanMember(row rowScanner) (storedMember, error) {
 	var m storedMember
 	var groups string
 	var created int64
@@ -300,19 +300,7 @@ func (s *sqliteBrokerStore) MemberByPubkey(ctx context.Context, meshID, pubkey s
 
 func (s *sqliteBrokerStore) Members(ctx context.Context, meshID string) ([]storedMember, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? ORDER BY created_at, id`, meshID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []storedMember
-	for rows.Next() {
-		m, err := scanMember(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanMember)
 }
 
 func (s *sqliteBrokerStore) SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error {
@@ -471,7 +459,7 @@ func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage
 const messageColumns = `m.seq, m.id, m.mesh_id, m.sender_member_id, m.sender_pubkey, m.sender_member_pubkey, m.sender_name, m.target_spec, m.priority,
 	m.nonce, m.ciphertext, m.created_at, m.expires_at, coalesce(m.client_message_id, ''), m.request_fingerprint, m.reply_to_id, m.subtype, m.topic`
 
-func scanMessage(row interface{ Scan(...any) error }) (storedMessage, error) {
+func scanMessage(row rowScanner) (storedMessage, error) {
 	var m storedMessage
 	var created, expires int64
 	err := row.Scan(&m.Seq, &m.ID, &m.MeshID, &m.SenderMemberID, &m.SenderPubkey, &m.SenderMemberPubkey, &m.SenderName, &m.TargetSpec, &m.Priority,
@@ -484,19 +472,7 @@ func (s *sqliteBrokerStore) PendingFor(ctx context.Context, meshID, key string, 
 	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM deliveries d JOIN messages m ON m.id = d.message_id
 		WHERE d.mesh_id = ? AND d.recipient_key = ? AND d.delivered_at IS NULL AND d.expires_at > ? AND m.seq > ?
 		ORDER BY m.seq LIMIT ?`, meshID, key, ms(now), afterSeq, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []storedMessage
-	for rows.Next() {
-		m, err := scanMessage(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanMessage)
 }
 
 func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
@@ -547,7 +523,7 @@ func (s *sqliteBrokerStore) SetState(ctx context.Context, meshID string, e State
 	return err
 }
 
-func scanState(row interface{ Scan(...any) error }) (StateEntry, error) {
+func scanState(row rowScanner) (StateEntry, error) {
 	var e StateEntry
 	var value string
 	var at int64
@@ -565,19 +541,7 @@ func (s *sqliteBrokerStore) GetState(ctx context.Context, meshID, key string) (S
 
 func (s *sqliteBrokerStore) ListState(ctx context.Context, meshID string) ([]StateEntry, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT key, value, updated_by, updated_at FROM state WHERE mesh_id = ? ORDER BY key`, meshID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []StateEntry{}
-	for rows.Next() {
-		e, err := scanState(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanState)
 }
 
 // Memory.
@@ -686,7 +650,7 @@ func (s *sqliteBrokerStore) PutSkill(ctx context.Context, meshID string, sk Skil
 	return err
 }
 
-func scanSkill(row interface{ Scan(...any) error }) (Skill, error) {
+func scanSkill(row rowScanner) (Skill, error) {
 	var sk Skill
 	var tags string
 	var manifest sql.NullString
@@ -715,19 +679,7 @@ func (s *sqliteBrokerStore) ListSkills(ctx context.Context, meshID, query string
 	rows, err := s.r.QueryContext(ctx, `SELECT name, description, instructions, tags, author, manifest, created_at
 		FROM skills WHERE mesh_id = ? AND (? = '' OR lower(name) LIKE ? ESCAPE '\' OR lower(description) LIKE ? ESCAPE '\' OR lower(tags) LIKE ? ESCAPE '\')
 		ORDER BY name`, meshID, query, like, like, like)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Skill{}
-	for rows.Next() {
-		sk, err := scanSkill(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sk)
-	}
-	return out, rows.Err()
+	return collect(rows, err, scanSkill)
 }
 
 func (s *sqliteBrokerStore) RemoveSkill(ctx context.Context, meshID, name string) (bool, error) {

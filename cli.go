@@ -290,6 +290,17 @@ func splitArgs(args []string, kinds map[string]bool) (parsedArgs, error) {
 	return p, nil
 }
 
+// hasFlagArg reports whether any argument is (or ends flag parsing like) a
+// flag, as splitArgs would see it.
+func hasFlagArg(args []string) bool {
+	for _, a := range args {
+		if len(a) >= 2 && a[0] == '-' {
+			return true
+		}
+	}
+	return false
+}
+
 func looksLikeKnownFlag(s string, kinds map[string]bool) bool {
 	if !strings.HasPrefix(s, "--") {
 		return false
@@ -331,7 +342,13 @@ func findCommand(table []*command, words []string) (*command, int) {
 
 // dispatch parses argv, finds the verb, applies its flags and runs it.
 func (c *cli) dispatch(ctx context.Context, args []string) error {
-	p, err := splitArgs(args, flagKinds(c.commands))
+	var kinds map[string]bool
+	if hasFlagArg(args) {
+		// Knowing every verb's flags means building every verb's flag set:
+		// only worth it when there are flags to tell apart.
+		kinds = flagKinds(c.commands)
+	}
+	p, err := splitArgs(args, kinds)
 	if err != nil {
 		return err
 	}

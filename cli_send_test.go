@@ -24,6 +24,7 @@ func TestSendVerb(t *testing.T) {
 	if ev["sender_pubkey"] != a.pub() {
 		t.Fatalf("CLI DM from %v, want alice's session", ev["sender_pubkey"])
 	}
+	firstID, _ := ev["broker_message_id"].(string)
 
 	r = runCLI(t, env, "message", "send", b.pub()[:6], "by prefix", "--json", "--priority", "now")
 	var doc map[string]any
@@ -52,6 +53,13 @@ func TestSendVerb(t *testing.T) {
 		t.Fatalf("broadcast = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	streamB.next(t, "the broadcast", messageWith("to all"))
+	if r := runCLI(t, env, "send", "#ops", "on topic", "--reply-to", firstID); r.code != 0 {
+		t.Fatalf("topic send = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	ev = eventData(streamB.next(t, "the topic message", messageWith("on topic")))
+	if ev["topic"] != "ops" || ev["reply_to_id"] != firstID {
+		t.Fatalf("topic message = %v, want topic ops replying to %s", ev, firstID)
+	}
 	if r := runCLI(t, env, "send", "bert"); r.code != exitUsage {
 		t.Fatalf("send without a message = %d", r.code)
 	}

@@ -246,7 +246,7 @@ func (dr *drainer) notify(id string, now *outboxRow) {
 	}
 }
 
-// Waiter is a registration for a row's next state change; register before
+// rowWaiter is a registration for a row's next state change; register before
 // the row can change, so that the change cannot be missed.
 type rowWaiter struct {
 	dr *drainer

@@ -10,8 +10,9 @@
 //   - system events about our own member or any of our session keys are
 //     dropped (self-join filter).
 //
-// Without a MessageSink the daemon neither stores nor acks message pushes,
-// so the broker keeps them queued for a daemon that can.
+// The MessageSink is the inbox (inbox.go) unless a test supplies its own;
+// without one the daemon would neither store nor ack message pushes, so the
+// broker would keep them queued for a daemon that can.
 package main
 
 import (

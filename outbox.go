@@ -401,6 +401,9 @@ func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
 	return &sendInput{sendRequest: body, Fingerprint: fp[:]}, nil
 }
 
+// handleSend is POST /v1/send: validate, answer a known idempotency key from
+// the store, else resolve, encrypt and accept; with wait_ms, wait for the
+// broker's answer before replying.
 func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 	data, err := req.readBody()
 	if err != nil {
@@ -416,7 +419,7 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 		return nil, err
 	}
 	var w *rowWaiter
-	known := (*outboxRow)(nil) // the row's state as of the watch, when certain
+	var known *outboxRow // the row's state as of the watch, when certain
 	if res == nil {
 		row, err := d.prepareSend(ctx, in, req.session)
 		if err != nil {

@@ -345,22 +345,15 @@ func TestBrokerRestartWithQueuedDMs(t *testing.T) {
 	b2, _ := startBrokerAt(t, addr, opts)
 	h2 := newTestHome(t)
 	h2.writeConfig(t, bob)
-	// The daemon's link may drain the queue before any stream could
-	// subscribe, so the inbox is what is waited on.
-	d2 := startTestDaemon(t, h2, nil)
-	var items []inboxItem
-	waitFor(t, "both queued DMs in the inbox", func() bool {
-		items = inboxItems(t, d2.client(""))
-		return len(items) >= 2
-	})
-	waitFor(t, "both delivered", func() bool { return pendingFor(t, b2, me.MeshID, bob.Pubkey) == 0 })
-	items = inboxItems(t, d2.client(""))
+	d2 := startTestDaemon(t, h2, nil) // the broker pushes what it queued as soon as the link opens
+	waitFor(t, "both delivered and acked", func() bool { return pendingFor(t, b2, me.MeshID, bob.Pubkey) == 0 })
+	items := inboxItems(t, d2.client(""))
 	if got := bodies(items); got != "queued two,queued one" && got != "queued one,queued two" {
-		t.Fatalf("inbox = %q", got)
+		t.Fatalf("inbox = %q, want each queued DM once", got)
 	}
 	for _, it := range items {
 		if *it.Body == "queued one" && it.SenderPubkey != a.pub() {
-			t.Fatalf("queued DM from %v, want alice's session", it.SenderPubkey)
+			t.Fatalf("queued DM from %s, want alice's session", it.SenderPubkey)
 		}
 	}
 }

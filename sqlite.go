@@ -102,13 +102,14 @@ func noRows(err error) error {
 // rowScanner is a *sql.Row or *sql.Rows.
 type rowScanner interface{ Scan(dest ...any) error }
 
-// collect scans every row of a query with scan.
+// collect scans every row of a query with scan (an empty result is an
+// empty slice, never nil, so that it encodes as []).
 func collect[T any](rows *sql.Rows, err error, scan func(rowScanner) (T, error)) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []T
+	out := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
