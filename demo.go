@@ -160,13 +160,14 @@ type demoLatency struct {
 
 // demo is one run.
 type demo struct {
-	c        *cli
-	dir      string
-	keep     bool
-	broker   *ServingBroker
-	peers    []*demoPeer
-	started  time.Time
-	problems []string
+	c         *cli
+	dir       string
+	keep      bool
+	broker    *ServingBroker
+	brokerLog *os.File
+	peers     []*demoPeer
+	started   time.Time
+	problems  []string
 }
 
 // say prints a transcript line (nothing in --json mode).
@@ -234,7 +235,7 @@ func (d *demo) run(ctx context.Context) (demoSummary, error) {
 	if err != nil {
 		return sum, err
 	}
-	defer logf.Close()
+	d.brokerLog = logf // closed after the broker stops
 	d.broker, err = startServingBroker(BrokerOptions{DataDir: filepath.Join(d.dir, "broker"),
 		Logger: slog.New(slog.NewJSONHandler(logf, nil))}, "127.0.0.1:0")
 	if err != nil {
@@ -659,6 +660,9 @@ func (d *demo) cleanup() error {
 		if err := d.broker.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("broker: %w", err))
 		}
+	}
+	if d.brokerLog != nil {
+		d.brokerLog.Close()
 	}
 	if !d.keep {
 		if err := os.RemoveAll(d.dir); err != nil {
