@@ -107,37 +107,34 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 		return err
 	}
 	fresh := len(cfg.Meshes) == 0
-	if fresh && cfg.Broker == nil {
+	var write *BrokerConf // a broker block to write, and why
+	var why string
+	switch {
+	case fresh && cfg.Broker == nil:
 		conf, err := initBrokerConf(f.listen, filepath.Join(paths.MachineConfigDir, "broker"))
 		if err != nil {
 			return err
 		}
-		if err := updateConfig(cfgPath, func(cfg *Config) error {
-			if cfg.Broker == nil {
-				cfg.Broker = &conf
-			}
-			return nil
-		}); err != nil {
-			return err
-		}
-		rep.did("config: embedded broker on %s (data %s)", conf.Listen, conf.Data)
-		cfg.Broker = &conf
-	} else if fresh && f.listenSet && f.listen != cfg.Broker.Listen {
+		write, why = &conf, fmt.Sprintf("config: embedded broker on %s (data %s)", conf.Listen, conf.Data)
+	case fresh && f.listenSet && f.listen != cfg.Broker.Listen:
 		// No mesh lives on the broker yet, so it may move.
 		conf, err := initBrokerConf(f.listen, cfg.Broker.Data)
 		if err != nil {
 			return err
 		}
+		write, why = &conf, fmt.Sprintf("config: embedded broker moved from %s to %s", cfg.Broker.Listen, conf.Listen)
+	case !fresh && f.listenSet && (cfg.Broker == nil || f.listen != cfg.Broker.Listen):
+		c.warnf("--listen is ignored: this machine has joined meshes, whose broker address must stay put")
+	}
+	if write != nil {
 		if err := updateConfig(cfgPath, func(cfg *Config) error {
-			cfg.Broker = &conf
+			cfg.Broker = write
 			return nil
 		}); err != nil {
 			return err
 		}
-		rep.did("config: embedded broker moved from %s to %s", cfg.Broker.Listen, conf.Listen)
-		cfg.Broker = &conf
-	} else if !fresh && f.listenSet && (cfg.Broker == nil || f.listen != cfg.Broker.Listen) {
-		c.warnf("--listen is ignored: this machine has joined meshes, whose broker address must stay put")
+		rep.did("%s", why)
+		cfg.Broker = write
 	}
 
 	cl, h, err := initDaemon(ctx, c, rep, cfg.Broker)
