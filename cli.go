@@ -325,6 +325,18 @@ func unknownFlagError(arg string, kinds map[string]bool) error {
 	return err
 }
 
+// expandWorkspace rewrites `workspace <verb> …` to the verb it names.
+func expandWorkspace(words []string) []string {
+	if len(words) < 2 || words[0] != "workspace" {
+		return words
+	}
+	canon, ok := workspaceVerbs[words[1]]
+	if !ok {
+		return words
+	}
+	return append(strings.Fields(canon), words[2:]...)
+}
+
 // findCommand matches the longest run of leading words against the table.
 func findCommand(table []*command, words []string) (*command, int) {
 	for n := min(len(words), 3); n > 0; n-- {
@@ -352,6 +364,7 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	p.words = expandWorkspace(p.words)
 	cmd, used := findCommand(c.commands, p.words)
 	if cmd == nil {
 		// Global flags still mean something without a verb.

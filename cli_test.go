@@ -272,3 +272,38 @@ func TestColour(t *testing.T) {
 		}
 	}
 }
+
+// `workspace <verb>` is another name for the mesh and launch verbs.
+func TestWorkspaceAliasSurface(t *testing.T) {
+	for _, tc := range []struct {
+		words []string
+		want  []string
+	}{
+		{[]string{"workspace", "ls", "x"}, []string{"mesh", "list", "x"}},
+		{[]string{"workspace", "open"}, []string{"launch"}},
+		{[]string{"workspace", "share"}, []string{"invite"}},
+		{[]string{"workspace", "frob"}, []string{"workspace", "frob"}},
+		{[]string{"send", "workspace", "ls"}, []string{"send", "workspace", "ls"}},
+	} {
+		if got := expandWorkspace(tc.words); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("expandWorkspace(%q) = %q, want %q", tc.words, got, tc.want)
+		}
+	}
+	for canon := range workspaceVerbs {
+		if cmd, n := findCommand(commands, strings.Fields(workspaceVerbs[canon])); cmd == nil || n != len(strings.Fields(workspaceVerbs[canon])) {
+			t.Errorf("workspace %s names %q, which is not a verb", canon, workspaceVerbs[canon])
+		}
+	}
+	home := t.TempDir()
+	env := map[string]string{"HOME": home}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"workspace", "list", "--json", "--no-daemon"},
+		Env{Getenv: func(k string) string { return env[k] }, Stdout: &stdout, Stderr: &stderr})
+	if code != 0 || !strings.HasPrefix(strings.TrimSpace(stdout.String()), "[") {
+		t.Fatalf("workspace list --json = exit %d, %q, %q", code, stdout.String(), stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"workspace", "frob"}, Env{Stderr: &stderr}); code != exitUsage || !strings.Contains(stderr.String(), "one of: add, connect") {
+		t.Fatalf("workspace frob = exit %d, %q", code, stderr.String())
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -37,6 +39,27 @@ const (
 )
 
 var helpGroups = []string{groupStart, groupMesh, groupMessage, groupPeers, groupShared, groupSession, groupDaemon, groupOther}
+
+// workspaceVerbs is the `workspace <verb>` alias surface: other names for
+// the mesh and launch verbs, as claudemesh users know them.
+var workspaceVerbs = map[string]string{
+	"launch": "launch", "connect": "launch", "open": "launch",
+	"list": "mesh list", "ls": "mesh list",
+	"create": "mesh create", "new": "mesh create",
+	"join": "join", "add": "join",
+	"share": "invite", "invite": "invite",
+	"leave": "leave", "rm": "leave", "delete": "leave",
+}
+
+// workspaceSummary lists the workspace verbs, sorted.
+func workspaceSummary() string {
+	names := make([]string, 0, len(workspaceVerbs))
+	for k := range workspaceVerbs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
 
 // commands is the verb table. A verb's flags live in a struct set up by its
 // setup func, which returns the function that runs it.
@@ -390,6 +413,20 @@ broker needs its create token (--create-token).`,
 		summary: "forget a mesh on this machine (its member key is deleted)",
 		group:   groupMesh,
 		setup:   setupLeave,
+	},
+	{
+		name:    "workspace",
+		args:    "<verb>",
+		summary: "the mesh verbs under another name: " + workspaceSummary(),
+		group:   groupMesh,
+		setup: func(fs *flagSet) runFunc {
+			return func(ctx context.Context, c *cli, args []string) error {
+				if len(args) == 0 {
+					return withHint(usageError("'workspace' needs a verb"), "one of: "+workspaceSummary())
+				}
+				return withHint(usageError("unknown verb \"workspace %s\"", args[0]), "one of: "+workspaceSummary())
+			}
+		},
 	},
 	{
 		name:    "broker serve",
