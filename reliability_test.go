@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -176,6 +177,18 @@ func (p *tcpProxy) serve(client net.Conn) {
 		}
 	}
 	closeBoth()
+}
+
+// cut drops every connection the proxy carries now; clients reconnect
+// through it.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // route returns m with its broker reached through the proxy.
@@ -354,6 +367,107 @@ func TestBrokerRestartWithQueuedDMs(t *testing.T) {
 	for _, it := range items {
 		if *it.Body == "queued one" && it.SenderPubkey != a.pub() {
 			t.Fatalf("queued DM from %s, want alice's session", it.SenderPubkey)
+		}
+	}
+}
+
+// waitLong is waitFor with a longer bound, for a convergence that has many
+// reconnects to go through on a slow machine.
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(6 * testWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Links flapping during a burst of sends: every few sends the proxy in front
+// of the broker drops every connection of both daemons (member and session
+// links), so sends, acks, pushes and client_acks are cut wherever they
+// happen to be; cuts go on while the recipient stores the pushes, between a
+// push and its client_ack. At the end each message is in the recipient's inbox exactly
+// once, published once, every outbox row is done, and the broker holds
+// nothing undelivered.
+func TestLinksFlappingDuringBurstDeliverExactlyOnce(t *testing.T) {
+	// Every link reconnects at each cut, all from 127.0.0.1: lift the
+	// per-IP handshake rate, which would only slow the test down.
+	opts := msgBrokerOptions()
+	opts.HandshakeBurst, opts.HandshakePerMinute = 10_000, 1_000_000
+	b, url := startTestBrokerWith(t, opts)
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+	proxy := startTCPProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws"))
+	quickRetry := func(o *DaemonOptions) {
+		o.Drain.BackoffBase, o.Drain.BackoffMax = 5*time.Millisecond, 50*time.Millisecond
+	}
+	h1, h2 := newTestHome(t), newTestHome(t)
+	h1.writeConfig(t, proxy.route(me))
+	h2.writeConfig(t, proxy.route(bob))
+	d1 := startTestDaemon(t, h1, quickRetry)
+	d2 := startTestDaemon(t, h2, quickRetry)
+	d1.waitLink(t, "alpha", LinkOpen)
+	d2.waitLink(t, "alpha", LinkOpen)
+	alice := registerTestSession(t, d1, me, "alice")
+	bert := registerTestSession(t, d2, bob, "bert")
+	stream := subscribe(t, d2, "")
+
+	// Three flows: session to session, member to member, and a broadcast
+	// from the session (bob's copy goes to his session, not his daemon).
+	const n = 60
+	want := map[string]bool{}
+	for i := 0; i < n; i++ {
+		text := fmt.Sprintf("flap %02d", i)
+		want[text] = true
+		switch i % 3 {
+		case 0:
+			ipcSend(t, alice.cl, map[string]any{"to": bert.pub(), "message": text})
+		case 1:
+			ipcSend(t, d1.client(""), map[string]any{"to": bob.Pubkey, "message": text})
+		case 2:
+			ipcSend(t, alice.cl, map[string]any{"to": "*", "message": text})
+		}
+		if i%6 == 5 {
+			proxy.cut()
+		}
+	}
+
+	seen := map[string]int{}
+	for len(seen) < n {
+		ev := stream.next(t, "the burst's message events", func(ev DaemonEvent) bool { return ev.Kind == eventMessage })
+		body, _ := eventData(ev)["body"].(string)
+		if !want[body] {
+			t.Fatalf("unexpected message event %v", eventData(ev))
+		}
+		seen[body]++
+		if len(seen)%7 == 0 {
+			proxy.cut() // just after a push was stored: its client_ack may be lost
+		}
+	}
+	waitLong(t, "every outbox row done", func() bool {
+		var out struct {
+			Items []outboxView `json:"items"`
+		}
+		err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=done&limit=500", nil, &out)
+		return err == nil && len(out.Items) == n
+	})
+	waitLong(t, "nothing undelivered at the broker", func() bool {
+		return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 && pendingFor(t, b, me.MeshID, bert.pub()) == 0
+	})
+	items := inboxItems(t, d2.client(""), "limit", "1000")
+	if len(items) != n {
+		t.Fatalf("inbox holds %d rows, want %d: %s", len(items), n, bodies(items))
+	}
+	for _, it := range items {
+		if it.Body == nil || !want[*it.Body] || countBody(items, *it.Body) != 1 {
+			t.Fatalf("inbox row %+v is not one of the burst's messages exactly once", it)
+		}
+	}
+	for body, k := range seen {
+		if k != 1 {
+			t.Fatalf("%q published %d times", body, k)
 		}
 	}
 }
