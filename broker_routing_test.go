@@ -323,3 +323,133 @@ func TestBrokerGraceReattachIsSilent(t *testing.T) {
 		t.Fatalf("peer_left = %v", left)
 	}
 }
+
+// fullSend sends text with every optional field set and returns the frame
+// and its ack.
+func (tc *testClient) fullSend(target, text, priority string) (SendFrame, frame) {
+	tc.t.Helper()
+	nonce, ct := plainBody([]byte(text))
+	id := newUUID()
+	f := SendFrame{Type: frameSend, ID: id, ClientMessageID: id, RequestFingerprint: "fp-" + id[:8], TargetSpec: target,
+		Priority: priority, Nonce: nonce, Ciphertext: ct, ReplyToID: "reply-" + id[:4], Subtype: "reminder"}
+	tc.sendJSON(f)
+	ack := tc.expect(frameAck, func(a frame) bool { return a.str("id") == id })
+	if ack["queued"] != true {
+		tc.t.Fatalf("send %q: ack = %v", text, ack)
+	}
+	return f, ack
+}
+
+// checkFullPush checks that a push carries every field of the send it
+// delivers (SPEC §4.4), whichever path it took.
+func checkFullPush(t *testing.T, push frame, sent SendFrame, ack frame, meshID, senderKey, senderMember, senderName string) {
+	t.Helper()
+	want := map[string]string{"messageId": ack.str("messageId"), "meshId": meshID, "senderPubkey": senderKey,
+		"senderMemberPubkey": senderMember, "senderName": senderName, "priority": sent.Priority, "nonce": sent.Nonce,
+		"ciphertext": sent.Ciphertext, "client_message_id": sent.ClientMessageID, "request_fingerprint": sent.RequestFingerprint,
+		"replyToId": sent.ReplyToID, "subtype": sent.Subtype}
+	if topic, ok := strings.CutPrefix(sent.TargetSpec, "#"); ok {
+		want["topic"] = topic
+	}
+	for k, v := range want {
+		if push.str(k) != v {
+			t.Errorf("push[%s] = %q, want %q (push %v)", k, push.str(k), v, push)
+		}
+	}
+	if _, err := time.Parse(time.RFC3339, push.str("createdAt")); err != nil {
+		t.Errorf("push createdAt = %q", push.str("createdAt"))
+	}
+}
+
+// Every push carries the full field set whichever way it reached the
+// recipient: at send time, re-pushed after its lease, fanned out to a
+// broadcast or a topic, drained when an offline key connects, released when
+// a busy recipient is idle again, or drained by a restarted broker.
+func TestBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
+	dir := t.TempDir()
+	opts := BrokerOptions{DataDir: dir, Lease: 100 * time.Millisecond, SweepInterval: 20 * time.Millisecond, Grace: time.Hour}
+	b, url := startTestBrokerWith(t, opts)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	aMember := connectMember(t, url, owner)
+	aliceKey := mustNewKeypair()
+	aSess := connectSession(t, url, owner, aliceKey, "alice-1")
+	bMember := connectMember(t, url, bob)
+	bobKey := mustNewKeypair()
+	fromSession := func(push frame, sent SendFrame, ack frame) {
+		t.Helper()
+		checkFullPush(t, push, sent, ack, owner.MeshID, aliceKey.PublicHex(), owner.Pubkey, "alice-1")
+	}
+	fromMember := func(push frame, sent SendFrame, ack frame) {
+		t.Helper()
+		checkFullPush(t, push, sent, ack, owner.MeshID, owner.Pubkey, owner.Pubkey, "alice")
+	}
+	body := func(sent SendFrame) string { raw, _ := unb64(sent.Ciphertext); return string(raw) }
+
+	t.Run("at send time", func(t *testing.T) {
+		sent, ack := aSess.fullSend(bob.Pubkey, "live", priorityNow)
+		push := bMember.expectPush(body(sent))
+		fromSession(push, sent, ack)
+		bMember.ackPush(push)
+	})
+	t.Run("re-pushed after its lease", func(t *testing.T) {
+		sent, ack := aMember.fullSend(bob.Pubkey, "lease", priorityNext)
+		bMember.expectPush(body(sent)) // not acked
+		push := bMember.expectPush(body(sent))
+		fromMember(push, sent, ack)
+		bMember.ackPush(push)
+	})
+	t.Run("broadcast", func(t *testing.T) {
+		sent, ack := aSess.fullSend("*", "to everyone", priorityLow)
+		push := bMember.expectPush(body(sent))
+		fromSession(push, sent, ack)
+		bMember.ackPush(push)
+	})
+	t.Run("topic", func(t *testing.T) {
+		sent, ack := aSess.fullSend("#news", "on the topic", priorityNext)
+		push := bMember.expectPush(body(sent))
+		fromSession(push, sent, ack)
+		bMember.ackPush(push)
+	})
+	t.Run("drained when an offline key connects", func(t *testing.T) {
+		s := connectSession(t, url, bob, bobKey, "bob-1")
+		s.ws.Close(websocket.StatusNormalClosure, "away")
+		waitFor(t, "bob's session offline", func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, p := range b.rooms[owner.MeshID].peers {
+				if p.key == bobKey.PublicHex() {
+					return p.conn == nil
+				}
+			}
+			return false
+		})
+		sent, ack := aSess.fullSend(bobKey.PublicHex(), "while away", priorityNext)
+		s2 := connectSession(t, url, bob, bobKey, "bob-1")
+		push := s2.expectPush(body(sent))
+		fromSession(push, sent, ack)
+		s2.ackPush(push)
+	})
+	t.Run("released when the recipient is idle again", func(t *testing.T) {
+		bMember.roundTrip(map[string]any{"type": frameSetStatus, "status": statusDND})
+		sent, ack := aMember.fullSend(bob.Pubkey, "held", priorityLow)
+		bMember.roundTrip(map[string]any{"type": frameSetStatus, "status": statusIdle})
+		push := bMember.expectPush(body(sent))
+		fromMember(push, sent, ack)
+		bMember.ackPush(push)
+	})
+	t.Run("drained by a restarted broker", func(t *testing.T) {
+		bMember.ws.Close(websocket.StatusNormalClosure, "away")
+		sent, ack := aSess.fullSend(bob.Pubkey, "across a restart", priorityNext)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		b2, url2 := startTestBrokerWith(t, opts)
+		bob.BrokerURL = url2
+		bm := connectMember(t, url2, bob)
+		push := bm.expectPush(body(sent))
+		fromSession(push, sent, ack)
+		bm.ackPush(push)
+		waitFor(t, "delivered", func() bool { return pendingFor(t, b2, owner.MeshID, bob.Pubkey) == 0 })
+	})
+}
