@@ -224,30 +224,6 @@ func TestBrokerRestartLosesNoQueuedMessage(t *testing.T) {
 	})
 }
 
-func TestBrokerPriorityGating(t *testing.T) {
-	b, url := startTestBroker(t)
-	owner := newTestMesh(t, b, url, "team", "alice")
-	bob := addTestMember(t, b, owner, "bob", roleMember)
-	a := connectMember(t, url, owner)
-	bc := connectMember(t, url, bob)
-	bc.roundTrip(map[string]any{"type": frameSetStatus, "status": statusWorking})
-	send := func(text, priority string) {
-		nonce, ct := plainBody([]byte(text))
-		id := newUUID()
-		a.sendJSON(SendFrame{Type: frameSend, ID: id, TargetSpec: bob.Pubkey, Priority: priority, Nonce: nonce, Ciphertext: ct})
-		a.expect(frameAck, func(f frame) bool { return f.str("id") == id })
-	}
-	send("later", priorityNext)
-	send("low", priorityLow)
-	send("urgent", priorityNow)
-	if f := bc.expect(framePush, func(f frame) bool { return f.str("subtype") == "" }); pushText(f) != "urgent" {
-		t.Fatalf("working peer got %q first, want only the now message", pushText(f))
-	}
-	bc.roundTrip(map[string]any{"type": frameSetStatus, "status": statusIdle})
-	bc.expectPush("later")
-	bc.expectPush("low")
-}
-
 func TestBrokerSendRateLimitAndSize(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{SendBurst: 3, SendPerMinute: 1, MaxMessageBytes: 1024})
 	owner := newTestMesh(t, b, url, "team", "alice")
@@ -452,4 +428,67 @@ func TestBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
 		bm.ackPush(push)
 		waitFor(t, "delivered", func() bool { return pendingFor(t, b2, owner.MeshID, bob.Pubkey) == 0 })
 	})
+}
+
+// Priority gating by status: working and dnd recipients get only `now`
+// messages — DMs, broadcasts and group messages alike — and what was held
+// is pushed when the status returns to idle.
+func TestBrokerPriorityGatingTruthTable(t *testing.T) {
+	for _, status := range []string{statusIdle, statusWorking, statusDND} {
+		for _, priority := range []string{priorityNow, priorityNext, priorityLow} {
+			want := status != statusIdle && priority != priorityNow
+			if got := held(status, priority); got != want {
+				t.Errorf("held(%s, %s) = %v, want %v", status, priority, got, want)
+			}
+		}
+	}
+
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	bc := dialTestClient(t, url)
+	h := signedSessionHello(t, bob, mustNewKeypair(), "bob-s", "bob-1", time.Now())
+	h.Groups = []GroupRef{{Name: "ops"}}
+	bc.sendJSON(h)
+	bc.expect(frameHelloAck, nil)
+	bobKey := h.SessionPubkey
+	send := func(target, text, priority string) {
+		nonce, ct := plainBody([]byte(text))
+		id := newUUID()
+		a.sendJSON(SendFrame{Type: frameSend, ID: id, TargetSpec: target, Priority: priority, Nonce: nonce, Ciphertext: ct})
+		if ack := a.expect(frameAck, func(f frame) bool { return f.str("id") == id }); ack["queued"] != true {
+			t.Fatalf("ack = %v", ack)
+		}
+	}
+	nextPush := func() string {
+		f := bc.expect(framePush, func(f frame) bool { return f.str("subtype") != subtypeSystem })
+		bc.ackPush(f)
+		return pushText(f)
+	}
+	for _, status := range []string{statusWorking, statusDND} {
+		for _, target := range []string{bobKey, "*", "@ops"} {
+			bc.roundTrip(map[string]any{"type": frameSetStatus, "status": status})
+			send(target, status+" next", priorityNext)
+			send(target, status+" low", priorityLow)
+			send(target, status+" now", priorityNow)
+			if got := nextPush(); got != status+" now" {
+				t.Fatalf("%s: a %s recipient got %q first, want only the now message", target, status, got)
+			}
+			// Another busy status holds them still; idle releases them, oldest first.
+			other := map[string]string{statusWorking: statusDND, statusDND: statusWorking}[status]
+			bc.roundTrip(map[string]any{"type": frameSetStatus, "status": other})
+			send(target, status+" marker", priorityNow)
+			if got := nextPush(); got != status+" marker" {
+				t.Fatalf("%s: after %s → %s the recipient got %q, want the marker", target, status, other, got)
+			}
+			bc.roundTrip(map[string]any{"type": frameSetStatus, "status": statusIdle})
+			if got := nextPush(); got != status+" next" {
+				t.Fatalf("%s: idle again: got %q first, want the next message", target, got)
+			}
+			if got := nextPush(); got != status+" low" {
+				t.Fatalf("%s: idle again: got %q second, want the low message", target, got)
+			}
+		}
+	}
 }
