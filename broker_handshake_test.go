@@ -286,3 +286,92 @@ func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
 		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "s3", "x", time.Now()), codeRateLimit, closePolicy)
 	})
 }
+
+// A refused handshake changes nothing: no presence, no peer_joined, no
+// session key learnt (a DM to it stays unknown_target), a ban stays.
+func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	eve := addTestMember(t, b, owner, "eve", roleMember)
+	observer := connectMember(t, url, owner)
+	if ban := observer.roundTrip(map[string]any{"type": frameBan, "target": "eve"}); ban.str("type") != frameBanAck {
+		t.Fatalf("ban = %v", ban)
+	}
+	bobKp, _ := bob.Keypair()
+	now := time.Now()
+
+	var sessionKeys []string
+	sessionHelloWith := func(m Mesh, mutate func(h *SessionHelloFrame, s Keypair)) SessionHelloFrame {
+		s := mustNewKeypair()
+		sessionKeys = append(sessionKeys, s.PublicHex())
+		h := signedSessionHello(t, m, s, "s-"+s.PublicHex()[:6], "intruder", now)
+		if mutate != nil {
+			mutate(&h, s)
+		}
+		return h
+	}
+	replayed := signedHello(t, bob, "daemon-bob", "", now)
+	first := dialTestClient(t, url)
+	first.sendJSON(replayed)
+	first.expect(frameHelloAck, nil)
+	first.ws.Close(websocket.StatusNormalClosure, "done")
+	observer.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined })
+	waitFor(t, "bob's first socket gone", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.rooms[owner.MeshID].liveCount() == 1
+	})
+	before := peersOf(observer) // bob's first presence is in its grace window
+
+	for _, c := range []struct {
+		name  string
+		hello any
+		code  string
+		close websocket.StatusCode
+	}{
+		{"hello with a bad signature", func() HelloFrame {
+			h := signedHello(t, bob, "d-bad", "", now)
+			h.Signature = bobKp.sign("something else")
+			return h
+		}(), codeBadSignature, closePolicy},
+		{"replayed hello", replayed, codeReplayed, closePolicy},
+		{"revoked member", signedHello(t, eve, "d-eve", "", now), codeRevoked, closeBanned},
+		{"revoked member's session", sessionHelloWith(eve, nil), codeRevoked, closeBanned},
+		{"expired attestation", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			a := signAttestation(bobKp, s.PublicHex(), now.Add(-time.Minute).UnixMilli())
+			h.ParentAttestation = &a
+		}), codeExpired, closePolicy},
+		{"over-long attestation", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			a := signAttestation(bobKp, s.PublicHex(), now.Add(25*time.Hour).UnixMilli())
+			h.ParentAttestation = &a
+		}), codeTTLTooLong, closePolicy},
+		{"attestation by a stranger", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			a := signAttestation(mustNewKeypair(), s.PublicHex(), now.Add(time.Hour).UnixMilli())
+			a.ParentMemberPubkey = bob.Pubkey
+			h.ParentAttestation = &a
+		}), codeBadSignature, closePolicy},
+		{"session signature by another key", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			h.Signature = mustNewKeypair().sign(sessionHelloSignedString(h.MeshID, h.ParentMemberPubkey, h.SessionPubkey, h.Timestamp))
+		}), codeBadSignature, closePolicy},
+	} {
+		t.Run(c.name, func(t *testing.T) { refusedWith(t, url, c.hello, c.code, c.close) })
+	}
+
+	if after := peersOf(observer); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Fatalf("peers after refused handshakes = %v, before = %v", after, before)
+	}
+	for _, k := range sessionKeys {
+		if ack := observer.sendText(k, "hello?", ""); !strings.HasPrefix(ack.str("error"), codeUnknownTarget+": ") {
+			t.Fatalf("a DM to a refused session key %s… = %v, want unknown_target", k[:8], ack)
+		}
+	}
+	if bans := observer.roundTrip(map[string]any{"type": frameListBans}); len(bans["bans"].([]any)) != 1 {
+		t.Fatalf("bans = %v", bans)
+	}
+	// No presence event came from any of them: the next one is a marker's.
+	connectSession(t, url, bob, mustNewKeypair(), "marker")
+	if ev := observer.expect(framePush, func(f frame) bool { return f.str("subtype") == subtypeSystem }); ev["eventData"].(map[string]any)["name"] != "marker" {
+		t.Fatalf("first system event after the refusals = %v", ev)
+	}
+}
