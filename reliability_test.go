@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -469,5 +470,132 @@ func TestLinksFlappingDuringBurstDeliverExactlyOnce(t *testing.T) {
 		if k != 1 {
 			t.Fatalf("%q published %d times", body, k)
 		}
+	}
+}
+
+// No secret key ever lands in a log (SPEC §11): a run through the broker,
+// a daemon process (restarted, so sessions come back from disk), a second
+// daemon logging at debug level, an MCP server process and a few refused
+// requests leaves daemon logs, mcp-<pid>.log and broker logs that hold none
+// of the secrets the test knows — member and session secret keys (whole or
+// their seed half), the local token, session tokens.
+func TestNoSecretInAnyLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	logDir := shortTempDir(t)
+	open := func(name string) *os.File {
+		f, err := os.Create(filepath.Join(logDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	debug := &slog.HandlerOptions{Level: slog.LevelDebug}
+	opts := msgBrokerOptions()
+	opts.Logger = slog.New(slog.NewTextHandler(open("broker.log"), debug))
+	b, url := startTestBrokerWith(t, opts)
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+
+	h1, h2 := newTestHome(t), newTestHome(t)
+	h1.writeConfig(t, me)
+	h2.writeConfig(t, bob)
+	d1 := startDaemonProc(t, h1)
+	d1.waitOpen(t, "alpha")
+	d2 := startTestDaemon(t, h2, func(o *DaemonOptions) { o.Log = slog.New(slog.NewJSONHandler(open("daemon2.log"), debug)) })
+	d2.waitLink(t, "alpha", LinkOpen)
+
+	// A session on each daemon, registered with its secret key over IPC.
+	reg1, key1 := registration(t, me, "alice", os.Getpid())
+	if err := d1.client("").RegisterSession(context.Background(), reg1); err != nil {
+		t.Fatal(err)
+	}
+	bert := registerTestSession(t, d2, bob, "bert")
+	alice := d1.client(reg1.Token)
+	waitFor(t, "alice's link open", func() bool {
+		me, err := alice.SessionMe(context.Background())
+		return err == nil && me != nil && me.Link == LinkOpen
+	})
+	// Refused registrations that carry secrets: a secret of another key, and
+	// an attestation that does not verify.
+	bad, _ := registration(t, me, "mallory", os.Getpid())
+	bad.Presence.SessionSecretKey = key1.SecretHex()
+	if err := d1.client("").RegisterSession(context.Background(), bad); err == nil {
+		t.Fatal("a registration with another key's secret was accepted")
+	}
+	bad2, key3 := registration(t, me, "trudy", os.Getpid())
+	bad2.Presence.ParentAttestation.Signature = strings.Repeat("0", 128)
+	if err := d1.client("").RegisterSession(context.Background(), bad2); err == nil {
+		t.Fatal("a registration with a forged attestation was accepted")
+	}
+
+	sendAndSettle(t, alice, bert.pub(), "alice to bert")
+	sendAndSettle(t, bert.cl, key1.PublicHex(), "bert to alice")
+	sendAndSettle(t, d2.client(""), me.Pubkey, "bob to me")
+	sendAndSettle(t, alice, "*", "to everyone")
+	status, _ := rawIPC(t, alice, "POST", "/v1/send", map[string]any{"to": mustNewKeypair().PublicHex(), "message": "nobody", "wait_ms": 10_000}, nil)
+	if status != 200 {
+		t.Fatalf("send to an unknown key = %d", status)
+	}
+
+	// The MCP server of alice's session relays a DM as a channel message.
+	p := startMCPProc(t, h1.env("CLAUDEMESH_IPC_TOKEN", reg1.Token, "CLAUDEMESH_WELCOME_DELAY_MS", "0"))
+	p.call("initialize", map[string]any{"protocolVersion": "2025-06-18", "capabilities": map[string]any{},
+		"clientInfo": map[string]any{"name": "test", "version": "1"}})
+	p.notify("notifications/initialized")
+	p.await("the welcome", isChannel("welcome"))
+	sendAndSettle(t, bert.cl, key1.PublicHex(), "through mcp")
+	p.await("the channel message", func(m map[string]any) bool {
+		return isChannel("")(m) && strings.HasSuffix(m["params"].(map[string]any)["content"].(string), "through mcp")
+	})
+	p.stdin.Close()
+	p.waitExit()
+
+	// A crash and a restart: alice's session comes back with its stored key.
+	d1.kill9(t)
+	d1 = startDaemonProc(t, h1)
+	waitFor(t, "alice's session restored", func() bool {
+		me, err := alice.SessionMe(context.Background())
+		return err == nil && me != nil && me.Link == LinkOpen
+	})
+	sendAndSettle(t, bert.cl, key1.PublicHex(), "after the restart")
+
+	localToken, err := os.ReadFile(filepath.Join(h1.Paths.DaemonDir, "local-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{"local token": strings.TrimSpace(string(localToken)),
+		"alice's session token": reg1.Token, "bert's session token": bert.reg.Token}
+	for name, hexKey := range map[string]string{"my member key": me.SecretKey, "bob's member key": bob.SecretKey,
+		"alice's session key": key1.SecretHex(), "bert's session key": bert.key.SecretHex(), "trudy's session key": key3.SecretHex()} {
+		secrets[name] = hexKey
+		secrets[name+" (seed)"] = hexKey[:64]
+	}
+	var logs []string
+	for _, pattern := range []string{filepath.Join(logDir, "*.log"), filepath.Join(h1.Home, "*.log"),
+		filepath.Join(h1.Paths.DaemonDir, "*.log"), filepath.Join(h2.Paths.DaemonDir, "*.log")} {
+		m, _ := filepath.Glob(pattern)
+		logs = append(logs, m...)
+	}
+	sawMCP := false
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) == 0 && filepath.Base(path) != "broker.log" { // the broker logs only trouble
+			t.Errorf("%s is empty: nothing was scanned", path)
+		}
+		sawMCP = sawMCP || strings.HasPrefix(filepath.Base(path), "mcp-")
+		for name, s := range secrets {
+			if strings.Contains(string(data), s) {
+				t.Errorf("%s holds %s", path, name)
+			}
+		}
+	}
+	if !sawMCP || len(logs) < 5 {
+		t.Fatalf("scanned %v: want the broker's, both daemons' and an mcp-<pid>.log", logs)
 	}
 }
