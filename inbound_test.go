@@ -122,3 +122,34 @@ func TestMessagePushesReachTheSink(t *testing.T) {
 }
 
 func timeAfterTestWait() <-chan time.Time { return time.After(testWait) }
+
+// A message that comes back to its sender — a session's DM to its own key,
+// a member's DM to its own member key — is dropped by the echo guard yet
+// acked, so the broker stops redelivering it: no inbox row, no event,
+// nothing left undelivered.
+func TestDroppedEchoesAreAcked(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	alice := registerTestSession(t, f.d1, f.me, "alice")
+	stream := subscribe(t, f.d1, "")
+	for _, c := range []struct {
+		name string
+		cl   *DaemonClient
+		to   string
+	}{
+		{"a session to itself", alice.cl, alice.pub()},
+		{"a member to itself", f.d1.client(""), f.me.Pubkey},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sendAndSettle(t, c.cl, c.to, "echo: "+c.name)
+			waitFor(t, "the echo acked", func() bool { return pendingFor(t, f.broker, f.me.MeshID, c.to) == 0 })
+		})
+	}
+	// A marker from bob is the first message event: no echo was published.
+	sendAndSettle(t, f.d2.client(""), f.me.Pubkey, "marker")
+	if ev := stream.next(t, "a message event", func(ev DaemonEvent) bool { return ev.Kind == eventMessage }); eventData(ev)["body"] != "marker" {
+		t.Fatalf("first message event = %v, want bob's marker", eventData(ev))
+	}
+	if items := inboxItems(t, f.d1.client("")); len(items) != 1 || *items[0].Body != "marker" {
+		t.Fatalf("inbox = %q, want only the marker", bodies(items))
+	}
+}
