@@ -127,12 +127,34 @@ func (b *Broker) checkReplay(pubkey string, timestampMs int64, sig string, now t
 }
 
 // capacityCheck refuses when the mesh has MaxConnectionsPerMesh live
-// connections. Caller holds b.mu.
-func (b *Broker) capacityCheck(meshID string) *handshakeError {
-	if r := b.rooms[meshID]; r != nil && r.liveCount() >= b.opts.MaxConnectionsPerMesh {
+// connections, not counting those the handshake would replace: a reconnect
+// whose old socket the broker still counts (a half-open TCP connection, a
+// process restarted at once) takes its own place rather than a new one.
+// Nothing is replaced until the handshake has passed every check. Caller
+// holds b.mu.
+func (b *Broker) capacityCheck(meshID string, replaced func(*peer) bool) *handshakeError {
+	r := b.rooms[meshID]
+	if r == nil {
+		return nil
+	}
+	n := 0
+	for _, p := range r.peers {
+		if p.conn != nil && !replaced(p) {
+			n++
+		}
+	}
+	if n >= b.opts.MaxConnectionsPerMesh {
 		return refusal(codeCapacity, "mesh is at its limit of %d connections", b.opts.MaxConnectionsPerMesh)
 	}
 	return nil
+}
+
+// sameSession selects the presences replaceSession would replace: this
+// member's, under this sessionId.
+func sameSession(memberPubkey, sessionID string) func(*peer) bool {
+	return func(p *peer) bool {
+		return sessionID != "" && p.memberPubkey == memberPubkey && p.sessionID == sessionID
+	}
 }
 
 // lookupMember finds the member for a handshake: revoked (4002), unknown
@@ -175,8 +197,9 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	if f.MeshID == "" {
 		return refusal(codeMalformed, "hello rejected: missing meshId")
 	}
+	replaced := sameSession(f.Pubkey, f.SessionID)
 	b.mu.Lock()
-	herr = b.capacityCheck(f.MeshID)
+	herr = b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
 	if herr != nil {
 		return herr
@@ -210,7 +233,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
 
 	b.mu.Lock()
-	if herr := b.capacityCheck(f.MeshID); herr != nil {
+	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {
 		b.mu.Unlock()
 		return herr
 	}
@@ -293,8 +316,14 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	case f.MeshID == "":
 		return refusal(codeMalformed, "session_hello rejected: missing meshId")
 	}
+	// Its own earlier connection (same session key) or, failing that, one
+	// of its member's under the same sessionId is replaced.
+	sameKey, sameID := func(p *peer) bool {
+		return p.sessionPubkey == f.SessionPubkey && p.role == peerRoleSession
+	}, sameSession(f.ParentMemberPubkey, f.SessionID)
+	replaced := func(p *peer) bool { return sameKey(p) || sameID(p) }
 	b.mu.Lock()
-	herr = b.capacityCheck(f.MeshID)
+	herr = b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
 	if herr != nil {
 		return herr
@@ -340,7 +369,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	}
 
 	b.mu.Lock()
-	if herr := b.capacityCheck(f.MeshID); herr != nil {
+	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {
 		b.mu.Unlock()
 		return herr
 	}
@@ -349,7 +378,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	// taken over silently.
 	var p *peer
 	for _, o := range room.peers {
-		if o.sessionPubkey == f.SessionPubkey && o.role == peerRoleSession {
+		if sameKey(o) {
 			p = o
 			break
 		}
@@ -402,8 +431,9 @@ func (b *Broker) replaceSession(room *meshRoom, memberPubkey, sessionID string) 
 	if sessionID == "" {
 		return
 	}
+	same := sameSession(memberPubkey, sessionID)
 	for _, o := range room.peers {
-		if o.memberPubkey == memberPubkey && o.sessionID == sessionID {
+		if same(o) {
 			b.removePeer(o, closeNormal, "session_replaced", false)
 		}
 	}

@@ -278,6 +278,46 @@ func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
 		})
 		connectSession(t, url, m, mustNewKeypair(), "s4")
 	})
+	t.Run("kick and ban free their slots", func(t *testing.T) {
+		b, url := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 3})
+		m := newTestMesh(t, b, url, "team", "alice")
+		bob := addTestMember(t, b, m, "bob", roleMember)
+		admin := connectMember(t, url, m)
+		bobSess := mustNewKeypair()
+		connectSession(t, url, bob, bobSess, "bob-1")
+		connectMember(t, url, bob)
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "extra", "x", time.Now()), codeCapacity, closePolicy)
+		admin.roundTrip(map[string]any{"type": frameKick, "target": bobSess.PublicHex()})
+		connectSession(t, url, m, mustNewKeypair(), "after kick")
+		admin.roundTrip(map[string]any{"type": frameBan, "target": "bob"})
+		connectSession(t, url, m, mustNewKeypair(), "after ban")
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "extra", "x", time.Now()), codeCapacity, closePolicy)
+	})
+	// A connection that comes back while the broker still counts its old
+	// socket (a half-open TCP connection, a daemon restarted at once) is
+	// admitted at capacity: it replaces itself, it does not add one.
+	t.Run("a reconnect replacing itself is admitted at capacity", func(t *testing.T) {
+		b, url := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 2})
+		m := newTestMesh(t, b, url, "team", "alice")
+		d1 := dialTestClient(t, url)
+		d1.hello(m, "daemon-1")
+		sess := mustNewKeypair()
+		s1 := connectSession(t, url, m, sess, "s1")
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "other", "x", time.Now()), codeCapacity, closePolicy)
+
+		s2 := connectSession(t, url, m, sess, "s1")
+		if code, reason := s1.expectClose(); code != closeNormal || reason != "session_replaced" {
+			t.Fatalf("old session socket closed %d %q", code, reason)
+		}
+		d2 := dialTestClient(t, url)
+		d2.hello(m, "daemon-1")
+		if code, reason := d1.expectClose(); code != closeNormal || reason != "session_replaced" {
+			t.Fatalf("old member socket closed %d %q", code, reason)
+		}
+		s2.roundTrip(map[string]any{"type": frameListPeers})
+		d2.roundTrip(map[string]any{"type": frameListPeers})
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "other", "x", time.Now()), codeCapacity, closePolicy)
+	})
 	t.Run("per-IP handshake rate", func(t *testing.T) {
 		b, url := startTestBrokerWith(t, BrokerOptions{HandshakeBurst: 2, HandshakePerMinute: 1})
 		m := newTestMesh(t, b, url, "team", "alice")
