@@ -266,9 +266,11 @@ func TestBrokerGraceReattachIsSilent(t *testing.T) {
 		t.Fatalf("peers during grace = %s", names)
 	}
 	a.sendText(bob.Pubkey, "during grace", "")
+	a.sendText("*", "broadcast during grace", "") // claudemesh lost these
 	b2 := dialTestClient(t, url)
 	b2.hello(bob, "daemon-bob")
 	b2.expectPush("during grace")
+	b2.expectPush("broadcast during grace")
 	// No peer_joined for the reattach: the next system event alice sees is
 	// the one a marker session causes.
 	connectSession(t, url, bob, mustNewKeypair(), "marker")
