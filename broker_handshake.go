@@ -2,8 +2,9 @@
 // cold-path CLI) and `session_hello` (a session vouched for by its member).
 // The checks, their order, the error codes and the close codes are
 // claudemesh's; on top of them a handshake seen before (same key, timestamp
-// and signature) is refused as `replayed`, and a client IP over its
-// handshake rate gets `rate_limit`.
+// and signature) is refused as `replayed`, a client IP over its handshake
+// rate gets `rate_limit`, and a member hello whose (unsigned) sessionPubkey
+// names a key the mesh already routes to gets `bad_session_pubkey`.
 package main
 
 import (
@@ -182,6 +183,36 @@ func (b *Broker) lookupMember(meshID, pubkey string) (storedMember, storedMesh, 
 	return m, mesh, nil
 }
 
+// claimedKeyFree refuses a member hello whose sessionPubkey — a key nothing
+// proves the client holds, since the hello's signature does not cover it —
+// is one the mesh already routes to: a member key, a session key that has
+// said session_hello, or another member's connection key. Otherwise one
+// member could receive another's DMs and acknowledge them away. A member
+// coming back on its own cold-path key is fine.
+func (b *Broker) claimedKeyFree(meshID, memberPubkey, key string) *handshakeError {
+	taken := refusal(codeBadSessionPubkey, "sessionPubkey is already a member or session key of this mesh; use a fresh key")
+	b.mu.Lock()
+	if r := b.rooms[meshID]; r != nil {
+		for _, p := range r.peers {
+			if p.memberPubkey == key || (p.key == key && p.memberPubkey != memberPubkey) {
+				b.mu.Unlock()
+				return taken
+			}
+		}
+	}
+	b.mu.Unlock()
+	ctx, cancel := b.storeCtx()
+	defer cancel()
+	known, _, err := b.store.KnownKey(ctx, meshID, key)
+	switch {
+	case err != nil:
+		return refusal("internal", "broker store unavailable")
+	case known:
+		return taken
+	}
+	return nil
+}
+
 // memberHello authenticates a member connection.
 func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	now := time.Now()
@@ -216,6 +247,11 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	member, mesh, herr := b.lookupMember(f.MeshID, f.Pubkey)
 	if herr != nil {
 		return herr
+	}
+	if f.SessionPubkey != "" {
+		if herr := b.claimedKeyFree(f.MeshID, f.Pubkey, f.SessionPubkey); herr != nil {
+			return herr
+		}
 	}
 	ctx, cancel := b.storeCtx()
 	saved, psErr := b.store.LoadPeerState(ctx, f.MeshID, member.ID)

@@ -415,3 +415,40 @@ func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
 		t.Fatalf("first system event after the refusals = %v", ev)
 	}
 }
+
+// A member hello's sessionPubkey is not signed for: nothing proves the
+// client holds it. One that names a key the mesh already routes to — a
+// member key, a session key, another member's connection — is refused, so
+// that no member can take another's DMs (and acknowledge them away).
+func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	eve := addTestMember(t, b, owner, "eve", roleMember)
+	alice := connectMember(t, url, owner)
+	bobSess := mustNewKeypair()
+	s := connectSession(t, url, bob, bobSess, "bob-1")
+	s.ws.Close(websocket.StatusNormalClosure, "away") // in grace, then offline: its DMs queue
+
+	for name, key := range map[string]string{"bob's session key": bobSess.PublicHex(), "bob's member key": bob.Pubkey,
+		"alice's member key": owner.Pubkey} {
+		t.Run(name, func(t *testing.T) {
+			refusedWith(t, url, signedHello(t, eve, "cli-eve-"+key[:6], key, time.Now()), codeBadSessionPubkey, closePolicy)
+		})
+	}
+	// The DM queued for bob's session still reaches it, and only it.
+	alice.sendText(bobSess.PublicHex(), "for bob only", "c-bob")
+	s2 := connectSession(t, url, bob, bobSess, "bob-1")
+	s2.ackPush(s2.expectPush("for bob only"))
+
+	// A fresh ephemeral key is fine, and so is the same member coming back
+	// on its own cold-path key.
+	eph := mustNewKeypair().PublicHex()
+	c := dialTestClient(t, url)
+	c.sendJSON(signedHello(t, eve, "cli-eve", eph, time.Now()))
+	c.expect(frameHelloAck, nil)
+	c.ws.Close(websocket.StatusNormalClosure, "done")
+	c2 := dialTestClient(t, url)
+	c2.sendJSON(signedHello(t, eve, "cli-eve", eph, time.Now().Add(time.Millisecond)))
+	c2.expect(frameHelloAck, nil)
+}
