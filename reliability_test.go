@@ -262,51 +262,73 @@ func mustKeypair(t *testing.T, m Mesh) Keypair {
 }
 
 // The sender's daemon is killed with one row inflight (sent, not acked) and
-// more pending: after a restart all of them go out, each once, in order.
+// more pending: after a restart all of them go out, each once, in order. A
+// session's rows wait for that session to come back (from sessions.json and
+// its stored key) and leave on its own link, sealed by its key.
 func TestSenderKilledWithPendingRowsDeliversAfterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the built binary")
 	}
-	b, _, me, bob, proxy := newProxiedMesh(t)
-	h1 := newTestHome(t)
-	h1.writeConfig(t, proxy.route(me))
-	h2 := newTestHome(t)
-	h2.writeConfig(t, bob)
-	d2 := startTestDaemon(t, h2, nil)
-	d2.waitLink(t, "alpha", LinkOpen)
-	stream := subscribe(t, d2, "")
+	for _, fromSession := range []bool{false, true} {
+		name := map[bool]string{false: "member rows", true: "session rows"}[fromSession]
+		t.Run(name, func(t *testing.T) {
+			b, _, me, bob, proxy := newProxiedMesh(t)
+			h1 := newTestHome(t)
+			h1.writeConfig(t, proxy.route(me))
+			h2 := newTestHome(t)
+			h2.writeConfig(t, bob)
+			d2 := startTestDaemon(t, h2, nil)
+			d2.waitLink(t, "alpha", LinkOpen)
+			stream := subscribe(t, d2, "")
 
-	d1 := startDaemonProc(t, h1)
-	d1.waitOpen(t, "alpha")
-	proxy.setFrozen(true) // sends leave the daemon but never reach the broker
-	texts := []string{"one", "two", "three"}
-	var first string
-	for i, text := range texts {
-		var a sendAnswer
-		if err := d1.client("").Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &a); err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			first = a.ID
-		}
-	}
-	waitFor(t, "the first row inflight", func() bool {
-		var out struct {
-			Items []outboxView `json:"items"`
-		}
-		err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=inflight", nil, &out)
-		return err == nil && len(out.Items) == 1 && out.Items[0].ID == first
-	})
-	d1.kill9(t)
-	proxy.setFrozen(false)
-	startDaemonProc(t, h1)
-	for _, text := range texts {
-		stream.next(t, "message "+text, messageWith(text))
-	}
-	waitFor(t, "all delivered", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
-	items := inboxItems(t, d2.client(""))
-	if len(items) != 3 || bodies(items) != "three,two,one" {
-		t.Fatalf("inbox = %q, want each message once", bodies(items))
+			d1 := startDaemonProc(t, h1)
+			d1.waitOpen(t, "alpha")
+			sender, senderKey := d1.client(""), me.Pubkey
+			if fromSession {
+				reg, key := registration(t, me, "alice", os.Getpid())
+				if err := sender.RegisterSession(context.Background(), reg); err != nil {
+					t.Fatal(err)
+				}
+				sender, senderKey = d1.client(reg.Token), key.PublicHex()
+				waitFor(t, "alice's link open", func() bool {
+					s, err := sender.SessionMe(context.Background())
+					return err == nil && s != nil && s.Link == LinkOpen
+				})
+			}
+			proxy.setFrozen(true) // sends leave the daemon but never reach the broker
+			texts := []string{"one", "two", "three"}
+			var first string
+			for i, text := range texts {
+				var a sendAnswer
+				if err := sender.Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &a); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					first = a.ID
+				}
+			}
+			waitFor(t, "the first row inflight", func() bool {
+				var out struct {
+					Items []outboxView `json:"items"`
+				}
+				err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=inflight", nil, &out)
+				return err == nil && len(out.Items) == 1 && out.Items[0].ID == first
+			})
+			d1.kill9(t)
+			proxy.setFrozen(false)
+			startDaemonProc(t, h1)
+			for _, text := range texts {
+				ev := stream.next(t, "message "+text, messageWith(text))
+				if got := eventData(ev)["sender_pubkey"]; got != senderKey {
+					t.Fatalf("%q from %v, want %s", text, got, senderKey)
+				}
+			}
+			waitFor(t, "all delivered", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
+			items := inboxItems(t, d2.client(""))
+			if len(items) != 3 || bodies(items) != "three,two,one" {
+				t.Fatalf("inbox = %q, want each message once", bodies(items))
+			}
+		})
 	}
 }
 
