@@ -221,34 +221,51 @@ func pendingFor(t *testing.T, b *Broker, meshID, key string) int {
 
 // The recipient's daemon stores a push and is killed before its ack reaches
 // the broker: after a restart the broker pushes again, the daemon acks, and
-// the inbox still holds exactly one row.
+// the inbox still holds exactly one row — for a DM to the member key (member
+// link) and to a session's key (its link, restored after the restart).
 func TestRecipientKilledBeforeAckKeepsOneRow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the built binary")
 	}
-	b, url, me, bob, proxy := newProxiedMesh(t)
-	h := newTestHome(t)
-	h.writeConfig(t, proxy.route(bob))
-	d := startDaemonProc(t, h)
-	d.waitOpen(t, "alpha")
+	for _, toSession := range []bool{false, true} {
+		t.Run(map[bool]string{false: "member", true: "session"}[toSession], func(t *testing.T) {
+			b, url, me, bob, proxy := newProxiedMesh(t)
+			h := newTestHome(t)
+			h.writeConfig(t, proxy.route(bob))
+			d := startDaemonProc(t, h)
+			d.waitOpen(t, "alpha")
+			target := bob.Pubkey
+			if toSession {
+				reg, key := registration(t, bob, "bert", os.Getpid())
+				if err := d.client("").RegisterSession(context.Background(), reg); err != nil {
+					t.Fatal(err)
+				}
+				target = key.PublicHex()
+				waitFor(t, "bert's link open", func() bool {
+					s, err := d.client(reg.Token).SessionMe(context.Background())
+					return err == nil && s != nil && s.Link == LinkOpen
+				})
+			}
 
-	proxy.setFrozen(true) // from now on the daemon's acks never arrive
-	sender := connectMember(t, url, me)
-	nonce, ct, _ := sealDM([]byte("survive the crash"), bob.Pubkey, mustKeypair(t, me))
-	sender.sendJSON(SendFrame{Type: frameSend, ID: "crash-1", ClientMessageID: "crash-1", TargetSpec: bob.Pubkey, Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
-	sender.expect(frameAck, func(f frame) bool { return f.str("id") == "crash-1" })
-	waitFor(t, "the push stored in the inbox", func() bool { return len(inboxItems(t, d.client(""))) == 1 })
-	if n := pendingFor(t, b, me.MeshID, bob.Pubkey); n != 1 {
-		t.Fatalf("broker has %d undelivered, want 1: the ack must not have arrived", n)
-	}
+			proxy.setFrozen(true) // from now on the daemon's acks never arrive
+			sender := connectMember(t, url, me)
+			nonce, ct, _ := sealDM([]byte("survive the crash"), target, mustKeypair(t, me))
+			sender.sendJSON(SendFrame{Type: frameSend, ID: "crash-1", ClientMessageID: "crash-1", TargetSpec: target, Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
+			sender.expect(frameAck, func(f frame) bool { return f.str("id") == "crash-1" })
+			waitFor(t, "the push stored in the inbox", func() bool { return len(inboxItems(t, d.client(""))) == 1 })
+			if n := pendingFor(t, b, me.MeshID, target); n != 1 {
+				t.Fatalf("broker has %d undelivered, want 1: the ack must not have arrived", n)
+			}
 
-	d.kill9(t)
-	proxy.setFrozen(false)
-	d = startDaemonProc(t, h)
-	waitFor(t, "the redelivered push acked", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
-	items := inboxItems(t, d.client(""))
-	if len(items) != 1 || items[0].ClientMessageID != "crash-1" || items[0].Body == nil || *items[0].Body != "survive the crash" {
-		t.Fatalf("inbox after the crash = %+v, want exactly one row", items)
+			d.kill9(t)
+			proxy.setFrozen(false)
+			d = startDaemonProc(t, h)
+			waitFor(t, "the redelivered push acked", func() bool { return pendingFor(t, b, me.MeshID, target) == 0 })
+			items := inboxItems(t, d.client(""))
+			if len(items) != 1 || items[0].ClientMessageID != "crash-1" || items[0].Body == nil || *items[0].Body != "survive the crash" {
+				t.Fatalf("inbox after the crash = %+v, want exactly one row", items)
+			}
+		})
 	}
 }
 
