@@ -259,6 +259,18 @@ func connectSession(t testing.TB, wsURL string, m Mesh, session Keypair, name st
 	return tc
 }
 
+// connectSessionIn is connectSession for a session that says, in its hello,
+// that it is in these groups; it returns the session's key.
+func connectSessionIn(t testing.TB, wsURL string, m Mesh, name string, groups ...GroupRef) (*testClient, string) {
+	t.Helper()
+	tc := dialTestClient(t, wsURL)
+	h := signedSessionHello(t, m, mustNewKeypair(), "sess-"+name, name, time.Now())
+	h.Groups = groups
+	tc.sendJSON(h)
+	tc.expect(frameHelloAck, nil)
+	return tc, h.SessionPubkey
+}
+
 // sendText sends a plain-body message to target and returns the ack.
 func (tc *testClient) sendText(target, text, clientMessageID string) frame {
 	tc.t.Helper()

@@ -122,11 +122,7 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 	senderKey := mustNewKeypair()
 	aSender := connectSession(t, url, owner, senderKey, "alice-1")
 	bMember := connectMember(t, url, bob)
-	bSess := dialTestClient(t, url)
-	h := signedSessionHello(t, bob, mustNewKeypair(), "bob-s", "bob-1", time.Now())
-	h.Groups = []GroupRef{{Name: "eng/backend"}}
-	bSess.sendJSON(h)
-	bSess.expect(frameHelloAck, nil)
+	bSess, _ := connectSessionIn(t, url, bob, "bob-1", GroupRef{Name: "eng/backend"})
 	cMember := connectMember(t, url, carol)
 
 	for _, tc := range []struct {
@@ -449,12 +445,7 @@ func TestBrokerPriorityGatingTruthTable(t *testing.T) {
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
 	a := connectMember(t, url, owner)
-	bc := dialTestClient(t, url)
-	h := signedSessionHello(t, bob, mustNewKeypair(), "bob-s", "bob-1", time.Now())
-	h.Groups = []GroupRef{{Name: "ops"}}
-	bc.sendJSON(h)
-	bc.expect(frameHelloAck, nil)
-	bobKey := h.SessionPubkey
+	bc, bobKey := connectSessionIn(t, url, bob, "bob-1", GroupRef{Name: "ops"})
 	send := func(target, text, priority string) {
 		nonce, ct := plainBody([]byte(text))
 		id := newUUID()
