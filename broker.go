@@ -588,13 +588,21 @@ func (b *Broker) detach(c *brokerConn) {
 }
 
 // expireGrace removes a presence whose socket did not come back in time.
+// peer_left is told only when no other presence has its key: a daemon that
+// restarted is back under a new sessionId, and has not left.
 func (b *Broker) expireGrace(p *peer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p.removed || p.conn != nil || b.closed {
 		return
 	}
-	b.removePeer(p, 0, "", true)
+	announce := true
+	for _, o := range b.room(p.meshID).peers {
+		if o != p && o.key == p.key {
+			announce = false
+		}
+	}
+	b.removePeer(p, 0, "", announce)
 }
 
 // removePeer takes a presence out of its room, closing its socket with code

@@ -485,3 +485,65 @@ func TestBrokerPriorityGatingTruthTable(t *testing.T) {
 		}
 	}
 }
+
+// A daemon that restarts comes back under a new sessionId, so its old
+// presence stays in grace beside the new one; when that grace runs out the
+// member has not left, and nobody is told it did.
+func TestBrokerNoPeerLeftWhileTheKeyIsStillPresent(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{Grace: time.Hour})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	observer := connectMember(t, url, owner)
+	old := dialTestClient(t, url)
+	old.hello(bob, "daemon-100")
+	observer.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined })
+	var stale *peer
+	b.mu.Lock()
+	for _, p := range b.rooms[owner.MeshID].peers {
+		if p.sessionID == "daemon-100" {
+			stale = p
+		}
+	}
+	b.mu.Unlock()
+	old.ws.Close(websocket.StatusNormalClosure, "crash")
+	waitFor(t, "the old presence offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return stale.conn == nil
+	})
+	restarted := dialTestClient(t, url)
+	restarted.hello(bob, "daemon-200")
+	b.expireGrace(stale)
+	connectSession(t, url, owner, mustNewKeypair(), "marker")
+	for {
+		ev := observer.expect(framePush, func(f frame) bool { return f.str("subtype") == subtypeSystem })
+		if ev.str("event") == eventPeerLeft {
+			t.Fatalf("observer got %v while bob is still here", ev)
+		}
+		if ev["eventData"].(map[string]any)["name"] == "marker" {
+			break
+		}
+	}
+	// Once the last presence of the key goes, peer_left is told.
+	restarted.ws.Close(websocket.StatusNormalClosure, "bye")
+	waitFor(t, "bob offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, p := range b.rooms[owner.MeshID].peers {
+			if p.memberPubkey == bob.Pubkey {
+				return p.conn == nil
+			}
+		}
+		return false
+	})
+	b.mu.Lock()
+	var last *peer
+	for _, p := range b.rooms[owner.MeshID].peers {
+		if p.memberPubkey == bob.Pubkey {
+			last = p
+		}
+	}
+	b.mu.Unlock()
+	b.expireGrace(last)
+	observer.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
+}
