@@ -218,11 +218,14 @@ func TestBrokerUnknownTypeAndInvalidFrames(t *testing.T) {
 			}
 		})
 	}
-	t.Run("invalid send is an ack with the code", func(t *testing.T) {
-		a.sendJSON(map[string]any{"type": frameSend, "id": "s1", "targetSpec": "*", "priority": "urgent", "nonce": "n", "ciphertext": "c"})
+	t.Run("invalid send is an ack with the code, and an error", func(t *testing.T) {
+		a.sendJSON(map[string]any{"type": frameSend, "id": "s1", "targetSpec": "*", "priority": "urgent", "nonce": "n", "ciphertext": "c", "_reqId": "q1"})
 		f := a.expect(frameAck, nil)
-		if f.str("id") != "s1" || f["queued"] != false || !strings.HasPrefix(f.str("error"), "invalid: ") {
+		if f.str("id") != "s1" || f["queued"] != false || !strings.HasPrefix(f.str("error"), "invalid: ") || f.str("_reqId") != "q1" {
 			t.Fatalf("ack = %v", f)
+		}
+		if e := a.expect(frameError, nil); e.str("code") != codeInvalid || e.str("id") != "s1" || e.str("_reqId") != "q1" || e.str("message") == "" {
+			t.Fatalf("error = %v", e)
 		}
 	})
 	t.Run("not json", func(t *testing.T) {

@@ -37,12 +37,14 @@ func (b *Broker) handleFrame(c *brokerConn, data []byte) {
 		c.replyError(codeUnknownMessageType, fmt.Sprintf("unknown message type %q", head.Type), head.ReqID)
 		return
 	case err != nil && head.Type == frameSend:
-		// A send is answered by an ack its sender can match by id.
+		// A send is answered by an ack its sender can match by id, and like
+		// every invalid frame by an error.
 		var s struct {
 			ID string `json:"id"`
 		}
 		_ = json.Unmarshal(data, &s)
 		c.send(AckFrame{Type: frameAck, ID: s.ID, Error: codeInvalid + ": " + err.Error(), ReqID: head.ReqID})
+		c.send(ErrorFrame{Type: frameError, Code: codeInvalid, Message: err.Error(), ID: s.ID, ReqID: head.ReqID})
 		return
 	case err != nil:
 		c.replyError(codeInvalid, err.Error(), head.ReqID)
