@@ -233,6 +233,21 @@ func TestBrokerSendRateLimitAndSize(t *testing.T) {
 	if !strings.HasPrefix(ack.str("error"), "rate_limit: max 1 msg/min (burst 3)") {
 		t.Fatalf("4th send ack = %v", ack)
 	}
+	// The bucket is the member's: its session shares it, another member
+	// has its own, and a duplicate costs nothing.
+	if ack := connectSession(t, url, owner, mustNewKeypair(), "alice-1").sendText("*", "hi", ""); !strings.HasPrefix(ack.str("error"), codeRateLimit+": ") {
+		t.Fatalf("the member's session send ack = %v, want rate_limit", ack)
+	}
+	bob := connectMember(t, url, addTestMember(t, b, owner, "bob", roleMember))
+	first := bob.sendText("*", "once", "dup")
+	for i := 0; i < 3; i++ {
+		if ack := bob.sendText("*", "once", "dup"); ack.str("messageId") != first.str("messageId") || ack["queued"] != true {
+			t.Fatalf("bob's duplicate %d = %v", i, ack)
+		}
+	}
+	if ack := bob.sendText("*", "second", ""); ack["queued"] != true {
+		t.Fatalf("bob's second message = %v: duplicates were charged", ack)
+	}
 	ack = a.sendText("*", strings.Repeat("x", 2000), "")
 	if !strings.HasPrefix(ack.str("error"), codePayloadTooLarge+": ") {
 		t.Fatalf("oversize send ack = %v", ack)
