@@ -455,3 +455,81 @@ func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
 	c2.sendJSON(signedHello(t, eve, "cli-eve", eph, time.Now().Add(time.Millisecond)))
 	c2.expect(frameHelloAck, nil)
 }
+
+// Which check comes first (reference broker-protocol.md §2.2–2.3): a
+// handshake with two faults is refused with the earlier check's code,
+// because that is what a claudemesh client is written against.
+func TestBrokerHandshakeCheckOrder(t *testing.T) {
+	b, url := startTestBroker(t)
+	m := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, m, "bob", roleMember)
+	fullB, fullURL := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 1})
+	fm := newTestMesh(t, fullB, fullURL, "team", "alice")
+	connectMember(t, fullURL, fm)
+	stranger := mustNewKeypair()
+	now := time.Now()
+	bobKp, _ := bob.Keypair()
+
+	hello := func(m Mesh, mutate func(h *HelloFrame)) HelloFrame {
+		h := signedHello(t, m, "d-"+newUUID()[:6], "", now)
+		mutate(&h)
+		return h
+	}
+	session := func(m Mesh, mutate func(h *SessionHelloFrame, s Keypair)) SessionHelloFrame {
+		s := mustNewKeypair()
+		h := signedSessionHello(t, m, s, "s-"+newUUID()[:6], "x", now)
+		mutate(&h, s)
+		return h
+	}
+	badSig := func(h *HelloFrame) { h.Signature = stranger.sign("x") }
+	skewed := func(h *HelloFrame) { h.Timestamp = now.Add(-2 * time.Minute).UnixMilli() }
+	attest := func(h *SessionHelloFrame, s Keypair, kp Keypair, expires time.Time) {
+		a := signAttestation(kp, s.PublicHex(), expires.UnixMilli())
+		a.ParentMemberPubkey = h.ParentMemberPubkey
+		h.ParentAttestation = &a
+	}
+	cases := []struct {
+		name  string
+		url   string
+		hello any
+		code  string
+	}{
+		{"bad session key before capacity", fullURL, hello(fm, func(h *HelloFrame) { h.SessionPubkey = "X"; badSig(h) }), codeBadSessionPubkey},
+		{"capacity before signature", fullURL, hello(fm, badSig), codeCapacity},
+		{"skew before malformed", url, hello(m, func(h *HelloFrame) { skewed(h); h.Signature = "00" }), codeTimestampSkew},
+		{"malformed before bad signature", url, hello(m, func(h *HelloFrame) { h.Signature = "zz" + h.Signature[2:] }), codeMalformed},
+		{"bad signature before membership", url, hello(m, func(h *HelloFrame) { h.Pubkey = stranger.PublicHex() }), codeBadSignature},
+		{"session: bad session key before bad parent key", fullURL, session(fm, func(h *SessionHelloFrame, _ Keypair) {
+			h.SessionPubkey, h.ParentMemberPubkey = "X", "Y"
+		}), codeBadSessionPubkey},
+		{"session: bad parent key before mismatch", fullURL, session(fm, func(h *SessionHelloFrame, _ Keypair) {
+			h.ParentMemberPubkey = "Y"
+			h.ParentAttestation = nil
+		}), codeBadParentPubkey},
+		{"session: mismatch before capacity", fullURL, session(fm, func(h *SessionHelloFrame, _ Keypair) { h.ParentAttestation = nil }), codeAttestationMismatch},
+		{"session: capacity before the attestation", fullURL, session(fm, func(h *SessionHelloFrame, s Keypair) {
+			attest(h, s, bobKp, now.Add(-time.Hour))
+		}), codeCapacity},
+		{"session: expired before its signature", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			attest(h, s, stranger, now.Add(-time.Hour))
+		}), codeExpired},
+		{"session: attestation before the session signature", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			attest(h, s, stranger, now.Add(time.Hour))
+			h.Timestamp = now.Add(-2 * time.Minute).UnixMilli()
+		}), codeBadSignature},
+		{"session: session signature before membership", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			h.ParentMemberPubkey = stranger.PublicHex()
+			attest(h, s, stranger, now.Add(time.Hour))
+			h.Timestamp = now.Add(-2 * time.Minute).UnixMilli()
+		}), codeTimestampSkew},
+		{"session: membership before parentMemberId", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			h.ParentMemberPubkey = stranger.PublicHex()
+			attest(h, s, stranger, now.Add(time.Hour))
+			h.Signature = s.sign(sessionHelloSignedString(h.MeshID, h.ParentMemberPubkey, h.SessionPubkey, h.Timestamp))
+			h.ParentMemberID = "someone"
+		}), codeUnauthorized},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { refusedWith(t, c.url, c.hello, c.code, closePolicy) })
+	}
+}
