@@ -333,11 +333,8 @@ func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
 // A refused handshake changes nothing: no presence, no peer_joined, no
 // session key learnt (a DM to it stays unknown_target), a ban stays.
 func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
-	b, url := startTestBroker(t)
-	owner := newTestMesh(t, b, url, "team", "alice")
-	bob := addTestMember(t, b, owner, "bob", roleMember)
+	b, url, owner, bob, observer := newAliceBobMesh(t, BrokerOptions{})
 	eve := addTestMember(t, b, owner, "eve", roleMember)
-	observer := connectMember(t, url, owner)
 	if ban := observer.roundTrip(map[string]any{"type": frameBan, "target": "eve"}); ban.str("type") != frameBanAck {
 		t.Fatalf("ban = %v", ban)
 	}
@@ -424,11 +421,8 @@ func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
 // member key, a session key, another member's connection — is refused, so
 // that no member can take another's DMs (and acknowledge them away).
 func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
-	b, url := startTestBroker(t)
-	owner := newTestMesh(t, b, url, "team", "alice")
-	bob := addTestMember(t, b, owner, "bob", roleMember)
+	b, url, owner, bob, alice := newAliceBobMesh(t, BrokerOptions{})
 	eve := addTestMember(t, b, owner, "eve", roleMember)
-	alice := connectMember(t, url, owner)
 	bobSess := mustNewKeypair()
 	s := connectSession(t, url, bob, bobSess, "bob-1")
 	s.ws.Close(websocket.StatusNormalClosure, "away") // in grace, then offline: its DMs queue

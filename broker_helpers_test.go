@@ -82,6 +82,16 @@ func addTestMember(t testing.TB, b *Broker, m Mesh, displayName, role string) Me
 	return out
 }
 
+// newAliceBobMesh is a broker (with opts) holding mesh "team", owned by
+// alice, with member bob, and alice's member connection to it.
+func newAliceBobMesh(t testing.TB, opts BrokerOptions) (b *Broker, url string, alice, bob Mesh, a *testClient) {
+	t.Helper()
+	b, url = startTestBrokerWith(t, opts)
+	alice = newTestMesh(t, b, url, "team", "alice")
+	bob = addTestMember(t, b, alice, "bob", roleMember)
+	return b, url, alice, bob, connectMember(t, url, alice)
+}
+
 // testWait bounds every wait on a condition in broker tests.
 const testWait = 10 * time.Second
 
@@ -322,6 +332,28 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// findPeer is the mesh's presence that match picks (nil when none does).
+func findPeer(b *Broker, meshID string, match func(*peer) bool) *peer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.rooms[meshID].peers {
+		if match(p) {
+			return p
+		}
+	}
+	return nil
+}
+
+// waitOffline waits until presence p has lost its socket (it is in grace).
+func waitOffline(t testing.TB, b *Broker, p *peer) {
+	t.Helper()
+	waitFor(t, p.displayName+" offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return p.conn == nil
+	})
 }
 
 // peersOf lists the peers' display names as the client sees them.

@@ -292,20 +292,9 @@ func TestBrokerGraceReattachIsSilent(t *testing.T) {
 
 	// After the grace window, peer_left.
 	b3 := connectSession(t, url, bob, mustNewKeypair(), "short")
-	b.mu.Lock()
-	var p *peer
-	for _, o := range b.rooms[owner.MeshID].peers {
-		if o.displayName == "short" {
-			p = o
-		}
-	}
-	b.mu.Unlock()
+	p := findPeer(b, owner.MeshID, func(o *peer) bool { return o.displayName == "short" })
 	b3.ws.Close(websocket.StatusNormalClosure, "bye")
-	waitFor(t, "short offline", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return p.conn == nil
-	})
+	waitOffline(t, b, p)
 	b.expireGrace(p)
 	left := a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
 	if left["eventData"].(map[string]any)["name"] != "short" {
@@ -357,10 +346,7 @@ func checkFullPush(t *testing.T, push frame, sent SendFrame, ack frame, meshID, 
 func TestBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
 	dir := t.TempDir()
 	opts := BrokerOptions{DataDir: dir, Lease: 100 * time.Millisecond, SweepInterval: 20 * time.Millisecond, Grace: time.Hour}
-	b, url := startTestBrokerWith(t, opts)
-	owner := newTestMesh(t, b, url, "team", "alice")
-	bob := addTestMember(t, b, owner, "bob", roleMember)
-	aMember := connectMember(t, url, owner)
+	b, url, owner, bob, aMember := newAliceBobMesh(t, opts)
 	aliceKey := mustNewKeypair()
 	aSess := connectSession(t, url, owner, aliceKey, "alice-1")
 	bMember := connectMember(t, url, bob)
@@ -402,17 +388,9 @@ func TestBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
 	})
 	t.Run("drained when an offline key connects", func(t *testing.T) {
 		s := connectSession(t, url, bob, bobKey, "bob-1")
+		p := findPeer(b, owner.MeshID, func(p *peer) bool { return p.key == bobKey.PublicHex() })
 		s.ws.Close(websocket.StatusNormalClosure, "away")
-		waitFor(t, "bob's session offline", func() bool {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for _, p := range b.rooms[owner.MeshID].peers {
-				if p.key == bobKey.PublicHex() {
-					return p.conn == nil
-				}
-			}
-			return false
-		})
+		waitOffline(t, b, p)
 		sent, ack := aSess.fullSend(bobKey.PublicHex(), "while away", priorityNext)
 		s2 := connectSession(t, url, bob, bobKey, "bob-1")
 		push := s2.expectPush(body(sent))
@@ -456,10 +434,7 @@ func TestBrokerPriorityGatingTruthTable(t *testing.T) {
 		}
 	}
 
-	b, url := startTestBrokerWith(t, msgBrokerOptions())
-	owner := newTestMesh(t, b, url, "team", "alice")
-	bob := addTestMember(t, b, owner, "bob", roleMember)
-	a := connectMember(t, url, owner)
+	_, url, _, bob, a := newAliceBobMesh(t, msgBrokerOptions())
 	bc, bobKey := connectSessionIn(t, url, bob, "bob-1", GroupRef{Name: "ops"})
 	send := func(target, text, priority string) {
 		nonce, ct := plainBody([]byte(text))
@@ -505,27 +480,13 @@ func TestBrokerPriorityGatingTruthTable(t *testing.T) {
 // presence stays in grace beside the new one; when that grace runs out the
 // member has not left, and nobody is told it did.
 func TestBrokerNoPeerLeftWhileTheKeyIsStillPresent(t *testing.T) {
-	b, url := startTestBrokerWith(t, BrokerOptions{Grace: time.Hour})
-	owner := newTestMesh(t, b, url, "team", "alice")
-	bob := addTestMember(t, b, owner, "bob", roleMember)
-	observer := connectMember(t, url, owner)
+	b, url, owner, bob, observer := newAliceBobMesh(t, BrokerOptions{Grace: time.Hour})
 	old := dialTestClient(t, url)
 	old.hello(bob, "daemon-100")
 	observer.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined })
-	var stale *peer
-	b.mu.Lock()
-	for _, p := range b.rooms[owner.MeshID].peers {
-		if p.sessionID == "daemon-100" {
-			stale = p
-		}
-	}
-	b.mu.Unlock()
+	stale := findPeer(b, owner.MeshID, func(p *peer) bool { return p.sessionID == "daemon-100" })
 	old.ws.Close(websocket.StatusNormalClosure, "crash")
-	waitFor(t, "the old presence offline", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return stale.conn == nil
-	})
+	waitOffline(t, b, stale)
 	restarted := dialTestClient(t, url)
 	restarted.hello(bob, "daemon-200")
 	b.expireGrace(stale)
@@ -540,25 +501,9 @@ func TestBrokerNoPeerLeftWhileTheKeyIsStillPresent(t *testing.T) {
 		}
 	}
 	// Once the last presence of the key goes, peer_left is told.
+	last := findPeer(b, owner.MeshID, func(p *peer) bool { return p.sessionID == "daemon-200" })
 	restarted.ws.Close(websocket.StatusNormalClosure, "bye")
-	waitFor(t, "bob offline", func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, p := range b.rooms[owner.MeshID].peers {
-			if p.memberPubkey == bob.Pubkey {
-				return p.conn == nil
-			}
-		}
-		return false
-	})
-	b.mu.Lock()
-	var last *peer
-	for _, p := range b.rooms[owner.MeshID].peers {
-		if p.memberPubkey == bob.Pubkey {
-			last = p
-		}
-	}
-	b.mu.Unlock()
+	waitOffline(t, b, last)
 	b.expireGrace(last)
 	observer.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
 }
