@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,6 +216,27 @@ func (tc *testClient) hello(m Mesh, sessionID string) frame {
 	return tc.expect(frameHelloAck, nil)
 }
 
+// testHandshakeMs is at in ms, moved on by a millisecond when the same key
+// already signed a handshake for that millisecond in this test binary: the
+// broker refuses a repeat as a replay, and ed25519 signatures are
+// deterministic. Unlike handshakeTimestamp it keeps a deliberately old or
+// future `at` where it is (the skew tests need that).
+func testHandshakeMs(pubkey string, at time.Time) int64 {
+	testHandshakeMu.Lock()
+	defer testHandshakeMu.Unlock()
+	ts := at.UnixMilli()
+	for testHandshakeUsed[pubkey+"|"+strconv.FormatInt(ts, 10)] {
+		ts++
+	}
+	testHandshakeUsed[pubkey+"|"+strconv.FormatInt(ts, 10)] = true
+	return ts
+}
+
+var (
+	testHandshakeMu   sync.Mutex
+	testHandshakeUsed = map[string]bool{}
+)
+
 // signedHello builds a member hello frame.
 func signedHello(t testing.TB, m Mesh, sessionID, sessionPubkey string, at time.Time) HelloFrame {
 	t.Helper()
@@ -221,7 +244,7 @@ func signedHello(t testing.TB, m Mesh, sessionID, sessionPubkey string, at time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := at.UnixMilli()
+	ts := testHandshakeMs(m.Pubkey, at)
 	channel := channelDaemon
 	if sessionPubkey != "" {
 		channel = channelCLI
@@ -238,7 +261,7 @@ func signedSessionHello(t testing.TB, m Mesh, session Keypair, sessionID, displa
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := at.UnixMilli()
+	ts := testHandshakeMs(session.PublicHex(), at)
 	att := signAttestation(member, session.PublicHex(), at.Add(12*time.Hour).UnixMilli())
 	return SessionHelloFrame{Type: frameSessionHello, MeshID: m.MeshID, ParentMemberID: m.MemberID, ParentMemberPubkey: m.Pubkey,
 		SessionPubkey: session.PublicHex(), ParentAttestation: &att, DisplayName: displayName, SessionID: sessionID, Pid: 4343,
