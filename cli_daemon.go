@@ -187,7 +187,11 @@ func ipcFailure(err error) error {
 		for _, a := range att {
 			s = append(s, fmt.Sprint(a))
 		}
-		hints = append(hints, "pass --mesh (joined: "+strings.Join(s, ", ")+")")
+		if ie.Code == "mesh_required" {
+			hints = append(hints, "pass --mesh (joined: "+strings.Join(s, ", ")+")")
+		} else {
+			hints = append(hints, "joined: "+strings.Join(s, ", "))
+		}
 	}
 	if ie.Code == "broker_unavailable" {
 		hints = append(hints, "see 'claudemesh status' for the broker links")

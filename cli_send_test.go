@@ -203,6 +203,14 @@ func TestInboxVerbs(t *testing.T) {
 	if r := runCLI(t, env, "inbox", "flush", "--before", "yesterday"); r.code != exitUsage {
 		t.Fatalf("flush --before yesterday = %d", r.code)
 	}
+	// A mesh that was never joined is an error, not an empty inbox: the
+	// user mistyped it, and "no messages" would hide that.
+	for _, argv := range [][]string{{"inbox", "--mesh", "alpah"}, {"inbox", "flush", "--mesh", "alpah"}} {
+		if r := runCLI(t, env, argv...); r.code != exitNotFound || !strings.Contains(r.stderr, "not joined mesh alpah") ||
+			!strings.Contains(r.stderr, "hint: joined: alpha") {
+			t.Fatalf("%q = %d\n%s%s", argv, r.code, r.stdout, r.stderr)
+		}
+	}
 	r = runCLI(t, env, "inbox", "rm", items[1].ID)
 	if r.code != 0 || !strings.Contains(r.stdout, "deleted inbox row") {
 		t.Fatalf("inbox rm = %d\n%s%s", r.code, r.stdout, r.stderr)
