@@ -61,15 +61,16 @@ func setupKickLike(fs *flagSet, verb string) runFunc {
 		if ack.Kicked == nil {
 			ack.Kicked = ack.Affected
 		}
+		nothing := len(ack.Kicked) == 0 && len(ack.SkippedControlPlane) == 0
+		if nothing && frame.Target != "" {
+			return exitError(exitNotFound, fmt.Errorf("no peer on %s matches %q", m.Slug, frame.Target), "see 'claudemesh peer list --all'")
+		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "mesh": m.Slug, "verb": verb, "affected": nonNil(ack.Kicked),
 				"skipped_control_plane": nonNil(ack.SkippedControlPlane)})
 		}
 		past := map[string]string{frameKick: "kicked", frameDisconnect: "disconnected"}[verb]
-		if len(ack.Kicked) == 0 && len(ack.SkippedControlPlane) == 0 {
-			if frame.Target != "" {
-				return exitError(exitNotFound, fmt.Errorf("no peer on %s matches %q", m.Slug, frame.Target), "see 'claudemesh peer list --all'")
-			}
+		if nothing {
 			c.printf("no peers matched on %s\n", m.Slug)
 			return nil
 		}

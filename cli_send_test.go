@@ -244,8 +244,16 @@ func TestModerationVerbs(t *testing.T) {
 		!strings.Contains(r.stdout, "claudemesh daemon down") {
 		t.Fatalf("kick a daemon = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// Your own member: your daemon is refused, and the CLI's own link is not
+	// a target at all.
+	if r := runCLI(t, env, "kick", "me"); r.code != 0 || !strings.Contains(r.stdout, "not kicked: me —") {
+		t.Fatalf("kick me = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := runCLI(t, env, "kick", "ghost"); r.code != exitNotFound {
 		t.Fatalf("kick nobody = %d\n%s", r.code, r.stdout)
+	}
+	if r := runCLI(t, env, "kick", "ghost", "--json"); r.code != exitNotFound || !strings.Contains(r.stdout, `"ok": false`) {
+		t.Fatalf("kick nobody --json = %d\n%s", r.code, r.stdout)
 	}
 	if r := runCLI(t, env, "kick"); r.code != exitUsage {
 		t.Fatalf("kick with no target = %d", r.code)
