@@ -284,19 +284,31 @@ type mcpSelf struct {
 
 // mcpInboxItem is one row of GET /v1/inbox.
 type mcpInboxItem struct {
-	ID              string  `json:"id"`
-	ClientMessageID string  `json:"client_message_id"`
-	BrokerMessageID string  `json:"broker_message_id"`
-	Mesh            string  `json:"mesh"`
-	Topic           string  `json:"topic"`
-	SenderPubkey    string  `json:"sender_pubkey"`
-	SenderName      string  `json:"sender_name"`
-	Body            *string `json:"body"`
-	ReceivedAt      string  `json:"received_at"`
-	ReplyToID       string  `json:"reply_to_id"`
-	SeenAt          string  `json:"seen_at"`
-	RecipientPubkey string  `json:"recipient_pubkey"`
-	RecipientKind   string  `json:"recipient_kind"`
+	ID                 string  `json:"id"`
+	ClientMessageID    string  `json:"client_message_id"`
+	BrokerMessageID    string  `json:"broker_message_id"`
+	Mesh               string  `json:"mesh"`
+	Topic              string  `json:"topic"`
+	SenderPubkey       string  `json:"sender_pubkey"`
+	SenderMemberPubkey string  `json:"sender_member_pubkey"`
+	SenderName         string  `json:"sender_name"`
+	Body               *string `json:"body"`
+	ReceivedAt         string  `json:"received_at"`
+	ReplyToID          string  `json:"reply_to_id"`
+	Priority           string  `json:"priority"`
+	SeenAt             string  `json:"seen_at"`
+	RecipientPubkey    string  `json:"recipient_pubkey"`
+	RecipientKind      string  `json:"recipient_kind"`
+}
+
+// messageEvent is the row as the message event that announced it.
+func (m mcpInboxItem) messageEvent() mcpMessageEvent {
+	return mcpMessageEvent{
+		ID: m.ID, Mesh: m.Mesh, ClientMessageID: m.ClientMessageID, BrokerMessageID: m.BrokerMessageID,
+		SenderPubkey: m.SenderPubkey, SenderMemberPubkey: m.SenderMemberPubkey, SenderName: m.SenderName,
+		Topic: m.Topic, ReplyToID: m.ReplyToID, Priority: m.Priority, Body: m.Body,
+		RecipientPubkey: m.RecipientPubkey, RecipientKind: m.RecipientKind,
+	}
 }
 
 // welcomeInput is what the welcome is composed from. Each daemon query may

@@ -287,6 +287,79 @@ func TestMCPSessionReconnects(t *testing.T) {
 	}
 }
 
+// Messages that reached the inbox while the server had no stream open (the
+// daemon restarted) go out when the stream is back, oldest first, marked
+// seen; one also announced on the new stream goes out once.
+func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
+	d := newFakeDaemon()
+	h := startMCPSession(t, d, nil, 0)
+	h.handshake()
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "welcome" {
+		t.Fatalf("first notification = %+v, want the welcome", n)
+	}
+	waitFor(t, "the welcome done", h.sess.welcomed.Load)
+	mcpRecv(t, d.opened, "first subscription")
+	first, second := "sent while the daemon restarted", "and another"
+	d.mu.Lock()
+	d.inbox = []mcpInboxItem{ // newest first, as the daemon lists
+		{ID: "r2", BrokerMessageID: "b2", SenderName: "bob", SenderMemberPubkey: "3e3b", Priority: "now", Body: &second, Mesh: "team"},
+		{ID: "r1", BrokerMessageID: "b1", SenderName: "bob", SenderMemberPubkey: "3e3b", Body: &first, Mesh: "team"},
+	}
+	d.mu.Unlock()
+	events := d.stream()
+	if n := channelParams(t, h.next()); n.Content != "bob: "+first || n.Meta["message_id"] != "b1" || n.Meta["from_pubkey"] != "3e3b" {
+		t.Errorf("first caught-up notification = %+v", n)
+	}
+	if n := channelParams(t, h.next()); n.Content != "[URGENT] bob: "+second || n.Meta["priority"] != "now" {
+		t.Errorf("second caught-up notification = %+v", n)
+	}
+	for _, want := range []string{"r1", "r2"} {
+		if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{want}) {
+			t.Errorf("marked seen %q, want [%s]", ids, want)
+		}
+	}
+	io.WriteString(events, messageSSE(7, "r2", second))
+	io.WriteString(events, messageSSE(8, "r3", "live again"))
+	if n := channelParams(t, h.next()); n.Content != "bob: live again" {
+		t.Errorf("after the catch-up: %+v, want only the new message (r2 went out already)", n)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q := d.inboxQueries[len(d.inboxQueries)-1]; !q.UnreadOnly || q.MarkSeen || q.Limit != mcpCatchUpLimit {
+		t.Errorf("catch-up read the inbox as %+v, want unread rows, peeking", q)
+	}
+}
+
+// Before the welcome there is nothing to catch up: the welcome counts what
+// is unread. In inbox mode messages stay in the inbox after it too.
+func TestMCPSessionCatchUpWaitsForTheWelcome(t *testing.T) {
+	body := "unread"
+	unread := []mcpInboxItem{{ID: "r1", SenderName: "bob", Body: &body}}
+
+	d := newFakeDaemon()
+	d.inbox = unread
+	h := startMCPSession(t, d, nil, noWelcome)
+	h.handshake()
+	io.WriteString(d.stream(), messageSSE(1, "r9", "live"))
+	if n := channelParams(t, h.next()); n.Content != "bob: live" {
+		t.Errorf("before the welcome: first notification = %+v, want the live message only", n)
+	}
+
+	d = newFakeDaemon()
+	d.inbox = unread
+	h = startMCPSession(t, d, nil, 0)
+	h.sess.messageMode = messageModeInbox // before the pump reads it: it waits for a stream
+	h.handshake()
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "welcome" {
+		t.Fatalf("first notification = %+v, want the welcome", n)
+	}
+	waitFor(t, "the welcome done", h.sess.welcomed.Load)
+	io.WriteString(d.stream(), "id: 2\nevent: peer_join\ndata: {\"mesh\":\"team\",\"name\":\"carol\",\"pubkey\":\"c4r01\"}\n\n")
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "system" {
+		t.Errorf("inbox mode after the welcome: %+v, want no caught-up message", n)
+	}
+}
+
 func TestMCPSessionWelcome(t *testing.T) {
 	body1, body2 := "deploy is done", "ping"
 	d := newFakeDaemon()
