@@ -173,6 +173,7 @@ type cli struct {
 	daemonOnce   sync.Once
 	daemonResult ensureResult
 	daemonClient *DaemonClient
+	coldNoteOnce sync.Once
 }
 
 func newCLI(env Env, table []*command) *cli {

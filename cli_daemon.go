@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -39,14 +40,8 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 		dc.client = cl
 		c.daemonResult = dc.ensure(ctx, budget)
 		r := c.daemonResult
-		switch {
-		case r.State == daemonStarted:
+		if r.State == daemonStarted {
 			c.infof("daemon started automatically (took %dms)", r.Duration.Milliseconds())
-		case r.usable(), mode == modeStrict:
-		case r.State == daemonDown:
-			c.infof("daemon not running (%s) — using the direct broker connection", r.Reason)
-		default:
-			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
 		}
 		if r.usable() {
 			c.daemonClient = cl
@@ -96,16 +91,69 @@ func (c *cli) coldMesh(slug string) (Mesh, error) {
 	return *m, nil
 }
 
+// noteColdPath says, once, why a verb that would use the daemon talks to
+// the broker directly. It is said only when that happens: a verb the daemon
+// alone can serve fails with the reason instead.
+func (c *cli) noteColdPath() {
+	c.coldNoteOnce.Do(func() {
+		r := c.daemonResult
+		switch {
+		case r.State == "" || r.usable():
+		case r.State == daemonDown:
+			c.infof("daemon not running (%s) — using the direct broker connection", r.Reason)
+		default:
+			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
+		}
+	})
+}
+
+// daemonAbsence says why the daemon is not there, for a verb that needs it.
+func (c *cli) daemonAbsence() string {
+	r := c.daemonResult
+	switch {
+	case daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) == modeNoDaemon:
+		return "--no-daemon (or CLAUDEMESH_NO_DAEMON=1) keeps it out"
+	case r.State == "" || r.State == daemonDown:
+		return "it is not running"
+	}
+	return string(r.State) + ": " + r.Reason
+}
+
 // withCold runs fn on a one-shot broker connection to mesh.
 func (c *cli) withCold(ctx context.Context, m Mesh, fn func(cl *ColdLink) error) error {
+	c.noteColdPath()
 	host, _ := os.Hostname()
 	cwd, _ := os.Getwd()
 	cl, err := dialCold(ctx, m, os.Getpid(), cwd, host)
 	if err != nil {
-		return exitError(exitNetwork, fmt.Errorf("mesh %s: cannot reach the broker at %s: %w", m.Slug, m.BrokerURL, err))
+		return exitError(exitNetwork, fmt.Errorf("mesh %s: cannot reach the broker at %s: %s", m.Slug, m.BrokerURL, dialProblem(err)),
+			c.brokerUnreachableHint(m))
 	}
 	defer cl.Close()
 	return fn(cl)
+}
+
+// dialProblem is the part of a dial error a user can act on: the network
+// operation that failed ("dial tcp 127.0.0.1:7900: connect: connection
+// refused"), without the layers of WebSocket and HTTP around it.
+func dialProblem(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Error()
+	}
+	return err.Error()
+}
+
+// brokerUnreachableHint: the embedded broker runs inside the daemon, so
+// without the daemon it is not there at all; any other broker may be down
+// or out of reach.
+func (c *cli) brokerUnreachableHint(m Mesh) string {
+	if cfg, err := loadConfig(c.Paths().MachineConfigFile()); err == nil && cfg.Broker != nil {
+		if u, _ := embeddedBrokerURLs(cfg.Broker.Listen); u == m.BrokerURL {
+			return "mesh " + m.Slug + "'s broker runs inside the daemon: start it with 'claudemesh daemon up'"
+		}
+	}
+	return "is the broker running and reachable from here? 'claudemesh status' checks every mesh's"
 }
 
 // warmOrCold runs warm with the daemon when this invocation uses it, else

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -366,6 +368,64 @@ func TestStrictWithoutDaemonFails(t *testing.T) {
 	}
 	if n := dialed.Load(); n != 0 {
 		t.Fatalf("--strict dialed the broker %d times", n)
+	}
+}
+
+// Without a daemon: a verb with a direct path says once that it takes it,
+// a verb only the daemon serves says why it cannot (and nothing about a
+// direct path), and an embedded broker that is down with its daemon is
+// named as such.
+func TestWithoutDaemonSaysWhy(t *testing.T) {
+	h := newTestHome(t)
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	go func() {
+		for {
+			c, err := bl.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	kp := mustNewKeypair()
+	listen := bl.Addr().String()
+	u, _ := embeddedBrokerURLs(listen)
+	if err := saveConfig(h.Paths.MachineConfigFile(), &Config{Version: 1, Broker: &BrokerConf{Listen: listen, Data: h.Home},
+		Meshes: []Mesh{{MeshID: "m", MemberID: "u", Slug: "local", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: u}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, h.env(), "send", "bob", "hi")
+	if r.code != exitNetwork || strings.Count(r.stderr, "using the direct broker connection") != 1 ||
+		!strings.Contains(r.stderr, "hint: mesh local's broker runs inside the daemon: start it with 'claudemesh daemon up'") {
+		t.Fatalf("send without a daemon = %d\n%s", r.code, r.stderr)
+	}
+	for _, argv := range [][]string{{"inbox"}, {"whoami"}} {
+		r = runCLI(t, h.env(), argv...)
+		if strings.Contains(r.stderr, "direct broker connection") {
+			t.Errorf("%q mentions a direct path it does not take:\n%s", argv, r.stderr)
+		}
+	}
+	r = runCLI(t, h.env(), "inbox")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "the inbox lives in the daemon, and it is not running") {
+		t.Fatalf("inbox without a daemon = %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, h.env(), "inbox", "--no-daemon"); !strings.Contains(r.stderr, "--no-daemon") {
+		t.Fatalf("inbox --no-daemon = %d\n%s", r.code, r.stderr)
+	}
+}
+
+func TestDialProblem(t *testing.T) {
+	op := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	err := fmt.Errorf("failed to WebSocket dial: failed to send handshake request: Get \"http://x/ws\": %w", op)
+	if got := dialProblem(err); got != "dial tcp: connect: connection refused" {
+		t.Errorf("dialProblem = %q", got)
+	}
+	if got := dialProblem(errors.New("bad handshake")); got != "bad handshake" {
+		t.Errorf("dialProblem = %q", got)
 	}
 }
 
