@@ -584,7 +584,15 @@ func TestDaemonUpBootFailure(t *testing.T) {
 func TestDaemonZeroMeshesThenReload(t *testing.T) {
 	fx := newMeshFixture(t)
 	h := newTestHome(t)
+	// A daemon dir left open to others is made private again.
+	if err := os.MkdirAll(h.Paths.DaemonDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(h.Paths.DaemonDir, 0o755)
 	td := startTestDaemon(t, h, nil)
+	if st, err := os.Stat(h.Paths.DaemonDir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("daemon dir mode = %v, %v; want 0700", st.Mode().Perm(), err)
+	}
 	ctx := context.Background()
 	hl, err := td.client("").Health(ctx)
 	if err != nil || len(hl.Brokers) != 0 {

@@ -198,6 +198,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := ensurePrivateDir(d.paths.DaemonDir); err != nil {
 		return fmt.Errorf("daemon dir: %w", err)
 	}
+	// The dir is this daemon's own: one left open to others (an unpacked
+	// backup, a mkdir by hand) is closed again rather than reported forever.
+	if st, err := os.Stat(d.paths.DaemonDir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(d.paths.DaemonDir, 0o700); err == nil {
+			d.log.Warn("daemon_dir_mode_fixed", "dir", d.paths.DaemonDir, "was", fmt.Sprintf("%04o", st.Mode().Perm()))
+		}
+	}
 	if err := d.acquireLock(); err != nil {
 		return err
 	}
