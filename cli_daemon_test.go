@@ -285,6 +285,16 @@ func TestStateMemorySkillVerbs(t *testing.T) {
 			if r := do("skill", "list", "--json"); !strings.Contains(r.stdout, skill) {
 				t.Fatalf("skill list = %s", r.stdout)
 			}
+			// Without a description a skill is its name, with no dangling dash.
+			bare := skill + "-bare"
+			do("skill", "share", bare, "--file", file)
+			if r := do("skill", "list"); !strings.Contains(r.stdout, "  "+skill+" — a skill (by ") || !strings.Contains(r.stdout, "  "+bare+" (by ") {
+				t.Fatalf("skill list = %s", r.stdout)
+			}
+			if r := do("skill", "get", bare); !strings.HasPrefix(r.stdout, bare+"\n") {
+				t.Fatalf("skill get without a description = %q", r.stdout)
+			}
+			do("skill", "remove", bare)
 			do("skill", "remove", skill)
 		})
 	}
@@ -293,6 +303,18 @@ func TestStateMemorySkillVerbs(t *testing.T) {
 	}
 	if r := runCLI(t, h.env(), "profile", "--summary", "busy", "--status", "working"); r.code != 0 {
 		t.Fatalf("profile = %d %s", r.code, r.stderr)
+	}
+}
+
+// skill share reading a terminal says so (and how to end) instead of
+// waiting silently; from a pipe it says nothing.
+func TestSkillShareFromTerminal(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		var errb bytes.Buffer
+		code := run(context.Background(), []string{"skill", "share", "x"}, Env{Stdin: strings.NewReader(""), StdinTTY: tty, Stderr: &errb})
+		if code != exitUsage || strings.Contains(errb.String(), "Ctrl-D") != tty {
+			t.Errorf("stdin tty %v: exit %d\n%s", tty, code, errb.String())
+		}
 	}
 }
 

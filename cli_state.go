@@ -400,7 +400,7 @@ func setupSkillList(fs *flagSet) runFunc {
 			c.printf("no skills shared.\n")
 		}
 		for _, s := range skills {
-			c.printf("  %s — %v (by %v, %v)\n", c.paint(colorBold, fmt.Sprint(s["name"])), s["description"], s["author"], s["mesh"])
+			c.printf("  %s (by %v, %v)\n", c.skillTitle(s["name"], s["description"]), s["author"], s["mesh"])
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -449,9 +449,18 @@ func setupSkillGet(fs *flagSet) runFunc {
 		if c.jsonMode() {
 			return c.printJSON(skill)
 		}
-		c.printf("%s — %v\n  by %v (%v)\n\n%v\n", c.paint(colorBold, name), skill["description"], skill["author"], skill["mesh"], skill["instructions"])
+		c.printf("%s\n  by %v (%v)\n\n%v\n", c.skillTitle(name, skill["description"]), skill["author"], skill["mesh"], skill["instructions"])
 		return nil
 	}
+}
+
+// skillTitle is a skill's name, and " — description" when it has one.
+func (c *cli) skillTitle(name, description any) string {
+	title := c.paint(colorBold, fmt.Sprint(name))
+	if d, _ := description.(string); d != "" {
+		title += " — " + d
+	}
+	return title
 }
 
 func setupSkillShare(fs *flagSet) runFunc {
@@ -467,6 +476,9 @@ func setupSkillShare(fs *flagSet) runFunc {
 		var data []byte
 		var err error
 		if file == "" || file == "-" {
+			if c.env.StdinTTY {
+				c.infof("type the skill's instructions, then Ctrl-D on a line of its own (or pass --file)")
+			}
 			data, err = io.ReadAll(io.LimitReader(c.env.Stdin, 256<<10))
 		} else {
 			data, err = os.ReadFile(file)
