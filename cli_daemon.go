@@ -308,6 +308,11 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 		c.printf("daemon already running (pid %d)\n", h.Pid)
 		return nil
 	}
+	// The config the daemon would read: a broken one is reported here, with
+	// its own exit code and hint, not as a daemon that died at start.
+	if _, err := loadConfig(paths.MachineConfigFile()); err != nil {
+		return err
+	}
 	args := []string{"daemon", "up", "--foreground", fmt.Sprintf("--tcp-port=%d", f.tcpPort)}
 	if f.noTCP {
 		args = append(args, "--no-tcp")
@@ -316,21 +321,31 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 		args = append(args, "--public-health")
 	}
 	exe, _ := os.Executable()
+	var logStart int64
+	if st, err := os.Stat(paths.LogFile()); err == nil {
+		logStart = st.Size()
+	}
 	pid, exited, err := startDetachedDaemon(exe, paths, daemonSpawnEnv(os.Environ()), args)
 	if err != nil {
 		return exitError(exitFailure, err)
 	}
 	dc := newDaemonConnector(paths, c.env.Getenv)
 	if !dc.waitUp(ctx, defaultSpawnBudget, exited) {
+		problem, reason := fmt.Sprintf("did not answer within %s", defaultSpawnBudget), "not_answering"
+		select {
+		case <-exited:
+			problem, reason = "exited during start-up", "exited"
+		default:
+		}
 		if c.jsonMode() {
-			_ = c.printJSON(map[string]any{"ok": false, "detached": true, "pid": pid, "reason": "not_answering", "log": paths.LogFile()})
+			_ = c.printJSON(map[string]any{"ok": false, "detached": true, "pid": pid, "reason": reason, "log": paths.LogFile()})
 			return silentExit(exitFailure)
 		}
 		hints := []string{"its log: " + paths.LogFile()}
-		if tail := logTail(paths.LogFile(), 5); tail != "" {
-			hints = append(hints, "last lines:\n"+tail)
+		if tail := logTail(paths.LogFile(), logStart, 5); tail != "" {
+			hints = append(hints, "what it logged:\n"+tail)
 		}
-		return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not start within %s", pid, defaultSpawnBudget), hints...)
+		return exitError(exitFailure, fmt.Errorf("daemon (pid %d) %s", pid, problem), hints...)
 	}
 	cl := newDaemonClient(paths.SocketFile(), "")
 	h, _ := cl.Health(ctx)
@@ -345,13 +360,13 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 	return nil
 }
 
-// logTail returns the last n lines of a file.
-func logTail(path string, n int) string {
+// logTail returns the last n lines a file got after offset.
+func logTail(path string, offset int64, n int) string {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil || int64(len(data)) <= offset {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(string(data[offset:]), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

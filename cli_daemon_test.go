@@ -592,12 +592,24 @@ func TestDaemonUpBootFailure(t *testing.T) {
 	os.MkdirAll(h.Paths.MachineConfigDir, 0o700)
 	os.WriteFile(h.Paths.MachineConfigFile(), []byte("{not json"), 0o600)
 	stopDaemonAt(t, h.Paths)
+	// A broken config is the config's error, before any daemon is started.
 	r := runBinary(t, h.env(), "daemon", "up")
-	if r.code != exitFailure || !strings.Contains(r.stderr, h.Paths.LogFile()) {
+	if r.code != exitIO || !strings.Contains(r.stderr, "not valid JSON") || !strings.Contains(r.stderr, "nothing was changed") {
 		t.Fatalf("daemon up with a broken config = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "not valid JSON") {
-		t.Fatalf("the boot error is not shown: %s", r.stderr)
+	if _, err := os.Stat(h.Paths.LogFile()); !os.IsNotExist(err) {
+		t.Fatalf("a daemon was started for a broken config (log: %v)", err)
+	}
+	// A daemon that dies at start (its inbox cannot be opened): said as
+	// such, with what it logged this time.
+	h.writeConfig(t)
+	os.MkdirAll(h.Paths.DaemonDir, 0o700)
+	os.WriteFile(h.Paths.LogFile(), []byte("an older run's line\n"), 0o600)
+	os.MkdirAll(filepath.Join(h.Paths.DaemonDir, "inbox.db"), 0o700)
+	r = runBinary(t, h.env(), "daemon", "up")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "exited during start-up") || !strings.Contains(r.stderr, h.Paths.LogFile()) ||
+		!strings.Contains(r.stderr, "inbox") || strings.Contains(r.stderr, "an older run's line") {
+		t.Fatalf("daemon up that dies at start = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 
