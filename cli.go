@@ -24,6 +24,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // Exit codes.
@@ -421,6 +422,14 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		c.passthrough = p.passthrough
 	} else {
 		rest = append(rest, p.passthrough...)
+	}
+	for _, w := range rest {
+		// Messages, names and keys are text: bytes that are not UTF-8
+		// would reach peers as U+FFFD, silently changed.
+		if !utf8.ValidString(w) {
+			return withHint(usageError("argument %q is not valid UTF-8 text", strings.ToValidUTF8(w, "\uFFFD")),
+				"convert it first, for example with iconv -t UTF-8")
+		}
 	}
 	if run == nil {
 		return c.printHelp(cmd)

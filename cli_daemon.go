@@ -241,8 +241,11 @@ func ipcFailure(err error) error {
 			hints = append(hints, "joined: "+strings.Join(s, ", "))
 		}
 	}
-	if ie.Code == "broker_unavailable" {
+	switch {
+	case ie.Code == "broker_unavailable":
 		hints = append(hints, "see 'claudemesh status' for the broker links")
+	case ie.Status == 413:
+		hints = append(hints, "make it smaller: split a long text into several messages")
 	}
 	return exitError(code, errors.New(msg), hints...)
 }

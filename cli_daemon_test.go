@@ -178,6 +178,9 @@ func TestPeerListVerb(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || r.code != 0 {
 		t.Fatalf("peers --mesh beta --json=… = %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
 	}
+	if r := runCLI(t, env, "peers", "--json", "name,mesh"); r.code != exitUsage || !strings.Contains(r.stderr, "hint: for a field list write --json=name,mesh") {
+		t.Fatalf("peers --json name,mesh = %d\n%s", r.code, r.stderr)
+	}
 	var names []string
 	for _, row := range rows {
 		if row["mesh"] != "beta" || len(row) != 2 {

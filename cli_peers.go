@@ -109,7 +109,12 @@ func setupPeerList(fs *flagSet) runFunc {
 	fs.BoolVar(&all, "all", false, "include control-plane rows (daemons, one-shot CLI connections)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) > 0 {
-			return usageError("'peer list' takes no arguments")
+			err := usageError("'peer list' takes no arguments")
+			if c.jsonMode() {
+				// `--json name,status` (a space): the list needs an '='.
+				return withHint(err, "for a field list write --json="+args[0])
+			}
+			return err
 		}
 		cfg, err := c.loadUserConfig()
 		if err != nil {

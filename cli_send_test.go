@@ -34,6 +34,14 @@ func TestSendVerb(t *testing.T) {
 	}
 	streamB.next(t, "the prefix DM", messageWith("by prefix"))
 
+	// Bad input is refused, saying what to do.
+	if r := runCLI(t, env, "send", "", "hi"); r.code != exitUsage || !strings.Contains(r.stderr, "is not a target") {
+		t.Fatalf("send to an empty name = %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, env, "send", "bert", strings.Repeat("x", 70_000)); r.code != exitFailure || !strings.Contains(r.stderr, "hint: make it smaller") {
+		t.Fatalf("send of a huge message = %d\n%s", r.code, r.stderr)
+	}
+
 	r = runCLI(t, env, "send", carol.Pubkey, "for later")
 	if r.code != 0 || !strings.Contains(r.stdout, "not connected now") {
 		t.Fatalf("send to an offline member = %d\n%s%s", r.code, r.stdout, r.stderr)

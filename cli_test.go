@@ -136,6 +136,7 @@ func TestArgvErrors(t *testing.T) {
 		{"flag of another verb", []string{"mesh", "create", "x", "--self"}, exitUsage, "does not apply to 'mesh create'"},
 		{"field list on a verb without one", []string{"send", "--json=a,b", "bob", "x"}, exitUsage, "field list"},
 		{"bad boolean value", []string{"send", "--self=maybe", "bob", "x"}, exitUsage, "invalid value"},
+		{"argument not UTF-8", []string{"send", "bob", "caf\xe9"}, exitUsage, "not valid UTF-8"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
