@@ -170,7 +170,28 @@ func (c *cli) warmOrCold(ctx context.Context, mesh string, warm func(*DaemonClie
 	if err != nil {
 		return err
 	}
-	return c.withCold(ctx, m, func(l *ColdLink) error { return cold(m, l) })
+	return brokerRefusal(c.withCold(ctx, m, func(l *ColdLink) error { return cold(m, l) }))
+}
+
+// brokerRefusal gives a broker's error frame, met on a direct connection,
+// its exit code (not found 5, forbidden 7) and the broker's own words.
+func brokerRefusal(err error) error {
+	var be *BrokerError
+	if !errors.As(err, &be) {
+		return err
+	}
+	msg := be.Message
+	if msg == "" {
+		msg = be.Code
+	}
+	code := exitFailure
+	switch be.Code {
+	case codeForbidden:
+		code = exitPermission
+	case codeNotFound:
+		code = exitNotFound
+	}
+	return exitError(code, errors.New(msg))
 }
 
 // coldRequest is one request/reply on a cold link with the usual timeout.
@@ -226,6 +247,9 @@ func ipcFailure(err error) error {
 		code = exitNetwork
 	}
 	msg := ie.Message
+	if bc, _ := ie.Body["broker_code"].(string); bc != "" {
+		msg = strings.TrimPrefix(msg, "broker: "+bc+": ") // the broker's own words
+	}
 	if msg == "" {
 		msg = ie.Code
 	}
@@ -248,6 +272,16 @@ func ipcFailure(err error) error {
 		hints = append(hints, "make it smaller: split a long text into several messages")
 	}
 	return exitError(code, errors.New(msg), hints...)
+}
+
+// notFoundHint adds hint to err when err is a not-found (exit 5) without a
+// hint of its own: where the verb's names or ids can be looked up.
+func notFoundHint(err error, hint string) error {
+	var ce *cliError
+	if exitCodeOf(err) != exitNotFound || errors.As(err, &ce) && len(ce.hints) > 0 {
+		return err
+	}
+	return withHint(err, hint)
 }
 
 // daemon verbs.

@@ -278,6 +278,15 @@ func TestStateMemorySkillVerbs(t *testing.T) {
 				t.Fatalf("recall = %s, want %s", r.stdout, mem.ID)
 			}
 			do("forget", mem.ID)
+			if r := runCLI(t, env, append([]string{"forget", mem.ID}, mode...)...); r.code != exitNotFound || !strings.Contains(r.stderr, "hint: memory ids are in 'claudemesh recall") ||
+				strings.Contains(r.stderr, "broker: ") {
+				t.Fatalf("forget twice = %d\n%s", r.code, r.stderr)
+			}
+			for _, verb := range []string{"get", "remove"} {
+				if r := runCLI(t, env, append([]string{"skill", verb, "no-such-skill"}, mode...)...); r.code != exitNotFound || !strings.Contains(r.stderr, "hint: see 'claudemesh skill list'") {
+					t.Fatalf("skill %s of an unknown skill = %d\n%s", verb, r.code, r.stderr)
+				}
+			}
 			skill := "sk-" + name
 			file := filepath.Join(t.TempDir(), "skill.md")
 			os.WriteFile(file, []byte("do the thing"), 0o600)

@@ -204,6 +204,11 @@ func (s *syncBuffer) String() string {
 
 func TestCLIBrokerServe(t *testing.T) {
 	m := newMachine(t)
+	var bad bytes.Buffer
+	if code := run(context.Background(), []string{"broker", "serve", "--listen", "nope"}, Env{Getenv: func(k string) string { return m.vars[k] }, Stderr: &bad}); code != exitUsage ||
+		!strings.Contains(bad.String(), "host:port") {
+		t.Fatalf("broker serve --listen nope = %d\n%s", code, bad.String())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb syncBuffer

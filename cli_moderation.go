@@ -177,21 +177,19 @@ func (c *cli) moderate(ctx context.Context, mesh string, frame any, replies []st
 	return m, brokerFailure(err)
 }
 
-// brokerFailure gives a broker's refusal the fitting exit code and hint.
+// brokerFailure gives a broker's refusal of a moderation request the
+// fitting exit code and hint.
 func brokerFailure(err error) error {
 	var be *BrokerError
 	if !errors.As(err, &be) {
 		return err
 	}
-	msg := be.Message
-	if msg == "" {
-		msg = be.Code
-	}
+	err = brokerRefusal(err)
 	switch be.Code {
 	case codeForbidden:
-		return exitError(exitPermission, errors.New(msg), "only the mesh owner or an admin can moderate")
+		return withHint(err, "only the mesh owner or an admin can moderate")
 	case codeNotFound:
-		return exitError(exitNotFound, errors.New(msg), "see 'claudemesh peer list --all' or 'claudemesh bans'")
+		return withHint(err, "see 'claudemesh peer list --all' or 'claudemesh bans'")
 	}
-	return exitError(exitFailure, errors.New(msg))
+	return err
 }

@@ -253,7 +253,18 @@ func TestModerationVerbs(t *testing.T) {
 		t.Fatalf("kick a daemon = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// Your own member: your daemon is refused, and the CLI's own link is not
-	// a target at all.
+	// a target at all. (The earlier CLI links go with their sockets, which
+	// the broker may see close a moment after the verb returned.)
+	waitFor(t, "earlier CLI links gone", func() bool {
+		f.broker.mu.Lock()
+		defer f.broker.mu.Unlock()
+		for _, p := range f.broker.room(f.me.MeshID).peers {
+			if p.oneShot() {
+				return false
+			}
+		}
+		return true
+	})
 	if r := runCLI(t, env, "kick", "me"); r.code != 0 || !strings.Contains(r.stdout, "not kicked: me —") {
 		t.Fatalf("kick me = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

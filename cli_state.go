@@ -335,13 +335,17 @@ func setupForget(fs *flagSet) runFunc {
 				return err
 			}
 			var ack AckFrame
-			if json.Unmarshal(raw, &ack) == nil && ack.Error != "" {
+			switch {
+			case json.Unmarshal(raw, &ack) != nil || ack.Error == "":
+			case ack.Error == codeNotFound:
+				return exitError(exitNotFound, fmt.Errorf("no memory %s on %s", id, m.Slug))
+			default:
 				return errors.New(ack.Error)
 			}
 			return nil
 		})
 		if err != nil {
-			return err
+			return notFoundHint(err, "memory ids are in 'claudemesh recall <query>'")
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"id": id, "forgotten": true})
@@ -444,7 +448,7 @@ func setupSkillGet(fs *flagSet) runFunc {
 			return nil
 		})
 		if err != nil {
-			return err
+			return notFoundHint(err, "see 'claudemesh skill list'")
 		}
 		if c.jsonMode() {
 			return c.printJSON(skill)
@@ -550,7 +554,7 @@ func setupSkillRemove(fs *flagSet) runFunc {
 			return nil
 		})
 		if err != nil {
-			return err
+			return notFoundHint(err, "see 'claudemesh skill list'")
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "name": name, "removed": true})
