@@ -127,6 +127,7 @@ func (g *globalFlags) register(fs *flagSet) {
 	fs.BoolVar(&g.help, "help", false, "show help")
 	fs.BoolVar(&g.help, "h", false, "show help")
 	fs.BoolVar(&g.version, "version", false, "print the version")
+	fs.BoolVar(&g.version, "V", false, "print the version")
 	fs.BoolVar(&g.strict, "strict", false, "fail instead of falling back when the daemon is unavailable")
 	fs.BoolVar(&g.noDaemon, "no-daemon", false, "never use the daemon; talk to the broker directly")
 	fs.BoolVar(&g.verbose, "verbose", false, "say more")
@@ -388,7 +389,7 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	if cmd == nil {
 		// Global flags still mean something without a verb.
 		for _, f := range p.flags {
-			if f.name == "version" {
+			if f.name == "version" || f.name == "V" {
 				return c.printVersion()
 			}
 		}

@@ -253,6 +253,7 @@ func TestHelpAndVersion(t *testing.T) {
 		{"-h anywhere", []string{"-h", "mesh", "create"}, []string{"Usage: claudemesh mesh create"}, nil},
 		{"help verb", []string{"help", "peers"}, []string{"Usage: claudemesh peer list"}, nil},
 		{"--version", []string{"--version"}, []string{"claudemesh " + version}, nil},
+		{"-V", []string{"-V"}, []string{"claudemesh " + version}, nil},
 		{"--version after a verb", []string{"send", "--version"}, []string{"claudemesh " + version}, nil},
 	}
 	for _, tc := range cases {
