@@ -194,6 +194,7 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 	if err != nil {
 		return err
 	}
+	c.reloadDaemon(ctx)
 	if c.jsonMode() {
 		return c.printJSON(map[string]string{"slug": slug, "id": m.MeshID, "member_id": m.MemberID, "broker_url": brokerURL, "role": "owner"})
 	}
@@ -453,7 +454,23 @@ func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error
 	}); err != nil {
 		return joined{}, err
 	}
+	c.reloadDaemon(ctx)
 	return joined{Mesh: m, Display: display, Role: p.Role}, nil
+}
+
+// reloadDaemon tells a running daemon that config.json changed, so that it
+// links to a mesh just joined or created at once (messages to the new
+// member arrive without waiting for a restart) and lets go of one just
+// left. A daemon that is not running reads the config when it starts.
+func (c *cli) reloadDaemon(ctx context.Context) {
+	cl := c.runningDaemon(ctx)
+	if cl == nil {
+		return
+	}
+	defer cl.http.CloseIdleConnections()
+	if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
+		c.warnf("the running daemon did not take the change (%v); restart it: claudemesh daemon down && claudemesh daemon up", err)
+	}
 }
 
 // meshListRow is one mesh in `mesh list --json`: never the secret key.
@@ -512,6 +529,7 @@ func runLeave(ctx context.Context, c *cli, args []string) error {
 	}); err != nil {
 		return err
 	}
+	c.reloadDaemon(ctx)
 	if c.jsonMode() {
 		return c.printJSON(map[string]any{"slug": slug, "left": true})
 	}

@@ -242,3 +242,43 @@ func TestCLIBrokerServe(t *testing.T) {
 		t.Fatalf("serve log = %s", errb.String())
 	}
 }
+
+// A running daemon takes a mesh created or joined on this machine at once,
+// and lets go of one left: nothing waits for a restart.
+func TestMeshChangesReachTheRunningDaemon(t *testing.T) {
+	b, url := startTestBroker(t)
+	alpha := newTestMesh(t, b, url, "alpha", "me")
+	h := newTestHome(t)
+	h.writeConfig(t, alpha)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "alpha", LinkOpen)
+	brokers := func() map[string]string {
+		hl, err := td.client("").Health(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hl.Brokers
+	}
+	if r := runCLI(t, h.env(), "mesh", "create", "beta", "--broker", url); r.code != 0 {
+		t.Fatalf("mesh create = %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, "the daemon linked to beta", func() bool { return brokers()["beta"] == string(LinkOpen) })
+	r := runCLI(t, h.env(), "invite", "--mesh", "beta", "--json")
+	invite := jsonField(t, r.stdout, "url")
+	h2 := newTestHome(t)
+	h2.writeConfig(t)
+	td2 := startTestDaemon(t, h2, nil)
+	if r := runCLI(t, h2.env(), "join", invite); r.code != 0 {
+		t.Fatalf("join = %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, "the joiner's daemon linked to beta", func() bool {
+		hl, err := td2.client("").Health(context.Background())
+		return err == nil && hl.Brokers["beta"] == string(LinkOpen)
+	})
+	if r := runCLI(t, h.env(), "leave", "beta"); r.code != 0 {
+		t.Fatalf("leave = %d\n%s", r.code, r.stderr)
+	}
+	if _, linked := brokers()["beta"]; linked {
+		t.Fatalf("the daemon still links to a mesh this machine left: %v", brokers())
+	}
+}
