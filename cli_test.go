@@ -316,6 +316,18 @@ func TestVerbTableConsistent(t *testing.T) {
 	}
 }
 
+// SPEC §6's boolean flags are booleans in the real verb table: none of them
+// ever takes the next word as its value.
+func TestSpecBooleanFlags(t *testing.T) {
+	kinds := flagKinds(commands)
+	for _, name := range []string{"self", "json", "all", "yes", "y", "quiet", "strict", "no-daemon", "unread", "foreground",
+		"no-tcp", "public-health", "continue", "verbose", "no-color", "help", "h", "version", "V"} {
+		if isBool, known := kinds[name]; !known || !isBool {
+			t.Errorf("--%s: declared %v, boolean %v; want a boolean flag", name, known, isBool)
+		}
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	cases := []struct {
 		err  error
