@@ -412,6 +412,13 @@ func logTail(path string, offset int64, n int) string {
 
 func setupDaemonDown(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
+		sessions := 0
+		if cl := c.runningDaemon(ctx); cl != nil {
+			if h, err := cl.Health(ctx); err == nil {
+				sessions = h.Sessions
+			}
+			cl.http.CloseIdleConnections()
+		}
 		pid, err := stopRunningDaemon(ctx, c)
 		switch {
 		case err == nil && pid == 0:
@@ -427,9 +434,18 @@ func setupDaemonDown(fs *flagSet) runFunc {
 			return err
 		}
 		if c.jsonMode() {
-			return c.printJSON(map[string]any{"stopped": true, "pid": pid})
+			return c.printJSON(map[string]any{"stopped": true, "pid": pid, "sessions": sessions})
 		}
 		c.printf("daemon: stopped (was pid %d)\n", pid)
+		if sessions > 0 {
+			// They stay registered (sessions.json) and come back with the
+			// daemon; until then nothing reaches them.
+			what := fmt.Sprintf("%d launched sessions stay registered but get", sessions)
+			if sessions == 1 {
+				what = "1 launched session stays registered but gets"
+			}
+			c.printf("  %s no messages until the daemon is back: claudemesh daemon up\n", what)
+		}
 		return nil
 	}
 }

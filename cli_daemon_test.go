@@ -582,7 +582,12 @@ func TestDaemonVerbsAsProcesses(t *testing.T) {
 	if r := runBinary(t, env, "status"); r.code != 0 || !strings.Contains(r.stdout, "mesh alpha: open") {
 		t.Fatalf("status = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := runBinary(t, env, "daemon", "down"); r.code != 0 || !strings.Contains(r.stdout, "stopped") {
+	reg, _ := registration(t, fx.alpha, "alice", os.Getpid())
+	if err := newDaemonClient(h.Paths.SocketFile(), "").RegisterSession(context.Background(), reg); err != nil {
+		t.Fatal(err)
+	}
+	if r := runBinary(t, env, "daemon", "down"); r.code != 0 || !strings.Contains(r.stdout, "stopped") ||
+		!strings.Contains(r.stdout, "1 launched session stays registered but gets no messages until the daemon is back") {
 		t.Fatalf("daemon down = %d %s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, f := range []string{h.Paths.SocketFile(), h.Paths.PidFile(), h.Paths.DaemonInfoFile()} {
