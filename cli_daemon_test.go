@@ -368,28 +368,36 @@ func TestNoDaemonNeverTouchesSocket(t *testing.T) {
 	}
 }
 
+// closingListener is a loopback TCP address where nothing answers: every
+// connection is closed at once, and counted.
+func closingListener(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	return l.Addr().String(), &accepted
+}
+
 // --strict with no daemon fails and never takes the cold path: the mesh's
 // broker address is a listener that counts connections.
 func TestStrictWithoutDaemonFails(t *testing.T) {
 	h := newTestHome(t)
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bl.Close()
-	var dialed atomic.Int32
-	go func() {
-		for {
-			c, err := bl.Accept()
-			if err != nil {
-				return
-			}
-			dialed.Add(1)
-			c.Close()
-		}
-	}()
+	addr, dialed := closingListener(t)
 	kp := mustNewKeypair()
-	h.writeConfig(t, Mesh{MeshID: "m", MemberID: "u", Slug: "s", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: "ws://" + bl.Addr().String() + "/ws"})
+	h.writeConfig(t, Mesh{MeshID: "m", MemberID: "u", Slug: "s", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: "ws://" + addr + "/ws"})
 	for _, env := range []map[string]string{h.env(), h.env("CLAUDEMESH_STRICT_DAEMON", "1")} {
 		args := []string{"peers"}
 		if env["CLAUDEMESH_STRICT_DAEMON"] == "" {
@@ -411,22 +419,8 @@ func TestStrictWithoutDaemonFails(t *testing.T) {
 // named as such.
 func TestWithoutDaemonSaysWhy(t *testing.T) {
 	h := newTestHome(t)
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bl.Close()
-	go func() {
-		for {
-			c, err := bl.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	listen, _ := closingListener(t)
 	kp := mustNewKeypair()
-	listen := bl.Addr().String()
 	u, _ := embeddedBrokerURLs(listen)
 	if err := saveConfig(h.Paths.MachineConfigFile(), &Config{Version: 1, Broker: &BrokerConf{Listen: listen, Data: h.Home},
 		Meshes: []Mesh{{MeshID: "m", MemberID: "u", Slug: "local", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: u}}}); err != nil {

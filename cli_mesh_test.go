@@ -246,10 +246,9 @@ func TestCLIBrokerServe(t *testing.T) {
 // A running daemon takes a mesh created or joined on this machine at once,
 // and lets go of one left: nothing waits for a restart.
 func TestMeshChangesReachTheRunningDaemon(t *testing.T) {
-	b, url := startTestBroker(t)
-	alpha := newTestMesh(t, b, url, "alpha", "me")
+	fx := newMeshFixture(t)
 	h := newTestHome(t)
-	h.writeConfig(t, alpha)
+	h.writeConfig(t, fx.alpha)
 	td := startTestDaemon(t, h, nil)
 	td.waitLink(t, "alpha", LinkOpen)
 	brokers := func() map[string]string {
@@ -259,11 +258,11 @@ func TestMeshChangesReachTheRunningDaemon(t *testing.T) {
 		}
 		return hl.Brokers
 	}
-	if r := runCLI(t, h.env(), "mesh", "create", "beta", "--broker", url); r.code != 0 {
+	if r := runCLI(t, h.env(), "mesh", "create", "gamma", "--broker", fx.url); r.code != 0 {
 		t.Fatalf("mesh create = %d\n%s", r.code, r.stderr)
 	}
-	waitFor(t, "the daemon linked to beta", func() bool { return brokers()["beta"] == string(LinkOpen) })
-	r := runCLI(t, h.env(), "invite", "--mesh", "beta", "--json")
+	waitFor(t, "the daemon linked to gamma", func() bool { return brokers()["gamma"] == string(LinkOpen) })
+	r := runCLI(t, h.env(), "invite", "--mesh", "gamma", "--json")
 	invite := jsonField(t, r.stdout, "url")
 	h2 := newTestHome(t)
 	h2.writeConfig(t)
@@ -271,14 +270,14 @@ func TestMeshChangesReachTheRunningDaemon(t *testing.T) {
 	if r := runCLI(t, h2.env(), "join", invite); r.code != 0 {
 		t.Fatalf("join = %d\n%s", r.code, r.stderr)
 	}
-	waitFor(t, "the joiner's daemon linked to beta", func() bool {
+	waitFor(t, "the joiner's daemon linked to gamma", func() bool {
 		hl, err := td2.client("").Health(context.Background())
-		return err == nil && hl.Brokers["beta"] == string(LinkOpen)
+		return err == nil && hl.Brokers["gamma"] == string(LinkOpen)
 	})
-	if r := runCLI(t, h.env(), "leave", "beta"); r.code != 0 {
+	if r := runCLI(t, h.env(), "leave", "gamma"); r.code != 0 {
 		t.Fatalf("leave = %d\n%s", r.code, r.stderr)
 	}
-	if _, linked := brokers()["beta"]; linked {
+	if _, linked := brokers()["gamma"]; linked {
 		t.Fatalf("the daemon still links to a mesh this machine left: %v", brokers())
 	}
 }
