@@ -107,16 +107,22 @@ func (c *cli) noteColdPath() {
 	})
 }
 
-// daemonAbsence says why the daemon is not there, for a verb that needs it.
-func (c *cli) daemonAbsence() string {
+// daemonAbsence says why the daemon is not there, for a verb that needs it,
+// and what to do.
+func (c *cli) daemonAbsence() (why string, hints []string) {
 	r := c.daemonResult
+	logHint := "its log: " + c.Paths().LogFile()
 	switch {
 	case daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) == modeNoDaemon:
-		return "--no-daemon (or CLAUDEMESH_NO_DAEMON=1) keeps it out"
+		return "--no-daemon (or CLAUDEMESH_NO_DAEMON=1) keeps it out", []string{"drop --no-daemon (and start the daemon if it is not running: claudemesh daemon up)"}
 	case r.State == "" || r.State == daemonDown:
-		return "it is not running"
+		return "it is not running", []string{"start it with 'claudemesh daemon up'"}
+	case r.State == daemonUnresponsive:
+		return r.Reason, []string{logHint}
+	case r.State == daemonServiceNotReady:
+		return "its service is not answering (" + r.Reason + ")", []string{logHint}
 	}
-	return string(r.State) + ": " + r.Reason
+	return "it could not be started (" + r.Reason + ")", []string{"start it with 'claudemesh daemon up'", logHint}
 }
 
 // withCold runs fn on a one-shot broker connection to mesh.
@@ -493,6 +499,9 @@ func stopRunningDaemon(ctx context.Context, c *cli) (int, error) {
 func setupDaemonStatus(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
 		cl := c.runningDaemon(ctx)
+		if cl == nil && daemonLockHeld(c.Paths()) {
+			return exitError(exitFailure, errors.New(unresponsiveReason(c.Paths())), "its log: "+c.Paths().LogFile())
+		}
 		if cl == nil {
 			if c.jsonMode() {
 				_ = c.printJSON(map[string]any{"running": false})

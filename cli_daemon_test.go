@@ -112,6 +112,43 @@ func TestConnectorSpawnSuppressed(t *testing.T) {
 	}
 }
 
+// A daemon that holds the lock but does not answer (stopped, stuck) is
+// reported as such: no second daemon is spawned to fail on its lock, and
+// `daemon status` does not call it "not running".
+func TestConnectorUnresponsiveDaemon(t *testing.T) {
+	h := newTestHome(t)
+	os.MkdirAll(h.Paths.DaemonDir, 0o700)
+	// A socket nobody answers on: bound, then its listener closed.
+	l, err := net.Listen("unix", h.Paths.SocketFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	lock, err := os.OpenFile(h.Paths.LockFile(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(h.Paths.PidFile(), []byte("4242\n"), 0o600)
+	dc := newDaemonConnector(h.Paths, mapEnv(h.env()))
+	dc.exe = "/nonexistent/claudemesh"
+	r := dc.ensure(context.Background(), time.Second)
+	if r.State != daemonUnresponsive || !strings.Contains(r.Reason, "pid 4242") || !strings.Contains(r.Reason, "daemon down") {
+		t.Fatalf("ensure = %+v, want unresponsive naming the pid and the way out", r)
+	}
+	if _, err := os.Stat(h.Paths.SocketFile()); err != nil {
+		t.Fatal("the live daemon's socket was removed")
+	}
+	res := runCLI(t, h.env(), "daemon", "status")
+	if res.code != exitFailure || strings.Contains(res.stdout, "not running") || !strings.Contains(res.stderr, "does not answer") {
+		t.Fatalf("daemon status = %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
+
 func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
 // runCLI runs one in-process claudemesh invocation.
