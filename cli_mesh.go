@@ -410,7 +410,8 @@ type joined struct {
 func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error) {
 	p, token, err := parseInvite(invite)
 	if err != nil {
-		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err), "invites look like ic://join/…")
+		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err),
+			"an invite is one long ic://join/… line: copy all of it, as 'claudemesh invite' printed it")
 	}
 	if p.expired(time.Now()) {
 		return joined{}, exitError(exitFailure, fmt.Errorf("this invite expired at %s", isoTime(time.Unix(p.ExpiresAt, 0))), "ask for a new one")

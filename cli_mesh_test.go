@@ -140,6 +140,7 @@ func TestCLIJoinFailures(t *testing.T) {
 	}{
 		{"garbage", "ic://join/!!!", exitFailure, "not a valid invite"},
 		{"not a link", "hello", exitFailure, "not a valid invite"},
+		{"cut short", inv.URL[:len(inv.URL)/2], exitFailure, "hint: an invite is one long ic://join/… line: copy all of it"},
 		{"used up", inv.URL, exitFailure, "invite_exhausted"},
 	}
 	first := newMachine(t)
