@@ -276,6 +276,8 @@ func ipcFailure(err error) error {
 		hints = append(hints, "see 'claudemesh status' for the broker links")
 	case ie.Status == 413:
 		hints = append(hints, "make it smaller: split a long text into several messages")
+	case ie.Code == "to_self":
+		hints = append(hints, "to reach your other sessions: claudemesh send --self <your member key>")
 	}
 	return exitError(code, errors.New(msg), hints...)
 }

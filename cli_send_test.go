@@ -34,6 +34,11 @@ func TestSendVerb(t *testing.T) {
 	}
 	streamB.next(t, "the prefix DM", messageWith("by prefix"))
 
+	// This session itself: its own link would drop the message as an echo.
+	if r := runCLI(t, env, "send", "alice", "note to self"); r.code != exitUsage || !strings.Contains(r.stderr, "this session's own key") ||
+		!strings.Contains(r.stderr, "--self") {
+		t.Fatalf("send to this session = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	// Bad input is refused, saying what to do.
 	if r := runCLI(t, env, "send", "", "hi"); r.code != exitUsage || !strings.Contains(r.stderr, "is not a target") {
 		t.Fatalf("send to an empty name = %d\n%s", r.code, r.stderr)

@@ -498,6 +498,11 @@ func (d *Daemon) prepareSend(ctx context.Context, in *sendInput, s *Session) (*o
 	if err != nil {
 		return nil, err
 	}
+	if senderSession != "" && target == senderSession {
+		// Its own link drops it as an echo (1.34.8): it would be reported
+		// sent and never seen.
+		return nil, badRequest("to_self", "%s is this session's own key: a session never receives its own messages", shortKey(target))
+	}
 	var nonce, ct string
 	if isHexKey(target) {
 		if nonce, ct, err = sealDM([]byte(in.Message), target, sender); err != nil {
