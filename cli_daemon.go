@@ -77,6 +77,25 @@ func (c *cli) loadUserConfig() (*Config, error) {
 	return loadConfig(c.Paths().ConfigFile())
 }
 
+// needMesh refuses a verb that works on a mesh when this machine has none
+// — neither the config this invocation sees nor the machine's, which the
+// daemon serves — before a daemon is started for nothing.
+func (c *cli) needMesh(slug string) error {
+	if slug != "" {
+		return nil
+	}
+	cfg, err := c.loadUserConfig()
+	if err != nil || len(cfg.Meshes) > 0 {
+		return err
+	}
+	if p := c.Paths(); p.MachineConfigFile() != p.ConfigFile() {
+		if mc, err := loadConfig(p.MachineConfigFile()); err == nil && len(mc.Meshes) > 0 {
+			return nil
+		}
+	}
+	return errNoMeshJoined()
+}
+
 // coldMesh picks the mesh for a cold-path verb: --mesh, else the only
 // joined mesh.
 func (c *cli) coldMesh(slug string) (Mesh, error) {
@@ -165,6 +184,9 @@ func (c *cli) brokerUnreachableHint(m Mesh) string {
 // warmOrCold runs warm with the daemon when this invocation uses it, else
 // cold on a one-shot broker connection to mesh (--mesh, or the only one).
 func (c *cli) warmOrCold(ctx context.Context, mesh string, warm func(*DaemonClient) error, cold func(Mesh, *ColdLink) error) error {
+	if err := c.needMesh(mesh); err != nil {
+		return err
+	}
 	cl, err := c.daemon(ctx)
 	if err != nil {
 		return err

@@ -494,6 +494,25 @@ func TestDialProblem(t *testing.T) {
 	}
 }
 
+// A new user's first verbs on a machine with no mesh: each says how to
+// set up, and none starts a daemon for nothing.
+func TestVerbsBeforeAnyMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	h := newTestHome(t)
+	stopDaemonAt(t, h.Paths)
+	for _, argv := range [][]string{{"peers"}, {"send", "bob", "hi"}, {"state", "list"}, {"remember", "x"}, {"skill", "list"}} {
+		r := runBinary(t, h.env(), argv...)
+		if r.code != exitNotFound || !strings.Contains(r.stderr, "no mesh joined yet") || !strings.Contains(r.stderr, "hint: set this machine up with 'claudemesh init'") {
+			t.Errorf("%q = %d\n%s%s", argv, r.code, r.stdout, r.stderr)
+		}
+	}
+	if _, err := os.Stat(h.Paths.LogFile()); !os.IsNotExist(err) {
+		t.Fatalf("a daemon was started on a machine with no mesh (log: %v)", err)
+	}
+}
+
 // As a user would: a stale socket left by a dead daemon, then `peer list`
 // spawns a daemon (logging to daemon.log) and answers through it.
 func TestAutospawnFromDeadSocket(t *testing.T) {

@@ -270,11 +270,18 @@ func pickMesh(cfg *Config, slug string) (*Mesh, error) {
 	}
 	switch len(cfg.Meshes) {
 	case 0:
-		return nil, exitError(exitNotFound, errors.New("no mesh joined yet"), "create one with 'claudemesh mesh create <slug> --broker ws://HOST:PORT/ws'")
+		return nil, errNoMeshJoined()
 	case 1:
 		return &cfg.Meshes[0], nil
 	}
 	return nil, withHint(usageError("several meshes are joined; say which with --mesh"), "joined: "+strings.Join(cfg.Slugs(), ", "))
+}
+
+// errNoMeshJoined is the error of a verb that needs a mesh on a machine
+// that has none: the first thing a new user meets.
+func errNoMeshJoined() error {
+	return exitError(exitNotFound, errors.New("no mesh joined yet"),
+		"set this machine up with 'claudemesh init', or join a mesh with 'claudemesh join <invite>'")
 }
 
 func orNone(s []string) []string {

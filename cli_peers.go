@@ -120,6 +120,9 @@ func setupPeerList(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
+		if err := c.needMesh(mesh); err != nil {
+			return err
+		}
 		self := selfKeys{members: map[string]bool{}}
 		for _, m := range cfg.Meshes {
 			self.members[m.Pubkey] = true
@@ -198,7 +201,7 @@ func (c *cli) listPeers(ctx context.Context, cfg *Config, mesh string, self *sel
 		meshes = cfg.Meshes
 	}
 	if len(meshes) == 0 {
-		return nil, exitError(exitNotFound, errors.New("no mesh joined"), "join one with 'claudemesh join <invite>'")
+		return nil, errNoMeshJoined()
 	}
 	var out []meshPeers
 	for _, m := range meshes {
