@@ -102,6 +102,14 @@ func TestConnectorSpawnSuppressed(t *testing.T) {
 	if r := dc.ensure(context.Background(), time.Second); r.State != daemonSpawnSuppressed {
 		t.Fatalf("ensure = %+v, want spawn-suppressed", r)
 	}
+	// The config edited after the failure (the usual fix): a new try.
+	h.writeConfig(t)
+	later := time.Now().Add(time.Second)
+	os.Chtimes(h.Paths.MachineConfigFile(), later, later)
+	if r := dc.ensure(context.Background(), 200*time.Millisecond); r.State != daemonSpawnFailed {
+		t.Fatalf("ensure after a config edit = %+v, want a spawn attempt", r)
+	}
+	os.Remove(h.Paths.MachineConfigFile())
 	// A failure writes the marker.
 	os.Remove(h.Paths.SpawnFailureFile())
 	if r := dc.ensure(context.Background(), 200*time.Millisecond); r.State != daemonSpawnFailed {

@@ -562,7 +562,9 @@ func (dc *daemonConnector) ensure(ctx context.Context, budget time.Duration) ens
 	if dc.getenv("CLAUDEMESH_INTERNAL_NO_AUTOSPAWN") == "1" {
 		return res(daemonDown, "auto-spawn disabled")
 	}
-	if st, err := os.Stat(dc.paths.SpawnFailureFile()); err == nil && time.Since(st.ModTime()) < dc.failureTTL {
+	if st, err := os.Stat(dc.paths.SpawnFailureFile()); err == nil && time.Since(st.ModTime()) < dc.failureTTL &&
+		!modifiedAfter(dc.paths.MachineConfigFile(), st.ModTime()) {
+		// A config edited since the failure (the usual fix) gets a new try.
 		return res(daemonSpawnSuppressed, fmt.Sprintf("daemon failed to start within the last %s", dc.failureTTL))
 	}
 	if err := ensurePrivateDir(dc.paths.DaemonDir); err != nil {
@@ -604,6 +606,12 @@ func (dc *daemonConnector) ensure(ctx context.Context, budget time.Duration) ens
 	}
 	_ = writeFileAtomic(dc.paths.SpawnFailureFile(), []byte(strconv.FormatInt(time.Now().UnixMilli(), 10)+"\n"), 0o600)
 	return res(daemonSpawnFailed, reason)
+}
+
+// modifiedAfter reports whether path exists and changed after t.
+func modifiedAfter(path string, t time.Time) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.ModTime().After(t)
 }
 
 // unresponsiveReason describes a daemon that holds the lock but does not
