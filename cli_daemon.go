@@ -300,6 +300,8 @@ func ipcFailure(err error) error {
 		hints = append(hints, "make it smaller: split a long text into several messages")
 	case ie.Code == "to_self":
 		hints = append(hints, "to reach your other sessions: claudemesh send --self <your member key>")
+	case ie.Code == "banned":
+		hints = append(hints, "an owner or admin of the mesh can let you back in with 'claudemesh unban <you>'; then restart the daemon")
 	}
 	return exitError(code, errors.New(msg), hints...)
 }

@@ -293,6 +293,13 @@ func TestModerationVerbs(t *testing.T) {
 		t.Fatalf("ban bob = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	f.d2.waitLink(t, "alpha", LinkBanned)
+	// The banned side is told so, not "queued" for a link that never opens.
+	for _, argv := range [][]string{{"send", f.me.Pubkey, "let me in"}, {"peers"}} {
+		if r := runCLI(t, f.h2.env(), argv...); r.code != exitAuth || !strings.Contains(r.stderr, "banned from mesh alpha") ||
+			!strings.Contains(r.stderr, "claudemesh unban") {
+			t.Fatalf("%q while banned = %d\n%s%s", argv[0], r.code, r.stdout, r.stderr)
+		}
+	}
 	r = runCLI(t, env, "bans", "--json")
 	var bans []BanEntry
 	if err := json.Unmarshal([]byte(r.stdout), &bans); err != nil || len(bans) != 1 || bans[0].Pubkey != f.bob.Pubkey {

@@ -196,8 +196,18 @@ func (d *Daemon) allMeshes() []*meshEntry {
 	return out
 }
 
+// errBanned is the refusal of anything on a mesh whose broker banned this
+// machine's member: its link has stopped for good, so nothing can be sent
+// or asked there, now or later.
+func errBanned(slug string) *apiError {
+	return newAPIError(http.StatusForbidden, "banned", "this machine's member is banned from mesh "+slug).with("mesh", slug)
+}
+
 // rpc runs one request on a mesh's member link under the RPC timeout.
 func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ...string) (json.RawMessage, error) {
+	if e.Link.State() == LinkBanned {
+		return nil, errBanned(e.Mesh.Slug)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
 	defer cancel()
 	if e.Link.State() == LinkConnecting {

@@ -490,6 +490,9 @@ func (d *Daemon) prepareSend(ctx context.Context, in *sendInput, s *Session) (*o
 	if err != nil {
 		return nil, err
 	}
+	if e.Link.State() == LinkBanned {
+		return nil, errBanned(e.Mesh.Slug) // queued, it would wait forever
+	}
 	sender, senderSession := e.Key, ""
 	if s != nil && s.Presence != nil && s.Mesh == e.Mesh.Slug {
 		sender, senderSession = s.Presence.Keypair(), s.Presence.SessionPubkey
