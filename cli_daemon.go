@@ -396,6 +396,10 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 	}
 	pid, exited, err := startDetachedDaemon(exe, paths, daemonSpawnEnv(os.Environ()), args)
 	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return exitError(exitIO, err, "the daemon dir "+paths.DaemonDir+" must be a directory this user can write (CLAUDEMESH_DAEMON_DIR moves it)")
+		}
 		return exitError(exitFailure, err)
 	}
 	dc := newDaemonConnector(paths, c.env.Getenv)

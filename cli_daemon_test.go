@@ -688,6 +688,17 @@ func TestDaemonUpBootFailure(t *testing.T) {
 	}
 }
 
+// A daemon dir that cannot be one is an I/O error that names it.
+func TestDaemonUpBadDaemonDir(t *testing.T) {
+	h := newTestHome(t)
+	file := filepath.Join(h.Home, "not-a-dir")
+	os.WriteFile(file, nil, 0o600)
+	r := runCLI(t, h.env("CLAUDEMESH_DAEMON_DIR", file), "daemon", "up")
+	if r.code != exitIO || !strings.Contains(r.stderr, "hint: the daemon dir "+file+" must be a directory") {
+		t.Fatalf("daemon up with a file for its dir = %d\n%s", r.code, r.stderr)
+	}
+}
+
 // A daemon with no mesh serves IPC and picks up a mesh joined later on
 // POST /v1/reload.
 func TestDaemonZeroMeshesThenReload(t *testing.T) {
