@@ -271,6 +271,33 @@ func channelFromEvent(ev sseClientEvent) (n channelNotification, rowID string, o
 	return channelNotification{}, "", false, nil
 }
 
+// linkEndedChannel is the system notification for a broker_status event
+// that ends this session's part in the mesh: its own session link kicked,
+// or its member banned. Other status changes (reconnects, other sessions'
+// links) say nothing to the session.
+func linkEndedChannel(ev sseClientEvent, sessionID string) (channelNotification, bool) {
+	var st struct {
+		Mesh      string `json:"mesh"`
+		Status    string `json:"status"`
+		Link      string `json:"link"`
+		SessionID string `json:"session_id"`
+	}
+	if json.Unmarshal([]byte(ev.Data), &st) != nil {
+		return channelNotification{}, false
+	}
+	var text, event string
+	switch {
+	case st.Link == linkSession && st.Status == string(LinkKicked) && sessionID != "" && st.SessionID == sessionID:
+		text, event = "This session was kicked from mesh %q by an owner or admin: no messages reach it until it is launched again.", "session_kicked"
+	case st.Link == linkMember && st.Status == string(LinkBanned):
+		text, event = "This machine's member was banned from mesh %q: no messages reach this session until an owner or admin unbans it.", "member_banned"
+	default:
+		return channelNotification{}, false
+	}
+	return channelNotification{Content: "[system] " + fmt.Sprintf(text, st.Mesh),
+		Meta: map[string]string{"kind": "system", "event": event, "mesh_slug": st.Mesh}}, true
+}
+
 // Welcome.
 
 // mcpSelf is who this MCP server speaks for: the launched session registered

@@ -244,6 +244,7 @@ func TestInboxVerbs(t *testing.T) {
 func TestModerationVerbs(t *testing.T) {
 	f := newMsgFixture(t, nil)
 	b := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, b.reg.Token)
 	env := f.h1.env() // "me" owns the mesh
 
 	r := runCLI(t, env, "kick", "bert")
@@ -251,6 +252,11 @@ func TestModerationVerbs(t *testing.T) {
 		t.Fatalf("kick bert = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	waitFor(t, "bert's link kicked", func() bool { return f.d2.sessionLinkState(f.d2.sessions.Resolve(b.reg.Token)) == LinkKicked })
+	// bert's own event stream names the kicked session, for its MCP server.
+	streamB.next(t, "bert's kicked status", func(ev DaemonEvent) bool {
+		d := eventData(ev)
+		return ev.Kind == eventBrokerStatus && d["status"] == string(LinkKicked) && d["session_id"] == b.reg.SessionID
+	})
 	// Kicking bob's daemon is refused, with the way out.
 	r = runCLI(t, env, "peer", "kick", "bob")
 	if r.code != 0 || !strings.Contains(r.stdout, "not kicked: bob") || !strings.Contains(r.stdout, "claudemesh ban <peer>") ||

@@ -87,6 +87,7 @@ type MCPSession struct {
 	reconnectAfterError time.Duration
 	location            *time.Location // for the welcome's preview times
 	messageMode         string
+	sessionID           string
 
 	welcomed atomic.Bool // the welcome has gone out (or failed): gaps are the pump's to fill
 	recent   recentIDs   // rows emitted lately; used by the pump goroutine only
@@ -120,6 +121,9 @@ func (r *recentIDs) add(id string) {
 type mcpSessionOptions struct {
 	WelcomeDelay time.Duration  // welcomeDelayFromEnv: the default or CLAUDEMESH_WELCOME_DELAY_MS
 	Location     *time.Location // for the welcome's preview times; nil means UTC
+	// SessionID is the launched session's id (CLAUDEMESH_SESSION_ID), so
+	// that the server can tell the session its own link was kicked.
+	SessionID string
 	// MessageMode is the session's --message-mode: "push" (or "") emits
 	// messages and system events, "inbox" holds messages in the inbox and
 	// emits only system events, "off" emits neither. The welcome goes out
@@ -139,6 +143,7 @@ func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessi
 		reconnectAfterError: mcpReconnectAfterError,
 		location:            opts.Location,
 		messageMode:         opts.MessageMode,
+		sessionID:           opts.SessionID,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -201,6 +206,18 @@ func (s *MCPSession) pumpEvents(ctx context.Context) {
 // bad event or a failed emit is logged and the stream goes on.
 func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 	s.log.Debug("sse_event_received", "kind", ev.Event, "id", ev.ID)
+	if ev.Event == eventBrokerStatus {
+		n, ok := linkEndedChannel(ev, s.sessionID)
+		if !ok || !s.emits(false) {
+			return nil
+		}
+		select {
+		case <-s.Server.Initialized():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return s.emitRow(ctx, n, "")
+	}
 	n, rowID, ok, err := channelFromEvent(ev)
 	if err != nil {
 		s.log.Warn("sse_event_invalid", "kind", ev.Event, "err", err.Error())

@@ -267,6 +267,33 @@ func TestMCPSessionSystemEventsAndStatus(t *testing.T) {
 	}
 }
 
+// A session whose own link was kicked, or whose member was banned, is told
+// so; other links' states say nothing.
+func TestMCPSessionToldWhenRemoved(t *testing.T) {
+	d := newFakeDaemon()
+	h := startMCPSession(t, d, nil, noWelcome)
+	h.sess.sessionID = "s-1" // before the pump reads it: it waits for a stream
+	h.handshake()
+	events := d.stream()
+	status := func(id int, data string) {
+		io.WriteString(events, fmt.Sprintf("id: %d\nevent: broker_status\ndata: %s\n\n", id, data))
+	}
+	status(1, `{"mesh":"team","link":"session","status":"kicked","session_id":"s-2"}`)
+	status(2, `{"mesh":"team","link":"member","status":"reconnecting"}`)
+	status(3, `{"mesh":"team","link":"session","status":"kicked","session_id":"s-1"}`)
+	n := channelParams(t, h.next())
+	if n.Meta["kind"] != "system" || n.Meta["event"] != "session_kicked" || !strings.Contains(n.Content, `kicked from mesh "team"`) {
+		t.Errorf("first notification = %+v, want this session's kick only", n)
+	}
+	status(4, `{"mesh":"team","link":"member","status":"banned"}`)
+	if n := channelParams(t, h.next()); n.Meta["event"] != "member_banned" || !strings.Contains(n.Content, "banned from mesh") {
+		t.Errorf("after a ban: %+v", n)
+	}
+	if calls := d.seenCalls(); len(calls) != 0 {
+		t.Errorf("status notifications marked rows seen: %q", calls)
+	}
+}
+
 func TestMCPSessionReconnects(t *testing.T) {
 	d := newFakeDaemon()
 	h := startMCPSession(t, d, nil, noWelcome)
