@@ -77,7 +77,7 @@ func setupKickLike(fs *flagSet, verb string) runFunc {
 		if len(ack.Kicked) > 0 {
 			c.printf("%s %s %d peer(s) on %s: %s\n", c.paint(colorGreen, "✔"), past, len(ack.Kicked), m.Slug, strings.Join(ack.Kicked, ", "))
 			if verb == frameKick {
-				c.printf("  their sessions ended; they can come back by launching again\n")
+				c.printf("  they are out of the mesh (and told so); they come back by launching again\n")
 			} else {
 				c.printf("  they reconnect on their own\n")
 			}
