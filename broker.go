@@ -185,6 +185,14 @@ type peer struct {
 	acked      map[string]time.Time // recently acked message ids: guards a drain racing the ack's store write
 }
 
+// oneShot reports a CLI's one-shot link (a plain hello on channel
+// claude-code, as `claudemesh kick` or `claudemesh status` open): it does
+// one request and closes. It is not announced to the mesh, and it goes
+// away when its socket does, without a grace window, so that a run of CLI
+// verbs leaves no trail of ghost presences (nor joined / left reminders in
+// other members' sessions). Caller holds b.mu.
+func (p *peer) oneShot() bool { return p.channel == channelCLI && p.role == peerRoleControlPlane }
+
 // lease is one pushed delivery waiting for client_ack.
 type lease struct {
 	clientMessageID string
@@ -575,7 +583,8 @@ func (b *Broker) detach(c *brokerConn) {
 	p.inflight = map[string]*lease{}
 	p.lastSeen = time.Now()
 	ps := p.peerState()
-	if b.closed {
+	if b.closed || p.oneShot() {
+		// A one-shot CLI link left on purpose: nothing to re-attach to.
 		p.removed = true
 		delete(b.room(p.meshID).peers, p.presenceID)
 	} else {

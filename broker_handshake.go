@@ -319,7 +319,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	p.hostname, p.peerType, p.channel, p.model = f.Hostname, f.PeerType, f.Channel, f.Model
 	b.attach(c, p, now)
 	ack.PresenceID = p.presenceID
-	if !silent {
+	if !silent && !p.oneShot() {
 		event, data := eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups}
 		if restored {
 			event, data.LastSeenAt, data.Summary = eventPeerReturned, isoTime(saved.LastSeenAt), saved.Summary

@@ -251,7 +251,8 @@ func TestBrokerRevokedCloses4002(t *testing.T) {
 	if code, reason := bc.expectClose(); code != closeBanned || reason != "banned" {
 		t.Fatalf("banned socket closed %d %q", code, reason)
 	}
-	refusedWith(t, url, signedHello(t, bob, "d2", "", time.Now()), codeRevoked, closeBanned)
+	// 30 s back: a different timestamp than connectMember's, or it is a replay.
+	refusedWith(t, url, signedHello(t, bob, "d2", "", time.Now().Add(-30*time.Second)), codeRevoked, closeBanned)
 	refusedWith(t, url, signedSessionHello(t, bob, mustNewKeypair(), "s", "x", time.Now()), codeRevoked, closeBanned)
 
 	bans := a.roundTrip(map[string]any{"type": frameListBans})

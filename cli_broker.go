@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 )
 
@@ -38,6 +39,9 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	}
 	if f.maxMessageBytes <= 0 || f.maxConns <= 0 {
 		return usageError("--max-message-bytes and --max-connections-per-mesh must be positive")
+	}
+	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+		return usageError("--listen wants host:port, such as 127.0.0.1:7900 (or 0.0.0.0:7900 for every interface), not %q", f.listen)
 	}
 	data := f.data
 	if data == "" {

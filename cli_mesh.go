@@ -194,6 +194,7 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 	if err != nil {
 		return err
 	}
+	c.reloadDaemon(ctx)
 	if c.jsonMode() {
 		return c.printJSON(map[string]string{"slug": slug, "id": m.MeshID, "member_id": m.MemberID, "broker_url": brokerURL, "role": "owner"})
 	}
@@ -269,11 +270,18 @@ func pickMesh(cfg *Config, slug string) (*Mesh, error) {
 	}
 	switch len(cfg.Meshes) {
 	case 0:
-		return nil, exitError(exitNotFound, errors.New("no mesh joined yet"), "create one with 'claudemesh mesh create <slug> --broker ws://HOST:PORT/ws'")
+		return nil, errNoMeshJoined()
 	case 1:
 		return &cfg.Meshes[0], nil
 	}
 	return nil, withHint(usageError("several meshes are joined; say which with --mesh"), "joined: "+strings.Join(cfg.Slugs(), ", "))
+}
+
+// errNoMeshJoined is the error of a verb that needs a mesh on a machine
+// that has none: the first thing a new user meets.
+func errNoMeshJoined() error {
+	return exitError(exitNotFound, errors.New("no mesh joined yet"),
+		"set this machine up with 'claudemesh init', or join a mesh with 'claudemesh join <invite>'")
 }
 
 func orNone(s []string) []string {
@@ -409,7 +417,8 @@ type joined struct {
 func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error) {
 	p, token, err := parseInvite(invite)
 	if err != nil {
-		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err), "invites look like ic://join/…")
+		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err),
+			"an invite is one long ic://join/… line: copy all of it, as 'claudemesh invite' printed it")
 	}
 	if p.expired(time.Now()) {
 		return joined{}, exitError(exitFailure, fmt.Errorf("this invite expired at %s", isoTime(time.Unix(p.ExpiresAt, 0))), "ask for a new one")
@@ -453,7 +462,23 @@ func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error
 	}); err != nil {
 		return joined{}, err
 	}
+	c.reloadDaemon(ctx)
 	return joined{Mesh: m, Display: display, Role: p.Role}, nil
+}
+
+// reloadDaemon tells a running daemon that config.json changed, so that it
+// links to a mesh just joined or created at once (messages to the new
+// member arrive without waiting for a restart) and lets go of one just
+// left. A daemon that is not running reads the config when it starts.
+func (c *cli) reloadDaemon(ctx context.Context) {
+	cl := c.runningDaemon(ctx)
+	if cl == nil {
+		return
+	}
+	defer cl.http.CloseIdleConnections()
+	if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
+		c.warnf("the running daemon did not take the change (%v); restart it: claudemesh daemon down && claudemesh daemon up", err)
+	}
 }
 
 // meshListRow is one mesh in `mesh list --json`: never the secret key.
@@ -512,6 +537,7 @@ func runLeave(ctx context.Context, c *cli, args []string) error {
 	}); err != nil {
 		return err
 	}
+	c.reloadDaemon(ctx)
 	if c.jsonMode() {
 		return c.printJSON(map[string]any{"slug": slug, "left": true})
 	}

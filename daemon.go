@@ -198,6 +198,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := ensurePrivateDir(d.paths.DaemonDir); err != nil {
 		return fmt.Errorf("daemon dir: %w", err)
 	}
+	// The dir is this daemon's own: one left open to others (an unpacked
+	// backup, a mkdir by hand) is closed again rather than reported forever.
+	if st, err := os.Stat(d.paths.DaemonDir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(d.paths.DaemonDir, 0o700); err == nil {
+			d.log.Warn("daemon_dir_mode_fixed", "dir", d.paths.DaemonDir, "was", fmt.Sprintf("%04o", st.Mode().Perm()))
+		}
+	}
 	if err := d.acquireLock(); err != nil {
 		return err
 	}
@@ -529,11 +536,18 @@ func (d *Daemon) newMemberLink(e *meshEntry) *Link {
 	return l
 }
 
-func (d *Daemon) publishLinkState(l *Link, st LinkState) {
+func (d *Daemon) publishLinkState(l *Link, st LinkState) { d.publishLinkStateOf(l, st, "") }
+
+// publishLinkStateOf publishes a link's state; sessionID names the session
+// of a session link, so that its MCP server can tell it was kicked.
+func (d *Daemon) publishLinkStateOf(l *Link, st LinkState, sessionID string) {
 	if st == LinkOpen {
 		d.drain.Wake() // rows waiting for this link can go
 	}
 	data := map[string]any{"mesh": l.Mesh(), "status": string(st), "link": l.Kind()}
+	if sessionID != "" {
+		data["session_id"] = sessionID
+	}
 	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(), Data: data})
 }
 
@@ -642,7 +656,7 @@ func (d *Daemon) onSessionRegister(s *Session) {
 		}),
 		Timing:  d.opts.Link,
 		Log:     d.log.With("session_id", s.SessionID),
-		OnState: d.publishLinkState,
+		OnState: func(l *Link, st LinkState) { d.publishLinkStateOf(l, st, s.SessionID) },
 		OnFrame: func(l *Link, f Inbound) {
 			d.onLinkFrame(l, func() pushContext {
 				return pushContext{Kind: linkSession, MemberPubkey: memberPub, SessionPubkey: sessionPub}

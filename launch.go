@@ -535,10 +535,13 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	cleanStaleLaunchDirs(os.TempDir(), time.Now(), launchStaleAge)
 
 	paths := c.Paths()
-	if !o.Quiet {
-		c.infof("ensuring the daemon is running…")
+	dc := newDaemonConnector(paths, getenv)
+	if !o.Quiet && c.env.StderrTTY && dc.probe(ctx) != probeUp {
+		// Progress for a person waiting at a terminal; a running daemon
+		// needs no word, and scripts get only the outcome.
+		c.infof("starting the daemon…")
 	}
-	r := newDaemonConnector(paths, getenv).ensure(ctx, launchDaemonBudget)
+	r := dc.ensure(ctx, launchDaemonBudget)
 	if !r.usable() {
 		return exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s); the session cannot join the mesh without it", r.State, r.Reason),
 			"start it with 'claudemesh daemon up'", "its log: "+paths.LogFile())

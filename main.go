@@ -446,6 +446,19 @@ creation is open to loopback clients; others need --create-token.`,
 		},
 	},
 	{
+		name:    "version",
+		summary: "print claudemesh's version (also --version, -V)",
+		group:   groupOther,
+		setup: func(fs *flagSet) runFunc {
+			return func(ctx context.Context, c *cli, args []string) error {
+				if len(args) > 0 {
+					return usageError("'version' takes no arguments")
+				}
+				return c.printVersion()
+			}
+		},
+	},
+	{
 		name:    "completions",
 		args:    "bash|zsh|fish",
 		summary: "print a shell completion script",
