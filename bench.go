@@ -492,6 +492,7 @@ func (r *benchRun) onFrame(p *benchPeer, h frameHead, data []byte) {
 			return
 		}
 		r.acked.Add(1)
+		r.progressed()
 	case frameError:
 		r.refuse("error: " + string(data))
 	case framePush:
@@ -520,19 +521,28 @@ func (r *benchRun) onFrame(p *benchPeer, h frameHead, data []byte) {
 		}
 		r.lat[s][k].Store(now - r.sentAt[s][k].Load())
 		r.delivered.Add(1)
-		select {
-		case r.progress <- struct{}{}:
-		default:
-		}
+		r.progressed()
 	}
 }
 
-// waitDelivered waits until everything sent has arrived, or until drain
-// passes without a delivery.
+// progressed wakes waitDelivered: an ack or a delivery came in.
+func (r *benchRun) progressed() {
+	select {
+	case r.progress <- struct{}{}:
+	default:
+	}
+}
+
+// waitDelivered waits until every send is answered and everything
+// accepted has arrived, or until drain passes with neither happening.
 func (r *benchRun) waitDelivered(ctx context.Context, drain time.Duration) {
 	idle := time.NewTimer(drain)
 	defer idle.Stop()
-	for r.delivered.Load() < r.sent.Load()-r.refused.Load() {
+	for {
+		sent, refused := r.sent.Load(), r.refused.Load()
+		if r.acked.Load()+refused >= sent && r.delivered.Load() >= sent-refused {
+			return
+		}
 		select {
 		case <-r.progress:
 			idle.Reset(drain)

@@ -186,6 +186,14 @@ type peer struct {
 	acked      map[string]time.Time // recently acked message ids: guards a drain racing the ack's store write
 }
 
+// oneShot reports a CLI's one-shot link (a plain hello on channel
+// claude-code, as `claudemesh kick` or `claudemesh status` open): it does
+// one request and closes. It is not announced to the mesh, and it goes
+// away when its socket does, without a grace window, so that a run of CLI
+// verbs leaves no trail of ghost presences (nor joined / left reminders in
+// other members' sessions). Caller holds b.mu.
+func (p *peer) oneShot() bool { return p.channel == channelCLI && p.role == peerRoleControlPlane }
+
 // lease is one pushed delivery waiting for client_ack.
 type lease struct {
 	clientMessageID string
@@ -578,7 +586,8 @@ func (b *Broker) detach(c *brokerConn) {
 	p.inflight = map[string]*lease{}
 	p.lastSeen = time.Now()
 	ps := p.peerState()
-	if b.closed {
+	if b.closed || p.oneShot() {
+		// A one-shot CLI link left on purpose: nothing to re-attach to.
 		p.removed = true
 		delete(b.room(p.meshID).peers, p.presenceID)
 	} else {
@@ -591,13 +600,21 @@ func (b *Broker) detach(c *brokerConn) {
 }
 
 // expireGrace removes a presence whose socket did not come back in time.
+// peer_left is told only when no other presence has its key: a daemon that
+// restarted is back under a new sessionId, and has not left.
 func (b *Broker) expireGrace(p *peer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p.removed || p.conn != nil || b.closed {
 		return
 	}
-	b.removePeer(p, 0, "", true)
+	announce := true
+	for _, o := range b.room(p.meshID).peers {
+		if o != p && o.key == p.key {
+			announce = false
+		}
+	}
+	b.removePeer(p, 0, "", announce)
 }
 
 // removePeer takes a presence out of its room, closing its socket with code

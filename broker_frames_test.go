@@ -206,3 +206,65 @@ func TestBrokerPeerReturnedRestoresState(t *testing.T) {
 		t.Fatalf("event = %v", ev)
 	}
 }
+
+// The replies a claudemesh (TypeScript) daemon waits for, in the shapes its
+// code reads (reference broker-protocol.md §2.6–2.7), with its own _reqId
+// styles: each request gets one reply of the named type echoing the
+// _reqId, with the named fields present.
+func TestBrokerReplyShapesForAClaudemeshDaemon(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	a := connectMember(t, url, owner)
+	mem := a.roundTrip(map[string]any{"type": frameRemember, "content": "the build is green", "tags": []string{"ci"}})
+	for _, c := range []struct {
+		req    map[string]any
+		typ    string
+		fields []string
+	}{
+		{map[string]any{"type": frameListPeers, "_reqId": "pl-1"}, framePeersList, []string{"peers"}},
+		{map[string]any{"type": frameListSkills, "_reqId": "sl-2"}, frameSkillList, []string{"skills"}},
+		{map[string]any{"type": frameGetSkill, "name": "none", "_reqId": "sg-3"}, frameSkillData, []string{"skill"}},
+		{map[string]any{"type": frameGetState, "key": "k", "_reqId": "gs-4"}, frameStateResult, []string{"key", "value", "updatedBy", "updatedAt"}},
+		{map[string]any{"type": frameListState, "_reqId": "ls-5"}, frameStateList, []string{"entries"}},
+		{map[string]any{"type": frameRemember, "content": "x", "_reqId": "mr-6"}, frameMemoryStored, []string{"id"}},
+		{map[string]any{"type": frameRecall, "query": "build", "_reqId": "mc-7"}, frameMemoryResults, []string{"memories"}},
+		{map[string]any{"type": frameSetVisible, "visible": true, "_reqId": "sv-8"}, frameAck, []string{"id", "messageId", "queued"}},
+		{map[string]any{"type": frameSetProfile, "title": "dev", "_reqId": "sp-9"}, frameAck, []string{"id", "messageId", "queued"}},
+		{map[string]any{"type": frameForget, "memoryId": mem.str("id"), "_reqId": "mf-10"}, frameAck, []string{"id", "messageId", "queued"}},
+	} {
+		reply := a.roundTrip(c.req)
+		if reply.str("type") != c.typ {
+			t.Errorf("%v: reply %v, want %s", c.req["type"], reply, c.typ)
+			continue
+		}
+		for _, k := range c.fields {
+			if _, ok := reply[k]; !ok {
+				t.Errorf("%v: reply %v has no %q", c.req["type"], reply, k)
+			}
+		}
+	}
+	// The generic acks: id is the _reqId (the memory id for forget), queued false.
+	if r := a.roundTrip(map[string]any{"type": frameSetVisible, "visible": true}); r.str("id") == "" || r["queued"] != false || r["messageId"] != "" {
+		t.Fatalf("set_visible ack = %v", r)
+	}
+	if r := a.roundTrip(map[string]any{"type": frameRecall, "query": "green"}); len(r["memories"].([]any)) != 0 {
+		t.Fatalf("recall after forget = %v", r)
+	}
+	// Without a _reqId, the writes claudemesh answers with nothing stay
+	// silent (a list_peers marker is the next reply), and the ones it
+	// answers are answered.
+	for _, req := range []map[string]any{
+		{"type": frameSetStatus, "status": statusWorking}, {"type": frameSetSummary, "summary": "s"},
+		{"type": frameJoinGroup, "name": "g"}, {"type": frameLeaveGroup, "name": "g"}, {"type": frameSetState, "key": "k", "value": 1},
+	} {
+		a.sendJSON(req)
+	}
+	a.sendJSON(map[string]any{"type": frameSetProfile, "bio": "b"})
+	a.sendJSON(map[string]any{"type": frameListPeers})
+	if f := a.await("a reply", func(f frame) bool { return f.str("type") != framePush }); f.str("type") != frameAck {
+		t.Fatalf("first reply = %v, want set_profile's ack", f)
+	}
+	if f := a.await("a reply", func(f frame) bool { return f.str("type") != framePush }); f.str("type") != framePeersList {
+		t.Fatalf("second reply = %v, want peers_list", f)
+	}
+}

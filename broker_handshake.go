@@ -2,8 +2,9 @@
 // cold-path CLI) and `session_hello` (a session vouched for by its member).
 // The checks, their order, the error codes and the close codes are
 // claudemesh's; on top of them a handshake seen before (same key, timestamp
-// and signature) is refused as `replayed`, and a client IP over its
-// handshake rate gets `rate_limit`.
+// and signature) is refused as `replayed`, a client IP over its handshake
+// rate gets `rate_limit`, and a member hello whose (unsigned) sessionPubkey
+// names a key the mesh already routes to gets `bad_session_pubkey`.
 package main
 
 import (
@@ -127,12 +128,34 @@ func (b *Broker) checkReplay(pubkey string, timestampMs int64, sig string, now t
 }
 
 // capacityCheck refuses when the mesh has MaxConnectionsPerMesh live
-// connections. Caller holds b.mu.
-func (b *Broker) capacityCheck(meshID string) *handshakeError {
-	if r := b.rooms[meshID]; r != nil && r.liveCount() >= b.opts.MaxConnectionsPerMesh {
+// connections, not counting those the handshake would replace: a reconnect
+// whose old socket the broker still counts (a half-open TCP connection, a
+// process restarted at once) takes its own place rather than a new one.
+// Nothing is replaced until the handshake has passed every check. Caller
+// holds b.mu.
+func (b *Broker) capacityCheck(meshID string, replaced func(*peer) bool) *handshakeError {
+	r := b.rooms[meshID]
+	if r == nil {
+		return nil
+	}
+	n := 0
+	for _, p := range r.peers {
+		if p.conn != nil && !replaced(p) {
+			n++
+		}
+	}
+	if n >= b.opts.MaxConnectionsPerMesh {
 		return refusal(codeCapacity, "mesh is at its limit of %d connections", b.opts.MaxConnectionsPerMesh)
 	}
 	return nil
+}
+
+// sameSession selects the presences replaceSession would replace: this
+// member's, under this sessionId.
+func sameSession(memberPubkey, sessionID string) func(*peer) bool {
+	return func(p *peer) bool {
+		return sessionID != "" && p.memberPubkey == memberPubkey && p.sessionID == sessionID
+	}
 }
 
 // lookupMember finds the member for a handshake: revoked (4002), unknown
@@ -160,6 +183,36 @@ func (b *Broker) lookupMember(meshID, pubkey string) (storedMember, storedMesh, 
 	return m, mesh, nil
 }
 
+// claimedKeyFree refuses a member hello whose sessionPubkey — a key nothing
+// proves the client holds, since the hello's signature does not cover it —
+// is one the mesh already routes to: a member key, a session key that has
+// said session_hello, or another member's connection key. Otherwise one
+// member could receive another's DMs and acknowledge them away. A member
+// coming back on its own cold-path key is fine.
+func (b *Broker) claimedKeyFree(meshID, memberPubkey, key string) *handshakeError {
+	taken := refusal(codeBadSessionPubkey, "sessionPubkey is already a member or session key of this mesh; use a fresh key")
+	b.mu.Lock()
+	if r := b.rooms[meshID]; r != nil {
+		for _, p := range r.peers {
+			if p.memberPubkey == key || (p.key == key && p.memberPubkey != memberPubkey) {
+				b.mu.Unlock()
+				return taken
+			}
+		}
+	}
+	b.mu.Unlock()
+	ctx, cancel := b.storeCtx()
+	defer cancel()
+	known, _, err := b.store.KnownKey(ctx, meshID, key)
+	switch {
+	case err != nil:
+		return refusal("internal", "broker store unavailable")
+	case known:
+		return taken
+	}
+	return nil
+}
+
 // memberHello authenticates a member connection.
 func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	now := time.Now()
@@ -175,8 +228,9 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	if f.MeshID == "" {
 		return refusal(codeMalformed, "hello rejected: missing meshId")
 	}
+	replaced := sameSession(f.Pubkey, f.SessionID)
 	b.mu.Lock()
-	herr = b.capacityCheck(f.MeshID)
+	herr = b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
 	if herr != nil {
 		return herr
@@ -194,6 +248,11 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	if herr != nil {
 		return herr
 	}
+	if f.SessionPubkey != "" {
+		if herr := b.claimedKeyFree(f.MeshID, f.Pubkey, f.SessionPubkey); herr != nil {
+			return herr
+		}
+	}
 	ctx, cancel := b.storeCtx()
 	saved, psErr := b.store.LoadPeerState(ctx, f.MeshID, member.ID)
 	cancel()
@@ -210,7 +269,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
 
 	b.mu.Lock()
-	if herr := b.capacityCheck(f.MeshID); herr != nil {
+	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {
 		b.mu.Unlock()
 		return herr
 	}
@@ -260,7 +319,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	p.hostname, p.peerType, p.channel, p.model = f.Hostname, f.PeerType, f.Channel, f.Model
 	b.attach(c, p, now)
 	ack.PresenceID = p.presenceID
-	if !silent {
+	if !silent && !p.oneShot() {
 		event, data := eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups}
 		if restored {
 			event, data.LastSeenAt, data.Summary = eventPeerReturned, isoTime(saved.LastSeenAt), saved.Summary
@@ -293,8 +352,14 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	case f.MeshID == "":
 		return refusal(codeMalformed, "session_hello rejected: missing meshId")
 	}
+	// Its own earlier connection (same session key) or, failing that, one
+	// of its member's under the same sessionId is replaced.
+	sameKey, sameID := func(p *peer) bool {
+		return p.sessionPubkey == f.SessionPubkey && p.role == peerRoleSession
+	}, sameSession(f.ParentMemberPubkey, f.SessionID)
+	replaced := func(p *peer) bool { return sameKey(p) || sameID(p) }
 	b.mu.Lock()
-	herr = b.capacityCheck(f.MeshID)
+	herr = b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
 	if herr != nil {
 		return herr
@@ -340,7 +405,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	}
 
 	b.mu.Lock()
-	if herr := b.capacityCheck(f.MeshID); herr != nil {
+	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {
 		b.mu.Unlock()
 		return herr
 	}
@@ -349,7 +414,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	// taken over silently.
 	var p *peer
 	for _, o := range room.peers {
-		if o.sessionPubkey == f.SessionPubkey && o.role == peerRoleSession {
+		if sameKey(o) {
 			p = o
 			break
 		}
@@ -402,8 +467,9 @@ func (b *Broker) replaceSession(room *meshRoom, memberPubkey, sessionID string) 
 	if sessionID == "" {
 		return
 	}
+	same := sameSession(memberPubkey, sessionID)
 	for _, o := range room.peers {
-		if o.memberPubkey == memberPubkey && o.sessionID == sessionID {
+		if same(o) {
 			b.removePeer(o, closeNormal, "session_replaced", false)
 		}
 	}

@@ -218,11 +218,14 @@ func TestBrokerUnknownTypeAndInvalidFrames(t *testing.T) {
 			}
 		})
 	}
-	t.Run("invalid send is an ack with the code", func(t *testing.T) {
-		a.sendJSON(map[string]any{"type": frameSend, "id": "s1", "targetSpec": "*", "priority": "urgent", "nonce": "n", "ciphertext": "c"})
+	t.Run("invalid send is an ack with the code, and an error", func(t *testing.T) {
+		a.sendJSON(map[string]any{"type": frameSend, "id": "s1", "targetSpec": "*", "priority": "urgent", "nonce": "n", "ciphertext": "c", "_reqId": "q1"})
 		f := a.expect(frameAck, nil)
-		if f.str("id") != "s1" || f["queued"] != false || !strings.HasPrefix(f.str("error"), "invalid: ") {
+		if f.str("id") != "s1" || f["queued"] != false || !strings.HasPrefix(f.str("error"), "invalid: ") || f.str("_reqId") != "q1" {
 			t.Fatalf("ack = %v", f)
+		}
+		if e := a.expect(frameError, nil); e.str("code") != codeInvalid || e.str("id") != "s1" || e.str("_reqId") != "q1" || e.str("message") == "" {
+			t.Fatalf("error = %v", e)
 		}
 	})
 	t.Run("not json", func(t *testing.T) {
@@ -248,7 +251,8 @@ func TestBrokerRevokedCloses4002(t *testing.T) {
 	if code, reason := bc.expectClose(); code != closeBanned || reason != "banned" {
 		t.Fatalf("banned socket closed %d %q", code, reason)
 	}
-	refusedWith(t, url, signedHello(t, bob, "d2", "", time.Now()), codeRevoked, closeBanned)
+	// 30 s back: a different timestamp than connectMember's, or it is a replay.
+	refusedWith(t, url, signedHello(t, bob, "d2", "", time.Now().Add(-30*time.Second)), codeRevoked, closeBanned)
 	refusedWith(t, url, signedSessionHello(t, bob, mustNewKeypair(), "s", "x", time.Now()), codeRevoked, closeBanned)
 
 	bans := a.roundTrip(map[string]any{"type": frameListBans})
@@ -278,6 +282,46 @@ func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
 		})
 		connectSession(t, url, m, mustNewKeypair(), "s4")
 	})
+	t.Run("kick and ban free their slots", func(t *testing.T) {
+		b, url := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 3})
+		m := newTestMesh(t, b, url, "team", "alice")
+		bob := addTestMember(t, b, m, "bob", roleMember)
+		admin := connectMember(t, url, m)
+		bobSess := mustNewKeypair()
+		connectSession(t, url, bob, bobSess, "bob-1")
+		connectMember(t, url, bob)
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "extra", "x", time.Now()), codeCapacity, closePolicy)
+		admin.roundTrip(map[string]any{"type": frameKick, "target": bobSess.PublicHex()})
+		connectSession(t, url, m, mustNewKeypair(), "after kick")
+		admin.roundTrip(map[string]any{"type": frameBan, "target": "bob"})
+		connectSession(t, url, m, mustNewKeypair(), "after ban")
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "extra", "x", time.Now()), codeCapacity, closePolicy)
+	})
+	// A connection that comes back while the broker still counts its old
+	// socket (a half-open TCP connection, a daemon restarted at once) is
+	// admitted at capacity: it replaces itself, it does not add one.
+	t.Run("a reconnect replacing itself is admitted at capacity", func(t *testing.T) {
+		b, url := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 2})
+		m := newTestMesh(t, b, url, "team", "alice")
+		d1 := dialTestClient(t, url)
+		d1.hello(m, "daemon-1")
+		sess := mustNewKeypair()
+		s1 := connectSession(t, url, m, sess, "s1")
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "other", "x", time.Now()), codeCapacity, closePolicy)
+
+		s2 := connectSession(t, url, m, sess, "s1")
+		if code, reason := s1.expectClose(); code != closeNormal || reason != "session_replaced" {
+			t.Fatalf("old session socket closed %d %q", code, reason)
+		}
+		d2 := dialTestClient(t, url)
+		d2.hello(m, "daemon-1")
+		if code, reason := d1.expectClose(); code != closeNormal || reason != "session_replaced" {
+			t.Fatalf("old member socket closed %d %q", code, reason)
+		}
+		s2.roundTrip(map[string]any{"type": frameListPeers})
+		d2.roundTrip(map[string]any{"type": frameListPeers})
+		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "other", "x", time.Now()), codeCapacity, closePolicy)
+	})
 	t.Run("per-IP handshake rate", func(t *testing.T) {
 		b, url := startTestBrokerWith(t, BrokerOptions{HandshakeBurst: 2, HandshakePerMinute: 1})
 		m := newTestMesh(t, b, url, "team", "alice")
@@ -285,4 +329,202 @@ func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
 		connectSession(t, url, m, mustNewKeypair(), "s2")
 		refusedWith(t, url, signedSessionHello(t, m, mustNewKeypair(), "s3", "x", time.Now()), codeRateLimit, closePolicy)
 	})
+}
+
+// A refused handshake changes nothing: no presence, no peer_joined, no
+// session key learnt (a DM to it stays unknown_target), a ban stays.
+func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
+	b, url, owner, bob, observer := newAliceBobMesh(t, BrokerOptions{})
+	eve := addTestMember(t, b, owner, "eve", roleMember)
+	if ban := observer.roundTrip(map[string]any{"type": frameBan, "target": "eve"}); ban.str("type") != frameBanAck {
+		t.Fatalf("ban = %v", ban)
+	}
+	bobKp, _ := bob.Keypair()
+	now := time.Now()
+
+	var sessionKeys []string
+	sessionHelloWith := func(m Mesh, mutate func(h *SessionHelloFrame, s Keypair)) SessionHelloFrame {
+		s := mustNewKeypair()
+		sessionKeys = append(sessionKeys, s.PublicHex())
+		h := signedSessionHello(t, m, s, "s-"+s.PublicHex()[:6], "intruder", now)
+		if mutate != nil {
+			mutate(&h, s)
+		}
+		return h
+	}
+	replayed := signedHello(t, bob, "daemon-bob", "", now)
+	first := dialTestClient(t, url)
+	first.sendJSON(replayed)
+	first.expect(frameHelloAck, nil)
+	first.ws.Close(websocket.StatusNormalClosure, "done")
+	observer.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined })
+	waitFor(t, "bob's first socket gone", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.rooms[owner.MeshID].liveCount() == 1
+	})
+	before := peersOf(observer) // bob's first presence is in its grace window
+
+	for _, c := range []struct {
+		name  string
+		hello any
+		code  string
+		close websocket.StatusCode
+	}{
+		{"hello with a bad signature", func() HelloFrame {
+			h := signedHello(t, bob, "d-bad", "", now)
+			h.Signature = bobKp.sign("something else")
+			return h
+		}(), codeBadSignature, closePolicy},
+		{"replayed hello", replayed, codeReplayed, closePolicy},
+		{"revoked member", signedHello(t, eve, "d-eve", "", now), codeRevoked, closeBanned},
+		{"revoked member's session", sessionHelloWith(eve, nil), codeRevoked, closeBanned},
+		{"expired attestation", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			a := signAttestation(bobKp, s.PublicHex(), now.Add(-time.Minute).UnixMilli())
+			h.ParentAttestation = &a
+		}), codeExpired, closePolicy},
+		{"over-long attestation", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			a := signAttestation(bobKp, s.PublicHex(), now.Add(25*time.Hour).UnixMilli())
+			h.ParentAttestation = &a
+		}), codeTTLTooLong, closePolicy},
+		{"attestation by a stranger", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			a := signAttestation(mustNewKeypair(), s.PublicHex(), now.Add(time.Hour).UnixMilli())
+			a.ParentMemberPubkey = bob.Pubkey
+			h.ParentAttestation = &a
+		}), codeBadSignature, closePolicy},
+		{"session signature by another key", sessionHelloWith(bob, func(h *SessionHelloFrame, s Keypair) {
+			h.Signature = mustNewKeypair().sign(sessionHelloSignedString(h.MeshID, h.ParentMemberPubkey, h.SessionPubkey, h.Timestamp))
+		}), codeBadSignature, closePolicy},
+	} {
+		t.Run(c.name, func(t *testing.T) { refusedWith(t, url, c.hello, c.code, c.close) })
+	}
+
+	if after := peersOf(observer); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Fatalf("peers after refused handshakes = %v, before = %v", after, before)
+	}
+	for _, k := range sessionKeys {
+		if ack := observer.sendText(k, "hello?", ""); !strings.HasPrefix(ack.str("error"), codeUnknownTarget+": ") {
+			t.Fatalf("a DM to a refused session key %s… = %v, want unknown_target", k[:8], ack)
+		}
+	}
+	if bans := observer.roundTrip(map[string]any{"type": frameListBans}); len(bans["bans"].([]any)) != 1 {
+		t.Fatalf("bans = %v", bans)
+	}
+	// No presence event came from any of them: the next one is a marker's.
+	connectSession(t, url, bob, mustNewKeypair(), "marker")
+	if ev := observer.expect(framePush, func(f frame) bool { return f.str("subtype") == subtypeSystem }); ev["eventData"].(map[string]any)["name"] != "marker" {
+		t.Fatalf("first system event after the refusals = %v", ev)
+	}
+}
+
+// A member hello's sessionPubkey is not signed for: nothing proves the
+// client holds it. One that names a key the mesh already routes to — a
+// member key, a session key, another member's connection — is refused, so
+// that no member can take another's DMs (and acknowledge them away).
+func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
+	b, url, owner, bob, alice := newAliceBobMesh(t, BrokerOptions{})
+	eve := addTestMember(t, b, owner, "eve", roleMember)
+	bobSess := mustNewKeypair()
+	s := connectSession(t, url, bob, bobSess, "bob-1")
+	s.ws.Close(websocket.StatusNormalClosure, "away") // in grace, then offline: its DMs queue
+
+	for name, key := range map[string]string{"bob's session key": bobSess.PublicHex(), "bob's member key": bob.Pubkey,
+		"alice's member key": owner.Pubkey} {
+		t.Run(name, func(t *testing.T) {
+			refusedWith(t, url, signedHello(t, eve, "cli-eve-"+key[:6], key, time.Now()), codeBadSessionPubkey, closePolicy)
+		})
+	}
+	// The DM queued for bob's session still reaches it, and only it.
+	alice.sendText(bobSess.PublicHex(), "for bob only", "c-bob")
+	s2 := connectSession(t, url, bob, bobSess, "bob-1")
+	s2.ackPush(s2.expectPush("for bob only"))
+
+	// A fresh ephemeral key is fine, and so is the same member coming back
+	// on its own cold-path key.
+	eph := mustNewKeypair().PublicHex()
+	c := dialTestClient(t, url)
+	c.sendJSON(signedHello(t, eve, "cli-eve", eph, time.Now()))
+	c.expect(frameHelloAck, nil)
+	c.ws.Close(websocket.StatusNormalClosure, "done")
+	c2 := dialTestClient(t, url)
+	c2.sendJSON(signedHello(t, eve, "cli-eve", eph, time.Now().Add(time.Millisecond)))
+	c2.expect(frameHelloAck, nil)
+}
+
+// Which check comes first (reference broker-protocol.md §2.2–2.3): a
+// handshake with two faults is refused with the earlier check's code,
+// because that is what a claudemesh client is written against.
+func TestBrokerHandshakeCheckOrder(t *testing.T) {
+	b, url := startTestBroker(t)
+	m := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, m, "bob", roleMember)
+	fullB, fullURL := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 1})
+	fm := newTestMesh(t, fullB, fullURL, "team", "alice")
+	connectMember(t, fullURL, fm)
+	stranger := mustNewKeypair()
+	now := time.Now()
+	bobKp, _ := bob.Keypair()
+
+	hello := func(m Mesh, mutate func(h *HelloFrame)) HelloFrame {
+		h := signedHello(t, m, "d-"+newUUID()[:6], "", now)
+		mutate(&h)
+		return h
+	}
+	session := func(m Mesh, mutate func(h *SessionHelloFrame, s Keypair)) SessionHelloFrame {
+		s := mustNewKeypair()
+		h := signedSessionHello(t, m, s, "s-"+newUUID()[:6], "x", now)
+		mutate(&h, s)
+		return h
+	}
+	badSig := func(h *HelloFrame) { h.Signature = stranger.sign("x") }
+	skewed := func(h *HelloFrame) { h.Timestamp = now.Add(-2 * time.Minute).UnixMilli() }
+	attest := func(h *SessionHelloFrame, s Keypair, kp Keypair, expires time.Time) {
+		a := signAttestation(kp, s.PublicHex(), expires.UnixMilli())
+		a.ParentMemberPubkey = h.ParentMemberPubkey
+		h.ParentAttestation = &a
+	}
+	cases := []struct {
+		name  string
+		url   string
+		hello any
+		code  string
+	}{
+		{"bad session key before capacity", fullURL, hello(fm, func(h *HelloFrame) { h.SessionPubkey = "X"; badSig(h) }), codeBadSessionPubkey},
+		{"capacity before signature", fullURL, hello(fm, badSig), codeCapacity},
+		{"skew before malformed", url, hello(m, func(h *HelloFrame) { skewed(h); h.Signature = "00" }), codeTimestampSkew},
+		{"malformed before bad signature", url, hello(m, func(h *HelloFrame) { h.Signature = "zz" + h.Signature[2:] }), codeMalformed},
+		{"bad signature before membership", url, hello(m, func(h *HelloFrame) { h.Pubkey = stranger.PublicHex() }), codeBadSignature},
+		{"session: bad session key before bad parent key", fullURL, session(fm, func(h *SessionHelloFrame, _ Keypair) {
+			h.SessionPubkey, h.ParentMemberPubkey = "X", "Y"
+		}), codeBadSessionPubkey},
+		{"session: bad parent key before mismatch", fullURL, session(fm, func(h *SessionHelloFrame, _ Keypair) {
+			h.ParentMemberPubkey = "Y"
+			h.ParentAttestation = nil
+		}), codeBadParentPubkey},
+		{"session: mismatch before capacity", fullURL, session(fm, func(h *SessionHelloFrame, _ Keypair) { h.ParentAttestation = nil }), codeAttestationMismatch},
+		{"session: capacity before the attestation", fullURL, session(fm, func(h *SessionHelloFrame, s Keypair) {
+			attest(h, s, bobKp, now.Add(-time.Hour))
+		}), codeCapacity},
+		{"session: expired before its signature", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			attest(h, s, stranger, now.Add(-time.Hour))
+		}), codeExpired},
+		{"session: attestation before the session signature", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			attest(h, s, stranger, now.Add(time.Hour))
+			h.Timestamp = now.Add(-2 * time.Minute).UnixMilli()
+		}), codeBadSignature},
+		{"session: session signature before membership", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			h.ParentMemberPubkey = stranger.PublicHex()
+			attest(h, s, stranger, now.Add(time.Hour))
+			h.Timestamp = now.Add(-2 * time.Minute).UnixMilli()
+		}), codeTimestampSkew},
+		{"session: membership before parentMemberId", url, session(bob, func(h *SessionHelloFrame, s Keypair) {
+			h.ParentMemberPubkey = stranger.PublicHex()
+			attest(h, s, stranger, now.Add(time.Hour))
+			h.Signature = s.sign(sessionHelloSignedString(h.MeshID, h.ParentMemberPubkey, h.SessionPubkey, h.Timestamp))
+			h.ParentMemberID = "someone"
+		}), codeUnauthorized},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { refusedWith(t, c.url, c.hello, c.code, closePolicy) })
+	}
 }

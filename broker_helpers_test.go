@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,6 +82,16 @@ func addTestMember(t testing.TB, b *Broker, m Mesh, displayName, role string) Me
 	out.MemberID, out.Pubkey, out.SecretKey, out.JoinedAt = member.ID, kp.PublicHex(), kp.SecretHex(), isoTime(time.Now())
 	out.RootKey = ""
 	return out
+}
+
+// newAliceBobMesh is a broker (with opts) holding mesh "team", owned by
+// alice, with member bob, and alice's member connection to it.
+func newAliceBobMesh(t testing.TB, opts BrokerOptions) (b *Broker, url string, alice, bob Mesh, a *testClient) {
+	t.Helper()
+	b, url = startTestBrokerWith(t, opts)
+	alice = newTestMesh(t, b, url, "team", "alice")
+	bob = addTestMember(t, b, alice, "bob", roleMember)
+	return b, url, alice, bob, connectMember(t, url, alice)
 }
 
 // testWait bounds every wait on a condition in broker tests.
@@ -204,6 +216,27 @@ func (tc *testClient) hello(m Mesh, sessionID string) frame {
 	return tc.expect(frameHelloAck, nil)
 }
 
+// testHandshakeMs is at in ms, moved on by a millisecond when the same key
+// already signed a handshake for that millisecond in this test binary: the
+// broker refuses a repeat as a replay, and ed25519 signatures are
+// deterministic. Unlike handshakeTimestamp it keeps a deliberately old or
+// future `at` where it is (the skew tests need that).
+func testHandshakeMs(pubkey string, at time.Time) int64 {
+	testHandshakeMu.Lock()
+	defer testHandshakeMu.Unlock()
+	ts := at.UnixMilli()
+	for testHandshakeUsed[pubkey+"|"+strconv.FormatInt(ts, 10)] {
+		ts++
+	}
+	testHandshakeUsed[pubkey+"|"+strconv.FormatInt(ts, 10)] = true
+	return ts
+}
+
+var (
+	testHandshakeMu   sync.Mutex
+	testHandshakeUsed = map[string]bool{}
+)
+
 // signedHello builds a member hello frame.
 func signedHello(t testing.TB, m Mesh, sessionID, sessionPubkey string, at time.Time) HelloFrame {
 	t.Helper()
@@ -211,7 +244,7 @@ func signedHello(t testing.TB, m Mesh, sessionID, sessionPubkey string, at time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := at.UnixMilli()
+	ts := testHandshakeMs(m.Pubkey, at)
 	channel := channelDaemon
 	if sessionPubkey != "" {
 		channel = channelCLI
@@ -228,7 +261,7 @@ func signedSessionHello(t testing.TB, m Mesh, session Keypair, sessionID, displa
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := at.UnixMilli()
+	ts := testHandshakeMs(session.PublicHex(), at)
 	att := signAttestation(member, session.PublicHex(), at.Add(12*time.Hour).UnixMilli())
 	return SessionHelloFrame{Type: frameSessionHello, MeshID: m.MeshID, ParentMemberID: m.MemberID, ParentMemberPubkey: m.Pubkey,
 		SessionPubkey: session.PublicHex(), ParentAttestation: &att, DisplayName: displayName, SessionID: sessionID, Pid: 4343,
@@ -257,6 +290,18 @@ func connectSession(t testing.TB, wsURL string, m Mesh, session Keypair, name st
 	tc := dialTestClient(t, wsURL)
 	tc.sessionHello(m, session, "sess-"+session.PublicHex()[:8], name)
 	return tc
+}
+
+// connectSessionIn is connectSession for a session that says, in its hello,
+// that it is in these groups; it returns the session's key.
+func connectSessionIn(t testing.TB, wsURL string, m Mesh, name string, groups ...GroupRef) (*testClient, string) {
+	t.Helper()
+	tc := dialTestClient(t, wsURL)
+	h := signedSessionHello(t, m, mustNewKeypair(), "sess-"+name, name, time.Now())
+	h.Groups = groups
+	tc.sendJSON(h)
+	tc.expect(frameHelloAck, nil)
+	return tc, h.SessionPubkey
 }
 
 // sendText sends a plain-body message to target and returns the ack.
@@ -310,6 +355,28 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// findPeer is the mesh's presence that match picks (nil when none does).
+func findPeer(b *Broker, meshID string, match func(*peer) bool) *peer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.rooms[meshID].peers {
+		if match(p) {
+			return p
+		}
+	}
+	return nil
+}
+
+// waitOffline waits until presence p has lost its socket (it is in grace).
+func waitOffline(t testing.TB, b *Broker, p *peer) {
+	t.Helper()
+	waitFor(t, p.displayName+" offline", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return p.conn == nil
+	})
 }
 
 // peersOf lists the peers' display names as the client sees them.

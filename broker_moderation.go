@@ -85,7 +85,8 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 				selected = append(selected, p)
 			}
 		default:
-			if p.displayName == f.Target || keyMatches(p.memberPubkey, f.Target) || keyMatches(p.sessionPubkey, f.Target) {
+			// Never the caller's own connection: it waits for the ack.
+			if p != me && (p.displayName == f.Target || keyMatches(p.memberPubkey, f.Target) || keyMatches(p.sessionPubkey, f.Target)) {
 				selected = append(selected, p)
 			}
 		}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -134,4 +136,56 @@ func TestBrokerKickAllSkipsCaller(t *testing.T) {
 		}
 	}
 	admin.roundTrip(map[string]any{"type": frameListPeers})
+}
+
+// A moderator's own connection is never among its targets: disconnecting
+// or kicking by its own name reaches its other connections and still gets
+// the ack, instead of closing the socket that waits for it.
+func TestBrokerModerationNeverTargetsTheCaller(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	other := connectMember(t, url, owner) // alice's daemon
+	cli := dialTestClient(t, url)
+	// 30 s back: not the timestamp of the daemon's hello, or it is a replay.
+	cli.sendJSON(signedHello(t, owner, "cli-1", mustNewKeypair().PublicHex(), time.Now().Add(-30*time.Second)))
+	cli.expect(frameHelloAck, nil)
+
+	ack := cli.roundTrip(map[string]any{"type": frameKick, "target": "alice"})
+	if skipped, _ := ack["skipped_control_plane"].([]any); len(skipped) != 1 {
+		t.Fatalf("kick alice = %v, want only the daemon skipped", ack)
+	}
+	ack = cli.roundTrip(map[string]any{"type": frameDisconnect, "target": "alice"})
+	if ack.str("type") != frameDisconnectAck || len(ack["affected"].([]any)) != 1 {
+		t.Fatalf("disconnect alice = %v, want the daemon's connection only", ack)
+	}
+	if code, _ := other.expectClose(); code != closeNormal {
+		t.Fatalf("the daemon's connection closed %d", code)
+	}
+	cli.roundTrip(map[string]any{"type": frameListPeers}) // the caller's socket is still open
+}
+
+// A CLI's one-shot link (plain hello, channel claude-code) is not announced,
+// and it leaves the presence list with its socket: no grace window, no
+// peer_left, no ghost for `kick` to list.
+func TestBrokerOneShotCLILinkLeavesNoTrace(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	carol := addTestMember(t, b, owner, "carol", roleMember)
+	watcher := connectMember(t, url, bob)
+	cli := dialTestClient(t, url)
+	cli.sendJSON(signedHello(t, owner, "cli-1", mustNewKeypair().PublicHex(), time.Now()))
+	cli.expect(frameHelloAck, nil)
+	if !slices.Contains(peersOf(watcher), "alice") {
+		t.Fatalf("the open CLI link is not listed: %v", peersOf(watcher))
+	}
+	cli.ws.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "the CLI link gone from the presence list", func() bool { return !slices.Contains(peersOf(watcher), "alice") })
+	// The first system push bob sees is carol joining: nothing about the
+	// CLI link came before it.
+	connectMember(t, url, carol)
+	f := watcher.expect(framePush, func(f frame) bool { return f.str("subtype") == "system" })
+	if data, _ := f["eventData"].(map[string]any); f.str("event") != eventPeerJoined || data["name"] != "carol" {
+		t.Fatalf("first system push = %v, want carol's peer_joined", f)
+	}
 }

@@ -12,8 +12,10 @@
 // offline (MessageTTL); keys the mesh never saw are refused. A send whose
 // (mesh, sender member, client_message_id) exists returns the original id.
 // Broadcasts, groups and topics resolve to the present connections (live or
-// in their grace window) of other members; this broker keeps no topic
-// membership, so `#topic` reaches them like a broadcast with `topic` set.
+// in their grace window) other than the sender's and its own daemon's, a
+// member's daemon standing in only for a member with no session reached
+// (multicastRecipients); this broker keeps no topic membership, so `#topic`
+// reaches them like a broadcast with `topic` set.
 package main
 
 import (
@@ -37,12 +39,14 @@ func (b *Broker) handleFrame(c *brokerConn, data []byte) {
 		c.replyError(codeUnknownMessageType, fmt.Sprintf("unknown message type %q", head.Type), head.ReqID)
 		return
 	case err != nil && head.Type == frameSend:
-		// A send is answered by an ack its sender can match by id.
+		// A send is answered by an ack its sender can match by id, and like
+		// every invalid frame by an error.
 		var s struct {
 			ID string `json:"id"`
 		}
 		_ = json.Unmarshal(data, &s)
 		c.send(AckFrame{Type: frameAck, ID: s.ID, Error: codeInvalid + ": " + err.Error(), ReqID: head.ReqID})
+		c.send(ErrorFrame{Type: frameError, Code: codeInvalid, Message: err.Error(), ID: s.ID, ReqID: head.ReqID})
 		return
 	case err != nil:
 		c.replyError(codeInvalid, err.Error(), head.ReqID)
@@ -224,8 +228,14 @@ func (b *Broker) knownTarget(meshID, key string) (known, revoked bool, err error
 }
 
 // multicastRecipients resolves a broadcast, group or topic to the keys of the
-// mesh's present connections (live or in grace) other than the sender's own
-// member's, skipping hidden ones.
+// mesh's present connections (live or in grace), skipping hidden ones, the
+// sender's own connection and its member's control-plane connections (its
+// daemon, its one-shot CLI links). The sender's sibling sessions — other
+// sessions of the same member, such as two sessions launched on one machine
+// — are recipients like anyone's. A member's control-plane connection is a
+// recipient only when none of that member's sessions is: each session gets
+// its own copy, and the daemon's member copy would show every one of them
+// the message a second time.
 func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -234,15 +244,29 @@ func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []st
 		return nil
 	}
 	seen := map[string]bool{}
-	var keys []string
+	var picked []*peer
+	withSession := map[string]bool{} // members with a session among the recipients
 	for _, p := range room.peers {
-		if p.memberID == me.memberID || !p.visible || seen[p.key] {
+		if p.key == me.key || !p.visible || seen[p.key] {
+			continue
+		}
+		if p.memberID == me.memberID && p.role == peerRoleControlPlane {
 			continue
 		}
 		if kind == targetGroup && !inGroup(p.groups, ref) {
 			continue
 		}
 		seen[p.key] = true
+		picked = append(picked, p)
+		if p.role == peerRoleSession {
+			withSession[p.memberID] = true
+		}
+	}
+	var keys []string
+	for _, p := range picked {
+		if p.role == peerRoleControlPlane && withSession[p.memberID] {
+			continue
+		}
 		keys = append(keys, p.key)
 	}
 	return keys

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 func TestBrokerHelloAndSessionHello(t *testing.T) {
@@ -141,4 +146,153 @@ func TestBrokerReplyEchoesReqID(t *testing.T) {
 	if r.str("key") != "k" || r.str("updatedBy") != "alice" {
 		t.Fatalf("state_result = %v", r)
 	}
+}
+
+// fuzzBroker is a broker for the frame fuzzers: limits lifted so that every
+// input reaches the code it aims at, and a plain member (no moderation
+// rights) to send frames as.
+func fuzzBroker(f *testing.F) (url string, member Mesh) {
+	b, url := startTestBrokerWith(f, BrokerOptions{SendBurst: 1 << 20, SendPerMinute: 1 << 30,
+		HandshakeBurst: 1 << 20, HandshakePerMinute: 1 << 30})
+	owner := newTestMesh(f, b, url, "team", "alice")
+	return url, addTestMember(f, b, owner, "fuzz", roleMember)
+}
+
+// silentWhenValid are the frames that, valid and without a _reqId, get no
+// reply (as in claudemesh); client_ack never gets one.
+var silentWhenValid = map[string]bool{frameClientAck: true, frameSetStatus: true, frameSetSummary: true,
+	frameSetStats: true, frameJoinGroup: true, frameLeaveGroup: true, frameSetState: true}
+
+// brokerFrameSeeds are frames of every type, well formed and not.
+var brokerFrameSeeds = []string{
+	`{"type":"send","id":"1","targetSpec":"*","priority":"now","nonce":"bg==","ciphertext":"aGk="}`,
+	`{"type":"send","id":"2","targetSpec":"@ops","priority":"later","nonce":"n","ciphertext":"c","_reqId":"r"}`,
+	`{"type":"send","targetSpec":"` + strings.Repeat("a", 64) + `","priority":"next","nonce":"n","ciphertext":"c"}`,
+	`{"type":"send","targetSpec":5}`,
+	`{"type":"client_ack","brokerMessageId":"x"}`,
+	`{"type":"client_ack","_reqId":"r"}`,
+	`{"type":"list_peers","_reqId":"r"}`,
+	`{"type":"set_status","status":"dnd"}`,
+	`{"type":"set_status","status":"asleep","_reqId":"r"}`,
+	`{"type":"set_summary","summary":null}`,
+	`{"type":"set_visible","visible":"no"}`,
+	`{"type":"set_profile","capabilities":["x"],"role":7}`,
+	`{"type":"set_stats","stats":[1]}`,
+	`{"type":"join_group","name":"a/b","role":"lead"}`,
+	`{"type":"leave_group"}`,
+	`{"type":"set_state","key":"k","value":{"a":[1,2]}}`,
+	`{"type":"get_state","key":""}`,
+	`{"type":"list_state"}`,
+	`{"type":"remember","content":"x","tags":"y"}`,
+	`{"type":"recall","query":"x OR y*"}`,
+	`{"type":"forget","memoryId":"nope"}`,
+	`{"type":"share_skill","name":"s","instructions":"i","manifest":[1]}`,
+	`{"type":"get_skill","name":"s"}`,
+	`{"type":"list_skills","query":"%"}`,
+	`{"type":"remove_skill","name":"s"}`,
+	`{"type":"kick","all":true}`,
+	`{"type":"disconnect","target":"alice"}`,
+	`{"type":"ban","target":"alice"}`,
+	`{"type":"unban"}`,
+	`{"type":"list_bans"}`,
+	`{"type":"hello"}`,
+	`{"type":"session_hello","parentAttestation":{"expiresAt":1}}`,
+	`{"type":"warp","_reqId":"r"}`,
+	`{"type":"list_peers","_reqId":7}`,
+	`{"type":""}`,
+	`{"x":1}`,
+	`[1,2]`,
+	`"send"`,
+	`null`,
+	`{nope`,
+	"\xff\xfe",
+	``,
+}
+
+// No frame makes the broker panic, close the socket or stay silent when it
+// should answer: a frame that does not validate gets an error (or, for a
+// send, an ack with the error), a request with a _reqId gets a reply that
+// echoes it, and the connection still answers afterwards. One connection
+// serves every input, so a frame that broke it would fail the next probe.
+func FuzzBrokerFrame(f *testing.F) {
+	for _, s := range brokerFrameSeeds {
+		f.Add([]byte(s))
+	}
+	url, member := fuzzBroker(f)
+	tc := dialTestClient(f, url)
+	tc.hello(member, "fuzz")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > defaultMaxMessageBytes {
+			t.Skip("over the frame limit: a close, tested elsewhere")
+		}
+		tc.t, tc.backlog = t, nil
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		if err := tc.ws.Write(ctx, websocket.MessageText, data); err != nil {
+			t.Fatal(err)
+		}
+		probe := "probe-" + newUUID()
+		tc.sendJSON(map[string]any{"type": frameListPeers, "_reqId": probe})
+		tc.await("the probe's peers_list", func(f frame) bool { return f.str("_reqId") == probe })
+		var replies []frame
+		for _, f := range tc.backlog {
+			if typ := f.str("type"); typ != framePush && typ != frameStateChange {
+				replies = append(replies, f)
+			}
+		}
+		for _, r := range replies {
+			if r.str("type") == frameError && (r.str("code") == "" || r.str("message") == "") {
+				t.Fatalf("error without code or message: %v", r)
+			}
+		}
+		head, _, err := decodeClientFrame(data)
+		switch {
+		case err != nil && len(replies) == 0:
+			t.Fatalf("invalid frame %q (%v) got no reply", data, err)
+		case err != nil && errors.Is(err, errUnknownFrameType) && replies[0].str("code") != codeUnknownMessageType:
+			t.Fatalf("unknown type %q answered %v", head.Type, replies[0])
+		case err != nil && replies[0].str("type") != frameError && replies[0].str("type") != frameAck:
+			t.Fatalf("invalid frame %q answered %v", data, replies[0])
+		case err == nil && head.ReqID != "" && head.Type != frameClientAck:
+			if len(replies) == 0 || replies[0].str("_reqId") != head.ReqID {
+				t.Fatalf("request %q got %v, want a reply echoing its _reqId", data, replies)
+			}
+		case err == nil && !silentWhenValid[head.Type] && len(replies) == 0:
+			t.Fatalf("valid %s frame %q got no reply", head.Type, data)
+		}
+	})
+}
+
+// Before a handshake, every frame gets an answer: no_hello, invalid, a
+// handshake refusal or (impossible without the keys) hello_ack.
+func FuzzBrokerHandshake(f *testing.F) {
+	for _, s := range append(brokerFrameSeeds,
+		`{"type":"hello","meshId":"m","memberId":"x","pubkey":"`+strings.Repeat("ab", 32)+`","timestamp":1,"signature":"`+strings.Repeat("cd", 64)+`"}`,
+		`{"type":"hello","meshId":"m","timestamp":"soon"}`,
+		`{"type":"session_hello","meshId":"m","sessionPubkey":"`+strings.Repeat("ab", 32)+`","parentMemberPubkey":"`+strings.Repeat("cd", 32)+
+			`","parentAttestation":{"sessionPubkey":"`+strings.Repeat("ab", 32)+`","parentMemberPubkey":"`+strings.Repeat("cd", 32)+`","expiresAt":9e300,"signature":"00"}}`,
+	) {
+		f.Add([]byte(s))
+	}
+	url, _ := fuzzBroker(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > defaultMaxMessageBytes {
+			t.Skip("over the frame limit: a close, tested elsewhere")
+		}
+		tc := dialTestClient(t, url)
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		if err := tc.ws.Write(ctx, websocket.MessageText, data); err != nil {
+			t.Fatal(err)
+		}
+		r := tc.await("an answer", func(frame) bool { return true })
+		switch r.str("type") {
+		case frameError:
+			if r.str("code") == "" || r.str("message") == "" {
+				t.Fatalf("error without code or message: %v", r)
+			}
+		default:
+			t.Fatalf("%q before a handshake answered %v", data, r)
+		}
+	})
 }

@@ -273,6 +273,33 @@ func channelFromEvent(ev sseClientEvent) (n channelNotification, rowID string, o
 	return channelNotification{}, "", false, nil
 }
 
+// linkEndedChannel is the system notification for a broker_status event
+// that ends this session's part in the mesh: its own session link kicked,
+// or its member banned. Other status changes (reconnects, other sessions'
+// links) say nothing to the session.
+func linkEndedChannel(ev sseClientEvent, sessionID string) (channelNotification, bool) {
+	var st struct {
+		Mesh      string `json:"mesh"`
+		Status    string `json:"status"`
+		Link      string `json:"link"`
+		SessionID string `json:"session_id"`
+	}
+	if json.Unmarshal([]byte(ev.Data), &st) != nil {
+		return channelNotification{}, false
+	}
+	var text, event string
+	switch {
+	case st.Link == linkSession && st.Status == string(LinkKicked) && sessionID != "" && st.SessionID == sessionID:
+		text, event = "This session was kicked from mesh %q by an owner or admin: no messages reach it until it is launched again.", "session_kicked"
+	case st.Link == linkMember && st.Status == string(LinkBanned):
+		text, event = "This machine's member was banned from mesh %q: no messages reach this session until an owner or admin unbans it.", "member_banned"
+	default:
+		return channelNotification{}, false
+	}
+	return channelNotification{Content: "[system] " + fmt.Sprintf(text, st.Mesh),
+		Meta: map[string]string{"kind": "system", "event": event, "mesh_slug": st.Mesh}}, true
+}
+
 // Welcome.
 
 // mcpSelf is who this MCP server speaks for: the launched session registered
@@ -286,19 +313,31 @@ type mcpSelf struct {
 
 // mcpInboxItem is one row of GET /v1/inbox.
 type mcpInboxItem struct {
-	ID              string  `json:"id"`
-	ClientMessageID string  `json:"client_message_id"`
-	BrokerMessageID string  `json:"broker_message_id"`
-	Mesh            string  `json:"mesh"`
-	Topic           string  `json:"topic"`
-	SenderPubkey    string  `json:"sender_pubkey"`
-	SenderName      string  `json:"sender_name"`
-	Body            *string `json:"body"`
-	ReceivedAt      string  `json:"received_at"`
-	ReplyToID       string  `json:"reply_to_id"`
-	SeenAt          string  `json:"seen_at"`
-	RecipientPubkey string  `json:"recipient_pubkey"`
-	RecipientKind   string  `json:"recipient_kind"`
+	ID                 string  `json:"id"`
+	ClientMessageID    string  `json:"client_message_id"`
+	BrokerMessageID    string  `json:"broker_message_id"`
+	Mesh               string  `json:"mesh"`
+	Topic              string  `json:"topic"`
+	SenderPubkey       string  `json:"sender_pubkey"`
+	SenderMemberPubkey string  `json:"sender_member_pubkey"`
+	SenderName         string  `json:"sender_name"`
+	Body               *string `json:"body"`
+	ReceivedAt         string  `json:"received_at"`
+	ReplyToID          string  `json:"reply_to_id"`
+	Priority           string  `json:"priority"`
+	SeenAt             string  `json:"seen_at"`
+	RecipientPubkey    string  `json:"recipient_pubkey"`
+	RecipientKind      string  `json:"recipient_kind"`
+}
+
+// messageEvent is the row as the message event that announced it.
+func (m mcpInboxItem) messageEvent() mcpMessageEvent {
+	return mcpMessageEvent{
+		ID: m.ID, Mesh: m.Mesh, ClientMessageID: m.ClientMessageID, BrokerMessageID: m.BrokerMessageID,
+		SenderPubkey: m.SenderPubkey, SenderMemberPubkey: m.SenderMemberPubkey, SenderName: m.SenderName,
+		Topic: m.Topic, ReplyToID: m.ReplyToID, Priority: m.Priority, Body: m.Body,
+		RecipientPubkey: m.RecipientPubkey, RecipientKind: m.RecipientKind,
+	}
 }
 
 // welcomeInput is what the welcome is composed from. Each daemon query may

@@ -19,10 +19,12 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // Exit codes.
@@ -130,6 +132,7 @@ func (g *globalFlags) register(fs *flagSet) {
 	fs.BoolVar(&g.help, "help", false, "show help")
 	fs.BoolVar(&g.help, "h", false, "show help")
 	fs.BoolVar(&g.version, "version", false, "print the version")
+	fs.BoolVar(&g.version, "V", false, "print the version")
 	fs.BoolVar(&g.strict, "strict", false, "fail instead of falling back when the daemon is unavailable")
 	fs.BoolVar(&g.noDaemon, "no-daemon", false, "never use the daemon; talk to the broker directly")
 	fs.BoolVar(&g.verbose, "verbose", false, "say more")
@@ -168,6 +171,7 @@ type cli struct {
 	global      globalFlags
 	cmd         *command
 	passthrough []string
+	jsonPrinted bool // a JSON document went to stdout
 
 	pathsOnce sync.Once
 	paths     Paths
@@ -176,6 +180,7 @@ type cli struct {
 	daemonOnce   sync.Once
 	daemonResult ensureResult
 	daemonClient *DaemonClient
+	coldNoteOnce sync.Once
 }
 
 func newCLI(env Env, table []*command) *cli {
@@ -340,6 +345,20 @@ func hasFlagArg(args []string) bool {
 	return false
 }
 
+// wantsJSON reports whether argv asks for --json before any `--`.
+func wantsJSON(args []string) bool {
+	on := false
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--json" || strings.HasPrefix(a, "--json=") {
+			on = a != "--json=false"
+		}
+	}
+	return on
+}
+
 func looksLikeKnownFlag(s string, kinds map[string]bool) bool {
 	if !strings.HasPrefix(s, "--") {
 		return false
@@ -364,6 +383,18 @@ func unknownFlagError(arg string, kinds map[string]bool) error {
 	return err
 }
 
+// expandWorkspace rewrites `workspace <verb> …` to the verb it names.
+func expandWorkspace(words []string) []string {
+	if len(words) < 2 || words[0] != "workspace" {
+		return words
+	}
+	canon, ok := workspaceVerbs[words[1]]
+	if !ok {
+		return words
+	}
+	return append(strings.Fields(canon), words[2:]...)
+}
+
 // findCommand matches the longest run of leading words against the table.
 func findCommand(table []*command, words []string) (*command, int) {
 	for n := min(len(words), 3); n > 0; n-- {
@@ -381,6 +412,7 @@ func findCommand(table []*command, words []string) (*command, int) {
 
 // dispatch parses argv, finds the verb, applies its flags and runs it.
 func (c *cli) dispatch(ctx context.Context, args []string) error {
+	c.global.json.on = wantsJSON(args) // so that even a bad command line answers in JSON
 	var kinds map[string]bool
 	if hasFlagArg(args) {
 		kinds = c.flagKindsFor(args)
@@ -389,11 +421,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	p.words = expandWorkspace(p.words)
 	cmd, used := findCommand(c.commands, p.words)
 	if cmd == nil {
 		// Global flags still mean something without a verb.
 		for _, f := range p.flags {
-			if f.name == "version" {
+			if f.name == "version" || f.name == "V" {
 				return c.printVersion()
 			}
 		}
@@ -410,7 +443,7 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 				"see 'claudemesh help "+cmd.name+"'")
 		}
 		if err := fs.Set(f.name, f.value); err != nil {
-			return usageError("invalid value %q for --%s: %v", f.value, f.name, err)
+			return usageError("invalid value %q for --%s: %v", f.value, f.name, flagValueProblem(fs.Lookup(f.name), err))
 		}
 	}
 	if c.global.json.fields != nil && !cmd.jsonFields {
@@ -428,6 +461,14 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	} else {
 		rest = append(rest, p.passthrough...)
 	}
+	for _, w := range rest {
+		// Messages, names and keys are text: bytes that are not UTF-8
+		// would reach peers as U+FFFD, silently changed.
+		if !utf8.ValidString(w) {
+			return withHint(usageError("argument %q is not valid UTF-8 text", strings.ToValidUTF8(w, "\uFFFD")),
+				"convert it first, for example with iconv -t UTF-8")
+		}
+	}
 	if run == nil {
 		return c.printHelp(cmd)
 	}
@@ -437,6 +478,26 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		defer stop()
 	}
 	return run(ctx, c, rest)
+}
+
+// flagValueProblem says what a flag wants when the flag package could only
+// say "parse error".
+func flagValueProblem(f *flag.Flag, err error) string {
+	if err.Error() != "parse error" && err.Error() != "value out of range" {
+		return err.Error()
+	}
+	switch {
+	case isBoolFlag(f):
+		return "want true or false"
+	case isWholeNumber(f.DefValue):
+		return "want a whole number"
+	}
+	return err.Error()
+}
+
+func isWholeNumber(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
 
 func unknownVerbError(table []*command, words []string) error {
@@ -556,6 +617,8 @@ func exitCodeOf(err error) int {
 }
 
 // report prints err (if any) the way every verb does and returns the code.
+// Under --json, stdout still gets exactly one JSON document: the error's,
+// unless the verb printed its own.
 func (c *cli) report(err error) int {
 	if err == nil {
 		return exitOK
@@ -571,18 +634,36 @@ func (c *cli) report(err error) int {
 		}
 		return 128 + int(sig)
 	}
-	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paint(colorRed, "claudemesh: error:"), err.Error())
+	code := exitCodeOf(err)
+	hints := errorHints(err)
+	if code == exitUsage && len(hints) == 0 {
+		hints = []string{"see 'claudemesh help'"}
+		if c.cmd != nil {
+			hints = []string{"see 'claudemesh help " + c.cmd.name + "'"}
+		}
+	}
+	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paintStderr(colorRed, "claudemesh: error:"), err.Error())
+	for _, h := range hints {
+		fmt.Fprintf(c.env.Stderr, "hint: %s\n", h)
+	}
+	if c.jsonMode() && !c.jsonPrinted {
+		_ = c.printJSON(map[string]any{"ok": false, "error": err.Error(), "exit_code": code, "hints": nonNil(hints)})
+	}
+	return code
+}
+
+// errorHints are the hint lines err carries.
+func errorHints(err error) []string {
+	var hints []string
 	var ce *cliError
 	if errors.As(err, &ce) {
-		for _, h := range ce.hints {
-			fmt.Fprintf(c.env.Stderr, "hint: %s\n", h)
-		}
+		hints = append(hints, ce.hints...)
 	}
 	var cfg *ConfigError
 	if errors.As(err, &cfg) && errors.As(cfg.Err, new(*json.SyntaxError)) {
-		fmt.Fprintf(c.env.Stderr, "hint: fix or move the file aside; nothing was changed\n")
+		hints = append(hints, "fix or move the file aside; nothing was changed")
 	}
-	return exitCodeOf(err)
+	return hints
 }
 
 // silentExit ends a verb with a code after it has printed its own output.
@@ -608,12 +689,23 @@ const (
 )
 
 // colorOn: colour only on a terminal, without NO_COLOR, --no-color or TERM=dumb.
-func (c *cli) colorOn() bool {
-	return c.env.StdoutTTY && !c.global.noColor && c.env.Getenv("NO_COLOR") == "" && c.env.Getenv("TERM") != "dumb"
+func (c *cli) colorOn() bool { return c.colorFor(c.env.StdoutTTY) }
+
+// colorFor: colour on a stream that is (tty) or is not a terminal.
+func (c *cli) colorFor(tty bool) bool {
+	return tty && !c.global.noColor && c.env.Getenv("NO_COLOR") == "" && c.env.Getenv("TERM") != "dumb"
 }
 
-func (c *cli) paint(code, s string) string {
-	if !c.colorOn() {
+// paintStderr colours text bound for stderr, which may be a terminal when
+// stdout is not, or the other way round.
+func (c *cli) paintStderr(code, s string) string {
+	return paintIf(c.colorFor(c.env.StderrTTY), code, s)
+}
+
+func (c *cli) paint(code, s string) string { return paintIf(c.colorOn(), code, s) }
+
+func paintIf(on bool, code, s string) string {
+	if !on {
 		return s
 	}
 	return "\x1b[" + code + "m" + s + "\x1b[0m"
@@ -624,6 +716,7 @@ func (c *cli) jsonMode() bool { return c.global.json.on }
 
 // printJSON writes v as one indented JSON document.
 func (c *cli) printJSON(v any) error {
+	c.jsonPrinted = true
 	enc := json.NewEncoder(c.env.Stdout)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
@@ -637,7 +730,7 @@ func (c *cli) printf(format string, a ...any) {
 
 // warnf writes a warning to stderr.
 func (c *cli) warnf(format string, a ...any) {
-	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paint(colorYellow, "claudemesh: warning:"), fmt.Sprintf(format, a...))
+	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paintStderr(colorYellow, "claudemesh: warning:"), fmt.Sprintf(format, a...))
 }
 
 // infof writes an informational line to stderr (kept off stdout so that

@@ -10,13 +10,16 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"syscall"
 )
+
+// defaultBrokerListen is where a broker listens unless told otherwise: `broker
+// serve`, the embedded broker and `init`.
+const defaultBrokerListen = "127.0.0.1:7900"
 
 // setupBrokerServe declares the verb's flags; its row is in main.go.
 func setupBrokerServe(fs *flagSet) runFunc {
 	var f brokerServeFlags
-	fs.StringVar(&f.listen, "listen", "127.0.0.1:7900", "address to listen on")
+	fs.StringVar(&f.listen, "listen", defaultBrokerListen, "address to listen on")
 	fs.StringVar(&f.data, "data", "", "data directory (default <config dir>/broker)")
 	fs.StringVar(&f.publicURL, "public-url", "", "the ws(s):// URL clients use, when behind a proxy")
 	fs.StringVar(&f.createToken, "create-token", "", "the broker's mesh-creation token (non-loopback brokers)")
@@ -44,6 +47,9 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 		f.handshakeBurst <= 0 || f.handshakePerMinute <= 0 {
 		return usageError("--max-message-bytes, --max-connections-per-mesh and the --send-… and --handshake-… limits must be positive")
 	}
+	if _, _, err := net.SplitHostPort(f.listen); err != nil {
+		return usageError("--listen wants host:port, such as 127.0.0.1:7900 (or 0.0.0.0:7900 for every interface), not %q", f.listen)
+	}
 	data := f.data
 	if data == "" {
 		data = filepath.Join(c.Paths().ConfigDir, "broker")
@@ -53,43 +59,37 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level}))
-	b, err := newBroker(BrokerOptions{DataDir: data, PublicURL: f.publicURL, CreateToken: f.createToken,
+	sb, err := startServingBroker(BrokerOptions{DataDir: data, PublicURL: f.publicURL, CreateToken: f.createToken,
 		MaxMessageBytes: f.maxMessageBytes, MaxConnectionsPerMesh: f.maxConns, SendBurst: f.sendBurst,
-		SendPerMinute: f.sendPerMinute, HandshakeBurst: f.handshakeBurst, HandshakePerMinute: f.handshakePerMinute, Logger: logger})
-	if err != nil {
-		return exitError(exitIO, fmt.Errorf("broker store in %s: %w", data, err))
+		SendPerMinute: f.sendPerMinute, HandshakeBurst: f.handshakeBurst, HandshakePerMinute: f.handshakePerMinute,
+		Logger: logger}, f.listen)
+	var le *BrokerListenError
+	switch {
+	case errors.As(err, &le) && le.InUse():
+		return exitError(exitFailure, err, "another broker (or the daemon's embedded one) may be running; pick another --listen")
+	case errors.As(err, &le):
+		return exitError(exitFailure, err)
+	case err != nil:
+		return exitError(exitIO, err)
 	}
-	l, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		b.Close()
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return exitError(exitFailure, fmt.Errorf("cannot listen on %s: the address is in use", f.listen), "another broker (or the daemon's embedded one) may be running; pick another --listen")
-		}
-		return exitError(exitFailure, fmt.Errorf("cannot listen on %s: %w", f.listen, err))
-	}
-	url := "ws://" + l.Addr().String() + "/ws"
+	url := sb.URL()
 	if c.jsonMode() {
-		c.printJSON(map[string]string{"url": url, "listen": l.Addr().String(), "data": data, "version": version})
+		c.printJSON(map[string]string{"url": url, "listen": sb.Addr, "data": data, "version": version})
 	} else {
 		c.printf("claudemesh broker %s listening on %s (data %s)\n", version, url, data)
 	}
-	logger.Info("broker_started", "version", version, "listen", l.Addr().String(), "data", data)
-	served := make(chan error, 1)
-	go func() { served <- b.Serve(l) }()
+	logger.Info("broker_started", "version", version, "listen", sb.Addr, "data", data)
 	select {
 	case <-ctx.Done():
 		logger.Info("broker stopping")
-	case err = <-served:
+	case <-sb.Done():
 	}
-	closeErr := b.Close()
-	if err == nil {
-		err = <-served
-	}
-	if err != nil {
+	if err := sb.Stop(); err != nil {
+		var se *BrokerStoreError
+		if errors.As(err, &se) {
+			return exitError(exitIO, fmt.Errorf("closing the broker store: %w", err))
+		}
 		return exitError(exitFailure, fmt.Errorf("broker: %w", err))
-	}
-	if closeErr != nil {
-		return exitError(exitIO, fmt.Errorf("closing the broker store: %w", closeErr))
 	}
 	logger.Info("broker stopped")
 	return nil

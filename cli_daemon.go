@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -39,14 +40,8 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 		dc.client = cl
 		c.daemonResult = dc.ensure(ctx, budget)
 		r := c.daemonResult
-		switch {
-		case r.State == daemonStarted:
+		if r.State == daemonStarted {
 			c.infof("daemon started automatically (took %dms)", r.Duration.Milliseconds())
-		case r.usable(), mode == modeStrict:
-		case r.State == daemonDown:
-			c.infof("daemon not running (%s) — using the direct broker connection", r.Reason)
-		default:
-			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
 		}
 		if r.usable() {
 			c.daemonClient = cl
@@ -82,6 +77,25 @@ func (c *cli) loadUserConfig() (*Config, error) {
 	return loadConfig(c.Paths().ConfigFile())
 }
 
+// needMesh refuses a verb that works on a mesh when this machine has none
+// — neither the config this invocation sees nor the machine's, which the
+// daemon serves — before a daemon is started for nothing.
+func (c *cli) needMesh(slug string) error {
+	if slug != "" {
+		return nil
+	}
+	cfg, err := c.loadUserConfig()
+	if err != nil || len(cfg.Meshes) > 0 {
+		return err
+	}
+	if p := c.Paths(); p.MachineConfigFile() != p.ConfigFile() {
+		if mc, err := loadConfig(p.MachineConfigFile()); err == nil && len(mc.Meshes) > 0 {
+			return nil
+		}
+	}
+	return errNoMeshJoined()
+}
+
 // coldMesh picks the mesh for a cold-path verb: --mesh, else the only
 // joined mesh.
 func (c *cli) coldMesh(slug string) (Mesh, error) {
@@ -96,21 +110,83 @@ func (c *cli) coldMesh(slug string) (Mesh, error) {
 	return *m, nil
 }
 
+// noteColdPath says, once, why a verb that would use the daemon talks to
+// the broker directly. It is said only when that happens: a verb the daemon
+// alone can serve fails with the reason instead.
+func (c *cli) noteColdPath() {
+	c.coldNoteOnce.Do(func() {
+		r := c.daemonResult
+		switch {
+		case r.State == "" || r.usable():
+		case r.State == daemonDown:
+			c.infof("daemon not running (%s) — using the direct broker connection", r.Reason)
+		default:
+			c.warnf("%s: %s — using the direct broker connection (see %s)", r.State, r.Reason, c.Paths().LogFile())
+		}
+	})
+}
+
+// daemonAbsence says why the daemon is not there, for a verb that needs it,
+// and what to do.
+func (c *cli) daemonAbsence() (why string, hints []string) {
+	r := c.daemonResult
+	logHint := "its log: " + c.Paths().LogFile()
+	switch {
+	case daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) == modeNoDaemon:
+		return "--no-daemon (or CLAUDEMESH_NO_DAEMON=1) keeps it out", []string{"drop --no-daemon (and start the daemon if it is not running: claudemesh daemon up)"}
+	case r.State == "" || r.State == daemonDown:
+		return "it is not running", []string{"start it with 'claudemesh daemon up'"}
+	case r.State == daemonUnresponsive:
+		return r.Reason, []string{logHint}
+	case r.State == daemonServiceNotReady:
+		return "its service is not answering (" + r.Reason + ")", []string{logHint}
+	}
+	return "it could not be started (" + r.Reason + ")", []string{"start it with 'claudemesh daemon up'", logHint}
+}
+
 // withCold runs fn on a one-shot broker connection to mesh.
 func (c *cli) withCold(ctx context.Context, m Mesh, fn func(cl *ColdLink) error) error {
+	c.noteColdPath()
 	host, _ := os.Hostname()
 	cwd, _ := os.Getwd()
 	cl, err := dialCold(ctx, m, os.Getpid(), cwd, host)
 	if err != nil {
-		return exitError(exitNetwork, fmt.Errorf("mesh %s: cannot reach the broker at %s: %w", m.Slug, m.BrokerURL, err))
+		return exitError(exitNetwork, fmt.Errorf("mesh %s: cannot reach the broker at %s: %s", m.Slug, m.BrokerURL, dialProblem(err)),
+			c.brokerUnreachableHint(m))
 	}
 	defer cl.Close()
 	return fn(cl)
 }
 
+// dialProblem is the part of a dial error a user can act on: the network
+// operation that failed ("dial tcp 127.0.0.1:7900: connect: connection
+// refused"), without the layers of WebSocket and HTTP around it.
+func dialProblem(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Error()
+	}
+	return err.Error()
+}
+
+// brokerUnreachableHint: the embedded broker runs inside the daemon, so
+// without the daemon it is not there at all; any other broker may be down
+// or out of reach.
+func (c *cli) brokerUnreachableHint(m Mesh) string {
+	if cfg, err := loadConfig(c.Paths().MachineConfigFile()); err == nil && cfg.Broker != nil {
+		if u, _ := embeddedBrokerURLs(cfg.Broker.Listen); u == m.BrokerURL {
+			return "mesh " + m.Slug + "'s broker runs inside the daemon: start it with 'claudemesh daemon up'"
+		}
+	}
+	return "is the broker running and reachable from here? 'claudemesh status' checks every mesh's"
+}
+
 // warmOrCold runs warm with the daemon when this invocation uses it, else
 // cold on a one-shot broker connection to mesh (--mesh, or the only one).
 func (c *cli) warmOrCold(ctx context.Context, mesh string, warm func(*DaemonClient) error, cold func(Mesh, *ColdLink) error) error {
+	if err := c.needMesh(mesh); err != nil {
+		return err
+	}
 	cl, err := c.daemon(ctx)
 	if err != nil {
 		return err
@@ -122,7 +198,28 @@ func (c *cli) warmOrCold(ctx context.Context, mesh string, warm func(*DaemonClie
 	if err != nil {
 		return err
 	}
-	return c.withCold(ctx, m, func(l *ColdLink) error { return cold(m, l) })
+	return brokerRefusal(c.withCold(ctx, m, func(l *ColdLink) error { return cold(m, l) }))
+}
+
+// brokerRefusal gives a broker's error frame, met on a direct connection,
+// its exit code (not found 5, forbidden 7) and the broker's own words.
+func brokerRefusal(err error) error {
+	var be *BrokerError
+	if !errors.As(err, &be) {
+		return err
+	}
+	msg := be.Message
+	if msg == "" {
+		msg = be.Code
+	}
+	code := exitFailure
+	switch be.Code {
+	case codeForbidden:
+		code = exitPermission
+	case codeNotFound:
+		code = exitNotFound
+	}
+	return exitError(code, errors.New(msg))
 }
 
 // coldRequest is one request/reply on a cold link with the usual timeout.
@@ -130,6 +227,34 @@ func coldRequest(ctx context.Context, cl *ColdLink, frame any, replyTypes ...str
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return cl.Request(ctx, frame, replyTypes...)
+}
+
+// waitHealth polls the daemon's health every so often until done holds or
+// budget runs out, and returns the last health it read; the error is the
+// last failed read when none succeeded.
+func waitHealth(ctx context.Context, cl *DaemonClient, budget, every time.Duration, done func(DaemonHealth) bool) (DaemonHealth, error) {
+	deadline := time.Now().Add(budget)
+	var last DaemonHealth
+	var lastErr error = errors.New("no answer")
+	for {
+		h, err := cl.Health(ctx)
+		if err == nil {
+			last, lastErr = h, nil
+			if done(h) {
+				return h, nil
+			}
+		} else if lastErr != nil {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			return last, lastErr
+		}
+		select {
+		case <-ctx.Done():
+			return last, lastErr
+		case <-time.After(every):
+		}
+	}
 }
 
 // ipcFailure turns an IPC error into a CLI error with a fitting exit code.
@@ -150,6 +275,9 @@ func ipcFailure(err error) error {
 		code = exitNetwork
 	}
 	msg := ie.Message
+	if bc, _ := ie.Body["broker_code"].(string); bc != "" {
+		msg = strings.TrimPrefix(msg, "broker: "+bc+": ") // the broker's own words
+	}
 	if msg == "" {
 		msg = ie.Code
 	}
@@ -159,12 +287,33 @@ func ipcFailure(err error) error {
 		for _, a := range att {
 			s = append(s, fmt.Sprint(a))
 		}
-		hints = append(hints, "pass --mesh (joined: "+strings.Join(s, ", ")+")")
+		if ie.Code == "mesh_required" {
+			hints = append(hints, "pass --mesh (joined: "+strings.Join(s, ", ")+")")
+		} else {
+			hints = append(hints, "joined: "+strings.Join(s, ", "))
+		}
 	}
-	if ie.Code == "broker_unavailable" {
+	switch {
+	case ie.Code == "broker_unavailable":
 		hints = append(hints, "see 'claudemesh status' for the broker links")
+	case ie.Status == 413:
+		hints = append(hints, "make it smaller: split a long text into several messages")
+	case ie.Code == "to_self":
+		hints = append(hints, "to reach your other sessions: claudemesh send --self <your member key>")
+	case ie.Code == "banned":
+		hints = append(hints, "an owner or admin of the mesh can let you back in with 'claudemesh unban <you>'; then restart the daemon")
 	}
 	return exitError(code, errors.New(msg), hints...)
+}
+
+// notFoundHint adds hint to err when err is a not-found (exit 5) without a
+// hint of its own: where the verb's names or ids can be looked up.
+func notFoundHint(err error, hint string) error {
+	var ce *cliError
+	if exitCodeOf(err) != exitNotFound || errors.As(err, &ce) && len(ce.hints) > 0 {
+		return err
+	}
+	return withHint(err, hint)
 }
 
 // daemon verbs.
@@ -228,6 +377,11 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 		c.printf("daemon already running (pid %d)\n", h.Pid)
 		return nil
 	}
+	// The config the daemon would read: a broken one is reported here, with
+	// its own exit code and hint, not as a daemon that died at start.
+	if _, err := loadConfig(paths.MachineConfigFile()); err != nil {
+		return err
+	}
 	args := []string{"daemon", "up", "--foreground", fmt.Sprintf("--tcp-port=%d", f.tcpPort)}
 	if f.noTCP {
 		args = append(args, "--no-tcp")
@@ -236,21 +390,35 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 		args = append(args, "--public-health")
 	}
 	exe, _ := os.Executable()
+	var logStart int64
+	if st, err := os.Stat(paths.LogFile()); err == nil {
+		logStart = st.Size()
+	}
 	pid, exited, err := startDetachedDaemon(exe, paths, daemonSpawnEnv(os.Environ()), args)
 	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return exitError(exitIO, err, "the daemon dir "+paths.DaemonDir+" must be a directory this user can write (CLAUDEMESH_DAEMON_DIR moves it)")
+		}
 		return exitError(exitFailure, err)
 	}
 	dc := newDaemonConnector(paths, c.env.Getenv)
 	if !dc.waitUp(ctx, defaultSpawnBudget, exited) {
+		problem, reason := fmt.Sprintf("did not answer within %s", defaultSpawnBudget), "not_answering"
+		select {
+		case <-exited:
+			problem, reason = "exited during start-up", "exited"
+		default:
+		}
 		if c.jsonMode() {
-			_ = c.printJSON(map[string]any{"ok": false, "detached": true, "pid": pid, "reason": "not_answering", "log": paths.LogFile()})
+			_ = c.printJSON(map[string]any{"ok": false, "detached": true, "pid": pid, "reason": reason, "log": paths.LogFile()})
 			return silentExit(exitFailure)
 		}
 		hints := []string{"its log: " + paths.LogFile()}
-		if tail := logTail(paths.LogFile(), 5); tail != "" {
-			hints = append(hints, "last lines:\n"+tail)
+		if tail := logTail(paths.LogFile(), logStart, 5); tail != "" {
+			hints = append(hints, "what it logged:\n"+tail)
 		}
-		return exitError(exitFailure, fmt.Errorf("daemon (pid %d) did not start within %s", pid, defaultSpawnBudget), hints...)
+		return exitError(exitFailure, fmt.Errorf("daemon (pid %d) %s", pid, problem), hints...)
 	}
 	cl := newDaemonClient(paths.SocketFile(), "")
 	h, _ := cl.Health(ctx)
@@ -265,13 +433,13 @@ func runDaemonDetached(ctx context.Context, c *cli, f daemonUpFlags) error {
 	return nil
 }
 
-// logTail returns the last n lines of a file.
-func logTail(path string, n int) string {
+// logTail returns the last n lines a file got after offset.
+func logTail(path string, offset int64, n int) string {
 	data, err := os.ReadFile(path)
-	if err != nil {
+	if err != nil || int64(len(data)) <= offset {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	lines := strings.Split(strings.TrimRight(string(data[offset:]), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
@@ -280,6 +448,13 @@ func logTail(path string, n int) string {
 
 func setupDaemonDown(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
+		sessions := 0
+		if cl := c.runningDaemon(ctx); cl != nil {
+			if h, err := cl.Health(ctx); err == nil {
+				sessions = h.Sessions
+			}
+			cl.http.CloseIdleConnections()
+		}
 		pid, err := stopRunningDaemon(ctx, c)
 		switch {
 		case err == nil && pid == 0:
@@ -295,9 +470,18 @@ func setupDaemonDown(fs *flagSet) runFunc {
 			return err
 		}
 		if c.jsonMode() {
-			return c.printJSON(map[string]any{"stopped": true, "pid": pid})
+			return c.printJSON(map[string]any{"stopped": true, "pid": pid, "sessions": sessions})
 		}
 		c.printf("daemon: stopped (was pid %d)\n", pid)
+		if sessions > 0 {
+			// They stay registered (sessions.json) and come back with the
+			// daemon; until then nothing reaches them.
+			what := fmt.Sprintf("%d launched sessions stay registered but get", sessions)
+			if sessions == 1 {
+				what = "1 launched session stays registered but gets"
+			}
+			c.printf("  %s no messages until the daemon is back: claudemesh daemon up\n", what)
+		}
 		return nil
 	}
 }
@@ -345,6 +529,9 @@ func stopRunningDaemon(ctx context.Context, c *cli) (int, error) {
 func setupDaemonStatus(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
 		cl := c.runningDaemon(ctx)
+		if cl == nil && daemonLockHeld(c.Paths()) {
+			return exitError(exitFailure, errors.New(unresponsiveReason(c.Paths())), "its log: "+c.Paths().LogFile())
+		}
 		if cl == nil {
 			if c.jsonMode() {
 				_ = c.printJSON(map[string]any{"running": false})
@@ -393,8 +580,16 @@ func setupDaemonVersion(fs *flagSet) runFunc {
 	}
 }
 
-// printLinks prints mesh links and sessions from a health report.
+// printLinks prints the embedded broker, mesh links and sessions from a
+// health report.
 func printLinks(c *cli, h DaemonHealth) {
+	if eb := h.EmbeddedBroker; eb != nil {
+		if eb.State == embeddedServing {
+			c.printf("  %s embedded broker: %s (data %s)\n", c.paint(colorGreen, "●"), eb.URL, eb.Data)
+		} else {
+			c.printf("  %s embedded broker on %s: %s\n", c.paint(colorRed, "●"), eb.Listen, eb.Error)
+		}
+	}
 	if len(h.Links) == 0 {
 		c.printf("  meshes: none joined\n")
 	}
@@ -452,6 +647,7 @@ func setupStatus(fs *flagSet) runFunc {
 			for _, st := range h.Brokers {
 				healthy = healthy && st == string(LinkOpen)
 			}
+			healthy = healthy && (h.EmbeddedBroker == nil || h.EmbeddedBroker.State == embeddedServing)
 			if c.jsonMode() {
 				_ = c.printJSON(out)
 			} else {

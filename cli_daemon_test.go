@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -100,6 +102,14 @@ func TestConnectorSpawnSuppressed(t *testing.T) {
 	if r := dc.ensure(context.Background(), time.Second); r.State != daemonSpawnSuppressed {
 		t.Fatalf("ensure = %+v, want spawn-suppressed", r)
 	}
+	// The config edited after the failure (the usual fix): a new try.
+	h.writeConfig(t)
+	later := time.Now().Add(time.Second)
+	os.Chtimes(h.Paths.MachineConfigFile(), later, later)
+	if r := dc.ensure(context.Background(), 200*time.Millisecond); r.State != daemonSpawnFailed {
+		t.Fatalf("ensure after a config edit = %+v, want a spawn attempt", r)
+	}
+	os.Remove(h.Paths.MachineConfigFile())
 	// A failure writes the marker.
 	os.Remove(h.Paths.SpawnFailureFile())
 	if r := dc.ensure(context.Background(), 200*time.Millisecond); r.State != daemonSpawnFailed {
@@ -107,6 +117,43 @@ func TestConnectorSpawnSuppressed(t *testing.T) {
 	}
 	if _, err := os.Stat(h.Paths.SpawnFailureFile()); err != nil {
 		t.Fatalf("no .spawn-failure after a failed spawn: %v", err)
+	}
+}
+
+// A daemon that holds the lock but does not answer (stopped, stuck) is
+// reported as such: no second daemon is spawned to fail on its lock, and
+// `daemon status` does not call it "not running".
+func TestConnectorUnresponsiveDaemon(t *testing.T) {
+	h := newTestHome(t)
+	os.MkdirAll(h.Paths.DaemonDir, 0o700)
+	// A socket nobody answers on: bound, then its listener closed.
+	l, err := net.Listen("unix", h.Paths.SocketFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	lock, err := os.OpenFile(h.Paths.LockFile(), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(h.Paths.PidFile(), []byte("4242\n"), 0o600)
+	dc := newDaemonConnector(h.Paths, mapEnv(h.env()))
+	dc.exe = "/nonexistent/claudemesh"
+	r := dc.ensure(context.Background(), time.Second)
+	if r.State != daemonUnresponsive || !strings.Contains(r.Reason, "pid 4242") || !strings.Contains(r.Reason, "daemon down") {
+		t.Fatalf("ensure = %+v, want unresponsive naming the pid and the way out", r)
+	}
+	if _, err := os.Stat(h.Paths.SocketFile()); err != nil {
+		t.Fatal("the live daemon's socket was removed")
+	}
+	res := runCLI(t, h.env(), "daemon", "status")
+	if res.code != exitFailure || strings.Contains(res.stdout, "not running") || !strings.Contains(res.stderr, "does not answer") {
+		t.Fatalf("daemon status = %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 }
 
@@ -175,6 +222,9 @@ func TestPeerListVerb(t *testing.T) {
 	var rows []map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || r.code != 0 {
 		t.Fatalf("peers --mesh beta --json=… = %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, env, "peers", "--json", "name,mesh"); r.code != exitUsage || !strings.Contains(r.stderr, "hint: for a field list write --json=name,mesh") {
+		t.Fatalf("peers --json name,mesh = %d\n%s", r.code, r.stderr)
 	}
 	var names []string
 	for _, row := range rows {
@@ -273,6 +323,15 @@ func TestStateMemorySkillVerbs(t *testing.T) {
 				t.Fatalf("recall = %s, want %s", r.stdout, mem.ID)
 			}
 			do("forget", mem.ID)
+			if r := runCLI(t, env, append([]string{"forget", mem.ID}, mode...)...); r.code != exitNotFound || !strings.Contains(r.stderr, "hint: memory ids are in 'claudemesh recall") ||
+				strings.Contains(r.stderr, "broker: ") {
+				t.Fatalf("forget twice = %d\n%s", r.code, r.stderr)
+			}
+			for _, verb := range []string{"get", "remove"} {
+				if r := runCLI(t, env, append([]string{"skill", verb, "no-such-skill"}, mode...)...); r.code != exitNotFound || !strings.Contains(r.stderr, "hint: see 'claudemesh skill list'") {
+					t.Fatalf("skill %s of an unknown skill = %d\n%s", verb, r.code, r.stderr)
+				}
+			}
 			skill := "sk-" + name
 			file := filepath.Join(t.TempDir(), "skill.md")
 			os.WriteFile(file, []byte("do the thing"), 0o600)
@@ -283,6 +342,16 @@ func TestStateMemorySkillVerbs(t *testing.T) {
 			if r := do("skill", "list", "--json"); !strings.Contains(r.stdout, skill) {
 				t.Fatalf("skill list = %s", r.stdout)
 			}
+			// Without a description a skill is its name, with no dangling dash.
+			bare := skill + "-bare"
+			do("skill", "share", bare, "--file", file)
+			if r := do("skill", "list"); !strings.Contains(r.stdout, "  "+skill+" — a skill (by ") || !strings.Contains(r.stdout, "  "+bare+" (by ") {
+				t.Fatalf("skill list = %s", r.stdout)
+			}
+			if r := do("skill", "get", bare); !strings.HasPrefix(r.stdout, bare+"\n") {
+				t.Fatalf("skill get without a description = %q", r.stdout)
+			}
+			do("skill", "remove", bare)
 			do("skill", "remove", skill)
 		})
 	}
@@ -291,6 +360,18 @@ func TestStateMemorySkillVerbs(t *testing.T) {
 	}
 	if r := runCLI(t, h.env(), "profile", "--summary", "busy", "--status", "working"); r.code != 0 {
 		t.Fatalf("profile = %d %s", r.code, r.stderr)
+	}
+}
+
+// skill share reading a terminal says so (and how to end) instead of
+// waiting silently; from a pipe it says nothing.
+func TestSkillShareFromTerminal(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		var errb bytes.Buffer
+		code := run(context.Background(), []string{"skill", "share", "x"}, Env{Stdin: strings.NewReader(""), StdinTTY: tty, Stderr: &errb})
+		if code != exitUsage || strings.Contains(errb.String(), "Ctrl-D") != tty {
+			t.Errorf("stdin tty %v: exit %d\n%s", tty, code, errb.String())
+		}
 	}
 }
 
@@ -332,28 +413,36 @@ func TestNoDaemonNeverTouchesSocket(t *testing.T) {
 	}
 }
 
+// closingListener is a loopback TCP address where nothing answers: every
+// connection is closed at once, and counted.
+func closingListener(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	}()
+	return l.Addr().String(), &accepted
+}
+
 // --strict with no daemon fails and never takes the cold path: the mesh's
 // broker address is a listener that counts connections.
 func TestStrictWithoutDaemonFails(t *testing.T) {
 	h := newTestHome(t)
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bl.Close()
-	var dialed atomic.Int32
-	go func() {
-		for {
-			c, err := bl.Accept()
-			if err != nil {
-				return
-			}
-			dialed.Add(1)
-			c.Close()
-		}
-	}()
+	addr, dialed := closingListener(t)
 	kp := mustNewKeypair()
-	h.writeConfig(t, Mesh{MeshID: "m", MemberID: "u", Slug: "s", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: "ws://" + bl.Addr().String() + "/ws"})
+	h.writeConfig(t, Mesh{MeshID: "m", MemberID: "u", Slug: "s", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: "ws://" + addr + "/ws"})
 	for _, env := range []map[string]string{h.env(), h.env("CLAUDEMESH_STRICT_DAEMON", "1")} {
 		args := []string{"peers"}
 		if env["CLAUDEMESH_STRICT_DAEMON"] == "" {
@@ -366,6 +455,69 @@ func TestStrictWithoutDaemonFails(t *testing.T) {
 	}
 	if n := dialed.Load(); n != 0 {
 		t.Fatalf("--strict dialed the broker %d times", n)
+	}
+}
+
+// Without a daemon: a verb with a direct path says once that it takes it,
+// a verb only the daemon serves says why it cannot (and nothing about a
+// direct path), and an embedded broker that is down with its daemon is
+// named as such.
+func TestWithoutDaemonSaysWhy(t *testing.T) {
+	h := newTestHome(t)
+	listen, _ := closingListener(t)
+	kp := mustNewKeypair()
+	u, _ := embeddedBrokerURLs(listen)
+	if err := saveConfig(h.Paths.MachineConfigFile(), &Config{Version: 1, Broker: &BrokerConf{Listen: listen, Data: h.Home},
+		Meshes: []Mesh{{MeshID: "m", MemberID: "u", Slug: "local", Pubkey: kp.PublicHex(), SecretKey: kp.SecretHex(), BrokerURL: u}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, h.env(), "send", "bob", "hi")
+	if r.code != exitNetwork || strings.Count(r.stderr, "using the direct broker connection") != 1 ||
+		!strings.Contains(r.stderr, "hint: mesh local's broker runs inside the daemon: start it with 'claudemesh daemon up'") {
+		t.Fatalf("send without a daemon = %d\n%s", r.code, r.stderr)
+	}
+	for _, argv := range [][]string{{"inbox"}, {"whoami"}} {
+		r = runCLI(t, h.env(), argv...)
+		if strings.Contains(r.stderr, "direct broker connection") {
+			t.Errorf("%q mentions a direct path it does not take:\n%s", argv, r.stderr)
+		}
+	}
+	r = runCLI(t, h.env(), "inbox")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "the inbox lives in the daemon, and it is not running") {
+		t.Fatalf("inbox without a daemon = %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, h.env(), "inbox", "--no-daemon"); !strings.Contains(r.stderr, "--no-daemon") {
+		t.Fatalf("inbox --no-daemon = %d\n%s", r.code, r.stderr)
+	}
+}
+
+func TestDialProblem(t *testing.T) {
+	op := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	err := fmt.Errorf("failed to WebSocket dial: failed to send handshake request: Get \"http://x/ws\": %w", op)
+	if got := dialProblem(err); got != "dial tcp: connect: connection refused" {
+		t.Errorf("dialProblem = %q", got)
+	}
+	if got := dialProblem(errors.New("bad handshake")); got != "bad handshake" {
+		t.Errorf("dialProblem = %q", got)
+	}
+}
+
+// A new user's first verbs on a machine with no mesh: each says how to
+// set up, and none starts a daemon for nothing.
+func TestVerbsBeforeAnyMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	h := newTestHome(t)
+	stopDaemonAt(t, h.Paths)
+	for _, argv := range [][]string{{"peers"}, {"send", "bob", "hi"}, {"state", "list"}, {"remember", "x"}, {"skill", "list"}} {
+		r := runBinary(t, h.env(), argv...)
+		if r.code != exitNotFound || !strings.Contains(r.stderr, "no mesh joined yet") || !strings.Contains(r.stderr, "hint: set this machine up with 'claudemesh init'") {
+			t.Errorf("%q = %d\n%s%s", argv, r.code, r.stdout, r.stderr)
+		}
+	}
+	if _, err := os.Stat(h.Paths.LogFile()); !os.IsNotExist(err) {
+		t.Fatalf("a daemon was started on a machine with no mesh (log: %v)", err)
 	}
 }
 
@@ -488,7 +640,12 @@ func TestDaemonVerbsAsProcesses(t *testing.T) {
 	if r := runBinary(t, env, "status"); r.code != 0 || !strings.Contains(r.stdout, "mesh alpha: open") {
 		t.Fatalf("status = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := runBinary(t, env, "daemon", "down"); r.code != 0 || !strings.Contains(r.stdout, "stopped") {
+	reg, _ := registration(t, fx.alpha, "alice", os.Getpid())
+	if err := newDaemonClient(h.Paths.SocketFile(), "").RegisterSession(context.Background(), reg); err != nil {
+		t.Fatal(err)
+	}
+	if r := runBinary(t, env, "daemon", "down"); r.code != 0 || !strings.Contains(r.stdout, "stopped") ||
+		!strings.Contains(r.stdout, "1 launched session stays registered but gets no messages until the daemon is back") {
 		t.Fatalf("daemon down = %d %s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, f := range []string{h.Paths.SocketFile(), h.Paths.PidFile(), h.Paths.DaemonInfoFile()} {
@@ -510,12 +667,35 @@ func TestDaemonUpBootFailure(t *testing.T) {
 	os.MkdirAll(h.Paths.MachineConfigDir, 0o700)
 	os.WriteFile(h.Paths.MachineConfigFile(), []byte("{not json"), 0o600)
 	stopDaemonAt(t, h.Paths)
+	// A broken config is the config's error, before any daemon is started.
 	r := runBinary(t, h.env(), "daemon", "up")
-	if r.code != exitFailure || !strings.Contains(r.stderr, h.Paths.LogFile()) {
+	if r.code != exitIO || !strings.Contains(r.stderr, "not valid JSON") || !strings.Contains(r.stderr, "nothing was changed") {
 		t.Fatalf("daemon up with a broken config = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "not valid JSON") {
-		t.Fatalf("the boot error is not shown: %s", r.stderr)
+	if _, err := os.Stat(h.Paths.LogFile()); !os.IsNotExist(err) {
+		t.Fatalf("a daemon was started for a broken config (log: %v)", err)
+	}
+	// A daemon that dies at start (its inbox cannot be opened): said as
+	// such, with what it logged this time.
+	h.writeConfig(t)
+	os.MkdirAll(h.Paths.DaemonDir, 0o700)
+	os.WriteFile(h.Paths.LogFile(), []byte("an older run's line\n"), 0o600)
+	os.MkdirAll(filepath.Join(h.Paths.DaemonDir, "inbox.db"), 0o700)
+	r = runBinary(t, h.env(), "daemon", "up")
+	if r.code != exitFailure || !strings.Contains(r.stderr, "exited during start-up") || !strings.Contains(r.stderr, h.Paths.LogFile()) ||
+		!strings.Contains(r.stderr, "inbox") || strings.Contains(r.stderr, "an older run's line") {
+		t.Fatalf("daemon up that dies at start = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// A daemon dir that cannot be one is an I/O error that names it.
+func TestDaemonUpBadDaemonDir(t *testing.T) {
+	h := newTestHome(t)
+	file := filepath.Join(h.Home, "not-a-dir")
+	os.WriteFile(file, nil, 0o600)
+	r := runCLI(t, h.env("CLAUDEMESH_DAEMON_DIR", file), "daemon", "up")
+	if r.code != exitIO || !strings.Contains(r.stderr, "hint: the daemon dir "+file+" must be a directory") {
+		t.Fatalf("daemon up with a file for its dir = %d\n%s", r.code, r.stderr)
 	}
 }
 
@@ -524,7 +704,15 @@ func TestDaemonUpBootFailure(t *testing.T) {
 func TestDaemonZeroMeshesThenReload(t *testing.T) {
 	fx := newMeshFixture(t)
 	h := newTestHome(t)
+	// A daemon dir left open to others is made private again.
+	if err := os.MkdirAll(h.Paths.DaemonDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(h.Paths.DaemonDir, 0o755)
 	td := startTestDaemon(t, h, nil)
+	if st, err := os.Stat(h.Paths.DaemonDir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("daemon dir mode = %v, %v; want 0700", st.Mode().Perm(), err)
+	}
 	ctx := context.Background()
 	hl, err := td.client("").Health(ctx)
 	if err != nil || len(hl.Brokers) != 0 {

@@ -32,8 +32,8 @@ func (c *cli) daemonOnly(ctx context.Context, what string) (*DaemonClient, error
 		return nil, err
 	}
 	if cl == nil {
-		return nil, exitError(exitFailure, fmt.Errorf("%s lives in the daemon, which is not running", what),
-			"start it with 'claudemesh daemon up'")
+		why, hints := c.daemonAbsence()
+		return nil, exitError(exitFailure, fmt.Errorf("%s lives in the daemon, and %s", what, why), hints...)
 	}
 	return cl, nil
 }

@@ -84,7 +84,8 @@ func runMCP(ctx context.Context, c *cli, f mcpFlags) error {
 	cl := newDaemonClient(paths.SocketFile(), token)
 	defer cl.http.CloseIdleConnections()
 	session := NewMCPSession(daemonMCP{cl: cl}, mcpConfig{Version: version, Tools: f.tools, Log: log}, c.env.Stdout,
-		mcpSessionOptions{WelcomeDelay: welcomeDelayFromEnv(c.env.Getenv), Location: time.Local, MessageMode: mode})
+		mcpSessionOptions{WelcomeDelay: welcomeDelayFromEnv(c.env.Getenv), Location: time.Local, MessageMode: mode,
+			SessionID: c.env.Getenv("CLAUDEMESH_SESSION_ID")})
 	if err := session.Run(ctx, c.env.Stdin); err != nil {
 		log.Error("mcp_failed", "err", err.Error())
 		return exitError(exitFailure, err)

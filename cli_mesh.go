@@ -180,50 +180,21 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 		brokerURL = c.env.Getenv("CLAUDEMESH_BROKER_URL")
 	}
 	if brokerURL == "" && cfg.Broker != nil && cfg.Broker.Listen != "" {
-		brokerURL = "ws://" + cfg.Broker.Listen + "/ws"
+		brokerURL, _ = embeddedBrokerURLs(cfg.Broker.Listen)
 	}
 	if brokerURL == "" {
 		return withHint(usageError("mesh create needs a broker"), "pass --broker ws://HOST:PORT/ws (run one with 'claudemesh broker serve')")
 	}
-	base, err := brokerHTTPBase(brokerURL)
-	if err != nil {
-		return usageError("%v", err)
-	}
-	kp, err := newKeypair()
-	if err != nil {
-		return err
-	}
 	display := displayNameFor(c, f.name, hostnameOr(slug+"-owner"))
-	ts := time.Now().UnixMilli()
-	req := MeshCreateRequest{Slug: slug, Name: slug, Pubkey: kp.PublicHex(), DisplayName: display, Timestamp: ts,
-		Signature: kp.sign(meshCreateSignedString(slug, kp.PublicHex(), ts))}
-	headers := map[string]string{}
 	token := f.createToken
 	if token == "" {
 		token = c.env.Getenv("CLAUDEMESH_CREATE_TOKEN")
 	}
-	if token != "" {
-		headers["Authorization"] = "Bearer " + token
-	}
-	var resp MeshCreateResponse
-	if err := postBroker(ctx, base, "/cli/mesh/create", headers, req, &resp); err != nil {
-		var be *brokerError
-		if errors.As(err, &be) && be.Status == http.StatusForbidden {
-			return withHint(brokerExit(err, "the broker refused to create the mesh"), "a remote broker needs its create token: --create-token T")
-		}
-		return brokerExit(err, "the broker refused to create the mesh")
-	}
-	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: slug, Name: resp.Name, Pubkey: kp.PublicHex(),
-		SecretKey: kp.SecretHex(), BrokerURL: brokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
-	if err := updateConfig(path, func(cfg *Config) error {
-		if _, ok := cfg.MeshBySlug(slug); ok {
-			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug))
-		}
-		cfg.SetMesh(m)
-		return nil
-	}); err != nil {
+	m, err := createMesh(ctx, meshCreation{ConfigFile: path, Slug: slug, BrokerURL: brokerURL, Display: display, CreateToken: token})
+	if err != nil {
 		return err
 	}
+	c.reloadDaemon(ctx)
 	if c.jsonMode() {
 		return c.printJSON(map[string]string{"slug": slug, "id": m.MeshID, "member_id": m.MemberID, "broker_url": brokerURL, "role": "owner"})
 	}
@@ -231,6 +202,61 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 	c.printf("  mesh id    %s\n  member id  %s\n  you are    %s (owner, admin)\n", m.MeshID, m.MemberID, display)
 	c.printf("hint: invite someone with 'claudemesh invite --mesh %s'\n", slug)
 	return nil
+}
+
+// meshCreation is one mesh to create on a broker and save in a config file.
+type meshCreation struct {
+	ConfigFile  string
+	Slug        string
+	BrokerURL   string // saved in the mesh: what links and invites use
+	PostURL     string // where the creation request goes when not BrokerURL (a broker on every interface, reached on loopback)
+	Display     string // the owner's display name
+	CreateToken string
+}
+
+// createMesh makes a new owner key, asks the broker to create the mesh
+// (signed by that key) and saves the mesh in the config file. Shared by
+// `mesh create` and `init`.
+func createMesh(ctx context.Context, mc meshCreation) (Mesh, error) {
+	post := mc.PostURL
+	if post == "" {
+		post = mc.BrokerURL
+	}
+	base, err := brokerHTTPBase(post)
+	if err != nil {
+		return Mesh{}, usageError("%v", err)
+	}
+	kp, err := newKeypair()
+	if err != nil {
+		return Mesh{}, err
+	}
+	ts := time.Now().UnixMilli()
+	req := MeshCreateRequest{Slug: mc.Slug, Name: mc.Slug, Pubkey: kp.PublicHex(), DisplayName: mc.Display, Timestamp: ts,
+		Signature: kp.sign(meshCreateSignedString(mc.Slug, kp.PublicHex(), ts))}
+	headers := map[string]string{}
+	if mc.CreateToken != "" {
+		headers["Authorization"] = "Bearer " + mc.CreateToken
+	}
+	var resp MeshCreateResponse
+	if err := postBroker(ctx, base, "/cli/mesh/create", headers, req, &resp); err != nil {
+		var be *brokerError
+		if errors.As(err, &be) && be.Status == http.StatusForbidden {
+			return Mesh{}, withHint(brokerExit(err, "the broker refused to create the mesh"), "a remote broker needs its create token: --create-token T")
+		}
+		return Mesh{}, brokerExit(err, "the broker refused to create the mesh")
+	}
+	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: mc.Slug, Name: resp.Name, Pubkey: kp.PublicHex(),
+		SecretKey: kp.SecretHex(), BrokerURL: mc.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
+	if err := updateConfig(mc.ConfigFile, func(cfg *Config) error {
+		if _, ok := cfg.MeshBySlug(mc.Slug); ok {
+			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", mc.Slug))
+		}
+		cfg.SetMesh(m)
+		return nil
+	}); err != nil {
+		return Mesh{}, err
+	}
+	return m, nil
 }
 
 // pickMesh resolves --mesh, else the only joined mesh.
@@ -244,11 +270,18 @@ func pickMesh(cfg *Config, slug string) (*Mesh, error) {
 	}
 	switch len(cfg.Meshes) {
 	case 0:
-		return nil, exitError(exitNotFound, errors.New("no mesh joined yet"), "create one with 'claudemesh mesh create <slug> --broker ws://HOST:PORT/ws'")
+		return nil, errNoMeshJoined()
 	case 1:
 		return &cfg.Meshes[0], nil
 	}
 	return nil, withHint(usageError("several meshes are joined; say which with --mesh"), "joined: "+strings.Join(cfg.Slugs(), ", "))
+}
+
+// errNoMeshJoined is the error of a verb that needs a mesh on a machine
+// that has none: the first thing a new user meets.
+func errNoMeshJoined() error {
+	return exitError(exitNotFound, errors.New("no mesh joined yet"),
+		"set this machine up with 'claudemesh init', or join a mesh with 'claudemesh join <invite>'")
 }
 
 func orNone(s []string) []string {
@@ -384,7 +417,8 @@ type joined struct {
 func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error) {
 	p, token, err := parseInvite(invite)
 	if err != nil {
-		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err), "invites look like ic://join/…")
+		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err),
+			"an invite is one long ic://join/… line: copy all of it, as 'claudemesh invite' printed it")
 	}
 	if p.expired(time.Now()) {
 		return joined{}, exitError(exitFailure, fmt.Errorf("this invite expired at %s", isoTime(time.Unix(p.ExpiresAt, 0))), "ask for a new one")
@@ -428,7 +462,23 @@ func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error
 	}); err != nil {
 		return joined{}, err
 	}
+	c.reloadDaemon(ctx)
 	return joined{Mesh: m, Display: display, Role: p.Role}, nil
+}
+
+// reloadDaemon tells a running daemon that config.json changed, so that it
+// links to a mesh just joined or created at once (messages to the new
+// member arrive without waiting for a restart) and lets go of one just
+// left. A daemon that is not running reads the config when it starts.
+func (c *cli) reloadDaemon(ctx context.Context) {
+	cl := c.runningDaemon(ctx)
+	if cl == nil {
+		return
+	}
+	defer cl.http.CloseIdleConnections()
+	if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
+		c.warnf("the running daemon did not take the change (%v); restart it: claudemesh daemon down && claudemesh daemon up", err)
+	}
 }
 
 // meshListRow is one mesh in `mesh list --json`: never the secret key.
@@ -487,6 +537,7 @@ func runLeave(ctx context.Context, c *cli, args []string) error {
 	}); err != nil {
 		return err
 	}
+	c.reloadDaemon(ctx)
 	if c.jsonMode() {
 		return c.printJSON(map[string]any{"slug": slug, "left": true})
 	}

@@ -140,6 +140,7 @@ func TestCLIJoinFailures(t *testing.T) {
 	}{
 		{"garbage", "ic://join/!!!", exitFailure, "not a valid invite"},
 		{"not a link", "hello", exitFailure, "not a valid invite"},
+		{"cut short", inv.URL[:len(inv.URL)/2], exitFailure, "hint: an invite is one long ic://join/… line: copy all of it"},
 		{"used up", inv.URL, exitFailure, "invite_exhausted"},
 	}
 	first := newMachine(t)
@@ -204,6 +205,11 @@ func (s *syncBuffer) String() string {
 
 func TestCLIBrokerServe(t *testing.T) {
 	m := newMachine(t)
+	var bad bytes.Buffer
+	if code := run(context.Background(), []string{"broker", "serve", "--listen", "nope"}, Env{Getenv: func(k string) string { return m.vars[k] }, Stderr: &bad}); code != exitUsage ||
+		!strings.Contains(bad.String(), "host:port") {
+		t.Fatalf("broker serve --listen nope = %d\n%s", code, bad.String())
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb syncBuffer
@@ -235,5 +241,44 @@ func TestCLIBrokerServe(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "broker_started") || !strings.Contains(errb.String(), "broker stopped") {
 		t.Fatalf("serve log = %s", errb.String())
+	}
+}
+
+// A running daemon takes a mesh created or joined on this machine at once,
+// and lets go of one left: nothing waits for a restart.
+func TestMeshChangesReachTheRunningDaemon(t *testing.T) {
+	fx := newMeshFixture(t)
+	h := newTestHome(t)
+	h.writeConfig(t, fx.alpha)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "alpha", LinkOpen)
+	brokers := func() map[string]string {
+		hl, err := td.client("").Health(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hl.Brokers
+	}
+	if r := runCLI(t, h.env(), "mesh", "create", "gamma", "--broker", fx.url); r.code != 0 {
+		t.Fatalf("mesh create = %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, "the daemon linked to gamma", func() bool { return brokers()["gamma"] == string(LinkOpen) })
+	r := runCLI(t, h.env(), "invite", "--mesh", "gamma", "--json")
+	invite := jsonField(t, r.stdout, "url")
+	h2 := newTestHome(t)
+	h2.writeConfig(t)
+	td2 := startTestDaemon(t, h2, nil)
+	if r := runCLI(t, h2.env(), "join", invite); r.code != 0 {
+		t.Fatalf("join = %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, "the joiner's daemon linked to gamma", func() bool {
+		hl, err := td2.client("").Health(context.Background())
+		return err == nil && hl.Brokers["gamma"] == string(LinkOpen)
+	})
+	if r := runCLI(t, h.env(), "leave", "gamma"); r.code != 0 {
+		t.Fatalf("leave = %d\n%s", r.code, r.stderr)
+	}
+	if _, linked := brokers()["gamma"]; linked {
+		t.Fatalf("the daemon still links to a mesh this machine left: %v", brokers())
 	}
 }

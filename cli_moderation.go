@@ -61,22 +61,23 @@ func setupKickLike(fs *flagSet, verb string) runFunc {
 		if ack.Kicked == nil {
 			ack.Kicked = ack.Affected
 		}
+		nothing := len(ack.Kicked) == 0 && len(ack.SkippedControlPlane) == 0
+		if nothing && frame.Target != "" {
+			return exitError(exitNotFound, fmt.Errorf("no peer on %s matches %q", m.Slug, frame.Target), "see 'claudemesh peer list --all'")
+		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "mesh": m.Slug, "verb": verb, "affected": nonNil(ack.Kicked),
 				"skipped_control_plane": nonNil(ack.SkippedControlPlane)})
 		}
 		past := map[string]string{frameKick: "kicked", frameDisconnect: "disconnected"}[verb]
-		if len(ack.Kicked) == 0 && len(ack.SkippedControlPlane) == 0 {
-			if frame.Target != "" {
-				return exitError(exitNotFound, fmt.Errorf("no peer on %s matches %q", m.Slug, frame.Target), "see 'claudemesh peer list --all'")
-			}
+		if nothing {
 			c.printf("no peers matched on %s\n", m.Slug)
 			return nil
 		}
 		if len(ack.Kicked) > 0 {
 			c.printf("%s %s %d peer(s) on %s: %s\n", c.paint(colorGreen, "✔"), past, len(ack.Kicked), m.Slug, strings.Join(ack.Kicked, ", "))
 			if verb == frameKick {
-				c.printf("  their sessions ended; they can come back by launching again\n")
+				c.printf("  they are out of the mesh (and told so); they come back by launching again\n")
 			} else {
 				c.printf("  they reconnect on their own\n")
 			}
@@ -176,21 +177,19 @@ func (c *cli) moderate(ctx context.Context, mesh string, frame any, replies []st
 	return m, brokerFailure(err)
 }
 
-// brokerFailure gives a broker's refusal the fitting exit code and hint.
+// brokerFailure gives a broker's refusal of a moderation request the
+// fitting exit code and hint.
 func brokerFailure(err error) error {
 	var be *BrokerError
 	if !errors.As(err, &be) {
 		return err
 	}
-	msg := be.Message
-	if msg == "" {
-		msg = be.Code
-	}
+	err = brokerRefusal(err)
 	switch be.Code {
 	case codeForbidden:
-		return exitError(exitPermission, errors.New(msg), "only the mesh owner or an admin can moderate")
+		return withHint(err, "only the mesh owner or an admin can moderate")
 	case codeNotFound:
-		return exitError(exitNotFound, errors.New(msg), "see 'claudemesh peer list --all' or 'claudemesh bans'")
+		return withHint(err, "see 'claudemesh peer list --all' or 'claudemesh bans'")
 	}
-	return exitError(exitFailure, errors.New(msg))
+	return err
 }

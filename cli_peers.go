@@ -109,10 +109,18 @@ func setupPeerList(fs *flagSet) runFunc {
 	fs.BoolVar(&all, "all", false, "include control-plane rows (daemons, one-shot CLI connections)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) > 0 {
-			return usageError("'peer list' takes no arguments")
+			err := usageError("'peer list' takes no arguments")
+			if c.jsonMode() {
+				// `--json name,status` (a space): the list needs an '='.
+				return withHint(err, "for a field list write --json="+args[0])
+			}
+			return err
 		}
 		cfg, err := c.loadUserConfig()
 		if err != nil {
+			return err
+		}
+		if err := c.needMesh(mesh); err != nil {
 			return err
 		}
 		self := selfKeys{members: map[string]bool{}}
@@ -193,7 +201,7 @@ func (c *cli) listPeers(ctx context.Context, cfg *Config, mesh string, self *sel
 		meshes = cfg.Meshes
 	}
 	if len(meshes) == 0 {
-		return nil, exitError(exitNotFound, errors.New("no mesh joined"), "join one with 'claudemesh join <invite>'")
+		return nil, errNoMeshJoined()
 	}
 	var out []meshPeers
 	for _, m := range meshes {

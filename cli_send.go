@@ -396,7 +396,8 @@ func targetFailure(err error) error {
 	if te.Code == "ambiguous_target" {
 		return exitError(exitFailure, te, "use the full key, a longer prefix, or --mesh")
 	}
-	return exitError(exitNotFound, te, "see who is online with 'claudemesh peer list'")
+	return exitError(exitNotFound, te, "see who is online with 'claudemesh peer list'",
+		"names and prefixes match peers online; someone offline is reached by their full 64-hex key, and the broker keeps the message for them")
 }
 
 // runSelfFanOut sends one copy to each live sibling session of our member

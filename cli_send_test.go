@@ -40,6 +40,19 @@ func TestSendVerb(t *testing.T) {
 	}
 	streamB.next(t, "the key DM", messageWith("by key"))
 
+	// This session itself: its own link would drop the message as an echo.
+	if r := runCLI(t, env, "send", "alice", "note to self"); r.code != exitUsage || !strings.Contains(r.stderr, "this session's own key") ||
+		!strings.Contains(r.stderr, "--self") {
+		t.Fatalf("send to this session = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Bad input is refused, saying what to do.
+	if r := runCLI(t, env, "send", "", "hi"); r.code != exitUsage || !strings.Contains(r.stderr, "is not a target") {
+		t.Fatalf("send to an empty name = %d\n%s", r.code, r.stderr)
+	}
+	if r := runCLI(t, env, "send", "bert", strings.Repeat("x", 70_000)); r.code != exitFailure || !strings.Contains(r.stderr, "hint: make it smaller") {
+		t.Fatalf("send of a huge message = %d\n%s", r.code, r.stderr)
+	}
+
 	r = runCLI(t, env, "send", carol.Pubkey, "for later")
 	if r.code != 0 || !strings.Contains(r.stdout, "not connected now") {
 		t.Fatalf("send to an offline member = %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -209,6 +222,14 @@ func TestInboxVerbs(t *testing.T) {
 	if r := runCLI(t, env, "inbox", "flush", "--before", "yesterday"); r.code != exitUsage {
 		t.Fatalf("flush --before yesterday = %d", r.code)
 	}
+	// A mesh that was never joined is an error, not an empty inbox: the
+	// user mistyped it, and "no messages" would hide that.
+	for _, argv := range [][]string{{"inbox", "--mesh", "alpah"}, {"inbox", "flush", "--mesh", "alpah"}} {
+		if r := runCLI(t, env, argv...); r.code != exitNotFound || !strings.Contains(r.stderr, "not joined mesh alpah") ||
+			!strings.Contains(r.stderr, "hint: joined: alpha") {
+			t.Fatalf("%q = %d\n%s%s", argv, r.code, r.stdout, r.stderr)
+		}
+	}
 	r = runCLI(t, env, "inbox", "rm", items[1].ID)
 	if r.code != 0 || !strings.Contains(r.stdout, "deleted inbox row") {
 		t.Fatalf("inbox rm = %d\n%s%s", r.code, r.stdout, r.stderr)
@@ -229,6 +250,7 @@ func TestInboxVerbs(t *testing.T) {
 func TestModerationVerbs(t *testing.T) {
 	f := newMsgFixture(t, nil)
 	b := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, b.reg.Token)
 	env := f.h1.env() // "me" owns the mesh
 
 	r := runCLI(t, env, "kick", "bert")
@@ -236,14 +258,38 @@ func TestModerationVerbs(t *testing.T) {
 		t.Fatalf("kick bert = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	waitFor(t, "bert's link kicked", func() bool { return f.d2.sessionLinkState(f.d2.sessions.Resolve(b.reg.Token)) == LinkKicked })
+	// bert's own event stream names the kicked session, for its MCP server.
+	streamB.next(t, "bert's kicked status", func(ev DaemonEvent) bool {
+		d := eventData(ev)
+		return ev.Kind == eventBrokerStatus && d["status"] == string(LinkKicked) && d["session_id"] == b.reg.SessionID
+	})
 	// Kicking bob's daemon is refused, with the way out.
 	r = runCLI(t, env, "peer", "kick", "bob")
 	if r.code != 0 || !strings.Contains(r.stdout, "not kicked: bob") || !strings.Contains(r.stdout, "claudemesh ban <peer>") ||
 		!strings.Contains(r.stdout, "claudemesh daemon down") {
 		t.Fatalf("kick a daemon = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// Your own member: your daemon is refused, and the CLI's own link is not
+	// a target at all. (The earlier CLI links go with their sockets, which
+	// the broker may see close a moment after the verb returned.)
+	waitFor(t, "earlier CLI links gone", func() bool {
+		f.broker.mu.Lock()
+		defer f.broker.mu.Unlock()
+		for _, p := range f.broker.room(f.me.MeshID).peers {
+			if p.oneShot() {
+				return false
+			}
+		}
+		return true
+	})
+	if r := runCLI(t, env, "kick", "me"); r.code != 0 || !strings.Contains(r.stdout, "not kicked: me —") {
+		t.Fatalf("kick me = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := runCLI(t, env, "kick", "ghost"); r.code != exitNotFound {
 		t.Fatalf("kick nobody = %d\n%s", r.code, r.stdout)
+	}
+	if r := runCLI(t, env, "kick", "ghost", "--json"); r.code != exitNotFound || !strings.Contains(r.stdout, `"ok": false`) {
+		t.Fatalf("kick nobody --json = %d\n%s", r.code, r.stdout)
 	}
 	if r := runCLI(t, env, "kick"); r.code != exitUsage {
 		t.Fatalf("kick with no target = %d", r.code)
@@ -259,6 +305,13 @@ func TestModerationVerbs(t *testing.T) {
 		t.Fatalf("ban bob = %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	f.d2.waitLink(t, "alpha", LinkBanned)
+	// The banned side is told so, not "queued" for a link that never opens.
+	for _, argv := range [][]string{{"send", f.me.Pubkey, "let me in"}, {"peers"}} {
+		if r := runCLI(t, f.h2.env(), argv...); r.code != exitAuth || !strings.Contains(r.stderr, "banned from mesh alpha") ||
+			!strings.Contains(r.stderr, "claudemesh unban") {
+			t.Fatalf("%q while banned = %d\n%s%s", argv[0], r.code, r.stdout, r.stderr)
+		}
+	}
 	r = runCLI(t, env, "bans", "--json")
 	var bans []BanEntry
 	if err := json.Unmarshal([]byte(r.stdout), &bans); err != nil || len(bans) != 1 || bans[0].Pubkey != f.bob.Pubkey {

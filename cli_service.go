@@ -231,31 +231,22 @@ type brokerReport struct {
 func waitBrokers(ctx context.Context, c *cli, budget, every time.Duration) (reps []brokerReport, ok bool) {
 	cl := newDaemonClient(c.Paths().SocketFile(), "")
 	defer cl.http.CloseIdleConnections()
-	deadline := time.Now().Add(budget)
-	for {
-		h, err := cl.Health(ctx)
-		if err == nil {
-			ok = true
-			reps = []brokerReport{}
-			allOpen := true
-			for _, l := range h.Links {
-				if l.Kind != linkMember {
-					continue
-				}
-				reps = append(reps, brokerReport{Mesh: l.Mesh, State: l.State, Error: l.LastError})
-				allOpen = allOpen && l.State == string(LinkOpen)
-			}
-			if allOpen {
-				return reps, true
+	h, err := waitHealth(ctx, cl, budget, every, func(h DaemonHealth) bool {
+		for _, l := range h.Links {
+			if l.Kind == linkMember && l.State != string(LinkOpen) {
+				return false
 			}
 		}
-		if time.Now().After(deadline) {
-			return reps, ok
-		}
-		select {
-		case <-ctx.Done():
-			return reps, ok
-		case <-time.After(every):
+		return true
+	})
+	if err != nil {
+		return nil, false
+	}
+	reps = []brokerReport{}
+	for _, l := range h.Links {
+		if l.Kind == linkMember {
+			reps = append(reps, brokerReport{Mesh: l.Mesh, State: l.State, Error: l.LastError})
 		}
 	}
+	return reps, true
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // recordingRunner is a service manager that records its commands and fails
@@ -125,5 +127,47 @@ func TestServiceVerbsWithoutManager(t *testing.T) {
 	res = runBinary(t, env, "daemon", "uninstall-service", "--json")
 	if res.code != 0 || !strings.Contains(res.stdout, `"file": "removed"`) {
 		t.Fatalf("uninstall-service = %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+}
+
+// install waits for broker links only when a daemon is coming: without a
+// service and without a running daemon it says how the daemon will start
+// and returns at once; a service that starts but brings no daemon up is a
+// warning that says where to look.
+func TestInstallWaitsOnlyForAComingDaemon(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the systemd path is checked on linux")
+	}
+	run := func(h testHome, f installFlags, runner serviceRunner) (string, string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		c := newCLI(Env{Getenv: mapEnv(h.env("CLAUDEMESH_INTERNAL_NO_AUTOSPAWN", "1")), Stdout: &out, Stderr: &errb}, commands)
+		done := make(chan error, 1)
+		go func() { done <- runInstall(context.Background(), c, f, runner) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("install: %v\n%s", err, errb.String())
+			}
+		case <-time.After(testWait):
+			t.Fatal("install is still waiting for a daemon that nothing starts")
+		}
+		return out.String(), errb.String()
+	}
+	h := newTestHome(t)
+	h.writeConfig(t)
+	var calls []string
+	out, _ := run(h, installFlags{noService: true, brokerWait: time.Hour}, recordingRunner(true, nil, &calls))
+	if !strings.Contains(out, "the daemon is not running yet; it starts with 'claudemesh daemon up'") {
+		t.Fatalf("install --no-service without a daemon:\n%s", out)
+	}
+
+	h = newTestHome(t)
+	h.writeConfig(t)
+	out, errs := run(h, installFlags{brokerWait: time.Millisecond}, recordingRunner(true, nil, &calls))
+	if !strings.Contains(errs, "the daemon service was started, but no daemon answered") ||
+		!strings.Contains(errs, "systemctl --user status claudemesh-daemon.service") || !strings.Contains(out, "not answering yet") ||
+		strings.Contains(out, "first verb that needs it") {
+		t.Fatalf("install with a service that brings no daemon up:\n%s\n%s", out, errs)
 	}
 }

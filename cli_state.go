@@ -335,13 +335,17 @@ func setupForget(fs *flagSet) runFunc {
 				return err
 			}
 			var ack AckFrame
-			if json.Unmarshal(raw, &ack) == nil && ack.Error != "" {
+			switch {
+			case json.Unmarshal(raw, &ack) != nil || ack.Error == "":
+			case ack.Error == codeNotFound:
+				return exitError(exitNotFound, fmt.Errorf("no memory %s on %s", id, m.Slug))
+			default:
 				return errors.New(ack.Error)
 			}
 			return nil
 		})
 		if err != nil {
-			return err
+			return notFoundHint(err, "memory ids are in 'claudemesh recall <query>'")
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"id": id, "forgotten": true})
@@ -400,7 +404,7 @@ func setupSkillList(fs *flagSet) runFunc {
 			c.printf("no skills shared.\n")
 		}
 		for _, s := range skills {
-			c.printf("  %s — %v (by %v, %v)\n", c.paint(colorBold, fmt.Sprint(s["name"])), s["description"], s["author"], s["mesh"])
+			c.printf("  %s (by %v, %v)\n", c.skillTitle(s["name"], s["description"]), s["author"], s["mesh"])
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -444,14 +448,23 @@ func setupSkillGet(fs *flagSet) runFunc {
 			return nil
 		})
 		if err != nil {
-			return err
+			return notFoundHint(err, "see 'claudemesh skill list'")
 		}
 		if c.jsonMode() {
 			return c.printJSON(skill)
 		}
-		c.printf("%s — %v\n  by %v (%v)\n\n%v\n", c.paint(colorBold, name), skill["description"], skill["author"], skill["mesh"], skill["instructions"])
+		c.printf("%s\n  by %v (%v)\n\n%v\n", c.skillTitle(name, skill["description"]), skill["author"], skill["mesh"], skill["instructions"])
 		return nil
 	}
+}
+
+// skillTitle is a skill's name, and " — description" when it has one.
+func (c *cli) skillTitle(name, description any) string {
+	title := c.paint(colorBold, fmt.Sprint(name))
+	if d, _ := description.(string); d != "" {
+		title += " — " + d
+	}
+	return title
 }
 
 func setupSkillShare(fs *flagSet) runFunc {
@@ -467,6 +480,9 @@ func setupSkillShare(fs *flagSet) runFunc {
 		var data []byte
 		var err error
 		if file == "" || file == "-" {
+			if c.env.StdinTTY {
+				c.infof("type the skill's instructions, then Ctrl-D on a line of its own (or pass --file)")
+			}
 			data, err = io.ReadAll(io.LimitReader(c.env.Stdin, 256<<10))
 		} else {
 			data, err = os.ReadFile(file)
@@ -538,7 +554,7 @@ func setupSkillRemove(fs *flagSet) runFunc {
 			return nil
 		})
 		if err != nil {
-			return err
+			return notFoundHint(err, "see 'claudemesh skill list'")
 		}
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"ok": true, "name": name, "removed": true})

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -135,6 +136,7 @@ func TestArgvErrors(t *testing.T) {
 		{"flag of another verb", []string{"mesh", "create", "x", "--self"}, exitUsage, "does not apply to 'mesh create'"},
 		{"field list on a verb without one", []string{"send", "--json=a,b", "bob", "x"}, exitUsage, "field list"},
 		{"bad boolean value", []string{"send", "--self=maybe", "bob", "x"}, exitUsage, "invalid value"},
+		{"argument not UTF-8", []string{"send", "bob", "caf\xe9"}, exitUsage, "not valid UTF-8"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,10 +150,93 @@ func TestArgvErrors(t *testing.T) {
 			if !strings.HasPrefix(stderr.String(), "claudemesh: error: ") {
 				t.Fatalf("stderr %q must start with 'claudemesh: error: '", stderr.String())
 			}
+			if !strings.Contains(stderr.String(), "\nhint: ") {
+				t.Fatalf("stderr %q has no hint line", stderr.String())
+			}
 			if got.verb != "" {
 				t.Fatalf("verb %s ran despite the error", got.verb)
 			}
 		})
+	}
+}
+
+// A verb's own usage error without a hint points at the verb's help, and a
+// flag value the flag package cannot parse says what the flag wants.
+func TestUsageErrorsPointAtHelp(t *testing.T) {
+	table := []*command{{name: "inbox", setup: func(fs *flagSet) runFunc {
+		limit := fs.Int("limit", 100, "at most this many")
+		return func(ctx context.Context, c *cli, args []string) error {
+			if *limit < 1 {
+				return usageError("--limit must be 1..1000")
+			}
+			return nil
+		}
+	}}}
+	for _, tc := range []struct {
+		argv []string
+		want []string
+	}{
+		{[]string{"inbox", "--limit", "-1"}, []string{"claudemesh: error: --limit must be 1..1000\n", "hint: see 'claudemesh help inbox'\n"}},
+		{[]string{"inbox", "--limit", "abc"}, []string{`invalid value "abc" for --limit: want a whole number`, "hint: see 'claudemesh help inbox'\n"}},
+		{[]string{"inbox", "--json=maybe"}, []string{"hint: see 'claudemesh help inbox'\n"}},
+	} {
+		var stderr bytes.Buffer
+		c := newCLI(Env{Stderr: &stderr}, table)
+		if code := c.report(c.dispatch(context.Background(), tc.argv)); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d", tc.argv, code, exitUsage)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(stderr.String(), w) {
+				t.Errorf("%q: stderr %q lacks %q", tc.argv, stderr.String(), w)
+			}
+		}
+	}
+}
+
+// Under --json, stdout carries exactly one JSON document whatever happens:
+// the verb's, or the error's when the verb failed before printing one.
+func TestJSONModeErrorIsOneDocument(t *testing.T) {
+	table := []*command{
+		{name: "fail", setup: func(fs *flagSet) runFunc {
+			return func(ctx context.Context, c *cli, args []string) error {
+				return exitError(exitNotFound, errors.New("no such thing"), "try another")
+			}
+		}},
+		{name: "printed", setup: func(fs *flagSet) runFunc {
+			return func(ctx context.Context, c *cli, args []string) error {
+				_ = c.printJSON(map[string]any{"running": false})
+				return exitError(exitFailure, errors.New("after its own document"))
+			}
+		}},
+	}
+	for _, tc := range []struct {
+		argv []string
+		code int
+		want map[string]any
+	}{
+		{[]string{"fail", "--json"}, exitNotFound, map[string]any{"ok": false, "error": "no such thing", "exit_code": float64(exitNotFound), "hints": []any{"try another"}}},
+		{[]string{"printed", "--json"}, exitFailure, map[string]any{"running": false}},
+		{[]string{"fail", "--json", "--frob"}, exitUsage, nil},
+		{[]string{"--version", "--json"}, exitOK, map[string]any{"version": version}},
+	} {
+		var stdout, stderr bytes.Buffer
+		c := newCLI(Env{Stdout: &stdout, Stderr: &stderr}, table)
+		code := c.report(c.dispatch(context.Background(), tc.argv))
+		dec := json.NewDecoder(&stdout)
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			t.Errorf("%q: stdout %q is not a JSON document: %v", tc.argv, stdout.String(), err)
+			continue
+		}
+		if dec.More() {
+			t.Errorf("%q: more than one document on stdout", tc.argv)
+		}
+		if code != tc.code || tc.want != nil && !reflect.DeepEqual(doc, tc.want) {
+			t.Errorf("%q: exit %d, %v; want exit %d, %v", tc.argv, code, doc, tc.code, tc.want)
+		}
+		if code != exitOK && !strings.HasPrefix(stderr.String(), "claudemesh: error: ") {
+			t.Errorf("%q: stderr %q lacks the error", tc.argv, stderr.String())
+		}
 	}
 }
 
@@ -168,6 +253,7 @@ func TestHelpAndVersion(t *testing.T) {
 		{"-h anywhere", []string{"-h", "mesh", "create"}, []string{"Usage: claudemesh mesh create"}, nil},
 		{"help verb", []string{"help", "peers"}, []string{"Usage: claudemesh peer list"}, nil},
 		{"--version", []string{"--version"}, []string{"claudemesh " + version}, nil},
+		{"-V", []string{"-V"}, []string{"claudemesh " + version}, nil},
 		{"--version after a verb", []string{"send", "--version"}, []string{"claudemesh " + version}, nil},
 	}
 	for _, tc := range cases {
@@ -230,6 +316,18 @@ func TestVerbTableConsistent(t *testing.T) {
 	}
 }
 
+// SPEC §6's boolean flags are booleans in the real verb table: none of them
+// ever takes the next word as its value.
+func TestSpecBooleanFlags(t *testing.T) {
+	kinds := flagKinds(commands)
+	for _, name := range []string{"self", "json", "all", "yes", "y", "quiet", "strict", "no-daemon", "unread", "foreground",
+		"no-tcp", "public-health", "continue", "verbose", "no-color", "help", "h", "version", "V"} {
+		if isBool, known := kinds[name]; !known || !isBool {
+			t.Errorf("--%s: declared %v, boolean %v; want a boolean flag", name, known, isBool)
+		}
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	cases := []struct {
 		err  error
@@ -271,6 +369,53 @@ func TestColour(t *testing.T) {
 			t.Errorf("%s: colorOn = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	// Errors go to stderr: coloured when stderr is a terminal, whatever
+	// stdout is.
+	for _, tc := range []struct {
+		stdoutTTY, stderrTTY, want bool
+	}{{true, false, false}, {false, true, true}} {
+		var stderr bytes.Buffer
+		c := newCLI(Env{StdoutTTY: tc.stdoutTTY, StderrTTY: tc.stderrTTY, Stderr: &stderr}, nil)
+		c.report(errors.New("boom"))
+		if got := strings.Contains(stderr.String(), "\x1b["); got != tc.want {
+			t.Errorf("stdout tty %v, stderr tty %v: colour on stderr = %v, want %v", tc.stdoutTTY, tc.stderrTTY, got, tc.want)
+		}
+	}
+}
+
+// `workspace <verb>` is another name for the mesh and launch verbs.
+func TestWorkspaceAliasSurface(t *testing.T) {
+	for _, tc := range []struct {
+		words []string
+		want  []string
+	}{
+		{[]string{"workspace", "ls", "x"}, []string{"mesh", "list", "x"}},
+		{[]string{"workspace", "open"}, []string{"launch"}},
+		{[]string{"workspace", "share"}, []string{"invite"}},
+		{[]string{"workspace", "frob"}, []string{"workspace", "frob"}},
+		{[]string{"send", "workspace", "ls"}, []string{"send", "workspace", "ls"}},
+	} {
+		if got := expandWorkspace(tc.words); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("expandWorkspace(%q) = %q, want %q", tc.words, got, tc.want)
+		}
+	}
+	for canon := range workspaceVerbs {
+		if cmd, n := findCommand(commands, strings.Fields(workspaceVerbs[canon])); cmd == nil || n != len(strings.Fields(workspaceVerbs[canon])) {
+			t.Errorf("workspace %s names %q, which is not a verb", canon, workspaceVerbs[canon])
+		}
+	}
+	home := t.TempDir()
+	env := map[string]string{"HOME": home}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"workspace", "list", "--json", "--no-daemon"},
+		Env{Getenv: func(k string) string { return env[k] }, Stdout: &stdout, Stderr: &stderr})
+	if code != 0 || !strings.HasPrefix(strings.TrimSpace(stdout.String()), "[") {
+		t.Fatalf("workspace list --json = exit %d, %q, %q", code, stdout.String(), stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"workspace", "frob"}, Env{Stderr: &stderr}); code != exitUsage || !strings.Contains(stderr.String(), "one of: add, connect") {
+		t.Fatalf("workspace frob = exit %d, %q", code, stderr.String())
+	}
 }
 
 // TestFlagKindsForSplitsAsFullTable: the partial flag table splits every
@@ -305,7 +450,8 @@ func TestFlagKindsForSplitsAsFullTable(t *testing.T) {
 // for a signal handler.
 func TestSignalVerbs(t *testing.T) {
 	want := map[string]bool{"broker serve": true, "daemon up": true, "daemon down": true, "mcp": true, "launch": true,
-		"install": true, "uninstall": true, "daemon install-service": true, "daemon uninstall-service": true, "bench": true}
+		"install": true, "uninstall": true, "daemon install-service": true, "daemon uninstall-service": true, "bench": true,
+		"demo": true, "init": true}
 	for _, cmd := range commands {
 		if cmd.signals != want[cmd.name] {
 			t.Errorf("%q handles signals = %v, want %v", cmd.name, cmd.signals, want[cmd.name])

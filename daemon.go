@@ -11,8 +11,10 @@
 //   - Zero meshes is fine: IPC still serves, so `init`/`join` can come
 //     later. The config is re-read on SIGHUP, on POST /v1/reload and when a
 //     request names a mesh the daemon does not know yet.
+//   - A `broker` block in the config is served in-process (daemon_broker.go).
 //   - Shutdown: event streams end, listeners stop accepting and in-flight
-//     requests finish (bounded), links close, then the files go.
+//     requests finish (bounded), links close, the embedded broker stops,
+//     then the files go.
 package main
 
 import (
@@ -131,6 +133,9 @@ type Daemon struct {
 	sessionLinks map[string]*sessionLink // session token → its link
 	reloadMu     sync.Mutex
 
+	brokerMu sync.Mutex
+	embedded *embeddedBroker // the config's broker block, served in-process
+
 	token     string // local-token for TCP IPC
 	tcpPort   int
 	pid       int
@@ -193,6 +198,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := ensurePrivateDir(d.paths.DaemonDir); err != nil {
 		return fmt.Errorf("daemon dir: %w", err)
 	}
+	// The dir is this daemon's own: one left open to others (an unpacked
+	// backup, a mkdir by hand) is closed again rather than reported forever.
+	if st, err := os.Stat(d.paths.DaemonDir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(d.paths.DaemonDir, 0o700); err == nil {
+			d.log.Warn("daemon_dir_mode_fixed", "dir", d.paths.DaemonDir, "was", fmt.Sprintf("%04o", st.Mode().Perm()))
+		}
+	}
 	if err := d.acquireLock(); err != nil {
 		return err
 	}
@@ -226,6 +238,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelServe()
 
+	// The embedded broker first, so that links to it connect at once.
+	d.applyBrokerConf(cfg.Broker)
+	defer d.closeEmbeddedBroker()
 	d.applyConfig(cfg)
 	d.restoreSessions()
 	d.sessions.EnablePersistence()
@@ -283,6 +298,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cancelServe()
 	cancelRun()
 	d.closeLinks()
+	d.closeEmbeddedBroker() // after the links: they close against a live broker
 	d.drain.Wait()
 	d.closeStores()
 	for _, c := range d.opts.Closers {
@@ -488,6 +504,7 @@ func (d *Daemon) Reload() (added, removed []string, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	d.applyBrokerConf(cfg.Broker)
 	added, removed = d.applyConfig(cfg)
 	d.log.Info("config_reloaded", "added", added, "removed", removed, "meshes", d.meshSlugs())
 	if len(added) > 0 {
@@ -519,11 +536,18 @@ func (d *Daemon) newMemberLink(e *meshEntry) *Link {
 	return l
 }
 
-func (d *Daemon) publishLinkState(l *Link, st LinkState) {
+func (d *Daemon) publishLinkState(l *Link, st LinkState) { d.publishLinkStateOf(l, st, "") }
+
+// publishLinkStateOf publishes a link's state; sessionID names the session
+// of a session link, so that its MCP server can tell it was kicked.
+func (d *Daemon) publishLinkStateOf(l *Link, st LinkState, sessionID string) {
 	if st == LinkOpen {
 		d.drain.Wake() // rows waiting for this link can go
 	}
 	data := map[string]any{"mesh": l.Mesh(), "status": string(st), "link": l.Kind()}
+	if sessionID != "" {
+		data["session_id"] = sessionID
+	}
 	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(), Data: data})
 }
 
@@ -632,7 +656,7 @@ func (d *Daemon) onSessionRegister(s *Session) {
 		}),
 		Timing:  d.opts.Link,
 		Log:     d.log.With("session_id", s.SessionID),
-		OnState: d.publishLinkState,
+		OnState: func(l *Link, st LinkState) { d.publishLinkStateOf(l, st, s.SessionID) },
 		OnFrame: func(l *Link, f Inbound) {
 			d.onLinkFrame(l, func() pushContext {
 				return pushContext{Kind: linkSession, MemberPubkey: memberPub, SessionPubkey: sessionPub}

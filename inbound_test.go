@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -122,3 +123,53 @@ func TestMessagePushesReachTheSink(t *testing.T) {
 }
 
 func timeAfterTestWait() <-chan time.Time { return time.After(testWait) }
+
+// A message that comes back to its sender — a session's DM to its own key,
+// a member's DM to its own member key — is dropped by the echo guard yet
+// acked, so the broker stops redelivering it: no inbox row, no event,
+// nothing left undelivered. The daemon's IPC refuses a session's send to
+// itself, so that echo is sent on the session's link directly, as another
+// client (a claudemesh daemon, a cold-path CLI) could.
+func TestDroppedEchoesAreAcked(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	alice := registerTestSession(t, f.d1, f.me, "alice")
+	stream := subscribe(t, f.d1, "")
+	selfSend := func(t *testing.T) {
+		nonce, ct, err := sealDM([]byte("echo: a session to itself"), alice.pub(), alice.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), testWait)
+		defer cancel()
+		ack, err := f.d1.SessionLinkByPubkey(alice.pub()).Send(ctx, SendFrame{Type: frameSend, ID: "echo-self",
+			ClientMessageID: "echo-self", TargetSpec: alice.pub(), Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
+		if err != nil || ack.Error != "" {
+			t.Fatalf("send on the session link = %+v, %v", ack, err)
+		}
+	}
+	if err := alice.cl.Do(context.Background(), "POST", "/v1/send", map[string]any{"to": alice.pub(), "message": "x"}, nil); err == nil ||
+		!strings.Contains(err.Error(), "to_self") {
+		t.Fatalf("IPC send from a session to itself = %v, want a to_self refusal", err)
+	}
+	for _, c := range []struct {
+		name string
+		send func(t *testing.T)
+		to   string
+	}{
+		{"a session to itself", selfSend, alice.pub()},
+		{"a member to itself", func(t *testing.T) { sendAndSettle(t, f.d1.client(""), f.me.Pubkey, "echo: a member to itself") }, f.me.Pubkey},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.send(t)
+			waitFor(t, "the echo acked", func() bool { return pendingFor(t, f.broker, f.me.MeshID, c.to) == 0 })
+		})
+	}
+	// A marker from bob is the first message event: no echo was published.
+	sendAndSettle(t, f.d2.client(""), f.me.Pubkey, "marker")
+	if ev := stream.next(t, "a message event", func(ev DaemonEvent) bool { return ev.Kind == eventMessage }); eventData(ev)["body"] != "marker" {
+		t.Fatalf("first message event = %v, want bob's marker", eventData(ev))
+	}
+	if items := inboxItems(t, f.d1.client("")); len(items) != 1 || *items[0].Body != "marker" {
+		t.Fatalf("inbox = %q, want only the marker", bodies(items))
+	}
+}

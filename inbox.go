@@ -471,6 +471,11 @@ func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(rows) == 0 {
+		if err := d.unknownMeshFilter(q.Get("mesh")); err != nil {
+			return nil, err
+		}
+	}
 	items := []inboxItem{}
 	var unread []string
 	for _, r := range rows {
@@ -527,7 +532,27 @@ func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n == 0 {
+		if err := d.unknownMeshFilter(q.Get("mesh")); err != nil {
+			return nil, err
+		}
+	}
 	return map[string]any{"removed": n}, nil
+}
+
+// unknownMeshFilter is the error for an inbox read or flush that matched
+// nothing because its mesh filter names a mesh this daemon never joined (a
+// typo, most likely): saying "no messages" would hide it. Rows of a mesh
+// left since are still found by the filter, so a left mesh is not an error
+// while it has rows.
+func (d *Daemon) unknownMeshFilter(mesh string) error {
+	if mesh == "" {
+		return nil
+	}
+	if _, ok := d.mesh(mesh); ok {
+		return nil
+	}
+	return d.errMeshNotAttached(mesh)
 }
 
 func (d *Daemon) handleInboxDelete(req *ipcRequest) (any, error) {

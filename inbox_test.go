@@ -291,6 +291,23 @@ func TestInboxFlushGuard(t *testing.T) {
 	if err := cl.Do(context.Background(), "DELETE", ipcPath("/v1/inbox", "mesh", "beta"), nil, &out); err != nil || out["removed"] != 1 {
 		t.Fatalf("flush beta = %v, %v; want 1", out, err)
 	}
+	// A mesh never joined: the filter matching nothing is an error (a typo),
+	// for a read and a flush alike. Rows a mesh left behind still match.
+	for _, method := range []string{"GET", "DELETE"} {
+		if status, body := rawIPC(t, cl, method, ipcPath("/v1/inbox", "mesh", "gamma"), nil, nil); status != 404 || body["error"] != "mesh_not_attached" {
+			t.Fatalf("%s mesh=gamma = %d %v, want 404 mesh_not_attached", method, status, body)
+		}
+	}
+	if _, err := fx.td.inbox.Insert(context.Background(), &inboxRow{ID: newUUID(), ClientMessageID: "c-left", Mesh: "gamma",
+		SenderPubkey: "sender", SenderName: "sender", Body: textPtr("from a left mesh"), ReceivedAt: time.Now().UnixMilli()}); err != nil {
+		t.Fatal(err)
+	}
+	if rows := inboxItems(t, cl, "mesh", "gamma"); len(rows) != 1 {
+		t.Fatalf("rows of a left mesh = %d, want 1", len(rows))
+	}
+	if err := cl.Do(context.Background(), "DELETE", ipcPath("/v1/inbox", "mesh", "gamma"), nil, &out); err != nil || out["removed"] != 1 {
+		t.Fatalf("flush gamma = %v, %v; want 1", out, err)
+	}
 	if err := cl.Do(context.Background(), "DELETE", ipcPath("/v1/inbox", "all", "true"), nil, &out); err != nil || out["removed"] != 2 {
 		t.Fatalf("flush all = %v, %v; want 2", out, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"time"
@@ -298,12 +299,13 @@ func unregisterClaudeMCP(home string, now time.Time) (removed bool, backup strin
 // Verbs.
 
 type installFlags struct {
-	noService bool
-	allowCI   bool
+	noService  bool
+	allowCI    bool
+	brokerWait time.Duration // how long install waits for the broker links
 }
 
 func setupInstall(fs *flagSet) runFunc {
-	var f installFlags
+	f := installFlags{brokerWait: installBrokerWait}
 	fs.BoolVar(&f.noService, "no-service", false, "do not install the daemon as a service (it then starts on demand)")
 	fs.BoolVar(&f.allowCI, "allow-ci-persistent", false, "install even though a CI environment variable is set")
 	return func(ctx context.Context, c *cli, args []string) error {
@@ -383,20 +385,31 @@ func runInstall(ctx context.Context, c *cli, f installFlags, runner serviceRunne
 		}
 	}
 	rep.Brokers, rep.DaemonRunning = []brokerReport{}, false
-	if reps, ok := waitBrokers(ctx, c, installBrokerWait, installBrokerPoll); ok {
-		rep.Brokers, rep.DaemonRunning = reps, true
+	// Wait for a daemon only where one is coming: the service's, or one
+	// that already runs. Otherwise none will answer, however long we wait.
+	serviceStarted := rep.Service != nil && rep.Service.Started
+	if serviceStarted || c.runningDaemon(ctx) != nil {
+		if reps, ok := waitBrokers(ctx, c, f.brokerWait, installBrokerPoll); ok {
+			rep.Brokers, rep.DaemonRunning = reps, true
+		}
+	}
+	if serviceStarted && !rep.DaemonRunning {
+		c.warnf("the daemon service was started, but no daemon answered within %s (%s; its log: %s)",
+			f.brokerWait, serviceStatusHint(runtime.GOOS), c.Paths().LogFile())
 	}
 	if c.jsonMode() {
 		return c.printJSON(rep)
 	}
-	printBrokerReport(c, rep.DaemonRunning, rep.Brokers)
+	printBrokerReport(c, rep.DaemonRunning, rep.Brokers, serviceStarted)
 	c.printf("\nRestart Claude Code to load the claudemesh MCP server.\n")
 	c.printf("hint: start a session in a mesh with 'claudemesh launch --name <you>'\n")
 	return nil
 }
 
-func printBrokerReport(c *cli, running bool, reps []brokerReport) {
+func printBrokerReport(c *cli, running bool, reps []brokerReport, serviceStarted bool) {
 	switch {
+	case !running && serviceStarted:
+		c.printf("%s the daemon is not answering yet (see the warning above)\n", c.paint(colorRed, "●"))
 	case !running:
 		c.printf("%s the daemon is not running yet; it starts with 'claudemesh daemon up' or with the first verb that needs it\n", c.paint(colorYellow, "●"))
 	case len(reps) == 0:

@@ -660,6 +660,9 @@ func (d *Daemon) health() map[string]any {
 	if d.tcpPort > 0 {
 		out["tcp_port"] = d.tcpPort
 	}
+	if eb := d.embeddedHealth(); eb != nil {
+		out["embedded_broker"] = eb
+	}
 	return out
 }
 

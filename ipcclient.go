@@ -197,8 +197,9 @@ type DaemonHealth struct {
 		LastError string `json:"last_error,omitempty"`
 		URL       string `json:"url,omitempty"`
 	} `json:"links"`
-	TCPPort int `json:"tcp_port,omitempty"`
-	Uptime  int `json:"uptime_s"`
+	TCPPort        int                   `json:"tcp_port,omitempty"`
+	Uptime         int                   `json:"uptime_s"`
+	EmbeddedBroker *EmbeddedBrokerHealth `json:"embedded_broker,omitempty"`
 }
 
 // Health asks for link and session state.
@@ -394,6 +395,7 @@ const (
 	daemonSpawnSuppressed daemonState = "spawn-suppressed"
 	daemonSpawnFailed     daemonState = "spawn-failed"
 	daemonServiceNotReady daemonState = "service-not-ready"
+	daemonUnresponsive    daemonState = "unresponsive"
 )
 
 // ensureResult is what the connector found or did.
@@ -547,13 +549,20 @@ func (dc *daemonConnector) ensure(ctx context.Context, budget time.Duration) ens
 		}
 		return res(daemonServiceNotReady, fmt.Sprintf("service-managed daemon not answering within %s (%s)", dc.serviceWait, serviceStatusHint(dc.goos)))
 	}
+	if p == probeStale && daemonLockHeld(dc.paths) {
+		// A daemon runs but does not answer (stopped, stuck): another one
+		// would only fail on its lock, after seconds of waiting.
+		return res(daemonUnresponsive, unresponsiveReason(dc.paths))
+	}
 	if p == probeStale {
 		dc.clearStale()
 	}
 	if dc.getenv("CLAUDEMESH_INTERNAL_NO_AUTOSPAWN") == "1" {
 		return res(daemonDown, "auto-spawn disabled")
 	}
-	if st, err := os.Stat(dc.paths.SpawnFailureFile()); err == nil && time.Since(st.ModTime()) < dc.failureTTL {
+	if st, err := os.Stat(dc.paths.SpawnFailureFile()); err == nil && time.Since(st.ModTime()) < dc.failureTTL &&
+		!modifiedAfter(dc.paths.MachineConfigFile(), st.ModTime()) {
+		// A config edited since the failure (the usual fix) gets a new try.
 		return res(daemonSpawnSuppressed, fmt.Sprintf("daemon failed to start within the last %s", dc.failureTTL))
 	}
 	if err := ensurePrivateDir(dc.paths.DaemonDir); err != nil {
@@ -595,6 +604,23 @@ func (dc *daemonConnector) ensure(ctx context.Context, budget time.Duration) ens
 	}
 	_ = writeFileAtomic(dc.paths.SpawnFailureFile(), []byte(strconv.FormatInt(time.Now().UnixMilli(), 10)+"\n"), 0o600)
 	return res(daemonSpawnFailed, reason)
+}
+
+// modifiedAfter reports whether path exists and changed after t.
+func modifiedAfter(path string, t time.Time) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.ModTime().After(t)
+}
+
+// unresponsiveReason describes a daemon that holds the lock but does not
+// answer, and the way out.
+func unresponsiveReason(paths Paths) string {
+	who := "a daemon"
+	if pid := readPidFile(paths.PidFile()); pid > 0 {
+		who = fmt.Sprintf("the daemon (pid %d)", pid)
+	}
+	return who + " holds the lock but does not answer on " + paths.SocketFile() +
+		"; restart it: claudemesh daemon down && claudemesh daemon up"
 }
 
 // flockWithin takes an exclusive flock, polling until budget runs out.

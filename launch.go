@@ -540,10 +540,13 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	cleanStaleLaunchDirs(os.TempDir(), time.Now(), launchStaleAge)
 
 	paths := c.Paths()
-	if !o.Quiet {
-		c.infof("ensuring the daemon is running…")
+	dc := newDaemonConnector(paths, getenv)
+	if !o.Quiet && c.env.StderrTTY && dc.probe(ctx) != probeUp {
+		// Progress for a person waiting at a terminal; a running daemon
+		// needs no word, and scripts get only the outcome.
+		c.infof("starting the daemon…")
 	}
-	r := newDaemonConnector(paths, getenv).ensure(ctx, launchDaemonBudget)
+	r := dc.ensure(ctx, launchDaemonBudget)
 	if !r.usable() {
 		return exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s); the session cannot join the mesh without it", r.State, r.Reason),
 			"start it with 'claudemesh daemon up'", "its log: "+paths.LogFile())
@@ -554,11 +557,10 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 
 	cwd, _ := os.Getwd()
 	sessionID, fresh := launchSessionID(o, home, cwd)
-	sessionKey, _, err := loadOrCreateSessionKeypair(paths.SessionKeyFile(mesh.Slug, sessionID), mesh.Slug, sessionID)
+	sessionKey, presence, err := sessionPresence(paths, mesh, member, sessionID)
 	if err != nil {
 		return exitError(exitIO, fmt.Errorf("session key: %w", err))
 	}
-	att := signAttestation(member, sessionKey.PublicHex(), time.Now().Add(attestationTTLMs*time.Millisecond).UnixMilli())
 	token := randomHex(32)
 	dir, err := makeLaunchDir(&Config{Version: 1, Meshes: []Mesh{mesh}, DisplayName: o.Name, Role: o.Role, Groups: o.Groups, MessageMode: o.MessageMode}, token)
 	if err != nil {
@@ -573,7 +575,7 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	}
 	reg := SessionRegistration{
 		Token: token, SessionID: sessionID, Mesh: mesh.Slug, DisplayName: o.Name, Pid: os.Getpid(), Cwd: cwd,
-		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: newPresenceRegistration(sessionKey, att),
+		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: presence,
 	}
 	regCtx, cancel := context.WithTimeout(ctx, launchIPCTimeout)
 	err = cl.RegisterSession(regCtx, reg)

@@ -348,6 +348,10 @@ func TestLaunchProcess(t *testing.T) {
 		!strings.Contains(s, "● broker connected · 0 peers online · 0 unread") {
 		t.Fatalf("banner = %q", s)
 	}
+	// The daemon was up and stderr is no terminal: no progress chatter.
+	if s := lp.stderr.String(); s != "" {
+		t.Fatalf("launch stderr = %q, want nothing", s)
+	}
 
 	// Relaunch with --resume: same session key; SIGTERM to launch reaches
 	// claude, which dies of it, and so does launch.

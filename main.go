@@ -9,6 +9,8 @@ package main
 import (
 	"context"
 	"os"
+	"sort"
+	"strings"
 )
 
 // version is the product version, reported by --version, the daemon's
@@ -33,9 +35,70 @@ const (
 
 var helpGroups = []string{groupStart, groupMesh, groupMessage, groupPeers, groupShared, groupSession, groupDaemon, groupOther}
 
+// workspaceVerbs is the `workspace <verb>` alias surface: other names for
+// the mesh and launch verbs, as claudemesh users know them.
+var workspaceVerbs = map[string]string{
+	"launch": "launch", "connect": "launch", "open": "launch",
+	"list": "mesh list", "ls": "mesh list",
+	"create": "mesh create", "new": "mesh create",
+	"join": "join", "add": "join",
+	"share": "invite", "invite": "invite",
+	"leave": "leave", "rm": "leave", "delete": "leave",
+}
+
+// workspaceSummary lists the workspace verbs, sorted.
+func workspaceSummary() string {
+	names := make([]string, 0, len(workspaceVerbs))
+	for k := range workspaceVerbs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
 // commands is the verb table. A verb's flags live in a struct set up by its
 // setup func, which returns the function that runs it.
 var commands = []*command{
+	{
+		name:    "demo",
+		signals: true,
+		summary: "see it work: two daemons, two sessions and their messages, in a temp dir on loopback",
+		detail: `Runs a broker and two daemons (members alice and bob, each with its own
+home) inside this process, on 127.0.0.1 and in a temp dir: alice creates a
+mesh and invites bob, each registers a session, then they send a DM each way,
+a group message and a broadcast. Prints each message's arrival and latency,
+the peer list and an inbox. Exits 0 only if every message arrived exactly
+once. Nothing is left running or on disk unless --keep. Your own
+~/.claudemesh is never touched.`,
+		group: groupStart,
+		setup: setupDemo,
+	},
+	{
+		name:    "init",
+		signals: true,
+		summary: "set up this machine: a broker in the daemon, a mesh 'local' on it, the daemon running",
+		detail: `Safe to run again: what exists is kept, and a second run changes nothing.
+If this machine has joined meshes already, init creates no 'local' mesh and
+reports what is there. The broker is served by the daemon (config.json's
+"broker" block; data in ~/.claudemesh/broker) and answers this machine only.
+To let other machines join the mesh with 'claudemesh invite', run init on a
+fresh machine with --listen 0.0.0.0:7900 --public-url ws://<this host>:7900/ws
+(and open that port), or run 'claudemesh broker serve' on a host everyone
+can reach and 'claudemesh mesh create' there instead.`,
+		group: groupStart,
+		setup: setupInit,
+	},
+	{
+		name:    "doctor",
+		summary: "check this machine's set-up and say how to fix what is wrong",
+		detail: `Checks the binary, the config dir and file (modes 0700/0600, valid JSON and
+keys), the daemon (running, its version, the embedded broker, each mesh's
+link), claude on PATH, the MCP server in ~/.claude.json (it must run this
+binary), the skill and the daemon service. Exits 1 when something needs
+fixing; warnings do not change the exit code. It changes nothing.`,
+		group: groupStart,
+		setup: setupDoctor,
+	},
 	{
 		name:       "peer list",
 		aliases:    []string{"peers"},
@@ -357,6 +420,20 @@ broker needs its create token (--create-token).`,
 		setup:   setupLeave,
 	},
 	{
+		name:    "workspace",
+		args:    "<verb>",
+		summary: "the mesh verbs under another name: " + workspaceSummary(),
+		group:   groupMesh,
+		setup: func(fs *flagSet) runFunc {
+			return func(ctx context.Context, c *cli, args []string) error {
+				if len(args) == 0 {
+					return withHint(usageError("'workspace' needs a verb"), "one of: "+workspaceSummary())
+				}
+				return withHint(usageError("unknown verb \"workspace %s\"", args[0]), "one of: "+workspaceSummary())
+			}
+		},
+	},
+	{
 		name:    "broker serve",
 		signals: true,
 		summary: "run a broker (WebSocket + HTTP on one port)",
@@ -388,6 +465,19 @@ a message is lost, duplicated, misdelivered or refused.`,
 		group:   groupOther,
 		setup: func(fs *flagSet) runFunc {
 			return runHelp
+		},
+	},
+	{
+		name:    "version",
+		summary: "print claudemesh's version (also --version, -V)",
+		group:   groupOther,
+		setup: func(fs *flagSet) runFunc {
+			return func(ctx context.Context, c *cli, args []string) error {
+				if len(args) > 0 {
+					return usageError("'version' takes no arguments")
+				}
+				return c.printVersion()
+			}
 		},
 	},
 	{

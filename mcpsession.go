@@ -13,6 +13,10 @@
 //     error, until the server stops.
 //   - The welcome always goes out once, even when some daemon queries fail:
 //     it is how the user learns the pipe is live (1.34.3).
+//   - A message that reached the inbox while no stream was open (the
+//     daemon restarted, or was not up yet) is not lost for the session:
+//     on every (re)connect after the welcome, the unread rows are emitted,
+//     oldest first, each once (1.34.2 left that gap to the next launch).
 //   - The session's message mode decides what else goes out: push (the
 //     default) everything, inbox only system events (messages stay unread),
 //     off nothing but the welcome.
@@ -25,6 +29,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +57,12 @@ const (
 	// mcpWelcomeUnreadLimit bounds the unread rows the welcome reads (and
 	// marks seen once shown).
 	mcpWelcomeUnreadLimit = 50
+	// mcpCatchUpLimit bounds the unread rows a reconnect emits; the rest
+	// stay in `claudemesh inbox`.
+	mcpCatchUpLimit = 100
+	// mcpRecentRows is how many emitted row ids are remembered, so that a
+	// row both caught up and announced on the new stream goes out once.
+	mcpRecentRows = 512
 )
 
 // welcomeDelayFromEnv reads CLAUDEMESH_WELCOME_DELAY_MS (tests shorten the
@@ -76,6 +87,33 @@ type MCPSession struct {
 	reconnectAfterError time.Duration
 	location            *time.Location // for the welcome's preview times
 	messageMode         string
+	sessionID           string
+
+	welcomed atomic.Bool // the welcome has gone out (or failed): gaps are the pump's to fill
+	recent   recentIDs   // rows emitted lately; used by the pump goroutine only
+}
+
+// recentIDs is a bounded set of the latest ids added.
+type recentIDs struct {
+	set   map[string]bool
+	order []string
+}
+
+func (r *recentIDs) has(id string) bool { return r.set[id] }
+
+func (r *recentIDs) add(id string) {
+	if r.set == nil {
+		r.set = map[string]bool{}
+	}
+	if r.set[id] {
+		return
+	}
+	if len(r.order) == mcpRecentRows {
+		delete(r.set, r.order[0])
+		r.order = r.order[1:]
+	}
+	r.set[id] = true
+	r.order = append(r.order, id)
 }
 
 // mcpSessionOptions are the session's settings that come from its
@@ -83,6 +121,9 @@ type MCPSession struct {
 type mcpSessionOptions struct {
 	WelcomeDelay time.Duration  // welcomeDelayFromEnv: the default or CLAUDEMESH_WELCOME_DELAY_MS
 	Location     *time.Location // for the welcome's preview times; nil means UTC
+	// SessionID is the launched session's id (CLAUDEMESH_SESSION_ID), so
+	// that the server can tell the session its own link was kicked.
+	SessionID string
 	// MessageMode is the session's --message-mode: "push" (or "") emits
 	// messages and system events, "inbox" holds messages in the inbox and
 	// emits only system events, "off" emits neither. The welcome goes out
@@ -102,6 +143,7 @@ func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessi
 		reconnectAfterError: mcpReconnectAfterError,
 		location:            opts.Location,
 		messageMode:         opts.MessageMode,
+		sessionID:           opts.SessionID,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -137,6 +179,7 @@ func (s *MCPSession) pumpEvents(ctx context.Context) {
 			s.log.Warn("sse_connect_failed", "err", err.Error())
 		} else {
 			s.log.Info("sse_connected")
+			s.catchUp(ctx)
 			// Closing the body is what interrupts a read blocked on it.
 			stop := context.AfterFunc(ctx, func() { body.Close() })
 			err = readSSEStream(ctx, body, func(ev sseClientEvent) error { return s.deliver(ctx, ev) })
@@ -163,12 +206,24 @@ func (s *MCPSession) pumpEvents(ctx context.Context) {
 // bad event or a failed emit is logged and the stream goes on.
 func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 	s.log.Debug("sse_event_received", "kind", ev.Event, "id", ev.ID)
+	if ev.Event == eventBrokerStatus {
+		n, ok := linkEndedChannel(ev, s.sessionID)
+		if !ok || !s.emits(false) {
+			return nil
+		}
+		select {
+		case <-s.Server.Initialized():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return s.emitRow(ctx, n, "")
+	}
 	n, rowID, ok, err := channelFromEvent(ev)
 	if err != nil {
 		s.log.Warn("sse_event_invalid", "kind", ev.Event, "err", err.Error())
 		return nil
 	}
-	if !ok || !s.emits(rowID != "") {
+	if !ok || !s.emits(rowID != "") || rowID != "" && s.recent.has(rowID) {
 		return nil
 	}
 	select {
@@ -176,13 +231,45 @@ func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return s.emitRow(ctx, n, rowID)
+}
+
+// emitRow emits n and, for a message, marks its row seen and remembers it.
+// Only ctx ending is an error; a failed emit leaves the row unread.
+func (s *MCPSession) emitRow(ctx context.Context, n channelNotification, rowID string) error {
 	if err := s.Server.EmitChannel(ctx, n); err != nil {
-		return ctx.Err() // logged by EmitChannel; the row stays unread
+		return ctx.Err() // logged by EmitChannel
 	}
 	if rowID != "" {
+		s.recent.add(rowID)
 		s.markSeen(ctx, []string{rowID})
 	}
 	return nil
+}
+
+// catchUp emits the session's unread messages, oldest first, once the
+// welcome has gone out: the daemon announces a message only to the streams
+// open when it arrives, so whatever came in while this server had none
+// would otherwise wait, unseen, for the next launch's welcome.
+func (s *MCPSession) catchUp(ctx context.Context) {
+	if !s.welcomed.Load() || !s.emits(true) {
+		return
+	}
+	rows, err := s.daemon.Inbox(ctx, mcpInboxQuery{UnreadOnly: true, Limit: mcpCatchUpLimit, MarkSeen: false})
+	if err != nil {
+		s.log.Warn("catch_up_failed", "err", err.Error())
+		return
+	}
+	n := 0
+	for i := len(rows) - 1; i >= 0 && ctx.Err() == nil; i-- {
+		if r := rows[i]; !s.recent.has(r.ID) {
+			_ = s.emitRow(ctx, channelFromMessage(r.messageEvent()), r.ID)
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Info("caught_up", "messages", n)
+	}
 }
 
 // emits reports whether the message mode lets an event through: a message
@@ -218,6 +305,7 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 	if sleepCtx(ctx, s.welcomeDelay) != nil {
 		return
 	}
+	defer s.welcomed.Store(true)
 	in := welcomeInput{Location: s.location}
 	self, ok, err := s.daemon.Me(ctx)
 	switch {

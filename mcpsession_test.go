@@ -267,6 +267,33 @@ func TestMCPSessionSystemEventsAndStatus(t *testing.T) {
 	}
 }
 
+// A session whose own link was kicked, or whose member was banned, is told
+// so; other links' states say nothing.
+func TestMCPSessionToldWhenRemoved(t *testing.T) {
+	d := newFakeDaemon()
+	h := startMCPSession(t, d, nil, noWelcome)
+	h.sess.sessionID = "s-1" // before the pump reads it: it waits for a stream
+	h.handshake()
+	events := d.stream()
+	status := func(id int, data string) {
+		io.WriteString(events, fmt.Sprintf("id: %d\nevent: broker_status\ndata: %s\n\n", id, data))
+	}
+	status(1, `{"mesh":"team","link":"session","status":"kicked","session_id":"s-2"}`)
+	status(2, `{"mesh":"team","link":"member","status":"reconnecting"}`)
+	status(3, `{"mesh":"team","link":"session","status":"kicked","session_id":"s-1"}`)
+	n := channelParams(t, h.next())
+	if n.Meta["kind"] != "system" || n.Meta["event"] != "session_kicked" || !strings.Contains(n.Content, `kicked from mesh "team"`) {
+		t.Errorf("first notification = %+v, want this session's kick only", n)
+	}
+	status(4, `{"mesh":"team","link":"member","status":"banned"}`)
+	if n := channelParams(t, h.next()); n.Meta["event"] != "member_banned" || !strings.Contains(n.Content, "banned from mesh") {
+		t.Errorf("after a ban: %+v", n)
+	}
+	if calls := d.seenCalls(); len(calls) != 0 {
+		t.Errorf("status notifications marked rows seen: %q", calls)
+	}
+}
+
 func TestMCPSessionReconnects(t *testing.T) {
 	d := newFakeDaemon()
 	h := startMCPSession(t, d, nil, noWelcome)
@@ -284,6 +311,79 @@ func TestMCPSessionReconnects(t *testing.T) {
 	io.WriteString(d.stream(), messageSSE(1, "r2", "after reconnecting"))
 	if n := channelParams(t, h.next()); n.Content != "bob: after reconnecting" {
 		t.Errorf("second stream: %+v", n)
+	}
+}
+
+// Messages that reached the inbox while the server had no stream open (the
+// daemon restarted) go out when the stream is back, oldest first, marked
+// seen; one also announced on the new stream goes out once.
+func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
+	d := newFakeDaemon()
+	h := startMCPSession(t, d, nil, 0)
+	h.handshake()
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "welcome" {
+		t.Fatalf("first notification = %+v, want the welcome", n)
+	}
+	waitFor(t, "the welcome done", h.sess.welcomed.Load)
+	mcpRecv(t, d.opened, "first subscription")
+	first, second := "sent while the daemon restarted", "and another"
+	d.mu.Lock()
+	d.inbox = []mcpInboxItem{ // newest first, as the daemon lists
+		{ID: "r2", BrokerMessageID: "b2", SenderName: "bob", SenderMemberPubkey: "3e3b", Priority: "now", Body: &second, Mesh: "team"},
+		{ID: "r1", BrokerMessageID: "b1", SenderName: "bob", SenderMemberPubkey: "3e3b", Body: &first, Mesh: "team"},
+	}
+	d.mu.Unlock()
+	events := d.stream()
+	if n := channelParams(t, h.next()); n.Content != "bob: "+first || n.Meta["message_id"] != "b1" || n.Meta["from_pubkey"] != "3e3b" {
+		t.Errorf("first caught-up notification = %+v", n)
+	}
+	if n := channelParams(t, h.next()); n.Content != "[URGENT] bob: "+second || n.Meta["priority"] != "now" {
+		t.Errorf("second caught-up notification = %+v", n)
+	}
+	for _, want := range []string{"r1", "r2"} {
+		if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{want}) {
+			t.Errorf("marked seen %q, want [%s]", ids, want)
+		}
+	}
+	io.WriteString(events, messageSSE(7, "r2", second))
+	io.WriteString(events, messageSSE(8, "r3", "live again"))
+	if n := channelParams(t, h.next()); n.Content != "bob: live again" {
+		t.Errorf("after the catch-up: %+v, want only the new message (r2 went out already)", n)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if q := d.inboxQueries[len(d.inboxQueries)-1]; !q.UnreadOnly || q.MarkSeen || q.Limit != mcpCatchUpLimit {
+		t.Errorf("catch-up read the inbox as %+v, want unread rows, peeking", q)
+	}
+}
+
+// Before the welcome there is nothing to catch up: the welcome counts what
+// is unread. In inbox mode messages stay in the inbox after it too.
+func TestMCPSessionCatchUpWaitsForTheWelcome(t *testing.T) {
+	body := "unread"
+	unread := []mcpInboxItem{{ID: "r1", SenderName: "bob", Body: &body}}
+
+	d := newFakeDaemon()
+	d.inbox = unread
+	h := startMCPSession(t, d, nil, noWelcome)
+	h.handshake()
+	io.WriteString(d.stream(), messageSSE(1, "r9", "live"))
+	if n := channelParams(t, h.next()); n.Content != "bob: live" {
+		t.Errorf("before the welcome: first notification = %+v, want the live message only", n)
+	}
+
+	d = newFakeDaemon()
+	d.inbox = unread
+	h = startMCPSession(t, d, nil, 0)
+	h.sess.messageMode = messageModeInbox // before the pump reads it: it waits for a stream
+	h.handshake()
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "welcome" {
+		t.Fatalf("first notification = %+v, want the welcome", n)
+	}
+	waitFor(t, "the welcome done", h.sess.welcomed.Load)
+	io.WriteString(d.stream(), "id: 2\nevent: peer_join\ndata: {\"mesh\":\"team\",\"name\":\"carol\",\"pubkey\":\"c4r01\"}\n\n")
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "system" {
+		t.Errorf("inbox mode after the welcome: %+v, want no caught-up message", n)
 	}
 }
 

@@ -71,8 +71,7 @@ func (d *Daemon) registerSession(b registerRequest) (any, error) {
 	}
 	e, ok := d.mesh(b.Mesh)
 	if !ok {
-		return nil, newAPIError(http.StatusNotFound, "mesh_not_attached", "this daemon has not joined mesh "+b.Mesh).
-			with("mesh", b.Mesh).with("attached", d.meshSlugs())
+		return nil, d.errMeshNotAttached(b.Mesh)
 	}
 	s := &Session{
 		Token: b.Token, SessionID: b.SessionID, Mesh: b.Mesh, DisplayName: b.DisplayName, Pid: b.Pid,
@@ -152,8 +151,7 @@ func (d *Daemon) pickMesh(explicit string, s *Session) (*meshEntry, error) {
 	if slug != "" {
 		e, ok := d.mesh(slug)
 		if !ok {
-			return nil, newAPIError(http.StatusNotFound, "mesh_not_attached", "this daemon has not joined mesh "+slug).
-				with("mesh", slug).with("attached", d.meshSlugs())
+			return nil, d.errMeshNotAttached(slug)
 		}
 		return e, nil
 	}
@@ -166,6 +164,13 @@ func (d *Daemon) pickMesh(explicit string, s *Session) (*meshEntry, error) {
 	}
 	return nil, newAPIError(http.StatusBadRequest, "mesh_required", fmt.Sprintf("daemon attached to %d meshes; pass a mesh", len(all))).
 		with("attached", d.meshSlugs())
+}
+
+// errMeshNotAttached is the 404 for a mesh slug this daemon has not joined;
+// it lists the meshes it has.
+func (d *Daemon) errMeshNotAttached(slug string) *apiError {
+	return newAPIError(http.StatusNotFound, "mesh_not_attached", "this daemon has not joined mesh "+slug).
+		with("mesh", slug).with("attached", d.meshSlugs())
 }
 
 // meshesFor chooses the meshes a read covers.
@@ -191,8 +196,18 @@ func (d *Daemon) allMeshes() []*meshEntry {
 	return out
 }
 
+// errBanned is the refusal of anything on a mesh whose broker banned this
+// machine's member: its link has stopped for good, so nothing can be sent
+// or asked there, now or later.
+func errBanned(slug string) *apiError {
+	return newAPIError(http.StatusForbidden, "banned", "this machine's member is banned from mesh "+slug).with("mesh", slug)
+}
+
 // rpc runs one request on a mesh's member link under the RPC timeout.
 func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ...string) (json.RawMessage, error) {
+	if e.Link.State() == LinkBanned {
+		return nil, errBanned(e.Mesh.Slug)
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
 	defer cancel()
 	if e.Link.State() == LinkConnecting {

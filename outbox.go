@@ -542,6 +542,9 @@ func (d *Daemon) prepareSend(ctx context.Context, in *sendInput, s *Session) (*o
 	if err != nil {
 		return nil, err
 	}
+	if e.Link.State() == LinkBanned {
+		return nil, errBanned(e.Mesh.Slug) // queued, it would wait forever
+	}
 	sender, senderSession := e.Key, ""
 	if s != nil && s.Presence != nil && s.Mesh == e.Mesh.Slug {
 		sender, senderSession = s.Presence.Keypair(), s.Presence.SessionPubkey
@@ -549,6 +552,11 @@ func (d *Daemon) prepareSend(ctx context.Context, in *sendInput, s *Session) (*o
 	target, err := d.resolveTarget(ctx, e, in.To)
 	if err != nil {
 		return nil, err
+	}
+	if senderSession != "" && target == senderSession {
+		// Its own link drops it as an echo (1.34.8): it would be reported
+		// sent and never seen.
+		return nil, badRequest("to_self", "%s is this session's own key: a session never receives its own messages", shortKey(target))
 	}
 	var nonce, ct string
 	if isHexKey(target) {

@@ -7,7 +7,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -178,6 +180,18 @@ func (p *tcpProxy) serve(client net.Conn) {
 	closeBoth()
 }
 
+// cut drops every connection the proxy carries now; clients reconnect
+// through it.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
 // route returns m with its broker reached through the proxy.
 func (p *tcpProxy) route(m Mesh) Mesh {
 	m.BrokerURL = p.url()
@@ -207,34 +221,51 @@ func pendingFor(t *testing.T, b *Broker, meshID, key string) int {
 
 // The recipient's daemon stores a push and is killed before its ack reaches
 // the broker: after a restart the broker pushes again, the daemon acks, and
-// the inbox still holds exactly one row.
+// the inbox still holds exactly one row — for a DM to the member key (member
+// link) and to a session's key (its link, restored after the restart).
 func TestRecipientKilledBeforeAckKeepsOneRow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the built binary")
 	}
-	b, url, me, bob, proxy := newProxiedMesh(t)
-	h := newTestHome(t)
-	h.writeConfig(t, proxy.route(bob))
-	d := startDaemonProc(t, h)
-	d.waitOpen(t, "alpha")
+	for _, toSession := range []bool{false, true} {
+		t.Run(map[bool]string{false: "member", true: "session"}[toSession], func(t *testing.T) {
+			b, url, me, bob, proxy := newProxiedMesh(t)
+			h := newTestHome(t)
+			h.writeConfig(t, proxy.route(bob))
+			d := startDaemonProc(t, h)
+			d.waitOpen(t, "alpha")
+			target := bob.Pubkey
+			if toSession {
+				reg, key := registration(t, bob, "bert", os.Getpid())
+				if err := d.client("").RegisterSession(context.Background(), reg); err != nil {
+					t.Fatal(err)
+				}
+				target = key.PublicHex()
+				waitFor(t, "bert's link open", func() bool {
+					s, err := d.client(reg.Token).SessionMe(context.Background())
+					return err == nil && s != nil && s.Link == LinkOpen
+				})
+			}
 
-	proxy.setFrozen(true) // from now on the daemon's acks never arrive
-	sender := connectMember(t, url, me)
-	nonce, ct, _ := sealDM([]byte("survive the crash"), bob.Pubkey, mustKeypair(t, me))
-	sender.sendJSON(SendFrame{Type: frameSend, ID: "crash-1", ClientMessageID: "crash-1", TargetSpec: bob.Pubkey, Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
-	sender.expect(frameAck, func(f frame) bool { return f.str("id") == "crash-1" })
-	waitFor(t, "the push stored in the inbox", func() bool { return len(inboxItems(t, d.client(""))) == 1 })
-	if n := pendingFor(t, b, me.MeshID, bob.Pubkey); n != 1 {
-		t.Fatalf("broker has %d undelivered, want 1: the ack must not have arrived", n)
-	}
+			proxy.setFrozen(true) // from now on the daemon's acks never arrive
+			sender := connectMember(t, url, me)
+			nonce, ct, _ := sealDM([]byte("survive the crash"), target, mustKeypair(t, me))
+			sender.sendJSON(SendFrame{Type: frameSend, ID: "crash-1", ClientMessageID: "crash-1", TargetSpec: target, Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
+			sender.expect(frameAck, func(f frame) bool { return f.str("id") == "crash-1" })
+			waitFor(t, "the push stored in the inbox", func() bool { return len(inboxItems(t, d.client(""))) == 1 })
+			if n := pendingFor(t, b, me.MeshID, target); n != 1 {
+				t.Fatalf("broker has %d undelivered, want 1: the ack must not have arrived", n)
+			}
 
-	d.kill9(t)
-	proxy.setFrozen(false)
-	d = startDaemonProc(t, h)
-	waitFor(t, "the redelivered push acked", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
-	items := inboxItems(t, d.client(""))
-	if len(items) != 1 || items[0].ClientMessageID != "crash-1" || items[0].Body == nil || *items[0].Body != "survive the crash" {
-		t.Fatalf("inbox after the crash = %+v, want exactly one row", items)
+			d.kill9(t)
+			proxy.setFrozen(false)
+			d = startDaemonProc(t, h)
+			waitFor(t, "the redelivered push acked", func() bool { return pendingFor(t, b, me.MeshID, target) == 0 })
+			items := inboxItems(t, d.client(""))
+			if len(items) != 1 || items[0].ClientMessageID != "crash-1" || items[0].Body == nil || *items[0].Body != "survive the crash" {
+				t.Fatalf("inbox after the crash = %+v, want exactly one row", items)
+			}
+		})
 	}
 }
 
@@ -248,51 +279,73 @@ func mustKeypair(t *testing.T, m Mesh) Keypair {
 }
 
 // The sender's daemon is killed with one row inflight (sent, not acked) and
-// more pending: after a restart all of them go out, each once, in order.
+// more pending: after a restart all of them go out, each once, in order. A
+// session's rows wait for that session to come back (from sessions.json and
+// its stored key) and leave on its own link, sealed by its key.
 func TestSenderKilledWithPendingRowsDeliversAfterRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the built binary")
 	}
-	b, _, me, bob, proxy := newProxiedMesh(t)
-	h1 := newTestHome(t)
-	h1.writeConfig(t, proxy.route(me))
-	h2 := newTestHome(t)
-	h2.writeConfig(t, bob)
-	d2 := startTestDaemon(t, h2, nil)
-	d2.waitLink(t, "alpha", LinkOpen)
-	stream := subscribe(t, d2, "")
+	for _, fromSession := range []bool{false, true} {
+		name := map[bool]string{false: "member rows", true: "session rows"}[fromSession]
+		t.Run(name, func(t *testing.T) {
+			b, _, me, bob, proxy := newProxiedMesh(t)
+			h1 := newTestHome(t)
+			h1.writeConfig(t, proxy.route(me))
+			h2 := newTestHome(t)
+			h2.writeConfig(t, bob)
+			d2 := startTestDaemon(t, h2, nil)
+			d2.waitLink(t, "alpha", LinkOpen)
+			stream := subscribe(t, d2, "")
 
-	d1 := startDaemonProc(t, h1)
-	d1.waitOpen(t, "alpha")
-	proxy.setFrozen(true) // sends leave the daemon but never reach the broker
-	texts := []string{"one", "two", "three"}
-	var first string
-	for i, text := range texts {
-		var a sendAnswer
-		if err := d1.client("").Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &a); err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			first = a.ID
-		}
-	}
-	waitFor(t, "the first row inflight", func() bool {
-		var out struct {
-			Items []outboxView `json:"items"`
-		}
-		err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=inflight", nil, &out)
-		return err == nil && len(out.Items) == 1 && out.Items[0].ID == first
-	})
-	d1.kill9(t)
-	proxy.setFrozen(false)
-	startDaemonProc(t, h1)
-	for _, text := range texts {
-		stream.next(t, "message "+text, messageWith(text))
-	}
-	waitFor(t, "all delivered", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
-	items := inboxItems(t, d2.client(""))
-	if len(items) != 3 || bodies(items) != "three,two,one" {
-		t.Fatalf("inbox = %q, want each message once", bodies(items))
+			d1 := startDaemonProc(t, h1)
+			d1.waitOpen(t, "alpha")
+			sender, senderKey := d1.client(""), me.Pubkey
+			if fromSession {
+				reg, key := registration(t, me, "alice", os.Getpid())
+				if err := sender.RegisterSession(context.Background(), reg); err != nil {
+					t.Fatal(err)
+				}
+				sender, senderKey = d1.client(reg.Token), key.PublicHex()
+				waitFor(t, "alice's link open", func() bool {
+					s, err := sender.SessionMe(context.Background())
+					return err == nil && s != nil && s.Link == LinkOpen
+				})
+			}
+			proxy.setFrozen(true) // sends leave the daemon but never reach the broker
+			texts := []string{"one", "two", "three"}
+			var first string
+			for i, text := range texts {
+				var a sendAnswer
+				if err := sender.Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &a); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					first = a.ID
+				}
+			}
+			waitFor(t, "the first row inflight", func() bool {
+				var out struct {
+					Items []outboxView `json:"items"`
+				}
+				err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=inflight", nil, &out)
+				return err == nil && len(out.Items) == 1 && out.Items[0].ID == first
+			})
+			d1.kill9(t)
+			proxy.setFrozen(false)
+			startDaemonProc(t, h1)
+			for _, text := range texts {
+				ev := stream.next(t, "message "+text, messageWith(text))
+				if got := eventData(ev)["sender_pubkey"]; got != senderKey {
+					t.Fatalf("%q from %v, want %s", text, got, senderKey)
+				}
+			}
+			waitFor(t, "all delivered", func() bool { return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 })
+			items := inboxItems(t, d2.client(""))
+			if len(items) != 3 || bodies(items) != "three,two,one" {
+				t.Fatalf("inbox = %q, want each message once", bodies(items))
+			}
+		})
 	}
 }
 
@@ -355,5 +408,233 @@ func TestBrokerRestartWithQueuedDMs(t *testing.T) {
 		if *it.Body == "queued one" && it.SenderPubkey != a.pub() {
 			t.Fatalf("queued DM from %s, want alice's session", it.SenderPubkey)
 		}
+	}
+}
+
+// waitLong is waitFor with a longer bound, for a convergence that has many
+// reconnects to go through on a slow machine.
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(6 * testWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Links flapping during a burst of sends: every few sends the proxy in front
+// of the broker drops every connection of both daemons (member and session
+// links), so sends, acks, pushes and client_acks are cut wherever they
+// happen to be; cuts go on while the recipient stores the pushes, between a
+// push and its client_ack. At the end each message is in the recipient's inbox exactly
+// once, published once, every outbox row is done, and the broker holds
+// nothing undelivered.
+func TestLinksFlappingDuringBurstDeliverExactlyOnce(t *testing.T) {
+	// Every link reconnects at each cut, all from 127.0.0.1: lift the
+	// per-IP handshake rate, which would only slow the test down.
+	opts := msgBrokerOptions()
+	opts.HandshakeBurst, opts.HandshakePerMinute = 10_000, 1_000_000
+	b, url := startTestBrokerWith(t, opts)
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+	proxy := startTCPProxy(t, strings.TrimSuffix(strings.TrimPrefix(url, "ws://"), "/ws"))
+	quickRetry := func(o *DaemonOptions) {
+		o.Drain.BackoffBase, o.Drain.BackoffMax = 5*time.Millisecond, 50*time.Millisecond
+	}
+	h1, h2 := newTestHome(t), newTestHome(t)
+	h1.writeConfig(t, proxy.route(me))
+	h2.writeConfig(t, proxy.route(bob))
+	d1 := startTestDaemon(t, h1, quickRetry)
+	d2 := startTestDaemon(t, h2, quickRetry)
+	d1.waitLink(t, "alpha", LinkOpen)
+	d2.waitLink(t, "alpha", LinkOpen)
+	alice := registerTestSession(t, d1, me, "alice")
+	bert := registerTestSession(t, d2, bob, "bert")
+	stream := subscribe(t, d2, "")
+
+	// Three flows: session to session, member to member, and a broadcast
+	// from the session (bob's copy goes to his session, not his daemon).
+	const n = 60
+	want := map[string]bool{}
+	for i := 0; i < n; i++ {
+		text := fmt.Sprintf("flap %02d", i)
+		want[text] = true
+		switch i % 3 {
+		case 0:
+			ipcSend(t, alice.cl, map[string]any{"to": bert.pub(), "message": text})
+		case 1:
+			ipcSend(t, d1.client(""), map[string]any{"to": bob.Pubkey, "message": text})
+		case 2:
+			ipcSend(t, alice.cl, map[string]any{"to": "*", "message": text})
+		}
+		if i%6 == 5 {
+			proxy.cut()
+		}
+	}
+
+	seen := map[string]int{}
+	for len(seen) < n {
+		ev := stream.next(t, "the burst's message events", func(ev DaemonEvent) bool { return ev.Kind == eventMessage })
+		body, _ := eventData(ev)["body"].(string)
+		if !want[body] {
+			t.Fatalf("unexpected message event %v", eventData(ev))
+		}
+		seen[body]++
+		if len(seen)%7 == 0 {
+			proxy.cut() // just after a push was stored: its client_ack may be lost
+		}
+	}
+	waitLong(t, "every outbox row done", func() bool {
+		var out struct {
+			Items []outboxView `json:"items"`
+		}
+		err := d1.client("").Do(context.Background(), "GET", "/v1/outbox?status=done&limit=500", nil, &out)
+		return err == nil && len(out.Items) == n
+	})
+	waitLong(t, "nothing undelivered at the broker", func() bool {
+		return pendingFor(t, b, me.MeshID, bob.Pubkey) == 0 && pendingFor(t, b, me.MeshID, bert.pub()) == 0
+	})
+	items := inboxItems(t, d2.client(""), "limit", "1000")
+	if len(items) != n {
+		t.Fatalf("inbox holds %d rows, want %d: %s", len(items), n, bodies(items))
+	}
+	for _, it := range items {
+		if it.Body == nil || !want[*it.Body] || countBody(items, *it.Body) != 1 {
+			t.Fatalf("inbox row %+v is not one of the burst's messages exactly once", it)
+		}
+	}
+	for body, k := range seen {
+		if k != 1 {
+			t.Fatalf("%q published %d times", body, k)
+		}
+	}
+}
+
+// No secret key ever lands in a log (SPEC §11): a run through the broker,
+// a daemon process (restarted, so sessions come back from disk), a second
+// daemon logging at debug level, an MCP server process and a few refused
+// requests leaves daemon logs, mcp-<pid>.log and broker logs that hold none
+// of the secrets the test knows — member and session secret keys (whole or
+// their seed half), the local token, session tokens.
+func TestNoSecretInAnyLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	logDir := shortTempDir(t)
+	open := func(name string) *os.File {
+		f, err := os.Create(filepath.Join(logDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	debug := &slog.HandlerOptions{Level: slog.LevelDebug}
+	opts := msgBrokerOptions()
+	opts.Logger = slog.New(slog.NewTextHandler(open("broker.log"), debug))
+	b, url := startTestBrokerWith(t, opts)
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+
+	h1, h2 := newTestHome(t), newTestHome(t)
+	h1.writeConfig(t, me)
+	h2.writeConfig(t, bob)
+	d1 := startDaemonProc(t, h1)
+	d1.waitOpen(t, "alpha")
+	d2 := startTestDaemon(t, h2, func(o *DaemonOptions) { o.Log = slog.New(slog.NewJSONHandler(open("daemon2.log"), debug)) })
+	d2.waitLink(t, "alpha", LinkOpen)
+
+	// A session on each daemon, registered with its secret key over IPC.
+	reg1, key1 := registration(t, me, "alice", os.Getpid())
+	if err := d1.client("").RegisterSession(context.Background(), reg1); err != nil {
+		t.Fatal(err)
+	}
+	bert := registerTestSession(t, d2, bob, "bert")
+	alice := d1.client(reg1.Token)
+	waitFor(t, "alice's link open", func() bool {
+		me, err := alice.SessionMe(context.Background())
+		return err == nil && me != nil && me.Link == LinkOpen
+	})
+	// Refused registrations that carry secrets: a secret of another key, and
+	// an attestation that does not verify.
+	bad, _ := registration(t, me, "mallory", os.Getpid())
+	bad.Presence.SessionSecretKey = key1.SecretHex()
+	if err := d1.client("").RegisterSession(context.Background(), bad); err == nil {
+		t.Fatal("a registration with another key's secret was accepted")
+	}
+	bad2, key3 := registration(t, me, "trudy", os.Getpid())
+	bad2.Presence.ParentAttestation.Signature = strings.Repeat("0", 128)
+	if err := d1.client("").RegisterSession(context.Background(), bad2); err == nil {
+		t.Fatal("a registration with a forged attestation was accepted")
+	}
+
+	sendAndSettle(t, alice, bert.pub(), "alice to bert")
+	sendAndSettle(t, bert.cl, key1.PublicHex(), "bert to alice")
+	sendAndSettle(t, d2.client(""), me.Pubkey, "bob to me")
+	sendAndSettle(t, alice, "*", "to everyone")
+	status, _ := rawIPC(t, alice, "POST", "/v1/send", map[string]any{"to": mustNewKeypair().PublicHex(), "message": "nobody", "wait_ms": 10_000}, nil)
+	if status != 200 {
+		t.Fatalf("send to an unknown key = %d", status)
+	}
+
+	// The MCP server of alice's session relays a DM as a channel message.
+	p := startMCPProc(t, h1.env("CLAUDEMESH_IPC_TOKEN", reg1.Token, "CLAUDEMESH_WELCOME_DELAY_MS", "0"))
+	p.call("initialize", map[string]any{"protocolVersion": "2025-06-18", "capabilities": map[string]any{},
+		"clientInfo": map[string]any{"name": "test", "version": "1"}})
+	p.notify("notifications/initialized")
+	p.await("the welcome", isChannel("welcome"))
+	sendAndSettle(t, bert.cl, key1.PublicHex(), "through mcp")
+	p.await("the channel message", func(m map[string]any) bool {
+		return isChannel("")(m) && strings.HasSuffix(m["params"].(map[string]any)["content"].(string), "through mcp")
+	})
+	p.stdin.Close()
+	p.waitExit()
+
+	// A crash and a restart: alice's session comes back with its stored key.
+	d1.kill9(t)
+	d1 = startDaemonProc(t, h1)
+	waitFor(t, "alice's session restored", func() bool {
+		me, err := alice.SessionMe(context.Background())
+		return err == nil && me != nil && me.Link == LinkOpen
+	})
+	sendAndSettle(t, bert.cl, key1.PublicHex(), "after the restart")
+
+	localToken, err := os.ReadFile(filepath.Join(h1.Paths.DaemonDir, "local-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{"local token": strings.TrimSpace(string(localToken)),
+		"alice's session token": reg1.Token, "bert's session token": bert.reg.Token}
+	for name, hexKey := range map[string]string{"my member key": me.SecretKey, "bob's member key": bob.SecretKey,
+		"alice's session key": key1.SecretHex(), "bert's session key": bert.key.SecretHex(), "trudy's session key": key3.SecretHex()} {
+		secrets[name] = hexKey
+		secrets[name+" (seed)"] = hexKey[:64]
+	}
+	var logs []string
+	for _, pattern := range []string{filepath.Join(logDir, "*.log"), filepath.Join(h1.Home, "*.log"),
+		filepath.Join(h1.Paths.DaemonDir, "*.log"), filepath.Join(h2.Paths.DaemonDir, "*.log")} {
+		m, _ := filepath.Glob(pattern)
+		logs = append(logs, m...)
+	}
+	sawMCP := false
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) == 0 && filepath.Base(path) != "broker.log" { // the broker logs only trouble
+			t.Errorf("%s is empty: nothing was scanned", path)
+		}
+		sawMCP = sawMCP || strings.HasPrefix(filepath.Base(path), "mcp-")
+		for name, s := range secrets {
+			if strings.Contains(string(data), s) {
+				t.Errorf("%s holds %s", path, name)
+			}
+		}
+	}
+	if !sawMCP || len(logs) < 5 {
+		t.Fatalf("scanned %v: want the broker's, both daemons' and an mcp-<pid>.log", logs)
 	}
 }

@@ -351,8 +351,6 @@ func TestServiceUnitPath(t *testing.T) {
 	}
 }
 
-func mapGetenv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
 func TestDetectCI(t *testing.T) {
 	cases := []struct {
 		name    string

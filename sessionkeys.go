@@ -120,3 +120,15 @@ func loadOrCreateSessionKeypair(path, meshSlug, sessionID string) (Keypair, bool
 	}
 	return storeSessionKeypair(path, meshSlug, sessionID, kp)
 }
+
+// sessionPresence loads (or creates) a session's keypair in the sessions dir
+// and signs a fresh attestation for it with the member key: the presence a
+// launched session registers with (launch, and the demo's sessions).
+func sessionPresence(paths Paths, mesh Mesh, member Keypair, sessionID string) (Keypair, *PresenceRegistration, error) {
+	key, _, err := loadOrCreateSessionKeypair(paths.SessionKeyFile(mesh.Slug, sessionID), mesh.Slug, sessionID)
+	if err != nil {
+		return Keypair{}, nil, err
+	}
+	att := signAttestation(member, key.PublicHex(), time.Now().Add(attestationTTLMs*time.Millisecond).UnixMilli())
+	return key, newPresenceRegistration(key, att), nil
+}

@@ -31,6 +31,8 @@ const (
 // target at all (a bare "@" or "#").
 func targetForm(to string) string {
 	switch {
+	case to == "":
+		return ""
 	case to == "*":
 		return targetFormMulticast
 	case strings.HasPrefix(to, "@") || strings.HasPrefix(to, "#"):
