@@ -541,8 +541,8 @@ func (d *Daemon) publishLinkState(l *Link, st LinkState) { d.publishLinkStateOf(
 // publishLinkStateOf publishes a link's state; sessionID names the session
 // of a session link, so that its MCP server can tell it was kicked.
 func (d *Daemon) publishLinkStateOf(l *Link, st LinkState, sessionID string) {
-	if st == LinkOpen {
-		d.drain.Wake() // rows waiting for this link can go
+	if st == LinkOpen || st == LinkBanned {
+		d.drain.Wake() // rows waiting for this link can go, or die with the ban
 	}
 	data := map[string]any{"mesh": l.Mesh(), "status": string(st), "link": l.Kind()}
 	if sessionID != "" {

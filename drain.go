@@ -11,6 +11,10 @@
 //     with its key — and wait while it is down; they are never re-signed or
 //     sent on the member link. A lane whose link is down waits without
 //     spending attempts.
+//   - A member link the broker banned (close 4002) never reopens by itself:
+//     its rows die with last_error naming the ban instead of waiting out
+//     MaxAge. Rows of a kicked session link wait; the session can register
+//     again.
 //   - Each send waits AckTimeout (15 s) for the broker's ack. A permanent
 //     broker error (unknown_target, forbidden, invalid, payload_too_large,
 //     judged by the ack error's code prefix) kills the row; anything else is
@@ -315,14 +319,19 @@ func (w *rowWaiter) Wait(ctx context.Context, known *outboxRow, d time.Duration)
 }
 
 // link is the link a row of this lane leaves on; dead explains why there
-// can never be one (the mesh is not joined).
+// can never be one: the mesh is not joined, or the broker banned this
+// machine's member. A session's link may come back (the session can
+// register again), so its rows wait.
 func (dr *drainer) link(l laneKey) (link *Link, dead string) {
 	if l.session != "" {
 		return dr.links.SessionLinkByPubkey(l.session), ""
 	}
 	link = dr.links.MemberLink(l.mesh)
-	if link == nil {
+	switch {
+	case link == nil:
 		return nil, "no_broker_for_mesh: " + l.mesh
+	case link.State() == LinkBanned:
+		return nil, "banned: this machine's member is banned from mesh " + l.mesh
 	}
 	return link, ""
 }

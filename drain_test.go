@@ -259,3 +259,41 @@ func TestSessionRowsWaitForTheirLink(t *testing.T) {
 		t.Fatalf("held DM sent as %v, want alice's session", ev["sender_pubkey"])
 	}
 }
+
+// A member link the broker banned never reopens by itself, so its rows die
+// with the ban as their reason instead of waiting out their seven days; a
+// row held for a session link waits, since the session can register again.
+func TestBannedMemberLinkKillsItsRows(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	now := time.Now().UnixMilli()
+	for _, r := range []outboxRow{
+		// A retry due in an hour, and a row of a session whose link is gone.
+		{ID: "retry", ClientMessageID: "c-retry", NextAttemptAt: now + time.Hour.Milliseconds()},
+		{ID: "session", ClientMessageID: "c-session", NextAttemptAt: now, SenderSessionPubkey: mustNewKeypair().PublicHex()},
+	} {
+		r.Fingerprint, r.Payload, r.EnqueuedAt, r.Status = []byte{1}, []byte("x"), now, outboxPending
+		r.Mesh, r.TargetSpec, r.Nonce, r.Ciphertext, r.Priority = "alpha", "*", "bg==", "eA==", "next"
+		seedOutboxRow(t, f.d2.outbox, r)
+	}
+	f.d2.drain.Wake()
+	waitFor(t, "the session row to say why it waits", func() bool {
+		r, _ := f.d2.outbox.get(context.Background(), "session")
+		return strings.HasPrefix(r.LastError, "waiting")
+	})
+
+	owner := connectMember(t, f.url, f.me)
+	if ack := owner.roundTrip(map[string]any{"type": frameBan, "target": "bob"}); ack.str("type") != frameBanAck {
+		t.Fatalf("ban = %v", ack)
+	}
+	f.d2.waitLink(t, "alpha", LinkBanned)
+	waitFor(t, "the member row to die", func() bool {
+		r, _ := f.d2.outbox.get(context.Background(), "retry")
+		return r.Status == outboxDead
+	})
+	if r, _ := f.d2.outbox.get(context.Background(), "retry"); !strings.HasPrefix(r.LastError, "banned: ") || !strings.Contains(r.LastError, "alpha") {
+		t.Fatalf("dead row's last_error = %q, want the ban named", r.LastError)
+	}
+	if r, _ := f.d2.outbox.get(context.Background(), "session"); r.Status != outboxPending {
+		t.Fatalf("session row = %s, want pending", r.Status)
+	}
+}
