@@ -301,7 +301,7 @@ func ipcFailure(err error) error {
 	case ie.Code == "to_self":
 		hints = append(hints, "to reach your other sessions: claudemesh send --self <your member key>")
 	case ie.Code == "banned":
-		hints = append(hints, "an owner or admin of the mesh can let you back in with 'claudemesh unban <you>'; then restart the daemon")
+		hints = append(hints, "an owner or admin of the mesh can let you back in with 'claudemesh unban <you>'; then reconnect: claudemesh daemon down && claudemesh daemon up")
 	}
 	return exitError(code, errors.New(msg), hints...)
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -323,4 +325,37 @@ func TestModerationVerbs(t *testing.T) {
 	if r := runCLI(t, env, "peer", "bans"); r.code != 0 || !strings.Contains(r.stdout, "no banned members on alpha") {
 		t.Fatalf("bans after unban = %d\n%s", r.code, r.stdout)
 	}
+}
+
+// A banned member's daemon is told how to come back, and after an unban a
+// config reload restarts its banned links — the member's and its sessions'
+// — without a daemon restart.
+func TestUnbannedMemberReconnectsOnReload(t *testing.T) {
+	var log syncBuffer
+	f := newMsgFixture(t, func(o *DaemonOptions) { o.Log = slog.New(slog.NewJSONHandler(&log, nil)) })
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	bert := func() LinkState { return f.d2.sessionLinkState(f.d2.sessions.Resolve(b.reg.Token)) }
+	owner := f.h1.env()
+	if r := runCLI(t, owner, "ban", "bob"); r.code != 0 {
+		t.Fatalf("ban bob = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	f.d2.waitLink(t, "alpha", LinkBanned)
+	waitFor(t, "bert's link banned", func() bool { return bert() == LinkBanned })
+	r := runCLI(t, f.h2.env(), "send", f.me.Pubkey, "let me in")
+	if r.code != exitAuth || !strings.Contains(r.stderr, "claudemesh unban") || !strings.Contains(r.stderr, "claudemesh daemon down && claudemesh daemon up") {
+		t.Fatalf("send while banned = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	if r := runCLI(t, owner, "unban", "bob"); r.code != 0 {
+		t.Fatalf("unban bob = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if err := f.d2.client("").Do(context.Background(), "POST", "/v1/reload", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.d2.waitLink(t, "alpha", LinkOpen)
+	waitFor(t, "bert's link open again", func() bool { return bert() == LinkOpen })
+	if !strings.Contains(log.String(), `"msg":"member_link_restarted","mesh":"alpha","was":"banned"`) {
+		t.Fatalf("no member_link_restarted line in the log:\n%s", log.String())
+	}
+	sendAndSettle(t, f.d2.client(""), f.me.Pubkey, "back in")
 }

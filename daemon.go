@@ -10,7 +10,8 @@
 //     session must not serve that session's one-mesh temp config.
 //   - Zero meshes is fine: IPC still serves, so `init`/`join` can come
 //     later. The config is re-read on SIGHUP, on POST /v1/reload and when a
-//     request names a mesh the daemon does not know yet.
+//     request names a mesh the daemon does not know yet; a re-read also
+//     restarts member links the broker banned, in case of an unban.
 //   - A `broker` block in the config is served in-process (daemon_broker.go).
 //   - Shutdown: event streams end, listeners stop accepting and in-flight
 //     requests finish (bounded), links close, the embedded broker stops,
@@ -241,7 +242,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// The embedded broker first, so that links to it connect at once.
 	d.applyBrokerConf(cfg.Broker)
 	defer d.closeEmbeddedBroker()
-	d.applyConfig(cfg)
+	d.applyConfig(cfg, false)
 	d.restoreSessions()
 	d.sessions.EnablePersistence()
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
@@ -449,8 +450,11 @@ func ensureLocalToken(path string) (string, error) {
 // Meshes and links.
 
 // applyConfig brings the member links in line with cfg: new meshes get a
-// link, removed ones lose theirs, changed ones are reconnected.
-func (d *Daemon) applyConfig(cfg *Config) (added, removed []string) {
+// link, removed ones lose theirs, changed ones are reconnected (and count
+// as added). With restartBanned, a banned link of an unchanged mesh is
+// restarted: the member may have been unbanned, and a ban it still has
+// costs one refused hello.
+func (d *Daemon) applyConfig(cfg *Config, restartBanned bool) (added, removed, restarted []string) {
 	want := map[string]Mesh{}
 	for _, m := range cfg.Meshes {
 		if m.Slug == "" {
@@ -462,14 +466,18 @@ func (d *Daemon) applyConfig(cfg *Config) (added, removed []string) {
 	var stop []*Link
 	for slug, e := range d.meshes {
 		m, ok := want[slug]
-		if ok && m.MeshID == e.Mesh.MeshID && m.Pubkey == e.Mesh.Pubkey && m.SecretKey == e.Mesh.SecretKey &&
-			m.BrokerURL == e.Mesh.BrokerURL && m.MemberID == e.Mesh.MemberID {
+		unchanged := ok && m.MeshID == e.Mesh.MeshID && m.Pubkey == e.Mesh.Pubkey && m.SecretKey == e.Mesh.SecretKey &&
+			m.BrokerURL == e.Mesh.BrokerURL && m.MemberID == e.Mesh.MemberID
+		if unchanged && !(restartBanned && e.Link.State() == LinkBanned) {
 			delete(want, slug)
 			continue
 		}
 		stop = append(stop, e.Link)
 		delete(d.meshes, slug)
-		if !ok {
+		switch {
+		case unchanged:
+			restarted = append(restarted, slug)
+		case !ok:
 			removed = append(removed, slug)
 		}
 	}
@@ -484,20 +492,31 @@ func (d *Daemon) applyConfig(cfg *Config) (added, removed []string) {
 		e.Link = d.newMemberLink(e)
 		d.meshes[slug] = e
 		start = append(start, e.Link)
-		added = append(added, slug)
+		if !containsString(restarted, slug) {
+			added = append(added, slug)
+		}
 	}
 	d.mu.Unlock()
 	for _, l := range stop {
 		l.Close()
 	}
+	for _, slug := range restarted {
+		d.log.Info("member_link_restarted", "mesh", slug, "was", string(LinkBanned))
+	}
 	for _, l := range start {
 		l.Start(d.ctx)
 	}
-	return added, removed
+	return added, removed, restarted
 }
 
-// Reload re-reads the machine config and applies it.
-func (d *Daemon) Reload() (added, removed []string, err error) {
+// Reload re-reads the machine config and applies it (SIGHUP, POST
+// /v1/reload), restarting member links the broker banned. Sessions of a
+// mesh that was added get their links, and so do sessions whose links the
+// ban of a restarted member link ended; a kicked session stays out until
+// it registers again.
+func (d *Daemon) Reload() (added, removed []string, err error) { return d.reload(true) }
+
+func (d *Daemon) reload(restartBanned bool) (added, removed []string, err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	cfg, err := loadConfig(d.opts.ConfigFile)
@@ -505,14 +524,14 @@ func (d *Daemon) Reload() (added, removed []string, err error) {
 		return nil, nil, err
 	}
 	d.applyBrokerConf(cfg.Broker)
-	added, removed = d.applyConfig(cfg)
-	d.log.Info("config_reloaded", "added", added, "removed", removed, "meshes", d.meshSlugs())
-	if len(added) > 0 {
-		// Sessions registered for a mesh we did not have can connect now.
-		for _, s := range d.sessions.List() {
-			if s.Presence != nil && containsString(added, s.Mesh) {
-				d.onSessionRegister(s)
-			}
+	added, removed, restarted := d.applyConfig(cfg, restartBanned)
+	d.log.Info("config_reloaded", "added", added, "removed", removed, "restarted", restarted, "meshes", d.meshSlugs())
+	for _, s := range d.sessions.List() {
+		if s.Presence == nil {
+			continue
+		}
+		if containsString(added, s.Mesh) || containsString(restarted, s.Mesh) && d.sessionLinkState(s) == LinkBanned {
+			d.onSessionRegister(s)
 		}
 	}
 	return added, removed, nil
@@ -574,7 +593,7 @@ func (d *Daemon) meshSlugs() []string {
 }
 
 // mesh finds a joined mesh; an unknown slug triggers one config re-read
-// (a mesh joined after the daemon started).
+// (a mesh joined after the daemon started), which leaves banned links be.
 func (d *Daemon) mesh(slug string) (*meshEntry, bool) {
 	d.mu.Lock()
 	e, ok := d.meshes[slug]
@@ -582,7 +601,7 @@ func (d *Daemon) mesh(slug string) (*meshEntry, bool) {
 	if ok {
 		return e, true
 	}
-	if _, _, err := d.Reload(); err != nil {
+	if _, _, err := d.reload(false); err != nil {
 		return nil, false
 	}
 	d.mu.Lock()

@@ -246,7 +246,7 @@ func doctorDaemon(ctx context.Context, c *cli, rep *doctorReport, cfg *Config) {
 		case st == string(LinkOpen):
 			rep.add("link "+m.Slug, checkOK, "open to "+m.BrokerURL, "")
 		case st == string(LinkBanned):
-			rep.add("link "+m.Slug, checkFail, "this member is banned from the mesh", "ask a mesh admin for 'claudemesh unban', or leave it: claudemesh leave "+m.Slug)
+			rep.add("link "+m.Slug, checkFail, "this member is banned from the mesh", "ask a mesh admin for 'claudemesh unban', then: claudemesh daemon down && "+start+"; or leave it: claudemesh leave "+m.Slug)
 		default:
 			detail := st + " to " + m.BrokerURL
 			if e := lastErr[m.Slug]; e != "" {

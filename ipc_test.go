@@ -486,7 +486,7 @@ func FuzzIPCBodies(f *testing.F) {
 	h.writeConfig(f, m)
 	d := NewDaemon(DaemonOptions{Paths: h.Paths, RPCTimeout: 10 * time.Millisecond})
 	d.ctx = context.Background()
-	d.applyConfig(&Config{Meshes: []Mesh{m}})
+	d.applyConfig(&Config{Meshes: []Mesh{m}}, false)
 	f.Cleanup(d.closeLinks)
 	handler := d.ipcHandler(false)
 	f.Fuzz(func(t *testing.T, body string) {
