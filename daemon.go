@@ -70,10 +70,11 @@ type DaemonOptions struct {
 	// MaxMessageBytes is the broker's per-message limit (ciphertext + nonce
 	// + target); sends that cannot fit are refused at accept time.
 	MaxMessageBytes int
-	// InboxPruneEvery and InboxRetention: rows older than the retention are
-	// deleted at start and then every InboxPruneEvery.
-	InboxPruneEvery time.Duration
-	InboxRetention  time.Duration
+	// PruneEvery and Retention: inbox rows, and outbox rows that are done,
+	// aborted or dead, older than the retention are deleted at start and
+	// then every PruneEvery.
+	PruneEvery time.Duration
+	Retention  time.Duration
 	// Closers are closed last at shutdown (stores).
 	Closers []io.Closer
 	// Ready, if set, is closed once IPC is listening.
@@ -111,11 +112,11 @@ func (o *DaemonOptions) defaults() {
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = defaultMaxMessageBytes
 	}
-	if o.InboxPruneEvery == 0 {
-		o.InboxPruneEvery = time.Hour
+	if o.PruneEvery == 0 {
+		o.PruneEvery = time.Hour
 	}
-	if o.InboxRetention == 0 {
-		o.InboxRetention = 30 * 24 * time.Hour
+	if o.Retention == 0 {
+		o.Retention = 30 * 24 * time.Hour
 	}
 }
 
@@ -150,6 +151,7 @@ type Daemon struct {
 	outbox     *Outbox  // nil until Run opens it
 	inbox      *Inbox   // nil until Run opens it
 	drain      *drainer // sends the outbox
+	pruner     sync.WaitGroup
 	storesOnce sync.Once
 }
 
@@ -247,7 +249,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.sessions.EnablePersistence()
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
 	d.drain.Start(runCtx)
-	d.inbox.StartPruner(runCtx, d.opts.InboxPruneEvery, d.opts.InboxRetention, d.log)
+	d.startPruner(runCtx)
 
 	d.startedAt = time.Now()
 	if err := d.listen(serveCtx); err != nil {
@@ -337,11 +339,12 @@ func (d *Daemon) openStores() error {
 	return nil
 }
 
-// closeStores waits for the drain (whose context must have ended) and
-// closes the stores, once.
+// closeStores waits for the drain and the pruner (whose context must have
+// ended) and closes the stores, once.
 func (d *Daemon) closeStores() {
 	d.storesOnce.Do(func() {
 		d.drain.Wait()
+		d.pruner.Wait()
 		if d.outbox != nil {
 			if err := d.outbox.Close(); err != nil {
 				d.log.Warn("store_close_failed", "store", "outbox", "err", err.Error())
@@ -353,6 +356,39 @@ func (d *Daemon) closeStores() {
 			}
 		}
 	})
+}
+
+// startPruner deletes what the stores no longer need once it is older than
+// the retention: inbox rows, and outbox rows that are done, aborted or
+// dead. It prunes at once, then every PruneEvery until ctx ends.
+func (d *Daemon) startPruner(ctx context.Context) {
+	stores := []struct {
+		name  string
+		prune func(context.Context, time.Time) (int64, error)
+	}{{"inbox", d.inbox.Prune}, {"outbox", d.outbox.Prune}}
+	d.pruner.Add(1)
+	go func() {
+		defer d.pruner.Done()
+		t := time.NewTicker(d.opts.PruneEvery)
+		defer t.Stop()
+		for {
+			cutoff := time.Now().Add(-d.opts.Retention)
+			for _, st := range stores {
+				n, err := st.prune(ctx, cutoff)
+				switch {
+				case err != nil && ctx.Err() == nil:
+					d.log.Warn(st.name+"_prune_failed", "err", err.Error())
+				case n > 0:
+					d.log.Info(st.name+"_prune_completed", "removed", n, "retention_days", int(d.opts.Retention.Hours()/24))
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 }
 
 // acquireLock takes the singleton lock without waiting.

@@ -16,7 +16,8 @@
 //     its own rows: those addressed to its session key, to its member key,
 //     or to nobody in particular (rows older than recipient tracking).
 //   - Reading the inbox stamps the rows it returned as seen, after the read
-//     (mark_seen=false peeks). Rows older than 30 days are pruned hourly.
+//     (mark_seen=false peeks). Rows older than 30 days are pruned hourly
+//     (Daemon.startPruner).
 package main
 
 import (
@@ -25,7 +26,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -107,7 +107,6 @@ func scanInboxRow(s rowScanner) (*inboxRow, error) {
 type Inbox struct {
 	db *sql.DB
 	st *stmtCache
-	wg sync.WaitGroup
 }
 
 func openInbox(path string) (*Inbox, error) {
@@ -118,9 +117,8 @@ func openInbox(path string) (*Inbox, error) {
 	return &Inbox{db: db, st: newStmtCache(db)}, nil
 }
 
-// Close stops the pruner and closes the database.
+// Close closes the database.
 func (ib *Inbox) Close() error {
-	ib.wg.Wait()
 	ib.st.Close()
 	return ib.db.Close()
 }
@@ -241,37 +239,13 @@ func (ib *Inbox) Delete(ctx context.Context, id string, s inboxScope) (bool, err
 	return n == 1, nil
 }
 
-// Prune deletes rows received before cutoff.
+// Prune deletes rows received before cutoff (the daemon's hourly pruner).
 func (ib *Inbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE received_at < ?`, cutoff.UnixMilli())
 	if err != nil {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// StartPruner prunes at once and then every interval until ctx ends.
-func (ib *Inbox) StartPruner(ctx context.Context, every, retention time.Duration, log *slog.Logger) {
-	ib.wg.Add(1)
-	go func() {
-		defer ib.wg.Done()
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			n, err := ib.Prune(ctx, time.Now().Add(-retention))
-			switch {
-			case err != nil && ctx.Err() == nil:
-				log.Warn("inbox_prune_failed", "err", err.Error())
-			case n > 0:
-				log.Info("inbox_prune_completed", "removed", n, "retention_days", int(retention.Hours()/24))
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
 }
 
 // Inbound: the MessageSink.

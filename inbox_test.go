@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -311,24 +310,6 @@ func TestInboxFlushGuard(t *testing.T) {
 	if err := cl.Do(context.Background(), "DELETE", ipcPath("/v1/inbox", "all", "true"), nil, &out); err != nil || out["removed"] != 2 {
 		t.Fatalf("flush all = %v, %v; want 2", out, err)
 	}
-}
-
-// Rows past the retention go at once when the pruner starts.
-func TestInboxPrune(t *testing.T) {
-	ib := openTestInbox(t)
-	ctx := context.Background()
-	for i, age := range []time.Duration{31 * 24 * time.Hour, 29 * 24 * time.Hour, time.Minute} {
-		ib.Insert(ctx, &inboxRow{ID: fmt.Sprint(i), ClientMessageID: fmt.Sprint(i), Mesh: "m", SenderPubkey: "s", SenderName: "s",
-			ReceivedAt: time.Now().Add(-age).UnixMilli(), RecipientPubkey: "r"})
-	}
-	pctx, cancel := context.WithCancel(ctx)
-	ib.StartPruner(pctx, time.Hour, 30*24*time.Hour, testLogger(t))
-	waitFor(t, "the month-old row pruned", func() bool {
-		rows, _ := ib.List(ctx, inboxScope{}, 10)
-		return len(rows) == 2
-	})
-	cancel()
-	ib.wg.Wait()
 }
 
 // An undecryptable DM is stored as NULL with decrypt_failed, announced with

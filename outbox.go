@@ -17,6 +17,9 @@
 //   - Rows a crash left inflight go back to pending when the store opens.
 //   - A requeue aborts the old row and inserts its successor, routing
 //     included, in one transaction.
+//   - Rows that are done, aborted or dead are pruned after 30 days
+//     (Daemon.startPruner, hourly); until then a replay of their client id
+//     is answered from the row.
 package main
 
 import (
@@ -317,6 +320,18 @@ func (o *Outbox) Requeue(ctx context.Context, id, newClientID, by string, now ti
 }
 
 var errClientIDTaken = errors.New("that client_message_id is already in the outbox")
+
+// Prune deletes the rows that are done, aborted or dead and settled before
+// cutoff: delivered, aborted, or (dead rows, which keep no time of death)
+// accepted then.
+func (o *Outbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := o.db.ExecContext(ctx, `DELETE FROM outbox WHERE status IN ('done', 'aborted', 'dead')
+  AND COALESCE(delivered_at, aborted_at, enqueued_at) < ?`, cutoff.UnixMilli())
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
 
 // The send route.
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -446,5 +447,78 @@ func TestSendAnswersRecipientPresence(t *testing.T) {
 				t.Fatalf("recipient = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// The daemon's pruner deletes, at start, inbox rows and settled outbox rows
+// (done, aborted, dead) older than the retention, and says so; younger
+// rows stay.
+func TestPrunerDropsOldRows(t *testing.T) {
+	h := newTestHome(t)
+	if err := ensurePrivateDir(h.Paths.DaemonDir); err != nil {
+		t.Fatal(err)
+	}
+	ib, err := openInbox(h.Paths.InboxDB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, _, err := openOutbox(h.Paths.OutboxDB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ago := func(days int) int64 {
+		return time.Now().Add(-time.Duration(days)*24*time.Hour - time.Minute).UnixMilli()
+	}
+	for id, days := range map[string]int{"old": 31, "young": 29} {
+		if _, err := ib.Insert(context.Background(), &inboxRow{ID: id, ClientMessageID: id, Mesh: "m", SenderPubkey: "s", SenderName: "s",
+			ReceivedAt: ago(days), RecipientPubkey: "r"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outbox := []struct {
+		id, status string
+		days       int
+		kept       bool
+	}{
+		{"done-old", outboxDone, 31, false}, {"aborted-old", outboxAborted, 31, false}, {"dead-old", outboxDead, 31, false},
+		{"done-young", outboxDone, 29, true}, {"aborted-young", outboxAborted, 29, true}, {"dead-young", outboxDead, 1, true},
+	}
+	for _, r := range outbox {
+		seedOutboxRow(t, ob, outboxRow{ID: r.id, ClientMessageID: r.id, Fingerprint: []byte{1}, Payload: []byte("x"),
+			EnqueuedAt: ago(r.days + 1), NextAttemptAt: ago(r.days), Status: r.status, Mesh: "gone", TargetSpec: "*"})
+		switch r.status {
+		case outboxDone:
+			_, err = ob.db.Exec(`UPDATE outbox SET delivered_at = ? WHERE id = ?`, ago(r.days), r.id)
+		case outboxAborted:
+			_, err = ob.db.Exec(`UPDATE outbox SET aborted_at = ? WHERE id = ?`, ago(r.days), r.id)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ib.Close()
+	ob.Close()
+
+	var log syncBuffer
+	td := startTestDaemon(t, h, func(o *DaemonOptions) { o.Log = slog.New(slog.NewJSONHandler(&log, nil)) })
+	waitFor(t, "both prune lines", func() bool {
+		return strings.Contains(log.String(), `"msg":"inbox_prune_completed","removed":1,"retention_days":30`) &&
+			strings.Contains(log.String(), `"msg":"outbox_prune_completed","removed":3,"retention_days":30`)
+	})
+	for id, kept := range map[string]bool{"old": false, "young": true} {
+		rows, _ := td.inbox.List(context.Background(), inboxScope{}, 10)
+		found := false
+		for _, r := range rows {
+			found = found || r.ID == id
+		}
+		if found != kept {
+			t.Errorf("inbox row %s kept = %v, want %v", id, found, kept)
+		}
+	}
+	for _, r := range outbox {
+		_, err := td.outbox.get(context.Background(), r.id)
+		if kept := err == nil; kept != r.kept {
+			t.Errorf("outbox row %s kept = %v (%v), want %v", r.id, kept, err, r.kept)
+		}
 	}
 }
