@@ -341,17 +341,6 @@ func (b *Broker) room(meshID string) *meshRoom {
 	return r
 }
 
-// liveCount counts the mesh's connections with a socket. Caller holds b.mu.
-func (r *meshRoom) liveCount() int {
-	n := 0
-	for _, p := range r.peers {
-		if p.conn != nil {
-			n++
-		}
-	}
-	return n
-}
-
 // Socket I/O.
 
 // serveWS upgrades the request and runs the socket until it ends.

@@ -58,8 +58,9 @@ func newGroupCommitter(store brokerStore, log *slog.Logger, marked func(int)) *g
 	return g
 }
 
-// appendMessage is AppendMessage through the group commit: it returns once
-// the batch holding the append has committed (or failed).
+// appendMessage stores a message and its deliveries through the group
+// commit: it returns once the batch holding the append has committed (or
+// failed), with the message's id and whether it was a duplicate.
 func (g *groupCommitter) appendMessage(msg storedMessage, recipients []string) (string, bool, error) {
 	reply := make(chan appendResult, 1)
 	g.ops <- writeOp{append: &appendOp{Msg: msg, Recipients: recipients}, reply: reply}

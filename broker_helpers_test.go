@@ -389,3 +389,20 @@ func peersOf(tc *testClient) []string {
 	}
 	return names
 }
+
+// liveCount counts the mesh's connections with a socket. Caller holds b.mu.
+func (r *meshRoom) liveCount() int {
+	n := 0
+	for _, p := range r.peers {
+		if p.conn != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// addMember enrolls a key in a mesh directly, as a join would.
+func (b *Broker) addMember(ctx context.Context, meshID, pubkey, displayName, role string) (storedMember, error) {
+	m := storedMember{ID: newID(), MeshID: meshID, Pubkey: pubkey, DisplayName: displayName, Role: role, CreatedAt: time.Now()}
+	return m, insertMember(ctx, b.store.(*sqliteBrokerStore).w, m)
+}

@@ -255,13 +255,6 @@ func (b *Broker) createMesh(ctx context.Context, slug, name, ownerPubkey, displa
 	return mesh, member, nil
 }
 
-// addMember enrolls a key in a mesh directly (tests, and the embedded
-// broker's local mesh).
-func (b *Broker) addMember(ctx context.Context, meshID, pubkey, displayName, role string) (storedMember, error) {
-	m := storedMember{ID: newID(), MeshID: meshID, Pubkey: pubkey, DisplayName: displayName, Role: role, CreatedAt: time.Now()}
-	return m, b.store.AddMember(ctx, m)
-}
-
 // Invites.
 
 // InviteCreateRequest registers a v1 invite, signed by the mesh owner key

@@ -26,7 +26,6 @@ type brokerStore interface {
 	MeshByID(ctx context.Context, id string) (storedMesh, error)
 	MeshBySlug(ctx context.Context, slug string) (storedMesh, error)
 	CountMeshes(ctx context.Context) (int, error)
-	AddMember(ctx context.Context, m storedMember) error
 	// MemberByPubkey returns the member with this key, revoked or not.
 	MemberByPubkey(ctx context.Context, meshID, pubkey string) (storedMember, error)
 	Members(ctx context.Context, meshID string) ([]storedMember, error)
@@ -46,20 +45,17 @@ type brokerStore interface {
 	KnownKey(ctx context.Context, meshID, key string) (known, revoked bool, err error)
 
 	// Messages and deliveries.
-	// AppendMessage stores msg with one delivery record per recipient key in
-	// one transaction. When (mesh, sender member, client_message_id) already
-	// exists it stores nothing and returns the original id with dup=true.
-	AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (id string, dup bool, err error)
 	// PendingFor lists undelivered, unexpired messages for a recipient key,
 	// oldest first, after the message with sequence number afterSeq.
 	PendingFor(ctx context.Context, meshID, key string, afterSeq int64, now time.Time, limit int) ([]storedMessage, error)
-	// MarkDelivered marks key's delivery of a message delivered, by broker
-	// message id or, when that is empty, by the sender's client_message_id.
-	MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error)
-	// WriteBatch applies many appends (each as AppendMessage would, each
-	// failing alone) and delivery marks in one transaction: the broker's
-	// group commit (broker_batch.go). Nothing in it is durable until it
-	// returns without error; an error fails the whole batch.
+	// WriteBatch applies many appends and delivery marks in one
+	// transaction: the broker's group commit (broker_batch.go). An append
+	// stores its message with one delivery record per recipient key, or —
+	// when (mesh, sender member, client_message_id) exists — nothing, and
+	// reports the original id as a duplicate; each append fails alone. A
+	// mark marks one key's delivery delivered, by broker message id or else
+	// by the sender's client_message_id. Nothing in the batch is durable
+	// until it returns without error; an error fails the whole batch.
 	WriteBatch(ctx context.Context, appends []appendOp, marks []deliveryMark) ([]appendResult, int, error)
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	CountPendingDeliveries(ctx context.Context, now time.Time) (int, error)
@@ -128,13 +124,12 @@ type storedInvite struct {
 }
 
 // redeemRequest is a join through an invite whose signature and owner the
-// broker has already checked.
+// broker has already checked. The member's role is the registered invite's.
 type redeemRequest struct {
 	Token       string
 	MeshID      string // from the verified invite payload
 	Pubkey      string
 	DisplayName string
-	Role        string
 	Now         time.Time
 	NewMemberID string
 }
@@ -172,20 +167,21 @@ type storedMessage struct {
 	Topic              string
 }
 
-// appendOp is one AppendMessage inside a WriteBatch.
+// appendOp is one message to store inside a WriteBatch.
 type appendOp struct {
 	Msg        storedMessage
 	Recipients []string
 }
 
-// appendResult is what AppendMessage would have returned for one appendOp.
+// appendResult is the outcome of one appendOp: the message's id (the
+// original one for a duplicate) or why it failed.
 type appendResult struct {
 	ID  string
 	Dup bool
 	Err error
 }
 
-// deliveryMark is one MarkDelivered inside a WriteBatch.
+// deliveryMark is one delivery to mark delivered inside a WriteBatch.
 type deliveryMark struct {
 	MeshID, Key                string
 	MessageID, ClientMessageID string // by broker id, else by the sender's client id

@@ -286,10 +286,6 @@ func (s *sqliteBrokerStore) CountMeshes(ctx context.Context) (int, error) {
 	return n, err
 }
 
-func (s *sqliteBrokerStore) AddMember(ctx context.Context, m storedMember) error {
-	return insertMember(ctx, s.w, m)
-}
-
 const memberColumns = `id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at`
 
 func scanMember(row rowScanner) (storedMember, error) {
@@ -427,14 +423,6 @@ func nullIfEmpty(s string) any {
 	return s
 }
 
-func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (string, bool, error) {
-	res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg, Recipients: recipients}}, nil)
-	if err != nil {
-		return "", false, err
-	}
-	return res[0].ID, res[0].Dup, res[0].Err
-}
-
 // The statements on a message's path, prepared once on the write connection.
 const (
 	sqlFindDuplicate = `SELECT id FROM messages WHERE mesh_id = ? AND sender_member_id = ? AND client_message_id = ?`
@@ -534,11 +522,7 @@ func (s *sqliteBrokerStore) PendingFor(ctx context.Context, meshID, key string, 
 	return collect(rows, err, scanMessage)
 }
 
-func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
-	return s.markIn(ctx, nil, deliveryMark{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now})
-}
-
-// markIn marks one delivery delivered, in tx (nil: on its own).
+// markIn marks one delivery delivered in tx.
 func (s *sqliteBrokerStore) markIn(ctx context.Context, tx *sql.Tx, m deliveryMark) (int, error) {
 	var res sql.Result
 	var err error

@@ -78,3 +78,18 @@ func TestSQLiteBrokerStoreMessages(t *testing.T) {
 		t.Fatal("a banned member's session key must report revoked")
 	}
 }
+
+// AppendMessage is one append in a batch of its own.
+func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (string, bool, error) {
+	res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg, Recipients: recipients}}, nil)
+	if err != nil {
+		return "", false, err
+	}
+	return res[0].ID, res[0].Dup, res[0].Err
+}
+
+// MarkDelivered is one delivery mark in a batch of its own.
+func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
+	_, n, err := s.WriteBatch(ctx, nil, []deliveryMark{{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now}})
+	return n, err
+}

@@ -306,7 +306,7 @@ func TestMCPProcessDeliversDMs(t *testing.T) {
 	// Before notifications/initialized: stored, not emitted, still unread.
 	// The server must be listening first: an event published before its
 	// stream subscribed would never reach it (only the welcome would).
-	waitFor(t, "the mcp server subscribed to alice's daemon", func() bool { return f.d1.Bus().Subscribers() > 0 })
+	waitFor(t, "the mcp server subscribed to alice's daemon", func() bool { return f.d1.bus.Subscribers() > 0 })
 	early := sendAndSettle(t, bob, alice.pub(), "hello before init")
 	waitFor(t, "the early DM in alice's inbox", func() bool {
 		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "hello before init") == 1

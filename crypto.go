@@ -83,15 +83,6 @@ func keypairFromHex(pubHex, secHex string) (Keypair, error) {
 	return Keypair{Public: ed25519.PublicKey(pub), Secret: ed25519.PrivateKey(sec)}, nil
 }
 
-// secretFromHex parses a 128-hex secret key and derives its keypair.
-func secretFromHex(secHex string) (Keypair, error) {
-	sec, err := decodeHexKey(secHex, ed25519.PrivateKeySize, "secret key")
-	if err != nil {
-		return Keypair{}, err
-	}
-	return keypairFromHex(hex.EncodeToString(sec[ed25519.SeedSize:]), secHex)
-}
-
 func decodeHexKey(s string, size int, what string) ([]byte, error) {
 	b, err := hex.DecodeString(s)
 	if err != nil || len(b) != size {

@@ -646,7 +646,7 @@ func (d *Daemon) mesh(slug string) (*meshEntry, bool) {
 	return e, ok
 }
 
-// MemberLink is the member link of a mesh (issue 5's drain sends on it).
+// MemberLink is the member link of a mesh: the drain sends its rows on it.
 func (d *Daemon) MemberLink(slug string) *Link {
 	if e, ok := d.mesh(slug); ok {
 		return e.Link
@@ -666,9 +666,6 @@ func (d *Daemon) SessionLinkByPubkey(pubkey string) *Link {
 	}
 	return nil
 }
-
-// Bus is the daemon's event bus (issue 5 publishes message events on it).
-func (d *Daemon) Bus() *Bus { return d.bus }
 
 // Sessions.
 

@@ -155,13 +155,6 @@ func (b *Bus) Publish(ev Event) {
 	}
 }
 
-// Subscribers counts live subscribers.
-func (b *Bus) Subscribers() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs)
-}
-
 // Close ends every subscription; later subscriptions are closed at once.
 func (b *Bus) Close() {
 	b.mu.Lock()

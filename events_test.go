@@ -167,11 +167,11 @@ func TestSSEDemuxThroughDaemon(t *testing.T) {
 
 	// Messages are what issue 5's inbox publishes; the demux is the bus's.
 	member := fx.alpha.Pubkey
-	td.Bus().Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientSession, RecipientPubkey: keyB.PublicHex(),
+	td.bus.Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientSession, RecipientPubkey: keyB.PublicHex(),
 		Data: map[string]any{"id": "dm-to-B", "mesh": "alpha"}})
-	td.Bus().Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientSession, RecipientPubkey: keyA.PublicHex(),
+	td.bus.Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientSession, RecipientPubkey: keyA.PublicHex(),
 		Data: map[string]any{"id": "dm-to-A", "mesh": "alpha"}})
-	td.Bus().Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientMember, RecipientPubkey: member,
+	td.bus.Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientMember, RecipientPubkey: member,
 		Data: map[string]any{"id": "to-member", "mesh": "alpha"}})
 
 	// Real system events from the broker: carol joins beta, then bob alpha.
@@ -200,7 +200,7 @@ func TestSSEDemuxThroughDaemon(t *testing.T) {
 	}
 	// Both joins are on the bus now; a sentinel published after them marks
 	// the end of what a session could have been sent.
-	td.Bus().Publish(Event{Kind: eventSystem, Mesh: "alpha", Data: map[string]any{"mesh": "alpha", "name": "sentinel"}})
+	td.bus.Publish(Event{Kind: eventSystem, Mesh: "alpha", Data: map[string]any{"mesh": "alpha", "name": "sentinel"}})
 
 	for name, sub := range map[string]*sseCollector{"A": subA, "B": subB} {
 		var msgs, seen []string
@@ -253,4 +253,11 @@ func TestShutdownEndsEventStreams(t *testing.T) {
 			t.Fatal("event stream still open after shutdown")
 		}
 	}
+}
+
+// Subscribers counts live subscribers.
+func (b *Bus) Subscribers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
 }

@@ -522,3 +522,11 @@ func BenchmarkIPCVersion(b *testing.B) {
 }
 
 var _ = fmt.Sprint
+
+// newTCPDaemonClient talks over loopback TCP with the local token.
+func newTCPDaemonClient(port int, localToken, sessionToken string) *DaemonClient {
+	return &DaemonClient{
+		http: &http.Client{Transport: &http.Transport{MaxIdleConns: 4}}, base: "http://127.0.0.1:" + strconv.Itoa(port),
+		bearer: localToken, SessionToken: sessionToken, tcp: true,
+	}
+}

@@ -52,14 +52,6 @@ func newDaemonClient(sock, sessionToken string) *DaemonClient {
 	return &DaemonClient{http: &http.Client{Transport: &unixTransport{sock: sock}}, base: "http://localhost", SessionToken: sessionToken}
 }
 
-// newTCPDaemonClient talks over loopback TCP with the local token.
-func newTCPDaemonClient(port int, localToken, sessionToken string) *DaemonClient {
-	return &DaemonClient{
-		http: &http.Client{Transport: &http.Transport{MaxIdleConns: 4}}, base: "http://127.0.0.1:" + strconv.Itoa(port),
-		bearer: localToken, SessionToken: sessionToken, tcp: true,
-	}
-}
-
 // IPCError is a non-2xx answer from the daemon.
 type IPCError struct {
 	Status  int

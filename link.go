@@ -53,7 +53,6 @@ const (
 const (
 	linkMember  = "member"
 	linkSession = "session"
-	linkCold    = "cold"
 )
 
 var (
@@ -209,10 +208,9 @@ func (f Inbound) Reply(ctx context.Context, frame any) error {
 	return f.conn.write(ctx, frame)
 }
 
-// Kind, Mesh and URL describe the link.
+// Kind and Mesh describe the link.
 func (l *Link) Kind() string { return l.cfg.Kind }
 func (l *Link) Mesh() string { return l.cfg.Mesh }
-func (l *Link) URL() string  { return l.cfg.URL }
 
 // State is the link's current state.
 func (l *Link) State() LinkState {

@@ -92,17 +92,15 @@ const (
 	codePayloadTooLarge    = "payload_too_large"
 	codeUnknownTarget      = "unknown_target"
 
-	// Our additions: a socket that never completes a handshake, a client over
-	// its per-IP handshake rate, and a socket whose outbound queue is stuck.
+	// Our addition: a socket that never completes a handshake.
 	codeHelloTimeout = "hello_timeout"
-	codeSlowConsumer = "slow_consumer"
 )
 
-// WebSocket close codes the broker uses.
+// WebSocket close codes the broker uses. A frame over the size limit is
+// closed 1009 by the WebSocket library itself.
 const (
 	closeNormal = 1000 // "session_replaced", "disconnected", "disconnected_stale"
 	closePolicy = 1008 // handshake refused; the reason is the error code
-	closeTooBig = 1009 // frame over the size limit
 	closeKicked = 4001 // "kicked", "kicked_stale"
 	closeBanned = 4002 // "banned"
 )

@@ -77,20 +77,6 @@ func migrate(ctx context.Context, db *sql.DB, migrations []string) error {
 	return nil
 }
 
-// schemaVersion reports the database's applied migration count.
-func schemaVersion(db *sql.DB) (int, error) {
-	var v int
-	err := db.QueryRow("PRAGMA user_version").Scan(&v)
-	return v, err
-}
-
-// sqliteHasFTS5 reports whether the SQLite build has full-text search.
-func sqliteHasFTS5(db *sql.DB) bool {
-	var n int
-	err := db.QueryRow("SELECT sqlite_compileoption_used('ENABLE_FTS5')").Scan(&n)
-	return err == nil && n == 1
-}
-
 // noRows maps sql.ErrNoRows to errNotFound and passes other errors through.
 func noRows(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {

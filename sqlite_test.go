@@ -18,7 +18,8 @@ func TestOpenSQLiteMigratesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := schemaVersion(db); v != 2 {
+	var v int
+	if err := db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != 2 {
 		t.Fatalf("schema version = %d, want 2", v)
 	}
 	var mode string
