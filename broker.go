@@ -454,6 +454,13 @@ func (c *brokerConn) closeWith(code websocket.StatusCode, reason string) {
 	}
 }
 
+// drop ends the socket at once, without a close handshake: its writer
+// failed or its peer went silent.
+func (c *brokerConn) drop() {
+	c.ws.CloseNow()
+	c.cancel()
+}
+
 func (c *brokerConn) writeLoop() {
 	for {
 		select {
@@ -467,8 +474,7 @@ func (c *brokerConn) writeLoop() {
 			err := c.ws.Write(ctx, websocket.MessageText, f.data)
 			cancel()
 			if err != nil {
-				c.ws.CloseNow()
-				c.cancel()
+				c.drop()
 				return
 			}
 		case <-c.ctx.Done():
@@ -492,8 +498,7 @@ func (c *brokerConn) pingLoop() {
 				if c.ctx.Err() == nil {
 					c.b.log.Info("dropping silent connection", "ip", c.ip)
 				}
-				c.ws.CloseNow()
-				c.cancel()
+				c.drop()
 				return
 			}
 		case <-c.ctx.Done():
@@ -741,8 +746,27 @@ func (b *Broker) storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(b.ctx, 10*time.Second)
 }
 
+// storeCall serves a frame from the store: one call for the socket's
+// presence (a copy) under a store deadline. A socket without a presence
+// gets nothing; a failed call is answered with an internal error. ok says
+// whether to answer with the result.
+func storeCall[T any](b *Broker, c *brokerConn, reqID string, call func(ctx context.Context, me *peer) (T, error)) (out T, ok bool) {
+	me := b.self(c)
+	if me == nil {
+		return out, false
+	}
+	ctx, cancel := b.storeCtx()
+	defer cancel()
+	out, err := call(ctx, me)
+	if err != nil {
+		c.internalError(reqID, err)
+		return out, false
+	}
+	return out, true
+}
+
 // internalError answers a frame whose store call failed.
 func (c *brokerConn) internalError(reqID string, err error) {
 	c.b.log.Error("store", "err", err)
-	c.replyError("internal", fmt.Sprintf("internal error: %v", err), reqID)
+	c.replyError(codeInternal, fmt.Sprintf("internal error: %v", err), reqID)
 }

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"sort"
 	"time"
@@ -205,21 +206,18 @@ func (p *peer) row() PeerRow {
 // Shared state.
 
 func (b *Broker) handleSetState(c *brokerConn, f *SetStateFrame, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
-	}
-	e := StateEntry{Key: f.Key, Value: f.Value, UpdatedBy: me.displayName, UpdatedAt: isoTime(time.Now())}
-	ctx, cancel := b.storeCtx()
-	err := b.store.SetState(ctx, me.meshID, e)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
+	var meshID string
+	e, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (StateEntry, error) {
+		meshID = me.meshID
+		e := StateEntry{Key: f.Key, Value: f.Value, UpdatedBy: me.displayName, UpdatedAt: isoTime(time.Now())}
+		return e, b.store.SetState(ctx, me.meshID, e)
+	})
+	if !ok {
 		return
 	}
 	data := mustJSON(StateChangeFrame{Type: frameStateChange, Key: e.Key, Value: e.Value, UpdatedBy: e.UpdatedBy})
 	b.mu.Lock()
-	for _, o := range b.room(me.meshID).peers {
+	for _, o := range b.room(meshID).peers {
 		if o.conn != nil && o.conn != c {
 			o.conn.offer(data)
 		}
@@ -231,36 +229,25 @@ func (b *Broker) handleSetState(c *brokerConn, f *SetStateFrame, reqID string) {
 }
 
 func (b *Broker) handleGetState(c *brokerConn, key, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
+	e, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (StateEntry, error) {
+		e, err := b.store.GetState(ctx, me.meshID, key)
+		if errors.Is(err, errNotFound) {
+			return StateEntry{Key: key, Value: []byte("null")}, nil
+		}
+		return e, err
+	})
+	if ok {
+		c.send(StateResultFrame{Type: frameStateResult, StateEntry: e, ReqID: reqID})
 	}
-	ctx, cancel := b.storeCtx()
-	e, err := b.store.GetState(ctx, me.meshID, key)
-	cancel()
-	if errors.Is(err, errNotFound) {
-		e, err = StateEntry{Key: key, Value: []byte("null")}, nil
-	}
-	if err != nil {
-		c.internalError(reqID, err)
-		return
-	}
-	c.send(StateResultFrame{Type: frameStateResult, StateEntry: e, ReqID: reqID})
 }
 
 func (b *Broker) handleListState(c *brokerConn, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
+	entries, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]StateEntry, error) {
+		return b.store.ListState(ctx, me.meshID)
+	})
+	if ok {
+		c.send(StateListFrame{Type: frameStateList, Entries: entries, ReqID: reqID})
 	}
-	ctx, cancel := b.storeCtx()
-	entries, err := b.store.ListState(ctx, me.meshID)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
-		return
-	}
-	c.send(StateListFrame{Type: frameStateList, Entries: entries, ReqID: reqID})
 }
 
 // Memory.
@@ -269,46 +256,30 @@ func (b *Broker) handleListState(c *brokerConn, reqID string) {
 const recallLimit = 20
 
 func (b *Broker) handleRemember(c *brokerConn, f *RememberFrame, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
+	id := newID()
+	_, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (struct{}, error) {
+		m := Memory{ID: id, Content: f.Content, Tags: f.Tags, RememberedBy: me.displayName, RememberedAt: isoTime(time.Now())}
+		return struct{}{}, b.store.Remember(ctx, me.meshID, m)
+	})
+	if ok {
+		c.send(MemoryStoredFrame{Type: frameMemoryStored, ID: id, ReqID: reqID})
 	}
-	m := Memory{ID: newID(), Content: f.Content, Tags: f.Tags, RememberedBy: me.displayName, RememberedAt: isoTime(time.Now())}
-	ctx, cancel := b.storeCtx()
-	err := b.store.Remember(ctx, me.meshID, m)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
-		return
-	}
-	c.send(MemoryStoredFrame{Type: frameMemoryStored, ID: m.ID, ReqID: reqID})
 }
 
 func (b *Broker) handleRecall(c *brokerConn, f *RecallFrame, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
+	mems, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]Memory, error) {
+		return b.store.Recall(ctx, me.meshID, f.Query, recallLimit)
+	})
+	if ok {
+		c.send(MemoryResultsFrame{Type: frameMemoryResults, Memories: mems, ReqID: reqID})
 	}
-	ctx, cancel := b.storeCtx()
-	mems, err := b.store.Recall(ctx, me.meshID, f.Query, recallLimit)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
-		return
-	}
-	c.send(MemoryResultsFrame{Type: frameMemoryResults, Memories: mems, ReqID: reqID})
 }
 
 func (b *Broker) handleForget(c *brokerConn, f *ForgetFrame, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
-	}
-	ctx, cancel := b.storeCtx()
-	found, err := b.store.Forget(ctx, me.meshID, f.MemoryID, time.Now())
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
+	found, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (bool, error) {
+		return b.store.Forget(ctx, me.meshID, f.MemoryID, time.Now())
+	})
+	if !ok {
 		return
 	}
 	if !found {
@@ -321,51 +292,34 @@ func (b *Broker) handleForget(c *brokerConn, f *ForgetFrame, reqID string) {
 // Skills.
 
 func (b *Broker) handleShareSkill(c *brokerConn, f *ShareSkillFrame, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
+	_, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (struct{}, error) {
+		sk := Skill{Name: f.Name, Description: f.Description, Instructions: f.Instructions, Tags: f.Tags,
+			Author: me.displayName, Manifest: f.Manifest, CreatedAt: isoTime(time.Now())}
+		return struct{}{}, b.store.PutSkill(ctx, me.meshID, sk)
+	})
+	if ok {
+		c.send(SkillAckFrame{Type: frameSkillAck, Name: f.Name, Action: "shared", ReqID: reqID})
 	}
-	sk := Skill{Name: f.Name, Description: f.Description, Instructions: f.Instructions, Tags: f.Tags,
-		Author: me.displayName, Manifest: f.Manifest, CreatedAt: isoTime(time.Now())}
-	ctx, cancel := b.storeCtx()
-	err := b.store.PutSkill(ctx, me.meshID, sk)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
-		return
-	}
-	c.send(SkillAckFrame{Type: frameSkillAck, Name: f.Name, Action: "shared", ReqID: reqID})
 }
 
 func (b *Broker) handleGetSkill(c *brokerConn, name, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
+	sk, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (*Skill, error) {
+		sk, err := b.store.GetSkill(ctx, me.meshID, name)
+		if errors.Is(err, errNotFound) {
+			return nil, nil // skill_data with a null skill
+		}
+		return &sk, err
+	})
+	if ok {
+		c.send(SkillDataFrame{Type: frameSkillData, Skill: sk, ReqID: reqID})
 	}
-	ctx, cancel := b.storeCtx()
-	sk, err := b.store.GetSkill(ctx, me.meshID, name)
-	cancel()
-	if errors.Is(err, errNotFound) {
-		c.send(SkillDataFrame{Type: frameSkillData, Skill: nil, ReqID: reqID})
-		return
-	}
-	if err != nil {
-		c.internalError(reqID, err)
-		return
-	}
-	c.send(SkillDataFrame{Type: frameSkillData, Skill: &sk, ReqID: reqID})
 }
 
 func (b *Broker) handleListSkills(c *brokerConn, query, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
-	}
-	ctx, cancel := b.storeCtx()
-	skills, err := b.store.ListSkills(ctx, me.meshID, query)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
+	skills, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]Skill, error) {
+		return b.store.ListSkills(ctx, me.meshID, query)
+	})
+	if !ok {
 		return
 	}
 	// The list carries summaries; get_skill has the instructions.
@@ -376,15 +330,10 @@ func (b *Broker) handleListSkills(c *brokerConn, query, reqID string) {
 }
 
 func (b *Broker) handleRemoveSkill(c *brokerConn, name, reqID string) {
-	me := b.self(c)
-	if me == nil {
-		return
-	}
-	ctx, cancel := b.storeCtx()
-	removed, err := b.store.RemoveSkill(ctx, me.meshID, name)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
+	removed, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (bool, error) {
+		return b.store.RemoveSkill(ctx, me.meshID, name)
+	})
+	if !ok {
 		return
 	}
 	action := "removed"

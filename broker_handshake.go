@@ -8,7 +8,7 @@
 package main
 
 import (
-	"encoding/hex"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,20 +50,21 @@ func (b *Broker) handleUnauthenticated(c *brokerConn, data []byte) bool {
 		return false
 	}
 	var herr *handshakeError
+	now := time.Now()
 	switch head.Type {
 	case frameHello:
 		var f HelloFrame
 		if err := json.Unmarshal(data, &f); err != nil {
 			herr = refusal(codeMalformed, "hello rejected: %v", jsonFieldError(err))
-		} else {
-			herr = b.memberHello(c, &f)
+		} else if herr = b.admitHandshake(c.ip, now); herr == nil {
+			herr = b.memberHello(c, &f, now)
 		}
 	case frameSessionHello:
 		var f SessionHelloFrame
 		if err := json.Unmarshal(data, &f); err != nil {
 			herr = refusal(codeMalformed, "session_hello rejected: %v", jsonFieldError(err))
-		} else {
-			herr = b.sessionHello(c, &f)
+		} else if herr = b.admitHandshake(c.ip, now); herr == nil {
+			herr = b.sessionHello(c, &f, now)
 		}
 	default:
 		c.replyError(codeNoHello, "must send hello first", head.ReqID)
@@ -78,40 +79,60 @@ func (b *Broker) handleUnauthenticated(c *brokerConn, data []byte) bool {
 
 // Signature and time checks shared by both handshakes.
 
-// checkSigned verifies a signature over msg by pubkey with the skew rule:
+// signedHandshake is what a handshake signs, and with which key.
+type signedHandshake struct {
+	prefix    string // starts its refusals: "hello rejected:"
+	signer    string // hex public key
+	message   string // the signed string
+	signature string
+	timestamp int64 // ms
+}
+
+// authenticate is what both handshakes check last, in this order: the
+// signature (with the clock-skew rule), the replay guard, and the member
+// the handshake speaks for.
+func (b *Broker) authenticate(s signedHandshake, meshID, memberPubkey string, now time.Time) (storedMember, storedMesh, *handshakeError) {
+	if herr := b.checkSigned(s, now); herr != nil {
+		return storedMember{}, storedMesh{}, herr
+	}
+	b.mu.Lock()
+	herr := b.checkReplay(s.signer, s.timestamp, s.signature, now)
+	b.mu.Unlock()
+	if herr != nil {
+		return storedMember{}, storedMesh{}, herr
+	}
+	return b.lookupMember(meshID, memberPubkey)
+}
+
+// checkSigned verifies a handshake's signature with the skew rule:
 // timestamp_skew, malformed or bad_signature.
-func (b *Broker) checkSigned(prefix, pubkey, msg, sig string, timestampMs int64, now time.Time) *handshakeError {
-	skew := b.opts.MaxSkew.Milliseconds()
-	if d := now.UnixMilli() - timestampMs; d > skew || d < -skew {
-		return refusal(codeTimestampSkew, "%s timestamp is %d ms from broker time (max %d)", prefix, d, skew)
+func (b *Broker) checkSigned(s signedHandshake, now time.Time) *handshakeError {
+	if d := now.UnixMilli() - s.timestamp; b.skewed(d) {
+		return refusal(codeTimestampSkew, "%s timestamp is %d ms from broker time (max %d)", s.prefix, d, b.opts.MaxSkew.Milliseconds())
 	}
-	if !isHexOfLen(pubkey, 64) || !isHexOfLen(sig, 128) {
-		return refusal(codeMalformed, "%s pubkey must be 64 hex and signature 128 hex", prefix)
+	if !isHexOfLen(s.signer, 64) || !isHexOfLen(s.signature, 128) {
+		return refusal(codeMalformed, "%s pubkey must be 64 hex and signature 128 hex", s.prefix)
 	}
-	if !verifySignature(pubkey, msg, sig) {
-		return refusal(codeBadSignature, "%s signature does not verify", prefix)
+	if !verifySignature(s.signer, s.message, s.signature) {
+		return refusal(codeBadSignature, "%s signature does not verify", s.prefix)
 	}
 	return nil
 }
 
-// isHexOfLen accepts hex in either case, as libsodium-based peers may send it.
-func isHexOfLen(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil
+// skewed reports whether a signed timestamp is further than MaxSkew from
+// the broker's clock (offsetMs is broker time minus the timestamp).
+func (b *Broker) skewed(offsetMs int64) bool {
+	skew := b.opts.MaxSkew.Milliseconds()
+	return offsetMs > skew || offsetMs < -skew
 }
 
-// admitHandshake applies the per-IP rate and the replay guard. Caller holds b.mu.
-func (b *Broker) admitHandshake(c *brokerConn, now time.Time) *handshakeError {
-	tb := b.ipBuckets[c.ip]
-	if tb == nil {
-		tb = newTokenBucket(b.opts.HandshakeBurst, b.opts.HandshakePerMinute, now)
-		b.ipBuckets[c.ip] = tb
-	}
-	if !tb.take(now) {
-		return refusal(codeRateLimit, "too many handshakes from %s: max %d/min (burst %d)", c.ip, b.opts.HandshakePerMinute, b.opts.HandshakeBurst)
+// admitHandshake applies the per-IP rate of handshakes (and joins).
+func (b *Broker) admitHandshake(ip string, now time.Time) *handshakeError {
+	b.mu.Lock()
+	ok := takeToken(b.ipBuckets, ip, b.opts.HandshakeBurst, b.opts.HandshakePerMinute, now)
+	b.mu.Unlock()
+	if !ok {
+		return refusal(codeRateLimit, "too many handshakes from %s: max %d/min (burst %d)", ip, b.opts.HandshakePerMinute, b.opts.HandshakeBurst)
 	}
 	return nil
 }
@@ -168,14 +189,14 @@ func (b *Broker) lookupMember(meshID, pubkey string) (storedMember, storedMesh, 
 		return storedMember{}, storedMesh{}, refusal(codeUnauthorized, "not a member of this mesh")
 	}
 	if err != nil {
-		return storedMember{}, storedMesh{}, refusal("internal", "broker store unavailable")
+		return storedMember{}, storedMesh{}, errStoreUnavailable()
 	}
 	m, err := b.store.MemberByPubkey(ctx, meshID, pubkey)
 	if errors.Is(err, errNotFound) {
 		return m, mesh, refusal(codeUnauthorized, "not a member of this mesh")
 	}
 	if err != nil {
-		return m, mesh, refusal("internal", "broker store unavailable")
+		return m, mesh, errStoreUnavailable()
 	}
 	if m.RevokedAt != nil {
 		return m, mesh, &handshakeError{code: codeRevoked, message: "this member was banned from the mesh; ask an admin to unban it", close: closeBanned}
@@ -206,22 +227,20 @@ func (b *Broker) claimedKeyFree(meshID, memberPubkey, key string) *handshakeErro
 	known, _, err := b.store.KnownKey(ctx, meshID, key)
 	switch {
 	case err != nil:
-		return refusal("internal", "broker store unavailable")
+		return errStoreUnavailable()
 	case known:
 		return taken
 	}
 	return nil
 }
 
-// memberHello authenticates a member connection.
-func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
-	now := time.Now()
-	b.mu.Lock()
-	herr := b.admitHandshake(c, now)
-	b.mu.Unlock()
-	if herr != nil {
-		return herr
-	}
+// errStoreUnavailable refuses a handshake the store could not check.
+func errStoreUnavailable() *handshakeError {
+	return refusal(codeInternal, "broker store unavailable")
+}
+
+// memberHello authenticates a member connection that passed the rate.
+func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *handshakeError {
 	if f.SessionPubkey != "" && !isHexKey(f.SessionPubkey) {
 		return refusal(codeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex")
 	}
@@ -230,21 +249,14 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	}
 	replaced := sameSession(f.Pubkey, f.SessionID)
 	b.mu.Lock()
-	herr = b.capacityCheck(f.MeshID, replaced)
+	herr := b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
 	if herr != nil {
 		return herr
 	}
-	if herr := b.checkSigned("hello rejected:", f.Pubkey, helloSignedString(f.MeshID, f.MemberID, f.Pubkey, f.Timestamp), f.Signature, f.Timestamp, now); herr != nil {
-		return herr
-	}
-	b.mu.Lock()
-	herr = b.checkReplay(f.Pubkey, f.Timestamp, f.Signature, now)
-	b.mu.Unlock()
-	if herr != nil {
-		return herr
-	}
-	member, mesh, herr := b.lookupMember(f.MeshID, f.Pubkey)
+	member, mesh, herr := b.authenticate(signedHandshake{prefix: "hello rejected:", signer: f.Pubkey,
+		message: helloSignedString(f.MeshID, f.MemberID, f.Pubkey, f.Timestamp), signature: f.Signature, timestamp: f.Timestamp},
+		f.MeshID, f.Pubkey, now)
 	if herr != nil {
 		return herr
 	}
@@ -258,14 +270,8 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	cancel()
 	restored := psErr == nil
 
-	key := f.Pubkey
-	if f.SessionPubkey != "" {
-		key = f.SessionPubkey
-	}
-	displayName := f.DisplayName
-	if displayName == "" {
-		displayName = member.DisplayName
-	}
+	key := cmp.Or(f.SessionPubkey, f.Pubkey)
+	displayName := cmp.Or(f.DisplayName, member.DisplayName)
 	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
 
 	b.mu.Lock()
@@ -332,15 +338,8 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame) *handshakeError {
 	return nil
 }
 
-// sessionHello authenticates a session connection.
-func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeError {
-	now := time.Now()
-	b.mu.Lock()
-	herr := b.admitHandshake(c, now)
-	b.mu.Unlock()
-	if herr != nil {
-		return herr
-	}
+// sessionHello authenticates a session connection that passed the rate.
+func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time) *handshakeError {
 	switch {
 	case !isHexKey(f.SessionPubkey):
 		return refusal(codeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex")
@@ -359,7 +358,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	}, sameSession(f.ParentMemberPubkey, f.SessionID)
 	replaced := func(p *peer) bool { return sameKey(p) || sameID(p) }
 	b.mu.Lock()
-	herr = b.capacityCheck(f.MeshID, replaced)
+	herr := b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
 	if herr != nil {
 		return herr
@@ -375,17 +374,9 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	case !verifySignature(f.ParentMemberPubkey, attestationSignedString(f.ParentMemberPubkey, f.SessionPubkey, att.ExpiresAt), att.Signature):
 		return refusal(codeBadSignature, "attestation rejected: signature does not verify")
 	}
-	if herr := b.checkSigned("session_hello rejected:", f.SessionPubkey,
-		sessionHelloSignedString(f.MeshID, f.ParentMemberPubkey, f.SessionPubkey, f.Timestamp), f.Signature, f.Timestamp, now); herr != nil {
-		return herr
-	}
-	b.mu.Lock()
-	herr = b.checkReplay(f.SessionPubkey, f.Timestamp, f.Signature, now)
-	b.mu.Unlock()
-	if herr != nil {
-		return herr
-	}
-	member, mesh, herr := b.lookupMember(f.MeshID, f.ParentMemberPubkey)
+	member, mesh, herr := b.authenticate(signedHandshake{prefix: "session_hello rejected:", signer: f.SessionPubkey,
+		message: sessionHelloSignedString(f.MeshID, f.ParentMemberPubkey, f.SessionPubkey, f.Timestamp), signature: f.Signature,
+		timestamp: f.Timestamp}, f.MeshID, f.ParentMemberPubkey, now)
 	if herr != nil {
 		return herr
 	}
@@ -397,12 +388,9 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame) *handshakeErr
 	err := b.store.RememberSessionKey(ctx, f.MeshID, f.SessionPubkey, member.ID, now)
 	cancel()
 	if err != nil {
-		return refusal("internal", "broker store unavailable")
+		return errStoreUnavailable()
 	}
-	displayName := f.DisplayName
-	if displayName == "" {
-		displayName = member.DisplayName
-	}
+	displayName := cmp.Or(f.DisplayName, member.DisplayName)
 
 	b.mu.Lock()
 	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {

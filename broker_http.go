@@ -57,6 +57,11 @@ func writeHTTPError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, map[string]any{"ok": false, "error": code, "message": message})
 }
 
+// writeStoreUnavailable answers a request the store failed to serve.
+func writeStoreUnavailable(w http.ResponseWriter) {
+	writeHTTPError(w, http.StatusInternalServerError, codeInternal, "store unavailable")
+}
+
 // decodeBody reads a JSON body of at most limit bytes into v; it answers the
 // request itself and returns false on failure.
 func decodeBody(w http.ResponseWriter, r *http.Request, limit int, v any) bool {
@@ -208,8 +213,7 @@ func (b *Broker) handleMeshCreate(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusBadRequest, codeInvalid, "pubkey must be 64 lowercase hex")
 		return
 	}
-	skew := b.opts.MaxSkew.Milliseconds()
-	if d := time.Now().UnixMilli() - req.Timestamp; d > skew || d < -skew {
+	if b.skewed(time.Now().UnixMilli() - req.Timestamp) {
 		writeHTTPError(w, http.StatusBadRequest, codeTimestampSkew, "timestamp is too far from broker time")
 		return
 	}
@@ -232,7 +236,7 @@ func (b *Broker) handleMeshCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		b.log.Error("create mesh", "err", err)
-		writeHTTPError(w, http.StatusInternalServerError, "internal", "store unavailable")
+		writeStoreUnavailable(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, MeshCreateResponse{OK: true, ID: mesh.ID, Slug: mesh.Slug, Name: mesh.Name,
@@ -290,15 +294,14 @@ func (b *Broker) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeHTTPError(w, http.StatusInternalServerError, "internal", "store unavailable")
+		writeStoreUnavailable(w)
 		return
 	}
 	if req.MaxUses < 1 || req.MaxUses > maxInviteUses {
 		writeHTTPError(w, http.StatusBadRequest, codeInvalid, fmt.Sprintf("max_uses must be 1..%d", maxInviteUses))
 		return
 	}
-	skew := b.opts.MaxSkew.Milliseconds()
-	if d := time.Now().UnixMilli() - req.Timestamp; d > skew || d < -skew {
+	if b.skewed(time.Now().UnixMilli() - req.Timestamp) {
 		writeHTTPError(w, http.StatusBadRequest, codeTimestampSkew, "timestamp is too far from broker time")
 		return
 	}
@@ -333,7 +336,7 @@ func (b *Broker) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusConflict, "invite_exists", "this invite is already registered")
 		return
 	} else if err != nil {
-		writeHTTPError(w, http.StatusInternalServerError, "internal", "store unavailable")
+		writeStoreUnavailable(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, InviteCreateResponse{OK: true, URL: inviteURL(token),
@@ -360,10 +363,7 @@ type JoinResponse struct {
 }
 
 func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
-	b.mu.Lock()
-	herr := b.admitHandshake(&brokerConn{ip: remoteIP(r)}, time.Now())
-	b.mu.Unlock()
-	if herr != nil {
+	if herr := b.admitHandshake(remoteIP(r), time.Now()); herr != nil {
 		writeHTTPError(w, http.StatusTooManyRequests, codeRateLimit, herr.message)
 		return
 	}
@@ -395,7 +395,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		fail("mesh_not_found", "no mesh "+p.MeshID+" on this broker")
 		return
 	case err != nil:
-		writeHTTPError(w, http.StatusInternalServerError, "internal", "store unavailable")
+		writeStoreUnavailable(w)
 		return
 	case mesh.OwnerPubkey == "":
 		fail("mesh_missing_owner_key", "the mesh has no owner key")
@@ -420,7 +420,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeHTTPError(w, http.StatusInternalServerError, "internal", "store unavailable")
+		writeStoreUnavailable(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, JoinResponse{OK: true, MemberID: res.MemberID, AlreadyMember: res.AlreadyMember, MeshID: mesh.ID, Role: p.Role})

@@ -16,6 +16,17 @@ type tokenBucket struct {
 	lastUsed time.Time
 }
 
+// takeToken spends a token from key's bucket in buckets, making a full
+// bucket for a key it has not seen. Caller holds b.mu.
+func takeToken(buckets map[string]*tokenBucket, key string, burst, perMinute int, now time.Time) bool {
+	tb := buckets[key]
+	if tb == nil {
+		tb = newTokenBucket(burst, perMinute, now)
+		buckets[key] = tb
+	}
+	return tb.take(now)
+}
+
 func newTokenBucket(burst, perMinute int, now time.Time) *tokenBucket {
 	return &tokenBucket{tokens: float64(burst), burst: float64(burst), perSec: float64(perMinute) / 60, last: now, lastUsed: now}
 }
@@ -40,8 +51,8 @@ func (tb *tokenBucket) refund() {
 	tb.tokens = min(tb.burst, tb.tokens+1)
 }
 
-// idle reports whether the bucket is full again and unused for a while, so
-// it can be dropped.
+// idle reports whether the bucket has gone unused for longer than after
+// (by then it has refilled), so that it can be dropped.
 func (tb *tokenBucket) idle(now time.Time, after time.Duration) bool {
 	return now.Sub(tb.lastUsed) > after
 }

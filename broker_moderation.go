@@ -11,6 +11,7 @@
 package main
 
 import (
+	"context"
 	"sort"
 	"strings"
 	"time"
@@ -33,6 +34,20 @@ func init() {
 // canModerate: the mesh owner or an admin. Caller holds b.mu.
 func (p *peer) canModerate() bool { return p.isOwner || p.memberRole == roleAdmin }
 
+// moderator is a copy of the socket's presence when it may moderate; a
+// presence that may not is told so (forbidden) and nil returned.
+func (b *Broker) moderator(c *brokerConn, verb, reqID string) *peer {
+	me := b.self(c)
+	if me == nil {
+		return nil
+	}
+	if !me.canModerate() {
+		c.replyError(codeForbidden, "only the mesh owner or an admin can "+verb, reqID)
+		return nil
+	}
+	return me
+}
+
 // keyMatches reports whether target names key exactly or by a long enough
 // lowercase hex prefix.
 func keyMatches(key, target string) bool {
@@ -43,15 +58,6 @@ func keyMatches(key, target string) bool {
 		return true
 	}
 	return len(target) >= minTargetPrefix && isLowerHex(target) && strings.HasPrefix(key, target)
-}
-
-func isLowerHex(s string) bool {
-	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
@@ -132,13 +138,18 @@ func (p *peer) lastActivity() time.Time {
 
 // resolveMember finds the one member a ban or unban names: by exact member
 // key, by a session key it owns (present or remembered), by display name or
-// by key prefix. revoked selects banned or unbanned members.
-func (b *Broker) resolveMember(meshID, target string, revoked bool) (storedMember, string) {
+// by key prefix. revoked selects banned or unbanned members. When there is
+// not exactly one, code and problem are the error to answer with.
+func (b *Broker) resolveMember(meshID, target string, revoked bool) (m storedMember, code, problem string) {
+	what := "member"
+	if revoked {
+		what = "banned member"
+	}
 	ctx, cancel := b.storeCtx()
 	defer cancel()
 	members, err := b.store.Members(ctx, meshID)
 	if err != nil {
-		return storedMember{}, "internal"
+		return storedMember{}, codeInternal, "store unavailable"
 	}
 	// A session key names its member.
 	b.mu.Lock()
@@ -156,7 +167,7 @@ func (b *Broker) resolveMember(meshID, target string, revoked bool) (storedMembe
 			continue
 		}
 		if m.Pubkey == target || m.Pubkey == sessionOwner {
-			return m, ""
+			return m, "", ""
 		}
 		if m.DisplayName == target || keyMatches(m.Pubkey, target) {
 			matches = append(matches, m)
@@ -164,32 +175,21 @@ func (b *Broker) resolveMember(meshID, target string, revoked bool) (storedMembe
 	}
 	switch len(matches) {
 	case 0:
-		return storedMember{}, codeNotFound
+		return storedMember{}, codeNotFound, "no " + what + " matches " + target
 	case 1:
-		return matches[0], ""
+		return matches[0], "", ""
 	}
-	return storedMember{}, codeInvalid
+	return storedMember{}, codeInvalid, "several " + what + "s match " + target + "; use a longer key prefix"
 }
 
 func (b *Broker) handleBan(c *brokerConn, f *BanFrame, reqID string) {
-	me := b.self(c)
+	me := b.moderator(c, "ban", reqID)
 	if me == nil {
 		return
 	}
-	if !me.canModerate() {
-		c.replyError(codeForbidden, "only the mesh owner or an admin can ban", reqID)
-		return
-	}
-	m, problem := b.resolveMember(me.meshID, f.Target, false)
-	switch problem {
-	case codeNotFound:
-		c.replyError(codeNotFound, "no member matches "+f.Target, reqID)
-		return
-	case codeInvalid:
-		c.replyError(codeInvalid, "several members match "+f.Target+"; use a longer key prefix", reqID)
-		return
-	case "internal":
-		c.replyError("internal", "store unavailable", reqID)
+	m, code, problem := b.resolveMember(me.meshID, f.Target, false)
+	if code != "" {
+		c.replyError(code, problem, reqID)
 		return
 	}
 	if m.ID == me.memberID {
@@ -221,24 +221,13 @@ func (b *Broker) handleBan(c *brokerConn, f *BanFrame, reqID string) {
 }
 
 func (b *Broker) handleUnban(c *brokerConn, f *BanFrame, reqID string) {
-	me := b.self(c)
+	me := b.moderator(c, "unban", reqID)
 	if me == nil {
 		return
 	}
-	if !me.canModerate() {
-		c.replyError(codeForbidden, "only the mesh owner or an admin can unban", reqID)
-		return
-	}
-	m, problem := b.resolveMember(me.meshID, f.Target, true)
-	switch problem {
-	case codeNotFound:
-		c.replyError(codeNotFound, "no banned member matches "+f.Target, reqID)
-		return
-	case codeInvalid:
-		c.replyError(codeInvalid, "several banned members match "+f.Target+"; use a longer key prefix", reqID)
-		return
-	case "internal":
-		c.replyError("internal", "store unavailable", reqID)
+	m, code, problem := b.resolveMember(me.meshID, f.Target, true)
+	if code != "" {
+		c.replyError(code, problem, reqID)
 		return
 	}
 	ctx, cancel := b.storeCtx()
@@ -252,19 +241,14 @@ func (b *Broker) handleUnban(c *brokerConn, f *BanFrame, reqID string) {
 }
 
 func (b *Broker) handleListBans(c *brokerConn, reqID string) {
-	me := b.self(c)
+	me := b.moderator(c, "list bans", reqID)
 	if me == nil {
 		return
 	}
-	if !me.canModerate() {
-		c.replyError(codeForbidden, "only the mesh owner or an admin can list bans", reqID)
-		return
-	}
-	ctx, cancel := b.storeCtx()
-	members, err := b.store.Members(ctx, me.meshID)
-	cancel()
-	if err != nil {
-		c.internalError(reqID, err)
+	members, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]storedMember, error) {
+		return b.store.Members(ctx, me.meshID)
+	})
+	if !ok {
 		return
 	}
 	bans := []BanEntry{}

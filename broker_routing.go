@@ -140,12 +140,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 	}
 	now := time.Now()
 	b.mu.Lock()
-	tb := b.sendBuckets[me.memberID]
-	if tb == nil {
-		tb = newTokenBucket(b.opts.SendBurst, b.opts.SendPerMinute, now)
-		b.sendBuckets[me.memberID] = tb
-	}
-	allowed := tb.take(now)
+	allowed := takeToken(b.sendBuckets, me.memberID, b.opts.SendBurst, b.opts.SendPerMinute, now)
 	b.mu.Unlock()
 	if !allowed {
 		refuse(codeRateLimit, "max %d msg/min (burst %d)", b.opts.SendPerMinute, b.opts.SendBurst)
@@ -158,7 +153,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 		known, revoked, err := b.knownTarget(me.meshID, ref)
 		if err != nil {
 			b.refundSend(me.memberID)
-			refuse("internal", "store unavailable")
+			refuse(codeInternal, "store unavailable")
 			return
 		}
 		if !known {
@@ -187,7 +182,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 	if err != nil {
 		b.refundSend(me.memberID)
 		b.log.Error("append message", "err", err)
-		refuse("internal", "store unavailable")
+		refuse(codeInternal, "store unavailable")
 		return
 	}
 	ack.MessageID, ack.Queued = id, true
@@ -327,17 +322,26 @@ func held(status, priority string) bool {
 	return (status == statusWorking || status == statusDND) && priority != priorityNow
 }
 
-// offerPush pushes m to p's socket and leases it, unless it is held by
-// status, already leased, or just acked. With wait=false it never blocks and
-// returns false when the socket's queue is full. Caller holds b.mu.
-func (b *Broker) offerPush(p *peer, m storedMessage, data []byte, now time.Time, wait bool) bool {
+// pushDue reports whether m should be pushed to p now: it is not held by
+// p's status, not leased to p already, and not just acked by p. Caller
+// holds b.mu.
+func (p *peer) pushDue(m storedMessage, now time.Time) bool {
 	if held(p.status, m.Priority) {
-		return true
+		return false
 	}
 	if l := p.inflight[m.ID]; l != nil && now.Before(l.expires) {
-		return true
+		return false
 	}
-	if _, ok := p.acked[m.ID]; ok {
+	_, acked := p.acked[m.ID]
+	return !acked
+}
+
+// offerPush pushes m to p's socket and leases it, if it is due. With
+// wait=false it never blocks and returns false when the socket's queue is
+// full; with wait=true it only leases, and the caller sends. Caller holds
+// b.mu.
+func (b *Broker) offerPush(p *peer, m storedMessage, data []byte, now time.Time, wait bool) bool {
+	if !p.pushDue(m, now) {
 		return true
 	}
 	if !wait && !p.conn.offer(data) {
@@ -383,13 +387,7 @@ func (b *Broker) drain(c *brokerConn) {
 				return
 			}
 			now := time.Now()
-			send := !held(p.status, m.Priority)
-			if l := p.inflight[m.ID]; l != nil && now.Before(l.expires) {
-				send = false
-			}
-			if _, ok := p.acked[m.ID]; ok {
-				send = false
-			}
+			send := p.pushDue(m, now)
 			if send {
 				b.offerPush(p, m, data, now, true)
 			}

@@ -1,6 +1,6 @@
-// Character-class checks for the short names claudemesh validates: mesh
-// slugs, group names, meta keys, completion words, transcript and log file
-// names. Plain loops rather than package-level regexps, which compile at
+// Character-class checks for the short names claudemesh validates: hex
+// keys and signatures, mesh slugs, group names, meta keys, completion words,
+// transcript and log file names. Plain loops rather than package-level regexps, which compile at
 // every process start — and every CLI invocation is a process start
 // (SPEC §10: a warm `claudemesh send` in 5 ms).
 package main
@@ -16,6 +16,15 @@ func isLowerAlnumByte(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && 
 func isDigitByte(c byte) bool { return c >= '0' && c <= '9' }
 
 func isHexByte(c byte) bool { return isDigitByte(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func isLowerHexByte(c byte) bool { return isDigitByte(c) || c >= 'a' && c <= 'f' }
+
+// isLowerHex reports whether s is lowercase hex (keys on the wire).
+func isLowerHex(s string) bool { return matchesClass(s, 0, -1, isLowerHexByte, isLowerHexByte) }
+
+// isHexOfLen reports whether s is n hex digits in either case, as
+// libsodium-based peers may send them.
+func isHexOfLen(s string, n int) bool { return matchesClass(s, n, n, isHexByte, isHexByte) }
 
 // orBytes extends a class with a few punctuation bytes.
 func orBytes(class func(byte) bool, extra string) func(byte) bool {

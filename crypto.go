@@ -36,10 +36,6 @@ func isHexKey(s string) bool { return len(s) == 64 && isLowerHex(s) }
 // isHexSecret reports whether s is a lowercase 128-hex secret key.
 func isHexSecret(s string) bool { return len(s) == 128 && isLowerHex(s) }
 
-// Plain loops rather than regexps: a counted regexp such as [0-9a-f]{128}
-// costs a tenth of a millisecond to compile at every process start, and
-// every CLI invocation is a process start.
-
 // newKeypair makes a fresh random ed25519 identity.
 func newKeypair() (Keypair, error) {
 	pub, sec, err := ed25519.GenerateKey(rand.Reader)
@@ -159,7 +155,7 @@ type Attestation struct {
 	Signature          string `json:"signature"`
 }
 
-// attestationTTL is how long launch and the daemon make attestations last;
+// attestationTTLMs is how long launch and the daemon make attestations last;
 // brokers refuse anything over 24 h.
 const attestationTTLMs = 12 * 60 * 60 * 1000
 

@@ -91,6 +91,7 @@ const (
 	codeRateLimit          = "rate_limit"
 	codePayloadTooLarge    = "payload_too_large"
 	codeUnknownTarget      = "unknown_target"
+	codeInternal           = "internal" // the broker's store failed
 
 	// Our addition: a socket that never completes a handshake.
 	codeHelloTimeout = "hello_timeout"

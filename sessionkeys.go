@@ -30,7 +30,7 @@ type sessionKeyFile struct {
 
 // safePathName reports whether a mesh slug or session id may be used as a
 // path component: ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$ (a loop, not a regexp:
-// see isHexKey).
+// see charclass.go).
 func safePathName(s string) bool {
 	return matchesClass(s, 1, 128, isAlnumByte, orBytes(isAlnumByte, "._-"))
 }
