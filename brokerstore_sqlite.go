@@ -312,14 +312,11 @@ func (s *sqliteBrokerStore) Members(ctx context.Context, meshID string) ([]store
 }
 
 func (s *sqliteBrokerStore) SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE members SET revoked_at = ? WHERE mesh_id = ? AND id = ?`, msPtr(revokedAt), meshID, memberID)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	n, err := affected(s.w.ExecContext(ctx, `UPDATE members SET revoked_at = ? WHERE mesh_id = ? AND id = ?`, msPtr(revokedAt), meshID, memberID))
+	if err == nil && n == 0 {
 		return errNotFound
 	}
-	return nil
+	return err
 }
 
 // Invites.
@@ -371,11 +368,11 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 	if !errors.Is(err, errNotFound) {
 		return redeemResult{}, err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE invites SET used_count = used_count + 1 WHERE token = ? AND used_count < max_uses`, req.Token)
+	n, err := affected(tx.ExecContext(ctx, `UPDATE invites SET used_count = used_count + 1 WHERE token = ? AND used_count < max_uses`, req.Token))
 	if err != nil {
 		return redeemResult{}, err
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return redeemResult{}, &joinError{"invite_exhausted", "the invite has no uses left"}
 	}
 	m := storedMember{ID: req.NewMemberID, MeshID: req.MeshID, Pubkey: req.Pubkey, DisplayName: req.DisplayName,
@@ -415,13 +412,6 @@ func (s *sqliteBrokerStore) KnownKey(ctx context.Context, meshID, key string) (b
 }
 
 // Messages and deliveries.
-
-func nullIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
 
 // The statements on a message's path, prepared once on the write connection.
 const (
@@ -492,7 +482,7 @@ func (s *sqliteBrokerStore) appendIn(ctx context.Context, tx *sql.Tx, msg stored
 	if _, err := s.ws.ExecContext(ctx, tx, sqlInsertMessage,
 		msg.ID, msg.MeshID, msg.SenderMemberID, msg.SenderPubkey, msg.SenderMemberPubkey, msg.SenderName,
 		msg.TargetSpec, msg.Priority, msg.Nonce, msg.Ciphertext, ms(msg.CreatedAt), ms(msg.ExpiresAt),
-		nullIfEmpty(msg.ClientMessageID), msg.RequestFingerprint, msg.ReplyToID, msg.Subtype, msg.Topic); err != nil {
+		nullable(msg.ClientMessageID), msg.RequestFingerprint, msg.ReplyToID, msg.Subtype, msg.Topic); err != nil {
 		return "", false, err
 	}
 	for _, key := range recipients {
@@ -524,28 +514,20 @@ func (s *sqliteBrokerStore) PendingFor(ctx context.Context, meshID, key string, 
 
 // markIn marks one delivery delivered in tx.
 func (s *sqliteBrokerStore) markIn(ctx context.Context, tx *sql.Tx, m deliveryMark) (int, error) {
-	var res sql.Result
+	var n int64
 	var err error
 	if m.MessageID != "" {
-		res, err = s.ws.ExecContext(ctx, tx, sqlMarkByID, ms(m.At), m.MessageID, m.Key, m.MeshID)
+		n, err = affected(s.ws.ExecContext(ctx, tx, sqlMarkByID, ms(m.At), m.MessageID, m.Key, m.MeshID))
 	} else {
-		res, err = s.ws.ExecContext(ctx, tx, sqlMarkByClientID, ms(m.At), m.Key, m.MeshID, m.MeshID, m.ClientMessageID)
+		n, err = affected(s.ws.ExecContext(ctx, tx, sqlMarkByClientID, ms(m.At), m.Key, m.MeshID, m.MeshID, m.ClientMessageID))
 	}
-	if err != nil {
-		return 0, err
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	return int(n), err
 }
 
 func (s *sqliteBrokerStore) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	// Deliveries go with their message (ON DELETE CASCADE).
-	res, err := s.w.ExecContext(ctx, `DELETE FROM messages WHERE expires_at <= ?`, ms(now))
-	if err != nil {
-		return 0, err
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	n, err := affected(s.w.ExecContext(ctx, `DELETE FROM messages WHERE expires_at <= ?`, ms(now)))
+	return int(n), err
 }
 
 func (s *sqliteBrokerStore) CountPendingDeliveries(ctx context.Context, now time.Time) (int, error) {
@@ -625,34 +607,37 @@ func ftsQuery(q string) string {
 }
 
 func (s *sqliteBrokerStore) Recall(ctx context.Context, meshID, query string, limit int) ([]Memory, error) {
-	out := []Memory{}
 	q := ftsQuery(query)
 	if q == "" {
-		return out, nil
+		return []Memory{}, nil
 	}
 	rows, err := s.r.QueryContext(ctx, `SELECT m.id, m.content, m.tags, m.remembered_by, m.remembered_at
 		FROM memories_fts f JOIN memories m ON m.id = f.id
 		WHERE memories_fts MATCH ? AND f.mesh_id = ? AND m.forgotten_at IS NULL
 		ORDER BY bm25(memories_fts), m.remembered_at DESC LIMIT ?`, q, meshID, limit)
-	if err != nil {
-		return nil, err
+	return collect(rows, err, scanMemory)
+}
+
+func scanMemory(row rowScanner) (Memory, error) {
+	var m Memory
+	var tags string
+	var at int64
+	if err := row.Scan(&m.ID, &m.Content, &tags, &m.RememberedBy, &at); err != nil {
+		return m, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var m Memory
-		var tags string
-		var at int64
-		if err := rows.Scan(&m.ID, &m.Content, &tags, &m.RememberedBy, &at); err != nil {
-			return nil, err
-		}
-		_ = json.Unmarshal([]byte(tags), &m.Tags)
-		if m.Tags == nil {
-			m.Tags = []string{}
-		}
-		m.RememberedAt = isoTime(fromMs(at))
-		out = append(out, m)
+	m.Tags = jsonTags(tags)
+	m.RememberedAt = isoTime(fromMs(at))
+	return m, nil
+}
+
+// jsonTags decodes a tags column; never nil, so that it encodes as [].
+func jsonTags(s string) []string {
+	var tags []string
+	_ = json.Unmarshal([]byte(s), &tags)
+	if tags == nil {
+		return []string{}
 	}
-	return out, rows.Err()
+	return tags
 }
 
 func (s *sqliteBrokerStore) Forget(ctx context.Context, meshID, id string, now time.Time) (bool, error) {
@@ -661,11 +646,10 @@ func (s *sqliteBrokerStore) Forget(ctx context.Context, meshID, id string, now t
 		return false, err
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `UPDATE memories SET forgotten_at = ? WHERE mesh_id = ? AND id = ? AND forgotten_at IS NULL`, ms(now), meshID, id)
+	n, err := affected(tx.ExecContext(ctx, `UPDATE memories SET forgotten_at = ? WHERE mesh_id = ? AND id = ? AND forgotten_at IS NULL`, ms(now), meshID, id))
 	if err != nil {
 		return false, err
 	}
-	n, _ := res.RowsAffected()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM memories_fts WHERE id = ? AND mesh_id = ?`, id, meshID); err != nil {
 		return false, err
 	}
@@ -702,10 +686,7 @@ func scanSkill(row rowScanner) (Skill, error) {
 	if err := row.Scan(&sk.Name, &sk.Description, &sk.Instructions, &tags, &sk.Author, &manifest, &at); err != nil {
 		return sk, noRows(err)
 	}
-	_ = json.Unmarshal([]byte(tags), &sk.Tags)
-	if sk.Tags == nil {
-		sk.Tags = []string{}
-	}
+	sk.Tags = jsonTags(tags)
 	if manifest.Valid {
 		sk.Manifest = json.RawMessage(manifest.String)
 	}
@@ -727,12 +708,8 @@ func (s *sqliteBrokerStore) ListSkills(ctx context.Context, meshID, query string
 }
 
 func (s *sqliteBrokerStore) RemoveSkill(ctx context.Context, meshID, name string) (bool, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM skills WHERE mesh_id = ? AND name = ?`, meshID, name)
-	if err != nil {
-		return false, err
-	}
-	n, _ := res.RowsAffected()
-	return n > 0, nil
+	n, err := affected(s.w.ExecContext(ctx, `DELETE FROM skills WHERE mesh_id = ? AND name = ?`, meshID, name))
+	return n > 0, err
 }
 
 // Peer state.

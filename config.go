@@ -192,27 +192,11 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := ensurePrivateDir(dir); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	name, err := writeTempFile(dir, "."+filepath.Base(path)+".*.tmp", data, perm)
 	if err != nil {
 		return err
 	}
-	name := tmp.Name()
 	defer os.Remove(name) // no-op after a successful rename
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
 	if err := os.Rename(name, path); err != nil {
 		return err
 	}
@@ -221,6 +205,31 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		d.Close()
 	}
 	return nil
+}
+
+// writeTempFile writes data, synced, to a new file in dir named after
+// pattern (as os.CreateTemp) with mode perm, and returns its name: the
+// caller moves it into place and removes the name.
+func writeTempFile(dir, pattern string, data []byte, perm os.FileMode) (string, error) {
+	tmp, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	err = tmp.Chmod(perm)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return tmp.Name(), nil
 }
 
 // Unknown-field preservation: decode the known fields into the struct and

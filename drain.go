@@ -27,7 +27,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -526,17 +525,13 @@ func (o *Outbox) retryLater(ctx context.Context, id string, next time.Time, reas
 // the reason); applied is false when the row was requeued meanwhile (it
 // stays aborted).
 func (o *Outbox) settle(ctx context.Context, id, status, reason, brokerID string, now time.Time) (applied bool, err error) {
-	var res sql.Result
+	var n int64
 	if status == outboxDone {
-		res, err = o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL
-WHERE id = ? AND status IN ('pending', 'inflight')`, now.UnixMilli(), brokerID, id)
+		n, err = affected(o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL
+WHERE id = ? AND status IN ('pending', 'inflight')`, now.UnixMilli(), brokerID, id))
 	} else {
-		res, err = o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND status IN ('pending', 'inflight')`,
-			sql.NullString{String: reason, Valid: reason != ""}, id)
+		n, err = affected(o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND status IN ('pending', 'inflight')`,
+			nullable(reason), id))
 	}
-	if err != nil {
-		return false, err
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	return n == 1, err
 }

@@ -132,11 +132,8 @@ ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`,
 		r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
 		nullable(r.SenderMemberPubkey), r.SenderName, r.Body, r.DecryptFailed, r.ReceivedAt, nullable(r.ReplyToID),
 		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind))
-	if err != nil {
-		return false, err
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	n, err := affected(res, err)
+	return n == 1, err
 }
 
 // inboxScope selects rows: by mesh, by recipient (for a session caller),
@@ -211,41 +208,25 @@ func (ib *Inbox) MarkSeen(ctx context.Context, ids []string, s inboxScope, now t
 	for _, id := range ids {
 		all = append(all, id)
 	}
-	res, err := ib.db.ExecContext(ctx, `UPDATE inbox SET seen_at = ? WHERE `+where+` AND seen_at IS NULL AND id IN (`+ph+`)`, all...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return affected(ib.db.ExecContext(ctx, `UPDATE inbox SET seen_at = ? WHERE `+where+` AND seen_at IS NULL AND id IN (`+ph+`)`, all...))
 }
 
 // Flush deletes the rows in scope.
 func (ib *Inbox) Flush(ctx context.Context, s inboxScope) (int64, error) {
 	where, args := s.where()
-	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE `+where, args...)
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return affected(ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE `+where, args...))
 }
 
 // Delete removes one row if it is in scope.
 func (ib *Inbox) Delete(ctx context.Context, id string, s inboxScope) (bool, error) {
 	where, args := s.where()
-	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE id = ? AND `+where, append([]any{id}, args...)...)
-	if err != nil {
-		return false, err
-	}
-	n, _ := res.RowsAffected()
-	return n == 1, nil
+	n, err := affected(ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE id = ? AND `+where, append([]any{id}, args...)...))
+	return n == 1, err
 }
 
 // Prune deletes rows received before cutoff (the daemon's hourly pruner).
 func (ib *Inbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE received_at < ?`, cutoff.UnixMilli())
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return affected(ib.db.ExecContext(ctx, `DELETE FROM inbox WHERE received_at < ?`, cutoff.UnixMilli()))
 }
 
 // Inbound: the MessageSink.

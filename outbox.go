@@ -124,14 +124,6 @@ func scanOutboxRow(s rowScanner) (*outboxRow, error) {
 	return &r, nil
 }
 
-// nullable stores "" as NULL.
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
 // Outbox is outbox.db.
 type Outbox struct {
 	db *sql.DB
@@ -146,12 +138,11 @@ func openOutbox(path string) (ob *Outbox, recovered int64, err error) {
 		return nil, 0, err
 	}
 	// Due at once: their send was cut short, not refused.
-	res, err := db.Exec(`UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE status = 'inflight'`, time.Now().UnixMilli())
+	recovered, err = affected(db.Exec(`UPDATE outbox SET status = 'pending', next_attempt_at = ? WHERE status = 'inflight'`, time.Now().UnixMilli()))
 	if err != nil {
 		db.Close()
 		return nil, 0, fmt.Errorf("recover inflight rows: %w", err)
 	}
-	recovered, _ = res.RowsAffected()
 	return &Outbox{db: db, st: newStmtCache(db)}, recovered, nil
 }
 
@@ -325,12 +316,8 @@ var errClientIDTaken = errors.New("that client_message_id is already in the outb
 // cutoff: delivered, aborted, or (dead rows, which keep no time of death)
 // accepted then.
 func (o *Outbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := o.db.ExecContext(ctx, `DELETE FROM outbox WHERE status IN ('done', 'aborted', 'dead')
-  AND COALESCE(delivered_at, aborted_at, enqueued_at) < ?`, cutoff.UnixMilli())
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return affected(o.db.ExecContext(ctx, `DELETE FROM outbox WHERE status IN ('done', 'aborted', 'dead')
+  AND COALESCE(delivered_at, aborted_at, enqueued_at) < ?`, cutoff.UnixMilli()))
 }
 
 // The send route.

@@ -724,7 +724,7 @@ func decodeClientFrame(data []byte) (frameHead, clientFrame, error) {
 		}
 		for _, k := range rk.requiredKeys() {
 			if _, ok := raw[k]; !ok {
-				return head, nil, fmt.Errorf("%s: missing field %q", head.Type, k)
+				return head, nil, fmt.Errorf("%s: %w", head.Type, errMissing(k))
 			}
 		}
 	}
@@ -768,16 +768,18 @@ const (
 	maxTargetLen  = 512
 )
 
+// errMissing says a required field is absent or empty.
+func errMissing(field string) error { return fmt.Errorf("missing field %q", field) }
+
+// needString requires a field that is present and at most maxLen bytes.
 func needString(field, v string, maxLen int) error {
 	if v == "" {
-		return fmt.Errorf("missing field %q", field)
+		return errMissing(field)
 	}
-	if len(v) > maxLen {
-		return fmt.Errorf("field %q is longer than %d bytes", field, maxLen)
-	}
-	return nil
+	return maxString(field, v, maxLen)
 }
 
+// maxString bounds an optional field to maxLen bytes.
 func maxString(field, v string, maxLen int) error {
 	if len(v) > maxLen {
 		return fmt.Errorf("field %q is longer than %d bytes", field, maxLen)
@@ -808,10 +810,10 @@ func (f *SendFrame) validate() error {
 		return fmt.Errorf("field \"priority\" must be now, next or low, not %q", f.Priority)
 	}
 	if f.Nonce == "" {
-		return errors.New(`missing field "nonce"`)
+		return errMissing("nonce")
 	}
 	if f.Ciphertext == "" {
-		return errors.New(`missing field "ciphertext"`)
+		return errMissing("ciphertext")
 	}
 	if f.Subtype == subtypeSystem {
 		return errors.New(`subtype "system" is reserved for the broker`)
@@ -848,7 +850,7 @@ func (f *SetSummaryFrame) validate() error {
 
 func (f *SetVisibleFrame) validate() error {
 	if f.Visible == nil {
-		return errors.New(`missing field "visible"`)
+		return errMissing("visible")
 	}
 	return nil
 }
@@ -887,14 +889,14 @@ func (f *ListStateFrame) validate() error { return nil }
 
 func (f *RememberFrame) validate() error {
 	if f.Content == "" {
-		return errors.New(`missing field "content"`)
+		return errMissing("content")
 	}
 	return nil
 }
 
 func (f *RecallFrame) validate() error {
 	if f.Query == "" {
-		return errors.New(`missing field "query"`)
+		return errMissing("query")
 	}
 	return nil
 }
@@ -906,7 +908,7 @@ func (f *ShareSkillFrame) validate() error {
 		return err
 	}
 	if f.Instructions == "" {
-		return errors.New(`missing field "instructions"`)
+		return errMissing("instructions")
 	}
 	if len(f.Manifest) > 0 && string(f.Manifest) != "null" {
 		var obj map[string]any

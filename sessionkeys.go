@@ -74,27 +74,11 @@ func storeSessionKeypair(path, meshSlug, sessionID string, kp Keypair) (Keypair,
 	if err != nil {
 		return Keypair{}, false, err
 	}
-	tmp, err := os.CreateTemp(dir, ".key-*.tmp")
+	name, err := writeTempFile(dir, ".key-*.tmp", append(data, '\n'), 0o600)
 	if err != nil {
 		return Keypair{}, false, err
 	}
-	name := tmp.Name()
 	defer os.Remove(name)
-	if err := tmp.Chmod(0o600); err == nil {
-		_, err = tmp.Write(append(data, '\n'))
-		if err == nil {
-			err = tmp.Sync()
-		}
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return Keypair{}, false, err
-		}
-	} else {
-		tmp.Close()
-		return Keypair{}, false, err
-	}
 	if err := os.Link(name, path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			// Someone else created it first: theirs is the key.
