@@ -473,9 +473,7 @@ func (b *Broker) attach(c *brokerConn, p *peer, now time.Time) {
 	if p.acked == nil {
 		p.acked = map[string]time.Time{}
 	}
-	if p.groups == nil {
-		p.groups = []GroupRef{}
-	}
+	p.groups = nonNil(p.groups)
 }
 
 // memberProfileOf is the member's stored profile for hello_ack.
@@ -485,13 +483,5 @@ func memberProfileOf(m storedMember) *MemberProfile {
 		t := m.RoleTag
 		tag = &t
 	}
-	groups := m.DefaultGroups
-	if groups == nil {
-		groups = []GroupRef{}
-	}
-	mode := m.MessageMode
-	if mode == "" {
-		mode = "push"
-	}
-	return &MemberProfile{RoleTag: tag, Groups: groups, MessageMode: mode}
+	return &MemberProfile{RoleTag: tag, Groups: nonNil(m.DefaultGroups), MessageMode: cmp.Or(m.MessageMode, "push")}
 }

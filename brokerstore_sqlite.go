@@ -247,9 +247,7 @@ type execer interface {
 }
 
 func insertMember(ctx context.Context, tx execer, m storedMember) error {
-	if m.DefaultGroups == nil {
-		m.DefaultGroups = []GroupRef{}
-	}
+	m.DefaultGroups = nonNil(m.DefaultGroups)
 	if m.MessageMode == "" {
 		m.MessageMode = "push"
 	}
@@ -577,9 +575,7 @@ func (s *sqliteBrokerStore) Remember(ctx context.Context, meshID string, m Memor
 	if err != nil {
 		return err
 	}
-	if m.Tags == nil {
-		m.Tags = []string{}
-	}
+	m.Tags = nonNil(m.Tags)
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -663,9 +659,7 @@ func (s *sqliteBrokerStore) PutSkill(ctx context.Context, meshID string, sk Skil
 	if err != nil {
 		return err
 	}
-	if sk.Tags == nil {
-		sk.Tags = []string{}
-	}
+	sk.Tags = nonNil(sk.Tags)
 	var manifest any
 	if len(sk.Manifest) > 0 && string(sk.Manifest) != "null" {
 		manifest = string(sk.Manifest)
@@ -715,9 +709,7 @@ func (s *sqliteBrokerStore) RemoveSkill(ctx context.Context, meshID, name string
 // Peer state.
 
 func (s *sqliteBrokerStore) SavePeerState(ctx context.Context, ps storedPeerState) error {
-	if ps.Groups == nil {
-		ps.Groups = []GroupRef{}
-	}
+	ps.Groups = nonNil(ps.Groups)
 	var stats any
 	if len(ps.Stats) > 0 {
 		stats = string(ps.Stats)

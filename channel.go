@@ -465,9 +465,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 	b.WriteString("Answer a peer with `claudemesh send <name> \"<text>\"`; see who is online with `claudemesh peer list`; read what you missed with `claudemesh inbox`.\n")
 	b.WriteString("The claudemesh skill (SKILL.md) explains channel messages and every verb; read it if it is not in your context yet. This welcome needs no reply.")
 
-	if latest == nil {
-		latest = []string{}
-	}
+	latest = nonNil(latest)
 	meta := map[string]string{
 		"kind":                "welcome",
 		"self_display_name":   self.DisplayName,

@@ -63,9 +63,7 @@ func setupInbox(fs *flagSet) runFunc {
 		if err := cl.Do(ctx, "GET", path, nil, &resp); err != nil {
 			return ipcFailure(err)
 		}
-		if resp.Items == nil {
-			resp.Items = []inboxItem{}
-		}
+		resp.Items = nonNil(resp.Items)
 		if c.jsonMode() {
 			return c.printJSON(resp.Items)
 		}
@@ -209,9 +207,7 @@ func setupOutboxList(fs *flagSet) runFunc {
 		if err := cl.Do(ctx, "GET", ipcPath("/v1/outbox", "status", status, "limit", fmt.Sprint(limit)), nil, &resp); err != nil {
 			return ipcFailure(err)
 		}
-		if resp.Items == nil {
-			resp.Items = []outboxView{}
-		}
+		resp.Items = nonNil(resp.Items)
 		if c.jsonMode() {
 			return c.printJSON(map[string]any{"items": resp.Items})
 		}

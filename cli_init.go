@@ -21,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -358,7 +359,7 @@ func printInitReport(c *cli, rep *initReport, ours bool) {
 		}
 	}
 	for _, m := range rep.Meshes {
-		c.printf("  mesh     %s on %s — link %s\n", m.Slug, m.BrokerURL, orDefault(m.Link, "not attached"))
+		c.printf("  mesh     %s on %s — link %s\n", m.Slug, m.BrokerURL, cmp.Or(m.Link, "not attached"))
 	}
 	c.printf("  daemon   running (pid %d, claudemesh %s), log %s\n", rep.Daemon.Pid, rep.Daemon.Version, rep.Daemon.Log)
 	c.printf("\nnext:\n")

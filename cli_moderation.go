@@ -142,9 +142,7 @@ func setupBans(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		if res.Bans == nil {
-			res.Bans = []BanEntry{}
-		}
+		res.Bans = nonNil(res.Bans)
 		if c.jsonMode() {
 			return c.printJSON(res.Bans)
 		}

@@ -666,9 +666,7 @@ func (c *cli) showProfile(ctx context.Context, mesh string) error {
 		}
 	}
 	if c.jsonMode() {
-		if mine == nil {
-			mine = []peerRecord{}
-		}
+		mine = nonNil(mine)
 		return c.printJSON(mine)
 	}
 	if len(mine) == 0 {

@@ -249,9 +249,7 @@ func (c *Config) UnmarshalJSON(data []byte) error {
 
 func (c Config) MarshalJSON() ([]byte, error) {
 	type plain Config
-	if c.Meshes == nil {
-		c.Meshes = []Mesh{}
-	}
+	c.Meshes = nonNil(c.Meshes)
 	return encodeWithUnknown(plain(c), c.extra)
 }
 

@@ -631,19 +631,30 @@ func (d *Daemon) meshSlugs() []string {
 // mesh finds a joined mesh; an unknown slug triggers one config re-read
 // (a mesh joined after the daemon started), which leaves banned links be.
 func (d *Daemon) mesh(slug string) (*meshEntry, bool) {
-	d.mu.Lock()
-	e, ok := d.meshes[slug]
-	d.mu.Unlock()
-	if ok {
+	if e, ok := d.joinedMesh(slug); ok {
 		return e, true
 	}
 	if _, _, err := d.reload(false); err != nil {
 		return nil, false
 	}
+	return d.joinedMesh(slug)
+}
+
+// joinedMesh finds a mesh among those the daemon has links for now.
+func (d *Daemon) joinedMesh(slug string) (*meshEntry, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	e, ok = d.meshes[slug]
+	e, ok := d.meshes[slug]
 	return e, ok
+}
+
+// memberKeyOf is this machine's member key on the session's mesh ("" when
+// the mesh is not joined).
+func (d *Daemon) memberKeyOf(s *Session) string {
+	if e, ok := d.joinedMesh(s.Mesh); ok {
+		return e.Key.PublicHex()
+	}
+	return ""
 }
 
 // MemberLink is the member link of a mesh: the drain sends its rows on it.
@@ -767,13 +778,9 @@ func (d *Daemon) restoreSessions() {
 		if p.StartTime != "" && starts[p.Pid] != "" && starts[p.Pid] != p.StartTime {
 			continue // the pid belongs to another process now
 		}
-		s := &Session{
-			Token: p.Token, SessionID: p.SessionID, Mesh: p.Mesh, DisplayName: p.DisplayName, Pid: p.Pid,
-			Cwd: p.Cwd, Role: p.Role, Groups: p.Groups, StartTime: p.StartTime,
-			RegisteredAt: time.UnixMilli(p.RegisteredAt),
-		}
+		s := p.session()
 		if p.SessionPubkey != "" && safePathName(p.Mesh) && safePathName(p.SessionID) {
-			e, ok := d.meshes[p.Mesh]
+			e, ok := d.joinedMesh(p.Mesh)
 			if !ok {
 				continue // the mesh was left: the session cannot come back
 			}

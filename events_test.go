@@ -165,7 +165,7 @@ func TestSSEDemuxThroughDaemon(t *testing.T) {
 	})
 	subA, subB, all := subscribe(t, td, regA.Token), subscribe(t, td, regB.Token), subscribe(t, td, "")
 
-	// Messages are what issue 5's inbox publishes; the demux is the bus's.
+	// Messages are what the inbox publishes; the demux is the bus's.
 	member := fx.alpha.Pubkey
 	td.bus.Publish(Event{Kind: eventMessage, Mesh: "alpha", RecipientKind: recipientSession, RecipientPubkey: keyB.PublicHex(),
 		Data: map[string]any{"id": "dm-to-B", "mesh": "alpha"}})

@@ -90,7 +90,7 @@ type InboundMessage struct {
 	Frame           Inbound   // Reply(ctx, ClientAckFrame) acks on the link it came from
 }
 
-// MessageSink stores message pushes (the inbox, issue 5). It must ack
+// MessageSink stores message pushes (the inbox). It must ack
 // (client_ack through msg.Frame.Reply) only what it has stored or
 // deliberately dropped, and publish a `message` event for new rows.
 type MessageSink interface {

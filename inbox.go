@@ -21,6 +21,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"log/slog"
@@ -276,16 +277,9 @@ func inboxRowFromPush(msg InboundMessage, now time.Time) *inboxRow {
 		ID: newUUID(), ClientMessageID: cmid, BrokerMessageID: p.MessageID, Mesh: msg.Mesh, Topic: p.Topic,
 		SenderPubkey: p.SenderPubkey, SenderMemberPubkey: p.SenderMemberPubkey, SenderName: name,
 		Body: body, DecryptFailed: failed, ReceivedAt: now.UnixMilli(), ReplyToID: p.ReplyToID,
-		Priority: orDefault(p.Priority, priorityNext), Subtype: p.Subtype, CreatedAt: p.CreatedAt,
+		Priority: cmp.Or(p.Priority, priorityNext), Subtype: p.Subtype, CreatedAt: p.CreatedAt,
 		RecipientPubkey: msg.RecipientPubkey, RecipientKind: msg.RecipientKind,
 	}
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // decryptPushBody reads a push's body: a DM opens with one of keys; a
@@ -390,11 +384,9 @@ func (d *Daemon) callerScope(s *Session, mesh string) inboxScope {
 	if s.Presence != nil {
 		sc.Recipients = append(sc.Recipients, s.Presence.SessionPubkey)
 	}
-	d.mu.Lock()
-	if e, ok := d.meshes[s.Mesh]; ok {
-		sc.Recipients = append(sc.Recipients, e.Key.PublicHex())
+	if k := d.memberKeyOf(s); k != "" {
+		sc.Recipients = append(sc.Recipients, k)
 	}
-	d.mu.Unlock()
 	return sc
 }
 

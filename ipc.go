@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -620,11 +621,7 @@ func (d *Daemon) streamEvents(w http.ResponseWriter, req *ipcRequest) {
 		if s.Presence != nil {
 			f.SessionPubkey = s.Presence.SessionPubkey
 		}
-		d.mu.Lock()
-		if e, ok := d.meshes[s.Mesh]; ok {
-			f.MemberPubkey = e.Key.PublicHex()
-		}
-		d.mu.Unlock()
+		f.MemberPubkey = d.memberKeyOf(s)
 	}
 	serveSSE(req.Context(), w, d.bus.Subscribe(f), d.opts.KeepAlive)
 }
@@ -655,7 +652,7 @@ func (d *Daemon) health() map[string]any {
 	sortLinkRows(links)
 	out := map[string]any{
 		"ok": true, "pid": d.pid, "version": version, "brokers": brokers, "sessions": d.sessions.Len(),
-		"links": nonNilRows(links), "uptime_s": int(time.Since(d.startedAt).Seconds()),
+		"links": nonNil(links), "uptime_s": int(time.Since(d.startedAt).Seconds()),
 	}
 	if d.tcpPort > 0 {
 		out["tcp_port"] = d.tcpPort
@@ -672,16 +669,19 @@ func (d *Daemon) sessionView(s *Session) sessionView {
 	return v
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
+// sortLinkRows orders /v1/health's links: by kind, mesh, then session.
+func sortLinkRows(rows []map[string]any) {
+	sort.Slice(rows, func(i, j int) bool {
+		ki := fmt.Sprint(rows[i]["kind"], rows[i]["mesh"], rows[i]["session_id"])
+		kj := fmt.Sprint(rows[j]["kind"], rows[j]["mesh"], rows[j]["session_id"])
+		return ki < kj
+	})
 }
 
-func nonNilRows(s []map[string]any) []map[string]any {
+// nonNil is s, or an empty slice for nil, so that it encodes as [].
+func nonNil[T any](s []T) []T {
 	if s == nil {
-		return []map[string]any{}
+		return []T{}
 	}
 	return s
 }

@@ -145,7 +145,7 @@ func (c *DaemonClient) Do(ctx context.Context, method, path string, in, out any)
 	return nil
 }
 
-// query builds a path with query parameters, skipping empty values.
+// ipcPath builds a path with query parameters, skipping empty values.
 func ipcPath(path string, kv ...string) string {
 	q := url.Values{}
 	for i := 0; i+1 < len(kv); i += 2 {

@@ -992,9 +992,7 @@ func (s *MCPServer) toolInbox(ctx context.Context, raw json.RawMessage) mcpToolR
 	if err != nil {
 		return toolFailure("reading the inbox failed: %v", err)
 	}
-	if items == nil {
-		items = []mcpInboxItem{}
-	}
+	items = nonNil(items)
 	return toolJSON(items)
 }
 

@@ -14,6 +14,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,15 +39,12 @@ type registerRequest struct {
 	Presence    *presenceRequest `json:"presence"`
 }
 
+// presenceRequest is a registration's presence block (the shape clients
+// send as PresenceRegistration); a missing attestation is an error.
 type presenceRequest struct {
-	SessionPubkey     string `json:"session_pubkey"`
-	SessionSecretKey  string `json:"session_secret_key"`
-	ParentAttestation *struct {
-		SessionPubkey      string `json:"session_pubkey"`
-		ParentMemberPubkey string `json:"parent_member_pubkey"`
-		ExpiresAt          int64  `json:"expires_at"`
-		Signature          string `json:"signature"`
-	} `json:"parent_attestation"`
+	SessionPubkey     string                   `json:"session_pubkey"`
+	SessionSecretKey  string                   `json:"session_secret_key"`
+	ParentAttestation *AttestationRegistration `json:"parent_attestation"`
 }
 
 func badRequest(code, format string, a ...any) *apiError {
@@ -277,61 +275,87 @@ func addMeshAll(items []json.RawMessage, slug string) ([]map[string]json.RawMess
 	return out, nil
 }
 
-func listBody(key string, items any, failed map[string]string) map[string]any {
-	out := map[string]any{key: items}
+// listAcross asks every mesh for a list — frame, answered by a reply
+// frame that holds the items under field — and answers with all the items,
+// each with its mesh, under key (and the meshes that failed under
+// "errors").
+func (d *Daemon) listAcross(ctx context.Context, meshes []*meshEntry, frame any, reply, field, key string) (any, error) {
+	rows, failed, err := fanOut(meshes, func(e *meshEntry) ([]map[string]json.RawMessage, error) {
+		raw, err := d.rpc(ctx, e, frame, reply)
+		if err != nil {
+			return nil, err
+		}
+		var f map[string]json.RawMessage
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return nil, fmt.Errorf("bad %s: %w", reply, err)
+		}
+		if list, ok := f[field]; ok {
+			if err := json.Unmarshal(list, &items); err != nil {
+				return nil, fmt.Errorf("bad %s: %w", reply, err)
+			}
+		}
+		return addMeshAll(items, e.Mesh.Slug)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{key: rows}
 	if len(failed) > 0 {
 		out["errors"] = failed
 	}
-	return out
+	return out, nil
+}
+
+// firstAcross asks the meshes in turn for one item — frame, answered by a
+// reply frame from which pick takes the item, or nil when that mesh has
+// none — and returns the first found, with its mesh. Found nowhere, it
+// returns nil, or the first failure: when some mesh could not be asked,
+// "not found" would be a guess.
+func (d *Daemon) firstAcross(ctx context.Context, meshes []*meshEntry, frame any, reply string,
+	pick func(raw json.RawMessage) (json.RawMessage, error)) (map[string]json.RawMessage, error) {
+	var firstErr error
+	for _, e := range meshes {
+		raw, err := d.rpc(ctx, e, frame, reply)
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		item, err := pick(raw)
+		if err != nil {
+			return nil, fmt.Errorf("bad %s: %w", reply, err)
+		}
+		if item != nil {
+			return withMesh(item, e.Mesh.Slug)
+		}
+	}
+	return nil, firstErr
 }
 
 // Peers.
 
 func (d *Daemon) peers(ctx context.Context, meshes []*meshEntry) (any, error) {
-	rows, failed, err := fanOut(meshes, func(e *meshEntry) ([]map[string]json.RawMessage, error) {
-		raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
-		if err != nil {
-			return nil, err
-		}
-		var f struct {
-			Peers []json.RawMessage `json:"peers"`
-		}
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, fmt.Errorf("bad peers_list: %w", err)
-		}
-		return addMeshAll(f.Peers, e.Mesh.Slug)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return listBody("peers", rows, failed), nil
+	return d.listAcross(ctx, meshes, ListPeersFrame{Type: frameListPeers}, framePeersList, "peers", "peers")
 }
 
 // State.
 
 func (d *Daemon) getState(ctx context.Context, meshes []*meshEntry, key string) (any, error) {
-	var firstErr error
-	for _, e := range meshes {
-		raw, err := d.rpc(ctx, e, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult)
-		if err != nil {
-			firstErr = cmpOr(firstErr, err)
-			continue
-		}
-		var r StateResultFrame
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return nil, fmt.Errorf("bad state_result: %w", err)
-		}
-		if stateMissing(r.StateEntry) {
-			continue
-		}
-		entry, _ := json.Marshal(r.StateEntry)
-		m, _ := withMesh(entry, e.Mesh.Slug)
-		return map[string]any{"state": m}, nil
+	m, err := d.firstAcross(ctx, meshes, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult,
+		func(raw json.RawMessage) (json.RawMessage, error) {
+			var r StateResultFrame
+			if err := json.Unmarshal(raw, &r); err != nil || stateMissing(r.StateEntry) {
+				return nil, err
+			}
+			return json.Marshal(r.StateEntry)
+		})
+	switch {
+	case err != nil:
+		return nil, err
+	case m == nil:
+		return nil, newAPIError(http.StatusNotFound, "state_not_found", "no value for "+key).with("key", key)
 	}
-	if firstErr != nil {
-		return nil, firstErr // we could not ask everywhere, so "not found" would be a guess
-	}
-	return nil, newAPIError(http.StatusNotFound, "state_not_found", "no value for "+key).with("key", key)
+	return map[string]any{"state": m}, nil
 }
 
 // stateMissing is how brokers say a key is unset: value null, no author.
@@ -341,23 +365,7 @@ func stateMissing(s StateEntry) bool {
 }
 
 func (d *Daemon) listState(ctx context.Context, meshes []*meshEntry) (any, error) {
-	rows, failed, err := fanOut(meshes, func(e *meshEntry) ([]map[string]json.RawMessage, error) {
-		raw, err := d.rpc(ctx, e, ListStateFrame{Type: frameListState}, frameStateList)
-		if err != nil {
-			return nil, err
-		}
-		var f struct {
-			Entries []json.RawMessage `json:"entries"`
-		}
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, fmt.Errorf("bad state_list: %w", err)
-		}
-		return addMeshAll(f.Entries, e.Mesh.Slug)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return listBody("entries", rows, failed), nil
+	return d.listAcross(ctx, meshes, ListStateFrame{Type: frameListState}, frameStateList, "entries", "entries")
 }
 
 // setState writes a key and confirms it: by the broker's reply when it
@@ -397,23 +405,7 @@ func sameJSON(a, b json.RawMessage) bool {
 // Memory.
 
 func (d *Daemon) recall(ctx context.Context, meshes []*meshEntry, q string) (any, error) {
-	rows, failed, err := fanOut(meshes, func(e *meshEntry) ([]map[string]json.RawMessage, error) {
-		raw, err := d.rpc(ctx, e, RecallFrame{Type: frameRecall, Query: q}, frameMemoryResults)
-		if err != nil {
-			return nil, err
-		}
-		var f struct {
-			Memories []json.RawMessage `json:"memories"`
-		}
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, fmt.Errorf("bad memory_results: %w", err)
-		}
-		return addMeshAll(f.Memories, e.Mesh.Slug)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return listBody("matches", rows, failed), nil
+	return d.listAcross(ctx, meshes, RecallFrame{Type: frameRecall, Query: q}, frameMemoryResults, "memories", "matches")
 }
 
 func (d *Daemon) remember(ctx context.Context, e *meshEntry, content string, tags []string) (any, error) {
@@ -444,52 +436,27 @@ func (d *Daemon) forget(ctx context.Context, e *meshEntry, id string) (any, erro
 // Skills.
 
 func (d *Daemon) listSkills(ctx context.Context, meshes []*meshEntry, query string) (any, error) {
-	rows, failed, err := fanOut(meshes, func(e *meshEntry) ([]map[string]json.RawMessage, error) {
-		raw, err := d.rpc(ctx, e, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList)
-		if err != nil {
-			return nil, err
-		}
-		var f struct {
-			Skills []json.RawMessage `json:"skills"`
-		}
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, fmt.Errorf("bad skill_list: %w", err)
-		}
-		return addMeshAll(f.Skills, e.Mesh.Slug)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return listBody("skills", rows, failed), nil
+	return d.listAcross(ctx, meshes, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList, "skills", "skills")
 }
 
 func (d *Daemon) getSkill(ctx context.Context, meshes []*meshEntry, name string) (any, error) {
-	var firstErr error
-	for _, e := range meshes {
-		raw, err := d.rpc(ctx, e, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData)
-		if err != nil {
-			firstErr = cmpOr(firstErr, err)
-			continue
-		}
-		var f struct {
-			Skill json.RawMessage `json:"skill"`
-		}
-		if err := json.Unmarshal(raw, &f); err != nil {
-			return nil, fmt.Errorf("bad skill_data: %w", err)
-		}
-		if len(f.Skill) == 0 || bytes.Equal(f.Skill, []byte("null")) {
-			continue
-		}
-		m, err := withMesh(f.Skill, e.Mesh.Slug)
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"skill": m}, nil
+	m, err := d.firstAcross(ctx, meshes, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData,
+		func(raw json.RawMessage) (json.RawMessage, error) {
+			var f struct {
+				Skill json.RawMessage `json:"skill"`
+			}
+			if err := json.Unmarshal(raw, &f); err != nil || len(f.Skill) == 0 || bytes.Equal(f.Skill, []byte("null")) {
+				return nil, err
+			}
+			return f.Skill, nil
+		})
+	switch {
+	case err != nil:
+		return nil, err
+	case m == nil:
+		return nil, newAPIError(http.StatusNotFound, "skill_not_found", "no skill named "+name).with("name", name)
 	}
-	if firstErr != nil {
-		return nil, firstErr
-	}
-	return nil, newAPIError(http.StatusNotFound, "skill_not_found", "no skill named "+name).with("name", name)
+	return map[string]any{"skill": m}, nil
 }
 
 func (d *Daemon) shareSkill(ctx context.Context, e *meshEntry, f ShareSkillFrame) (any, error) {
@@ -633,19 +600,4 @@ func applyProfile(ctx context.Context, l *Link, p profileRequest, timeout time.D
 		}
 	}
 	return nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
-func sortLinkRows(rows []map[string]any) {
-	sort.Slice(rows, func(i, j int) bool {
-		ki := fmt.Sprint(rows[i]["kind"], rows[i]["mesh"], rows[i]["session_id"])
-		kj := fmt.Sprint(rows[j]["kind"], rows[j]["mesh"], rows[j]["session_id"])
-		return ki < kj
-	})
 }

@@ -433,7 +433,8 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 			return nil, err
 		}
 		if in.Presence && in.WaitMs > 0 && isHexKey(row.TargetSpec) {
-			// Asked while the message goes out, as the CLI used to.
+			// Asked while the message goes out, so that the answer waits
+			// for neither in turn.
 			presence = make(chan *recipientPresence, 1)
 			go func() { presence <- d.lookupPresence(ctx, row.Mesh, row.TargetSpec) }()
 		}
@@ -476,9 +477,7 @@ type recipientPresence struct {
 // lookupPresence asks the mesh's broker for its peers and finds key among
 // them; nil when the broker cannot say.
 func (d *Daemon) lookupPresence(ctx context.Context, mesh, key string) *recipientPresence {
-	d.mu.Lock()
-	e, ok := d.meshes[mesh]
-	d.mu.Unlock()
+	e, ok := d.joinedMesh(mesh)
 	if !ok {
 		return nil
 	}
@@ -588,9 +587,7 @@ func (d *Daemon) rowLinkOpen(r *outboxRow) bool {
 		l := d.SessionLinkByPubkey(r.SenderSessionPubkey)
 		return l != nil && l.State() == LinkOpen
 	}
-	d.mu.Lock()
-	e, ok := d.meshes[r.Mesh]
-	d.mu.Unlock()
+	e, ok := d.joinedMesh(r.Mesh)
 	return ok && e.Link.State() == LinkOpen
 }
 

@@ -106,6 +106,27 @@ type persistedSession struct {
 	SessionPubkey string   `json:"sessionPubkey,omitempty"` // public only; the secret is in the sessions dir
 }
 
+// persisted is s as sessions.json keeps it: without its secret.
+func (s *Session) persisted() persistedSession {
+	p := persistedSession{
+		Token: s.Token, SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, Pid: s.Pid,
+		Cwd: s.Cwd, Role: s.Role, Groups: s.Groups, StartTime: s.StartTime, RegisteredAt: s.RegisteredAt.UnixMilli(),
+	}
+	if s.Presence != nil {
+		p.SessionPubkey = s.Presence.SessionPubkey
+	}
+	return p
+}
+
+// session is the registration p kept, without its presence (whose key
+// comes back from the sessions dir).
+func (p persistedSession) session() *Session {
+	return &Session{
+		Token: p.Token, SessionID: p.SessionID, Mesh: p.Mesh, DisplayName: p.DisplayName, Pid: p.Pid,
+		Cwd: p.Cwd, Role: p.Role, Groups: p.Groups, StartTime: p.StartTime, RegisteredAt: time.UnixMilli(p.RegisteredAt),
+	}
+}
+
 type sessionsFile struct {
 	Version  int                `json:"version"`
 	Sessions []persistedSession `json:"sessions"`
@@ -357,14 +378,7 @@ func (r *Registry) saveLocked() {
 	}
 	f := sessionsFile{Version: 1, Sessions: []persistedSession{}}
 	for _, s := range r.byToken {
-		p := persistedSession{
-			Token: s.Token, SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, Pid: s.Pid,
-			Cwd: s.Cwd, Role: s.Role, Groups: s.Groups, StartTime: s.StartTime, RegisteredAt: s.RegisteredAt.UnixMilli(),
-		}
-		if s.Presence != nil {
-			p.SessionPubkey = s.Presence.SessionPubkey
-		}
-		f.Sessions = append(f.Sessions, p)
+		f.Sessions = append(f.Sessions, s.persisted())
 	}
 	sort.Slice(f.Sessions, func(i, j int) bool { return f.Sessions[i].RegisteredAt < f.Sessions[j].RegisteredAt })
 	data, err := json.MarshalIndent(f, "", "  ")
