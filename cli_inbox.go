@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -173,7 +174,7 @@ func setupInboxDelete(fs *flagSet) runFunc {
 			return err
 		}
 		if err := cl.Do(ctx, "DELETE", "/v1/inbox/"+url.PathEscape(id), nil, nil); err != nil {
-			if ie := (*IPCError)(nil); errors.As(err, &ie) && ie.Status == 404 {
+			if ipcStatus(err) == http.StatusNotFound {
 				return exitError(exitNotFound, fmt.Errorf("no inbox row %s", id), "ids are in 'claudemesh inbox' (id …)")
 			}
 			return ipcFailure(err)

@@ -247,16 +247,7 @@ func createMesh(ctx context.Context, mc meshCreation) (Mesh, error) {
 	}
 	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: mc.Slug, Name: resp.Name, Pubkey: kp.PublicHex(),
 		SecretKey: kp.SecretHex(), BrokerURL: mc.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
-	if err := updateConfig(mc.ConfigFile, func(cfg *Config) error {
-		if _, ok := cfg.MeshBySlug(mc.Slug); ok {
-			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", mc.Slug))
-		}
-		cfg.SetMesh(m)
-		return nil
-	}); err != nil {
-		return Mesh{}, err
-	}
-	return m, nil
+	return m, addNewMesh(mc.ConfigFile, m)
 }
 
 // pickMesh resolves --mesh, else the only joined mesh.
@@ -453,17 +444,23 @@ func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error
 	}
 	m := Mesh{MeshID: p.MeshID, MemberID: resp.MemberID, Slug: p.MeshSlug, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
 		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1}
-	if err := updateConfig(path, func(cfg *Config) error {
+	if err := addNewMesh(path, m); err != nil {
+		return joined{}, err
+	}
+	c.reloadDaemon(ctx)
+	return joined{Mesh: m, Display: display, Role: p.Role}, nil
+}
+
+// addNewMesh saves a mesh just created or joined in the config file,
+// unless a mesh with its slug got there first.
+func addNewMesh(configFile string, m Mesh) error {
+	return updateConfig(configFile, func(cfg *Config) error {
 		if _, ok := cfg.MeshBySlug(m.Slug); ok {
 			return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", m.Slug))
 		}
 		cfg.SetMesh(m)
 		return nil
-	}); err != nil {
-		return joined{}, err
-	}
-	c.reloadDaemon(ctx)
-	return joined{Mesh: m, Display: display, Role: p.Role}, nil
+	})
 }
 
 // reloadDaemon tells a running daemon that config.json changed, so that it

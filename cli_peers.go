@@ -38,6 +38,17 @@ type selfKeys struct {
 	sessionPubkey string          // this session's key, when in a session
 }
 
+// peersWithSelf lists the peers (listPeers) and the keys that mark our own
+// rows among them: the config's member keys, and the session's.
+func (c *cli) peersWithSelf(ctx context.Context, cfg *Config, mesh string) ([]meshPeers, selfKeys, error) {
+	self := selfKeys{members: map[string]bool{}}
+	for _, m := range cfg.Meshes {
+		self.members[m.Pubkey] = true
+	}
+	groups, err := c.listPeers(ctx, cfg, mesh, &self)
+	return groups, self, err
+}
+
 // annotatePeers marks self rows, defaults peerRole and lifts profile.role,
 // then orders: this session, our other sessions, everyone else.
 func annotatePeers(rows []peerRecord, self selfKeys) {
@@ -123,11 +134,7 @@ func setupPeerList(fs *flagSet) runFunc {
 		if err := c.needMesh(mesh); err != nil {
 			return err
 		}
-		self := selfKeys{members: map[string]bool{}}
-		for _, m := range cfg.Meshes {
-			self.members[m.Pubkey] = true
-		}
-		groups, err := c.listPeers(ctx, cfg, mesh, &self)
+		groups, self, err := c.peersWithSelf(ctx, cfg, mesh)
 		if err != nil {
 			return err
 		}
@@ -283,8 +290,7 @@ func (c *cli) printPeers(groups []meshPeers, self selfKeys, all bool) error {
 			c.printf("\n")
 		}
 		if v.Err != "" {
-			fmt := "%s mesh %s: %s\n"
-			c.printf(fmt, c.paint(colorRed, "✘"), v.Mesh, v.Err)
+			c.printf("%s mesh %s: %s\n", c.paint(colorRed, "✘"), v.Mesh, v.Err)
 			continue
 		}
 		header := fmt.Sprintf("peers on %s (%d", v.Mesh, len(v.Peers))
@@ -343,15 +349,7 @@ func (c *cli) peerLine(p peerRecord) string {
 	if s := p.str("summary"); s != "" {
 		b.WriteString(" — " + s)
 	}
-	role := p.str("role")
-	if role == "" {
-		role = "(none)"
-	}
-	groups := groupLabels(p["groups"])
-	if groups == "" {
-		groups = "(none)"
-	}
-	fmt.Fprintf(&b, "\n     role: %s  groups: %s", role, groups)
+	fmt.Fprintf(&b, "\n     role: %s  groups: %s", noneIfEmpty(p.str("role")), noneIfEmpty(groupLabels(p["groups"])))
 	if cwd := p.str("cwd"); cwd != "" {
 		fmt.Fprintf(&b, "\n     cwd: %s", cwd)
 	}

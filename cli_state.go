@@ -134,44 +134,57 @@ func setupStateSet(fs *flagSet) runFunc {
 	}
 }
 
+// listItems reads a list through the daemon (every mesh, or mesh) or, on
+// the cold path, from mesh's broker; each item says its mesh. The daemon's
+// path answers with the items under key and the meshes it could not ask
+// under "errors"; the broker answers frame with a reply frame that holds
+// the items under field.
+func (c *cli) listItems(ctx context.Context, mesh, path, key string, frame any, reply, field string) (items []map[string]any, failed map[string]string, err error) {
+	err = c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
+		var resp map[string]json.RawMessage
+		if err := cl.Do(ctx, "GET", path, nil, &resp); err != nil {
+			return ipcFailure(err)
+		}
+		if err := errors.Join(unmarshalField(resp, "errors", &failed), unmarshalField(resp, key, &items)); err != nil {
+			return fmt.Errorf("daemon sent a bad answer: %w", err)
+		}
+		return nil
+	}, func(m Mesh, cl *ColdLink) error {
+		raw, err := coldRequest(ctx, cl, frame, reply)
+		if err != nil {
+			return err
+		}
+		var f map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return err
+		}
+		if err := unmarshalField(f, field, &items); err != nil {
+			return err
+		}
+		for _, it := range items {
+			it["mesh"] = m.Slug
+		}
+		return nil
+	})
+	return nonNil(items), failed, err
+}
+
+// unmarshalField decodes obj[name], when obj has it, into v.
+func unmarshalField(obj map[string]json.RawMessage, name string, v any) error {
+	if raw, ok := obj[name]; ok {
+		return json.Unmarshal(raw, v)
+	}
+	return nil
+}
+
 func setupStateList(fs *flagSet) runFunc {
 	var mesh string
 	fs.StringVar(&mesh, "mesh", "", "mesh slug")
 	return func(ctx context.Context, c *cli, args []string) error {
-		var entries []map[string]any
-		failed := map[string]string{}
-		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				Entries []map[string]any  `json:"entries"`
-				Errors  map[string]string `json:"errors"`
-			}
-			if err := cl.Do(ctx, "GET", ipcPath("/v1/state", "mesh", mesh), nil, &resp); err != nil {
-				return ipcFailure(err)
-			}
-			entries, failed = resp.Entries, resp.Errors
-			return nil
-		}, func(m Mesh, cl *ColdLink) error {
-			raw, err := coldRequest(ctx, cl, ListStateFrame{Type: frameListState}, frameStateList)
-			if err != nil {
-				return err
-			}
-			var f struct {
-				Entries []map[string]any `json:"entries"`
-			}
-			if err := json.Unmarshal(raw, &f); err != nil {
-				return err
-			}
-			for _, e := range f.Entries {
-				e["mesh"] = m.Slug
-			}
-			entries = f.Entries
-			return nil
-		})
+		entries, failed, err := c.listItems(ctx, mesh, ipcPath("/v1/state", "mesh", mesh), "entries",
+			ListStateFrame{Type: frameListState}, frameStateList, "entries")
 		if err != nil {
 			return err
-		}
-		if entries == nil {
-			entries = []map[string]any{}
 		}
 		if c.jsonMode() {
 			return c.printJSON(entries)
@@ -257,40 +270,10 @@ func setupRecall(fs *flagSet) runFunc {
 		if query == "" {
 			return usageError("usage: claudemesh recall <query…>")
 		}
-		var matches []map[string]any
-		failed := map[string]string{}
-		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				Matches []map[string]any  `json:"matches"`
-				Errors  map[string]string `json:"errors"`
-			}
-			if err := cl.Do(ctx, "GET", ipcPath("/v1/memory", "q", query, "mesh", mesh), nil, &resp); err != nil {
-				return ipcFailure(err)
-			}
-			matches, failed = resp.Matches, resp.Errors
-			return nil
-		}, func(m Mesh, cl *ColdLink) error {
-			raw, err := coldRequest(ctx, cl, RecallFrame{Type: frameRecall, Query: query}, frameMemoryResults)
-			if err != nil {
-				return err
-			}
-			var f struct {
-				Memories []map[string]any `json:"memories"`
-			}
-			if err := json.Unmarshal(raw, &f); err != nil {
-				return err
-			}
-			for _, x := range f.Memories {
-				x["mesh"] = m.Slug
-			}
-			matches = f.Memories
-			return nil
-		})
+		matches, failed, err := c.listItems(ctx, mesh, ipcPath("/v1/memory", "q", query, "mesh", mesh), "matches",
+			RecallFrame{Type: frameRecall, Query: query}, frameMemoryResults, "memories")
 		if err != nil {
 			return err
-		}
-		if matches == nil {
-			matches = []map[string]any{}
 		}
 		if c.jsonMode() {
 			return c.printJSON(matches)
@@ -362,40 +345,10 @@ func setupSkillList(fs *flagSet) runFunc {
 	fs.StringVar(&mesh, "mesh", "", "mesh slug")
 	return func(ctx context.Context, c *cli, args []string) error {
 		query := strings.Join(args, " ")
-		var skills []map[string]any
-		failed := map[string]string{}
-		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				Skills []map[string]any  `json:"skills"`
-				Errors map[string]string `json:"errors"`
-			}
-			if err := cl.Do(ctx, "GET", ipcPath("/v1/skills", "query", query, "mesh", mesh), nil, &resp); err != nil {
-				return ipcFailure(err)
-			}
-			skills, failed = resp.Skills, resp.Errors
-			return nil
-		}, func(m Mesh, cl *ColdLink) error {
-			raw, err := coldRequest(ctx, cl, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList)
-			if err != nil {
-				return err
-			}
-			var f struct {
-				Skills []map[string]any `json:"skills"`
-			}
-			if err := json.Unmarshal(raw, &f); err != nil {
-				return err
-			}
-			for _, s := range f.Skills {
-				s["mesh"] = m.Slug
-			}
-			skills = f.Skills
-			return nil
-		})
+		skills, failed, err := c.listItems(ctx, mesh, ipcPath("/v1/skills", "query", query, "mesh", mesh), "skills",
+			ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList, "skills")
 		if err != nil {
 			return err
-		}
-		if skills == nil {
-			skills = []map[string]any{}
 		}
 		if c.jsonMode() {
 			return c.printJSON(skills)
@@ -648,11 +601,7 @@ func (c *cli) showProfile(ctx context.Context, mesh string) error {
 	if err != nil {
 		return err
 	}
-	self := selfKeys{members: map[string]bool{}}
-	for _, m := range cfg.Meshes {
-		self.members[m.Pubkey] = true
-	}
-	groups, err := c.listPeers(ctx, cfg, mesh, &self)
+	groups, self, err := c.peersWithSelf(ctx, cfg, mesh)
 	if err != nil {
 		return err
 	}

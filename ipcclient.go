@@ -167,11 +167,16 @@ type DaemonVersion struct {
 	SchemaVersion int      `json:"schema_version"`
 }
 
+// ipcGet calls a GET route and decodes its answer into a T.
+func ipcGet[T any](ctx context.Context, c *DaemonClient, path string) (T, error) {
+	var v T
+	err := c.Do(ctx, "GET", path, nil, &v)
+	return v, err
+}
+
 // Version asks the daemon what it is.
 func (c *DaemonClient) Version(ctx context.Context) (DaemonVersion, error) {
-	var v DaemonVersion
-	err := c.Do(ctx, "GET", "/v1/version", nil, &v)
-	return v, err
+	return ipcGet[DaemonVersion](ctx, c, "/v1/version")
 }
 
 // DaemonHealth is GET /v1/health.
@@ -196,9 +201,7 @@ type DaemonHealth struct {
 
 // Health asks for link and session state.
 func (c *DaemonClient) Health(ctx context.Context) (DaemonHealth, error) {
-	var h DaemonHealth
-	err := c.Do(ctx, "GET", "/v1/health", nil, &h)
-	return h, err
+	return ipcGet[DaemonHealth](ctx, c, "/v1/health")
 }
 
 // SessionRegistration is the body of POST /v1/sessions/register.
@@ -260,8 +263,7 @@ func (c *DaemonClient) SessionMe(ctx context.Context) (*sessionView, error) {
 		Session sessionView `json:"session"`
 	}
 	err := c.Do(ctx, "GET", "/v1/sessions/me", nil, &out)
-	var ie *IPCError
-	if errors.As(err, &ie) && ie.Status == http.StatusUnauthorized {
+	if ipcStatus(err) == http.StatusUnauthorized {
 		return nil, nil
 	}
 	if err != nil {

@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -58,8 +57,7 @@ func (d daemonMCP) Skill(ctx context.Context, name string) (Skill, bool, error) 
 		Skill Skill `json:"skill"`
 	}
 	err := d.get(ctx, "/v1/skills/"+url.PathEscape(name), &resp)
-	var ie *IPCError
-	if errors.As(err, &ie) && ie.Status == http.StatusNotFound {
+	if ipcStatus(err) == http.StatusNotFound {
 		return Skill{}, false, nil
 	}
 	if err != nil {
