@@ -201,7 +201,7 @@ func channelFromSystem(kind string, data []byte) channelNotification {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[system] Peer %q", ev.Name)
 	if ev.Pubkey != "" {
-		b.WriteString(" (" + keyTag(ev.Pubkey) + ")")
+		b.WriteString(" (" + shortID(ev.Pubkey) + ")")
 	}
 	if len(groups) > 0 {
 		b.WriteString(" [" + strings.Join(groups, ", ") + "]")
@@ -398,7 +398,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 		}
 		var tags []string
 		if self.SessionPubkey != "" {
-			tags = append(tags, keyTag(self.SessionPubkey))
+			tags = append(tags, shortID(self.SessionPubkey))
 		}
 		if self.Role != "" {
 			tags = append(tags, "role "+self.Role)
@@ -490,7 +490,7 @@ func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
 	}
 	line := name
 	if m.SenderPubkey != "" {
-		line += " (" + keyTag(m.SenderPubkey) + ")"
+		line += " (" + shortID(m.SenderPubkey) + ")"
 	}
 	if t, err := time.Parse(time.RFC3339Nano, m.ReceivedAt); err == nil {
 		line += " at " + t.In(loc).Format("15:04:05")
@@ -500,14 +500,6 @@ func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
 		body = truncateRunes(strings.Join(strings.Fields(*m.Body), " "), welcomePreviewLen)
 	}
 	return line + ": " + body
-}
-
-// shortKey is the first 8 characters of a hex key, as the CLI shows keys.
-func keyTag(k string) string {
-	if len(k) > 8 {
-		return k[:8]
-	}
-	return k
 }
 
 // truncateRunes cuts s to n runes, marking the cut with an ellipsis.

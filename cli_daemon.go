@@ -617,6 +617,8 @@ func (c *cli) stateDot(state string) string {
 	return c.paint(colorRed, "●")
 }
 
+// shortID is the first 8 characters of an id or key: enough to tell
+// sessions and peers apart on a line.
 func shortID(s string) string {
 	if len(s) > 8 {
 		return s[:8]

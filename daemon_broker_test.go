@@ -19,7 +19,7 @@ func (h testHome) writeMachineConfig(t testing.TB, cfg *Config) {
 	}
 }
 
-// embeddedHealth reads the daemon's view of its embedded broker over IPC.
+// embeddedHealthOf reads the daemon's view of its embedded broker over IPC.
 func embeddedHealthOf(t testing.TB, td *testDaemon) *EmbeddedBrokerHealth {
 	t.Helper()
 	h, err := td.client("").Health(context.Background())

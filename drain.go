@@ -5,8 +5,8 @@
 //     session's link for rows that session sent. Lanes run concurrently, so
 //     a stalled link never holds up another mesh or session; within a lane
 //     rows go one at a time in the order they were accepted.
-//   - Nothing polls: an insert, a requeue or a link opening wakes the drain;
-//     a lane waiting for a retry sleeps until exactly then.
+//   - Nothing polls: an insert, a requeue, a link opening or a ban wakes
+//     the drain; a lane waiting for a retry sleeps until exactly then.
 //   - A session's rows leave only on that session's link — they are sealed
 //     with its key — and wait while it is down; they are never re-signed or
 //     sent on the member link. A lane whose link is down waits without
@@ -172,7 +172,7 @@ func (dr *drainer) Wait() {
 }
 
 // Wake tells the drain something changed: a row was added or requeued, or
-// a link opened.
+// a link opened or was banned.
 func (dr *drainer) Wake() {
 	if dr == nil {
 		return
