@@ -18,8 +18,17 @@ import (
 
 // Daemon access for verbs.
 
+// hintStartDaemon is the hint of every verb that found no daemon running.
+const hintStartDaemon = "start it with 'claudemesh daemon up'"
+
 // defaultSpawnBudget is how long a verb waits for an autospawned daemon.
 const defaultSpawnBudget = 3 * time.Second
+
+// daemonMode is how this invocation may use the daemon (--no-daemon,
+// --strict and their environment variables).
+func (c *cli) daemonMode() daemonMode {
+	return daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv)
+}
 
 // daemon returns the warm-path client, or nil when the verb should take its
 // cold path (no-daemon mode, or the daemon could not be had in auto mode).
@@ -30,7 +39,7 @@ func (c *cli) daemon(ctx context.Context) (*DaemonClient, error) {
 
 // daemonWithin is daemon with a spawn budget (launch waits 10 s).
 func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonClient, error) {
-	mode := daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv)
+	mode := c.daemonMode()
 	if mode == modeNoDaemon {
 		return nil, nil
 	}
@@ -132,16 +141,16 @@ func (c *cli) daemonAbsence() (why string, hints []string) {
 	r := c.daemonResult
 	logHint := "its log: " + c.Paths().LogFile()
 	switch {
-	case daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) == modeNoDaemon:
+	case c.daemonMode() == modeNoDaemon:
 		return "--no-daemon (or CLAUDEMESH_NO_DAEMON=1) keeps it out", []string{"drop --no-daemon (and start the daemon if it is not running: claudemesh daemon up)"}
 	case r.State == "" || r.State == daemonDown:
-		return "it is not running", []string{"start it with 'claudemesh daemon up'"}
+		return "it is not running", []string{hintStartDaemon}
 	case r.State == daemonUnresponsive:
 		return r.Reason, []string{logHint}
 	case r.State == daemonServiceNotReady:
 		return "its service is not answering (" + r.Reason + ")", []string{logHint}
 	}
-	return "it could not be started (" + r.Reason + ")", []string{"start it with 'claudemesh daemon up'", logHint}
+	return "it could not be started (" + r.Reason + ")", []string{hintStartDaemon, logHint}
 }
 
 // withCold runs fn on a one-shot broker connection to mesh.
@@ -566,7 +575,7 @@ func setupDaemonVersion(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error {
 		cl := c.runningDaemon(ctx)
 		if cl == nil {
-			return exitError(exitFailure, errors.New("daemon not running"), "start it with 'claudemesh daemon up'")
+			return exitError(exitFailure, errors.New("daemon not running"), hintStartDaemon)
 		}
 		v, err := cl.Version(ctx)
 		if err != nil {
@@ -635,7 +644,7 @@ func setupStatus(fs *flagSet) runFunc {
 			return err
 		}
 		var cl *DaemonClient
-		if daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) != modeNoDaemon {
+		if c.daemonMode() != modeNoDaemon {
 			cl = c.runningDaemon(ctx)
 		}
 		out := map[string]any{"config": c.Paths().ConfigFile(), "meshes": cfg.Slugs()}
@@ -658,8 +667,8 @@ func setupStatus(fs *flagSet) runFunc {
 				printLinks(c, h)
 			}
 		} else {
-			if daemonPolicy(c.global.noDaemon, c.global.strict, c.env.Getenv) == modeStrict {
-				return exitError(exitFailure, errors.New("daemon not running and --strict refuses the direct broker path"), "start it with 'claudemesh daemon up'")
+			if c.daemonMode() == modeStrict {
+				return exitError(exitFailure, errors.New("daemon not running and --strict refuses the direct broker path"), hintStartDaemon)
 			}
 			reach := map[string]string{}
 			slugs := cfg.Slugs()

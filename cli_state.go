@@ -572,7 +572,7 @@ func setupProfile(fs *flagSet) runFunc {
 		}
 		if cl == nil {
 			return exitError(exitFailure, errors.New("profile changes need the daemon: they apply to a live connection"),
-				"start it with 'claudemesh daemon up'")
+				hintStartDaemon)
 		}
 		body["mesh"] = f.mesh
 		var resp struct {

@@ -489,7 +489,7 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	if err != nil {
 		return err
 	}
-	if daemonPolicy(c.global.noDaemon, c.global.strict, getenv) == modeNoDaemon {
+	if c.daemonMode() == modeNoDaemon {
 		return withHint(usageError("launch needs the daemon: it holds the session's broker link and feeds Claude Code"),
 			"drop --no-daemon (or unset CLAUDEMESH_NO_DAEMON)")
 	}
@@ -549,7 +549,7 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	r := dc.ensure(ctx, launchDaemonBudget)
 	if !r.usable() {
 		return exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s); the session cannot join the mesh without it", r.State, r.Reason),
-			"start it with 'claudemesh daemon up'", "its log: "+paths.LogFile())
+			hintStartDaemon, "its log: "+paths.LogFile())
 	}
 	if r.State == daemonStarted && !o.Quiet {
 		c.infof("daemon started (took %dms)", r.Duration.Milliseconds())
