@@ -1,3 +1,5 @@
+// Tests of `claudemesh bench`: every message checked exactly once, the verb's
+// flags and report, and BenchmarkLoad for SPEC §10's load shape.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the broker's group commit: WriteBatch's savepoints and the
+// committer's batching, ordering and shutdown.
 package main
 
 import (

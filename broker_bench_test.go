@@ -1,3 +1,4 @@
+// Benchmark of one send's path through the broker: send, ack, push, client_ack.
 package main
 
 import (

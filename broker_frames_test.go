@@ -1,3 +1,5 @@
+// Tests of the broker's frames after the handshake: presence, state, memory,
+// skills, and the reply shapes a claudemesh daemon expects.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of hello and session_hello: every refusal with its code and close,
+// the check order, replays, timeouts, capacity and the handshake rate.
 package main
 
 import (

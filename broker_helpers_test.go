@@ -1,7 +1,6 @@
-package main
-
 // Test helpers for anything that needs a real broker: other tests in the
 // package (the daemon's too) may use them. Their signatures are stable.
+package main
 
 import (
 	"context"

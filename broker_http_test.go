@@ -1,3 +1,5 @@
+// Tests of the broker's HTTP routes: mesh creation (loopback or token),
+// invites and /join, /health and /metrics.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Interop with the reference stack: a Node peer (ws + libsodium-wrappers)
+// talks to our broker; skipped without Node.
 package main
 
 import (

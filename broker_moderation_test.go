@@ -1,3 +1,5 @@
+// Tests of kick, disconnect, ban, unban and list_bans: who may, whom they
+// reach, and what a one-shot CLI link leaves behind.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of routing and delivery: offline queues, leases and re-pushes,
+// duplicates, fan-out, restarts, rate and size limits, priority gating.
 package main
 
 import (

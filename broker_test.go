@@ -1,3 +1,5 @@
+// Tests of the broker end to end over real sockets (handshakes, a DM's whole
+// round trip, _reqId echo) and fuzzing of every frame it reads.
 package main
 
 import (

@@ -1,3 +1,4 @@
+// Tests of the broker's SQLite store: messages, deliveries, dedupe and purge.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the channel notifications built from daemon events: meta is
+// strings only, previews are bounded, the welcome says what it should.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the daemon verbs and the CLI's way to the daemon: policy, spawn
+// environment, the connector, and verbs run in-process and as processes.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of `claudemesh init`: idempotent, resumable, kind to joined meshes
+// and to a running daemon.
 package main
 
 import (

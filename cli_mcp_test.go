@@ -1,3 +1,5 @@
+// Tests of `claudemesh mcp` as the process Claude Code runs: the handshake,
+// DMs reaching the session, inbox mode, no daemon.
 package main
 
 import (

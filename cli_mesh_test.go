@@ -1,3 +1,5 @@
+// Tests of the mesh verbs: create, invite, join, list and leave against a
+// real broker, and the running daemon taking each change.
 package main
 
 import (

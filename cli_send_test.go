@@ -1,3 +1,5 @@
+// Tests of send, inbox and moderation verbs against real daemons and a
+// real broker, warm and cold.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of install-service / uninstall-service and install's wait for a
+// daemon, with and without a service manager.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the command line: argv rules, errors and exit codes, --json,
+// help, and the verb table's consistency.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the generated completion scripts: they cover every verb, parse
+// in each shell, and complete as they should.
 package main
 
 import (

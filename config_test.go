@@ -1,3 +1,5 @@
+// Tests of config.json: unknown fields kept, modes, a corrupt file left
+// alone, concurrent updates.
 package main
 
 import (

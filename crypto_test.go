@@ -1,3 +1,5 @@
+// Tests of keys, signatures and crypto_box against fixed libsodium vectors,
+// the signed strings and request fingerprints.
 package main
 
 import (

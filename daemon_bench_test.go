@@ -1,3 +1,4 @@
+// Benchmarks of the daemon process: idle memory and autospawn to first answer.
 package main
 
 import (

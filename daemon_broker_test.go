@@ -1,3 +1,5 @@
+// Tests of the daemon's embedded broker: serving sessions, a taken address,
+// a block removed on reload.
 package main
 
 import (

@@ -1,8 +1,7 @@
-package main
-
 // Test helpers for anything that needs a real daemon: an in-process Daemon
 // on a short socket path, a machine config pointing at a real broker, and
 // the built binary for tests that must run claudemesh as a user would.
+package main
 
 import (
 	"context"

@@ -1,3 +1,5 @@
+// Tests of `claudemesh demo`: exactly once, nothing left behind, in-process
+// and as the built binary.
 package main
 
 import (

@@ -1,3 +1,4 @@
+// Tests of `claudemesh doctor`: each check's verdict and fix.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the outbox drain: backoff, verdicts on broker answers, lanes that
+// do not block each other, retries, give-up rules and banned links.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the event bus and its SSE stream: the per-subscriber demux, slow
+// subscribers, and streams ending at shutdown.
 package main
 
 import (

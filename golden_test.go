@@ -1,3 +1,4 @@
+// Golden files under testdata/, rewritten with -update.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of what the daemon does with pushes: echo guards, the self-join
+// filter, and message pushes reaching the sink.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the inbox store and sink: one row per recipient, decryption,
+// per-session scoping, seen marks, flush and delete.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of install and uninstall: ~/.claude.json edited member by member,
+// and the whole verb as a process against a temp HOME.
 package main
 
 import (

@@ -1,3 +1,4 @@
+// Tests of v1 invites: round trip, refusals, broker URL to HTTP base, fuzzing.
 package main
 
 import (

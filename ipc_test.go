@@ -1,3 +1,5 @@
+// Tests of the daemon's IPC: routes, the request gate on TCP, validation,
+// body caps, and that no route leaks a secret.
 package main
 
 import (

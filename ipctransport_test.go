@@ -1,3 +1,4 @@
+// Tests of the IPC client's unix-socket transport.
 package main
 
 import (

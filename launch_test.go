@@ -1,3 +1,5 @@
+// Tests of `claudemesh launch`: options, claude's argv and environment,
+// transcripts, stale dirs, and the verb as a process with a fake claude.
 package main
 
 import (

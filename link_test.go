@@ -1,3 +1,5 @@
+// Tests of the daemon's broker link: backoff, retries, pushes before
+// hello_ack, ban and kick, request/reply and send/ack, the cold link.
 package main
 
 import (

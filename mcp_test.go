@@ -1,3 +1,5 @@
+// Tests of the MCP server's protocol core: initialize, errors, framing,
+// skills as prompts and resources, tools mode.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Tests of the MCP server wired to a daemon: delivery, mark-seen after emit,
+// the welcome, reconnects and catch-up.
 package main
 
 import (

@@ -1,3 +1,5 @@
+// Benchmarks of a message end to end: DM latency, a send as a process, a
+// send over IPC.
 package main
 
 import (

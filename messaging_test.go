@@ -1,8 +1,7 @@
-package main
-
 // End to end: two daemons with separate homes on one real broker, sessions
 // registered through IPC, messages sent through POST /v1/send and read from
 // /v1/events and /v1/inbox.
+package main
 
 import (
 	"context"

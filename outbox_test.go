@@ -1,3 +1,5 @@
+// Tests of the outbox: the duplicate-lookup table, send refusals, target
+// resolution, crash recovery, requeue, the routes and the pruner.
 package main
 
 import (

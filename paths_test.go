@@ -1,3 +1,5 @@
+// Tests of where claudemesh keeps its files: overrides and the stale
+// config-dir fallback.
 package main
 
 import (

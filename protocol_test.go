@@ -1,3 +1,4 @@
+// Tests of client frame decoding and validation, and fuzzing of it.
 package main
 
 import (

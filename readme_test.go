@@ -1,3 +1,5 @@
+// The README stays in step: the pasted help is generated, and the file map
+// names every file.
 package main
 
 import (

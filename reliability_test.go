@@ -1,9 +1,8 @@
-package main
-
 // At-least-once with exactly one inbox row (SPEC §11): a recipient daemon
 // killed between push and ack, a sender daemon killed with unsent rows, and
 // a broker restarted with queued messages. The daemons that get killed run
 // as processes of the built binary.
+package main
 
 import (
 	"context"

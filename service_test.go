@@ -1,3 +1,5 @@
+// Tests of the systemd unit and launchd plist: golden files, escaping,
+// refusals, CI detection.
 package main
 
 import (

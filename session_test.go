@@ -1,3 +1,5 @@
+// Tests of the session registry: the reaper, start times, replacement,
+// restore after a restart, session keypairs on disk.
 package main
 
 import (

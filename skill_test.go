@@ -1,3 +1,5 @@
+// Tests of the embedded claudemesh skill: front matter, what it teaches, and
+// its installation.
 package main
 
 import (

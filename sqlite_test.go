@@ -1,3 +1,5 @@
+// Tests of opening SQLite: migrations once, a newer schema refused, a failed
+// migration rolled back.
 package main
 
 import (

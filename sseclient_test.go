@@ -1,3 +1,5 @@
+// Tests of the SSE client parser: any split of the stream, overlong lines,
+// fuzzing.
 package main
 
 import (
