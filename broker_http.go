@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -221,14 +222,8 @@ func (b *Broker) handleMeshCreate(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusUnauthorized, codeBadSignature, "signature does not verify")
 		return
 	}
-	name := req.Name
-	if name == "" {
-		name = req.Slug
-	}
-	display := req.DisplayName
-	if display == "" {
-		display = name + "-owner"
-	}
+	name := cmp.Or(req.Name, req.Slug)
+	display := cmp.Or(req.DisplayName, name+"-owner")
 	mesh, member, err := b.createMesh(r.Context(), req.Slug, name, req.Pubkey, display)
 	if errors.Is(err, errExists) {
 		writeHTTPError(w, http.StatusConflict, "mesh_exists", "a mesh with slug "+req.Slug+" already exists on this broker")
@@ -404,10 +399,7 @@ func (b *Broker) handleJoin(w http.ResponseWriter, r *http.Request) {
 		fail("invite_owner_mismatch", "the invite is not signed by this mesh's owner key")
 		return
 	}
-	display := req.DisplayName
-	if display == "" {
-		display = "member-" + req.PeerPubkey[:8]
-	}
+	display := cmp.Or(req.DisplayName, "member-"+req.PeerPubkey[:8])
 	res, err := b.store.RedeemInvite(r.Context(), redeemRequest{Token: token, MeshID: mesh.ID, Pubkey: req.PeerPubkey,
 		DisplayName: display, Now: time.Now(), NewMemberID: newID()})
 	var je *joinError

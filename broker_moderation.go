@@ -11,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"sort"
 	"strings"
@@ -110,10 +111,7 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 		ack.Type = frameDisconnectAck
 	}
 	for _, p := range selected {
-		label := p.displayName
-		if label == "" {
-			label = p.presenceID
-		}
+		label := cmp.Or(p.displayName, p.presenceID)
 		// 1.34.15: kick leaves control-plane (daemon) connections alone.
 		if kick && p.role == peerRoleControlPlane {
 			ack.SkippedControlPlane = append(ack.SkippedControlPlane, label)

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,23 +85,14 @@ func messageRef(brokerID, rowID string) string {
 // (stable across its sessions), from_session_pubkey the key of the session
 // that sent it.
 func channelFromMessage(ev mcpMessageEvent) channelNotification {
-	name := ev.SenderName
-	if name == "" {
-		name = "unknown"
-	}
-	priority := ev.Priority
-	if priority == "" {
-		priority = "next"
-	}
-	from := ev.SenderMemberPubkey
-	if from == "" {
-		from = ev.SenderPubkey
-	}
+	name := cmp.Or(ev.SenderName, "unknown")
+	priority := cmp.Or(ev.Priority, priorityNext)
+	from := cmp.Or(ev.SenderMemberPubkey, ev.SenderPubkey)
 	var b strings.Builder
 	switch priority {
-	case "now":
+	case priorityNow:
 		b.WriteString("[URGENT] ")
-	case "low":
+	case priorityLow:
 		b.WriteString("[low] ")
 	}
 	b.WriteString(name)
@@ -158,10 +150,7 @@ const channelSystemPreview = 240
 func channelFromSystem(kind string, data []byte) channelNotification {
 	var ev mcpSystemEvent
 	decoded := json.Unmarshal(data, &ev) == nil
-	event := ev.Event
-	if event == "" {
-		event = kind
-	}
+	event := cmp.Or(ev.Event, kind)
 	meta := map[string]string{"kind": "system", "event": event, "mesh_slug": ev.Mesh}
 	groups := formatGroups(ev.Groups)
 	if decoded {
@@ -392,10 +381,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 	var b strings.Builder
 	b.WriteString("[welcome] claudemesh is connected. ")
 	if in.Self != nil {
-		who := self.DisplayName
-		if who == "" {
-			who = "this session"
-		}
+		who := cmp.Or(self.DisplayName, "this session")
 		var tags []string
 		if self.SessionPubkey != "" {
 			tags = append(tags, shortID(self.SessionPubkey))
@@ -484,10 +470,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 }
 
 func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
-	name := m.SenderName
-	if name == "" {
-		name = "unknown"
-	}
+	name := cmp.Or(m.SenderName, "unknown")
 	line := name
 	if m.SenderPubkey != "" {
 		line += " (" + shortID(m.SenderPubkey) + ")"

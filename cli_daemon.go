@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -217,10 +218,7 @@ func brokerRefusal(err error) error {
 	if !errors.As(err, &be) {
 		return err
 	}
-	msg := be.Message
-	if msg == "" {
-		msg = be.Code
-	}
+	msg := cmp.Or(be.Message, be.Code)
 	code := exitFailure
 	switch be.Code {
 	case codeForbidden:

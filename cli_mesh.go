@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,10 +176,7 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 	if _, ok := cfg.MeshBySlug(slug); ok {
 		return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug), "pick another slug, or 'claudemesh leave "+slug+"' first")
 	}
-	brokerURL := f.broker
-	if brokerURL == "" {
-		brokerURL = c.env.Getenv("CLAUDEMESH_BROKER_URL")
-	}
+	brokerURL := cmp.Or(f.broker, c.env.Getenv("CLAUDEMESH_BROKER_URL"))
 	if brokerURL == "" && cfg.Broker != nil && cfg.Broker.Listen != "" {
 		brokerURL, _ = embeddedBrokerURLs(cfg.Broker.Listen)
 	}
@@ -186,10 +184,7 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 		return withHint(usageError("mesh create needs a broker"), "pass --broker ws://HOST:PORT/ws (run one with 'claudemesh broker serve')")
 	}
 	display := displayNameFor(c, f.name, hostnameOr(slug+"-owner"))
-	token := f.createToken
-	if token == "" {
-		token = c.env.Getenv("CLAUDEMESH_CREATE_TOKEN")
-	}
+	token := cmp.Or(f.createToken, c.env.Getenv("CLAUDEMESH_CREATE_TOKEN"))
 	m, err := createMesh(ctx, meshCreation{ConfigFile: path, Slug: slug, BrokerURL: brokerURL, Display: display, CreateToken: token})
 	if err != nil {
 		return err
@@ -218,10 +213,7 @@ type meshCreation struct {
 // (signed by that key) and saves the mesh in the config file. Shared by
 // `mesh create` and `init`.
 func createMesh(ctx context.Context, mc meshCreation) (Mesh, error) {
-	post := mc.PostURL
-	if post == "" {
-		post = mc.BrokerURL
-	}
+	post := cmp.Or(mc.PostURL, mc.BrokerURL)
 	base, err := brokerHTTPBase(post)
 	if err != nil {
 		return Mesh{}, usageError("%v", err)

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -316,10 +317,7 @@ func (c *cli) peerLine(p peerRecord) string {
 		dot = c.paint(colorRed, "●")
 	}
 	var b strings.Builder
-	name := p.str("displayName")
-	if name == "" {
-		name = "(unnamed)"
-	}
+	name := cmp.Or(p.str("displayName"), "(unnamed)")
 	fmt.Fprintf(&b, "  %s %s", dot, c.paint(colorBold, name))
 	if p["isThisSession"] == true {
 		b.WriteString(" (this session)")

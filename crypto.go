@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -389,9 +390,7 @@ func destinationOf(to string) (kind, ref string) {
 // ref, reply-to id, priority and canonical meta — each followed by a 0x00
 // byte — then the raw sha256 of the body. meta may be nil.
 func requestFingerprint(to, replyToID, priority string, meta any, body []byte) ([32]byte, error) {
-	if priority == "" {
-		priority = "next"
-	}
+	priority = cmp.Or(priority, priorityNext)
 	metaJSON := ""
 	if meta != nil {
 		s, err := canonicalJSON(meta)

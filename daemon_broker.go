@@ -19,6 +19,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"path/filepath"
 )
@@ -75,10 +76,7 @@ func (d *Daemon) applyBrokerConf(conf *BrokerConf) {
 		return
 	}
 	e := &embeddedBroker{conf: *conf, data: brokerDataDir(*conf, d.opts.ConfigFile)}
-	listen := conf.Listen
-	if listen == "" {
-		listen = defaultBrokerListen
-	}
+	listen := cmp.Or(conf.Listen, defaultBrokerListen)
 	sb, err := startServingBroker(BrokerOptions{DataDir: e.data, Logger: d.log.With("component", "broker")}, listen)
 	if err != nil {
 		e.err = err

@@ -26,6 +26,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -546,10 +547,7 @@ func (d *demo) send(ctx context.Context, m demoMessage) (demoResult, error) {
 		}
 		to.events.mu.Unlock()
 		r.Recipients = append(r.Recipients, a)
-		label := map[string]string{"dm": "DM"}[r.Kind]
-		if label == "" {
-			label = r.Kind
-		}
+		label := cmp.Or(map[string]string{"dm": "DM"}[r.Kind], r.Kind)
 		if a.Arrived {
 			d.say("  %s %-6s → %-11s %-9s %-44q arrived at %s in %s", d.c.paint(colorGreen, "✔"), r.From, r.To, label, r.Text, a.Name, fmtMs(a.LatencyMs))
 		} else {

@@ -26,6 +26,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -427,10 +428,7 @@ func (dr *drainer) attempt(ctx context.Context, row *outboxRow, link *Link) {
 	verdict, reason := judgeSend(ack, err)
 	switch {
 	case verdict == verdictDone:
-		id := ack.MessageID
-		if id == "" {
-			id = row.ClientMessageID
-		}
+		id := cmp.Or(ack.MessageID, row.ClientMessageID)
 		dr.finish(row, outboxDone, "", id)
 	case verdict == verdictDead:
 		dr.finish(row, outboxDead, reason, "")

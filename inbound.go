@@ -16,6 +16,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"time"
@@ -164,10 +165,7 @@ func (d *Daemon) deliverMessage(msg InboundMessage) {
 
 // ackPush sends client_ack for p on the connection it came from.
 func (d *Daemon) ackPush(f Inbound, p PushFrame) {
-	cmid := p.ClientMessageID
-	if cmid == "" {
-		cmid = p.MessageID
-	}
+	cmid := cmp.Or(p.ClientMessageID, p.MessageID)
 	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
 	defer cancel()
 	_ = f.Reply(ctx, ClientAckFrame{Type: frameClientAck, ClientMessageID: cmid, BrokerMessageID: p.MessageID})

@@ -261,17 +261,12 @@ func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
 // recipient.
 func inboxRowFromPush(msg InboundMessage, now time.Time) *inboxRow {
 	p := msg.Push
-	cmid := p.ClientMessageID
-	if cmid == "" {
-		cmid = p.MessageID // stable across redeliveries, so dedupe still works
-	}
+	// The broker's id is stable across redeliveries, so dedupe still works.
+	cmid := cmp.Or(p.ClientMessageID, p.MessageID)
 	if cmid == "" {
 		cmid = newUUID()
 	}
-	name := p.SenderName
-	if name == "" {
-		name = shortID(p.SenderPubkey)
-	}
+	name := cmp.Or(p.SenderName, shortID(p.SenderPubkey))
 	body, failed := decryptPushBody(p, msg.Keys)
 	return &inboxRow{
 		ID: newUUID(), ClientMessageID: cmid, BrokerMessageID: p.MessageID, Mesh: msg.Mesh, Topic: p.Topic,

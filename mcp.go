@@ -944,7 +944,7 @@ func (s *MCPServer) toolSend(ctx context.Context, raw json.RawMessage) mcpToolRe
 		return toolFailure("invalid arguments: to is required")
 	case a.Message == "":
 		return toolFailure("invalid arguments: message is required")
-	case a.Priority != "" && a.Priority != "now" && a.Priority != "next" && a.Priority != "low":
+	case a.Priority != "" && !validPriority(a.Priority):
 		return toolFailure("invalid arguments: priority must be now, next or low")
 	}
 	res, err := s.cfg.Backend.Send(ctx, mcpSendRequest{To: a.To, Message: a.Message, Priority: a.Priority, ReplyToID: a.ReplyTo, Mesh: a.Mesh})

@@ -501,7 +501,7 @@ type profileRequest struct {
 func (p *profileRequest) strictJSON() {}
 
 func (p *profileRequest) validate() error {
-	if p.Status != nil && *p.Status != statusIdle && *p.Status != statusWorking && *p.Status != statusDND {
+	if p.Status != nil && !validStatus(*p.Status) {
 		return badRequest("invalid_status", "status must be idle, working or dnd")
 	}
 	if len(p.applied()) == 0 {
