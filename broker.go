@@ -84,32 +84,29 @@ const (
 	maxHTTPBodyBytes = 1 << 20          // hard cap for HTTP bodies other than /join
 )
 
+// setDefault puts d in *v unless *v is positive.
+func setDefault[T int | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
 func (o *BrokerOptions) applyDefaults() {
-	setInt := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	setDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	setInt(&o.MaxMessageBytes, defaultMaxMessageBytes)
-	setInt(&o.MaxFrameBytes, o.MaxMessageBytes+defaultFrameEnvelopeBytes)
-	setInt(&o.MaxConnectionsPerMesh, defaultMaxConnectionsPerMesh)
-	setInt(&o.SendBurst, defaultSendBurst)
-	setInt(&o.SendPerMinute, defaultSendPerMinute)
-	setInt(&o.HandshakeBurst, defaultHandshakeBurst)
-	setInt(&o.HandshakePerMinute, defaultHandshakePerMinute)
-	setDur(&o.Lease, defaultLease)
-	setDur(&o.SweepInterval, defaultSweepInterval)
-	setDur(&o.Grace, defaultGrace)
-	setDur(&o.MessageTTL, defaultMessageTTL)
-	setDur(&o.PingInterval, defaultPingInterval)
-	setDur(&o.PingTimeout, defaultPingTimeout)
-	setDur(&o.HelloTimeout, defaultHelloTimeout)
-	setDur(&o.MaxSkew, defaultMaxSkew)
+	setDefault(&o.MaxMessageBytes, defaultMaxMessageBytes)
+	setDefault(&o.MaxFrameBytes, o.MaxMessageBytes+defaultFrameEnvelopeBytes)
+	setDefault(&o.MaxConnectionsPerMesh, defaultMaxConnectionsPerMesh)
+	setDefault(&o.SendBurst, defaultSendBurst)
+	setDefault(&o.SendPerMinute, defaultSendPerMinute)
+	setDefault(&o.HandshakeBurst, defaultHandshakeBurst)
+	setDefault(&o.HandshakePerMinute, defaultHandshakePerMinute)
+	setDefault(&o.Lease, defaultLease)
+	setDefault(&o.SweepInterval, defaultSweepInterval)
+	setDefault(&o.Grace, defaultGrace)
+	setDefault(&o.MessageTTL, defaultMessageTTL)
+	setDefault(&o.PingInterval, defaultPingInterval)
+	setDefault(&o.PingTimeout, defaultPingTimeout)
+	setDefault(&o.HelloTimeout, defaultHelloTimeout)
+	setDefault(&o.MaxSkew, defaultMaxSkew)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
