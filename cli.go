@@ -223,8 +223,20 @@ func (c *cli) Paths() Paths {
 // run executes one command line and returns the process exit code.
 func run(ctx context.Context, args []string, env Env) int {
 	c := newCLI(env, commands)
-	err := c.dispatch(ctx, args)
-	return c.report(err)
+	return c.report(c.dispatchGuarded(ctx, args))
+}
+
+// dispatchGuarded is dispatch with a bug in a verb reported as an internal
+// error (exit 8) on stderr, instead of a goroutine dump in the user's
+// terminal.
+func (c *cli) dispatchGuarded(ctx context.Context, args []string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = exitError(exitInternal, fmt.Errorf("internal error: %v", r),
+				"this is a bug in claudemesh; please report the command you ran and this message")
+		}
+	}()
+	return c.dispatch(ctx, args)
 }
 
 // parsedArgs is argv split into flags and words.

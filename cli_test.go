@@ -460,3 +460,19 @@ func TestSignalVerbs(t *testing.T) {
 		}
 	}
 }
+
+// A verb that panics is an internal error: exit 8 with a message, not a
+// goroutine dump.
+func TestPanickingVerbIsInternalError(t *testing.T) {
+	table := []*command{{name: "boom", summary: "panics", setup: func(fs *flagSet) runFunc {
+		return func(context.Context, *cli, []string) error { panic("kaboom") }
+	}}}
+	var stderr bytes.Buffer
+	c := newCLI(Env{Stderr: &stderr}, table)
+	if code := c.report(c.dispatchGuarded(context.Background(), []string{"boom"})); code != exitInternal {
+		t.Fatalf("exit = %d, want %d", code, exitInternal)
+	}
+	if !strings.Contains(stderr.String(), "claudemesh: error: internal error: kaboom") || !strings.Contains(stderr.String(), "hint: this is a bug") {
+		t.Fatalf("stderr = %q", stderr.String())
+	}
+}
