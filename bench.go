@@ -1,4 +1,4 @@
-// `claudemesh bench`: the project's load tool, for SPEC §10's load shape
+// `claudemesh bench`: the project's load tool, for the 100 peers × 1,000 DMs load shape
 // (100 peers × 1,000 messages each, 100 % delivered, p99 < 100 ms).
 //
 // Policy:
@@ -97,7 +97,7 @@ func setupBench(fs *flagSet) runFunc {
 	}
 }
 
-// defaultBenchRate is the load the SPEC shape is measured at: 100 peers
+// defaultBenchRate is the load the standard shape is measured at: 100 peers
 // each sending 20 messages a second, a busy mesh of agents.
 const defaultBenchRate = 2000
 

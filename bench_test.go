@@ -1,5 +1,5 @@
 // Tests of `claudemesh bench`: every message checked exactly once, the verb's
-// flags and report, and BenchmarkLoad for SPEC §10's load shape.
+// flags and report, and BenchmarkLoad for the 100 peers × 1,000 DMs load shape.
 package main
 
 import (
@@ -86,7 +86,7 @@ func TestBenchReportFailure(t *testing.T) {
 
 // BenchmarkLoad runs the load tool at a CI-sized shape (20 peers × 100 DMs
 // at 1,000 msg/s) and reports its figures; `claudemesh bench` runs the full
-// SPEC shape.
+// shape (100 peers × 1,000 DMs).
 //
 //	go test -run XXX -bench Load -benchtime 1x .
 func BenchmarkLoad(b *testing.B) {

@@ -5,7 +5,7 @@
 // many messages and acks, and an idle broker commits each write at once
 // (no waiting for a batch to fill).
 //
-// Policy (SPEC §4.4):
+// Policy:
 //   - A send is acked only after the batch holding its append has
 //     committed: its message and deliveries are durable before anyone
 //     hears of it, and a broker restart loses nothing that was acked.

@@ -210,7 +210,7 @@ func TestBrokerPeerReturnedRestoresState(t *testing.T) {
 }
 
 // The replies a claudemesh (TypeScript) daemon waits for, in the shapes its
-// code reads (reference broker-protocol.md §2.6–2.7), with its own _reqId
+// code reads, with its own _reqId
 // styles: each request gets one reply of the named type echoing the
 // _reqId, with the named fields present.
 func TestBrokerReplyShapesForAClaudemeshDaemon(t *testing.T) {

@@ -453,7 +453,7 @@ func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
 	c2.expect(frameHelloAck, nil)
 }
 
-// Which check comes first (reference broker-protocol.md §2.2–2.3): a
+// Which check comes first: a
 // handshake with two faults is refused with the earlier check's code,
 // because that is what a claudemesh client is written against.
 func TestBrokerHandshakeCheckOrder(t *testing.T) {

@@ -1,5 +1,5 @@
 // The broker's HTTP surface, all on the WebSocket's port: the upgrade on
-// exactly /ws, /health, /metrics, and the account-less mesh routes (SPEC §9):
+// exactly /ws, /health, /metrics, and the account-less mesh routes:
 // POST /cli/mesh/create, POST /cli/mesh/<slug>/invite and POST /join.
 //
 // Policy: mesh creation is open to loopback clients (a request that came

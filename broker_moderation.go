@@ -112,7 +112,7 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 	}
 	for _, p := range selected {
 		label := cmp.Or(p.displayName, p.presenceID)
-		// 1.34.15: kick leaves control-plane (daemon) connections alone.
+		// kick leaves control-plane (daemon) connections alone (claudemesh 1.34.15).
 		if kick && p.role == peerRoleControlPlane {
 			ack.SkippedControlPlane = append(ack.SkippedControlPlane, label)
 			continue

@@ -10,7 +10,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// The 1.34.15 truth table: kick skips control-plane connections and lists
+// The kick truth table (claudemesh 1.34.15): kick skips control-plane connections and lists
 // them; disconnect closes everything it matches.
 func TestBrokerKickTruthTable(t *testing.T) {
 	cases := []struct {

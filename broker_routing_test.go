@@ -321,7 +321,7 @@ func (tc *testClient) fullSend(target, text, priority string) (SendFrame, frame)
 }
 
 // checkFullPush checks that a push carries every field of the send it
-// delivers (SPEC §4.4), whichever path it took.
+// delivers, whichever path it took.
 func checkFullPush(t *testing.T, push frame, sent SendFrame, ack frame, meshID, senderKey, senderMember, senderName string) {
 	t.Helper()
 	want := map[string]string{"messageId": ack.str("messageId"), "meshId": meshID, "senderPubkey": senderKey,

@@ -140,7 +140,7 @@ type redeemResult struct {
 	AlreadyMember bool
 }
 
-// joinError is a refused join; Code is the reference's error code.
+// joinError is a refused join; Code is the error code claudemesh clients expect.
 type joinError struct{ Code, Message string }
 
 func (e *joinError) Error() string { return e.Code + ": " + e.Message }

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// channelMetaKey is the rule SPEC §7 sets for channel meta keys, as the
+// channelMetaKey is the rule for channel meta keys (letters, digits, underscore), as the
 // tests check it (the product uses isChannelMetaKey).
 var channelMetaKey = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 

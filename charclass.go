@@ -2,7 +2,7 @@
 // keys and signatures, mesh slugs, group names, meta keys, completion words,
 // transcript and log file names. Plain loops rather than package-level
 // regexps, which compile at every process start — and every CLI invocation
-// is a process start (SPEC §10: a warm `claudemesh send` in 5 ms).
+// is a process start (a warm `claudemesh send` is budgeted at 5 ms).
 package main
 
 import "strings"

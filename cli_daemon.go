@@ -499,7 +499,7 @@ var errDaemonStopTimeout = errors.New("the daemon did not stop in time")
 // stopRunningDaemon stops the daemon holding the lock (SIGTERM, then waits
 // for the lock to be free) and returns its pid; 0 when none was running.
 // `daemon down` and the service installer (which replaces a running daemon
-// by the service's, 1.30.1) share it.
+// by the service's, claudemesh 1.30.1) share it.
 func stopRunningDaemon(ctx context.Context, c *cli) (int, error) {
 	paths := c.Paths()
 	if !daemonLockHeld(paths) {

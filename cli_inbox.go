@@ -1,5 +1,4 @@
-// `claudemesh inbox`, `inbox flush`, `inbox delete` (1.34.7, 1.34.8,
-// 1.34.11) and `daemon outbox list|requeue`: thin clients of the daemon,
+// `claudemesh inbox`, `inbox flush`, `inbox delete` and `daemon outbox list|requeue`: thin clients of the daemon,
 // which owns both stores. They have no cold path — the inbox is what the
 // daemon received — so without a daemon they fail and say how to start it.
 //

@@ -1,4 +1,4 @@
-// `claudemesh init`: the first run on a machine (SPEC §9). It gives the
+// `claudemesh init`: the first run on a machine It gives the
 // machine a broker embedded in its daemon, a mesh `local` on it with this
 // machine's member identity, a running daemon linked to it, and prints the
 // commands that come next.

@@ -1,4 +1,4 @@
-// `claudemesh mcp`: the MCP stdio server Claude Code spawns (SPEC §7). This
+// `claudemesh mcp`: the MCP stdio server Claude Code spawns. This
 // file is the process around the protocol core of mcp.go and mcpsession.go:
 // finding the daemon, the session token, the per-pid log, signals.
 //

@@ -1,4 +1,4 @@
-// Mesh verbs without a web account (SPEC §9): `mesh create`, `invite`,
+// Mesh verbs without a web account: `mesh create`, `invite`,
 // `join`, `mesh list` and `leave`, and the small HTTP client they share to
 // talk to a broker. Keys are made here and saved in config.json; only public
 // keys and signatures leave the machine.

@@ -3,7 +3,7 @@
 // member key over a one-shot connection (the broker checks that the member
 // is the mesh owner or an admin).
 //
-// Policy (1.34.15): kick ends sessions but leaves control-plane connections
+// Policy (claudemesh 1.34.15): kick ends sessions but leaves control-plane connections
 // alone — a daemon would reconnect at once — and says which it refused,
 // pointing at `claudemesh ban <peer>` or `claudemesh daemon down`;
 // disconnect skips nothing and its targets reconnect on their own.

@@ -1,6 +1,6 @@
 // `claudemesh peer list` and `claudemesh whoami`.
 //
-// Policy (SPEC §6): control-plane rows (daemon member links, cold-path
+// Policy: control-plane rows (daemon member links, cold-path
 // CLIs) are hidden unless --all, and the header says how many were hidden;
 // this session comes first and is marked; the member's other sessions are
 // tagged sid:<8>; role and groups are always shown; --mesh really scopes

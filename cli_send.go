@@ -3,11 +3,11 @@
 //
 // Policy:
 //   - Names and hex prefixes (4+ characters) are resolved here, against the
-//     peer list, to the full key (1.31.6); no match and several matches are
+//     peer list, to the full key (claudemesh 1.31.6); no match and several matches are
 //     errors that list the candidates. Without --mesh every mesh in scope is
 //     searched, and a name found on two meshes asks for --mesh.
 //   - Your own member key is refused unless --self, which sends one copy to
-//     each of your other live sessions and reports each (1.32.0).
+//     each of your other live sessions and reports each (claudemesh 1.32.0).
 //   - The output says what happened: sent with the recipient online, sent
 //     and held by the broker for an offline recipient, still queued in the
 //     daemon's outbox, or failed (exit 1).
@@ -27,7 +27,7 @@ import (
 	"time"
 )
 
-// minCLIPrefix is the shortest key prefix `send` resolves (1.31.6).
+// minCLIPrefix is the shortest key prefix `send` resolves (claudemesh 1.31.6).
 const minCLIPrefix = 4
 
 // sendWait is how long a warm send waits for the broker's answer before
@@ -401,7 +401,7 @@ func targetFailure(err error) error {
 }
 
 // runSelfFanOut sends one copy to each live sibling session of our member
-// on mesh (1.32.0).
+// on mesh (claudemesh 1.32.0).
 func runSelfFanOut(ctx context.Context, c *cli, m messenger, f sendFlags, mesh, member, text string) error {
 	peers, err := m.peers(ctx, mesh)
 	if err != nil {

@@ -96,7 +96,7 @@ func TestSendVerb(t *testing.T) {
 	}
 }
 
-// --self (1.32.0): your own member key is refused without it; with it, one
+// --self (claudemesh 1.32.0): your own member key is refused without it; with it, one
 // copy goes to each of your other live sessions, never to the caller.
 func TestSendSelf(t *testing.T) {
 	f := newMsgFixture(t, nil)

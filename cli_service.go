@@ -1,12 +1,12 @@
 // `claudemesh daemon install-service` and `daemon uninstall-service`: the
-// daemon as a systemd user unit or launchd agent (SPEC §8), also used by
+// daemon as a systemd user unit or launchd agent, also used by
 // `install` / `uninstall`.
 //
 // Policy:
 //   - Refused under CI unless --allow-ci-persistent (checkServiceAllowed).
 //   - A running daemon is stopped first, as `daemon down` does, then the
 //     service is (re)started: the service's daemon takes the singleton lock
-//     cleanly instead of crash-looping against the old one (1.30.1).
+//     cleanly instead of crash-looping against the old one (claudemesh 1.30.1).
 //   - When systemctl / launchctl is not on this machine, the unit file is
 //     still written (it serves a later login) and the commands that start it
 //     are printed; the running daemon is left alone. When the manager is

@@ -318,7 +318,7 @@ func TestVerbTableConsistent(t *testing.T) {
 	}
 }
 
-// SPEC §6's boolean flags are booleans in the real verb table: none of them
+// The boolean flags (--self, --json, --all, --yes, …) are booleans in the real verb table: none of them
 // ever takes the next word as its value.
 func TestSpecBooleanFlags(t *testing.T) {
 	kinds := flagKinds(commands)

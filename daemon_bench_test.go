@@ -12,7 +12,7 @@ import (
 
 // BenchmarkDaemonIdleRSS starts a real daemon (the built binary) with one
 // mesh link to a broker, lets it sit idle for a few seconds once the link is
-// open, and reports its resident set then and its peak. SPEC §10: idle RSS
+// open, and reports its resident set then and its peak. Budget: idle RSS
 // ≤ 30 MB.
 //
 //	go test -run XXX -bench DaemonIdleRSS -benchtime 1x .
@@ -48,7 +48,7 @@ func BenchmarkDaemonIdleRSS(b *testing.B) {
 
 // BenchmarkAutospawn measures autospawn to first answer: with no daemon
 // running, `claudemesh peer list` spawns one and polls it until it answers;
-// the CLI reports how long that took. SPEC §10: ≤ 100 ms. The whole
+// the CLI reports how long that took. Budget: ≤ 100 ms. The whole
 // process (start, spawn, peer list through the new daemon) is reported too.
 //
 //	go test -run XXX -bench Autospawn -benchtime 20x .

@@ -1,4 +1,4 @@
-// The daemon's embedded broker (SPEC §9): when config.json has a `broker`
+// The daemon's embedded broker: when config.json has a `broker`
 // block, the daemon serves that broker in-process, with the same code as
 // `claudemesh broker serve`, so a machine with a local mesh runs one
 // process. Its /health and /metrics answer on the broker's own address.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -172,40 +173,56 @@ func registration(t testing.TB, m Mesh, name string, pid int) (SessionRegistrati
 	}, session
 }
 
-// The built binary, for tests that run claudemesh as a process.
+// The built binary, for tests that run claudemesh as a process. TestMain
+// starts building it before the first test, so the build overlaps the
+// in-process tests, and every process test waits for it before it starts
+// any deadline of its own: a cold build cache costs time, never a timeout.
 
 var (
-	binOnce sync.Once
+	binDone = make(chan struct{}) // closed when the build has finished
 	binPath string
 	binErr  error
 )
 
-// TestMain removes the built binary after the run.
+// TestMain builds the binary in the background during the run and removes
+// it afterwards.
 func TestMain(m *testing.M) {
+	ctx, cancel := context.WithCancel(context.Background())
+	dir, err := os.MkdirTemp("", "cmbin")
+	if err != nil {
+		binErr = err
+		close(binDone)
+	} else {
+		go buildBinary(ctx, filepath.Join(dir, "claudemesh"))
+	}
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
+	cancel() // a run that needed no binary does not wait for its build
+	<-binDone
+	if dir != "" {
+		os.RemoveAll(dir)
 	}
 	os.Exit(code)
 }
 
-// claudemeshBinary builds the binary once per test run.
+// buildBinary builds claudemesh at path, as it ships (static, no cgo).
+func buildBinary(ctx context.Context, path string) {
+	defer close(binDone)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		binErr = fmt.Errorf("%v: %s", err, out)
+		return
+	}
+	binPath = path
+}
+
+// claudemeshBinary waits for the build and returns the binary's path. Call
+// it before starting a deadline: on a cold build cache the build alone can
+// take minutes.
 func claudemeshBinary(t testing.TB) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cmbin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "claudemesh")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // the static binary, as it ships
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			binErr = errors.New(string(out))
-		}
-	})
+	<-binDone
 	if binErr != nil {
 		t.Fatalf("go build: %v", binErr)
 	}
@@ -221,9 +238,10 @@ type procResult struct {
 // runBinary runs claudemesh with exactly this environment (plus PATH).
 func runBinary(t testing.TB, env map[string]string, args ...string) procResult {
 	t.Helper()
+	bin := claudemeshBinary(t) // before the deadline: the build is not the process's time
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, claudemeshBinary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -1,6 +1,6 @@
 // The drain: the worker that hands outbox rows to brokers.
 //
-// Policy (SPEC §5.4):
+// Policy:
 //   - Rows travel in lanes, one per link: a mesh's member link, or one
 //     session's link for rows that session sent. Lanes run concurrently, so
 //     a stalled link never holds up another mesh or session; within a lane

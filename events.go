@@ -3,7 +3,7 @@
 // Policy: fan-out never blocks the publisher. Each subscriber has a bounded
 // channel; a subscriber whose channel is full is dropped (its stream ends
 // and the client reconnects), and every write to a stream has a deadline.
-// What a subscriber sees is decided by its session (SPEC §5.7): message
+// What a subscriber sees is decided by its session: message
 // events only for its session key or its member key, system and
 // broker_status events only for its mesh; no session → everything.
 package main
@@ -45,7 +45,7 @@ type EventFilter struct {
 
 func (f EventFilter) empty() bool { return f == EventFilter{} }
 
-// Allows applies the SPEC §5.7 demux, rules in order, first match decides.
+// Allows applies the per-session demux, rules in order, first match decides.
 func (f EventFilter) Allows(ev Event) bool {
 	if f.empty() {
 		return true

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// The SPEC §5.7 demux, rule by rule.
+// The per-session event demux, rule by rule.
 func TestEventFilterTruthTable(t *testing.T) {
 	const (
 		sA = "sa" // session A's key

@@ -2,7 +2,7 @@
 // become events on the bus; message pushes go to the MessageSink (the inbox,
 // which owns storage and the client_ack).
 //
-// Policy (SPEC §5.5, the echo guards of claudemesh 1.34.8–1.34.9):
+// Policy (the echo guards of claudemesh 1.34.8–1.34.9):
 //   - a session link drops every system push (the member link covers them)
 //     and every push whose sender is its own session key;
 //   - the member link drops pushes from its own member key, but keeps those

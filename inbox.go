@@ -1,4 +1,4 @@
-// The daemon's inbox (SPEC §5.5): every message push a link receives is
+// The daemon's inbox: every message push a link receives is
 // decrypted, stored once per recipient in inbox.db, acknowledged to the
 // broker, and — when new — published as a `message` event.
 //
@@ -318,7 +318,7 @@ func readableText(b []byte) bool {
 	return true
 }
 
-// messageEventData is the `message` event's payload (reference daemon.md §3.6).
+// messageEventData is the `message` event's payload, the field names a claudemesh client reads.
 func messageEventData(r *inboxRow) map[string]any {
 	data := map[string]any{
 		"id": r.ID, "mesh": r.Mesh, "client_message_id": r.ClientMessageID, "broker_message_id": strOrNil(r.BrokerMessageID),

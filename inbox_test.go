@@ -165,7 +165,7 @@ func bodies(items []inboxItem) string {
 	return strings.Join(out, ",")
 }
 
-// Who sees which rows (1.34.11): a session its own key's rows, its member's
+// Who sees which rows (claudemesh 1.34.11): a session its own key's rows, its member's
 // rows and legacy rows, on its own mesh unless it names another; a caller
 // without a session sees every row.
 func TestInboxScoping(t *testing.T) {
@@ -197,7 +197,7 @@ func TestInboxScoping(t *testing.T) {
 	}
 }
 
-// seen_at (1.34.8): a read stamps what it returned, after the read; a peek
+// seen_at (claudemesh 1.34.8): a read stamps what it returned, after the read; a peek
 // does not; a stamp is never moved; unread_only filters.
 func TestInboxSeenAt(t *testing.T) {
 	fx := newInboxFixture(t)

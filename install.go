@@ -1,4 +1,4 @@
-// `claudemesh install` / `uninstall` (SPEC §8): register the MCP server
+// `claudemesh install` / `uninstall`: register the MCP server
 // with Claude Code, install the skill and the daemon service, and undo all
 // of it.
 //

@@ -1,5 +1,5 @@
 // The daemon's IPC: HTTP/1.1 with JSON bodies over daemon.sock (0600) and
-// over loopback TCP (SPEC §5.3).
+// over loopback TCP.
 //
 // Policy, checked on every request in this order:
 //  1. a `token` query parameter → 400 (tokens never go in URLs, which end

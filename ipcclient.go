@@ -1,4 +1,4 @@
-// The CLI side of the daemon (SPEC §5.8): an IPC client, and the connector
+// The CLI side of the daemon: an IPC client, and the connector
 // that finds a daemon or starts one.
 //
 // Policy:
@@ -421,8 +421,8 @@ type daemonConnector struct {
 
 // spawnPollEvery is how often a starting daemon is asked whether it is up:
 // until its socket exists a poll is one stat, and a spawned daemon answers
-// within a few tens of milliseconds (SPEC §10: autospawn to first answer
-// ≤ 100 ms), so a coarse poll would be most of the wait.
+// within a few tens of milliseconds (autospawn to first answer is
+// budgeted at 100 ms), so a coarse poll would be most of the wait.
 const spawnPollEvery = 5 * time.Millisecond
 
 func newDaemonConnector(paths Paths, getenv func(string) string) *daemonConnector {

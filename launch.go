@@ -1,8 +1,8 @@
-// `claudemesh launch` (alias `connect`, SPEC §8): start `claude` wired into
+// `claudemesh launch` (alias `connect`): start `claude` wired into
 // a mesh with a session identity of its own.
 //
 // Policy:
-//   - Every flag is wired (1.27.1), and a bad value is a usage error rather
+//   - Every flag is wired (claudemesh 1.27.1), and a bad value is a usage error rather
 //     than silently replaced by a default.
 //   - The session needs the daemon: it holds the session's broker link and
 //     feeds the MCP server. A daemon that cannot be had, or a registration

@@ -83,7 +83,8 @@ type LinkTiming struct {
 	DialTimeout    time.Duration
 }
 
-// defaultLinkTiming is SPEC §5.2's schedule.
+// defaultLinkTiming is the links' schedule: reconnect backoff 1, 2, 4, 8,
+// 16, 30 s, a ping every 30 s, and a link silent for 75 s is dropped.
 func defaultLinkTiming() LinkTiming {
 	return LinkTiming{
 		Backoff:        []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second},

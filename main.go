@@ -446,8 +446,8 @@ creation is open to loopback clients; others need --create-token.`,
 		name:    "bench",
 		signals: true,
 		summary: "load-test a broker: N peers each send M DMs, every one checked to arrive exactly once",
-		detail: `The project's load tool (SPEC §10: 100 peers × 1,000 DMs, all delivered, p99
-under 100 ms). By default it starts a broker in this process on 127.0.0.1:0
+		detail: `The project's load tool (its standard shape: 100 peers × 1,000 DMs, all
+delivered, p99 under 100 ms). By default it starts a broker in this process on 127.0.0.1:0
 with a temp data dir and its rate limits raised; --broker measures a running
 broker instead (give it --send-burst, --send-per-minute and --handshake-burst
 for the run). The peers speak the real wire protocol: hello, crypto_box DMs,

@@ -17,7 +17,7 @@
 //   - Responses and notifications are written whole, one at a time, so the
 //     event pump and request handlers never interleave bytes on stdout.
 //   - The server declares experimental["claude/channel"]: Claude Code ≥ 2.1
-//     ignores channel notifications from servers that do not (1.34.1).
+//     ignores channel notifications from servers that do not (claudemesh 1.34.1).
 package main
 
 import (

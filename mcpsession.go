@@ -4,19 +4,19 @@
 //
 // Policy:
 //   - An inbox row is marked seen only after its notification was written
-//     to the client (1.34.8): a message that never reached the session stays
+//     to the client (claudemesh 1.34.8): a message that never reached the session stays
 //     unread, so the next welcome or `claudemesh inbox` still shows it.
 //   - Nothing is emitted before notifications/initialized: Claude Code
 //     registers its channel handler only then, and drops anything earlier
-//     without a trace (1.34.4). Events that arrive sooner wait.
+//     without a trace (claudemesh 1.34.4). Events that arrive sooner wait.
 //   - The stream is reopened forever, 1 s after it ends and 2 s after an
 //     error, until the server stops.
 //   - The welcome always goes out once, even when some daemon queries fail:
-//     it is how the user learns the pipe is live (1.34.3).
+//     it is how the user learns the pipe is live (claudemesh 1.34.3).
 //   - A message that reached the inbox while no stream was open (the
 //     daemon restarted, or was not up yet) is not lost for the session:
 //     on every (re)connect after the welcome, the unread rows are emitted,
-//     oldest first, each once (1.34.2 left that gap to the next launch).
+//     oldest first, each once (claudemesh 1.34.2 left that gap to the next launch).
 //   - The session's message mode decides what else goes out: push (the
 //     default) everything, inbox only system events (messages stay unread),
 //     off nothing but the welcome.

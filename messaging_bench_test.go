@@ -32,7 +32,7 @@ func reportLatencies(b *testing.B, lat []time.Duration) {
 // BenchmarkDMEndToEnd measures one DM from session A on one daemon to
 // session B on another, through a real broker: from POST /v1/send (IPC
 // accept, encryption, outbox row) to B's `message` event on /v1/events
-// (push, decryption, inbox row). SPEC §10: p50 ≤ 5 ms, p99 ≤ 25 ms.
+// (push, decryption, inbox row). Budget: p50 ≤ 5 ms, p99 ≤ 25 ms.
 //
 //	go test -run XXX -bench DMEndToEnd -benchtime 2000x .
 func BenchmarkDMEndToEnd(b *testing.B) {
@@ -75,7 +75,7 @@ func BenchmarkDMEndToEnd(b *testing.B) {
 
 // BenchmarkSendProcess measures `claudemesh send <key> <text>` as a whole
 // process against a warm daemon: exec, config, daemon probe, IPC send and
-// the broker's ack, peer list for the online check, output. SPEC §10:
+// the broker's ack, peer list for the online check, output. Budget:
 // median ≤ 5 ms. The "version" case is the floor: the same binary doing
 // nothing but start, print its version and exit.
 //

@@ -1,4 +1,4 @@
-// The daemon's outbox (SPEC §5.4): every message a local client sends is
+// The daemon's outbox: every message a local client sends is
 // accepted into outbox.db, already encrypted, and the drain (drain.go) hands
 // it to the broker.
 //
@@ -7,10 +7,10 @@
 //     lookup happens before mesh and target resolution, so a replay of a
 //     finished send is answered from the store even if the peer went away.
 //   - The accept runs in one BEGIN IMMEDIATE transaction and follows the
-//     duplicate-lookup table of reference/daemon.md §3.3 exactly (decide,
+//     duplicate-lookup table claudemesh clients rely on, case by case (decide,
 //     below); fingerprints are compared in constant time.
 //   - A session caller with presence encrypts with its session key and its
-//     rows leave only on its own link (1.34.0 sender attribution). A send to
+//     rows leave only on its own link (claudemesh 1.34.0 sender attribution). A send to
 //     a mesh other than the session's goes as that mesh's member.
 //   - A message that cannot fit the broker's limit once encrypted is refused
 //     at once (413) instead of dying later in the drain.
@@ -555,7 +555,7 @@ func (d *Daemon) prepareSend(ctx context.Context, in *sendInput, s *Session) (*o
 		return nil, err
 	}
 	if senderSession != "" && target == senderSession {
-		// Its own link drops it as an echo (1.34.8): it would be reported
+		// Its own link drops it as an echo (claudemesh 1.34.8): it would be reported
 		// sent and never seen.
 		return nil, badRequest("to_self", "%s is this session's own key: a session never receives its own messages", shortKey(target))
 	}

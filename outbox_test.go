@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// The duplicate-lookup table of reference/daemon.md §3.3, as decide sees it.
+// The duplicate-lookup table (eleven cases), as decide sees it.
 func TestDecideDuplicateTable(t *testing.T) {
 	fp := []byte("0123456789abcdef0123456789abcdef")
 	other := []byte("fedcba9876543210fedcba9876543210")

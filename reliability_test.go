@@ -1,4 +1,4 @@
-// At-least-once with exactly one inbox row (SPEC §11): a recipient daemon
+// At-least-once with exactly one inbox row: a recipient daemon
 // killed between push and ack, a sender daemon killed with unsent rows, and
 // a broker restarted with queued messages. The daemons that get killed run
 // as processes of the built binary.
@@ -511,7 +511,7 @@ func TestLinksFlappingDuringBurstDeliverExactlyOnce(t *testing.T) {
 	}
 }
 
-// No secret key ever lands in a log (SPEC §11): a run through the broker,
+// No secret key ever lands in a log: a run through the broker,
 // a daemon process (restarted, so sessions come back from disk), a second
 // daemon logging at debug level, an MCP server process and a few refused
 // requests leaves daemon logs, mcp-<pid>.log and broker logs that hold none

@@ -1,4 +1,4 @@
-// The daemon's session registry (SPEC §5.6): launched sessions register
+// The daemon's session registry: launched sessions register
 // with a 64-hex token that later identifies them on IPC; a session with
 // presence gets its own broker link.
 //

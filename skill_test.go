@@ -95,8 +95,8 @@ func TestSkillStaysWithinTheProduct(t *testing.T) {
 			t.Errorf("SKILL.md mentions %q, which claudemesh does not have", word)
 		}
 	}
-	// Every `claudemesh <verb>` it shows as code is one of the verbs of
-	// SPEC §6.
+	// Every `claudemesh <verb>` it shows as code is one of claudemesh's
+	// verbs.
 	verbs := map[string]bool{}
 	for _, v := range []string{"init", "demo", "broker", "mesh", "invite", "join", "leave", "workspace", "launch", "mcp",
 		"install", "uninstall", "peer", "peers", "send", "message", "inbox", "kick", "ban", "unban", "bans", "state",

@@ -10,7 +10,7 @@
 //     considered when no session has that name, and they stand for their
 //     member key, never for a one-shot link's throw-away key.
 //   - A hex prefix of at least minPrefix characters matches session and
-//     member keys (1.31.6): it must name exactly one key.
+//     member keys (claudemesh 1.31.6): it must name exactly one key.
 //   - No match and several matches are errors that list the candidates.
 package main
 
