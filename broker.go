@@ -84,13 +84,6 @@ const (
 	maxHTTPBodyBytes = 1 << 20          // hard cap for HTTP bodies other than /join
 )
 
-// setDefault puts d in *v unless *v is positive.
-func setDefault[T int | time.Duration](v *T, d T) {
-	if *v <= 0 {
-		*v = d
-	}
-}
-
 func (o *BrokerOptions) applyDefaults() {
 	setDefault(&o.MaxMessageBytes, defaultMaxMessageBytes)
 	setDefault(&o.MaxFrameBytes, o.MaxMessageBytes+defaultFrameEnvelopeBytes)

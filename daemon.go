@@ -96,28 +96,14 @@ func (o *DaemonOptions) defaults() {
 	if o.Link.HelloTimeout == 0 {
 		o.Link = defaultLinkTiming()
 	}
-	if o.ReaperInterval == 0 {
-		o.ReaperInterval = 5 * time.Second
-	}
-	if o.SessionTTL == 0 {
-		o.SessionTTL = sessionTTL
-	}
-	if o.KeepAlive == 0 {
-		o.KeepAlive = 15 * time.Second
-	}
-	if o.RPCTimeout == 0 {
-		o.RPCTimeout = 5 * time.Second
-	}
+	setDefault(&o.ReaperInterval, 5*time.Second)
+	setDefault(&o.SessionTTL, sessionTTL)
+	setDefault(&o.KeepAlive, 15*time.Second)
+	setDefault(&o.RPCTimeout, 5*time.Second)
 	o.Drain.fillDefaults()
-	if o.MaxMessageBytes == 0 {
-		o.MaxMessageBytes = defaultMaxMessageBytes
-	}
-	if o.PruneEvery == 0 {
-		o.PruneEvery = time.Hour
-	}
-	if o.Retention == 0 {
-		o.Retention = 30 * 24 * time.Hour
-	}
+	setDefault(&o.MaxMessageBytes, defaultMaxMessageBytes)
+	setDefault(&o.PruneEvery, time.Hour)
+	setDefault(&o.Retention, 30*24*time.Hour)
 }
 
 // Daemon is the running daemon.
@@ -126,9 +112,11 @@ type Daemon struct {
 	log   *slog.Logger
 	paths Paths
 
-	ctx      context.Context // the daemon's life; links run under it
-	bus      *Bus
-	sessions *Registry
+	ctx         context.Context // the daemon's life; links run under it
+	cancelRun   context.CancelFunc
+	cancelServe context.CancelFunc // ends IPC request contexts, after the shutdown grace
+	bus         *Bus
+	sessions    *Registry
 
 	mu           sync.Mutex
 	meshes       map[string]*meshEntry   // slug → member link
@@ -198,8 +186,35 @@ func NewDaemon(opts DaemonOptions) *Daemon {
 
 // Run boots the daemon, serves until ctx ends, then shuts down.
 func (d *Daemon) Run(ctx context.Context) error {
+	undo, err := d.boot(ctx)
+	defer undo.run()
+	if err != nil {
+		return err
+	}
+	d.serveUntilDone(ctx)
+	d.shutdown()
+	return nil
+}
+
+// undoStack is what boot has set up, undone in reverse order: on a failed
+// boot it unwinds what got done, after a shutdown it removes the lock and
+// the pid file last.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+func (u undoStack) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// boot takes the singleton lock, writes the pid and token files, opens the
+// stores, starts the embedded broker, the links, the reaper, the drain and
+// the pruner, and listens for IPC. Ready is closed when it returns nil.
+func (d *Daemon) boot(ctx context.Context) (undo undoStack, err error) {
 	if err := ensurePrivateDir(d.paths.DaemonDir); err != nil {
-		return fmt.Errorf("daemon dir: %w", err)
+		return undo, fmt.Errorf("daemon dir: %w", err)
 	}
 	// The dir is this daemon's own: one left open to others (an unpacked
 	// backup, a mkdir by hand) is closed again rather than reported forever.
@@ -209,41 +224,42 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if err := d.acquireLock(); err != nil {
-		return err
+		return undo, err
 	}
-	defer d.releaseLock()
+	undo.push(d.releaseLock)
 	if err := d.clearStaleSocket(); err != nil {
-		return err
+		return undo, err
 	}
 	if err := writeFileAtomic(d.paths.PidFile(), []byte(strconv.Itoa(d.pid)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("pid file: %w", err)
+		return undo, fmt.Errorf("pid file: %w", err)
 	}
-	defer d.removeIfOurs(d.paths.PidFile())
+	undo.push(func() { d.removeIfOurs(d.paths.PidFile()) })
 	token, err := ensureLocalToken(d.paths.TokenFile())
 	if err != nil {
-		return fmt.Errorf("local token: %w", err)
+		return undo, fmt.Errorf("local token: %w", err)
 	}
 	d.token = token
 	cfg, err := loadConfig(d.opts.ConfigFile)
 	if err != nil {
-		return err
+		return undo, err
 	}
 	if err := d.openStores(); err != nil {
-		return err
+		return undo, err
 	}
-	defer d.closeStores()
+	undo.push(d.closeStores)
 
+	// runCtx is the links' and workers' life; serveCtx outlives it by the
+	// shutdown grace, so in-flight requests can finish (SSE streams end
+	// earlier, through the bus).
 	runCtx, cancelRun := context.WithCancel(ctx)
-	defer cancelRun()
-	d.ctx = runCtx
-	// serveCtx outlives runCtx by the shutdown grace, so in-flight requests
-	// can finish; SSE streams end earlier through the bus.
+	undo.push(cancelRun)
 	serveCtx, cancelServe := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelServe()
+	undo.push(cancelServe)
+	d.ctx, d.cancelRun, d.cancelServe = runCtx, cancelRun, cancelServe
 
 	// The embedded broker first, so that links to it connect at once.
 	d.applyBrokerConf(cfg.Broker)
-	defer d.closeEmbeddedBroker()
+	undo.push(d.closeEmbeddedBroker)
 	d.applyConfig(cfg, false)
 	d.restoreSessions()
 	d.sessions.EnablePersistence()
@@ -254,16 +270,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.startedAt = time.Now()
 	if err := d.listen(serveCtx); err != nil {
 		d.closeLinks()
-		return err
+		return undo, err
 	}
-	info := map[string]any{"pid": d.pid, "version": version, "tcp_port": nil, "started_at": d.startedAt.UTC().Format(time.RFC3339Nano)}
-	if d.tcpPort > 0 {
-		info["tcp_port"] = d.tcpPort
-	}
-	infoJSON, _ := json.Marshal(info)
-	if err := writeFileAtomic(d.paths.DaemonInfoFile(), append(infoJSON, '\n'), 0o600); err != nil {
-		d.log.Warn("daemon_info_write_failed", "err", err.Error())
-	}
+	d.writeDaemonInfo()
 	tcp := any(nil)
 	if d.tcpPort > 0 {
 		tcp = "127.0.0.1:" + strconv.Itoa(d.tcpPort)
@@ -273,21 +282,42 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}
+	return undo, nil
+}
 
+// writeDaemonInfo writes daemon.json: what a client may know of this daemon
+// without asking it (pid, version, TCP port, start time).
+func (d *Daemon) writeDaemonInfo() {
+	info := map[string]any{"pid": d.pid, "version": version, "tcp_port": nil, "started_at": d.startedAt.UTC().Format(time.RFC3339Nano)}
+	if d.tcpPort > 0 {
+		info["tcp_port"] = d.tcpPort
+	}
+	infoJSON, _ := json.Marshal(info)
+	if err := writeFileAtomic(d.paths.DaemonInfoFile(), append(infoJSON, '\n'), 0o600); err != nil {
+		d.log.Warn("daemon_info_write_failed", "err", err.Error())
+	}
+}
+
+// serveUntilDone waits for ctx to end, re-reading the config on SIGHUP.
+func (d *Daemon) serveUntilDone(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	for done := false; !done; {
+	for {
 		select {
 		case <-ctx.Done():
-			done = true
+			return
 		case <-hup:
 			if _, _, err := d.Reload(); err != nil {
 				d.log.Warn("config_reload_failed", "err", err.Error())
 			}
 		}
 	}
+}
 
+// shutdown ends event streams, lets in-flight requests finish (bounded),
+// closes the links, then the embedded broker, the drain and the stores.
+func (d *Daemon) shutdown() {
 	d.log.Info("daemon_shutdown")
 	d.bus.Close()
 	shCtx, cancel := context.WithTimeout(context.Background(), daemonShutdownTimeout)
@@ -298,8 +328,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	cancel()
-	cancelServe()
-	cancelRun()
+	d.cancelServe()
+	d.cancelRun()
 	d.closeLinks()
 	d.closeEmbeddedBroker() // after the links: they close against a live broker
 	d.drain.Wait()
@@ -312,7 +342,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	os.Remove(d.paths.SocketFile())
 	d.removeIfOurs(d.paths.DaemonInfoFile())
 	d.log.Info("daemon_stopped")
-	return nil
 }
 
 // openStores opens outbox.db and inbox.db (after the lock, so that a second

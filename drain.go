@@ -53,15 +53,11 @@ func defaultDrainTiming() DrainTiming {
 // fillDefaults sets every zero field to its default.
 func (t *DrainTiming) fillDefaults() {
 	def := defaultDrainTiming()
-	for _, f := range []struct{ v, d *time.Duration }{{&t.AckTimeout, &def.AckTimeout}, {&t.BackoffBase, &def.BackoffBase},
-		{&t.BackoffMax, &def.BackoffMax}, {&t.MaxAge, &def.MaxAge}} {
-		if *f.v == 0 {
-			*f.v = *f.d
-		}
-	}
-	if t.MaxAttempts == 0 {
-		t.MaxAttempts = def.MaxAttempts
-	}
+	setDefault(&t.AckTimeout, def.AckTimeout)
+	setDefault(&t.BackoffBase, def.BackoffBase)
+	setDefault(&t.BackoffMax, def.BackoffMax)
+	setDefault(&t.MaxAttempts, def.MaxAttempts)
+	setDefault(&t.MaxAge, def.MaxAge)
 }
 
 // backoff is the wait before the next try of a row that has been tried

@@ -25,6 +25,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -482,10 +483,10 @@ func readLine(r io.Reader) (string, error) {
 	return b.String(), nil
 }
 
+// runLaunch is the launch: its options settled, the session registered
+// with the daemon, then claude run as that session until it exits.
 func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
-	getenv := c.env.Getenv
-	home := homeDir(getenv)
-	claudeBin, err := findClaude(getenv, home)
+	claudeBin, err := findClaude(c.env.Getenv, homeDir(c.env.Getenv))
 	if err != nil {
 		return err
 	}
@@ -493,13 +494,32 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 		return withHint(usageError("launch needs the daemon: it holds the session's broker link and feeds Claude Code"),
 			"drop --no-daemon (or unset CLAUDEMESH_NO_DAEMON)")
 	}
+	o, mesh, err := resolveLaunch(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	sess, err := startLaunchSession(ctx, c, o, mesh)
+	if err != nil {
+		return err
+	}
+	defer sess.end(ctx, c)
+	if !o.Quiet {
+		printLaunchBanner(c, o, mesh)
+		c.printf("%s\n\n", launchStatusLine(ctx, c, sess.client, mesh.Slug, sess.key.PublicHex()))
+	}
+	return sess.runClaude(c, claudeBin, o)
+}
+
+// resolveLaunch settles the launch's options: it joins --join's mesh, picks
+// the mesh, and fills what the flags left open from the config.
+func resolveLaunch(ctx context.Context, c *cli, o launchOptions) (launchOptions, Mesh, error) {
 	if o.Join != "" {
 		j, err := joinInvite(ctx, c, o.Name, o.Join)
 		if err != nil {
-			return err
+			return o, Mesh{}, err
 		}
 		if o.Mesh != "" && o.Mesh != j.Mesh.Slug {
-			return usageError("--join is an invite to %s, but the launch asks for mesh %s", j.Mesh.Slug, o.Mesh)
+			return o, Mesh{}, usageError("--join is an invite to %s, but the launch asks for mesh %s", j.Mesh.Slug, o.Mesh)
 		}
 		o.Mesh = j.Mesh.Slug
 		if !o.Quiet {
@@ -512,35 +532,45 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	}
 	cfg, err := c.loadUserConfig()
 	if err != nil {
-		return err
+		return o, Mesh{}, err
 	}
 	mesh, err := chooseLaunchMesh(c, cfg, o)
 	if err != nil {
-		return err
+		return o, Mesh{}, err
 	}
-	member, err := mesh.Keypair()
-	if err != nil {
-		return exitError(exitFailure, err)
-	}
-	if o.Name == "" {
-		o.Name = defaultDisplayName(getenv, cfg)
-	}
-	if o.Role == "" {
-		o.Role = cfg.Role
-	}
+	o.Name = cmp.Or(o.Name, defaultDisplayName(c.env.Getenv, cfg))
+	o.Role = cmp.Or(o.Role, cfg.Role)
 	if o.Groups == nil {
 		o.Groups = cfg.Groups
 	}
-	if o.MessageMode == "" {
-		o.MessageMode = cfg.MessageMode
-	}
-	if o.MessageMode == "" {
-		o.MessageMode = messageModePush
+	o.MessageMode = cmp.Or(o.MessageMode, cfg.MessageMode, messageModePush)
+	return o, mesh, nil
+}
+
+// launchSession is a launched session as the daemon knows it: its id and
+// keypair, the temp dir claude's claudemesh reads, and its registration.
+type launchSession struct {
+	paths  Paths
+	client *DaemonClient
+	token  string
+	id     string
+	fresh  bool // a new session id, not a --resume or --continue
+	key    Keypair
+	dir    launchDir
+}
+
+// startLaunchSession makes sure the daemon runs, loads or creates the
+// session's keypair, writes the session's temp dir and registers the
+// session (with its presence) with the daemon.
+func startLaunchSession(ctx context.Context, c *cli, o launchOptions, mesh Mesh) (*launchSession, error) {
+	member, err := mesh.Keypair()
+	if err != nil {
+		return nil, exitError(exitFailure, err)
 	}
 	cleanStaleLaunchDirs(os.TempDir(), time.Now(), launchStaleAge)
 
 	paths := c.Paths()
-	dc := newDaemonConnector(paths, getenv)
+	dc := newDaemonConnector(paths, c.env.Getenv)
 	if !o.Quiet && c.env.StderrTTY && dc.probe(ctx) != probeUp {
 		// Progress for a person waiting at a terminal; a running daemon
 		// needs no word, and scripts get only the outcome.
@@ -548,7 +578,7 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	}
 	r := dc.ensure(ctx, launchDaemonBudget)
 	if !r.usable() {
-		return exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s); the session cannot join the mesh without it", r.State, r.Reason),
+		return nil, exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s); the session cannot join the mesh without it", r.State, r.Reason),
 			hintStartDaemon, "its log: "+paths.LogFile())
 	}
 	if r.State == daemonStarted && !o.Quiet {
@@ -556,54 +586,59 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	}
 
 	cwd, _ := os.Getwd()
-	sessionID, fresh := launchSessionID(o, home, cwd)
-	sessionKey, presence, err := sessionPresence(paths, mesh, member, sessionID)
+	s := &launchSession{token: randomHex(32)}
+	s.id, s.fresh = launchSessionID(o, homeDir(c.env.Getenv), cwd)
+	key, presence, err := sessionPresence(paths, mesh, member, s.id)
 	if err != nil {
-		return exitError(exitIO, fmt.Errorf("session key: %w", err))
+		return nil, exitError(exitIO, fmt.Errorf("session key: %w", err))
 	}
-	token := randomHex(32)
-	dir, err := makeLaunchDir(&Config{Version: 1, Meshes: []Mesh{mesh}, DisplayName: o.Name, Role: o.Role, Groups: o.Groups, MessageMode: o.MessageMode}, token)
+	s.key = key
+	s.dir, err = makeLaunchDir(&Config{Version: 1, Meshes: []Mesh{mesh}, DisplayName: o.Name, Role: o.Role, Groups: o.Groups, MessageMode: o.MessageMode}, s.token)
 	if err != nil {
-		return exitError(exitIO, fmt.Errorf("session temp dir: %w", err))
+		return nil, exitError(exitIO, fmt.Errorf("session temp dir: %w", err))
 	}
-	defer os.RemoveAll(dir.Path)
-
-	cl := newDaemonClient(paths.SocketFile(), token)
-	defer cl.http.CloseIdleConnections()
-	if v, err := cl.Version(ctx); err == nil && v.DaemonVersion != version {
+	s.client = newDaemonClient(paths.SocketFile(), s.token)
+	if v, err := s.client.Version(ctx); err == nil && v.DaemonVersion != version {
 		c.warnf("the daemon runs claudemesh %s, this is %s; restart it to match: claudemesh daemon down && claudemesh daemon up", v.DaemonVersion, version)
 	}
 	reg := SessionRegistration{
-		Token: token, SessionID: sessionID, Mesh: mesh.Slug, DisplayName: o.Name, Pid: os.Getpid(), Cwd: cwd,
+		Token: s.token, SessionID: s.id, Mesh: mesh.Slug, DisplayName: o.Name, Pid: os.Getpid(), Cwd: cwd,
 		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: presence,
 	}
 	regCtx, cancel := context.WithTimeout(ctx, launchIPCTimeout)
-	err = cl.RegisterSession(regCtx, reg)
+	err = s.client.RegisterSession(regCtx, reg)
 	cancel()
 	if err != nil {
-		return withHint(ipcFailure(fmt.Errorf("registering the session with the daemon: %w", err)), "its log: "+paths.LogFile())
+		s.client.http.CloseIdleConnections()
+		os.RemoveAll(s.dir.Path)
+		return nil, withHint(ipcFailure(fmt.Errorf("registering the session with the daemon: %w", err)), "its log: "+paths.LogFile())
 	}
-	defer func() {
-		// ctx may be cancelled by now (a signal): deregistering must still happen.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), launchIPCTimeout)
-		defer cancel()
-		if err := cl.DeregisterSession(dctx, token); err != nil && ipcStatus(err) != 404 {
-			c.warnf("deregistering the session: %v (the daemon drops it once this process is gone)", err)
-		}
-	}()
+	return s, nil
+}
 
-	if !o.Quiet {
-		printLaunchBanner(c, o, mesh)
-		c.printf("%s\n\n", launchStatusLine(ctx, c, cl, mesh.Slug, sessionKey.PublicHex()))
+// end deregisters the session and removes its temp dir. ctx may be
+// cancelled by now (a signal): deregistering must still happen.
+func (s *launchSession) end(ctx context.Context, c *cli) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), launchIPCTimeout)
+	defer cancel()
+	if err := s.client.DeregisterSession(dctx, s.token); err != nil && ipcStatus(err) != 404 {
+		c.warnf("deregistering the session: %v (the daemon drops it once this process is gone)", err)
 	}
+	s.client.http.CloseIdleConnections()
+	os.RemoveAll(s.dir.Path)
+}
+
+// runClaude runs claude as this session and turns how it ended into the
+// launch's own outcome: its exit code, or its signal re-raised.
+func (s *launchSession) runClaude(c *cli, claudeBin string, o launchOptions) error {
 	env := claudeEnv(c.env.Environ(), map[string]string{
-		"CLAUDEMESH_CONFIG_DIR":     dir.Path,
-		"CLAUDEMESH_IPC_TOKEN_FILE": dir.TokenFile,
+		"CLAUDEMESH_CONFIG_DIR":     s.dir.Path,
+		"CLAUDEMESH_IPC_TOKEN_FILE": s.dir.TokenFile,
 		"CLAUDEMESH_DISPLAY_NAME":   o.Name,
-		"CLAUDEMESH_SESSION_ID":     sessionID,
+		"CLAUDEMESH_SESSION_ID":     s.id,
 		"CLAUDEMESH_ROLE":           o.Role,
 	})
-	code, sig, err := runClaude(c, claudeBin, claudeArgv(o, sessionID, fresh), env)
+	code, sig, err := runClaude(c, claudeBin, claudeArgv(o, s.id, s.fresh), env)
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return errClaudeMissing(claudeBin + " could not be started")

@@ -162,9 +162,7 @@ type Registry struct {
 const sessionTTL = 24 * time.Hour
 
 func newRegistry(opts RegistryOptions) *Registry {
-	if opts.TTL == 0 {
-		opts.TTL = sessionTTL
-	}
+	setDefault(&opts.TTL, sessionTTL)
 	if opts.StartTimes == nil {
 		opts.StartTimes = processStartTimes
 	}
