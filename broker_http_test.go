@@ -189,6 +189,7 @@ func TestBrokerInviteAndJoinErrors(t *testing.T) {
 	b.store.(*sqliteBrokerStore).w.Exec(`INSERT INTO invites (token, mesh_id, role, max_uses, expires_at, created_at) VALUES (?, ?, 'member', 5, ?, 0)`,
 		crossed, otherMesh.MeshID, time.Now().Add(time.Hour).UnixMilli())
 
+	vector := loadInviteVector(t)
 	cases := []struct {
 		name, token, code string
 	}{
@@ -208,6 +209,10 @@ func TestBrokerInviteAndJoinErrors(t *testing.T) {
 		{"expired", expiring, "invite_expired"},
 		{"exhausted", good, "invite_exhausted"},
 		{"garbage", "not-an-invite", codeInvalid},
+		// libsodium's invite verifies (its mesh is not on this broker); the
+		// same payload signed over a literal "v|…" does not.
+		{"libsodium vector", vector.InviteURL, "mesh_not_found"},
+		{"vector signed over v|", vector.BadInviteURL, "invite_bad_signature"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,6 +48,76 @@ func nodeModules(t *testing.T, packages ...string) (node, dir string) {
 	return "", ""
 }
 
+// nodePeer is testdata/node_peer.js running under node, its JSON lines read
+// as events.
+type nodePeer struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	events chan map[string]any
+}
+
+// startNodePeer runs testdata/node_peer.js with input as its stdin; the
+// process is bounded by a 30 s context and waited for at cleanup.
+func startNodePeer(t *testing.T, node, modules string, input any) *nodePeer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "node_peer.js"))
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	in, _ := json.Marshal(input)
+	cmd.Stdin = bytes.NewReader(in)
+	p := &nodePeer{t: t, cmd: cmd, stderr: &bytes.Buffer{}, events: make(chan map[string]any, 16)}
+	cmd.Stderr = p.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var ev map[string]any
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				p.events <- ev
+			}
+		}
+		close(p.events)
+	}()
+	return p
+}
+
+// next returns the peer's next event, failing unless it is want.
+func (p *nodePeer) next(want string) map[string]any {
+	p.t.Helper()
+	select {
+	case ev, ok := <-p.events:
+		if !ok {
+			p.t.Fatalf("node peer ended before %q: %s", want, p.stderr.String())
+		}
+		if ev["event"] != want {
+			p.t.Fatalf("node peer: %v, want %q (stderr %s)", ev, want, p.stderr.String())
+		}
+		return ev
+	case <-time.After(testWait):
+		p.t.Fatalf("node peer: no %q event", want)
+	}
+	return nil
+}
+
+// wait waits for the peer to exit and fails on a non-zero exit.
+func (p *nodePeer) wait() {
+	p.t.Helper()
+	if err := p.cmd.Wait(); err != nil {
+		p.t.Fatalf("node peer: %v\n%s", err, p.stderr.String())
+	}
+}
+
 // A peer speaking the reference protocol from Node (ws + libsodium-wrappers)
 // joins through a v1 invite, says hello, and exchanges encrypted DMs with a
 // Go peer through the broker.
@@ -74,52 +144,11 @@ func TestBrokerInteropNodePeer(t *testing.T) {
 	json.Unmarshal([]byte(out), &inv)
 
 	goPeer := connectMember(t, url, owner)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join("testdata", "node_peer.js"))
-	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
-	in, _ := json.Marshal(map[string]string{"invite": inv.URL, "to": owner.Pubkey, "text": "hello from node ✓"})
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	events := make(chan map[string]any, 16)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var ev map[string]any
-			if json.Unmarshal(sc.Bytes(), &ev) == nil {
-				events <- ev
-			}
-		}
-		close(events)
-	}()
-	nextEvent := func(want string) map[string]any {
-		t.Helper()
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				t.Fatalf("node peer ended before %q: %s", want, stderr.String())
-			}
-			if ev["event"] != want {
-				t.Fatalf("node peer: %v, want %q (stderr %s)", ev, want, stderr.String())
-			}
-			return ev
-		case <-time.After(testWait):
-			t.Fatalf("node peer: no %q event", want)
-		}
-		return nil
-	}
+	peer := startNodePeer(t, node, modules, map[string]string{"invite": inv.URL, "to": owner.Pubkey, "text": "hello from node ✓"})
 
-	joined := nextEvent("joined")
+	joined := peer.next("joined")
 	nodePub := joined["pubkey"].(string)
-	nextEvent("sent")
+	peer.next("sent")
 	push := goPeer.expect(framePush, func(f frame) bool { return f.str("subtype") == "" })
 	me, _ := owner.Keypair()
 	got, err := openDM(push.str("nonce"), push.str("ciphertext"), push.str("senderPubkey"), me)
@@ -136,15 +165,37 @@ func TestBrokerInteropNodePeer(t *testing.T) {
 	if ack := goPeer.expect(frameAck, func(f frame) bool { return f.str("id") == "go-1" }); ack["queued"] != true {
 		t.Fatalf("ack = %v", ack)
 	}
-	recv := nextEvent("received")
+	recv := peer.next("received")
 	if recv["text"] != "hello from go ✓" || recv["senderName"] != "alice" || recv["senderMemberPubkey"] != owner.Pubkey {
 		t.Fatalf("node peer received %v", recv)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("node peer: %v\n%s", err, stderr.String())
-	}
+	peer.wait()
 	waitFor(t, "both DMs delivered", func() bool {
 		n, _ := b.store.CountPendingDeliveries(context.Background(), time.Now())
 		return n == 0
 	})
+}
+
+// A mesh owner on the reference stack signs a v1 invite with libsodium over
+// the fields' values ("1|…") and registers it with our broker; our `join`
+// accepts that invite and the broker enrolls the new member.
+func TestJoinAcceptsNodeSignedInvite(t *testing.T) {
+	node, modules := nodeModules(t, "libsodium-wrappers", "ws")
+	b, url := startTestBroker(t)
+	owner := startNodePeer(t, node, modules, map[string]string{"mode": "owner", "broker_url": url, "slug": "nodeteam"})
+	inv := owner.next("invite")
+	owner.wait()
+
+	bob := newMachine(t)
+	code, out, errs := bob.run("join", inv["url"].(string), "--json")
+	if code != 0 {
+		t.Fatalf("join of a libsodium-signed invite = %d\n%s%s", code, out, errs)
+	}
+	m, ok := bob.config().MeshBySlug("nodeteam")
+	if !ok || m.MeshID != inv["meshId"] {
+		t.Fatalf("saved mesh = %+v, want mesh %v", m, inv["meshId"])
+	}
+	if member, err := b.store.MemberByPubkey(context.Background(), m.MeshID, m.Pubkey); err != nil || member.ID != m.MemberID {
+		t.Fatalf("broker member = %+v, %v", member, err)
+	}
 }

@@ -125,10 +125,11 @@ func sessionHelloSignedString(meshID, parentMemberPubkey, sessionPubkey string, 
 	return "claudemesh-session-hello|" + meshID + "|" + parentMemberPubkey + "|" + sessionPubkey + "|" + strconv.FormatInt(timestampMs, 10)
 }
 
-// inviteSignedString is what the mesh owner signs in a v1 invite;
+// inviteSignedString is what the mesh owner signs in a v1 invite: every
+// field's value, the version first (so a v1 invite's string starts "1|");
 // expiresAtSec is in unix seconds.
-func inviteSignedString(meshID, meshSlug, brokerURL string, expiresAtSec int64, rootKey, role, ownerPubkey string) string {
-	return strings.Join([]string{"v", meshID, meshSlug, brokerURL, strconv.FormatInt(expiresAtSec, 10), rootKey, role, ownerPubkey}, "|")
+func inviteSignedString(version int, meshID, meshSlug, brokerURL string, expiresAtSec int64, rootKey, role, ownerPubkey string) string {
+	return strings.Join([]string{strconv.Itoa(version), meshID, meshSlug, brokerURL, strconv.FormatInt(expiresAtSec, 10), rootKey, role, ownerPubkey}, "|")
 }
 
 // meshCreateSignedString is what the creator key signs to create a mesh on a

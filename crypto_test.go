@@ -85,7 +85,7 @@ func TestSignedStrings(t *testing.T) {
 		{"hello", helloSignedString("m", "u", "pk", 17), "m|u|pk|17"},
 		{"attestation", attestationSignedString("mpk", "spk", 1760043200000), "claudemesh-session-attest|mpk|spk|1760043200000"},
 		{"session hello", sessionHelloSignedString("m", "mpk", "spk", 5), "claudemesh-session-hello|m|mpk|spk|5"},
-		{"invite", inviteSignedString("id", "slug", "ws://h/ws", 1700000000, "rk", "member", "opk"), "v|id|slug|ws://h/ws|1700000000|rk|member|opk"},
+		{"invite", inviteSignedString(1, "id", "slug", "ws://h/ws", 1700000000, "rk", "member", "opk"), "1|id|slug|ws://h/ws|1700000000|rk|member|opk"},
 		{"mesh create", meshCreateSignedString("team", "pk", 9), "claudemesh-mesh-create|team|pk|9"},
 		{"invite create", inviteCreateSignedString("team", "tok", 3, 11), "claudemesh-invite-create|team|tok|3|11"},
 	}

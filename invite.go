@@ -1,7 +1,7 @@
 // v1 invites, shared by the CLI (`invite`, `join`) and the broker (`/join`,
 // invite registration): `ic://join/<base64url JSON>`, the JSON signed by the
-// mesh owner key over
-// v|mesh_id|mesh_slug|broker_url|expires_at|mesh_root_key|role|owner_pubkey.
+// mesh owner key over the fields' values joined by '|', version first:
+// 1|mesh_id|mesh_slug|broker_url|expires_at|mesh_root_key|role|owner_pubkey.
 // The JSON keys and their order are claudemesh's, so its CLI can join our
 // meshes and ours can join its.
 package main
@@ -34,7 +34,7 @@ const maxInviteLen = 8192
 
 // signedString is what the owner signs.
 func (p InvitePayload) signedString() string {
-	return inviteSignedString(p.MeshID, p.MeshSlug, p.BrokerURL, p.ExpiresAt, p.MeshRootKey, p.Role, p.OwnerPubkey)
+	return inviteSignedString(p.V, p.MeshID, p.MeshSlug, p.BrokerURL, p.ExpiresAt, p.MeshRootKey, p.Role, p.OwnerPubkey)
 }
 
 // buildInvite signs a v1 invite with the owner key and returns it with its

@@ -4,6 +4,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +128,53 @@ func FuzzParseInvite(f *testing.F) {
 			t.Fatalf("re-parse of %q = %v, %v", tok, p2, err)
 		}
 	})
+}
+
+// inviteVector is testdata/invite-v1.json: an invite signed by libsodium
+// over the fields' values ("1|…"), and the same payload signed over a
+// literal "v|…", which must be refused.
+type inviteVector struct {
+	OwnerSecretKeyHex string        `json:"owner_secret_key_hex"`
+	Payload           InvitePayload `json:"payload"`
+	SignedString      string        `json:"signed_string"`
+	InviteURL         string        `json:"invite_url"`
+	BadInviteURL      string        `json:"bad_invite_url"`
+}
+
+func loadInviteVector(t *testing.T) inviteVector {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "invite-v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v inviteVector
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestInviteFixedVector(t *testing.T) {
+	v := loadInviteVector(t)
+	if got := v.Payload.signedString(); got != v.SignedString {
+		t.Fatalf("signedString = %q, want %q", got, v.SignedString)
+	}
+	p, _, err := parseInvite(v.InviteURL)
+	if err != nil || p != v.Payload {
+		t.Fatalf("parseInvite(libsodium invite) = %+v, %v", p, err)
+	}
+	if _, _, err := parseInvite(v.BadInviteURL); !errors.Is(err, errInviteBadSignature) {
+		t.Fatalf("parseInvite(invite signed over v|…) error = %v, want errInviteBadSignature", err)
+	}
+	// ed25519 is deterministic: the same owner key and fields give
+	// libsodium's invite byte for byte.
+	owner, err := keypairFromHex(v.Payload.OwnerPubkey, v.OwnerSecretKeyHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := v.Payload
+	_, token, err := buildInvite(owner, pl.MeshID, pl.MeshSlug, pl.BrokerURL, pl.MeshRootKey, pl.Role, time.Unix(pl.ExpiresAt, 0))
+	if err != nil || inviteURL(token) != v.InviteURL {
+		t.Fatalf("buildInvite = %q, %v; want %q", inviteURL(token), err, v.InviteURL)
+	}
 }
