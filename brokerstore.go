@@ -91,12 +91,6 @@ type storedMesh struct {
 	CreatedAt   time.Time
 }
 
-// Member roles.
-const (
-	roleAdmin  = "admin"
-	roleMember = "member"
-)
-
 // storedMember is one member identity of a mesh.
 type storedMember struct {
 	ID            string

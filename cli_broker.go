@@ -12,10 +12,6 @@ import (
 	"path/filepath"
 )
 
-// defaultBrokerListen is where a broker listens unless told otherwise: `broker
-// serve`, the embedded broker and `init`.
-const defaultBrokerListen = "127.0.0.1:7900"
-
 // setupBrokerServe declares the verb's flags; its row is in main.go.
 func setupBrokerServe(fs *flagSet) runFunc {
 	var f brokerServeFlags

@@ -624,15 +624,6 @@ func (c *cli) stateDot(state string) string {
 	return c.paint(colorRed, "●")
 }
 
-// shortID is the first 8 characters of an id or key: enough to tell
-// sessions and peers apart on a line.
-func shortID(s string) string {
-	if len(s) > 8 {
-		return s[:8]
-	}
-	return s
-}
-
 // status: the daemon, its links and sessions at a glance; without a daemon,
 // a direct reachability check of every mesh's broker.
 func setupStatus(fs *flagSet) runFunc {

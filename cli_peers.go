@@ -354,13 +354,6 @@ func (c *cli) peerLine(p peerRecord) string {
 	return b.String()
 }
 
-func shortKey(k string) string {
-	if len(k) > 16 {
-		return k[:16] + "…"
-	}
-	return k
-}
-
 // groupLabels renders a decoded peers_list groups value as "@name:role, @other".
 func groupLabels(v any) string {
 	var raw []json.RawMessage

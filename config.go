@@ -59,6 +59,10 @@ type BrokerConf struct {
 	Data   string `json:"data"`
 }
 
+// defaultBrokerListen is where a broker listens unless told otherwise: `broker
+// serve`, the embedded broker and `init`.
+const defaultBrokerListen = "127.0.0.1:7900"
+
 // Keypair returns the member identity of this mesh.
 func (m Mesh) Keypair() (Keypair, error) {
 	kp, err := keypairFromHex(m.Pubkey, m.SecretKey)

@@ -677,11 +677,3 @@ func sortLinkRows(rows []map[string]any) {
 		return ki < kj
 	})
 }
-
-// nonNil is s, or an empty slice for nil, so that it encodes as [].
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
-}

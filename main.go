@@ -13,10 +13,6 @@ import (
 	"strings"
 )
 
-// version is the product version, reported by --version, the daemon's
-// /v1/version and the broker's /health.
-const version = "0.1.0"
-
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], processEnv()))
 }

@@ -115,3 +115,71 @@ func homeDir(getenv func(string) string) string {
 	}
 	return "."
 }
+
+// Where the daemon's service unit lives. Its presence is what tells a
+// client the daemon is service-managed, so clients need this as much as
+// the service installer does.
+
+// Service names.
+const (
+	systemdUnitName = "claudemesh-daemon.service"
+	launchdLabel    = "com.claudemesh.daemon"
+)
+
+// Service platforms.
+const (
+	platformSystemd = "systemd"
+	platformLaunchd = "launchd"
+)
+
+// servicePlatformFor maps an OS to its service manager.
+func servicePlatformFor(goos string) (string, error) {
+	switch goos {
+	case "linux":
+		return platformSystemd, nil
+	case "darwin":
+		return platformLaunchd, nil
+	}
+	return "", fmt.Errorf("no service manager support on %s; run `claudemesh daemon up` instead", goos)
+}
+
+// serviceUnitPath is where the unit file lives for this platform and home.
+func serviceUnitPath(platform, home, xdgConfigHome string) (string, error) {
+	switch platform {
+	case platformSystemd:
+		base := filepath.Join(home, ".config")
+		if filepath.IsAbs(xdgConfigHome) {
+			base = xdgConfigHome
+		}
+		return filepath.Join(base, "systemd", "user", systemdUnitName), nil
+	case platformLaunchd:
+		return filepath.Join(home, "Library", "LaunchAgents", launchdLabel+".plist"), nil
+	}
+	return "", fmt.Errorf("unknown service platform %q", platform)
+}
+
+// serviceManagerFor is the command that runs units on goos.
+func serviceManagerFor(goos string) string {
+	if goos == "darwin" {
+		return "launchctl"
+	}
+	return "systemctl"
+}
+
+// serviceUnitFor is where the unit file for goos lives, "" where there is no
+// service manager support.
+func serviceUnitFor(goos, home, xdgConfigHome string) string {
+	platform, err := servicePlatformFor(goos)
+	if err != nil {
+		return ""
+	}
+	path, _ := serviceUnitPath(platform, home, xdgConfigHome)
+	return path
+}
+
+// serviceInstalled reports whether a unit file is present: the CLI's test
+// for a service-managed daemon.
+func serviceInstalled(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}

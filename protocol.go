@@ -65,6 +65,12 @@ const (
 	frameError          = "error"
 )
 
+// Member roles, as members, invites and hello_ack carry them.
+const (
+	roleAdmin  = "admin"
+	roleMember = "member"
+)
+
 // Error codes in `error` frames.
 const (
 	// Handshake (close 1008 unless noted).

@@ -1,5 +1,5 @@
-// Small generic helpers for plain values, used by every layer: option
-// defaults and slices that encode as JSON arrays.
+// Small helpers for plain values, used by every layer: option defaults,
+// slices that encode as JSON arrays, and ids shortened for display.
 package main
 
 import "time"
@@ -11,4 +11,30 @@ func setDefault[T int | int64 | time.Duration](v *T, d T) {
 	if *v <= 0 {
 		*v = d
 	}
+}
+
+// nonNil is s, or an empty slice for nil, so that it encodes as [].
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// shortID is the first 8 characters of an id or key: enough to tell
+// sessions and peers apart on a line.
+func shortID(s string) string {
+	if len(s) > 8 {
+		return s[:8]
+	}
+	return s
+}
+
+// shortKey is a key cut to 16 characters and an ellipsis, for messages that
+// name a key a person may want to match against a listing.
+func shortKey(k string) string {
+	if len(k) > 16 {
+		return k[:16] + "…"
+	}
+	return k
 }
