@@ -15,94 +15,59 @@ import (
 	"time"
 )
 
-func init() {
-	h := func(typ string, fn func(b *Broker, c *brokerConn, f clientFrame, reqID string)) {
-		frameHandlers[typ] = fn
-	}
-	h(frameListPeers, func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListPeers(c, reqID) })
-	h(frameSetStatus, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleSetStatus(c, f.(*SetStatusFrame), reqID)
+// Presence.
+
+func (b *Broker) handleSetSummary(c *brokerConn, f *SetSummaryFrame, reqID string) {
+	b.mutatePeer(c, reqID, false, func(p *peer) { p.summary = f.Summary })
+}
+
+func (b *Broker) handleSetStats(c *brokerConn, f *SetStatsFrame, reqID string) {
+	b.mutatePeer(c, reqID, false, func(p *peer) { p.stats = f.Stats })
+}
+
+// handleSetProfile changes only the profile fields the frame carries.
+func (b *Broker) handleSetProfile(c *brokerConn, f *SetProfileFrame, reqID string) {
+	b.mutatePeer(c, reqID, true, func(p *peer) {
+		if f.Avatar != nil {
+			p.profile.Avatar = *f.Avatar
+		}
+		if f.Title != nil {
+			p.profile.Title = *f.Title
+		}
+		if f.Bio != nil {
+			p.profile.Bio = *f.Bio
+		}
+		if f.Capabilities != nil {
+			p.profile.Capabilities = *f.Capabilities
+		}
+		if f.Role != nil {
+			p.profile.Role = *f.Role
+		}
 	})
-	h(frameSetSummary, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.mutatePeer(c, reqID, false, func(p *peer) { p.summary = f.(*SetSummaryFrame).Summary })
-	})
-	h(frameSetStats, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.mutatePeer(c, reqID, false, func(p *peer) { p.stats = f.(*SetStatsFrame).Stats })
-	})
-	h(frameSetProfile, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		sp := f.(*SetProfileFrame)
-		b.mutatePeer(c, reqID, true, func(p *peer) {
-			if sp.Avatar != nil {
-				p.profile.Avatar = *sp.Avatar
+}
+
+// handleJoinGroup adds the group, or changes the role held in it.
+func (b *Broker) handleJoinGroup(c *brokerConn, f *GroupFrame, reqID string) {
+	b.mutatePeer(c, reqID, false, func(p *peer) {
+		for i := range p.groups {
+			if p.groups[i].Name == f.Name {
+				p.groups[i].Role = f.Role
+				return
 			}
-			if sp.Title != nil {
-				p.profile.Title = *sp.Title
+		}
+		p.groups = append(p.groups, GroupRef{Name: f.Name, Role: f.Role})
+	})
+}
+
+func (b *Broker) handleLeaveGroup(c *brokerConn, f *GroupFrame, reqID string) {
+	b.mutatePeer(c, reqID, false, func(p *peer) {
+		kept := p.groups[:0]
+		for _, x := range p.groups {
+			if x.Name != f.Name {
+				kept = append(kept, x)
 			}
-			if sp.Bio != nil {
-				p.profile.Bio = *sp.Bio
-			}
-			if sp.Capabilities != nil {
-				p.profile.Capabilities = *sp.Capabilities
-			}
-			if sp.Role != nil {
-				p.profile.Role = *sp.Role
-			}
-		})
-	})
-	h(frameSetVisible, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleSetVisible(c, f.(*SetVisibleFrame), reqID)
-	})
-	h(frameJoinGroup, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		g := f.(*GroupFrame)
-		b.mutatePeer(c, reqID, false, func(p *peer) {
-			for i := range p.groups {
-				if p.groups[i].Name == g.Name {
-					p.groups[i].Role = g.Role
-					return
-				}
-			}
-			p.groups = append(p.groups, GroupRef{Name: g.Name, Role: g.Role})
-		})
-	})
-	h(frameLeaveGroup, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		g := f.(*GroupFrame)
-		b.mutatePeer(c, reqID, false, func(p *peer) {
-			kept := p.groups[:0]
-			for _, x := range p.groups {
-				if x.Name != g.Name {
-					kept = append(kept, x)
-				}
-			}
-			p.groups = kept
-		})
-	})
-	h(frameSetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleSetState(c, f.(*SetStateFrame), reqID)
-	})
-	h(frameGetState, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleGetState(c, f.(*GetStateFrame).Key, reqID)
-	})
-	h(frameListState, func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListState(c, reqID) })
-	h(frameRemember, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleRemember(c, f.(*RememberFrame), reqID)
-	})
-	h(frameRecall, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleRecall(c, f.(*RecallFrame), reqID)
-	})
-	h(frameForget, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleForget(c, f.(*ForgetFrame), reqID)
-	})
-	h(frameShareSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleShareSkill(c, f.(*ShareSkillFrame), reqID)
-	})
-	h(frameGetSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleGetSkill(c, f.(*SkillNameFrame).Name, reqID)
-	})
-	h(frameListSkills, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleListSkills(c, f.(*ListSkillsFrame).Query, reqID)
-	})
-	h(frameRemoveSkill, func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleRemoveSkill(c, f.(*SkillNameFrame).Name, reqID)
+		}
+		p.groups = kept
 	})
 }
 
@@ -155,7 +120,7 @@ func (b *Broker) handleSetVisible(c *brokerConn, f *SetVisibleFrame, reqID strin
 	c.send(genericAck(reqID))
 }
 
-func (b *Broker) handleListPeers(c *brokerConn, reqID string) {
+func (b *Broker) handleListPeers(c *brokerConn, _ *ListPeersFrame, reqID string) {
 	b.mu.Lock()
 	me := c.peer
 	if me == nil {
@@ -228,7 +193,8 @@ func (b *Broker) handleSetState(c *brokerConn, f *SetStateFrame, reqID string) {
 	}
 }
 
-func (b *Broker) handleGetState(c *brokerConn, key, reqID string) {
+func (b *Broker) handleGetState(c *brokerConn, f *GetStateFrame, reqID string) {
+	key := f.Key
 	e, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (StateEntry, error) {
 		e, err := b.store.GetState(ctx, me.meshID, key)
 		if errors.Is(err, errNotFound) {
@@ -241,7 +207,7 @@ func (b *Broker) handleGetState(c *brokerConn, key, reqID string) {
 	}
 }
 
-func (b *Broker) handleListState(c *brokerConn, reqID string) {
+func (b *Broker) handleListState(c *brokerConn, _ *ListStateFrame, reqID string) {
 	entries, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]StateEntry, error) {
 		return b.store.ListState(ctx, me.meshID)
 	})
@@ -302,9 +268,9 @@ func (b *Broker) handleShareSkill(c *brokerConn, f *ShareSkillFrame, reqID strin
 	}
 }
 
-func (b *Broker) handleGetSkill(c *brokerConn, name, reqID string) {
+func (b *Broker) handleGetSkill(c *brokerConn, f *SkillNameFrame, reqID string) {
 	sk, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (*Skill, error) {
-		sk, err := b.store.GetSkill(ctx, me.meshID, name)
+		sk, err := b.store.GetSkill(ctx, me.meshID, f.Name)
 		if errors.Is(err, errNotFound) {
 			return nil, nil // skill_data with a null skill
 		}
@@ -315,9 +281,9 @@ func (b *Broker) handleGetSkill(c *brokerConn, name, reqID string) {
 	}
 }
 
-func (b *Broker) handleListSkills(c *brokerConn, query, reqID string) {
+func (b *Broker) handleListSkills(c *brokerConn, f *ListSkillsFrame, reqID string) {
 	skills, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]Skill, error) {
-		return b.store.ListSkills(ctx, me.meshID, query)
+		return b.store.ListSkills(ctx, me.meshID, f.Query)
 	})
 	if !ok {
 		return
@@ -329,7 +295,8 @@ func (b *Broker) handleListSkills(c *brokerConn, query, reqID string) {
 	c.send(SkillListFrame{Type: frameSkillList, Skills: skills, ReqID: reqID})
 }
 
-func (b *Broker) handleRemoveSkill(c *brokerConn, name, reqID string) {
+func (b *Broker) handleRemoveSkill(c *brokerConn, f *SkillNameFrame, reqID string) {
+	name := f.Name
 	removed, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) (bool, error) {
 		return b.store.RemoveSkill(ctx, me.meshID, name)
 	})

@@ -271,31 +271,23 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 	restored := psErr == nil
 
 	key := cmp.Or(f.SessionPubkey, f.Pubkey)
-	displayName := cmp.Or(f.DisplayName, member.DisplayName)
 	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
-
-	b.mu.Lock()
-	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {
-		b.mu.Unlock()
-		return herr
-	}
-	room := b.room(f.MeshID)
 	// A reconnect within the grace window re-attaches silently.
-	var p *peer
-	for _, o := range room.peers {
-		if o.conn != nil || o.memberPubkey != f.Pubkey {
-			continue
+	presence := func(room *meshRoom) (*peer, bool) {
+		for _, o := range room.peers {
+			if o.conn != nil || o.memberPubkey != f.Pubkey {
+				continue
+			}
+			if (f.SessionPubkey != "" && o.sessionPubkey == f.SessionPubkey) ||
+				(f.SessionPubkey == "" && o.sessionPubkey == "" && o.sessionID == f.SessionID && o.role == peerRoleControlPlane) {
+				if o.graceTimer != nil {
+					o.graceTimer.Stop()
+				}
+				return o, true
+			}
 		}
-		if (f.SessionPubkey != "" && o.sessionPubkey == f.SessionPubkey) ||
-			(f.SessionPubkey == "" && o.sessionPubkey == "" && o.sessionID == f.SessionID && o.role == peerRoleControlPlane) {
-			p = o
-			break
-		}
-	}
-	silent := p != nil
-	if p == nil {
 		b.replaceSession(room, f.Pubkey, f.SessionID)
-		p = &peer{presenceID: newID(), meshID: f.MeshID, memberID: member.ID, memberPubkey: f.Pubkey,
+		p := &peer{presenceID: newID(), meshID: f.MeshID, memberID: member.ID, memberPubkey: f.Pubkey,
 			sessionPubkey: f.SessionPubkey, key: key, role: peerRoleControlPlane, status: statusIdle,
 			visible: true, connectedAt: now}
 		switch {
@@ -317,25 +309,21 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 			ack.LastSeenAt = isoTime(saved.LastSeenAt)
 		}
 		room.peers[p.presenceID] = p
-	} else if p.graceTimer != nil {
-		p.graceTimer.Stop()
+		return p, false
 	}
-	p.memberRole, p.isOwner = member.Role, member.Pubkey == mesh.OwnerPubkey
-	p.displayName, p.sessionID, p.pid, p.cwd = displayName, f.SessionID, f.Pid, f.Cwd
-	p.hostname, p.peerType, p.channel, p.model = f.Hostname, f.PeerType, f.Channel, f.Model
-	b.attach(c, p, now)
-	ack.PresenceID = p.presenceID
-	if !silent && !p.oneShot() {
+	announce := func(room *meshRoom, p *peer) {
+		if p.oneShot() {
+			return
+		}
 		event, data := eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups}
 		if restored {
 			event, data.LastSeenAt, data.Summary = eventPeerReturned, isoTime(saved.LastSeenAt), saved.Summary
 		}
 		b.systemPush(room, event, data, func(o *peer) bool { return o == p || o.memberID == p.memberID })
 	}
-	b.mu.Unlock()
-	c.send(ack)
-	c.requestDrain()
-	return nil
+	return b.admit(c, admission{meshID: f.MeshID, replaced: replaced, presence: presence, announce: announce,
+		member: member, mesh: mesh, ack: &ack, client: clientInfo{displayName: cmp.Or(f.DisplayName, member.DisplayName),
+			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model}}, now)
 }
 
 // sessionHello authenticates a session connection that passed the rate.
@@ -390,56 +378,95 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 	if err != nil {
 		return errStoreUnavailable()
 	}
-	displayName := cmp.Or(f.DisplayName, member.DisplayName)
-
-	b.mu.Lock()
-	if herr := b.capacityCheck(f.MeshID, replaced); herr != nil {
-		b.mu.Unlock()
-		return herr
-	}
-	room := b.room(f.MeshID)
 	// One presence per session key: an existing one, online or in grace, is
 	// taken over silently.
-	var p *peer
-	for _, o := range room.peers {
-		if sameKey(o) {
-			p = o
-			break
+	presence := func(room *meshRoom) (*peer, bool) {
+		var p *peer
+		for _, o := range room.peers {
+			if sameKey(o) {
+				p = o
+				break
+			}
 		}
+		silent := p != nil
+		if p != nil {
+			if old := p.conn; old != nil && old != c {
+				old.peer = nil
+				p.conn = nil
+				p.inflight = map[string]*lease{}
+				old.closeWith(closeNormal, "session_replaced")
+			}
+			if p.graceTimer != nil {
+				p.graceTimer.Stop()
+			}
+		} else {
+			b.replaceSession(room, f.ParentMemberPubkey, f.SessionID)
+			p = &peer{presenceID: newID(), meshID: f.MeshID, memberID: member.ID, memberPubkey: f.ParentMemberPubkey,
+				sessionPubkey: f.SessionPubkey, key: f.SessionPubkey, role: peerRoleSession, status: statusIdle,
+				visible: true, connectedAt: now, groups: member.DefaultGroups}
+			if len(f.Groups) > 0 {
+				p.groups = f.Groups
+			}
+			room.peers[p.presenceID] = p
+		}
+		if f.Role != "" {
+			p.profile.Role = f.Role
+		}
+		return p, silent
 	}
-	silent := p != nil
-	if p != nil {
-		if old := p.conn; old != nil && old != c {
-			old.peer = nil
-			p.conn = nil
-			p.inflight = map[string]*lease{}
-			old.closeWith(closeNormal, "session_replaced")
-		}
-		if p.graceTimer != nil {
-			p.graceTimer.Stop()
-		}
-	} else {
-		b.replaceSession(room, f.ParentMemberPubkey, f.SessionID)
-		p = &peer{presenceID: newID(), meshID: f.MeshID, memberID: member.ID, memberPubkey: f.ParentMemberPubkey,
-			sessionPubkey: f.SessionPubkey, key: f.SessionPubkey, role: peerRoleSession, status: statusIdle,
-			visible: true, connectedAt: now, groups: member.DefaultGroups}
-		if len(f.Groups) > 0 {
-			p.groups = f.Groups
-		}
-		room.peers[p.presenceID] = p
-	}
-	if f.Role != "" {
-		p.profile.Role = f.Role
-	}
-	p.memberRole, p.isOwner = member.Role, member.Pubkey == mesh.OwnerPubkey
-	p.displayName, p.sessionID, p.pid, p.cwd = displayName, f.SessionID, f.Pid, f.Cwd
-	p.hostname, p.peerType, p.channel, p.model = f.Hostname, f.PeerType, f.Channel, f.Model
-	b.attach(c, p, now)
-	if !silent {
+	announce := func(room *meshRoom, p *peer) {
 		b.systemPush(room, eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups},
 			func(o *peer) bool { return o == p })
 	}
-	ack := HelloAckFrame{Type: frameHelloAck, PresenceID: p.presenceID, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
+	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
+	return b.admit(c, admission{meshID: f.MeshID, replaced: replaced, presence: presence, announce: announce,
+		member: member, mesh: mesh, ack: &ack, client: clientInfo{displayName: cmp.Or(f.DisplayName, member.DisplayName),
+			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model}}, now)
+}
+
+// clientInfo is what a handshake says about the process behind it.
+type clientInfo struct {
+	displayName, sessionID, cwd, hostname, peerType, channel, model string
+	pid                                                             int
+}
+
+// admission is a handshake that passed every check, ready to be admitted.
+type admission struct {
+	meshID   string
+	replaced func(*peer) bool // presences this connection takes the place of
+	// presence finds the presence the connection re-attaches to (silent)
+	// or makes a new one. Called with b.mu held.
+	presence func(room *meshRoom) (p *peer, silent bool)
+	// announce tells the mesh of a new presence. Called with b.mu held.
+	announce func(room *meshRoom, p *peer)
+	member   storedMember
+	mesh     storedMesh
+	client   clientInfo
+	ack      *HelloAckFrame // PresenceID is filled in
+}
+
+// admit is both handshakes' last step: the capacity check again (the
+// store calls ran unlocked), the presence, the client's details, the
+// socket attached, the join announced unless silent, then hello_ack and a
+// drain of everything pending for the key.
+func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeError {
+	b.mu.Lock()
+	if herr := b.capacityCheck(a.meshID, a.replaced); herr != nil {
+		b.mu.Unlock()
+		return herr
+	}
+	room := b.room(a.meshID)
+	p, silent := a.presence(room)
+	p.memberRole, p.isOwner = a.member.Role, a.member.Pubkey == a.mesh.OwnerPubkey
+	ci := a.client
+	p.displayName, p.sessionID, p.pid, p.cwd = ci.displayName, ci.sessionID, ci.pid, ci.cwd
+	p.hostname, p.peerType, p.channel, p.model = ci.hostname, ci.peerType, ci.channel, ci.model
+	b.attach(c, p, now)
+	if !silent {
+		a.announce(room, p)
+	}
+	a.ack.PresenceID = p.presenceID
+	ack := *a.ack
 	b.mu.Unlock()
 	c.send(ack)
 	c.requestDrain()

@@ -24,14 +24,6 @@ import (
 // that a short word cannot sweep up unrelated keys.
 const minTargetPrefix = 8
 
-func init() {
-	frameHandlers[frameKick] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleKick(c, f.(*KickFrame), reqID) }
-	frameHandlers[frameDisconnect] = frameHandlers[frameKick]
-	frameHandlers[frameBan] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleBan(c, f.(*BanFrame), reqID) }
-	frameHandlers[frameUnban] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleUnban(c, f.(*BanFrame), reqID) }
-	frameHandlers[frameListBans] = func(b *Broker, c *brokerConn, _ clientFrame, reqID string) { b.handleListBans(c, reqID) }
-}
-
 // canModerate: the mesh owner or an admin. Caller holds b.mu.
 func (p *peer) canModerate() bool { return p.isOwner || p.memberRole == roleAdmin }
 
@@ -238,7 +230,7 @@ func (b *Broker) handleUnban(c *brokerConn, f *BanFrame, reqID string) {
 	c.send(UnbanAckFrame{Type: frameUnbanAck, Unbanned: m.DisplayName, ReqID: reqID})
 }
 
-func (b *Broker) handleListBans(c *brokerConn, reqID string) {
+func (b *Broker) handleListBans(c *brokerConn, _ *ListBansFrame, reqID string) {
 	me := b.moderator(c, "list bans", reqID)
 	if me == nil {
 		return

@@ -26,9 +26,97 @@ import (
 	"time"
 )
 
-// frameHandlers maps a frame type to its handler. Every handler answers with
-// the request's _reqId.
-var frameHandlers = map[string]func(b *Broker, c *brokerConn, f clientFrame, reqID string){}
+// brokerFrame is how the broker takes one client frame type: a fresh value
+// to decode it into, and the handler it goes to once decoded and valid.
+// Every handler answers with the request's _reqId.
+type brokerFrame struct {
+	decode func() clientFrame
+	handle func(b *Broker, c *brokerConn, f clientFrame, reqID string)
+}
+
+// frameRow makes a table row from a typed handler: the frame decodes into a
+// fresh *F and reaches handle as that type.
+func frameRow[F any, PF interface {
+	*F
+	clientFrame
+}](handle func(b *Broker, c *brokerConn, f PF, reqID string)) brokerFrame {
+	return brokerFrame{
+		decode: func() clientFrame { return PF(new(F)) },
+		handle: func(b *Broker, c *brokerConn, f clientFrame, reqID string) { handle(b, c, f.(PF), reqID) },
+	}
+}
+
+// brokerFrames is every client frame type the broker knows: adding a frame
+// is a row here and its handler. The handshakes decode here too, so that a
+// repeated one is validated like any frame before it is refused.
+var brokerFrames = map[string]brokerFrame{
+	frameHello:        frameRow(repeatedHandshake[*HelloFrame]),
+	frameSessionHello: frameRow(repeatedHandshake[*SessionHelloFrame]),
+
+	frameSend:      frameRow((*Broker).handleSend),
+	frameClientAck: frameRow((*Broker).handleClientAck),
+
+	frameListPeers:  frameRow((*Broker).handleListPeers),
+	frameSetStatus:  frameRow((*Broker).handleSetStatus),
+	frameSetSummary: frameRow((*Broker).handleSetSummary),
+	frameSetVisible: frameRow((*Broker).handleSetVisible),
+	frameSetProfile: frameRow((*Broker).handleSetProfile),
+	frameSetStats:   frameRow((*Broker).handleSetStats),
+	frameJoinGroup:  frameRow((*Broker).handleJoinGroup),
+	frameLeaveGroup: frameRow((*Broker).handleLeaveGroup),
+
+	frameSetState:  frameRow((*Broker).handleSetState),
+	frameGetState:  frameRow((*Broker).handleGetState),
+	frameListState: frameRow((*Broker).handleListState),
+
+	frameRemember: frameRow((*Broker).handleRemember),
+	frameRecall:   frameRow((*Broker).handleRecall),
+	frameForget:   frameRow((*Broker).handleForget),
+
+	frameShareSkill:  frameRow((*Broker).handleShareSkill),
+	frameGetSkill:    frameRow((*Broker).handleGetSkill),
+	frameListSkills:  frameRow((*Broker).handleListSkills),
+	frameRemoveSkill: frameRow((*Broker).handleRemoveSkill),
+
+	frameKick:       frameRow((*Broker).handleKick),
+	frameDisconnect: frameRow((*Broker).handleKick),
+	frameBan:        frameRow((*Broker).handleBan),
+	frameUnban:      frameRow((*Broker).handleUnban),
+	frameListBans:   frameRow((*Broker).handleListBans),
+}
+
+// decodeClientFrame decodes and validates one client frame. The head is
+// returned whenever the frame is a JSON object with a type, so that an error
+// reply can echo its _reqId.
+func decodeClientFrame(data []byte) (frameHead, clientFrame, error) {
+	head, err := decodeHead(data)
+	if err != nil {
+		return head, nil, err
+	}
+	row, known := brokerFrames[head.Type]
+	if !known {
+		return head, nil, errUnknownFrameType
+	}
+	f := row.decode()
+	if err := json.Unmarshal(data, f); err != nil {
+		return head, nil, fmt.Errorf("%s: %w", head.Type, jsonFieldError(err))
+	}
+	if rk, ok := f.(requiredKeys); ok {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(data, &raw); err != nil {
+			return head, nil, err
+		}
+		for _, k := range rk.requiredKeys() {
+			if _, ok := raw[k]; !ok {
+				return head, nil, fmt.Errorf("%s: %w", head.Type, errMissing(k))
+			}
+		}
+	}
+	if err := f.validate(); err != nil {
+		return head, nil, fmt.Errorf("%s: %w", head.Type, err)
+	}
+	return head, f, nil
+}
 
 // handleFrame decodes, validates and dispatches one frame of an
 // authenticated socket.
@@ -52,24 +140,13 @@ func (b *Broker) handleFrame(c *brokerConn, data []byte) {
 		c.replyError(codeInvalid, err.Error(), head.ReqID)
 		return
 	}
-	switch head.Type {
-	case frameHello, frameSessionHello:
-		c.replyError(codeInvalid, "this connection has already completed its handshake", head.ReqID)
-		return
-	}
-	h := frameHandlers[head.Type]
-	if h == nil {
-		c.replyError(codeUnknownMessageType, fmt.Sprintf("unknown message type %q", head.Type), head.ReqID)
-		return
-	}
-	h(b, c, f, head.ReqID)
+	brokerFrames[head.Type].handle(b, c, f, head.ReqID)
 }
 
-func init() {
-	frameHandlers[frameSend] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) { b.handleSend(c, f.(*SendFrame), reqID) }
-	frameHandlers[frameClientAck] = func(b *Broker, c *brokerConn, f clientFrame, reqID string) {
-		b.handleClientAck(c, f.(*ClientAckFrame))
-	}
+// repeatedHandshake refuses a hello or session_hello on a socket that has
+// already completed its handshake.
+func repeatedHandshake[F clientFrame](_ *Broker, c *brokerConn, _ F, reqID string) {
+	c.replyError(codeInvalid, "this connection has already completed its handshake", reqID)
 }
 
 // self returns a copy of the socket's presence, or nil when it has none.
@@ -404,7 +481,7 @@ func (b *Broker) drain(c *brokerConn) {
 
 // handleClientAck marks the acking key's delivery delivered: at once in
 // memory, durably with the next group commit.
-func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame) {
+func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame, _ string) {
 	b.mu.Lock()
 	p := c.peer
 	if p == nil {

@@ -268,7 +268,8 @@ func (d *Daemon) boot(ctx context.Context) (undo undoStack, err error) {
 	d.startPruner(runCtx)
 
 	d.startedAt = time.Now()
-	if err := d.listen(serveCtx); err != nil {
+	serve, err := d.listen(serveCtx)
+	if err != nil {
 		d.closeLinks()
 		return undo, err
 	}
@@ -279,6 +280,7 @@ func (d *Daemon) boot(ctx context.Context) (undo undoStack, err error) {
 	}
 	d.log.Info("daemon_started", "version", version, "pid", d.pid, "sock", d.paths.SocketFile(), "tcp", tcp,
 		"meshes", d.meshSlugs(), "config", d.opts.ConfigFile)
+	serve()
 	if d.opts.Ready != nil {
 		close(d.opts.Ready)
 	}

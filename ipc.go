@@ -163,18 +163,19 @@ func ipcErrorStatus(err error) (int, map[string]any) {
 	return status, body
 }
 
-// listen opens the socket and (unless disabled) the TCP listener, then
-// serves both. Both listeners exist before either serves, so a request
-// never sees the TCP port half-set.
-func (d *Daemon) listen(serveCtx context.Context) error {
+// listen opens the socket and (unless disabled) the TCP listener and
+// returns what starts serving both. Both listeners exist before either
+// serves, so a request never sees the TCP port half-set, and the caller
+// records the daemon as started before the first request is answered.
+func (d *Daemon) listen(serveCtx context.Context) (serve func(), err error) {
 	sock := d.paths.SocketFile()
 	ul, err := net.Listen("unix", sock)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", sock, err)
+		return nil, fmt.Errorf("listen %s: %w", sock, err)
 	}
 	if err := os.Chmod(sock, 0o600); err != nil {
 		ul.Close()
-		return fmt.Errorf("chmod %s: %w", sock, err)
+		return nil, fmt.Errorf("chmod %s: %w", sock, err)
 	}
 	var tl net.Listener
 	if !d.opts.NoTCP {
@@ -187,15 +188,16 @@ func (d *Daemon) listen(serveCtx context.Context) error {
 		}
 		if err != nil {
 			ul.Close()
-			return fmt.Errorf("listen tcp: %w", err)
+			return nil, fmt.Errorf("listen tcp: %w", err)
 		}
 		d.tcpPort = tl.Addr().(*net.TCPAddr).Port
 	}
-	d.serve(serveCtx, ul, false)
-	if tl != nil {
-		d.serve(serveCtx, tl, true)
-	}
-	return nil
+	return func() {
+		d.serve(serveCtx, ul, false)
+		if tl != nil {
+			d.serve(serveCtx, tl, true)
+		}
+	}, nil
 }
 
 func (d *Daemon) serve(serveCtx context.Context, l net.Listener, tcp bool) {
