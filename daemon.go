@@ -140,6 +140,8 @@ type Daemon struct {
 	inbox      *Inbox   // nil until Run opens it
 	drain      *drainer // sends the outbox
 	pruner     sync.WaitGroup
+	senders    *senderNames   // names for pushes that carry only a key
+	lookups    sync.WaitGroup // pushes waiting for a sender's name
 	storesOnce sync.Once
 }
 
@@ -172,7 +174,7 @@ func NewDaemon(opts DaemonOptions) *Daemon {
 	d := &Daemon{
 		opts: opts, log: opts.Log, paths: opts.Paths, bus: newBus(256),
 		meshes: map[string]*meshEntry{}, sessionLinks: map[string]*sessionLink{},
-		pid: os.Getpid(),
+		pid: os.Getpid(), senders: newSenderNames(),
 	}
 	d.hostname, _ = os.Hostname()
 	d.cwd, _ = os.Getwd()
@@ -335,6 +337,7 @@ func (d *Daemon) shutdown() {
 	d.closeLinks()
 	d.closeEmbeddedBroker() // after the links: they close against a live broker
 	d.drain.Wait()
+	d.lookups.Wait()
 	d.closeStores()
 	for _, c := range d.opts.Closers {
 		if err := c.Close(); err != nil {
@@ -646,6 +649,37 @@ func (d *Daemon) ownSessionKeys() map[string]bool {
 		out[sl.Session.Presence.SessionPubkey] = true
 	}
 	return out
+}
+
+// sessionKeysOf is the session keys this daemon holds links for on mesh:
+// all of them sessions of its one member there.
+func (d *Daemon) sessionKeysOf(mesh string) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, sl := range d.sessionLinks {
+		if sl.Session.Mesh == mesh {
+			out = append(out, sl.Session.Presence.SessionPubkey)
+		}
+	}
+	return out
+}
+
+// ownSessionSender is what one of this daemon's sessions on mesh is known
+// as, by its session key.
+func (d *Daemon) ownSessionSender(mesh, key string) (knownSender, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, sl := range d.sessionLinks {
+		if sl.Session.Mesh == mesh && sl.Session.Presence.SessionPubkey == key {
+			member := ""
+			if e := d.meshes[mesh]; e != nil {
+				member = e.Mesh.Pubkey
+			}
+			return knownSender{Name: sl.Session.DisplayName, MemberPubkey: member}, true
+		}
+	}
+	return knownSender{}, false
 }
 
 func (d *Daemon) meshSlugs() []string {

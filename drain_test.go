@@ -3,8 +3,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -61,12 +63,26 @@ func TestJudgeSend(t *testing.T) {
 
 // fakeBroker completes handshakes and answers sends as told: reply gets
 // the send's number (1-based, across connections) and returns the frame to
-// answer with, or nil for silence.
+// answer with, or nil for silence. It stands in for a broker of another
+// implementation: a test pushes frames to the connections it holds, sets
+// the peer list it answers, and reads the client_acks it got.
 type fakeBroker struct {
 	url   string
 	mu    sync.Mutex
 	sends []SendFrame
 	reply func(n int, f SendFrame) any
+	conns []*fakeConn
+	acks  []ClientAckFrame
+	peers []PeerRow
+}
+
+// fakeConn is one connection to a fakeBroker: its handshake frame and
+// socket.
+type fakeConn struct {
+	Hello         frameHead
+	Pubkey        string // the member key of a hello, the session key of a session_hello
+	SessionPubkey string
+	ws            *websocket.Conn
 }
 
 func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBroker {
@@ -88,6 +104,14 @@ func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBrok
 			var out any
 			switch head.Type {
 			case frameHello, frameSessionHello:
+				var h struct {
+					Pubkey        string `json:"pubkey"`
+					SessionPubkey string `json:"sessionPubkey"`
+				}
+				_ = json.Unmarshal(data, &h)
+				fb.mu.Lock()
+				fb.conns = append(fb.conns, &fakeConn{Hello: head, Pubkey: cmp.Or(h.SessionPubkey, h.Pubkey), SessionPubkey: h.SessionPubkey, ws: ws})
+				fb.mu.Unlock()
 				out = map[string]any{"type": frameHelloAck, "presenceId": "p1"}
 			case frameSend:
 				var f SendFrame
@@ -97,8 +121,16 @@ func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBrok
 				n := len(fb.sends)
 				fb.mu.Unlock()
 				out = fb.reply(n, f)
+			case frameClientAck:
+				var a ClientAckFrame
+				_ = json.Unmarshal(data, &a)
+				fb.mu.Lock()
+				fb.acks = append(fb.acks, a)
+				fb.mu.Unlock()
 			case frameListPeers:
-				out = map[string]any{"type": framePeersList, "peers": []any{}, "_reqId": head.ReqID}
+				fb.mu.Lock()
+				out = PeersListFrame{Type: framePeersList, Peers: nonNil(fb.peers), ReqID: head.ReqID}
+				fb.mu.Unlock()
 			}
 			if out != nil {
 				b, _ := json.Marshal(out)
@@ -117,6 +149,55 @@ func (fb *fakeBroker) sent() []SendFrame {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
 	return append([]SendFrame{}, fb.sends...)
+}
+
+// setPeers sets the peer list the broker answers list_peers with.
+func (fb *fakeBroker) setPeers(rows ...PeerRow) {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.peers = rows
+}
+
+// conn waits for the latest connection whose key is pubkey.
+func (fb *fakeBroker) conn(t *testing.T, pubkey string) *fakeConn {
+	t.Helper()
+	var found *fakeConn
+	waitFor(t, "a connection of "+shortKey(pubkey), func() bool {
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		for _, c := range fb.conns {
+			if c.Pubkey == pubkey {
+				found = c
+			}
+		}
+		return found != nil
+	})
+	return found
+}
+
+// push writes a frame to a connection.
+func (fb *fakeBroker) push(t *testing.T, c *fakeConn, frame any) {
+	t.Helper()
+	b, _ := json.Marshal(frame)
+	if err := c.ws.Write(context.Background(), websocket.MessageText, b); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+}
+
+// waitAcks waits until n client_acks name brokerMessageID.
+func (fb *fakeBroker) waitAcks(t *testing.T, brokerMessageID string, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d acks of %s", n, brokerMessageID), func() bool {
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		got := 0
+		for _, a := range fb.acks {
+			if a.BrokerMessageID == brokerMessageID {
+				got++
+			}
+		}
+		return got >= n
+	})
 }
 
 // fakeMesh is a mesh config entry for a fake broker.

@@ -87,6 +87,8 @@ type InboundMessage struct {
 	Push            PushFrame
 	RecipientKind   string    // recipientSession or recipientMember
 	RecipientPubkey string    // the key the push was addressed to on this link
+	MemberPubkey    string    // this mesh's member key
+	MemberSessions  []string  // on the member link: this daemon's session keys of that member
 	Keys            []Keypair // decryption keys to try, in order (session, then member)
 	Frame           Inbound   // Reply(ctx, ClientAckFrame) acks on the link it came from
 }
@@ -137,7 +139,22 @@ func (d *Daemon) onLinkFrame(l *Link, pc func() pushContext, keys func() []Keypa
 		if l.Kind() == linkSession {
 			recipient, kind = ctx.SessionPubkey, recipientSession
 		}
-		msg := InboundMessage{Mesh: l.Mesh(), Push: p, RecipientKind: kind, RecipientPubkey: recipient, Keys: keys(), Frame: f}
+		msg := InboundMessage{Mesh: l.Mesh(), Push: p, RecipientKind: kind, RecipientPubkey: recipient,
+			MemberPubkey: ctx.MemberPubkey, Keys: keys(), Frame: f}
+		if kind == recipientMember {
+			msg.MemberSessions = d.sessionKeysOf(l.Mesh())
+		}
+		if !d.nameSender(l.Mesh(), &msg.Push) {
+			// Asking the broker for names needs this link's read loop,
+			// which is running this: the message waits off the loop.
+			d.lookups.Add(1)
+			go func() {
+				defer d.lookups.Done()
+				d.lookUpSender(l.Mesh(), &msg.Push)
+				d.deliverMessage(msg)
+			}()
+			return
+		}
 		d.deliverMessage(msg)
 	case pushDropEcho:
 		// An echo is done with: ack it so the broker stops redelivering.
@@ -148,6 +165,37 @@ func (d *Daemon) onLinkFrame(l *Link, pc func() pushContext, keys func() []Keypa
 	default:
 		d.log.Debug("push_dropped", "mesh", l.Mesh(), "link", l.Kind(), "why", action.String(), "event", p.Event)
 	}
+}
+
+// nameSender fills a push's missing sender name (and member key) from what
+// the daemon knows: its own sessions, then names learnt from peer lists
+// and earlier pushes. It reports false when the name is still unknown. A
+// push that carries a name teaches it.
+func (d *Daemon) nameSender(mesh string, p *PushFrame) bool {
+	if p.SenderName != "" || !isHexKey(p.SenderPubkey) {
+		d.senders.learn(mesh, p.SenderPubkey, knownSender{Name: p.SenderName, MemberPubkey: p.SenderMemberPubkey})
+		return true
+	}
+	s, ok := d.ownSessionSender(mesh, p.SenderPubkey)
+	if !ok {
+		s, ok = d.senders.lookup(mesh, p.SenderPubkey)
+	}
+	if ok {
+		p.SenderName, p.SenderMemberPubkey = s.Name, cmp.Or(p.SenderMemberPubkey, s.MemberPubkey)
+	}
+	return ok
+}
+
+// lookUpSender asks mesh's broker for its peers (at most once per interval)
+// and names the push's sender from them; a sender nobody can name keeps
+// the inbox's short-key fallback.
+func (d *Daemon) lookUpSender(mesh string, p *PushFrame) {
+	e, ok := d.joinedMesh(mesh)
+	if !ok {
+		return
+	}
+	d.senders.refresh(mesh, time.Now(), func() ([]PeerRow, error) { return d.listPeers(d.ctx, e) })
+	d.nameSender(mesh, p)
 }
 
 // deliverMessage hands a message push to the sink. Without one it is left

@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +175,139 @@ func TestDroppedEchoesAreAcked(t *testing.T) {
 	}
 	if items := inboxItems(t, f.d1.client("")); len(items) != 1 || *items[0].Body != "marker" {
 		t.Fatalf("inbox = %q, want only the marker", bodies(items))
+	}
+}
+
+// pushedTwiceFixture is one daemon on a broker that, like claudemesh's,
+// pushes a broadcast to the member's daemon link and to each of its session
+// links alike.
+type pushedTwiceFixture struct {
+	fb          *fakeBroker
+	td          *testDaemon
+	mesh        Mesh
+	a, b        testSession
+	streams     map[string]*sseCollector // by session name
+	linkOf      map[string]*fakeConn     // "member", "A", "B"
+	sender      Keypair
+	sentinelSeq int
+}
+
+func newPushedTwiceFixture(t *testing.T) *pushedTwiceFixture {
+	fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
+	m := fakeMesh("fake", fb.url)
+	h := newTestHome(t)
+	h.writeConfig(t, m)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "fake", LinkOpen)
+	f := &pushedTwiceFixture{fb: fb, td: td, mesh: m, sender: mustNewKeypair()}
+	f.a, f.b = registerTestSession(t, td, m, "A"), registerTestSession(t, td, m, "B")
+	f.streams = map[string]*sseCollector{"A": subscribe(t, td, f.a.reg.Token), "B": subscribe(t, td, f.b.reg.Token)}
+	f.linkOf = map[string]*fakeConn{"member": fb.conn(t, m.Pubkey), "A": fb.conn(t, f.a.pub()), "B": fb.conn(t, f.b.pub())}
+	return f
+}
+
+// seen pushes a sentinel on the member link and returns how many message
+// events each session got for text before it: events are published in the
+// order pushes are handled, so nothing for text can come after it.
+func (f *pushedTwiceFixture) seen(t *testing.T, text string) map[string]int {
+	t.Helper()
+	f.sentinelSeq++
+	sentinel := fmt.Sprintf("sentinel %d", f.sentinelSeq)
+	nonce, ct := plainBody([]byte(sentinel))
+	id := "sentinel-" + strconv.Itoa(f.sentinelSeq)
+	f.fb.push(t, f.linkOf["member"], PushFrame{Type: framePush, MessageID: id, MeshID: f.mesh.MeshID, SenderPubkey: f.sender.PublicHex(),
+		SenderMemberPubkey: f.sender.PublicHex(), SenderName: "zed", Priority: priorityNext, Nonce: nonce, Ciphertext: ct})
+	counts := map[string]int{}
+	for name, s := range f.streams {
+		s.next(t, sentinel+" on "+name, func(ev DaemonEvent) bool {
+			if ev.Kind == eventMessage && eventData(ev)["body"] == text {
+				counts[name]++
+			}
+			return ev.Kind == eventMessage && eventData(ev)["body"] == sentinel
+		})
+	}
+	return counts
+}
+
+// A broker that pushes one broadcast (or one DM to the member key) to the
+// member link and to every session link: each session sees it once, on its
+// event stream and in its inbox, whichever link's copy arrives first.
+func TestPushesOfOneMessageOnSeveralLinksShowOnce(t *testing.T) {
+	f := newPushedTwiceFixture(t)
+	member, _ := f.mesh.Keypair()
+	cases := []struct {
+		name  string
+		dm    bool // sealed to the member key, else a broadcast body
+		links []string
+	}{
+		{"broadcast, member link first", false, []string{"member", "A", "B"}},
+		{"broadcast, a session link first", false, []string{"A", "member", "B"}},
+		{"broadcast, sessions only", false, []string{"B", "A"}},
+		{"DM to the member on a session link, then on the member link", true, []string{"A", "member"}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := fmt.Sprintf("message %d", i)
+			// As claudemesh's fan-out builds it: no client_message_id, no targetSpec.
+			push := PushFrame{Type: framePush, MessageID: fmt.Sprintf("q%d", i), MeshID: f.mesh.MeshID, SenderPubkey: f.sender.PublicHex(),
+				SenderMemberPubkey: f.sender.PublicHex(), SenderName: "zed", Priority: priorityNext, CreatedAt: isoTime(time.Now())}
+			if tc.dm {
+				var err error
+				if push.Nonce, push.Ciphertext, err = sealDM([]byte(text), member.PublicHex(), f.sender); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				push.Nonce, push.Ciphertext = plainBody([]byte(text))
+			}
+			for _, l := range tc.links {
+				f.fb.push(t, f.linkOf[l], push)
+			}
+			f.fb.waitAcks(t, push.MessageID, len(tc.links))
+			if got := f.seen(t, text); got["A"] != 1 || got["B"] != 1 {
+				t.Fatalf("message events per session = %v, want one each", got)
+			}
+			for _, s := range []testSession{f.a, f.b} {
+				if n := countBody(inboxItems(t, s.cl), text); n != 1 {
+					t.Fatalf("%s's inbox has %d rows of it, want 1", s.reg.DisplayName, n)
+				}
+			}
+		})
+	}
+}
+
+// A push drained from a broker's queue may carry only the sender's key: the
+// daemon names the sender from the broker's peer list, or from its own
+// sessions, before storing it; a key nobody can name keeps its short form.
+func TestPushWithoutSenderNameIsNamed(t *testing.T) {
+	f := newPushedTwiceFixture(t)
+	zedMember, zedSession, stranger := mustNewKeypair(), mustNewKeypair(), mustNewKeypair()
+	f.fb.setPeers(PeerRow{Pubkey: zedSession.PublicHex(), MemberPubkey: zedMember.PublicHex(), DisplayName: "zed", PeerRole: peerRoleSession})
+	cases := []struct {
+		name, link       string
+		from             Keypair
+		wantName, member string
+	}{
+		{"a peer's session, from the peer list", "member", zedSession, "zed", zedMember.PublicHex()},
+		{"a sibling session of this daemon", "A", f.b.key, "B", f.mesh.Pubkey},
+		{"a key nobody knows", "member", stranger, shortID(stranger.PublicHex()), ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := fmt.Sprintf("drained %d", i)
+			nonce, ct := plainBody([]byte(text))
+			// As claudemesh's queue drain builds it: no senderName, no senderMemberPubkey.
+			f.fb.push(t, f.linkOf[tc.link], PushFrame{Type: framePush, MessageID: fmt.Sprintf("d%d", i), MeshID: f.mesh.MeshID,
+				SenderPubkey: tc.from.PublicHex(), Priority: priorityNext, Nonce: nonce, Ciphertext: ct, ClientMessageID: fmt.Sprintf("dc%d", i)})
+			ev := eventData(f.streams["A"].next(t, text, messageWith(text)))
+			if ev["sender_name"] != tc.wantName || (tc.member != "" && ev["sender_member_pubkey"] != tc.member) {
+				t.Fatalf("event names the sender %v (member %v), want %q (%.8s)", ev["sender_name"], ev["sender_member_pubkey"], tc.wantName, tc.member)
+			}
+			items := inboxItems(t, f.a.cl)
+			for _, it := range items {
+				if it.Body != nil && *it.Body == text && it.SenderName != tc.wantName {
+					t.Fatalf("inbox row names the sender %q, want %q", it.SenderName, tc.wantName)
+				}
+			}
+		})
 	}
 }

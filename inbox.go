@@ -59,6 +59,10 @@ CREATE INDEX inbox_mesh_received ON inbox(mesh, received_at);
 CREATE INDEX inbox_topic ON inbox(topic);
 CREATE INDEX inbox_sender ON inbox(sender_pubkey);
 CREATE INDEX inbox_seen_at ON inbox(seen_at);
+`, `
+-- A redelivered push is found by the broker's id too: its client id can
+-- differ between a broker's live fan-out and its queue drain.
+CREATE INDEX inbox_recipient_broker_message ON inbox(recipient_pubkey, broker_message_id);
 `}
 
 // inboxRow is one stored message.
@@ -124,15 +128,21 @@ func (ib *Inbox) Close() error {
 	return ib.db.Close()
 }
 
-// Insert stores r unless its recipient already has that message; isNew
-// says whether it was stored now.
-func (ib *Inbox) Insert(ctx context.Context, r *inboxRow) (isNew bool, err error) {
-	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
-ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`,
-		r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
+// Insert stores r unless the message is already stored for its recipient
+// or for one of alsoSeenBy (keys whose row shows the same message to the
+// same reader); isNew says whether it was stored now. A message is the
+// same when its client id or its broker id is.
+func (ib *Inbox) Insert(ctx context.Context, r *inboxRow, alsoSeenBy ...string) (isNew bool, err error) {
+	keys := append([]any{nullable(r.RecipientPubkey)}, anySlice(alsoSeenBy)...)
+	args := []any{r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
 		nullable(r.SenderMemberPubkey), r.SenderName, r.Body, r.DecryptFailed, r.ReceivedAt, nullable(r.ReplyToID),
-		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind))
+		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind)}
+	args = append(append(args, keys...), r.ClientMessageID, nullable(r.BrokerMessageID))
+	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?
+WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE recipient_pubkey IN (`+placeholders(len(keys))+`)
+  AND (client_message_id = ? OR broker_message_id = ?))
+ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`, args...)
 	n, err := affected(res, err)
 	return n == 1, err
 }
@@ -204,12 +214,8 @@ func (ib *Inbox) MarkSeen(ctx context.Context, ids []string, s inboxScope, now t
 		return 0, nil
 	}
 	where, args := s.where()
-	ph := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
-	all := append([]any{now.UnixMilli()}, args...)
-	for _, id := range ids {
-		all = append(all, id)
-	}
-	return affected(ib.db.ExecContext(ctx, `UPDATE inbox SET seen_at = ? WHERE `+where+` AND seen_at IS NULL AND id IN (`+ph+`)`, all...))
+	all := append(append([]any{now.UnixMilli()}, args...), anySlice(ids)...)
+	return affected(ib.db.ExecContext(ctx, `UPDATE inbox SET seen_at = ? WHERE `+where+` AND seen_at IS NULL AND id IN (`+placeholders(len(ids))+`)`, all...))
 }
 
 // Flush deletes the rows in scope.
@@ -240,8 +246,8 @@ type inboxSink struct {
 }
 
 func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
-	row := inboxRowFromPush(msg, time.Now())
-	isNew, err := s.ib.Insert(ctx, row)
+	row, alsoSeenBy := inboxRowFromPush(msg, time.Now())
+	isNew, err := s.ib.Insert(ctx, row, alsoSeenBy...)
 	if err != nil {
 		// Not acked: the broker pushes it again.
 		s.log.Warn("inbox_insert_failed", "mesh", msg.Mesh, "message_id", msg.Push.MessageID, "err", err.Error())
@@ -258,8 +264,17 @@ func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
 }
 
 // inboxRowFromPush builds the row for a push: decrypted body, sender and
-// recipient.
-func inboxRowFromPush(msg InboundMessage, now time.Time) *inboxRow {
+// recipient, and the other keys whose row of the same message would show it
+// to the same reader a second time.
+//
+// A DM's recipient is the key that opened it, whichever link brought it: a
+// DM to the member key is the member's even when a broker hands it to one
+// of its sessions. A broadcast, group or topic message keeps the link's
+// recipient, but some brokers push it to the member's daemon link and to
+// each of its session links alike: a session's copy is a duplicate of the
+// member's row (which every session sees), and the member's copy is a
+// duplicate of any row a session of this member already has.
+func inboxRowFromPush(msg InboundMessage, now time.Time) (*inboxRow, []string) {
 	p := msg.Push
 	// The broker's id is stable across redeliveries, so dedupe still works.
 	cmid := cmp.Or(p.ClientMessageID, p.MessageID)
@@ -267,22 +282,35 @@ func inboxRowFromPush(msg InboundMessage, now time.Time) *inboxRow {
 		cmid = newUUID()
 	}
 	name := cmp.Or(p.SenderName, shortID(p.SenderPubkey))
-	body, failed := decryptPushBody(p, msg.Keys)
+	body, failed, openedBy := decryptPushBody(p, msg.Keys)
+	recipient, kind := msg.RecipientPubkey, msg.RecipientKind
+	var alsoSeenBy []string
+	switch {
+	case openedBy != "":
+		recipient, kind = openedBy, recipientSession
+		if openedBy == msg.MemberPubkey {
+			kind = recipientMember
+		}
+	case body != nil && kind == recipientSession && msg.MemberPubkey != "":
+		alsoSeenBy = []string{msg.MemberPubkey}
+	case body != nil && kind == recipientMember:
+		alsoSeenBy = msg.MemberSessions
+	}
 	return &inboxRow{
 		ID: newUUID(), ClientMessageID: cmid, BrokerMessageID: p.MessageID, Mesh: msg.Mesh, Topic: p.Topic,
 		SenderPubkey: p.SenderPubkey, SenderMemberPubkey: p.SenderMemberPubkey, SenderName: name,
 		Body: body, DecryptFailed: failed, ReceivedAt: now.UnixMilli(), ReplyToID: p.ReplyToID,
 		Priority: cmp.Or(p.Priority, priorityNext), Subtype: p.Subtype, CreatedAt: p.CreatedAt,
-		RecipientPubkey: msg.RecipientPubkey, RecipientKind: msg.RecipientKind,
-	}
+		RecipientPubkey: recipient, RecipientKind: kind,
+	}, alsoSeenBy
 }
 
-// decryptPushBody reads a push's body: a DM opens with one of keys; a
-// broadcast, group or topic body is base64 text. Anything unreadable is
-// (nil, true).
-func decryptPushBody(p PushFrame, keys []Keypair) (*string, bool) {
+// decryptPushBody reads a push's body: a DM opens with one of keys (openedBy
+// is that key's public half); a broadcast, group or topic body is base64
+// text. Anything unreadable is (nil, true, "").
+func decryptPushBody(p PushFrame, keys []Keypair) (body *string, failed bool, openedBy string) {
 	if p.Ciphertext == "" {
-		return nil, false
+		return nil, false, ""
 	}
 	direct := isHexKey(p.TargetSpec)
 	multicast := p.TargetSpec != "" && !direct
@@ -290,22 +318,22 @@ func decryptPushBody(p PushFrame, keys []Keypair) (*string, bool) {
 		for _, k := range keys {
 			if out, err := openDM(p.Nonce, p.Ciphertext, p.SenderPubkey, k); err == nil && utf8.Valid(out) {
 				s := string(out)
-				return &s, false
+				return &s, false, k.PublicHex()
 			}
 		}
 	}
 	if direct {
-		return nil, true
+		return nil, true, ""
 	}
 	// A multicast body, or a push from a broker that does not say its
 	// target: plain base64 text. Without the target, accept only what reads
 	// as text, so that a DM nobody could open is not stored as noise.
 	raw, err := unb64(p.Ciphertext)
 	if err != nil || !utf8.Valid(raw) || (!multicast && !readableText(raw)) {
-		return nil, true
+		return nil, true, ""
 	}
 	s := string(raw)
-	return &s, false
+	return &s, false, ""
 }
 
 // readableText: no control characters but tab, newline and carriage return.

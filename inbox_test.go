@@ -69,31 +69,33 @@ func TestDecryptPushBody(t *testing.T) {
 	pn, pc := plainBody([]byte("to everyone"))
 	_, binary := plainBody([]byte{0x01, 0x02, 0xff, 0xfe, 0x00, 0x10})
 	cases := []struct {
-		name   string
-		push   PushFrame
-		body   string
-		failed bool
+		name     string
+		push     PushFrame
+		body     string
+		failed   bool
+		openedBy string // the key that opened a DM
 	}{
-		{"DM to the session key", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: session.PublicHex(), Nonce: n1, Ciphertext: c1}, "to the session", false},
-		{"DM to the member key", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: member.PublicHex(), Nonce: n2, Ciphertext: c2}, "to the member", false},
-		{"DM sealed for someone else", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: member.PublicHex(), Nonce: n3, Ciphertext: c3}, "", true},
-		{"DM with the wrong sender", PushFrame{SenderPubkey: stranger.PublicHex(), TargetSpec: session.PublicHex(), Nonce: n1, Ciphertext: c1}, "", true},
-		{"DM without a target, sealed for us", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: n2, Ciphertext: c2}, "to the member", false},
-		{"DM without a target, not for us", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: n3, Ciphertext: c3}, "", true},
-		{"broadcast", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: "*", Nonce: pn, Ciphertext: pc}, "to everyone", false},
-		{"broadcast without a target", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: pn, Ciphertext: pc}, "to everyone", false},
-		{"binary without a target", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: pn, Ciphertext: binary}, "", true},
-		{"not base64", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: "@ops", Nonce: pn, Ciphertext: "!!!"}, "", true},
+		{"DM to the session key", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: session.PublicHex(), Nonce: n1, Ciphertext: c1}, "to the session", false, session.PublicHex()},
+		{"DM to the member key", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: member.PublicHex(), Nonce: n2, Ciphertext: c2}, "to the member", false, member.PublicHex()},
+		{"DM sealed for someone else", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: member.PublicHex(), Nonce: n3, Ciphertext: c3}, "", true, ""},
+		{"DM with the wrong sender", PushFrame{SenderPubkey: stranger.PublicHex(), TargetSpec: session.PublicHex(), Nonce: n1, Ciphertext: c1}, "", true, ""},
+		{"DM without a target, sealed for us", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: n2, Ciphertext: c2}, "to the member", false, member.PublicHex()},
+		{"DM without a target, not for us", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: n3, Ciphertext: c3}, "", true, ""},
+		{"broadcast", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: "*", Nonce: pn, Ciphertext: pc}, "to everyone", false, ""},
+		{"broadcast without a target", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: pn, Ciphertext: pc}, "to everyone", false, ""},
+		{"binary without a target", PushFrame{SenderPubkey: sender.PublicHex(), Nonce: pn, Ciphertext: binary}, "", true, ""},
+		{"not base64", PushFrame{SenderPubkey: sender.PublicHex(), TargetSpec: "@ops", Nonce: pn, Ciphertext: "!!!"}, "", true, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			body, failed := decryptPushBody(tc.push, keys)
+			body, failed, openedBy := decryptPushBody(tc.push, keys)
 			got := ""
 			if body != nil {
 				got = *body
 			}
-			if got != tc.body || failed != tc.failed || (tc.failed && body != nil) {
-				t.Fatalf("decryptPushBody = %q (nil %v), failed %v; want %q, failed %v", got, body == nil, failed, tc.body, tc.failed)
+			if got != tc.body || failed != tc.failed || (tc.failed && body != nil) || openedBy != tc.openedBy {
+				t.Fatalf("decryptPushBody = %q (nil %v), failed %v, opened by %.8s; want %q, failed %v, opened by %.8s",
+					got, body == nil, failed, openedBy, tc.body, tc.failed, tc.openedBy)
 			}
 		})
 	}

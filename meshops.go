@@ -219,6 +219,21 @@ func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ..
 	return e.Link.Request(ctx, frame, replyTypes...)
 }
 
+// listPeers asks mesh e's broker for its peer list, and learns the names in
+// it for pushes that come without one.
+func (d *Daemon) listPeers(ctx context.Context, e *meshEntry) ([]PeerRow, error) {
+	raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
+	if err != nil {
+		return nil, err
+	}
+	var f PeersListFrame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, fmt.Errorf("bad peers_list: %w", err)
+	}
+	d.senders.learnPeers(e.Mesh.Slug, f.Peers)
+	return f.Peers, nil
+}
+
 // firstConnectGrace bounds how long a request waits for a link's first
 // connect.
 const firstConnectGrace = 2 * time.Second

@@ -481,16 +481,12 @@ func (d *Daemon) lookupPresence(ctx context.Context, mesh, key string) *recipien
 	if !ok {
 		return nil
 	}
-	raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
+	peers, err := d.listPeers(ctx, e)
 	if err != nil {
 		return nil
 	}
-	var f PeersListFrame
-	if json.Unmarshal(raw, &f) != nil {
-		return nil
-	}
 	p := &recipientPresence{}
-	for _, row := range f.Peers {
+	for _, row := range peers {
 		if row.Pubkey == key {
 			p.Online, p.DisplayName = true, row.DisplayName
 			break
@@ -611,15 +607,11 @@ func (d *Daemon) resolveTarget(ctx context.Context, e *meshEntry, to string) (st
 	case targetFormDirect:
 		return strings.ToLower(to), nil
 	}
-	raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
+	peers, err := d.listPeers(ctx, e)
 	if err != nil {
 		return "", fmt.Errorf("resolving %q needs the peer list of %s: %w", to, e.Mesh.Slug, err)
 	}
-	var f PeersListFrame
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return "", fmt.Errorf("bad peers_list: %w", err)
-	}
-	key, err := resolvePeerTarget(to, f.Peers, minDaemonPrefix, e.Mesh.Slug)
+	key, err := resolvePeerTarget(to, peers, minDaemonPrefix, e.Mesh.Slug)
 	var te *TargetError
 	if errors.As(err, &te) {
 		status := http.StatusNotFound

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver; pure Go, keeps the binary CGO-free
@@ -75,6 +76,18 @@ func migrate(ctx context.Context, db *sql.DB, migrations []string) error {
 		}
 	}
 	return nil
+}
+
+// placeholders is n comma-separated "?" for an IN list.
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
+
+// anySlice is xs as query arguments.
+func anySlice[T any](xs []T) []any {
+	out := make([]any, len(xs))
+	for i, x := range xs {
+		out[i] = x
+	}
+	return out
 }
 
 // noRows maps sql.ErrNoRows to errNotFound and passes other errors through.
