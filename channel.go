@@ -50,27 +50,6 @@ func checkChannelMeta(meta map[string]string) error {
 	return nil
 }
 
-// mcpMessageEvent is the data of the daemon's `message` event: one new inbox
-// row. Fields the daemon sends as null decode to "" except Body, whose null
-// means the message could not be decrypted.
-type mcpMessageEvent struct {
-	ID                 string  `json:"id"`
-	Mesh               string  `json:"mesh"`
-	ClientMessageID    string  `json:"client_message_id"`
-	BrokerMessageID    string  `json:"broker_message_id"`
-	SenderPubkey       string  `json:"sender_pubkey"`
-	SenderMemberPubkey string  `json:"sender_member_pubkey"`
-	SenderName         string  `json:"sender_name"`
-	Topic              string  `json:"topic"`
-	ReplyToID          string  `json:"reply_to_id"`
-	Priority           string  `json:"priority"`
-	Subtype            string  `json:"subtype"`
-	Body               *string `json:"body"`
-	CreatedAt          string  `json:"created_at"`
-	RecipientPubkey    string  `json:"recipient_pubkey"`
-	RecipientKind      string  `json:"recipient_kind"`
-}
-
 // messageRef is the id a reader quotes back (`--reply-to`): the broker's
 // message id, else the inbox row id.
 func messageRef(brokerID, rowID string) string {
@@ -84,10 +63,10 @@ func messageRef(brokerID, rowID string) string {
 // from_name; from_id and from_pubkey are the sender's member key when known
 // (stable across its sessions), from_session_pubkey the key of the session
 // that sent it.
-func channelFromMessage(ev mcpMessageEvent) channelNotification {
+func channelFromMessage(ev MessageEvent) channelNotification {
 	name := cmp.Or(ev.SenderName, "unknown")
 	priority := cmp.Or(ev.Priority, priorityNext)
-	from := cmp.Or(ev.SenderMemberPubkey, ev.SenderPubkey)
+	from := cmp.Or(string(ev.SenderMemberPubkey), ev.SenderPubkey)
 	var b strings.Builder
 	switch priority {
 	case priorityNow:
@@ -97,7 +76,7 @@ func channelFromMessage(ev mcpMessageEvent) channelNotification {
 	}
 	b.WriteString(name)
 	if ev.Topic != "" {
-		b.WriteString(" (#" + strings.TrimPrefix(ev.Topic, "#") + ")")
+		b.WriteString(" (#" + strings.TrimPrefix(string(ev.Topic), "#") + ")")
 	}
 	b.WriteString(": ")
 	if ev.Body == nil {
@@ -112,14 +91,14 @@ func channelFromMessage(ev mcpMessageEvent) channelNotification {
 		"from_name":           name,
 		"mesh_slug":           ev.Mesh,
 		"priority":            priority,
-		"message_id":          messageRef(ev.BrokerMessageID, ev.ID),
+		"message_id":          messageRef(string(ev.BrokerMessageID), ev.ID),
 		"client_message_id":   ev.ClientMessageID,
 	}
 	if ev.Topic != "" {
-		meta["topic"] = ev.Topic
+		meta["topic"] = string(ev.Topic)
 	}
 	if ev.ReplyToID != "" {
-		meta["reply_to_id"] = ev.ReplyToID
+		meta["reply_to_id"] = string(ev.ReplyToID)
 	}
 	if ev.Subtype != "" {
 		meta["subtype"] = ev.Subtype
@@ -248,7 +227,7 @@ func formatGroups(raw []json.RawMessage) []string {
 func channelFromEvent(ev sseClientEvent) (n channelNotification, rowID string, ok bool, err error) {
 	switch ev.Event {
 	case "message":
-		var m mcpMessageEvent
+		var m MessageEvent
 		if err := json.Unmarshal([]byte(ev.Data), &m); err != nil {
 			return channelNotification{}, "", false, fmt.Errorf("message event: %w", err)
 		}
@@ -267,12 +246,7 @@ func channelFromEvent(ev sseClientEvent) (n channelNotification, rowID string, o
 // or its member banned. Other status changes (reconnects, other sessions'
 // links) say nothing to the session.
 func linkEndedChannel(ev sseClientEvent, sessionID string) (channelNotification, bool) {
-	var st struct {
-		Mesh      string `json:"mesh"`
-		Status    string `json:"status"`
-		Link      string `json:"link"`
-		SessionID string `json:"session_id"`
-	}
+	var st BrokerStatusEvent
 	if json.Unmarshal([]byte(ev.Data), &st) != nil {
 		return channelNotification{}, false
 	}
@@ -300,32 +274,13 @@ type mcpSelf struct {
 	Mesh          string
 }
 
-// mcpInboxItem is one row of GET /v1/inbox.
-type mcpInboxItem struct {
-	ID                 string  `json:"id"`
-	ClientMessageID    string  `json:"client_message_id"`
-	BrokerMessageID    string  `json:"broker_message_id"`
-	Mesh               string  `json:"mesh"`
-	Topic              string  `json:"topic"`
-	SenderPubkey       string  `json:"sender_pubkey"`
-	SenderMemberPubkey string  `json:"sender_member_pubkey"`
-	SenderName         string  `json:"sender_name"`
-	Body               *string `json:"body"`
-	ReceivedAt         string  `json:"received_at"`
-	ReplyToID          string  `json:"reply_to_id"`
-	Priority           string  `json:"priority"`
-	SeenAt             string  `json:"seen_at"`
-	RecipientPubkey    string  `json:"recipient_pubkey"`
-	RecipientKind      string  `json:"recipient_kind"`
-}
-
 // messageEvent is the row as the message event that announced it.
-func (m mcpInboxItem) messageEvent() mcpMessageEvent {
-	return mcpMessageEvent{
+func (m inboxItem) messageEvent() MessageEvent {
+	return MessageEvent{
 		ID: m.ID, Mesh: m.Mesh, ClientMessageID: m.ClientMessageID, BrokerMessageID: m.BrokerMessageID,
 		SenderPubkey: m.SenderPubkey, SenderMemberPubkey: m.SenderMemberPubkey, SenderName: m.SenderName,
 		Topic: m.Topic, ReplyToID: m.ReplyToID, Priority: m.Priority, Body: m.Body,
-		RecipientPubkey: m.RecipientPubkey, RecipientKind: m.RecipientKind,
+		RecipientPubkey: string(m.RecipientPubkey), RecipientKind: string(m.RecipientKind),
 	}
 }
 
@@ -336,7 +291,7 @@ type welcomeInput struct {
 	Self         *mcpSelf // nil: no launched session behind this server, or the lookup failed
 	Peers        []PeerRow
 	PeersFailed  bool
-	Unread       []mcpInboxItem // unread rows, newest first
+	Unread       []inboxItem // unread rows, newest first
 	UnreadFailed bool
 	Location     *time.Location // for preview times; nil means UTC
 }
@@ -432,7 +387,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 		if len(latest) == welcomeLatestIDs {
 			break
 		}
-		latest = append(latest, messageRef(m.BrokerMessageID, m.ID))
+		latest = append(latest, messageRef(string(m.BrokerMessageID), m.ID))
 	}
 	switch {
 	case in.UnreadFailed:
@@ -469,7 +424,7 @@ func welcomeChannel(in welcomeInput) channelNotification {
 	return channelNotification{Content: b.String(), Meta: meta}
 }
 
-func welcomePreviewLine(m mcpInboxItem, loc *time.Location) string {
+func welcomePreviewLine(m inboxItem, loc *time.Location) string {
 	name := cmp.Or(m.SenderName, "unknown")
 	line := name
 	if m.SenderPubkey != "" {

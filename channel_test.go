@@ -53,7 +53,7 @@ func assertWireMeta(t *testing.T, n channelNotification) {
 func strPtr(s string) *string { return &s }
 
 func TestChannelFromMessage(t *testing.T) {
-	base := mcpMessageEvent{
+	base := MessageEvent{
 		ID: "row-1", Mesh: "team", ClientMessageID: "cmid-1", BrokerMessageID: "bmid-1",
 		SenderPubkey:       "5e55100000000000000000000000000000000000000000000000000000000000",
 		SenderMemberPubkey: "3e3b3e0000000000000000000000000000000000000000000000000000000000",
@@ -62,36 +62,36 @@ func TestChannelFromMessage(t *testing.T) {
 	}
 	baseMeta := func() map[string]string {
 		return map[string]string{
-			"from_id": base.SenderMemberPubkey, "from_pubkey": base.SenderMemberPubkey,
+			"from_id": string(base.SenderMemberPubkey), "from_pubkey": string(base.SenderMemberPubkey),
 			"from_session_pubkey": base.SenderPubkey, "from_name": "bob", "mesh_slug": "team",
 			"priority": "next", "message_id": "bmid-1", "client_message_id": "cmid-1",
 		}
 	}
 	cases := []struct {
 		name        string
-		edit        func(e *mcpMessageEvent)
+		edit        func(e *MessageEvent)
 		wantContent string
 		editMeta    func(m map[string]string)
 	}{
 		{"plain DM", nil, "bob: is staging up?", nil},
-		{"urgent", func(e *mcpMessageEvent) { e.Priority = "now" }, "[URGENT] bob: is staging up?",
+		{"urgent", func(e *MessageEvent) { e.Priority = "now" }, "[URGENT] bob: is staging up?",
 			func(m map[string]string) { m["priority"] = "now" }},
-		{"low", func(e *mcpMessageEvent) { e.Priority = "low" }, "[low] bob: is staging up?",
+		{"low", func(e *MessageEvent) { e.Priority = "low" }, "[low] bob: is staging up?",
 			func(m map[string]string) { m["priority"] = "low" }},
-		{"priority defaults to next", func(e *mcpMessageEvent) { e.Priority = "" }, "bob: is staging up?", nil},
-		{"decrypt failed", func(e *mcpMessageEvent) { e.Body = nil }, "bob: (decrypt failed)", nil},
-		{"empty body is not a decrypt failure", func(e *mcpMessageEvent) { e.Body = strPtr("") }, "bob: ", nil},
-		{"topic", func(e *mcpMessageEvent) { e.Topic = "deploys" }, "bob (#deploys): is staging up?",
+		{"priority defaults to next", func(e *MessageEvent) { e.Priority = "" }, "bob: is staging up?", nil},
+		{"decrypt failed", func(e *MessageEvent) { e.Body = nil }, "bob: (decrypt failed)", nil},
+		{"empty body is not a decrypt failure", func(e *MessageEvent) { e.Body = strPtr("") }, "bob: ", nil},
+		{"topic", func(e *MessageEvent) { e.Topic = "deploys" }, "bob (#deploys): is staging up?",
 			func(m map[string]string) { m["topic"] = "deploys" }},
-		{"reply and subtype", func(e *mcpMessageEvent) { e.ReplyToID = "bmid-0"; e.Subtype = "reminder" }, "bob: is staging up?",
+		{"reply and subtype", func(e *MessageEvent) { e.ReplyToID = "bmid-0"; e.Subtype = "reminder" }, "bob: is staging up?",
 			func(m map[string]string) { m["reply_to_id"] = "bmid-0"; m["subtype"] = "reminder" }},
-		{"no member key: session key identifies", func(e *mcpMessageEvent) { e.SenderMemberPubkey = "" }, "bob: is staging up?",
+		{"no member key: session key identifies", func(e *MessageEvent) { e.SenderMemberPubkey = "" }, "bob: is staging up?",
 			func(m map[string]string) { m["from_id"] = base.SenderPubkey; m["from_pubkey"] = base.SenderPubkey }},
-		{"no broker id: row id", func(e *mcpMessageEvent) { e.BrokerMessageID = "" }, "bob: is staging up?",
+		{"no broker id: row id", func(e *MessageEvent) { e.BrokerMessageID = "" }, "bob: is staging up?",
 			func(m map[string]string) { m["message_id"] = "row-1" }},
-		{"no name", func(e *mcpMessageEvent) { e.SenderName = "" }, "unknown: is staging up?",
+		{"no name", func(e *MessageEvent) { e.SenderName = "" }, "unknown: is staging up?",
 			func(m map[string]string) { m["from_name"] = "unknown" }},
-		{"multi-line body kept whole", func(e *mcpMessageEvent) { e.Body = strPtr("line 1\nline 2") }, "bob: line 1\nline 2", nil},
+		{"multi-line body kept whole", func(e *MessageEvent) { e.Body = strPtr("line 1\nline 2") }, "bob: line 1\nline 2", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -247,7 +247,7 @@ func TestWelcomeChannel(t *testing.T) {
 		{Pubkey: "g", DisplayName: "gus"}, // 7
 		{Pubkey: "a11ce-sibling", DisplayName: "alice", PeerRole: "session", SessionID: "sibling"}, // 8: a sibling session counts
 	}
-	unread := []mcpInboxItem{
+	unread := []inboxItem{
 		{ID: "r5", BrokerMessageID: "b5", SenderName: "bob", SenderPubkey: "b0b1b0b1b0b1", Body: strPtr("newest   message\nwith lines"), ReceivedAt: "2026-05-04T10:42:01Z"},
 		{ID: "r4", SenderName: "carol", SenderPubkey: "c", Body: nil, ReceivedAt: "2026-05-04T10:41:00Z"},
 		{ID: "r3", BrokerMessageID: "b3", SenderName: "dan", Body: strPtr(strings.Repeat("x", 100)), ReceivedAt: "bad time"},
@@ -321,9 +321,9 @@ func TestWelcomeChannel(t *testing.T) {
 }
 
 func TestWelcomeLatestIDsAreBounded(t *testing.T) {
-	var unread []mcpInboxItem
+	var unread []inboxItem
 	for i := 0; i < 50; i++ {
-		unread = append(unread, mcpInboxItem{ID: "r" + strings.Repeat("x", i)})
+		unread = append(unread, inboxItem{ID: "r" + strings.Repeat("x", i)})
 	}
 	got := welcomeChannel(welcomeInput{Unread: unread})
 	var ids []string

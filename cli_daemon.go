@@ -239,9 +239,9 @@ func coldRequest(ctx context.Context, cl *ColdLink, frame any, replyTypes ...str
 // waitHealth polls the daemon's health every so often until done holds or
 // budget runs out, and returns the last health it read; the error is the
 // last failed read when none succeeded.
-func waitHealth(ctx context.Context, cl *DaemonClient, budget, every time.Duration, done func(DaemonHealth) bool) (DaemonHealth, error) {
+func waitHealth(ctx context.Context, cl *DaemonClient, budget, every time.Duration, done func(HealthReply) bool) (HealthReply, error) {
 	deadline := time.Now().Add(budget)
-	var last DaemonHealth
+	var last HealthReply
 	var lastErr error = errors.New("no answer")
 	for {
 		h, err := cl.Health(ctx)
@@ -589,7 +589,7 @@ func setupDaemonVersion(fs *flagSet) runFunc {
 
 // printLinks prints the embedded broker, mesh links and sessions from a
 // health report.
-func printLinks(c *cli, h DaemonHealth) {
+func printLinks(c *cli, h HealthReply) {
 	if eb := h.EmbeddedBroker; eb != nil {
 		if eb.State == embeddedServing {
 			c.printf("  %s embedded broker: %s (data %s)\n", c.paint(colorGreen, "●"), eb.URL, eb.Data)
@@ -605,7 +605,7 @@ func printLinks(c *cli, h DaemonHealth) {
 		if l.Kind == linkSession {
 			who = "  session " + shortID(l.SessionID) + " on " + l.Mesh
 		}
-		line := fmt.Sprintf("  %s %s: %s", c.stateDot(l.State), who, l.State)
+		line := fmt.Sprintf("  %s %s: %s", c.stateDot(string(l.State)), who, l.State)
 		if l.LastError != "" {
 			line += " (" + l.LastError + ")"
 		}

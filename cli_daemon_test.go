@@ -184,7 +184,7 @@ func TestPeerListVerb(t *testing.T) {
 	regA, keyA := registration(t, fx.alpha, "alice", os.Getpid())
 	regA.Role, regA.Groups = "lead", []string{"@frontend:lead"}
 	regB, _ := registration(t, fx.alpha, "alice-2", os.Getpid())
-	for _, r := range []SessionRegistration{regA, regB} {
+	for _, r := range []RegisterRequest{regA, regB} {
 		if err := td.client("").RegisterSession(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -622,8 +622,8 @@ func TestDaemonVerbsAsProcesses(t *testing.T) {
 	}
 	r = runBinary(t, env, "daemon", "status", "--json")
 	var st struct {
-		Running bool         `json:"running"`
-		Health  DaemonHealth `json:"health"`
+		Running bool        `json:"running"`
+		Health  HealthReply `json:"health"`
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || !st.Running {
 		t.Fatalf("daemon status --json = %s %v", r.stdout, err)

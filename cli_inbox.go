@@ -12,18 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
-
-// trueOrEmpty is a boolean query parameter: "true", or absent.
-func trueOrEmpty(b bool) string {
-	if b {
-		return "true"
-	}
-	return ""
-}
 
 // daemonOnly returns the daemon client for verbs that have no cold path.
 func (c *cli) daemonOnly(ctx context.Context, what string) (*DaemonClient, error) {
@@ -56,11 +47,8 @@ func setupInbox(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		var resp struct {
-			Items []inboxItem `json:"items"`
-		}
-		path := ipcPath("/v1/inbox", "limit", fmt.Sprint(limit), "mesh", mesh, "unread_only", trueOrEmpty(unread))
-		if err := cl.Do(ctx, "GET", path, nil, &resp); err != nil {
+		resp, err := callIPC(ctx, cl, apiInbox, InboxQuery{Limit: &limit, Mesh: mesh, UnreadOnly: unread})
+		if err != nil {
 			return ipcFailure(err)
 		}
 		resp.Items = nonNil(resp.Items)
@@ -90,12 +78,12 @@ func setupInbox(fs *flagSet) runFunc {
 func (c *cli) inboxLine(it inboxItem) string {
 	var b strings.Builder
 	dot := " "
-	if it.SeenAt == nil {
+	if it.SeenAt == "" {
 		dot = c.paint(colorGreen, "●")
 	}
 	fmt.Fprintf(&b, "%s %s (%s) [%s]", dot, c.paint(colorBold, it.SenderName), shortID(it.SenderPubkey), it.Mesh)
-	if it.Topic != nil {
-		b.WriteString(" #" + *it.Topic)
+	if it.Topic != "" {
+		b.WriteString(" #" + string(it.Topic))
 	}
 	if t, err := time.Parse(time.RFC3339Nano, it.ReceivedAt); err == nil {
 		b.WriteString(" " + t.Local().Format("2006-01-02 15:04:05"))
@@ -104,8 +92,8 @@ func (c *cli) inboxLine(it inboxItem) string {
 		b.WriteString(" " + c.paint(colorRed, "[now]"))
 	}
 	fmt.Fprintf(&b, "  id %s", it.ID)
-	if it.BrokerMessageID != nil {
-		fmt.Fprintf(&b, "  msg %s", *it.BrokerMessageID)
+	if it.BrokerMessageID != "" {
+		fmt.Fprintf(&b, "  msg %s", it.BrokerMessageID)
 	}
 	body := "(could not be decrypted)"
 	if it.Body != nil {
@@ -138,10 +126,8 @@ func setupInboxFlush(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		var resp struct {
-			Removed int `json:"removed"`
-		}
-		if err := cl.Do(ctx, "DELETE", ipcPath("/v1/inbox", "mesh", mesh, "before", before, "all", trueOrEmpty(all)), nil, &resp); err != nil {
+		resp, err := callIPC(ctx, cl, apiInboxFlush, InboxFlushQuery{Mesh: mesh, Before: before, All: all})
+		if err != nil {
 			return ipcFailure(err)
 		}
 		if c.jsonMode() {
@@ -172,7 +158,7 @@ func setupInboxDelete(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		if err := cl.Do(ctx, "DELETE", "/v1/inbox/"+url.PathEscape(id), nil, nil); err != nil {
+		if _, err := callIPC(ctx, cl, apiInboxDelete, InboxDeleteRequest{ID: id}); err != nil {
 			if ipcStatus(err) == http.StatusNotFound {
 				return exitError(exitNotFound, fmt.Errorf("no inbox row %s", id), "ids are in 'claudemesh inbox' (id …)")
 			}
@@ -201,15 +187,13 @@ func setupOutboxList(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		var resp struct {
-			Items []outboxView `json:"items"`
-		}
-		if err := cl.Do(ctx, "GET", ipcPath("/v1/outbox", "status", status, "limit", fmt.Sprint(limit)), nil, &resp); err != nil {
+		resp, err := callIPC(ctx, cl, apiOutbox, OutboxQuery{Status: status, Limit: &limit})
+		if err != nil {
 			return ipcFailure(err)
 		}
 		resp.Items = nonNil(resp.Items)
 		if c.jsonMode() {
-			return c.printJSON(map[string]any{"items": resp.Items})
+			return c.printJSON(resp)
 		}
 		if len(resp.Items) == 0 {
 			c.printf("(empty)\n")
@@ -241,12 +225,7 @@ func setupOutboxRequeue(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		var resp struct {
-			Aborted string `json:"aborted_row_id"`
-			New     string `json:"new_row_id"`
-			CID     string `json:"new_client_message_id"`
-		}
-		err = cl.Do(ctx, "POST", "/v1/outbox/requeue", map[string]any{"id": args[0], "new_client_message_id": newID}, &resp)
+		resp, err := callIPC(ctx, cl, apiOutboxRequeue, RequeueRequest{ID: args[0], NewClientMessageID: newID})
 		if ie := (*IPCError)(nil); errors.As(err, &ie) && ie.Status == 409 {
 			return exitError(exitFailure, fmt.Errorf("cannot requeue %s: %s", args[0], ie.Message), "see 'claudemesh daemon outbox list'")
 		}
@@ -254,9 +233,9 @@ func setupOutboxRequeue(fs *flagSet) runFunc {
 			return ipcFailure(err)
 		}
 		if c.jsonMode() {
-			return c.printJSON(map[string]any{"aborted_row_id": resp.Aborted, "new_row_id": resp.New, "new_client_message_id": resp.CID})
+			return c.printJSON(resp)
 		}
-		c.printf("requeued: aborted %s → new %s (client_message_id=%s)\n", resp.Aborted, resp.New, resp.CID)
+		c.printf("requeued: aborted %s → new %s (client_message_id=%s)\n", resp.AbortedRowID, resp.NewRowID, resp.NewClientMessageID)
 		return nil
 	}
 }

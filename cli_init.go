@@ -156,7 +156,7 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 			return err
 		}
 		rep.did("mesh %s created on %s; you are %s (owner)", m.Slug, brokerURL, display)
-		if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
+		if _, err := cl.Reload(ctx); err != nil {
 			return ipcFailure(err)
 		}
 		if cfg, err = loadConfig(cfgPath); err != nil {
@@ -233,14 +233,14 @@ func embeddedBrokerURLs(listen string) (brokerURL, postURL string) {
 // initDaemon gets a daemon that serves the config's broker block (want,
 // nil for none): started, reloaded, or (when it is too old to know broker
 // blocks) restarted.
-func initDaemon(ctx context.Context, c *cli, rep *initReport, want *BrokerConf) (*DaemonClient, DaemonHealth, error) {
+func initDaemon(ctx context.Context, c *cli, rep *initReport, want *BrokerConf) (*DaemonClient, HealthReply, error) {
 	wantBroker := want != nil
 	paths := c.Paths()
 	dc := newDaemonConnector(paths, c.env.Getenv)
 	wasUp := dc.probe(ctx) == probeUp
 	r := dc.ensure(ctx, defaultSpawnBudget)
 	if !r.usable() {
-		return nil, DaemonHealth{}, exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s)", r.State, r.Reason),
+		return nil, HealthReply{}, exitError(exitFailure, fmt.Errorf("the daemon is not available (%s: %s)", r.State, r.Reason),
 			"start it with 'claudemesh daemon up', then run init again", "its log: "+paths.LogFile())
 	}
 	cl := newDaemonClient(paths.SocketFile(), "")
@@ -249,16 +249,16 @@ func initDaemon(ctx context.Context, c *cli, rep *initReport, want *BrokerConf) 
 	}
 	h, err := cl.Health(ctx)
 	if err != nil {
-		return nil, DaemonHealth{}, ipcFailure(err)
+		return nil, HealthReply{}, ipcFailure(err)
 	}
 	if wasUp && wantBroker && (h.EmbeddedBroker == nil || h.EmbeddedBroker.State != embeddedServing || h.EmbeddedBroker.Listen != want.Listen) {
 		// A daemon that ran before the block was written (or moved): a
 		// reload makes it serve the block (and retries one that failed).
-		if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
-			return nil, DaemonHealth{}, ipcFailure(err)
+		if _, err := cl.Reload(ctx); err != nil {
+			return nil, HealthReply{}, ipcFailure(err)
 		}
 		if h, err = cl.Health(ctx); err != nil {
-			return nil, DaemonHealth{}, ipcFailure(err)
+			return nil, HealthReply{}, ipcFailure(err)
 		}
 		if h.EmbeddedBroker != nil && h.EmbeddedBroker.State == embeddedServing {
 			rep.did("daemon reloaded: it serves the embedded broker")
@@ -267,18 +267,18 @@ func initDaemon(ctx context.Context, c *cli, rep *initReport, want *BrokerConf) 
 	if wantBroker && h.EmbeddedBroker == nil {
 		// It does not know broker blocks: an older claudemesh.
 		if dc.serviceManaged() {
-			return nil, DaemonHealth{}, exitError(exitFailure, fmt.Errorf("the running daemon (claudemesh %s) does not serve embedded brokers", h.Version),
+			return nil, HealthReply{}, exitError(exitFailure, fmt.Errorf("the running daemon (claudemesh %s) does not serve embedded brokers", h.Version),
 				"restart its service to run this version: "+serviceRestartCommand(dc.goos), "then run 'claudemesh init' again")
 		}
 		old := h.Version
 		if _, err := stopRunningDaemon(ctx, c); err != nil {
-			return nil, DaemonHealth{}, err
+			return nil, HealthReply{}, err
 		}
 		if r := dc.ensure(ctx, defaultSpawnBudget); !r.usable() {
-			return nil, DaemonHealth{}, exitError(exitFailure, fmt.Errorf("restarting the daemon: %s: %s", r.State, r.Reason), "its log: "+paths.LogFile())
+			return nil, HealthReply{}, exitError(exitFailure, fmt.Errorf("restarting the daemon: %s: %s", r.State, r.Reason), "its log: "+paths.LogFile())
 		}
 		if h, err = cl.Health(ctx); err != nil {
-			return nil, DaemonHealth{}, ipcFailure(err)
+			return nil, HealthReply{}, ipcFailure(err)
 		}
 		rep.did("daemon restarted (claudemesh %s → %s)", old, h.Version)
 	}
@@ -309,8 +309,8 @@ func embeddedBrokerFailure(eb *EmbeddedBrokerHealth, cfgPath string) error {
 
 // waitLinksOpen waits (bounded) until every mesh of cfg has an open link
 // and returns the last health read.
-func waitLinksOpen(ctx context.Context, cl *DaemonClient, cfg *Config, wait time.Duration) DaemonHealth {
-	h, _ := waitHealth(ctx, cl, wait, 20*time.Millisecond, func(h DaemonHealth) bool {
+func waitLinksOpen(ctx context.Context, cl *DaemonClient, cfg *Config, wait time.Duration) HealthReply {
+	h, _ := waitHealth(ctx, cl, wait, 20*time.Millisecond, func(h HealthReply) bool {
 		for _, m := range cfg.Meshes {
 			if h.Brokers[m.Slug] != string(LinkOpen) {
 				return false

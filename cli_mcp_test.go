@@ -296,7 +296,7 @@ func TestMCPProcessDeliversDMs(t *testing.T) {
 	bob := f.d2.client("")
 
 	// A DM that arrived while no MCP server ran: only the welcome shows it.
-	missedID := sendAndSettle(t, bob, alice.pub(), "missed while away").BrokerMessageID
+	missedID := deref(sendAndSettle(t, bob, alice.pub(), "missed while away").BrokerMessageID)
 	waitFor(t, "the missed DM in alice's inbox", func() bool {
 		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "missed while away") == 1
 	})
@@ -355,8 +355,8 @@ func TestMCPProcessDeliversDMs(t *testing.T) {
 		return isChannel("")(m) && strings.HasSuffix(m["params"].(map[string]any)["content"].(string), "live one")
 	})
 	meta = checkStringMeta(t, n)
-	if meta["from_id"] != f.bob.Pubkey || meta["priority"] != "next" || meta["message_id"] != live.BrokerMessageID {
-		t.Fatalf("live DM meta = %v (bob %s, broker id %s)", meta, f.bob.Pubkey, live.BrokerMessageID)
+	if meta["from_id"] != f.bob.Pubkey || meta["priority"] != "next" || meta["message_id"] != deref(live.BrokerMessageID) {
+		t.Fatalf("live DM meta = %v (bob %s, broker id %s)", meta, f.bob.Pubkey, deref(live.BrokerMessageID))
 	}
 	waitFor(t, "the live DM marked seen", func() bool {
 		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "live one") == 0

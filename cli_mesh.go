@@ -465,7 +465,7 @@ func (c *cli) reloadDaemon(ctx context.Context) {
 		return
 	}
 	defer cl.http.CloseIdleConnections()
-	if err := cl.Do(ctx, "POST", "/v1/reload", nil, nil); err != nil {
+	if _, err := cl.Reload(ctx); err != nil {
 		c.warnf("the running daemon did not take the change (%v); restart it: claudemesh daemon down && claudemesh daemon up", err)
 	}
 }

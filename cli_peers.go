@@ -160,11 +160,8 @@ func (c *cli) listPeers(ctx context.Context, cfg *Config, mesh string, self *sel
 		if me != nil && me.MemberPubkey != "" {
 			self.members[me.MemberPubkey] = true
 		}
-		var resp struct {
-			Peers  []peerRecord      `json:"peers"`
-			Errors map[string]string `json:"errors"`
-		}
-		if err := cl.Do(ctx, "GET", ipcPath("/v1/peers", "mesh", mesh), nil, &resp); err != nil {
+		resp, err := callIPC(ctx, cl, apiPeers, MeshQuery{Mesh: mesh})
+		if err != nil {
 			return nil, ipcFailure(err)
 		}
 		byMesh := map[string]*meshPeers{}
@@ -185,8 +182,12 @@ func (c *cli) listPeers(ctx context.Context, cfg *Config, mesh string, self *sel
 			add(me.Mesh)
 		}
 		for _, p := range resp.Peers {
-			g := add(p.str("mesh"))
-			g.Peers = append(g.Peers, p)
+			rec, err := p.object()
+			if err != nil {
+				return nil, fmt.Errorf("daemon sent a bad peer row: %w", err)
+			}
+			g := add(p.Mesh)
+			g.Peers = append(g.Peers, rec)
 		}
 		for slug, e := range resp.Errors {
 			add(slug).Err = e

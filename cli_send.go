@@ -104,35 +104,21 @@ type messenger interface {
 	presenceWithSend() bool
 }
 
-// sendAnswer is POST /v1/send's answer.
-type sendAnswer struct {
-	ClientMessageID string `json:"client_message_id"`
-	ID              string `json:"id"`
-	Status          string `json:"status"` // queued | inflight | done | dead
-	BrokerMessageID string `json:"broker_message_id"`
-	Duplicate       bool   `json:"duplicate"`
-	LastError       string `json:"last_error"`
-	Target          string `json:"target"`
-	Mesh            string `json:"mesh"`
-	Recipient       *struct {
-		Online      bool   `json:"online"`
-		DisplayName string `json:"display_name"`
-	} `json:"recipient"` // with "presence": a DM's recipient, when the daemon could tell
-}
-
 type daemonMessenger struct{ cl *DaemonClient }
 
 func (m daemonMessenger) via() string            { return "daemon" }
 func (m daemonMessenger) presenceWithSend() bool { return true }
 
 func (m daemonMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, error) {
-	var resp struct {
-		Peers []meshPeerRow `json:"peers"`
-	}
-	if err := m.cl.Do(ctx, "GET", ipcPath("/v1/peers", "mesh", mesh), nil, &resp); err != nil {
+	resp, err := callIPC(ctx, m.cl, apiPeers, MeshQuery{Mesh: mesh})
+	if err != nil {
 		return nil, ipcFailure(err)
 	}
-	return resp.Peers, nil
+	out := make([]meshPeerRow, 0, len(resp.Peers))
+	for _, p := range resp.Peers {
+		out = append(out, meshPeerRow{PeerRow: p.Row, Mesh: p.Mesh})
+	}
+	return out, nil
 }
 
 func (m daemonMessenger) selfSession(ctx context.Context) string {
@@ -144,22 +130,13 @@ func (m daemonMessenger) selfSession(ctx context.Context) string {
 }
 
 func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, error) {
-	var a sendAnswer
-	body := map[string]any{"to": msg.to, "message": msg.text, "priority": msg.priority, "wait_ms": sendWait.Milliseconds()}
-	if msg.mesh != "" {
-		body["mesh"] = msg.mesh
-	}
-	if msg.replyTo != "" {
-		body["reply_to_id"] = msg.replyTo
-	}
-	if msg.presence {
-		body["presence"] = true
-	}
-	if err := m.cl.Do(ctx, "POST", "/v1/send", body, &a); err != nil {
+	a, err := callIPC(ctx, m.cl, apiSend, SendRequest{To: msg.to, Message: msg.text, Priority: msg.priority,
+		WaitMs: int(sendWait.Milliseconds()), Mesh: msg.mesh, ReplyToID: msg.replyTo, Presence: msg.presence})
+	if err != nil {
 		return sendOutcome{}, ipcFailure(err)
 	}
-	out := sendOutcome{ClientMessageID: a.ClientMessageID, MessageID: a.BrokerMessageID, Mesh: a.Mesh, Target: a.Target,
-		Error: a.LastError, Duplicate: a.Duplicate}
+	out := sendOutcome{ClientMessageID: a.ClientMessageID, MessageID: deref(a.BrokerMessageID), Mesh: a.Mesh, Target: a.Target,
+		Error: deref(a.LastError), Duplicate: deref(a.Duplicate)}
 	if r := a.Recipient; r != nil {
 		out.Online, out.Name = &r.Online, r.DisplayName
 	}

@@ -231,9 +231,9 @@ type brokerReport struct {
 func waitBrokers(ctx context.Context, c *cli, budget, every time.Duration) (reps []brokerReport, ok bool) {
 	cl := newDaemonClient(c.Paths().SocketFile(), "")
 	defer cl.http.CloseIdleConnections()
-	h, err := waitHealth(ctx, cl, budget, every, func(h DaemonHealth) bool {
+	h, err := waitHealth(ctx, cl, budget, every, func(h HealthReply) bool {
 		for _, l := range h.Links {
-			if l.Kind == linkMember && l.State != string(LinkOpen) {
+			if l.Kind == linkMember && l.State != LinkOpen {
 				return false
 			}
 		}
@@ -245,7 +245,7 @@ func waitBrokers(ctx context.Context, c *cli, budget, every time.Duration) (reps
 	reps = []brokerReport{}
 	for _, l := range h.Links {
 		if l.Kind == linkMember {
-			reps = append(reps, brokerReport{Mesh: l.Mesh, State: l.State, Error: l.LastError})
+			reps = append(reps, brokerReport{Mesh: l.Mesh, State: string(l.State), Error: l.LastError})
 		}
 	}
 	return reps, true

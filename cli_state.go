@@ -5,13 +5,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 )
@@ -26,12 +26,9 @@ func setupStateGet(fs *flagSet) runFunc {
 			return usageError("usage: claudemesh state get <key>")
 		}
 		key := args[0]
-		var entry map[string]any
+		var entry *MeshRow[StateEntry]
 		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				State map[string]any `json:"state"`
-			}
-			err := cl.Do(ctx, "GET", ipcPath("/v1/state", "key", key, "mesh", mesh), nil, &resp)
+			resp, err := callIPC(ctx, cl, apiState, StateQuery{Key: &key, Mesh: mesh})
 			var ie *IPCError
 			if errors.As(err, &ie) && ie.Code == "state_not_found" {
 				return c.stateNotSet(key)
@@ -51,7 +48,7 @@ func setupStateGet(fs *flagSet) runFunc {
 				return err
 			}
 			if !stateMissing(r.StateEntry) {
-				entry = map[string]any{"key": r.Key, "value": r.Value, "updatedBy": r.UpdatedBy, "updatedAt": r.UpdatedAt, "mesh": m.Slug}
+				entry = ptr(meshRowOf(r.StateEntry, m.Slug))
 			}
 			return nil
 		})
@@ -64,9 +61,9 @@ func setupStateGet(fs *flagSet) runFunc {
 		if c.jsonMode() {
 			return c.printJSON(entry)
 		}
-		v, _ := json.Marshal(entry["value"])
-		c.printf("%s = %s\n", key, v)
-		c.printf("  set by %v at %v (%v)\n", entry["updatedBy"], entry["updatedAt"], entry["mesh"])
+		e := entry.Row
+		c.printf("%s = %s\n", key, compactJSON(e.Value))
+		c.printf("  set by %s at %s (%s)\n", e.UpdatedBy, e.UpdatedAt, entry.Mesh)
 		return nil
 	}
 }
@@ -99,10 +96,8 @@ func setupStateSet(fs *flagSet) runFunc {
 		key, value := args[0], parseStateValue(strings.Join(args[1:], " "))
 		var meshUsed string
 		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				Mesh string `json:"mesh"`
-			}
-			if err := cl.Do(ctx, "POST", "/v1/state", map[string]any{"key": key, "value": value, "mesh": mesh}, &resp); err != nil {
+			resp, err := callIPC(ctx, cl, apiStateSet, StateSetRequest{Key: key, Value: value, Mesh: mesh})
+			if err != nil {
 				return ipcFailure(err)
 			}
 			meshUsed = resp.Mesh
@@ -134,55 +129,62 @@ func setupStateSet(fs *flagSet) runFunc {
 	}
 }
 
-// listItems reads a list through the daemon (every mesh, or mesh) or, on
-// the cold path, from mesh's broker; each item says its mesh. The daemon's
-// path answers with the items under key and the meshes it could not ask
-// under "errors"; the broker answers frame with a reply frame that holds
-// the items under field.
-func (c *cli) listItems(ctx context.Context, mesh, path, key string, frame any, reply, field string) (items []map[string]any, failed map[string]string, err error) {
+// listItems reads a list through the daemon (every mesh, or mesh) with
+// warm, which returns the rows and the meshes it could not ask, or, on the
+// cold path, from mesh's broker, which answers frame with a reply frame
+// that holds the items under field; each row says its mesh.
+func listItems[T any](ctx context.Context, c *cli, mesh string, warm func(cl *DaemonClient) ([]MeshRow[T], map[string]string, error),
+	frame any, reply, field string) (items []MeshRow[T], failed map[string]string, err error) {
 	err = c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-		var resp map[string]json.RawMessage
-		if err := cl.Do(ctx, "GET", path, nil, &resp); err != nil {
-			return ipcFailure(err)
-		}
-		if err := errors.Join(unmarshalField(resp, "errors", &failed), unmarshalField(resp, key, &items)); err != nil {
-			return fmt.Errorf("daemon sent a bad answer: %w", err)
-		}
-		return nil
+		items, failed, err = warm(cl)
+		return ipcFailureOrNil(err)
 	}, func(m Mesh, cl *ColdLink) error {
 		raw, err := coldRequest(ctx, cl, frame, reply)
 		if err != nil {
 			return err
 		}
-		var f map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &f); err != nil {
+		list, err := replyItems(raw, field)
+		if err != nil {
 			return err
 		}
-		if err := unmarshalField(f, field, &items); err != nil {
-			return err
-		}
-		for _, it := range items {
-			it["mesh"] = m.Slug
+		for _, it := range list {
+			var row MeshRow[T]
+			if err := json.Unmarshal(it, &row); err != nil {
+				return err
+			}
+			row.Mesh = m.Slug
+			items = append(items, row)
 		}
 		return nil
 	})
 	return nonNil(items), failed, err
 }
 
-// unmarshalField decodes obj[name], when obj has it, into v.
-func unmarshalField(obj map[string]json.RawMessage, name string, v any) error {
-	if raw, ok := obj[name]; ok {
-		return json.Unmarshal(raw, v)
+// ipcFailureOrNil is ipcFailure(err), or nil for nil.
+func ipcFailureOrNil(err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	return ipcFailure(err)
+}
+
+// compactJSON is a JSON value on one line, as it is shown to a person.
+func compactJSON(v json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil {
+		return string(v)
+	}
+	return b.String()
 }
 
 func setupStateList(fs *flagSet) runFunc {
 	var mesh string
 	fs.StringVar(&mesh, "mesh", "", "mesh slug")
 	return func(ctx context.Context, c *cli, args []string) error {
-		entries, failed, err := c.listItems(ctx, mesh, ipcPath("/v1/state", "mesh", mesh), "entries",
-			ListStateFrame{Type: frameListState}, frameStateList, "entries")
+		entries, failed, err := listItems(ctx, c, mesh, func(cl *DaemonClient) ([]MeshRow[StateEntry], map[string]string, error) {
+			resp, err := callIPC(ctx, cl, apiState, StateQuery{Mesh: mesh})
+			return deref(resp.Entries), resp.Errors, err
+		}, ListStateFrame{Type: frameListState}, frameStateList, "entries")
 		if err != nil {
 			return err
 		}
@@ -191,8 +193,7 @@ func setupStateList(fs *flagSet) runFunc {
 		}
 		c.printf("%s\n", c.paint(colorBold, fmt.Sprintf("state (%d)", len(entries))))
 		for _, e := range entries {
-			v, _ := json.Marshal(e["value"])
-			c.printf("  %v: %s\n    by %v at %v (%v)\n", e["key"], v, e["updatedBy"], e["updatedAt"], e["mesh"])
+			c.printf("  %s: %s\n    by %s at %s (%s)\n", e.Row.Key, compactJSON(e.Row.Value), e.Row.UpdatedBy, e.Row.UpdatedAt, e.Mesh)
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -229,11 +230,8 @@ func setupRemember(fs *flagSet) runFunc {
 		tagList := splitTags(tags)
 		var id, meshUsed string
 		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				ID   string `json:"id"`
-				Mesh string `json:"mesh"`
-			}
-			if err := cl.Do(ctx, "POST", "/v1/memory", map[string]any{"content": content, "tags": tagList, "mesh": mesh}, &resp); err != nil {
+			resp, err := callIPC(ctx, cl, apiRemember, RememberRequest{Content: content, Tags: tagList, Mesh: mesh})
+			if err != nil {
 				return ipcFailure(err)
 			}
 			id, meshUsed = resp.ID, resp.Mesh
@@ -270,8 +268,10 @@ func setupRecall(fs *flagSet) runFunc {
 		if query == "" {
 			return usageError("usage: claudemesh recall <query…>")
 		}
-		matches, failed, err := c.listItems(ctx, mesh, ipcPath("/v1/memory", "q", query, "mesh", mesh), "matches",
-			RecallFrame{Type: frameRecall, Query: query}, frameMemoryResults, "memories")
+		matches, failed, err := listItems(ctx, c, mesh, func(cl *DaemonClient) ([]MeshRow[Memory], map[string]string, error) {
+			resp, err := callIPC(ctx, cl, apiRecall, RecallQuery{Q: query, Mesh: mesh})
+			return resp.Matches, resp.Errors, err
+		}, RecallFrame{Type: frameRecall, Query: query}, frameMemoryResults, "memories")
 		if err != nil {
 			return err
 		}
@@ -284,15 +284,11 @@ func setupRecall(fs *flagSet) runFunc {
 			c.printf("%s\n", c.paint(colorBold, fmt.Sprintf("memories (%d)", len(matches))))
 		}
 		for _, x := range matches {
-			tags := ""
-			if list, ok := x["tags"].([]any); ok && len(list) > 0 {
-				var s []string
-				for _, t := range list {
-					s = append(s, fmt.Sprint(t))
-				}
-				tags = " [" + strings.Join(s, ", ") + "]"
+			m, tags := x.Row, ""
+			if len(m.Tags) > 0 {
+				tags = " [" + strings.Join(m.Tags, ", ") + "]"
 			}
-			c.printf("  %v%s\n    %v\n    by %v at %v (%v)\n", x["id"], tags, x["content"], x["rememberedBy"], x["rememberedAt"], x["mesh"])
+			c.printf("  %s%s\n    %s\n    by %s at %s (%s)\n", m.ID, tags, m.Content, m.RememberedBy, m.RememberedAt, x.Mesh)
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -308,10 +304,8 @@ func setupForget(fs *flagSet) runFunc {
 		}
 		id := args[0]
 		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			if err := cl.Do(ctx, "DELETE", ipcPath("/v1/memory/"+url.PathEscape(id), "mesh", mesh), nil, nil); err != nil {
-				return ipcFailure(err)
-			}
-			return nil
+			_, err := callIPC(ctx, cl, apiForget, ForgetRequest{ID: id, Mesh: mesh})
+			return ipcFailureOrNil(err)
 		}, func(m Mesh, cl *ColdLink) error {
 			raw, err := coldRequest(ctx, cl, ForgetFrame{Type: frameForget, MemoryID: id}, frameAck)
 			if err != nil {
@@ -345,8 +339,10 @@ func setupSkillList(fs *flagSet) runFunc {
 	fs.StringVar(&mesh, "mesh", "", "mesh slug")
 	return func(ctx context.Context, c *cli, args []string) error {
 		query := strings.Join(args, " ")
-		skills, failed, err := c.listItems(ctx, mesh, ipcPath("/v1/skills", "query", query, "mesh", mesh), "skills",
-			ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList, "skills")
+		skills, failed, err := listItems(ctx, c, mesh, func(cl *DaemonClient) ([]MeshRow[Skill], map[string]string, error) {
+			resp, err := callIPC(ctx, cl, apiSkills, SkillsQuery{Query: query, Mesh: mesh})
+			return resp.Skills, resp.Errors, err
+		}, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList, "skills")
 		if err != nil {
 			return err
 		}
@@ -357,7 +353,7 @@ func setupSkillList(fs *flagSet) runFunc {
 			c.printf("no skills shared.\n")
 		}
 		for _, s := range skills {
-			c.printf("  %s (by %v, %v)\n", c.skillTitle(s["name"], s["description"]), s["author"], s["mesh"])
+			c.printf("  %s (by %s, %s)\n", c.skillTitle(s.Row.Name, s.Row.Description), s.Row.Author, s.Mesh)
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -372,23 +368,18 @@ func setupSkillGet(fs *flagSet) runFunc {
 			return usageError("usage: claudemesh skill get <name>")
 		}
 		name := args[0]
-		var skill map[string]any
+		var skill MeshRow[Skill]
 		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				Skill map[string]any `json:"skill"`
-			}
-			if err := cl.Do(ctx, "GET", ipcPath("/v1/skills/"+url.PathEscape(name), "mesh", mesh), nil, &resp); err != nil {
-				return ipcFailure(err)
-			}
+			resp, err := callIPC(ctx, cl, apiSkill, SkillRequest{Name: name, Mesh: mesh})
 			skill = resp.Skill
-			return nil
+			return ipcFailureOrNil(err)
 		}, func(m Mesh, cl *ColdLink) error {
 			raw, err := coldRequest(ctx, cl, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData)
 			if err != nil {
 				return err
 			}
 			var f struct {
-				Skill map[string]any `json:"skill"`
+				Skill *MeshRow[Skill] `json:"skill"`
 			}
 			if err := json.Unmarshal(raw, &f); err != nil {
 				return err
@@ -396,8 +387,8 @@ func setupSkillGet(fs *flagSet) runFunc {
 			if f.Skill == nil {
 				return exitError(exitNotFound, fmt.Errorf("no skill named %q on %s", name, m.Slug))
 			}
-			f.Skill["mesh"] = m.Slug
-			skill = f.Skill
+			skill = *f.Skill
+			skill.Mesh = m.Slug
 			return nil
 		})
 		if err != nil {
@@ -406,16 +397,16 @@ func setupSkillGet(fs *flagSet) runFunc {
 		if c.jsonMode() {
 			return c.printJSON(skill)
 		}
-		c.printf("%s\n  by %v (%v)\n\n%v\n", c.skillTitle(name, skill["description"]), skill["author"], skill["mesh"], skill["instructions"])
+		c.printf("%s\n  by %s (%s)\n\n%s\n", c.skillTitle(name, skill.Row.Description), skill.Row.Author, skill.Mesh, skill.Row.Instructions)
 		return nil
 	}
 }
 
 // skillTitle is a skill's name, and " — description" when it has one.
-func (c *cli) skillTitle(name, description any) string {
-	title := c.paint(colorBold, fmt.Sprint(name))
-	if d, _ := description.(string); d != "" {
-		title += " — " + d
+func (c *cli) skillTitle(name, description string) string {
+	title := c.paint(colorBold, name)
+	if description != "" {
+		title += " — " + description
 	}
 	return title
 }
@@ -449,12 +440,9 @@ func setupSkillShare(fs *flagSet) runFunc {
 		f := ShareSkillFrame{Type: frameShareSkill, Name: args[0], Description: description, Instructions: string(data), Tags: splitTags(tags)}
 		meshUsed, action := "", ""
 		err = c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			var resp struct {
-				Mesh   string `json:"mesh"`
-				Action string `json:"action"`
-			}
-			body := map[string]any{"name": f.Name, "description": f.Description, "instructions": f.Instructions, "tags": f.Tags, "mesh": mesh}
-			if err := cl.Do(ctx, "POST", "/v1/skills", body, &resp); err != nil {
+			resp, err := callIPC(ctx, cl, apiShareSkill, ShareSkillRequest{Name: f.Name, Description: f.Description,
+				Instructions: f.Instructions, Tags: f.Tags, Mesh: mesh})
+			if err != nil {
 				return ipcFailure(err)
 			}
 			meshUsed, action = resp.Mesh, resp.Action
@@ -490,10 +478,8 @@ func setupSkillRemove(fs *flagSet) runFunc {
 		}
 		name := args[0]
 		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
-			if err := cl.Do(ctx, "DELETE", ipcPath("/v1/skills/"+url.PathEscape(name), "mesh", mesh), nil, nil); err != nil {
-				return ipcFailure(err)
-			}
-			return nil
+			_, err := callIPC(ctx, cl, apiRemoveSkill, SkillRequest{Name: name, Mesh: mesh})
+			return ipcFailureOrNil(err)
 		}, func(m Mesh, cl *ColdLink) error {
 			raw, err := coldRequest(ctx, cl, SkillNameFrame{Type: frameRemoveSkill, Name: name}, frameSkillAck)
 			if err != nil {
@@ -534,36 +520,32 @@ func setupProfile(fs *flagSet) runFunc {
 	fs.StringVar(&f.bio, "bio", "", "short bio")
 	fs.StringVar(&f.capabilities, "capabilities", "", "comma-separated capabilities")
 	return func(ctx context.Context, c *cli, args []string) error {
-		body := map[string]any{}
-		set := func(name, key, v string) {
-			fs.Visit(func(fl *flag.Flag) {
-				if fl.Name == name {
-					body[key] = v
-				}
-			})
-		}
-		set("summary", "summary", f.summary)
-		set("status", "status", f.status)
-		set("avatar", "avatar", f.avatar)
-		set("title", "title", f.title)
-		set("bio", "bio", f.bio)
-		fs.Visit(func(fl *flag.Flag) {
-			switch fl.Name {
-			case "capabilities":
-				body["capabilities"] = nonNil(splitTags(f.capabilities))
-			case "visible":
-				switch strings.ToLower(f.visible) {
-				case "yes", "y", "true", "1", "on":
-					body["visible"] = true
-				case "no", "n", "false", "0", "off":
-					body["visible"] = false
-				}
+		var body ProfileRequest
+		given := map[string]bool{}
+		fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+		text := func(name, v string) *string {
+			if given[name] {
+				return &v
 			}
-		})
-		if _, ok := body["visible"]; !ok && f.visible != "" {
+			return nil
+		}
+		body.Summary, body.Status, body.Avatar = text("summary", f.summary), text("status", f.status), text("avatar", f.avatar)
+		body.Title, body.Bio = text("title", f.title), text("bio", f.bio)
+		if given["capabilities"] {
+			body.Capabilities = ptr(nonNil(splitTags(f.capabilities)))
+		}
+		if given["visible"] {
+			switch strings.ToLower(f.visible) {
+			case "yes", "y", "true", "1", "on":
+				body.Visible = ptr(true)
+			case "no", "n", "false", "0", "off":
+				body.Visible = ptr(false)
+			}
+		}
+		if body.Visible == nil && f.visible != "" {
 			return usageError("--visible takes yes or no")
 		}
-		if len(body) == 0 {
+		if len(body.applied()) == 0 {
 			return c.showProfile(ctx, f.mesh)
 		}
 		cl, err := c.daemon(ctx)
@@ -574,17 +556,13 @@ func setupProfile(fs *flagSet) runFunc {
 			return exitError(exitFailure, errors.New("profile changes need the daemon: they apply to a live connection"),
 				hintStartDaemon)
 		}
-		body["mesh"] = f.mesh
-		var resp struct {
-			Applied []string `json:"applied"`
-			Meshes  []string `json:"meshes"`
-			Via     string   `json:"via"`
-		}
-		if err := cl.Do(ctx, "POST", "/v1/profile", body, &resp); err != nil {
+		body.Mesh = f.mesh
+		resp, err := callIPC(ctx, cl, apiProfile, body)
+		if err != nil {
 			return ipcFailure(err)
 		}
 		if c.jsonMode() {
-			return c.printJSON(map[string]any{"ok": true, "applied": resp.Applied, "meshes": resp.Meshes, "via": resp.Via})
+			return c.printJSON(resp)
 		}
 		who := "member"
 		if resp.Via == linkSession {

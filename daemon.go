@@ -633,11 +633,8 @@ func (d *Daemon) publishLinkStateOf(l *Link, st LinkState, sessionID string) {
 	if st == LinkOpen || st == LinkBanned {
 		d.drain.Wake() // rows waiting for this link can go, or die with the ban
 	}
-	data := map[string]any{"mesh": l.Mesh(), "status": string(st), "link": l.Kind()}
-	if sessionID != "" {
-		data["session_id"] = sessionID
-	}
-	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(), Data: data})
+	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(),
+		Data: &BrokerStatusEvent{Mesh: l.Mesh(), Status: string(st), Link: l.Kind(), SessionID: sessionID}})
 }
 
 // ownSessionKeys is the set of session keys this daemon holds links for.

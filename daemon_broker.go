@@ -32,15 +32,6 @@ type embeddedBroker struct {
 	err  error          // why it could not start
 }
 
-// EmbeddedBrokerHealth is the embedded broker in /v1/health.
-type EmbeddedBrokerHealth struct {
-	Listen string `json:"listen"`
-	Data   string `json:"data"`
-	State  string `json:"state"` // "serving" or "failed"
-	URL    string `json:"url,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
-
 // Embedded broker states.
 const (
 	embeddedServing = "serving"

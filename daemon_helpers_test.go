@@ -159,7 +159,7 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 }
 
 // registration builds a valid session registration with presence for mesh m.
-func registration(t testing.TB, m Mesh, name string, pid int) (SessionRegistration, Keypair) {
+func registration(t testing.TB, m Mesh, name string, pid int) (RegisterRequest, Keypair) {
 	t.Helper()
 	member, err := m.Keypair()
 	if err != nil {
@@ -167,7 +167,7 @@ func registration(t testing.TB, m Mesh, name string, pid int) (SessionRegistrati
 	}
 	session := mustNewKeypair()
 	att := signAttestation(member, session.PublicHex(), time.Now().Add(12*time.Hour).UnixMilli())
-	return SessionRegistration{
+	return RegisterRequest{
 		Token: randomHex(32), SessionID: newUUID(), Mesh: m.Slug, DisplayName: name, Pid: pid,
 		Cwd: "/tmp/" + name, Presence: newPresenceRegistration(session, att),
 	}, session

@@ -445,7 +445,7 @@ func (d *demo) startPeer(ctx context.Context, p *demoPeer) error {
 	}
 	p.sessionKey, p.token = key.PublicHex(), randomHex(32)
 	p.cl = newDaemonClient(p.paths.SocketFile(), p.token)
-	if err := p.cl.RegisterSession(wctx, SessionRegistration{Token: p.token, SessionID: p.sessionID, Mesh: demoMesh,
+	if err := p.cl.RegisterSession(wctx, RegisterRequest{Token: p.token, SessionID: p.sessionID, Mesh: demoMesh,
 		DisplayName: p.Name, Pid: os.Getpid(), Cwd: p.home, Groups: p.groups, Presence: presence}); err != nil {
 		return fmt.Errorf("registering the session: %w", err)
 	}
@@ -469,19 +469,20 @@ func openDemoStream(ctx context.Context, cl *DaemonClient) (*demoStream, error) 
 	go func() {
 		for ev := range ch {
 			at := time.Now()
-			var data map[string]any
-			_ = json.Unmarshal(ev.Data, &data)
 			s.mu.Lock()
 			switch ev.Kind {
 			case eventMessage:
-				id, _ := data["client_message_id"].(string)
-				s.arrived[id] = append(s.arrived[id], at)
+				var m MessageEvent
+				_ = json.Unmarshal(ev.Data, &m)
+				s.arrived[m.ClientMessageID] = append(s.arrived[m.ClientMessageID], at)
 			case eventPeerJoin:
-				name, _ := data["name"].(string)
-				if name == "" {
-					name, _ = data["displayName"].(string)
+				// The broker's eventData, passed on as it came.
+				var data struct {
+					Name        string `json:"name"`
+					DisplayName string `json:"displayName"`
 				}
-				s.joins = append(s.joins, name)
+				_ = json.Unmarshal(ev.Data, &data)
+				s.joins = append(s.joins, cmp.Or(data.Name, data.DisplayName))
 			}
 			s.mu.Unlock()
 			select {

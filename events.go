@@ -27,14 +27,19 @@ const (
 )
 
 // Event is one thing that happened. Mesh and the recipient fields drive the
-// per-subscriber demux; Data is what the stream carries.
+// per-subscriber demux; Data is what the stream carries: a MessageEvent, a
+// BrokerStatusEvent, or for system events the broker's own eventData as a
+// map (it passes on fields newer than this build).
 type Event struct {
 	Kind            string
 	Mesh            string
 	RecipientKind   string // message events: "session" or "member"
 	RecipientPubkey string
-	Data            map[string]any
+	Data            any
 }
+
+// stampedEvent is event data that carries the time it was published.
+type stampedEvent interface{ stamp(ts string) }
 
 // EventFilter is what one subscriber may see; the zero filter sees all.
 type EventFilter struct {
@@ -132,11 +137,16 @@ func (s *Subscription) closeLocked() {
 // Publish delivers ev to every subscriber whose filter allows it, dropping
 // subscribers that are not keeping up. It never blocks.
 func (b *Bus) Publish(ev Event) {
-	if ev.Data == nil {
-		ev.Data = map[string]any{}
-	}
-	if _, ok := ev.Data["ts"]; !ok {
-		ev.Data["ts"] = time.Now().UTC().Format(time.RFC3339Nano)
+	ts := time.Now().UTC().Format(time.RFC3339Nano)
+	switch data := ev.Data.(type) {
+	case nil:
+		ev.Data = map[string]any{"ts": ts}
+	case map[string]any:
+		if _, ok := data["ts"]; !ok {
+			data["ts"] = ts
+		}
+	case stampedEvent:
+		data.stamp(ts)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -156,7 +156,7 @@ func TestSSEDemuxThroughDaemon(t *testing.T) {
 	ctx := context.Background()
 	regA, keyA := registration(t, fx.alpha, "A", os.Getpid())
 	regB, keyB := registration(t, fx.alpha, "B", os.Getpid())
-	for _, r := range []SessionRegistration{regA, regB} {
+	for _, r := range []RegisterRequest{regA, regB} {
 		if err := td.client("").RegisterSession(ctx, r); err != nil {
 			t.Fatal(err)
 		}

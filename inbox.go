@@ -346,49 +346,26 @@ func readableText(b []byte) bool {
 	return true
 }
 
-// messageEventData is the `message` event's payload, the field names a claudemesh client reads.
-func messageEventData(r *inboxRow) map[string]any {
-	data := map[string]any{
-		"id": r.ID, "mesh": r.Mesh, "client_message_id": r.ClientMessageID, "broker_message_id": strOrNil(r.BrokerMessageID),
-		"sender_pubkey": r.SenderPubkey, "sender_member_pubkey": strOrNil(r.SenderMemberPubkey), "sender_name": r.SenderName,
-		"topic": strOrNil(r.Topic), "reply_to_id": strOrNil(r.ReplyToID), "priority": r.Priority, "body": r.Body,
-		"created_at": strOrNil(r.CreatedAt), "recipient_pubkey": r.RecipientPubkey, "recipient_kind": r.RecipientKind,
+// messageEventData is the `message` event announcing a new row, in the field
+// names a claudemesh client reads.
+func messageEventData(r *inboxRow) *MessageEvent {
+	return &MessageEvent{
+		ID: r.ID, Mesh: r.Mesh, ClientMessageID: r.ClientMessageID, BrokerMessageID: nullString(r.BrokerMessageID),
+		SenderPubkey: r.SenderPubkey, SenderMemberPubkey: nullString(r.SenderMemberPubkey), SenderName: r.SenderName,
+		Topic: nullString(r.Topic), ReplyToID: nullString(r.ReplyToID), Priority: r.Priority, Subtype: r.Subtype, Body: r.Body,
+		CreatedAt: nullString(r.CreatedAt), RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind,
 	}
-	if r.Subtype != "" {
-		data["subtype"] = r.Subtype
-	}
-	return data
 }
 
 // Inbox routes.
 
-// inboxItem is a row as GET /v1/inbox shows it.
-type inboxItem struct {
-	ID                 string  `json:"id"`
-	ClientMessageID    string  `json:"client_message_id"`
-	BrokerMessageID    *string `json:"broker_message_id"`
-	Mesh               string  `json:"mesh"`
-	Topic              *string `json:"topic"`
-	SenderPubkey       string  `json:"sender_pubkey"`
-	SenderMemberPubkey *string `json:"sender_member_pubkey"`
-	SenderName         string  `json:"sender_name"`
-	Body               *string `json:"body"`
-	DecryptFailed      bool    `json:"decrypt_failed"`
-	ReceivedAt         string  `json:"received_at"`
-	ReplyToID          *string `json:"reply_to_id"`
-	Priority           string  `json:"priority"`
-	SeenAt             *string `json:"seen_at"`
-	RecipientPubkey    *string `json:"recipient_pubkey"`
-	RecipientKind      *string `json:"recipient_kind"`
-}
-
 func (r *inboxRow) item() inboxItem {
 	return inboxItem{
-		ID: r.ID, ClientMessageID: r.ClientMessageID, BrokerMessageID: strOrNil(r.BrokerMessageID), Mesh: r.Mesh,
-		Topic: strOrNil(r.Topic), SenderPubkey: r.SenderPubkey, SenderMemberPubkey: strOrNil(r.SenderMemberPubkey),
+		ID: r.ID, ClientMessageID: r.ClientMessageID, BrokerMessageID: nullString(r.BrokerMessageID), Mesh: r.Mesh,
+		Topic: nullString(r.Topic), SenderPubkey: r.SenderPubkey, SenderMemberPubkey: nullString(r.SenderMemberPubkey),
 		SenderName: r.SenderName, Body: r.Body, DecryptFailed: r.DecryptFailed, ReceivedAt: isoTime(time.UnixMilli(r.ReceivedAt)),
-		ReplyToID: strOrNil(r.ReplyToID), Priority: r.Priority, SeenAt: msISO(r.SeenAt),
-		RecipientPubkey: strOrNil(r.RecipientPubkey), RecipientKind: strOrNil(r.RecipientKind),
+		ReplyToID: nullString(r.ReplyToID), Priority: r.Priority, SeenAt: nullString(deref(msISO(r.SeenAt))),
+		RecipientPubkey: nullString(r.RecipientPubkey), RecipientKind: nullString(r.RecipientKind),
 	}
 }
 
@@ -425,25 +402,21 @@ func parseISOParam(name, v string) (int64, error) {
 	return max(t.UnixMilli(), 1), nil
 }
 
-func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
-	ib, q := d.inbox, req.URL.Query()
-	sc := d.callerScope(req.session, q.Get("mesh"))
+func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, error) {
+	ib := d.inbox
+	sc := d.callerScope(req.session, q.Mesh)
 	var err error
-	if sc.Since, err = parseISOParam("since", q.Get("since")); err != nil {
-		return nil, err
+	if sc.Since, err = parseISOParam("since", q.Since); err != nil {
+		return InboxReply{}, err
 	}
-	sc.Topic, sc.From, sc.UnreadOnly = q.Get("topic"), q.Get("from"), q.Get("unread_only") == "true"
-	limit, err := queryLimit(q.Get("limit"), 100, 1000)
+	sc.Topic, sc.From, sc.UnreadOnly = q.Topic, q.From, q.UnreadOnly
+	rows, err := ib.List(req.Context(), sc, clampLimit(q.Limit, 100, 1000))
 	if err != nil {
-		return nil, err
-	}
-	rows, err := ib.List(req.Context(), sc, limit)
-	if err != nil {
-		return nil, err
+		return InboxReply{}, err
 	}
 	if len(rows) == 0 {
-		if err := d.unknownMeshFilter(q.Get("mesh")); err != nil {
-			return nil, err
+		if err := d.unknownMeshFilter(q.Mesh); err != nil {
+			return InboxReply{}, err
 		}
 	}
 	items := []inboxItem{}
@@ -455,59 +428,46 @@ func (d *Daemon) handleInboxList(req *ipcRequest) (any, error) {
 		}
 	}
 	var marked int64
-	if q.Get("mark_seen") != "false" {
+	if q.MarkSeen == nil || *q.MarkSeen {
 		if marked, err = ib.MarkSeen(req.Context(), unread, sc, time.Now()); err != nil {
-			return nil, err
+			return InboxReply{}, err
 		}
 	}
-	return map[string]any{"items": items, "marked_seen": marked}, nil
+	return InboxReply{Items: items, MarkedSeen: marked}, nil
 }
 
-func (d *Daemon) handleInboxSeen(req *ipcRequest) (any, error) {
-	var body struct {
-		IDs []any `json:"ids"`
-	}
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
-	}
-	var ids []string
-	for _, v := range body.IDs {
-		if s, ok := v.(string); ok && s != "" {
-			ids = append(ids, s)
-		}
-	}
-	if len(ids) == 0 {
-		return nil, badRequest("missing_ids", "missing 'ids' (string[])")
+func (d *Daemon) handleInboxSeen(req *ipcRequest, body InboxSeenRequest) (InboxSeenReply, error) {
+	if len(body.IDs) == 0 {
+		return InboxSeenReply{}, badRequest("missing_ids", "missing 'ids' (string[])")
 	}
 	sc := d.callerScope(req.session, "")
 	sc.Mesh = "" // ids name rows; the session's recipients are the scope
-	n, err := d.inbox.MarkSeen(req.Context(), ids, sc, time.Now())
+	n, err := d.inbox.MarkSeen(req.Context(), body.IDs, sc, time.Now())
 	if err != nil {
-		return nil, err
+		return InboxSeenReply{}, err
 	}
-	return map[string]any{"marked_seen": n}, nil
+	return InboxSeenReply{MarkedSeen: n}, nil
 }
 
-func (d *Daemon) handleInboxFlush(req *ipcRequest) (any, error) {
-	q := req.URL.Query()
-	sc := d.callerScope(req.session, q.Get("mesh"))
+func (d *Daemon) handleInboxFlush(req *ipcRequest, q InboxFlushQuery) (InboxFlushReply, error) {
+	sc := d.callerScope(req.session, q.Mesh)
 	var err error
-	if sc.Before, err = parseISOParam("before", q.Get("before")); err != nil {
-		return nil, err
+	if sc.Before, err = parseISOParam("before", q.Before); err != nil {
+		return InboxFlushReply{}, err
 	}
-	if req.session == nil && sc.Mesh == "" && sc.Before == 0 && q.Get("all") != "true" {
-		return nil, badRequest("missing_filter", "flushing needs mesh, before, or all=true (which deletes every row on every mesh)")
+	if req.session == nil && sc.Mesh == "" && sc.Before == 0 && !q.All {
+		return InboxFlushReply{}, badRequest("missing_filter", "flushing needs mesh, before, or all=true (which deletes every row on every mesh)")
 	}
 	n, err := d.inbox.Flush(req.Context(), sc)
 	if err != nil {
-		return nil, err
+		return InboxFlushReply{}, err
 	}
 	if n == 0 {
-		if err := d.unknownMeshFilter(q.Get("mesh")); err != nil {
-			return nil, err
+		if err := d.unknownMeshFilter(q.Mesh); err != nil {
+			return InboxFlushReply{}, err
 		}
 	}
-	return map[string]any{"removed": n}, nil
+	return InboxFlushReply{Removed: n}, nil
 }
 
 // unknownMeshFilter is the error for an inbox read or flush that matched
@@ -525,16 +485,15 @@ func (d *Daemon) unknownMeshFilter(mesh string) error {
 	return d.errMeshNotAttached(mesh)
 }
 
-func (d *Daemon) handleInboxDelete(req *ipcRequest) (any, error) {
-	id := req.params["id"]
+func (d *Daemon) handleInboxDelete(req *ipcRequest, in InboxDeleteRequest) (InboxDeleteReply, error) {
 	sc := d.callerScope(req.session, "")
 	sc.Mesh = ""
-	ok, err := d.inbox.Delete(req.Context(), id, sc)
+	ok, err := d.inbox.Delete(req.Context(), in.ID, sc)
 	if err != nil {
-		return nil, err
+		return InboxDeleteReply{}, err
 	}
 	if !ok {
-		return nil, newAPIError(http.StatusNotFound, "not_found", "no inbox row "+id).with("id", id)
+		return InboxDeleteReply{}, newAPIError(http.StatusNotFound, "not_found", "no inbox row "+in.ID).with("id", in.ID)
 	}
-	return map[string]any{"removed": 1, "id": id}, nil
+	return InboxDeleteReply{Removed: 1, ID: in.ID}, nil
 }

@@ -220,7 +220,7 @@ func TestInboxSeenAt(t *testing.T) {
 		t.Fatalf("peek = %+v", peek)
 	}
 	first := get(fx.a.cl, "limit", "2")
-	if first.MarkedSeen != 2 || first.Items[0].SeenAt != nil {
+	if first.MarkedSeen != 2 || first.Items[0].SeenAt != "" {
 		t.Fatalf("first read = marked %d, seen_at %v; want 2 marked, shown as unread", first.MarkedSeen, first.Items[0].SeenAt)
 	}
 	unread := get(fx.a.cl, "unread_only", "true", "mark_seen", "false")
@@ -228,10 +228,10 @@ func TestInboxSeenAt(t *testing.T) {
 		t.Fatalf("unread after the read = %q, want legacy", bodies(unread.Items))
 	}
 	second := get(fx.a.cl)
-	if second.MarkedSeen != 1 || second.Items[0].SeenAt == nil {
+	if second.MarkedSeen != 1 || second.Items[0].SeenAt == "" {
 		t.Fatalf("second read = %+v, want the one unread row marked", second)
 	}
-	stamp := *second.Items[0].SeenAt
+	stamp := second.Items[0].SeenAt
 	// POST /v1/inbox/seen counts only rows that were unread, and never
 	// moves a stamp.
 	var seen map[string]int
@@ -239,8 +239,8 @@ func TestInboxSeenAt(t *testing.T) {
 	if err := fx.a2.cl.Do(ctx, "POST", "/v1/inbox/seen", map[string]any{"ids": ids}, &seen); err != nil || seen["marked_seen"] != 1 {
 		t.Fatalf("A2 marks its row and the (already seen) member row = %v, %v; want 1", seen, err)
 	}
-	if again := get(fx.a.cl, "mark_seen", "false"); *again.Items[0].SeenAt != stamp {
-		t.Fatalf("seen_at moved from %s to %s", stamp, *again.Items[0].SeenAt)
+	if again := get(fx.a.cl, "mark_seen", "false"); again.Items[0].SeenAt != stamp {
+		t.Fatalf("seen_at moved from %s to %s", stamp, again.Items[0].SeenAt)
 	}
 	if status, _ := rawIPC(t, fx.a.cl, "POST", "/v1/inbox/seen", map[string]any{"ids": []any{1, ""}}, nil); status != 400 {
 		t.Fatalf("seen without string ids = %d, want 400", status)
@@ -267,7 +267,7 @@ func TestInboxSessionIsolation(t *testing.T) {
 	if got := bodies(inboxItems(t, fx.td.client(""))); got != "to beta member,to A2" {
 		t.Fatalf("after A's flush the inbox holds %q", got)
 	}
-	if got := bodies(inboxItems(t, fx.a2.cl)); got != "to A2" || inboxItems(t, fx.a2.cl)[0].SeenAt != nil {
+	if got := bodies(inboxItems(t, fx.a2.cl)); got != "to A2" || inboxItems(t, fx.a2.cl)[0].SeenAt != "" {
 		t.Fatalf("A2's rows after A's actions = %q, want its own row, unread", got)
 	}
 	var del map[string]any
@@ -385,7 +385,8 @@ func TestInboxSinkAcksEveryCopyAndPublishesOnce(t *testing.T) {
 		t.Fatalf("%d events for one message, want 1", n)
 	}
 	ev := <-sub.C
-	if ev.Data["body"] == nil || *ev.Data["body"].(*string) != "once" || ev.Data["priority"] != priorityNow || ev.RecipientPubkey != me.PublicHex() {
+	data := ev.Data.(*MessageEvent)
+	if data.Body == nil || *data.Body != "once" || data.Priority != priorityNow || ev.RecipientPubkey != me.PublicHex() {
 		t.Fatalf("event = %+v", ev)
 	}
 	for i := 0; i < 2; i++ {

@@ -17,6 +17,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -43,34 +44,47 @@ type ipcRoute struct {
 	stream  func(d *Daemon, w http.ResponseWriter, req *ipcRequest) // instead of handle (SSE)
 }
 
+// bind makes the route of an endpoint: the request is decoded into the
+// endpoint's request type (path, query, then body), and the handler answers
+// with its reply type.
+func bind[Req, Rep any](ep ipcEndpoint[Req, Rep], h func(d *Daemon, req *ipcRequest, in Req) (Rep, error)) ipcRoute {
+	return ipcRoute{method: ep.method, pattern: ep.pattern, maxBody: ep.maxBody, handle: func(d *Daemon, req *ipcRequest) (any, error) {
+		in, err := ep.decode(req)
+		if err != nil {
+			return nil, err
+		}
+		return h(d, req, in)
+	}}
+}
+
 // ipcRoutes is every IPC route.
 var ipcRoutes = []ipcRoute{
-	{method: "GET", pattern: "/v1/version", handle: (*Daemon).handleVersion},
-	{method: "GET", pattern: "/v1/health", handle: (*Daemon).handleHealth},
-	{method: "POST", pattern: "/v1/reload", handle: (*Daemon).handleReload},
-	{method: "POST", pattern: "/v1/sessions/register", maxBody: 64 << 10, handle: (*Daemon).handleRegister},
-	{method: "GET", pattern: "/v1/sessions/me", handle: (*Daemon).handleSessionMe},
-	{method: "GET", pattern: "/v1/sessions", handle: (*Daemon).handleSessions},
-	{method: "DELETE", pattern: "/v1/sessions/{token}", handle: (*Daemon).handleDeregister},
-	{method: "GET", pattern: "/v1/peers", handle: (*Daemon).handlePeers},
-	{method: "GET", pattern: "/v1/state", handle: (*Daemon).handleStateGet},
-	{method: "POST", pattern: "/v1/state", maxBody: 256 << 10, handle: (*Daemon).handleStateSet},
-	{method: "GET", pattern: "/v1/memory", handle: (*Daemon).handleRecall},
-	{method: "POST", pattern: "/v1/memory", maxBody: 256 << 10, handle: (*Daemon).handleRemember},
-	{method: "DELETE", pattern: "/v1/memory/{id}", handle: (*Daemon).handleForget},
-	{method: "GET", pattern: "/v1/skills", handle: (*Daemon).handleSkills},
-	{method: "POST", pattern: "/v1/skills", maxBody: 256 << 10, handle: (*Daemon).handleShareSkill},
-	{method: "GET", pattern: "/v1/skills/{name}", handle: (*Daemon).handleSkill},
-	{method: "DELETE", pattern: "/v1/skills/{name}", handle: (*Daemon).handleRemoveSkill},
-	{method: "POST", pattern: "/v1/profile", maxBody: 16 << 10, handle: (*Daemon).handleProfile},
+	bind(apiVersion, (*Daemon).handleVersion),
+	bind(apiHealth, (*Daemon).handleHealth),
+	bind(apiReload, (*Daemon).handleReload),
+	bind(apiRegister, (*Daemon).handleRegister),
+	bind(apiSessionMe, (*Daemon).handleSessionMe),
+	bind(apiSessions, (*Daemon).handleSessions),
+	bind(apiDeregister, (*Daemon).handleDeregister),
+	bind(apiPeers, (*Daemon).handlePeers),
+	bind(apiState, (*Daemon).handleState),
+	bind(apiStateSet, (*Daemon).handleStateSet),
+	bind(apiRecall, (*Daemon).handleRecall),
+	bind(apiRemember, (*Daemon).handleRemember),
+	bind(apiForget, (*Daemon).handleForget),
+	bind(apiSkills, (*Daemon).handleSkills),
+	bind(apiShareSkill, (*Daemon).handleShareSkill),
+	bind(apiSkill, (*Daemon).handleSkill),
+	bind(apiRemoveSkill, (*Daemon).handleRemoveSkill),
+	bind(apiProfile, (*Daemon).handleProfile),
 	{method: "GET", pattern: "/v1/events", stream: (*Daemon).streamEvents},
-	{method: "POST", pattern: "/v1/send", maxBody: maxSendBody, handle: (*Daemon).handleSend},
-	{method: "GET", pattern: "/v1/outbox", handle: (*Daemon).handleOutboxList},
-	{method: "POST", pattern: "/v1/outbox/requeue", maxBody: 4 << 10, handle: (*Daemon).handleOutboxRequeue},
-	{method: "GET", pattern: "/v1/inbox", handle: (*Daemon).handleInboxList},
-	{method: "POST", pattern: "/v1/inbox/seen", maxBody: 64 << 10, handle: (*Daemon).handleInboxSeen},
-	{method: "DELETE", pattern: "/v1/inbox", handle: (*Daemon).handleInboxFlush},
-	{method: "DELETE", pattern: "/v1/inbox/{id}", handle: (*Daemon).handleInboxDelete},
+	bind(apiSend, (*Daemon).handleSend),
+	bind(apiOutbox, (*Daemon).handleOutboxList),
+	bind(apiOutboxRequeue, (*Daemon).handleOutboxRequeue),
+	bind(apiInbox, (*Daemon).handleInboxList),
+	bind(apiInboxSeen, (*Daemon).handleInboxSeen),
+	bind(apiInboxFlush, (*Daemon).handleInboxFlush),
+	bind(apiInboxDelete, (*Daemon).handleInboxDelete),
 }
 
 // ipcFeatures is what /v1/version advertises.
@@ -256,17 +270,11 @@ func (d *Daemon) ipcHandler(tcp bool) http.Handler {
 			return
 		}
 		status := http.StatusOK
-		if s, ok := out.(statusBody); ok {
-			status, out = s.status, s.body
+		if s, ok := out.(interface{ status() int }); ok && s.status() != 0 {
+			status = s.status()
 		}
 		writeIPCJSON(w, status, out)
 	})
-}
-
-// statusBody lets a handler answer with a status other than 200.
-type statusBody struct {
-	status int
-	body   any
 }
 
 func (d *Daemon) checkBearer(r *http.Request) error {
@@ -424,195 +432,160 @@ func decodeJSONObject(data []byte, v any) error {
 
 // Handlers: check, decode, one core call, answer.
 
-func (d *Daemon) handleVersion(req *ipcRequest) (any, error) {
-	return map[string]any{"daemon_version": version, "ipc_api": "v1", "ipc_features": ipcFeatures, "schema_version": 1}, nil
+func (d *Daemon) handleVersion(req *ipcRequest, _ noRequest) (VersionReply, error) {
+	return VersionReply{DaemonVersion: version, IPCAPI: "v1", IPCFeatures: ipcFeatures, SchemaVersion: 1}, nil
 }
 
-func (d *Daemon) handleHealth(req *ipcRequest) (any, error) {
+func (d *Daemon) handleHealth(req *ipcRequest, _ noRequest) (HealthReply, error) {
 	return d.health(), nil
 }
 
-func (d *Daemon) handleReload(req *ipcRequest) (any, error) {
+func (d *Daemon) handleReload(req *ipcRequest, _ noRequest) (ReloadReply, error) {
 	added, removed, err := d.Reload()
 	if err != nil {
-		return nil, newAPIError(http.StatusInternalServerError, "config_unreadable", err.Error())
+		return ReloadReply{}, newAPIError(http.StatusInternalServerError, "config_unreadable", err.Error())
 	}
-	return map[string]any{"ok": true, "added": nonNil(added), "removed": nonNil(removed), "meshes": d.meshSlugs()}, nil
+	return ReloadReply{OK: true, Added: nonNil(added), Removed: nonNil(removed), Meshes: d.meshSlugs()}, nil
 }
 
-func (d *Daemon) handleRegister(req *ipcRequest) (any, error) {
-	var body registerRequest
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
-	}
-	return d.registerSession(body)
+func (d *Daemon) handleRegister(req *ipcRequest, in RegisterRequest) (RegisterReply, error) {
+	return d.registerSession(in)
 }
 
-func (d *Daemon) handleSessionMe(req *ipcRequest) (any, error) {
+func (d *Daemon) handleSessionMe(req *ipcRequest, _ noRequest) (SessionMeReply, error) {
 	if req.session == nil {
-		return nil, newAPIError(http.StatusUnauthorized, "no_session", "send the session token as Authorization: ClaudeMesh-Session <token>")
+		return SessionMeReply{}, newAPIError(http.StatusUnauthorized, "no_session", "send the session token as Authorization: ClaudeMesh-Session <token>")
 	}
-	return map[string]any{"session": d.sessionView(req.session)}, nil
+	return SessionMeReply{Session: d.sessionView(req.session)}, nil
 }
 
-func (d *Daemon) handleSessions(req *ipcRequest) (any, error) {
+func (d *Daemon) handleSessions(req *ipcRequest, _ noRequest) (SessionsReply, error) {
 	views := []sessionView{}
 	for _, s := range d.sessions.List() {
 		views = append(views, d.sessionView(s))
 	}
-	return map[string]any{"sessions": views}, nil
+	return SessionsReply{Sessions: views}, nil
 }
 
-func (d *Daemon) handleDeregister(req *ipcRequest) (any, error) {
-	tok := strings.ToLower(req.params["token"])
+func (d *Daemon) handleDeregister(req *ipcRequest, in DeregisterRequest) (DeregisterReply, error) {
+	tok := strings.ToLower(in.Token)
 	if !isSessionToken(tok) {
-		return nil, newAPIError(http.StatusBadRequest, "invalid_token", "token must be 64 hex characters")
+		return DeregisterReply{}, newAPIError(http.StatusBadRequest, "invalid_token", "token must be 64 hex characters")
 	}
 	if req.session != nil && req.session.Token != tok {
-		return nil, newAPIError(http.StatusForbidden, "not_your_session", "a session may deregister only itself")
+		return DeregisterReply{}, newAPIError(http.StatusForbidden, "not_your_session", "a session may deregister only itself")
 	}
 	if !d.sessions.Deregister(tok, "deregistered") {
-		return nil, newAPIError(http.StatusNotFound, "session_not_found", "no session with that token").with("ok", false)
+		return DeregisterReply{}, newAPIError(http.StatusNotFound, "session_not_found", "no session with that token").with("ok", false)
 	}
-	return map[string]any{"ok": true, "token_prefix": tok[:8]}, nil
+	return DeregisterReply{OK: true, TokenPrefix: tok[:8]}, nil
 }
 
-func (d *Daemon) handlePeers(req *ipcRequest) (any, error) {
-	meshes, err := d.meshesFor(req.URL.Query().Get("mesh"), req.session)
+func (d *Daemon) handlePeers(req *ipcRequest, in MeshQuery) (PeersReply, error) {
+	meshes, err := d.meshesFor(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return PeersReply{}, err
 	}
 	return d.peers(req.Context(), meshes)
 }
 
-func (d *Daemon) handleStateGet(req *ipcRequest) (any, error) {
-	q := req.URL.Query()
-	meshes, err := d.meshesFor(q.Get("mesh"), req.session)
+func (d *Daemon) handleState(req *ipcRequest, in StateQuery) (StateReply, error) {
+	meshes, err := d.meshesFor(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return StateReply{}, err
 	}
-	if q.Has("key") {
-		if q.Get("key") == "" {
-			return nil, newAPIError(http.StatusBadRequest, "missing_key", "key must not be empty")
+	if in.Key != nil {
+		if *in.Key == "" {
+			return StateReply{}, newAPIError(http.StatusBadRequest, "missing_key", "key must not be empty")
 		}
-		return d.getState(req.Context(), meshes, q.Get("key"))
+		return d.getState(req.Context(), meshes, *in.Key)
 	}
 	return d.listState(req.Context(), meshes)
 }
 
-func (d *Daemon) handleStateSet(req *ipcRequest) (any, error) {
-	var body struct {
-		Key   string          `json:"key"`
-		Value json.RawMessage `json:"value"`
-		Mesh  string          `json:"mesh"`
+func (d *Daemon) handleStateSet(req *ipcRequest, in StateSetRequest) (StateSetReply, error) {
+	if in.Key == "" {
+		return StateSetReply{}, newAPIError(http.StatusBadRequest, "missing_key", "missing 'key' (string)")
 	}
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
+	if len(in.Value) == 0 {
+		in.Value = json.RawMessage("null")
 	}
-	if body.Key == "" {
-		return nil, newAPIError(http.StatusBadRequest, "missing_key", "missing 'key' (string)")
-	}
-	if len(body.Value) == 0 {
-		body.Value = json.RawMessage("null")
-	}
-	e, err := d.pickMesh(body.Mesh, req.session)
+	e, err := d.pickMesh(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return StateSetReply{}, err
 	}
-	return d.setState(req.Context(), e, body.Key, body.Value)
+	return d.setState(req.Context(), e, in.Key, in.Value)
 }
 
-func (d *Daemon) handleRecall(req *ipcRequest) (any, error) {
-	q := req.URL.Query()
-	meshes, err := d.meshesFor(q.Get("mesh"), req.session)
+func (d *Daemon) handleRecall(req *ipcRequest, in RecallQuery) (RecallReply, error) {
+	meshes, err := d.meshesFor(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return RecallReply{}, err
 	}
-	return d.recall(req.Context(), meshes, q.Get("q"))
+	return d.recall(req.Context(), meshes, in.Q)
 }
 
-func (d *Daemon) handleRemember(req *ipcRequest) (any, error) {
-	var body struct {
-		Content string   `json:"content"`
-		Tags    []string `json:"tags"`
-		Mesh    string   `json:"mesh"`
+func (d *Daemon) handleRemember(req *ipcRequest, in RememberRequest) (RememberReply, error) {
+	if strings.TrimSpace(in.Content) == "" {
+		return RememberReply{}, newAPIError(http.StatusBadRequest, "missing_content", "missing 'content' (string)")
 	}
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
-	}
-	if strings.TrimSpace(body.Content) == "" {
-		return nil, newAPIError(http.StatusBadRequest, "missing_content", "missing 'content' (string)")
-	}
-	e, err := d.pickMesh(body.Mesh, req.session)
+	e, err := d.pickMesh(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return RememberReply{}, err
 	}
-	return d.remember(req.Context(), e, body.Content, body.Tags)
+	return d.remember(req.Context(), e, in.Content, in.Tags)
 }
 
-func (d *Daemon) handleForget(req *ipcRequest) (any, error) {
-	e, err := d.pickMesh(req.URL.Query().Get("mesh"), req.session)
+func (d *Daemon) handleForget(req *ipcRequest, in ForgetRequest) (ForgetReply, error) {
+	e, err := d.pickMesh(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return ForgetReply{}, err
 	}
-	return d.forget(req.Context(), e, req.params["id"])
+	return d.forget(req.Context(), e, in.ID)
 }
 
-func (d *Daemon) handleSkills(req *ipcRequest) (any, error) {
-	q := req.URL.Query()
-	meshes, err := d.meshesFor(q.Get("mesh"), req.session)
+func (d *Daemon) handleSkills(req *ipcRequest, in SkillsQuery) (SkillsReply, error) {
+	meshes, err := d.meshesFor(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return SkillsReply{}, err
 	}
-	return d.listSkills(req.Context(), meshes, q.Get("query"))
+	return d.listSkills(req.Context(), meshes, in.Query)
 }
 
-func (d *Daemon) handleSkill(req *ipcRequest) (any, error) {
-	meshes, err := d.meshesFor(req.URL.Query().Get("mesh"), req.session)
+func (d *Daemon) handleSkill(req *ipcRequest, in SkillRequest) (SkillReply, error) {
+	meshes, err := d.meshesFor(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return SkillReply{}, err
 	}
-	return d.getSkill(req.Context(), meshes, req.params["name"])
+	return d.getSkill(req.Context(), meshes, in.Name)
 }
 
-func (d *Daemon) handleShareSkill(req *ipcRequest) (any, error) {
-	var body struct {
-		ShareSkillFrame
-		Mesh string `json:"mesh"`
+func (d *Daemon) handleShareSkill(req *ipcRequest, in ShareSkillRequest) (SkillActionReply, error) {
+	if in.Name == "" || in.Instructions == "" {
+		return SkillActionReply{}, newAPIError(http.StatusBadRequest, "missing_field", "'name' and 'instructions' are required")
 	}
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
-	}
-	if body.Name == "" || body.Instructions == "" {
-		return nil, newAPIError(http.StatusBadRequest, "missing_field", "'name' and 'instructions' are required")
-	}
-	e, err := d.pickMesh(body.Mesh, req.session)
+	e, err := d.pickMesh(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return SkillActionReply{}, err
 	}
-	return d.shareSkill(req.Context(), e, body.ShareSkillFrame)
+	return d.shareSkill(req.Context(), e, ShareSkillFrame{Name: in.Name, Description: in.Description,
+		Instructions: in.Instructions, Tags: in.Tags, Manifest: in.Manifest})
 }
 
-func (d *Daemon) handleRemoveSkill(req *ipcRequest) (any, error) {
-	e, err := d.pickMesh(req.URL.Query().Get("mesh"), req.session)
+func (d *Daemon) handleRemoveSkill(req *ipcRequest, in SkillRequest) (SkillActionReply, error) {
+	e, err := d.pickMesh(in.Mesh, req.session)
 	if err != nil {
-		return nil, err
+		return SkillActionReply{}, err
 	}
-	return d.removeSkill(req.Context(), e, req.params["name"])
+	return d.removeSkill(req.Context(), e, in.Name)
 }
 
-func (d *Daemon) handleProfile(req *ipcRequest) (any, error) {
-	var body profileRequest
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
+func (d *Daemon) handleProfile(req *ipcRequest, in ProfileRequest) (ProfileReply, error) {
+	if err := in.validate(); err != nil {
+		return ProfileReply{}, err
 	}
-	if err := body.validate(); err != nil {
-		return nil, err
-	}
-	if body.Mesh == "" {
-		body.Mesh = req.URL.Query().Get("mesh")
-	}
-	return d.setProfile(req.Context(), req.session, body)
+	in.Mesh = cmp.Or(in.Mesh, in.QueryMesh)
+	return d.setProfile(req.Context(), req.session, in)
 }
 
 // streamEvents serves GET /v1/events for the caller's session.
@@ -629,40 +602,34 @@ func (d *Daemon) streamEvents(w http.ResponseWriter, req *ipcRequest) {
 }
 
 // health is the /v1/health body.
-func (d *Daemon) health() map[string]any {
+func (d *Daemon) health() HealthReply {
 	brokers := map[string]string{}
-	var links []map[string]any
+	links := []LinkHealth{}
 	d.mu.Lock()
 	for slug, e := range d.meshes {
 		st := e.Link.State()
 		brokers[slug] = string(st)
-		row := map[string]any{"kind": linkMember, "mesh": slug, "state": st, "url": e.Mesh.BrokerURL}
-		if le := e.Link.LastError(); le != "" && st != LinkOpen {
-			row["last_error"] = le
+		row := LinkHealth{Kind: linkMember, Mesh: slug, State: st, URL: e.Mesh.BrokerURL}
+		if st != LinkOpen {
+			row.LastError = e.Link.LastError()
 		}
 		links = append(links, row)
 	}
 	for _, sl := range d.sessionLinks {
 		st := sl.Link.State()
-		row := map[string]any{"kind": linkSession, "mesh": sl.Session.Mesh, "state": st, "session_id": sl.Session.SessionID}
-		if le := sl.Link.LastError(); le != "" && st != LinkOpen {
-			row["last_error"] = le
+		row := LinkHealth{Kind: linkSession, Mesh: sl.Session.Mesh, State: st, SessionID: sl.Session.SessionID}
+		if st != LinkOpen {
+			row.LastError = sl.Link.LastError()
 		}
 		links = append(links, row)
 	}
 	d.mu.Unlock()
 	sortLinkRows(links)
-	out := map[string]any{
-		"ok": true, "pid": d.pid, "version": version, "brokers": brokers, "sessions": d.sessions.Len(),
-		"links": nonNil(links), "uptime_s": int(time.Since(d.startedAt).Seconds()),
+	return HealthReply{
+		OK: true, Pid: d.pid, Version: version, Brokers: brokers, Sessions: d.sessions.Len(),
+		Links: links, Uptime: int(time.Since(d.startedAt).Seconds()), TCPPort: d.tcpPort,
+		EmbeddedBroker: d.embeddedHealth(),
 	}
-	if d.tcpPort > 0 {
-		out["tcp_port"] = d.tcpPort
-	}
-	if eb := d.embeddedHealth(); eb != nil {
-		out["embedded_broker"] = eb
-	}
-	return out
 }
 
 func (d *Daemon) sessionView(s *Session) sessionView {
@@ -672,10 +639,9 @@ func (d *Daemon) sessionView(s *Session) sessionView {
 }
 
 // sortLinkRows orders /v1/health's links: by kind, mesh, then session.
-func sortLinkRows(rows []map[string]any) {
+func sortLinkRows(rows []LinkHealth) {
 	sort.Slice(rows, func(i, j int) bool {
-		ki := fmt.Sprint(rows[i]["kind"], rows[i]["mesh"], rows[i]["session_id"])
-		kj := fmt.Sprint(rows[j]["kind"], rows[j]["mesh"], rows[j]["session_id"])
-		return ki < kj
+		a, b := rows[i], rows[j]
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Mesh, b.Mesh), cmp.Compare(a.SessionID, b.SessionID)) < 0
 	})
 }

@@ -295,7 +295,7 @@ func TestRegisterValidation(t *testing.T) {
 	mismatch, _ := registration(t, fx.alpha, "m", os.Getpid())
 	mismatch.Presence.SessionSecretKey = mustNewKeypair().SecretHex()
 
-	with := func(f func(*SessionRegistration)) SessionRegistration {
+	with := func(f func(*RegisterRequest)) RegisterRequest {
 		r := good
 		p := *good.Presence
 		r.Presence = &p
@@ -311,16 +311,16 @@ func TestRegisterValidation(t *testing.T) {
 	}{
 		{"empty body", nil, 400, "missing_body"},
 		{"not json", json.RawMessage(`{"token":`), 400, "invalid_json"},
-		{"bad token", with(func(r *SessionRegistration) { r.Token = "abc" }), 400, "invalid_token"},
-		{"missing session id", with(func(r *SessionRegistration) { r.SessionID = "" }), 400, "missing_field"},
-		{"missing pid", with(func(r *SessionRegistration) { r.Pid = 0 }), 400, "missing_field"},
-		{"missing name", with(func(r *SessionRegistration) { r.DisplayName = "" }), 400, "missing_field"},
-		{"path in session id", with(func(r *SessionRegistration) { r.SessionID = "../../x" }), 400, "invalid_session_id"},
-		{"unknown mesh", with(func(r *SessionRegistration) { r.Mesh = "nowhere" }), 404, "mesh_not_attached"},
-		{"short session pubkey", with(func(r *SessionRegistration) { r.Presence.SessionPubkey = "ab" }), 400, "invalid_presence"},
-		{"short secret", with(func(r *SessionRegistration) { r.Presence.SessionSecretKey = "ab" }), 400, "invalid_presence"},
+		{"bad token", with(func(r *RegisterRequest) { r.Token = "abc" }), 400, "invalid_token"},
+		{"missing session id", with(func(r *RegisterRequest) { r.SessionID = "" }), 400, "missing_field"},
+		{"missing pid", with(func(r *RegisterRequest) { r.Pid = 0 }), 400, "missing_field"},
+		{"missing name", with(func(r *RegisterRequest) { r.DisplayName = "" }), 400, "missing_field"},
+		{"path in session id", with(func(r *RegisterRequest) { r.SessionID = "../../x" }), 400, "invalid_session_id"},
+		{"unknown mesh", with(func(r *RegisterRequest) { r.Mesh = "nowhere" }), 404, "mesh_not_attached"},
+		{"short session pubkey", with(func(r *RegisterRequest) { r.Presence.SessionPubkey = "ab" }), 400, "invalid_presence"},
+		{"short secret", with(func(r *RegisterRequest) { r.Presence.SessionSecretKey = "ab" }), 400, "invalid_presence"},
 		{"secret of another key", mismatch, 400, "invalid_presence"},
-		{"attested by another member", func() SessionRegistration { r := otherMember; r.Mesh = "alpha"; return r }(), 400, "invalid_presence"},
+		{"attested by another member", func() RegisterRequest { r := otherMember; r.Mesh = "alpha"; return r }(), 400, "invalid_presence"},
 		{"expired attestation", expired, 400, "invalid_presence"},
 		{"bad attestation signature", badSig, 400, "invalid_presence"},
 		{"valid", good, 200, ""},
@@ -404,7 +404,7 @@ func TestDeregister(t *testing.T) {
 	ctx := context.Background()
 	a, _ := registration(t, fx.alpha, "a", os.Getpid())
 	b, _ := registration(t, fx.alpha, "b", os.Getpid())
-	for _, r := range []SessionRegistration{a, b} {
+	for _, r := range []RegisterRequest{a, b} {
 		if err := td.client("").RegisterSession(ctx, r); err != nil {
 			t.Fatal(err)
 		}

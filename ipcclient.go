@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -145,99 +144,39 @@ func (c *DaemonClient) Do(ctx context.Context, method, path string, in, out any)
 	return nil
 }
 
-// ipcPath builds a path with query parameters, skipping empty values.
-func ipcPath(path string, kv ...string) string {
-	q := url.Values{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		if kv[i+1] != "" {
-			q.Set(kv[i], kv[i+1])
-		}
+// callIPC calls one endpoint: in's path and query fields go in the URL,
+// its other fields are the JSON body of the routes that have one, and the
+// answer is decoded into the endpoint's reply type.
+func callIPC[Req, Rep any](ctx context.Context, c *DaemonClient, ep ipcEndpoint[Req, Rep], in Req) (Rep, error) {
+	var out Rep
+	var body any
+	if ep.body {
+		body = in
 	}
-	if len(q) == 0 {
-		return path
-	}
-	return path + "?" + q.Encode()
-}
-
-// DaemonVersion is GET /v1/version.
-type DaemonVersion struct {
-	DaemonVersion string   `json:"daemon_version"`
-	IPCAPI        string   `json:"ipc_api"`
-	IPCFeatures   []string `json:"ipc_features"`
-	SchemaVersion int      `json:"schema_version"`
-}
-
-// ipcGet calls a GET route and decodes its answer into a T.
-func ipcGet[T any](ctx context.Context, c *DaemonClient, path string) (T, error) {
-	var v T
-	err := c.Do(ctx, "GET", path, nil, &v)
-	return v, err
+	err := c.Do(ctx, ep.method, requestTarget(ep.pattern, in), body, &out)
+	return out, err
 }
 
 // Version asks the daemon what it is.
-func (c *DaemonClient) Version(ctx context.Context) (DaemonVersion, error) {
-	return ipcGet[DaemonVersion](ctx, c, "/v1/version")
-}
-
-// DaemonHealth is GET /v1/health.
-type DaemonHealth struct {
-	OK       bool              `json:"ok"`
-	Pid      int               `json:"pid"`
-	Version  string            `json:"version"`
-	Brokers  map[string]string `json:"brokers"`
-	Sessions int               `json:"sessions"`
-	Links    []struct {
-		Kind      string `json:"kind"`
-		Mesh      string `json:"mesh"`
-		State     string `json:"state"`
-		SessionID string `json:"session_id,omitempty"`
-		LastError string `json:"last_error,omitempty"`
-		URL       string `json:"url,omitempty"`
-	} `json:"links"`
-	TCPPort        int                   `json:"tcp_port,omitempty"`
-	Uptime         int                   `json:"uptime_s"`
-	EmbeddedBroker *EmbeddedBrokerHealth `json:"embedded_broker,omitempty"`
+func (c *DaemonClient) Version(ctx context.Context) (VersionReply, error) {
+	return callIPC(ctx, c, apiVersion, noRequest{})
 }
 
 // Health asks for link and session state.
-func (c *DaemonClient) Health(ctx context.Context) (DaemonHealth, error) {
-	return ipcGet[DaemonHealth](ctx, c, "/v1/health")
+func (c *DaemonClient) Health(ctx context.Context) (HealthReply, error) {
+	return callIPC(ctx, c, apiHealth, noRequest{})
 }
 
-// SessionRegistration is the body of POST /v1/sessions/register.
-type SessionRegistration struct {
-	Token       string                `json:"token"`
-	SessionID   string                `json:"session_id"`
-	Mesh        string                `json:"mesh"`
-	DisplayName string                `json:"display_name"`
-	Pid         int                   `json:"pid"`
-	Cwd         string                `json:"cwd,omitempty"`
-	Role        string                `json:"role,omitempty"`
-	Groups      []string              `json:"groups,omitempty"`
-	Presence    *PresenceRegistration `json:"presence,omitempty"`
-}
-
-// PresenceRegistration hands the daemon a session's key and its member's
-// attestation, so the daemon can open the session's own link.
-type PresenceRegistration struct {
-	SessionPubkey     string                  `json:"session_pubkey"`
-	SessionSecretKey  string                  `json:"session_secret_key"`
-	ParentAttestation AttestationRegistration `json:"parent_attestation"`
-}
-
-// AttestationRegistration is an Attestation in the IPC's snake_case.
-type AttestationRegistration struct {
-	SessionPubkey      string `json:"session_pubkey"`
-	ParentMemberPubkey string `json:"parent_member_pubkey"`
-	ExpiresAt          int64  `json:"expires_at"`
-	Signature          string `json:"signature"`
+// Reload has the daemon read its config again.
+func (c *DaemonClient) Reload(ctx context.Context) (ReloadReply, error) {
+	return callIPC(ctx, c, apiReload, noRequest{})
 }
 
 // newPresenceRegistration builds the presence block for a session key.
 func newPresenceRegistration(session Keypair, att Attestation) *PresenceRegistration {
 	return &PresenceRegistration{
 		SessionPubkey: session.PublicHex(), SessionSecretKey: session.SecretHex(),
-		ParentAttestation: AttestationRegistration{
+		ParentAttestation: &AttestationRegistration{
 			SessionPubkey: att.SessionPubkey, ParentMemberPubkey: att.ParentMemberPubkey,
 			ExpiresAt: att.ExpiresAt, Signature: att.Signature,
 		},
@@ -245,13 +184,15 @@ func newPresenceRegistration(session Keypair, att Attestation) *PresenceRegistra
 }
 
 // RegisterSession registers (or replaces) a session.
-func (c *DaemonClient) RegisterSession(ctx context.Context, r SessionRegistration) error {
-	return c.Do(ctx, "POST", "/v1/sessions/register", r, nil)
+func (c *DaemonClient) RegisterSession(ctx context.Context, r RegisterRequest) error {
+	_, err := callIPC(ctx, c, apiRegister, r)
+	return err
 }
 
 // DeregisterSession removes a session by token.
 func (c *DaemonClient) DeregisterSession(ctx context.Context, token string) error {
-	return c.Do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(token), nil, nil)
+	_, err := callIPC(ctx, c, apiDeregister, DeregisterRequest{Token: token})
+	return err
 }
 
 // SessionMe returns the caller's session, or nil when it has none.
@@ -259,10 +200,7 @@ func (c *DaemonClient) SessionMe(ctx context.Context) (*sessionView, error) {
 	if c.SessionToken == "" {
 		return nil, nil
 	}
-	var out struct {
-		Session sessionView `json:"session"`
-	}
-	err := c.Do(ctx, "GET", "/v1/sessions/me", nil, &out)
+	out, err := callIPC(ctx, c, apiSessionMe, noRequest{})
 	if ipcStatus(err) == http.StatusUnauthorized {
 		return nil, nil
 	}

@@ -601,7 +601,7 @@ func startLaunchSession(ctx context.Context, c *cli, o launchOptions, mesh Mesh)
 	if v, err := s.client.Version(ctx); err == nil && v.DaemonVersion != version {
 		c.warnf("the daemon runs claudemesh %s, this is %s; restart it to match: claudemesh daemon down && claudemesh daemon up", v.DaemonVersion, version)
 	}
-	reg := SessionRegistration{
+	reg := RegisterRequest{
 		Token: s.token, SessionID: s.id, Mesh: mesh.Slug, DisplayName: o.Name, Pid: os.Getpid(), Cwd: cwd,
 		Role: o.Role, Groups: groupSpecs(o.Groups), Presence: presence,
 	}
@@ -748,7 +748,7 @@ func launchStatusLine(ctx context.Context, c *cli, cl *DaemonClient, mesh, selfP
 		n := len(welcomePeers(peers, &mcpSelf{SessionPubkey: selfPubkey, Mesh: mesh}))
 		parts = append(parts, plural(n, "peer", "peers")+" online")
 	}
-	if items, err := d.Inbox(ctx, mcpInboxQuery{Mesh: mesh, UnreadOnly: true, Limit: 1000, MarkSeen: false}); err == nil {
+	if items, err := d.Inbox(ctx, InboxQuery{Mesh: mesh, UnreadOnly: true, Limit: ptr(1000), MarkSeen: ptr(false)}); err == nil {
 		parts = append(parts, strconv.Itoa(len(items))+" unread")
 	}
 	return dot + " " + strings.Join(parts, " · ")

@@ -299,36 +299,11 @@ type mcpBackend interface {
 	// mesh has no skill of that name.
 	Skill(ctx context.Context, name string) (skill Skill, ok bool, err error)
 	// Send queues a message (POST /v1/send).
-	Send(ctx context.Context, req mcpSendRequest) (mcpSendResult, error)
+	Send(ctx context.Context, req SendRequest) (SendReply, error)
 	// Peers lists the peers of a mesh ("" = the session's mesh).
 	Peers(ctx context.Context, mesh string) ([]PeerRow, error)
 	// Inbox reads the inbox, newest first (GET /v1/inbox).
-	Inbox(ctx context.Context, q mcpInboxQuery) ([]mcpInboxItem, error)
-}
-
-// mcpSendRequest is the body of POST /v1/send.
-type mcpSendRequest struct {
-	To        string `json:"to"`
-	Message   string `json:"message"`
-	Priority  string `json:"priority,omitempty"`
-	ReplyToID string `json:"reply_to_id,omitempty"`
-	Mesh      string `json:"mesh,omitempty"`
-}
-
-// mcpSendResult is the daemon's answer to a send.
-type mcpSendResult struct {
-	ClientMessageID string `json:"client_message_id"`
-	BrokerMessageID string `json:"broker_message_id,omitempty"`
-	Status          string `json:"status,omitempty"` // queued | inflight
-	Duplicate       bool   `json:"duplicate,omitempty"`
-}
-
-// mcpInboxQuery is the query of GET /v1/inbox.
-type mcpInboxQuery struct {
-	Mesh       string
-	UnreadOnly bool
-	Limit      int // 0 = the daemon's default
-	MarkSeen   bool
+	Inbox(ctx context.Context, q InboxQuery) ([]inboxItem, error)
 }
 
 // mcpConfig configures an MCPServer.
@@ -947,7 +922,7 @@ func (s *MCPServer) toolSend(ctx context.Context, raw json.RawMessage) mcpToolRe
 	case a.Priority != "" && !validPriority(a.Priority):
 		return toolFailure("invalid arguments: priority must be now, next or low")
 	}
-	res, err := s.cfg.Backend.Send(ctx, mcpSendRequest{To: a.To, Message: a.Message, Priority: a.Priority, ReplyToID: a.ReplyTo, Mesh: a.Mesh})
+	res, err := s.cfg.Backend.Send(ctx, SendRequest{To: a.To, Message: a.Message, Priority: a.Priority, ReplyToID: a.ReplyTo, Mesh: a.Mesh})
 	if err != nil {
 		return toolFailure("send failed: %v", err)
 	}
@@ -988,7 +963,7 @@ func (s *MCPServer) toolInbox(ctx context.Context, raw json.RawMessage) mcpToolR
 	if a.Limit < 0 || a.Limit > 1000 {
 		return toolFailure("invalid arguments: limit must be between 1 and 1000")
 	}
-	items, err := s.cfg.Backend.Inbox(ctx, mcpInboxQuery{Mesh: a.Mesh, UnreadOnly: a.Unread, Limit: a.Limit, MarkSeen: true})
+	items, err := s.cfg.Backend.Inbox(ctx, InboxQuery{Mesh: a.Mesh, UnreadOnly: a.Unread, Limit: positive(a.Limit), MarkSeen: ptr(true)})
 	if err != nil {
 		return toolFailure("reading the inbox failed: %v", err)
 	}

@@ -13,8 +13,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -33,72 +31,55 @@ type daemonMCP struct {
 
 var _ mcpDaemon = daemonMCP{}
 
-func (d daemonMCP) get(ctx context.Context, path string, out any) error {
+// read runs one read-only call under the read deadline.
+func read[Req, Rep any](ctx context.Context, d daemonMCP, ep ipcEndpoint[Req, Rep], in Req) (Rep, error) {
 	ctx, cancel := context.WithTimeout(ctx, mcpReadTimeout)
 	defer cancel()
-	return d.cl.Do(ctx, "GET", path, nil, out)
+	return callIPC(ctx, d.cl, ep, in)
 }
 
 // Skills lists the mesh's skills (the session's mesh when it has one).
 func (d daemonMCP) Skills(ctx context.Context) ([]Skill, error) {
-	var resp struct {
-		Skills []Skill `json:"skills"`
-	}
-	if err := d.get(ctx, "/v1/skills", &resp); err != nil {
+	resp, err := read(ctx, d, apiSkills, SkillsQuery{})
+	if err != nil {
 		return nil, err
 	}
-	return resp.Skills, nil
+	return rowsOf(resp.Skills), nil
 }
 
 // Skill fetches one skill with its instructions; ok is false when no mesh
 // has it.
 func (d daemonMCP) Skill(ctx context.Context, name string) (Skill, bool, error) {
-	var resp struct {
-		Skill Skill `json:"skill"`
-	}
-	err := d.get(ctx, "/v1/skills/"+url.PathEscape(name), &resp)
+	resp, err := read(ctx, d, apiSkill, SkillRequest{Name: name})
 	if ipcStatus(err) == http.StatusNotFound {
 		return Skill{}, false, nil
 	}
 	if err != nil {
 		return Skill{}, false, err
 	}
-	return resp.Skill, true, nil
+	return resp.Skill.Row, true, nil
 }
 
 // Send queues a message through the daemon's outbox.
-func (d daemonMCP) Send(ctx context.Context, req mcpSendRequest) (mcpSendResult, error) {
+func (d daemonMCP) Send(ctx context.Context, req SendRequest) (SendReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, mcpSendTimeout)
 	defer cancel()
-	var res mcpSendResult
-	err := d.cl.Do(ctx, "POST", "/v1/send", req, &res)
-	return res, err
+	return callIPC(ctx, d.cl, apiSend, req)
 }
 
 // Peers lists a mesh's peers ("" = the session's mesh, else every mesh).
 func (d daemonMCP) Peers(ctx context.Context, mesh string) ([]PeerRow, error) {
-	var resp struct {
-		Peers []PeerRow `json:"peers"`
-	}
-	if err := d.get(ctx, ipcPath("/v1/peers", "mesh", mesh), &resp); err != nil {
+	resp, err := read(ctx, d, apiPeers, MeshQuery{Mesh: mesh})
+	if err != nil {
 		return nil, err
 	}
-	return resp.Peers, nil
+	return rowsOf(resp.Peers), nil
 }
 
 // Inbox reads the session's inbox rows, newest first.
-func (d daemonMCP) Inbox(ctx context.Context, q mcpInboxQuery) ([]mcpInboxItem, error) {
-	kv := []string{"mesh", q.Mesh, "mark_seen", strconv.FormatBool(q.MarkSeen)}
-	if q.UnreadOnly {
-		kv = append(kv, "unread_only", "true")
-	}
-	if q.Limit > 0 {
-		kv = append(kv, "limit", strconv.Itoa(q.Limit))
-	}
-	var resp struct {
-		Items []mcpInboxItem `json:"items"`
-	}
-	if err := d.get(ctx, ipcPath("/v1/inbox", kv...), &resp); err != nil {
+func (d daemonMCP) Inbox(ctx context.Context, q InboxQuery) ([]inboxItem, error) {
+	resp, err := read(ctx, d, apiInbox, q)
+	if err != nil {
 		return nil, err
 	}
 	return resp.Items, nil
@@ -128,5 +109,15 @@ func (d daemonMCP) Me(ctx context.Context) (mcpSelf, bool, error) {
 func (d daemonMCP) MarkSeen(ctx context.Context, ids []string) error {
 	ctx, cancel := context.WithTimeout(ctx, mcpMarkSeenTimeout)
 	defer cancel()
-	return d.cl.Do(ctx, "POST", "/v1/inbox/seen", map[string]any{"ids": ids}, nil)
+	_, err := callIPC(ctx, d.cl, apiInboxSeen, InboxSeenRequest{IDs: ids})
+	return err
+}
+
+// rowsOf is the rows of a list, without their meshes.
+func rowsOf[T any](rows []MeshRow[T]) []T {
+	out := make([]T, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.Row)
+	}
+	return out
 }

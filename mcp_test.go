@@ -28,14 +28,14 @@ type fakeMCPBackend struct {
 	getErr       error
 	panicOnList  bool
 	blockGet     bool // Skill waits for its ctx to end
-	sent         []mcpSendRequest
+	sent         []SendRequest
 	sendErr      error
 	peers        []PeerRow
 	peersErr     error
 	peersMesh    []string
-	inbox        []mcpInboxItem
+	inbox        []inboxItem
 	inboxErr     error
-	inboxQueries []mcpInboxQuery
+	inboxQueries []InboxQuery
 }
 
 func (f *fakeMCPBackend) Skills(ctx context.Context) ([]Skill, error) {
@@ -69,14 +69,14 @@ func (f *fakeMCPBackend) Skill(ctx context.Context, name string) (Skill, bool, e
 	return Skill{}, false, nil
 }
 
-func (f *fakeMCPBackend) Send(ctx context.Context, sr mcpSendRequest) (mcpSendResult, error) {
+func (f *fakeMCPBackend) Send(ctx context.Context, sr SendRequest) (SendReply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.sendErr != nil {
-		return mcpSendResult{}, f.sendErr
+		return SendReply{}, f.sendErr
 	}
 	f.sent = append(f.sent, sr)
-	return mcpSendResult{ClientMessageID: fmt.Sprintf("c%d", len(f.sent)), Status: "queued"}, nil
+	return SendReply{ClientMessageID: fmt.Sprintf("c%d", len(f.sent)), Status: "queued"}, nil
 }
 
 func (f *fakeMCPBackend) Peers(ctx context.Context, mesh string) ([]PeerRow, error) {
@@ -86,7 +86,7 @@ func (f *fakeMCPBackend) Peers(ctx context.Context, mesh string) ([]PeerRow, err
 	return f.peers, f.peersErr
 }
 
-func (f *fakeMCPBackend) Inbox(ctx context.Context, q mcpInboxQuery) ([]mcpInboxItem, error) {
+func (f *fakeMCPBackend) Inbox(ctx context.Context, q InboxQuery) ([]inboxItem, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.inboxQueries = append(f.inboxQueries, q)
@@ -749,7 +749,7 @@ func TestMCPToolCalls(t *testing.T) {
 		{Pubkey: "cc", DisplayName: "old-daemon", Channel: "claudemesh-daemon"},
 	}
 	body := "hello"
-	inbox := []mcpInboxItem{{ID: "r1", SenderName: "bob", Body: &body}}
+	inbox := []inboxItem{{ID: "r1", SenderName: "bob", Body: &body}}
 	type call struct {
 		name string
 		args any
@@ -764,7 +764,7 @@ func TestMCPToolCalls(t *testing.T) {
 	}{
 		{"send queues", call{"send", map[string]any{"to": " bob ", "message": "hi", "priority": "now", "reply_to": "m1", "mesh": "team"}},
 			&fakeMCPBackend{}, false, `"client_message_id": "c1"`, func(t *testing.T, b *fakeMCPBackend) {
-				want := []mcpSendRequest{{To: "bob", Message: "hi", Priority: "now", ReplyToID: "m1", Mesh: "team"}}
+				want := []SendRequest{{To: "bob", Message: "hi", Priority: "now", ReplyToID: "m1", Mesh: "team"}}
 				if !reflect.DeepEqual(b.sent, want) {
 					t.Errorf("sent = %+v, want %+v", b.sent, want)
 				}
@@ -790,7 +790,7 @@ func TestMCPToolCalls(t *testing.T) {
 			}},
 		{"inbox reads and marks seen", call{"inbox", map[string]any{"unread": true, "limit": 5}}, &fakeMCPBackend{inbox: inbox}, false, `"body": "hello"`,
 			func(t *testing.T, b *fakeMCPBackend) {
-				want := []mcpInboxQuery{{UnreadOnly: true, Limit: 5, MarkSeen: true}}
+				want := []InboxQuery{{UnreadOnly: true, Limit: ptr(5), MarkSeen: ptr(true)}}
 				if !reflect.DeepEqual(b.inboxQueries, want) {
 					t.Errorf("inbox queries = %+v, want %+v", b.inboxQueries, want)
 				}

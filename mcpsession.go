@@ -255,7 +255,7 @@ func (s *MCPSession) catchUp(ctx context.Context) {
 	if !s.welcomed.Load() || !s.emits(true) {
 		return
 	}
-	rows, err := s.daemon.Inbox(ctx, mcpInboxQuery{UnreadOnly: true, Limit: mcpCatchUpLimit, MarkSeen: false})
+	rows, err := s.daemon.Inbox(ctx, InboxQuery{UnreadOnly: true, Limit: ptr(mcpCatchUpLimit), MarkSeen: ptr(false)})
 	if err != nil {
 		s.log.Warn("catch_up_failed", "err", err.Error())
 		return
@@ -326,7 +326,7 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 		in.Peers = peers
 		s.log.Info("welcome_peers_resolved", "total", len(peers), "real", len(welcomePeers(peers, in.Self)))
 	}
-	unread, err := s.daemon.Inbox(ctx, mcpInboxQuery{Mesh: mesh, UnreadOnly: true, Limit: mcpWelcomeUnreadLimit, MarkSeen: false})
+	unread, err := s.daemon.Inbox(ctx, InboxQuery{Mesh: mesh, UnreadOnly: true, Limit: ptr(mcpWelcomeUnreadLimit), MarkSeen: ptr(false)})
 	if err != nil {
 		s.log.Warn("welcome_inbox_lookup_failed", "err", err.Error())
 		in.UnreadFailed = true

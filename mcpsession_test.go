@@ -330,7 +330,7 @@ func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
 	mcpRecv(t, d.opened, "first subscription")
 	first, second := "sent while the daemon restarted", "and another"
 	d.mu.Lock()
-	d.inbox = []mcpInboxItem{ // newest first, as the daemon lists
+	d.inbox = []inboxItem{ // newest first, as the daemon lists
 		{ID: "r2", BrokerMessageID: "b2", SenderName: "bob", SenderMemberPubkey: "3e3b", Priority: "now", Body: &second, Mesh: "team"},
 		{ID: "r1", BrokerMessageID: "b1", SenderName: "bob", SenderMemberPubkey: "3e3b", Body: &first, Mesh: "team"},
 	}
@@ -354,7 +354,7 @@ func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if q := d.inboxQueries[len(d.inboxQueries)-1]; !q.UnreadOnly || q.MarkSeen || q.Limit != mcpCatchUpLimit {
+	if q := d.inboxQueries[len(d.inboxQueries)-1]; !q.UnreadOnly || deref(q.MarkSeen) || deref(q.Limit) != mcpCatchUpLimit {
 		t.Errorf("catch-up read the inbox as %+v, want unread rows, peeking", q)
 	}
 }
@@ -363,7 +363,7 @@ func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
 // is unread. In inbox mode messages stay in the inbox after it too.
 func TestMCPSessionCatchUpWaitsForTheWelcome(t *testing.T) {
 	body := "unread"
-	unread := []mcpInboxItem{{ID: "r1", SenderName: "bob", Body: &body}}
+	unread := []inboxItem{{ID: "r1", SenderName: "bob", Body: &body}}
 
 	d := newFakeDaemon()
 	d.inbox = unread
@@ -398,7 +398,7 @@ func TestMCPSessionWelcome(t *testing.T) {
 		{Pubkey: "b0b", DisplayName: "bob"},
 		{Pubkey: "dmn", DisplayName: "alice", PeerRole: "control-plane"},
 	}
-	d.inbox = []mcpInboxItem{
+	d.inbox = []inboxItem{
 		{ID: "r2", BrokerMessageID: "b2", SenderName: "bob", Body: &body2},
 		{ID: "r1", SenderName: "bob", Body: &body1},
 	}
@@ -416,7 +416,7 @@ func TestMCPSessionWelcome(t *testing.T) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if want := []mcpInboxQuery{{Mesh: "team", UnreadOnly: true, Limit: mcpWelcomeUnreadLimit, MarkSeen: false}}; !reflect.DeepEqual(d.inboxQueries, want) {
+	if want := []InboxQuery{{Mesh: "team", UnreadOnly: true, Limit: ptr(mcpWelcomeUnreadLimit), MarkSeen: ptr(false)}}; !reflect.DeepEqual(d.inboxQueries, want) {
 		t.Errorf("inbox read as %+v, want %+v (peeking, not marking)", d.inboxQueries, want)
 	}
 	if !reflect.DeepEqual(d.peersMesh, []string{"team"}) {

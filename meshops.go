@@ -26,86 +26,58 @@ import (
 	"time"
 )
 
-// registerRequest is the body of POST /v1/sessions/register.
-type registerRequest struct {
-	Token       string           `json:"token"`
-	SessionID   string           `json:"session_id"`
-	Mesh        string           `json:"mesh"`
-	DisplayName string           `json:"display_name"`
-	Pid         int              `json:"pid"`
-	Cwd         string           `json:"cwd"`
-	Role        string           `json:"role"`
-	Groups      []any            `json:"groups"`
-	Presence    *presenceRequest `json:"presence"`
-}
-
-// presenceRequest is a registration's presence block (the shape clients
-// send as PresenceRegistration); a missing attestation is an error.
-type presenceRequest struct {
-	SessionPubkey     string                   `json:"session_pubkey"`
-	SessionSecretKey  string                   `json:"session_secret_key"`
-	ParentAttestation *AttestationRegistration `json:"parent_attestation"`
-}
-
 func badRequest(code, format string, a ...any) *apiError {
 	return newAPIError(http.StatusBadRequest, code, fmt.Sprintf(format, a...))
 }
 
 // registerSession validates a registration, stores the session keypair if
 // the sessions dir has none for this session yet, and registers it.
-func (d *Daemon) registerSession(b registerRequest) (any, error) {
+func (d *Daemon) registerSession(b RegisterRequest) (RegisterReply, error) {
 	b.Token = strings.ToLower(b.Token)
 	if !isSessionToken(b.Token) {
-		return nil, badRequest("invalid_token", "token must be 64 hex characters")
+		return RegisterReply{}, badRequest("invalid_token", "token must be 64 hex characters")
 	}
 	if b.SessionID == "" || b.Mesh == "" || b.DisplayName == "" || b.Pid <= 0 {
-		return nil, badRequest("missing_field", "session_id, mesh, display_name and pid are all required")
+		return RegisterReply{}, badRequest("missing_field", "session_id, mesh, display_name and pid are all required")
 	}
 	if !safePathName(b.SessionID) {
-		return nil, badRequest("invalid_session_id", "session_id may hold only letters, digits, '.', '_' and '-'")
+		return RegisterReply{}, badRequest("invalid_session_id", "session_id may hold only letters, digits, '.', '_' and '-'")
 	}
 	if !safePathName(b.Mesh) {
-		return nil, badRequest("invalid_mesh", "mesh is not a valid slug")
+		return RegisterReply{}, badRequest("invalid_mesh", "mesh is not a valid slug")
 	}
 	e, ok := d.mesh(b.Mesh)
 	if !ok {
-		return nil, d.errMeshNotAttached(b.Mesh)
+		return RegisterReply{}, d.errMeshNotAttached(b.Mesh)
 	}
 	s := &Session{
 		Token: b.Token, SessionID: b.SessionID, Mesh: b.Mesh, DisplayName: b.DisplayName, Pid: b.Pid,
-		Cwd: b.Cwd, Role: b.Role,
-	}
-	for _, g := range b.Groups {
-		if gs, ok := g.(string); ok && gs != "" {
-			s.Groups = append(s.Groups, gs)
-		}
+		Cwd: b.Cwd, Role: b.Role, Groups: b.Groups,
 	}
 	if b.Presence != nil {
 		p, err := validatePresence(b.Presence, e)
 		if err != nil {
-			return nil, err
+			return RegisterReply{}, err
 		}
 		stored, _, err := storeSessionKeypair(d.paths.SessionKeyFile(b.Mesh, b.SessionID), b.Mesh, b.SessionID, p.keypair)
 		if err != nil {
-			return nil, fmt.Errorf("store session key: %w", err)
+			return RegisterReply{}, fmt.Errorf("store session key: %w", err)
 		}
 		if stored.PublicHex() != p.SessionPubkey {
-			return nil, newAPIError(http.StatusConflict, "session_key_conflict",
+			return RegisterReply{}, newAPIError(http.StatusConflict, "session_key_conflict",
 				"this session id already has a different keypair in the sessions dir")
 		}
 		s.Presence = p
 	}
 	d.sessions.Register(s)
-	return map[string]any{
-		"ok": true, "registered_at": s.RegisteredAt.UnixMilli(), "presence_accepted": s.Presence != nil,
-		"token_prefix": s.TokenPrefix(),
-	}, nil
+	return RegisterReply{OK: true, RegisteredAt: s.RegisteredAt.UnixMilli(), PresenceAccepted: s.Presence != nil,
+		TokenPrefix: s.TokenPrefix()}, nil
 }
 
 // validatePresence checks a presence block: well-formed keys, a secret
 // that matches its public key, and an attestation by this mesh's member
 // key that is in force.
-func validatePresence(p *presenceRequest, e *meshEntry) (*SessionPresence, error) {
+func validatePresence(p *PresenceRegistration, e *meshEntry) (*SessionPresence, error) {
 	pub, sec := strings.ToLower(p.SessionPubkey), strings.ToLower(p.SessionSecretKey)
 	if !isHexKey(pub) {
 		return nil, badRequest("invalid_presence", "presence.session_pubkey must be 64 hex characters")
@@ -264,62 +236,36 @@ func fanOut[T any](meshes []*meshEntry, fn func(e *meshEntry) ([]T, error)) ([]T
 	return out, failed, nil
 }
 
-// withMesh decodes a JSON object and adds "mesh" to it, keeping every field
-// the broker sent (including ones newer than us).
-func withMesh(raw json.RawMessage, slug string) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
+// replyItems takes the list under field out of a broker's reply frame.
+func replyItems(raw json.RawMessage, field string) ([]json.RawMessage, error) {
+	var f map[string]json.RawMessage
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, err
 	}
-	if m == nil {
-		m = map[string]json.RawMessage{}
-	}
-	m["mesh"], _ = json.Marshal(slug)
-	return m, nil
-}
-
-func addMeshAll(items []json.RawMessage, slug string) ([]map[string]json.RawMessage, error) {
-	out := make([]map[string]json.RawMessage, 0, len(items))
-	for _, it := range items {
-		m, err := withMesh(it, slug)
-		if err != nil {
+	if list, ok := f[field]; ok {
+		if err := json.Unmarshal(list, &items); err != nil {
 			return nil, err
 		}
-		out = append(out, m)
 	}
-	return out, nil
+	return items, nil
 }
 
-// listAcross asks every mesh for a list — frame, answered by a reply
-// frame that holds the items under field — and answers with all the items,
-// each with its mesh, under key (and the meshes that failed under
-// "errors").
-func (d *Daemon) listAcross(ctx context.Context, meshes []*meshEntry, frame any, reply, field, key string) (any, error) {
-	rows, failed, err := fanOut(meshes, func(e *meshEntry) ([]map[string]json.RawMessage, error) {
+// listAcross asks every mesh for a list — frame, answered by a reply frame
+// that holds the items under field — and returns all the items, each with
+// its mesh, and the meshes that failed.
+func listAcross[T any](ctx context.Context, d *Daemon, meshes []*meshEntry, frame any, reply, field string) ([]MeshRow[T], map[string]string, error) {
+	return fanOut(meshes, func(e *meshEntry) ([]MeshRow[T], error) {
 		raw, err := d.rpc(ctx, e, frame, reply)
 		if err != nil {
 			return nil, err
 		}
-		var f map[string]json.RawMessage
-		var items []json.RawMessage
-		if err := json.Unmarshal(raw, &f); err != nil {
+		items, err := replyItems(raw, field)
+		if err != nil {
 			return nil, fmt.Errorf("bad %s: %w", reply, err)
 		}
-		if list, ok := f[field]; ok {
-			if err := json.Unmarshal(list, &items); err != nil {
-				return nil, fmt.Errorf("bad %s: %w", reply, err)
-			}
-		}
-		return addMeshAll(items, e.Mesh.Slug)
+		return meshRows[T](items, e.Mesh.Slug)
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]any{key: rows}
-	if len(failed) > 0 {
-		out["errors"] = failed
-	}
-	return out, nil
 }
 
 // firstAcross asks the meshes in turn for one item — frame, answered by a
@@ -327,8 +273,8 @@ func (d *Daemon) listAcross(ctx context.Context, meshes []*meshEntry, frame any,
 // none — and returns the first found, with its mesh. Found nowhere, it
 // returns nil, or the first failure: when some mesh could not be asked,
 // "not found" would be a guess.
-func (d *Daemon) firstAcross(ctx context.Context, meshes []*meshEntry, frame any, reply string,
-	pick func(raw json.RawMessage) (json.RawMessage, error)) (map[string]json.RawMessage, error) {
+func firstAcross[T any](ctx context.Context, d *Daemon, meshes []*meshEntry, frame any, reply string,
+	pick func(raw json.RawMessage) (json.RawMessage, error)) (*MeshRow[T], error) {
 	var firstErr error
 	for _, e := range meshes {
 		raw, err := d.rpc(ctx, e, frame, reply)
@@ -341,7 +287,8 @@ func (d *Daemon) firstAcross(ctx context.Context, meshes []*meshEntry, frame any
 			return nil, fmt.Errorf("bad %s: %w", reply, err)
 		}
 		if item != nil {
-			return withMesh(item, e.Mesh.Slug)
+			r, err := newMeshRow[T](item, e.Mesh.Slug)
+			return &r, err
 		}
 	}
 	return nil, firstErr
@@ -349,14 +296,15 @@ func (d *Daemon) firstAcross(ctx context.Context, meshes []*meshEntry, frame any
 
 // Peers.
 
-func (d *Daemon) peers(ctx context.Context, meshes []*meshEntry) (any, error) {
-	return d.listAcross(ctx, meshes, ListPeersFrame{Type: frameListPeers}, framePeersList, "peers", "peers")
+func (d *Daemon) peers(ctx context.Context, meshes []*meshEntry) (PeersReply, error) {
+	rows, failed, err := listAcross[PeerRow](ctx, d, meshes, ListPeersFrame{Type: frameListPeers}, framePeersList, "peers")
+	return PeersReply{Peers: rows, Errors: failed}, err
 }
 
 // State.
 
-func (d *Daemon) getState(ctx context.Context, meshes []*meshEntry, key string) (any, error) {
-	m, err := d.firstAcross(ctx, meshes, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult,
+func (d *Daemon) getState(ctx context.Context, meshes []*meshEntry, key string) (StateReply, error) {
+	m, err := firstAcross[StateEntry](ctx, d, meshes, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult,
 		func(raw json.RawMessage) (json.RawMessage, error) {
 			var r StateResultFrame
 			if err := json.Unmarshal(raw, &r); err != nil || stateMissing(r.StateEntry) {
@@ -366,11 +314,11 @@ func (d *Daemon) getState(ctx context.Context, meshes []*meshEntry, key string) 
 		})
 	switch {
 	case err != nil:
-		return nil, err
+		return StateReply{}, err
 	case m == nil:
-		return nil, newAPIError(http.StatusNotFound, "state_not_found", "no value for "+key).with("key", key)
+		return StateReply{}, newAPIError(http.StatusNotFound, "state_not_found", "no value for "+key).with("key", key)
 	}
-	return map[string]any{"state": m}, nil
+	return StateReply{State: m}, nil
 }
 
 // stateMissing is how brokers say a key is unset: value null, no author.
@@ -379,13 +327,14 @@ func stateMissing(s StateEntry) bool {
 	return (len(v) == 0 || bytes.Equal(v, []byte("null"))) && s.UpdatedAt == ""
 }
 
-func (d *Daemon) listState(ctx context.Context, meshes []*meshEntry) (any, error) {
-	return d.listAcross(ctx, meshes, ListStateFrame{Type: frameListState}, frameStateList, "entries", "entries")
+func (d *Daemon) listState(ctx context.Context, meshes []*meshEntry) (StateReply, error) {
+	rows, failed, err := listAcross[StateEntry](ctx, d, meshes, ListStateFrame{Type: frameListState}, frameStateList, "entries")
+	return StateReply{Entries: &rows, Errors: failed}, err
 }
 
 // setState writes a key and confirms it: by the broker's reply when it
 // sends one, else by reading the key back.
-func (d *Daemon) setState(ctx context.Context, e *meshEntry, key string, value json.RawMessage) (any, error) {
+func (d *Daemon) setState(ctx context.Context, e *meshEntry, key string, value json.RawMessage) (StateSetReply, error) {
 	cctx, cancel := context.WithTimeout(ctx, max(d.opts.RPCTimeout/3, 100*time.Millisecond))
 	_, err := e.Link.Request(cctx, SetStateFrame{Type: frameSetState, Key: key, Value: value}, frameStateResult, frameAck)
 	cancel()
@@ -393,18 +342,18 @@ func (d *Daemon) setState(ctx context.Context, e *meshEntry, key string, value j
 		// A broker that does not answer set_state: read the key back.
 		raw, gerr := d.rpc(ctx, e, GetStateFrame{Type: frameGetState, Key: key}, frameStateResult)
 		if gerr != nil {
-			return nil, gerr
+			return StateSetReply{}, gerr
 		}
 		var r StateResultFrame
 		if json.Unmarshal(raw, &r) != nil || !sameJSON(r.Value, value) {
-			return nil, newAPIError(http.StatusGatewayTimeout, "state_unconfirmed", "the broker did not confirm the write")
+			return StateSetReply{}, newAPIError(http.StatusGatewayTimeout, "state_unconfirmed", "the broker did not confirm the write")
 		}
 		err = nil
 	}
 	if err != nil {
-		return nil, err
+		return StateSetReply{}, err
 	}
-	return map[string]any{"ok": true, "key": key, "mesh": e.Mesh.Slug}, nil
+	return StateSetReply{OK: true, Key: key, Mesh: e.Mesh.Slug}, nil
 }
 
 func sameJSON(a, b json.RawMessage) bool {
@@ -419,43 +368,45 @@ func sameJSON(a, b json.RawMessage) bool {
 
 // Memory.
 
-func (d *Daemon) recall(ctx context.Context, meshes []*meshEntry, q string) (any, error) {
-	return d.listAcross(ctx, meshes, RecallFrame{Type: frameRecall, Query: q}, frameMemoryResults, "memories", "matches")
+func (d *Daemon) recall(ctx context.Context, meshes []*meshEntry, q string) (RecallReply, error) {
+	rows, failed, err := listAcross[Memory](ctx, d, meshes, RecallFrame{Type: frameRecall, Query: q}, frameMemoryResults, "memories")
+	return RecallReply{Matches: rows, Errors: failed}, err
 }
 
-func (d *Daemon) remember(ctx context.Context, e *meshEntry, content string, tags []string) (any, error) {
+func (d *Daemon) remember(ctx context.Context, e *meshEntry, content string, tags []string) (RememberReply, error) {
 	raw, err := d.rpc(ctx, e, RememberFrame{Type: frameRemember, Content: content, Tags: tags}, frameMemoryStored)
 	if err != nil {
-		return nil, err
+		return RememberReply{}, err
 	}
 	var r MemoryStoredFrame
 	if err := json.Unmarshal(raw, &r); err != nil || r.ID == "" {
-		return nil, newAPIError(http.StatusBadGateway, "broker_bad_reply", "memory_stored without an id")
+		return RememberReply{}, newAPIError(http.StatusBadGateway, "broker_bad_reply", "memory_stored without an id")
 	}
-	return map[string]any{"id": r.ID, "mesh": e.Mesh.Slug}, nil
+	return RememberReply{ID: r.ID, Mesh: e.Mesh.Slug}, nil
 }
 
-func (d *Daemon) forget(ctx context.Context, e *meshEntry, id string) (any, error) {
+func (d *Daemon) forget(ctx context.Context, e *meshEntry, id string) (ForgetReply, error) {
 	raw, err := d.rpc(ctx, e, ForgetFrame{Type: frameForget, MemoryID: id}, frameAck)
 	if err != nil {
-		return nil, err
+		return ForgetReply{}, err
 	}
 	var ack AckFrame
 	_ = json.Unmarshal(raw, &ack)
 	if ack.Error != "" {
-		return nil, newAPIError(http.StatusBadGateway, "broker_error", ack.Error)
+		return ForgetReply{}, newAPIError(http.StatusBadGateway, "broker_error", ack.Error)
 	}
-	return map[string]any{"ok": true, "id": id, "mesh": e.Mesh.Slug}, nil
+	return ForgetReply{OK: true, ID: id, Mesh: e.Mesh.Slug}, nil
 }
 
 // Skills.
 
-func (d *Daemon) listSkills(ctx context.Context, meshes []*meshEntry, query string) (any, error) {
-	return d.listAcross(ctx, meshes, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList, "skills", "skills")
+func (d *Daemon) listSkills(ctx context.Context, meshes []*meshEntry, query string) (SkillsReply, error) {
+	rows, failed, err := listAcross[Skill](ctx, d, meshes, ListSkillsFrame{Type: frameListSkills, Query: query}, frameSkillList, "skills")
+	return SkillsReply{Skills: rows, Errors: failed}, err
 }
 
-func (d *Daemon) getSkill(ctx context.Context, meshes []*meshEntry, name string) (any, error) {
-	m, err := d.firstAcross(ctx, meshes, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData,
+func (d *Daemon) getSkill(ctx context.Context, meshes []*meshEntry, name string) (SkillReply, error) {
+	m, err := firstAcross[Skill](ctx, d, meshes, SkillNameFrame{Type: frameGetSkill, Name: name}, frameSkillData,
 		func(raw json.RawMessage) (json.RawMessage, error) {
 			var f struct {
 				Skill json.RawMessage `json:"skill"`
@@ -467,55 +418,40 @@ func (d *Daemon) getSkill(ctx context.Context, meshes []*meshEntry, name string)
 		})
 	switch {
 	case err != nil:
-		return nil, err
+		return SkillReply{}, err
 	case m == nil:
-		return nil, newAPIError(http.StatusNotFound, "skill_not_found", "no skill named "+name).with("name", name)
+		return SkillReply{}, newAPIError(http.StatusNotFound, "skill_not_found", "no skill named "+name).with("name", name)
 	}
-	return map[string]any{"skill": m}, nil
+	return SkillReply{Skill: *m}, nil
 }
 
-func (d *Daemon) shareSkill(ctx context.Context, e *meshEntry, f ShareSkillFrame) (any, error) {
+func (d *Daemon) shareSkill(ctx context.Context, e *meshEntry, f ShareSkillFrame) (SkillActionReply, error) {
 	f.Type, f.ReqID = frameShareSkill, ""
 	raw, err := d.rpc(ctx, e, f, frameSkillAck)
 	if err != nil {
-		return nil, err
+		return SkillActionReply{}, err
 	}
 	var ack SkillAckFrame
 	_ = json.Unmarshal(raw, &ack)
-	return map[string]any{"ok": true, "name": f.Name, "action": ack.Action, "mesh": e.Mesh.Slug}, nil
+	return SkillActionReply{OK: true, Name: f.Name, Action: ack.Action, Mesh: e.Mesh.Slug}, nil
 }
 
-func (d *Daemon) removeSkill(ctx context.Context, e *meshEntry, name string) (any, error) {
+func (d *Daemon) removeSkill(ctx context.Context, e *meshEntry, name string) (SkillActionReply, error) {
 	raw, err := d.rpc(ctx, e, SkillNameFrame{Type: frameRemoveSkill, Name: name}, frameSkillAck)
 	if err != nil {
-		return nil, err
+		return SkillActionReply{}, err
 	}
 	var ack SkillAckFrame
 	_ = json.Unmarshal(raw, &ack)
 	if ack.Action == "not_found" {
-		return nil, newAPIError(http.StatusNotFound, "skill_not_found", "no skill named "+name).with("name", name)
+		return SkillActionReply{}, newAPIError(http.StatusNotFound, "skill_not_found", "no skill named "+name).with("name", name)
 	}
-	return map[string]any{"ok": true, "name": name, "action": ack.Action, "mesh": e.Mesh.Slug}, nil
+	return SkillActionReply{OK: true, Name: name, Action: ack.Action, Mesh: e.Mesh.Slug}, nil
 }
 
 // Profile.
 
-// profileRequest is the body of POST /v1/profile. Unknown keys are refused
-// so that a typo does not look like success.
-type profileRequest struct {
-	Summary      *string   `json:"summary"`
-	Status       *string   `json:"status"`
-	Visible      *bool     `json:"visible"`
-	Avatar       *string   `json:"avatar"`
-	Title        *string   `json:"title"`
-	Bio          *string   `json:"bio"`
-	Capabilities *[]string `json:"capabilities"`
-	Mesh         string    `json:"mesh"`
-}
-
-func (p *profileRequest) strictJSON() {}
-
-func (p *profileRequest) validate() error {
+func (p *ProfileRequest) validate() error {
 	if p.Status != nil && !validStatus(*p.Status) {
 		return badRequest("invalid_status", "status must be idle, working or dnd")
 	}
@@ -525,7 +461,7 @@ func (p *profileRequest) validate() error {
 	return nil
 }
 
-func (p *profileRequest) applied() []string {
+func (p *ProfileRequest) applied() []string {
 	var out []string
 	for _, f := range []struct {
 		name string
@@ -542,7 +478,7 @@ func (p *profileRequest) applied() []string {
 // setProfile applies a profile change. A session caller changes its own
 // presence (its session link); otherwise the member link of the chosen
 // mesh, or of every mesh when none is chosen.
-func (d *Daemon) setProfile(ctx context.Context, s *Session, p profileRequest) (any, error) {
+func (d *Daemon) setProfile(ctx context.Context, s *Session, p ProfileRequest) (ProfileReply, error) {
 	type target struct {
 		mesh string
 		link *Link
@@ -560,34 +496,34 @@ func (d *Daemon) setProfile(ctx context.Context, s *Session, p profileRequest) (
 	if targets == nil {
 		meshes, err := d.meshesFor(p.Mesh, s)
 		if err != nil {
-			return nil, err
+			return ProfileReply{}, err
 		}
 		for _, e := range meshes {
 			targets = append(targets, target{e.Mesh.Slug, e.Link})
 		}
 	}
 	if len(targets) == 0 {
-		return nil, newAPIError(http.StatusServiceUnavailable, "no_mesh", "no mesh joined yet")
+		return ProfileReply{}, newAPIError(http.StatusServiceUnavailable, "no_mesh", "no mesh joined yet")
 	}
 	for _, t := range targets {
 		if t.link.State() != LinkOpen {
-			return nil, fmt.Errorf("%w: mesh %s (%s)", errLinkNotOpen, t.mesh, t.link.State())
+			return ProfileReply{}, fmt.Errorf("%w: mesh %s (%s)", errLinkNotOpen, t.mesh, t.link.State())
 		}
 	}
 	var meshes []string
 	for _, t := range targets {
 		if err := applyProfile(ctx, t.link, p, d.opts.RPCTimeout); err != nil {
-			return nil, fmt.Errorf("mesh %s: %w", t.mesh, err)
+			return ProfileReply{}, fmt.Errorf("mesh %s: %w", t.mesh, err)
 		}
 		meshes = append(meshes, t.mesh)
 	}
-	return map[string]any{"ok": true, "applied": p.applied(), "meshes": meshes, "via": via}, nil
+	return ProfileReply{OK: true, Applied: p.applied(), Meshes: meshes, Via: via}, nil
 }
 
 // applyProfile sends the frames of one profile change on one link. Status
 // and summary have no reply on the wire; visible and the profile fields
 // are confirmed by the broker's ack.
-func applyProfile(ctx context.Context, l *Link, p profileRequest, timeout time.Duration) error {
+func applyProfile(ctx context.Context, l *Link, p ProfileRequest, timeout time.Duration) error {
 	if p.Status != nil {
 		if err := l.Write(ctx, SetStatusFrame{Type: frameSetStatus, Status: *p.Status}); err != nil {
 			return err

@@ -130,7 +130,7 @@ func BenchmarkSendIPC(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		var a sendAnswer
+		var a SendReply
 		if err := cl.Do(ctx, "POST", "/v1/send", map[string]any{"to": f.bob.Pubkey, "message": "ipc benchmark", "wait_ms": 5000}, &a); err != nil || a.Status != "done" {
 			b.Fatalf("send = %+v, %v", a, err)
 		}

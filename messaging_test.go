@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func newMsgFixture(t testing.TB, mutate func(*DaemonOptions)) *msgFixture {
 
 // testSession is a session registered with a daemon through IPC.
 type testSession struct {
-	reg SessionRegistration
+	reg RegisterRequest
 	key Keypair
 	cl  *DaemonClient
 }
@@ -67,9 +68,9 @@ func registerTestSession(t testing.TB, td *testDaemon, m Mesh, name string) test
 }
 
 // ipcSend posts a send and returns the answer, failing on an IPC error.
-func ipcSend(t *testing.T, cl *DaemonClient, body map[string]any) sendAnswer {
+func ipcSend(t *testing.T, cl *DaemonClient, body map[string]any) SendReply {
 	t.Helper()
-	var out sendAnswer
+	var out SendReply
 	if err := cl.Do(context.Background(), "POST", "/v1/send", body, &out); err != nil {
 		t.Fatalf("send %v: %v", body, err)
 	}
@@ -77,7 +78,7 @@ func ipcSend(t *testing.T, cl *DaemonClient, body map[string]any) sendAnswer {
 }
 
 // sendAndSettle sends and waits for the broker's answer.
-func sendAndSettle(t *testing.T, cl *DaemonClient, to, text string) sendAnswer {
+func sendAndSettle(t *testing.T, cl *DaemonClient, to, text string) SendReply {
 	t.Helper()
 	out := ipcSend(t, cl, map[string]any{"to": to, "message": text, "wait_ms": int(testWait / time.Millisecond)})
 	if out.Status != "done" {
@@ -91,6 +92,20 @@ func messageWith(text string) func(DaemonEvent) bool {
 	return func(ev DaemonEvent) bool {
 		return ev.Kind == eventMessage && eventData(ev)["body"] == text
 	}
+}
+
+// ipcPath builds a path with query parameters, skipping empty values.
+func ipcPath(path string, kv ...string) string {
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			q.Set(kv[i], kv[i+1])
+		}
+	}
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
 }
 
 // inboxItems reads a caller's inbox without marking anything seen.
@@ -128,7 +143,7 @@ func TestSessionDMsBetweenDaemons(t *testing.T) {
 	ev := eventData(streamB.next(t, "A's DM on B's stream", messageWith("hello bert")))
 	if ev["sender_pubkey"] != a.pub() || ev["recipient_kind"] != recipientSession || ev["recipient_pubkey"] != b.pub() ||
 		ev["sender_member_pubkey"] != f.me.Pubkey || ev["client_message_id"] != sent.ClientMessageID ||
-		ev["broker_message_id"] != sent.BrokerMessageID {
+		ev["broker_message_id"] != deref(sent.BrokerMessageID) {
 		t.Fatalf("B got %v", ev)
 	}
 

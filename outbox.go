@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -328,37 +327,15 @@ const (
 	maxSendWaitMs = 30_000
 )
 
-// sendRequest is the body of POST /v1/send. WaitMs is our addition: wait up
-// to that long for the broker's answer before replying.
-type sendRequest struct {
-	To              string          `json:"to"`
-	Message         string          `json:"message"`
-	Priority        string          `json:"priority"`
-	Meta            json.RawMessage `json:"meta"`
-	ReplyToID       string          `json:"reply_to_id"`
-	ClientMessageID string          `json:"client_message_id"`
-	Mesh            string          `json:"mesh"`
-	WaitMs          int             `json:"wait_ms"`
-	// Presence is our addition too: with wait_ms, a DM's answer says
-	// whether its recipient is online (and its name), so that the CLI needs
-	// no peer list of its own for that.
-	Presence bool `json:"presence"`
-}
-
 // sendInput is a validated send with its idempotency key and fingerprint.
 type sendInput struct {
-	sendRequest
+	SendRequest
 	Fingerprint []byte
 }
 
-// parseSendBody decodes and validates a send body. The Idempotency-Key
-// header is the client id when the body has none; with neither, a random
-// id is minted.
-func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
-	var body sendRequest
-	if err := decodeJSONObject(data, &body); err != nil {
-		return nil, err
-	}
+// validateSend checks a send body. The Idempotency-Key header is the client
+// id when the body has none; with neither, a random id is minted.
+func validateSend(body SendRequest, idempotencyKey string) (*sendInput, error) {
 	body.To = strings.TrimSpace(body.To)
 	switch {
 	case body.To == "":
@@ -404,25 +381,21 @@ func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
 	if err != nil {
 		return nil, badRequest("invalid_meta", "%v", err)
 	}
-	return &sendInput{sendRequest: body, Fingerprint: fp[:]}, nil
+	return &sendInput{SendRequest: body, Fingerprint: fp[:]}, nil
 }
 
 // handleSend is POST /v1/send: validate, answer a known idempotency key from
 // the store, else resolve, encrypt and accept; with wait_ms, wait for the
 // broker's answer before replying.
-func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
-	data, err := req.readBody()
+func (d *Daemon) handleSend(req *ipcRequest, body SendRequest) (SendReply, error) {
+	in, err := validateSend(body, req.Header.Get("Idempotency-Key"))
 	if err != nil {
-		return nil, err
-	}
-	in, err := parseSendBody(data, req.Header.Get("Idempotency-Key"))
-	if err != nil {
-		return nil, err
+		return SendReply{}, err
 	}
 	ctx := req.Context()
 	res, err := d.outbox.Lookup(ctx, in.ClientMessageID, in.Fingerprint)
 	if err != nil {
-		return nil, err
+		return SendReply{}, err
 	}
 	var w *rowWaiter
 	var known *outboxRow // the row's state as of the watch, when certain
@@ -430,7 +403,7 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 	if res == nil {
 		row, err := d.prepareSend(ctx, in, req.session)
 		if err != nil {
-			return nil, err
+			return SendReply{}, err
 		}
 		if in.Presence && in.WaitMs > 0 && isHexKey(row.TargetSpec) {
 			// Asked while the message goes out, so that the answer waits
@@ -444,7 +417,7 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 		}
 		r, err := d.outbox.Accept(ctx, *row)
 		if err != nil {
-			return nil, err
+			return SendReply{}, err
 		}
 		res = &r
 		if r.Inserted {
@@ -465,13 +438,6 @@ func (d *Daemon) handleSend(req *ipcRequest) (any, error) {
 		p = <-presence
 	}
 	return sendReply(in, res, p)
-}
-
-// recipientPresence is whether a DM's recipient is connected to the mesh
-// now, and the name it goes by there.
-type recipientPresence struct {
-	Online      bool   `json:"online"`
-	DisplayName string `json:"display_name,omitempty"`
 }
 
 // lookupPresence asks the mesh's broker for its peers and finds key among
@@ -498,38 +464,35 @@ func (d *Daemon) lookupPresence(ctx context.Context, mesh, key string) *recipien
 // sendReply renders an accept result. 202 and 200 carry the row's state
 // (and the recipient's presence when it was asked for and known); 409 is
 // an error body with the conflict's name.
-func sendReply(in *sendInput, res *acceptResult, recipient *recipientPresence) (any, error) {
+func sendReply(in *sendInput, res *acceptResult, recipient *recipientPresence) (SendReply, error) {
 	if res.HTTP == http.StatusConflict {
 		var brokerID any
 		if res.Row.BrokerMessageID != "" {
 			brokerID = res.Row.BrokerMessageID
 		}
-		return nil, newAPIError(http.StatusConflict, "idempotency_key_reused", "client_message_id "+in.ClientMessageID+" was used for another message or can no longer be sent").
+		return SendReply{}, newAPIError(http.StatusConflict, "idempotency_key_reused", "client_message_id "+in.ClientMessageID+" was used for another message or can no longer be sent").
 			with("conflict", res.Conflict).with("daemon_fingerprint_prefix", hex.EncodeToString(in.Fingerprint)[:16]).
 			with("broker_message_id", brokerID).with("client_message_id", in.ClientMessageID)
 	}
 	r := res.Row
-	body := map[string]any{"client_message_id": r.ClientMessageID, "id": r.ID, "mesh": r.Mesh, "target": r.TargetSpec}
-	status := res.HTTP
+	out := SendReply{ClientMessageID: r.ClientMessageID, ID: r.ID, Mesh: r.Mesh, Target: r.TargetSpec,
+		Recipient: recipient, httpStatus: res.HTTP}
 	switch r.Status {
 	case outboxDone:
-		body["status"], body["broker_message_id"], body["duplicate"] = "done", r.BrokerMessageID, !res.Inserted
-		status = http.StatusOK
+		out.Status, out.BrokerMessageID, out.Duplicate = "done", ptr(r.BrokerMessageID), ptr(!res.Inserted)
+		out.httpStatus = http.StatusOK
 	case outboxDead:
-		body["status"], body["last_error"] = "dead", r.LastError
-		status = http.StatusOK
+		out.Status, out.LastError = "dead", ptr(r.LastError)
+		out.httpStatus = http.StatusOK
 	case outboxInflight:
-		body["status"] = "inflight"
+		out.Status = "inflight"
 	default:
-		body["status"] = "queued"
+		out.Status = "queued"
 	}
 	if r.LastError != "" && r.Status != outboxDone {
-		body["last_error"] = r.LastError
+		out.LastError = ptr(r.LastError)
 	}
-	if recipient != nil {
-		body["recipient"] = recipient
-	}
-	return statusBody{status: status, body: body}, nil
+	return out, nil
 }
 
 // prepareSend resolves the mesh and the target, encrypts, and builds the
@@ -628,27 +591,6 @@ const minDaemonPrefix = 16
 
 // Outbox routes.
 
-// outboxView is a row as GET /v1/outbox shows it; routing columns stay in.
-type outboxView struct {
-	ID              string  `json:"id"`
-	ClientMessageID string  `json:"client_message_id"`
-	Status          string  `json:"status"`
-	Attempts        int     `json:"attempts"`
-	EnqueuedAt      string  `json:"enqueued_at"`
-	NextAttemptAt   string  `json:"next_attempt_at"`
-	DeliveredAt     *string `json:"delivered_at"`
-	BrokerMessageID *string `json:"broker_message_id"`
-	LastError       *string `json:"last_error"`
-	AbortedAt       *string `json:"aborted_at"`
-	AbortedBy       *string `json:"aborted_by"`
-	SupersededBy    *string `json:"superseded_by"`
-	PayloadBytes    int     `json:"payload_bytes"`
-	Mesh            string  `json:"mesh,omitempty"`
-	Target          string  `json:"target,omitempty"`
-	Priority        string  `json:"priority,omitempty"`
-	SenderSession   string  `json:"sender_session_pubkey,omitempty"`
-}
-
 func msISO(ms int64) *string {
 	if ms == 0 {
 		return nil
@@ -674,59 +616,42 @@ func (r *outboxRow) view() outboxView {
 	}
 }
 
-func (d *Daemon) handleOutboxList(req *ipcRequest) (any, error) {
-	q := req.URL.Query()
-	status := q.Get("status")
+func (d *Daemon) handleOutboxList(req *ipcRequest, in OutboxQuery) (OutboxReply, error) {
+	status := in.Status
 	if status == "failed" {
 		status = outboxDead
 	}
 	if status != "" && !containsString(outboxStatuses, status) {
-		return nil, badRequest("invalid_status", "status must be one of %s", strings.Join(outboxStatuses, ", "))
+		return OutboxReply{}, badRequest("invalid_status", "status must be one of %s", strings.Join(outboxStatuses, ", "))
 	}
-	limit, err := queryLimit(q.Get("limit"), 50, 500)
+	rows, err := d.outbox.List(req.Context(), status, clampLimit(in.Limit, 50, 500))
 	if err != nil {
-		return nil, err
-	}
-	rows, err := d.outbox.List(req.Context(), status, limit)
-	if err != nil {
-		return nil, err
+		return OutboxReply{}, err
 	}
 	items := []outboxView{}
 	for _, r := range rows {
 		items = append(items, r.view())
 	}
-	return map[string]any{"items": items}, nil
+	return OutboxReply{Items: items}, nil
 }
 
-// queryLimit parses a limit parameter, clamped to 1..max.
-func queryLimit(s string, def, maxLimit int) (int, error) {
-	if s == "" {
-		return def, nil
+// clampLimit is a limit parameter clamped to 1..max, or def when absent.
+func clampLimit(n *int, def, maxLimit int) int {
+	if n == nil {
+		return def
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, badRequest("invalid_limit", "limit must be a number")
-	}
-	return min(max(n, 1), maxLimit), nil
+	return min(max(*n, 1), maxLimit)
 }
 
-func (d *Daemon) handleOutboxRequeue(req *ipcRequest) (any, error) {
-	var body struct {
-		ID                 string `json:"id"`
-		NewClientMessageID string `json:"new_client_message_id"`
-		AbortedBy          string `json:"aborted_by"`
-	}
-	if err := req.decodeBody(&body); err != nil {
-		return nil, err
-	}
+func (d *Daemon) handleOutboxRequeue(req *ipcRequest, body RequeueRequest) (RequeueReply, error) {
 	if body.ID == "" {
-		return nil, badRequest("missing_id", "missing 'id'")
+		return RequeueReply{}, badRequest("missing_id", "missing 'id'")
 	}
 	if body.NewClientMessageID == "" {
 		body.NewClientMessageID = newUUID()
 	}
 	if len(body.NewClientMessageID) > maxIDLen {
-		return nil, badRequest("invalid_client_message_id", "new_client_message_id is longer than %d bytes", maxIDLen)
+		return RequeueReply{}, badRequest("invalid_client_message_id", "new_client_message_id is longer than %d bytes", maxIDLen)
 	}
 	if body.AbortedBy == "" {
 		body.AbortedBy = "operator"
@@ -734,12 +659,12 @@ func (d *Daemon) handleOutboxRequeue(req *ipcRequest) (any, error) {
 	fresh, err := d.outbox.Requeue(req.Context(), body.ID, body.NewClientMessageID, body.AbortedBy, time.Now())
 	switch {
 	case errors.Is(err, errNotRequeueable):
-		return nil, newAPIError(http.StatusConflict, "not_requeueable", err.Error()).with("id", body.ID)
+		return RequeueReply{}, newAPIError(http.StatusConflict, "not_requeueable", err.Error()).with("id", body.ID)
 	case errors.Is(err, errClientIDTaken):
-		return nil, newAPIError(http.StatusConflict, "client_message_id_taken", err.Error())
+		return RequeueReply{}, newAPIError(http.StatusConflict, "client_message_id_taken", err.Error())
 	case err != nil:
-		return nil, err
+		return RequeueReply{}, err
 	}
 	d.drain.Wake()
-	return map[string]any{"aborted_row_id": body.ID, "new_row_id": fresh.ID, "new_client_message_id": fresh.ClientMessageID}, nil
+	return RequeueReply{AbortedRowID: body.ID, NewRowID: fresh.ID, NewClientMessageID: fresh.ClientMessageID}, nil
 }

@@ -172,7 +172,7 @@ func TestReplayAfterPeerLeft(t *testing.T) {
 		return body["error"] == "no_peer_matches"
 	})
 	status, body := rawIPC(t, cl, "POST", "/v1/send", map[string]any{"to": "Bert", "message": "once"}, map[string]string{"Idempotency-Key": "k1"})
-	if status != 200 || body["duplicate"] != true || body["broker_message_id"] != first.BrokerMessageID {
+	if status != 200 || body["duplicate"] != true || body["broker_message_id"] != deref(first.BrokerMessageID) {
 		t.Fatalf("replay = %d %v, want 200 duplicate", status, body)
 	}
 }
@@ -362,7 +362,7 @@ func TestOutboxRoutes(t *testing.T) {
 	cl := f.d1.client("")
 	gone := mustNewKeypair().PublicHex() // never in the mesh: the broker refuses it
 	out := ipcSend(t, cl, map[string]any{"to": gone, "message": "lost", "wait_ms": 10_000})
-	if out.Status != "dead" || !strings.HasPrefix(out.LastError, codeUnknownTarget) {
+	if out.Status != "dead" || !strings.HasPrefix(deref(out.LastError), codeUnknownTarget) {
 		t.Fatalf("send to an unknown key = %+v, want dead with unknown_target", out)
 	}
 	var list struct {
@@ -392,6 +392,15 @@ func TestOutboxRoutes(t *testing.T) {
 	if status != http.StatusConflict {
 		t.Fatalf("requeue of an aborted row = %d %v, want 409", status, body)
 	}
+}
+
+// parseSendBody decodes a send body as the route does, then validates it.
+func parseSendBody(data []byte, idempotencyKey string) (*sendInput, error) {
+	var body SendRequest
+	if err := decodeJSONObject(data, &body); err != nil {
+		return nil, err
+	}
+	return validateSend(body, idempotencyKey)
 }
 
 // Every body POST /v1/send can get either parses into a valid send or is

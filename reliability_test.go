@@ -315,7 +315,7 @@ func TestSenderKilledWithPendingRowsDeliversAfterRestart(t *testing.T) {
 			texts := []string{"one", "two", "three"}
 			var first string
 			for i, text := range texts {
-				var a sendAnswer
+				var a SendReply
 				if err := sender.Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &a); err != nil {
 					t.Fatal(err)
 				}

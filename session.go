@@ -55,29 +55,6 @@ func (p *SessionPresence) Keypair() Keypair { return p.keypair }
 // TokenPrefix is the first 8 characters of the token, safe to show.
 func (s *Session) TokenPrefix() string { return s.Token[:8] }
 
-// sessionView is a session as IPC shows it: camelCase like claudemesh's,
-// and never a secret.
-type sessionView struct {
-	SessionID    string        `json:"sessionId"`
-	Mesh         string        `json:"mesh"`
-	DisplayName  string        `json:"displayName"`
-	Pid          int           `json:"pid"`
-	Cwd          string        `json:"cwd,omitempty"`
-	Role         string        `json:"role,omitempty"`
-	Groups       []string      `json:"groups,omitempty"`
-	Presence     *presenceView `json:"presence,omitempty"`
-	StartTime    string        `json:"startTime,omitempty"`
-	RegisteredAt int64         `json:"registeredAt"`
-	TokenPrefix  string        `json:"token_prefix"`
-	Link         LinkState     `json:"link,omitempty"`
-	MemberPubkey string        `json:"memberPubkey,omitempty"`
-}
-
-type presenceView struct {
-	SessionPubkey     string      `json:"sessionPubkey"`
-	ParentAttestation Attestation `json:"parentAttestation"`
-}
-
 func (s *Session) view() sessionView {
 	v := sessionView{
 		SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, Pid: s.Pid, Cwd: s.Cwd,

@@ -170,7 +170,7 @@ func TestSessionsRestoredAfterRestart(t *testing.T) {
 	td := startTestDaemon(t, h, func(o *DaemonOptions) { o.ReaperInterval = time.Hour })
 	live, key := registration(t, fx.alpha, "live", os.Getpid())
 	gone, _ := registration(t, fx.alpha, "gone", dead.Process.Pid)
-	for _, r := range []SessionRegistration{live, gone} {
+	for _, r := range []RegisterRequest{live, gone} {
 		if err := td.client("").RegisterSession(ctx, r); err != nil {
 			t.Fatal(err)
 		}

@@ -56,7 +56,7 @@ func TestSkillExplainsEveryMetaKey(t *testing.T) {
 			keys[k] = true
 		}
 	}
-	collect(channelFromMessage(mcpMessageEvent{ID: "r", Topic: "t", ReplyToID: "x", Subtype: "s", Body: &body}))
+	collect(channelFromMessage(MessageEvent{ID: "r", Topic: "t", ReplyToID: "x", Subtype: "s", Body: &body}))
 	collect(channelFromSystem("peer_join", []byte(`{"event":"peer_returned","name":"n","pubkey":"p","groups":["g"],"lastSeenAt":"t","summary":"s"}`)))
 	collect(welcomeChannel(welcomeInput{}))
 	for k := range keys {

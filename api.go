@@ -1,0 +1,800 @@
+// The daemon's IPC contract: for every route, its method and path, the Go
+// type of its request and the Go type of its reply. The daemon's route table
+// binds each handler to one of these endpoints and the client calls the same
+// endpoint, so server and client are compiled against one pair of types: a
+// renamed field fails to build instead of failing at run time.
+//
+// A request type says where each field travels: `path:"name"` fills a {name}
+// segment of the pattern, `query:"name"` a query parameter, and the rest is
+// the JSON body of the routes that have one. Errors have one shape on every
+// route, {"error": code, "message": …, …} (ipc.go's ipcErrorStatus).
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// ipcEndpoint is one IPC route with its request and reply types.
+type ipcEndpoint[Req, Rep any] struct {
+	method  string
+	pattern string // segments; {name} is a path field of Req
+	body    bool   // Req's JSON fields travel as the body
+	maxBody int64  // the body cap; 0 = defaultMaxBody
+}
+
+// noRequest is the request of a route that takes nothing.
+type noRequest struct{}
+
+// The endpoints, in the order of the route table.
+var (
+	apiVersion       = ipcEndpoint[noRequest, VersionReply]{method: "GET", pattern: "/v1/version"}
+	apiHealth        = ipcEndpoint[noRequest, HealthReply]{method: "GET", pattern: "/v1/health"}
+	apiReload        = ipcEndpoint[noRequest, ReloadReply]{method: "POST", pattern: "/v1/reload"}
+	apiRegister      = ipcEndpoint[RegisterRequest, RegisterReply]{method: "POST", pattern: "/v1/sessions/register", body: true, maxBody: 64 << 10}
+	apiSessionMe     = ipcEndpoint[noRequest, SessionMeReply]{method: "GET", pattern: "/v1/sessions/me"}
+	apiSessions      = ipcEndpoint[noRequest, SessionsReply]{method: "GET", pattern: "/v1/sessions"}
+	apiDeregister    = ipcEndpoint[DeregisterRequest, DeregisterReply]{method: "DELETE", pattern: "/v1/sessions/{token}"}
+	apiPeers         = ipcEndpoint[MeshQuery, PeersReply]{method: "GET", pattern: "/v1/peers"}
+	apiState         = ipcEndpoint[StateQuery, StateReply]{method: "GET", pattern: "/v1/state"}
+	apiStateSet      = ipcEndpoint[StateSetRequest, StateSetReply]{method: "POST", pattern: "/v1/state", body: true, maxBody: 256 << 10}
+	apiRecall        = ipcEndpoint[RecallQuery, RecallReply]{method: "GET", pattern: "/v1/memory"}
+	apiRemember      = ipcEndpoint[RememberRequest, RememberReply]{method: "POST", pattern: "/v1/memory", body: true, maxBody: 256 << 10}
+	apiForget        = ipcEndpoint[ForgetRequest, ForgetReply]{method: "DELETE", pattern: "/v1/memory/{id}"}
+	apiSkills        = ipcEndpoint[SkillsQuery, SkillsReply]{method: "GET", pattern: "/v1/skills"}
+	apiShareSkill    = ipcEndpoint[ShareSkillRequest, SkillActionReply]{method: "POST", pattern: "/v1/skills", body: true, maxBody: 256 << 10}
+	apiSkill         = ipcEndpoint[SkillRequest, SkillReply]{method: "GET", pattern: "/v1/skills/{name}"}
+	apiRemoveSkill   = ipcEndpoint[SkillRequest, SkillActionReply]{method: "DELETE", pattern: "/v1/skills/{name}"}
+	apiProfile       = ipcEndpoint[ProfileRequest, ProfileReply]{method: "POST", pattern: "/v1/profile", body: true, maxBody: 16 << 10}
+	apiSend          = ipcEndpoint[SendRequest, SendReply]{method: "POST", pattern: "/v1/send", body: true, maxBody: maxSendBody}
+	apiOutbox        = ipcEndpoint[OutboxQuery, OutboxReply]{method: "GET", pattern: "/v1/outbox"}
+	apiOutboxRequeue = ipcEndpoint[RequeueRequest, RequeueReply]{method: "POST", pattern: "/v1/outbox/requeue", body: true, maxBody: 4 << 10}
+	apiInbox         = ipcEndpoint[InboxQuery, InboxReply]{method: "GET", pattern: "/v1/inbox"}
+	apiInboxSeen     = ipcEndpoint[InboxSeenRequest, InboxSeenReply]{method: "POST", pattern: "/v1/inbox/seen", body: true, maxBody: 64 << 10}
+	apiInboxFlush    = ipcEndpoint[InboxFlushQuery, InboxFlushReply]{method: "DELETE", pattern: "/v1/inbox"}
+	apiInboxDelete   = ipcEndpoint[InboxDeleteRequest, InboxDeleteReply]{method: "DELETE", pattern: "/v1/inbox/{id}"}
+)
+
+// GET /v1/events has no reply type: it is a stream of Server-Sent Events
+// whose data are MessageEvent, BrokerStatusEvent, or a system event (the
+// broker's eventData with mesh, event and ts added).
+
+// Daemon and sessions.
+
+// VersionReply is GET /v1/version.
+type VersionReply struct {
+	DaemonVersion string   `json:"daemon_version"`
+	IPCAPI        string   `json:"ipc_api"`
+	IPCFeatures   []string `json:"ipc_features"`
+	SchemaVersion int      `json:"schema_version"`
+}
+
+// HealthReply is GET /v1/health.
+type HealthReply struct {
+	OK             bool                  `json:"ok"`
+	Pid            int                   `json:"pid"`
+	Version        string                `json:"version"`
+	Brokers        map[string]string     `json:"brokers"` // mesh → its member link's state
+	Sessions       int                   `json:"sessions"`
+	Links          []LinkHealth          `json:"links"`
+	Uptime         int                   `json:"uptime_s"`
+	TCPPort        int                   `json:"tcp_port,omitempty"`
+	EmbeddedBroker *EmbeddedBrokerHealth `json:"embedded_broker,omitempty"`
+}
+
+// LinkHealth is one broker link in /v1/health: a member link (with its
+// broker's URL) or a session link (with its session).
+type LinkHealth struct {
+	Kind      string    `json:"kind"`
+	Mesh      string    `json:"mesh"`
+	State     LinkState `json:"state"`
+	SessionID string    `json:"session_id,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	URL       string    `json:"url,omitempty"`
+}
+
+// EmbeddedBrokerHealth is the embedded broker in /v1/health.
+type EmbeddedBrokerHealth struct {
+	Listen string `json:"listen"`
+	Data   string `json:"data"`
+	State  string `json:"state"` // "serving" or "failed"
+	URL    string `json:"url,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// ReloadReply is POST /v1/reload: the meshes the config added and removed,
+// and the ones the daemon now has.
+type ReloadReply struct {
+	OK      bool     `json:"ok"`
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Meshes  []string `json:"meshes"`
+}
+
+// RegisterRequest is the body of POST /v1/sessions/register.
+type RegisterRequest struct {
+	Token       string                `json:"token"`
+	SessionID   string                `json:"session_id"`
+	Mesh        string                `json:"mesh"`
+	DisplayName string                `json:"display_name"`
+	Pid         int                   `json:"pid"`
+	Cwd         string                `json:"cwd,omitempty"`
+	Role        string                `json:"role,omitempty"`
+	Groups      textList              `json:"groups,omitempty"`
+	Presence    *PresenceRegistration `json:"presence,omitempty"`
+}
+
+// PresenceRegistration hands the daemon a session's key and its member's
+// attestation, so the daemon can open the session's own link. A missing
+// attestation is refused.
+type PresenceRegistration struct {
+	SessionPubkey     string                   `json:"session_pubkey"`
+	SessionSecretKey  string                   `json:"session_secret_key"`
+	ParentAttestation *AttestationRegistration `json:"parent_attestation"`
+}
+
+// AttestationRegistration is an Attestation in the IPC's snake_case.
+type AttestationRegistration struct {
+	SessionPubkey      string `json:"session_pubkey"`
+	ParentMemberPubkey string `json:"parent_member_pubkey"`
+	ExpiresAt          int64  `json:"expires_at"`
+	Signature          string `json:"signature"`
+}
+
+// RegisterReply is POST /v1/sessions/register's answer.
+type RegisterReply struct {
+	OK               bool   `json:"ok"`
+	RegisteredAt     int64  `json:"registered_at"` // ms
+	PresenceAccepted bool   `json:"presence_accepted"`
+	TokenPrefix      string `json:"token_prefix"`
+}
+
+// SessionMeReply is GET /v1/sessions/me: the caller's session.
+type SessionMeReply struct {
+	Session sessionView `json:"session"`
+}
+
+// SessionsReply is GET /v1/sessions.
+type SessionsReply struct {
+	Sessions []sessionView `json:"sessions"`
+}
+
+// sessionView is a session as IPC shows it: camelCase like claudemesh's,
+// and never a secret.
+type sessionView struct {
+	SessionID    string        `json:"sessionId"`
+	Mesh         string        `json:"mesh"`
+	DisplayName  string        `json:"displayName"`
+	Pid          int           `json:"pid"`
+	Cwd          string        `json:"cwd,omitempty"`
+	Role         string        `json:"role,omitempty"`
+	Groups       []string      `json:"groups,omitempty"`
+	Presence     *presenceView `json:"presence,omitempty"`
+	StartTime    string        `json:"startTime,omitempty"`
+	RegisteredAt int64         `json:"registeredAt"`
+	TokenPrefix  string        `json:"token_prefix"`
+	Link         LinkState     `json:"link,omitempty"`
+	MemberPubkey string        `json:"memberPubkey,omitempty"`
+}
+
+type presenceView struct {
+	SessionPubkey     string      `json:"sessionPubkey"`
+	ParentAttestation Attestation `json:"parentAttestation"`
+}
+
+// DeregisterRequest is DELETE /v1/sessions/{token}.
+type DeregisterRequest struct {
+	Token string `path:"token"`
+}
+
+// DeregisterReply is DELETE /v1/sessions/{token}'s answer.
+type DeregisterReply struct {
+	OK          bool   `json:"ok"`
+	TokenPrefix string `json:"token_prefix"`
+}
+
+// Broker-backed reads and writes.
+
+// MeshQuery scopes a read to one mesh ("" = the caller's session mesh,
+// else every joined mesh).
+type MeshQuery struct {
+	Mesh string `query:"mesh"`
+}
+
+// PeersReply is GET /v1/peers; Errors names the meshes that could not be
+// asked when several were.
+type PeersReply struct {
+	Peers  []MeshRow[PeerRow] `json:"peers"`
+	Errors map[string]string  `json:"errors,omitempty"`
+}
+
+// StateQuery is GET /v1/state: one key when Key is given (an empty one is
+// refused), else every key.
+type StateQuery struct {
+	Key  *string `query:"key"`
+	Mesh string  `query:"mesh"`
+}
+
+// StateReply is GET /v1/state: State for one key, Entries for every key.
+type StateReply struct {
+	State   *MeshRow[StateEntry]   `json:"state,omitempty"`
+	Entries *[]MeshRow[StateEntry] `json:"entries,omitempty"`
+	Errors  map[string]string      `json:"errors,omitempty"`
+}
+
+// StateSetRequest is the body of POST /v1/state.
+type StateSetRequest struct {
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value"`
+	Mesh  string          `json:"mesh"`
+}
+
+// StateSetReply is POST /v1/state's answer once the broker confirmed it.
+type StateSetReply struct {
+	OK   bool   `json:"ok"`
+	Key  string `json:"key"`
+	Mesh string `json:"mesh"`
+}
+
+// RecallQuery is GET /v1/memory.
+type RecallQuery struct {
+	Q    string `query:"q"`
+	Mesh string `query:"mesh"`
+}
+
+// RecallReply is GET /v1/memory's answer, best matches first.
+type RecallReply struct {
+	Matches []MeshRow[Memory] `json:"matches"`
+	Errors  map[string]string `json:"errors,omitempty"`
+}
+
+// RememberRequest is the body of POST /v1/memory.
+type RememberRequest struct {
+	Content string   `json:"content"`
+	Tags    []string `json:"tags"`
+	Mesh    string   `json:"mesh"`
+}
+
+// RememberReply is POST /v1/memory's answer.
+type RememberReply struct {
+	ID   string `json:"id"`
+	Mesh string `json:"mesh"`
+}
+
+// ForgetRequest is DELETE /v1/memory/{id}.
+type ForgetRequest struct {
+	ID   string `path:"id"`
+	Mesh string `query:"mesh"`
+}
+
+// ForgetReply is DELETE /v1/memory/{id}'s answer.
+type ForgetReply struct {
+	OK   bool   `json:"ok"`
+	ID   string `json:"id"`
+	Mesh string `json:"mesh"`
+}
+
+// SkillsQuery is GET /v1/skills.
+type SkillsQuery struct {
+	Query string `query:"query"`
+	Mesh  string `query:"mesh"`
+}
+
+// SkillsReply is GET /v1/skills (skills without their instructions).
+type SkillsReply struct {
+	Skills []MeshRow[Skill]  `json:"skills"`
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// SkillRequest is GET and DELETE /v1/skills/{name}.
+type SkillRequest struct {
+	Name string `path:"name"`
+	Mesh string `query:"mesh"`
+}
+
+// SkillReply is GET /v1/skills/{name}: the skill with its instructions.
+type SkillReply struct {
+	Skill MeshRow[Skill] `json:"skill"`
+}
+
+// ShareSkillRequest is the body of POST /v1/skills.
+type ShareSkillRequest struct {
+	Name         string          `json:"name"`
+	Description  string          `json:"description"`
+	Instructions string          `json:"instructions"`
+	Tags         []string        `json:"tags"`
+	Manifest     json.RawMessage `json:"manifest,omitempty"`
+	Mesh         string          `json:"mesh"`
+}
+
+// SkillActionReply answers sharing or removing a skill: what the broker
+// did ("shared", "removed").
+type SkillActionReply struct {
+	OK     bool   `json:"ok"`
+	Name   string `json:"name"`
+	Action string `json:"action"`
+	Mesh   string `json:"mesh"`
+}
+
+// ProfileRequest is POST /v1/profile: only the fields given change.
+// Unknown keys are refused so that a typo does not look like success. The
+// body's mesh wins over the query's.
+type ProfileRequest struct {
+	Summary      *string   `json:"summary,omitempty"`
+	Status       *string   `json:"status,omitempty"`
+	Visible      *bool     `json:"visible,omitempty"`
+	Avatar       *string   `json:"avatar,omitempty"`
+	Title        *string   `json:"title,omitempty"`
+	Bio          *string   `json:"bio,omitempty"`
+	Capabilities *[]string `json:"capabilities,omitempty"`
+	Mesh         string    `json:"mesh"`
+	QueryMesh    string    `json:"-" query:"mesh"`
+}
+
+func (p *ProfileRequest) strictJSON() {}
+
+// ProfileReply is POST /v1/profile's answer: which fields were applied, on
+// which meshes, over which kind of link.
+type ProfileReply struct {
+	OK      bool     `json:"ok"`
+	Applied []string `json:"applied"`
+	Meshes  []string `json:"meshes"`
+	Via     string   `json:"via"`
+}
+
+// MeshRow is one row a broker listed, with the mesh it came from. The
+// daemon passes on every field the broker sent, including ones newer than
+// this build: Fields holds them all and is what the row encodes as (plus
+// "mesh"). Row is the same row decoded as this build knows it; it is filled
+// when a row is decoded, or may be the only thing set when a row is built
+// from a value.
+type MeshRow[T any] struct {
+	Mesh   string
+	Row    T
+	Fields map[string]json.RawMessage
+}
+
+// newMeshRow wraps a broker's row, keeping every field it has.
+func newMeshRow[T any](raw json.RawMessage, mesh string) (MeshRow[T], error) {
+	r := MeshRow[T]{Mesh: mesh}
+	if err := json.Unmarshal(raw, &r.Fields); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// meshRowOf wraps a row this build built itself.
+func meshRowOf[T any](row T, mesh string) MeshRow[T] { return MeshRow[T]{Mesh: mesh, Row: row} }
+
+// meshRows wraps a broker's list.
+func meshRows[T any](items []json.RawMessage, mesh string) ([]MeshRow[T], error) {
+	out := make([]MeshRow[T], 0, len(items))
+	for _, it := range items {
+		r, err := newMeshRow[T](it, mesh)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (r MeshRow[T]) MarshalJSON() ([]byte, error) {
+	fields := r.Fields
+	if fields == nil {
+		raw, err := json.Marshal(r.Row)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(raw, &fields); err != nil {
+			return nil, err
+		}
+	}
+	out := make(map[string]json.RawMessage, len(fields)+1)
+	for k, v := range fields {
+		out[k] = v
+	}
+	out["mesh"], _ = json.Marshal(r.Mesh)
+	return json.Marshal(out)
+}
+
+func (r *MeshRow[T]) UnmarshalJSON(data []byte) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return err
+	}
+	var row T
+	if fields != nil {
+		if err := json.Unmarshal(data, &row); err != nil {
+			return err
+		}
+	}
+	var mesh string
+	if m, ok := fields["mesh"]; ok {
+		_ = json.Unmarshal(m, &mesh)
+		delete(fields, "mesh")
+	}
+	*r = MeshRow[T]{Mesh: mesh, Row: row, Fields: fields}
+	return nil
+}
+
+// object is the row as a generic JSON object, mesh included.
+func (r MeshRow[T]) object() (map[string]any, error) {
+	data, err := r.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	return out, json.Unmarshal(data, &out)
+}
+
+// Messages.
+
+// SendRequest is the body of POST /v1/send. The Idempotency-Key header
+// stands in for ClientMessageID when that is empty. WaitMs is our addition:
+// wait up to that long for the broker's answer before replying.
+type SendRequest struct {
+	To              string          `json:"to"`
+	Message         string          `json:"message"`
+	Priority        string          `json:"priority,omitempty"` // default next
+	Meta            json.RawMessage `json:"meta,omitempty"`
+	ReplyToID       string          `json:"reply_to_id,omitempty"`
+	ClientMessageID string          `json:"client_message_id,omitempty"`
+	Mesh            string          `json:"mesh,omitempty"`
+	WaitMs          int             `json:"wait_ms,omitempty"`
+	// Presence is our addition too: with wait_ms, a DM's answer says
+	// whether its recipient is online (and its name), so that the CLI needs
+	// no peer list of its own for that.
+	Presence bool `json:"presence,omitempty"`
+}
+
+// SendReply is POST /v1/send's answer (202 while the row waits, 200 once it
+// is done or dead). BrokerMessageID and Duplicate are there for a done row,
+// LastError for a dead one or one that failed an attempt.
+type SendReply struct {
+	ClientMessageID string             `json:"client_message_id"`
+	ID              string             `json:"id"`
+	Mesh            string             `json:"mesh"`
+	Target          string             `json:"target"`
+	Status          string             `json:"status"` // queued | inflight | done | dead
+	BrokerMessageID *string            `json:"broker_message_id,omitempty"`
+	Duplicate       *bool              `json:"duplicate,omitempty"`
+	LastError       *string            `json:"last_error,omitempty"`
+	Recipient       *recipientPresence `json:"recipient,omitempty"` // with presence: a DM's recipient, when the daemon could tell
+
+	httpStatus int
+}
+
+func (r SendReply) status() int { return r.httpStatus }
+
+// recipientPresence is whether a DM's recipient is connected to the mesh
+// now, and the name it goes by there.
+type recipientPresence struct {
+	Online      bool   `json:"online"`
+	DisplayName string `json:"display_name,omitempty"`
+}
+
+// OutboxQuery is GET /v1/outbox: rows newest first, of one status ("failed"
+// means dead) or all.
+type OutboxQuery struct {
+	Status string `query:"status"`
+	Limit  *int   `query:"limit"` // 1..500, default 50
+}
+
+// OutboxReply is GET /v1/outbox's answer.
+type OutboxReply struct {
+	Items []outboxView `json:"items"`
+}
+
+// outboxView is a row as GET /v1/outbox shows it; routing columns stay in.
+type outboxView struct {
+	ID              string  `json:"id"`
+	ClientMessageID string  `json:"client_message_id"`
+	Status          string  `json:"status"`
+	Attempts        int     `json:"attempts"`
+	EnqueuedAt      string  `json:"enqueued_at"`
+	NextAttemptAt   string  `json:"next_attempt_at"`
+	DeliveredAt     *string `json:"delivered_at"`
+	BrokerMessageID *string `json:"broker_message_id"`
+	LastError       *string `json:"last_error"`
+	AbortedAt       *string `json:"aborted_at"`
+	AbortedBy       *string `json:"aborted_by"`
+	SupersededBy    *string `json:"superseded_by"`
+	PayloadBytes    int     `json:"payload_bytes"`
+	Mesh            string  `json:"mesh,omitempty"`
+	Target          string  `json:"target,omitempty"`
+	Priority        string  `json:"priority,omitempty"`
+	SenderSession   string  `json:"sender_session_pubkey,omitempty"`
+}
+
+// RequeueRequest is the body of POST /v1/outbox/requeue.
+type RequeueRequest struct {
+	ID                 string `json:"id"`
+	NewClientMessageID string `json:"new_client_message_id"` // "" = a fresh one
+	AbortedBy          string `json:"aborted_by,omitempty"`  // "" = operator
+}
+
+// RequeueReply is POST /v1/outbox/requeue's answer.
+type RequeueReply struct {
+	AbortedRowID       string `json:"aborted_row_id"`
+	NewRowID           string `json:"new_row_id"`
+	NewClientMessageID string `json:"new_client_message_id"`
+}
+
+// InboxQuery is GET /v1/inbox. Rows listed are marked seen unless MarkSeen
+// is false.
+type InboxQuery struct {
+	Mesh       string `query:"mesh"`
+	Since      string `query:"since"` // ISO time
+	Topic      string `query:"topic"`
+	From       string `query:"from"`
+	UnreadOnly bool   `query:"unread_only"`
+	Limit      *int   `query:"limit"` // 1..1000, default 100
+	MarkSeen   *bool  `query:"mark_seen"`
+}
+
+// InboxReply is GET /v1/inbox's answer, newest first.
+type InboxReply struct {
+	Items      []inboxItem `json:"items"`
+	MarkedSeen int64       `json:"marked_seen"`
+}
+
+// inboxItem is a row as GET /v1/inbox shows it. Body is null when the
+// message could not be decrypted.
+type inboxItem struct {
+	ID                 string     `json:"id"`
+	ClientMessageID    string     `json:"client_message_id"`
+	BrokerMessageID    nullString `json:"broker_message_id"`
+	Mesh               string     `json:"mesh"`
+	Topic              nullString `json:"topic"`
+	SenderPubkey       string     `json:"sender_pubkey"`
+	SenderMemberPubkey nullString `json:"sender_member_pubkey"`
+	SenderName         string     `json:"sender_name"`
+	Body               *string    `json:"body"`
+	DecryptFailed      bool       `json:"decrypt_failed"`
+	ReceivedAt         string     `json:"received_at"`
+	ReplyToID          nullString `json:"reply_to_id"`
+	Priority           string     `json:"priority"`
+	SeenAt             nullString `json:"seen_at"`
+	RecipientPubkey    nullString `json:"recipient_pubkey"`
+	RecipientKind      nullString `json:"recipient_kind"`
+}
+
+// InboxSeenRequest is the body of POST /v1/inbox/seen.
+type InboxSeenRequest struct {
+	IDs textList `json:"ids"`
+}
+
+// InboxSeenReply is POST /v1/inbox/seen's answer.
+type InboxSeenReply struct {
+	MarkedSeen int64 `json:"marked_seen"`
+}
+
+// InboxFlushQuery is DELETE /v1/inbox: outside a session one of its
+// filters is required (All for every row on every mesh).
+type InboxFlushQuery struct {
+	Mesh   string `query:"mesh"`
+	Before string `query:"before"` // ISO time
+	All    bool   `query:"all"`
+}
+
+// InboxFlushReply is DELETE /v1/inbox's answer.
+type InboxFlushReply struct {
+	Removed int64 `json:"removed"`
+}
+
+// InboxDeleteRequest is DELETE /v1/inbox/{id}.
+type InboxDeleteRequest struct {
+	ID string `path:"id"`
+}
+
+// InboxDeleteReply is DELETE /v1/inbox/{id}'s answer.
+type InboxDeleteReply struct {
+	Removed int    `json:"removed"`
+	ID      string `json:"id"`
+}
+
+// Events of GET /v1/events.
+
+// MessageEvent is the data of a `message` event: one new inbox row.
+type MessageEvent struct {
+	ID                 string     `json:"id"`
+	Mesh               string     `json:"mesh"`
+	ClientMessageID    string     `json:"client_message_id"`
+	BrokerMessageID    nullString `json:"broker_message_id"`
+	SenderPubkey       string     `json:"sender_pubkey"`
+	SenderMemberPubkey nullString `json:"sender_member_pubkey"`
+	SenderName         string     `json:"sender_name"`
+	Topic              nullString `json:"topic"`
+	ReplyToID          nullString `json:"reply_to_id"`
+	Priority           string     `json:"priority"`
+	Subtype            string     `json:"subtype,omitempty"`
+	Body               *string    `json:"body"` // null: it could not be decrypted
+	CreatedAt          nullString `json:"created_at"`
+	RecipientPubkey    string     `json:"recipient_pubkey"`
+	RecipientKind      string     `json:"recipient_kind"`
+	TS                 string     `json:"ts"`
+}
+
+func (e *MessageEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// BrokerStatusEvent is the data of a `broker_status` event: a link's new
+// state. SessionID names the session of a session link, so that its MCP
+// server can tell it was kicked.
+type BrokerStatusEvent struct {
+	Mesh      string `json:"mesh"`
+	Status    string `json:"status"`
+	Link      string `json:"link"`
+	SessionID string `json:"session_id,omitempty"`
+	TS        string `json:"ts"`
+}
+
+func (e *BrokerStatusEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// Wire helpers.
+
+// nullString is text that the wire writes as null when empty, and reads
+// back from null as empty.
+type nullString string
+
+func (s nullString) MarshalJSON() ([]byte, error) {
+	if s == "" {
+		return []byte("null"), nil
+	}
+	return json.Marshal(string(s))
+}
+
+func (s *nullString) UnmarshalJSON(data []byte) error {
+	if string(data) == "null" {
+		*s = ""
+		return nil
+	}
+	var v string
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*s = nullString(v)
+	return nil
+}
+
+// textList is a list of strings read leniently: anything in it that is not
+// a non-empty string is dropped rather than failing the request.
+type textList []string
+
+func (l *textList) UnmarshalJSON(data []byte) error {
+	var items []any
+	if err := json.Unmarshal(data, &items); err != nil {
+		return err
+	}
+	out := textList{}
+	for _, v := range items {
+		if s, ok := v.(string); ok && s != "" {
+			out = append(out, s)
+		}
+	}
+	if items == nil {
+		out = nil
+	}
+	*l = out
+	return nil
+}
+
+// The path and query fields of a request.
+
+// requestTarget is the path (pattern filled from in's path fields) and
+// query (from its query fields) of a call to ep. A string is sent when not
+// empty, a bool when true, a pointer whenever it is set.
+func requestTarget(pattern string, in any) string {
+	path := pattern
+	q := url.Values{}
+	v := reflect.ValueOf(in)
+	for i := range v.NumField() {
+		f, fv := v.Type().Field(i), v.Field(i)
+		if name, ok := f.Tag.Lookup("path"); ok {
+			path = strings.Replace(path, "{"+name+"}", url.PathEscape(fv.String()), 1)
+			continue
+		}
+		name, ok := f.Tag.Lookup("query")
+		if !ok {
+			continue
+		}
+		if fv.Kind() == reflect.Pointer {
+			if fv.IsNil() {
+				continue
+			}
+			fv = fv.Elem()
+		} else if fv.IsZero() {
+			continue
+		}
+		switch fv.Kind() {
+		case reflect.String:
+			q.Set(name, fv.String())
+		case reflect.Bool:
+			q.Set(name, strconv.FormatBool(fv.Bool()))
+		case reflect.Int:
+			q.Set(name, strconv.FormatInt(fv.Int(), 10))
+		}
+	}
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
+// decode reads a request to ep as the daemon does: path and query fields
+// first, then the body of a route that has one.
+func (ep ipcEndpoint[Req, Rep]) decode(req *ipcRequest) (Req, error) {
+	var in Req
+	if err := decodeTarget(req.params, req.URL.Query(), &in); err != nil {
+		return in, err
+	}
+	if ep.body {
+		if err := req.decodeBody(&in); err != nil {
+			return in, err
+		}
+	}
+	return in, nil
+}
+
+// decodeTarget fills out's path and query fields from a request. A bool
+// is true only for "true"; a *bool, when present, is false only for
+// "false"; an *int must be a number.
+func decodeTarget(params map[string]string, q url.Values, out any) error {
+	v := reflect.ValueOf(out).Elem()
+	for i := range v.NumField() {
+		f, fv := v.Type().Field(i), v.Field(i)
+		if name, ok := f.Tag.Lookup("path"); ok {
+			fv.SetString(params[name])
+			continue
+		}
+		name, ok := f.Tag.Lookup("query")
+		if !ok || (fv.Kind() == reflect.Pointer && !q.Has(name)) {
+			continue
+		}
+		s := q.Get(name)
+		switch p := fv.Addr().Interface().(type) {
+		case *string:
+			*p = s
+		case **string:
+			*p = &s
+		case *bool:
+			*p = s == "true"
+		case **bool:
+			b := s != "false"
+			*p = &b
+		case **int:
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return newAPIError(http.StatusBadRequest, "invalid_"+name, name+" must be a number")
+			}
+			*p = &n
+		}
+	}
+	return nil
+}
+
+// ptr is a pointer to a copy of v, for optional request fields.
+func ptr[T any](v T) *T { return &v }
+
+// positive is a pointer to n when it is above zero: an optional count
+// where 0 means "the default".
+func positive(n int) *int {
+	if n > 0 {
+		return &n
+	}
+	return nil
+}
+
+// deref is *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
