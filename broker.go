@@ -244,8 +244,16 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 	}
 	b.metrics.init()
 	b.writes = newGroupCommitter(store, b.log, func(n int) { b.metrics.delivered.Add(int64(n)) })
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go b.sweepLoop()
+	go func() {
+		defer b.wg.Done()
+		select {
+		case <-time.After(b.opts.Grace):
+			b.endStalePresences(b.started)
+		case <-b.ctx.Done():
+		}
+	}()
 	return b, nil
 }
 
@@ -619,6 +627,7 @@ func (b *Broker) removePeer(p *peer, code websocket.StatusCode, reason string, a
 		c.closeWith(code, reason)
 	}
 	p.inflight = map[string]*lease{}
+	b.recordAbsence(p)
 	if announce {
 		b.systemPush(room, eventPeerLeft, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool {
 			return p.role == peerRoleControlPlane && o.memberID == p.memberID

@@ -33,11 +33,14 @@ const (
 	writeBatchTimeout = 10 * time.Second // one batch's transaction
 )
 
-// writeOp is one queued write: an append (with a reply) or a mark.
+// writeOp is one queued write: an append (with a reply), a mark, or a
+// presence (closing saved once it is written).
 type writeOp struct {
-	append *appendOp
-	reply  chan appendResult // appends only; buffered
-	mark   *deliveryMark
+	append   *appendOp
+	reply    chan appendResult // appends only; buffered
+	mark     *deliveryMark
+	presence *storedPresence
+	saved    chan struct{}
 }
 
 // groupCommitter is the broker's writer goroutine.
@@ -62,10 +65,24 @@ func newGroupCommitter(store brokerStore, log *slog.Logger, marked func(int)) *g
 // commit: it returns once the batch holding the append has committed (or
 // failed), with the message's id and whether it was a duplicate.
 func (g *groupCommitter) appendMessage(msg storedMessage, recipients []string) (string, bool, error) {
-	reply := make(chan appendResult, 1)
-	g.ops <- writeOp{append: &appendOp{Msg: msg, Recipients: recipients}, reply: reply}
-	r := <-reply
+	r := g.append(appendOp{Msg: msg, Recipients: recipients})
 	return r.ID, r.Dup, r.Err
+}
+
+// append queues one append and waits for its batch: appendMessage's
+// general form, which also takes a multicast to resolve in the store.
+func (g *groupCommitter) append(op appendOp) appendResult {
+	reply := make(chan appendResult, 1)
+	g.ops <- writeOp{append: &op, reply: reply}
+	return <-reply
+}
+
+// savePresence queues a presence for the next batch, where it is written
+// before that batch's appends; the channel is closed once it is.
+func (g *groupCommitter) savePresence(p storedPresence) <-chan struct{} {
+	saved := make(chan struct{})
+	g.ops <- writeOp{presence: &p, saved: saved}
+	return saved
 }
 
 // markDelivered queues a delivery mark for the next batch.
@@ -124,16 +141,35 @@ func (g *groupCommitter) loop() {
 func (g *groupCommitter) commit(batch []writeOp) {
 	var appends []appendOp
 	var marks []deliveryMark
+	var presences []storedPresence
 	for _, op := range batch {
-		if op.append != nil {
+		switch {
+		case op.append != nil:
 			appends = append(appends, *op.append)
-		} else {
+		case op.mark != nil:
 			marks = append(marks, *op.mark)
+		default:
+			presences = append(presences, *op.presence)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), writeBatchTimeout)
+	defer cancel()
+	if len(presences) > 0 {
+		// A presence that cannot be written leaves the last one stored:
+		// multicasts resolve as if the change had not happened.
+		if err := g.store.SavePresences(ctx, presences); err != nil {
+			g.log.Error("save presences", "count", len(presences), "err", err)
+		}
+		for _, op := range batch {
+			if op.saved != nil {
+				close(op.saved)
+			}
+		}
+	}
+	if len(appends) == 0 && len(marks) == 0 {
+		return
+	}
 	results, marked, err := g.store.WriteBatch(ctx, appends, marks)
-	cancel()
 	if err != nil {
 		g.log.Error("write batch", "appends", len(appends), "marks", len(marks), "err", err)
 	} else if marked > 0 {

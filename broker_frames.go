@@ -48,7 +48,7 @@ func (b *Broker) handleSetProfile(c *brokerConn, f *SetProfileFrame, reqID strin
 
 // handleJoinGroup adds the group, or changes the role held in it.
 func (b *Broker) handleJoinGroup(c *brokerConn, f *GroupFrame, reqID string) {
-	b.mutatePeer(c, reqID, false, func(p *peer) {
+	b.mutateMembership(c, reqID, func(p *peer) {
 		for i := range p.groups {
 			if p.groups[i].Name == f.Name {
 				p.groups[i].Role = f.Role
@@ -60,7 +60,7 @@ func (b *Broker) handleJoinGroup(c *brokerConn, f *GroupFrame, reqID string) {
 }
 
 func (b *Broker) handleLeaveGroup(c *brokerConn, f *GroupFrame, reqID string) {
-	b.mutatePeer(c, reqID, false, func(p *peer) {
+	b.mutateMembership(c, reqID, func(p *peer) {
 		kept := p.groups[:0]
 		for _, x := range p.groups {
 			if x.Name != f.Name {
@@ -108,6 +108,7 @@ func (b *Broker) handleSetStatus(c *brokerConn, f *SetStatusFrame, reqID string)
 
 func (b *Broker) handleSetVisible(c *brokerConn, f *SetVisibleFrame, reqID string) {
 	b.mu.Lock()
+	var saved <-chan struct{}
 	if p := c.peer; p != nil && p.visible != *f.Visible {
 		p.visible = *f.Visible
 		event := eventPeerVisible
@@ -115,8 +116,12 @@ func (b *Broker) handleSetVisible(c *brokerConn, f *SetVisibleFrame, reqID strin
 			event = eventPeerHidden
 		}
 		b.systemPush(b.room(p.meshID), event, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool { return o == p })
+		saved = b.recordPresence(p, true)
 	}
 	b.mu.Unlock()
+	if saved != nil {
+		<-saved
+	}
 	c.send(genericAck(reqID))
 }
 

@@ -447,8 +447,8 @@ type admission struct {
 
 // admit is both handshakes' last step: the capacity check again (the
 // store calls ran unlocked), the presence, the client's details, the
-// socket attached, the join announced unless silent, then hello_ack and a
-// drain of everything pending for the key.
+// socket attached, the join announced unless silent, the presence stored,
+// then hello_ack and a drain of everything pending for the key.
 func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeError {
 	b.mu.Lock()
 	if herr := b.capacityCheck(a.meshID, a.replaced); herr != nil {
@@ -465,9 +465,11 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	if !silent {
 		a.announce(room, p)
 	}
+	saved := b.recordPresence(p, true)
 	a.ack.PresenceID = p.presenceID
 	ack := *a.ack
 	b.mu.Unlock()
+	<-saved // a multicast sent after hello_ack reaches this key
 	c.send(ack)
 	c.requestDrain()
 	return nil

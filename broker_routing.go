@@ -11,11 +11,8 @@
 // from the store. DMs to keys the mesh knows are queued while their owner is
 // offline (MessageTTL); keys the mesh never saw are refused. A send whose
 // (mesh, sender member, client_message_id) exists returns the original id.
-// Broadcasts, groups and topics resolve to the present connections (live or
-// in their grace window) other than the sender's and its own daemon's, a
-// member's daemon standing in only for a member with no session reached
-// (multicastRecipients); this broker keeps no topic membership, so `#topic`
-// reaches them like a broadcast with `topic` set.
+// Broadcasts, groups and topics are resolved against durable membership in
+// the same transaction (broker_fanout.go).
 package main
 
 import (
@@ -224,7 +221,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 		return
 	}
 
-	var recipients []string
+	op := appendOp{}
 	switch kind {
 	case targetDirect:
 		known, revoked, err := b.knownTarget(me.meshID, ref)
@@ -243,34 +240,34 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 			refuse(codeUnknownTarget, "%s belongs to a banned member", ref)
 			return
 		}
-		recipients = []string{ref}
+		op.Recipients = []string{ref}
 	default:
-		recipients = b.multicastRecipients(me, kind, ref)
+		op.Multicast = &multicastTarget{Kind: kind, Ref: ref, SenderKey: me.key, SenderMemberID: me.memberID, Now: now}
 	}
 
-	msg := storedMessage{ID: newID(), MeshID: me.meshID, SenderMemberID: me.memberID, SenderPubkey: me.key,
+	op.Msg = storedMessage{ID: newID(), MeshID: me.meshID, SenderMemberID: me.memberID, SenderPubkey: me.key,
 		SenderMemberPubkey: me.memberPubkey, SenderName: me.displayName, TargetSpec: f.TargetSpec, Priority: f.Priority,
 		Nonce: f.Nonce, Ciphertext: f.Ciphertext, CreatedAt: now, ExpiresAt: now.Add(b.opts.MessageTTL),
 		ClientMessageID: f.ClientMessageID, RequestFingerprint: f.RequestFingerprint, ReplyToID: f.ReplyToID, Subtype: f.Subtype}
 	if kind == targetTopic {
-		msg.Topic = ref
+		op.Msg.Topic = ref
 	}
-	id, dup, err := b.writes.appendMessage(msg, recipients)
-	if err != nil {
+	r := b.writes.append(op)
+	if r.Err != nil {
 		b.refundSend(me.memberID)
-		b.log.Error("append message", "err", err)
+		b.log.Error("append message", "err", r.Err)
 		refuse(codeInternal, "store unavailable")
 		return
 	}
-	ack.MessageID, ack.Queued = id, true
-	if dup {
+	ack.MessageID, ack.Queued = r.ID, true
+	if r.Dup {
 		b.refundSend(me.memberID)
 		c.send(ack)
 		return
 	}
 	b.metrics.accepted.Add(1)
 	c.send(ack)
-	b.fanOut(msg, recipients)
+	b.fanOut(op.Msg, r.Recipients)
 }
 
 func (b *Broker) refundSend(memberID string) {
@@ -297,51 +294,6 @@ func (b *Broker) knownTarget(meshID, key string) (known, revoked bool, err error
 	ctx, cancel := b.storeCtx()
 	defer cancel()
 	return b.store.KnownKey(ctx, meshID, key)
-}
-
-// multicastRecipients resolves a broadcast, group or topic to the keys of the
-// mesh's present connections (live or in grace), skipping hidden ones, the
-// sender's own connection and its member's control-plane connections (its
-// daemon, its one-shot CLI links). The sender's sibling sessions — other
-// sessions of the same member, such as two sessions launched on one machine
-// — are recipients like anyone's. A member's control-plane connection is a
-// recipient only when none of that member's sessions is: each session gets
-// its own copy, and the daemon's member copy would show every one of them
-// the message a second time.
-func (b *Broker) multicastRecipients(me *peer, kind targetKind, ref string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	room := b.rooms[me.meshID]
-	if room == nil {
-		return nil
-	}
-	seen := map[string]bool{}
-	var picked []*peer
-	withSession := map[string]bool{} // members with a session among the recipients
-	for _, p := range room.peers {
-		if p.key == me.key || !p.visible || seen[p.key] {
-			continue
-		}
-		if p.memberID == me.memberID && p.role == peerRoleControlPlane {
-			continue
-		}
-		if kind == targetGroup && !inGroup(p.groups, ref) {
-			continue
-		}
-		seen[p.key] = true
-		picked = append(picked, p)
-		if p.role == peerRoleSession {
-			withSession[p.memberID] = true
-		}
-	}
-	var keys []string
-	for _, p := range picked {
-		if p.role == peerRoleControlPlane && withSession[p.memberID] {
-			continue
-		}
-		keys = append(keys, p.key)
-	}
-	return keys
 }
 
 // pushFrame is the push for a stored message: the same full field set

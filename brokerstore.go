@@ -56,7 +56,18 @@ type brokerStore interface {
 	// mark marks one key's delivery delivered, by broker message id or else
 	// by the sender's client_message_id. Nothing in the batch is durable
 	// until it returns without error; an error fails the whole batch.
+	//
+	// An append with a Multicast target resolves its recipients inside that
+	// transaction, from the mesh's members and stored presences
+	// (resolveMulticast), and reports them in its result.
 	WriteBatch(ctx context.Context, appends []appendOp, marks []deliveryMark) ([]appendResult, int, error)
+
+	// Presences: the last known presence of every member link and session
+	// key, what multicasts are resolved against.
+	SavePresences(ctx context.Context, ps []storedPresence) error
+	// EndPresences marks absent every key still present that was last seen
+	// before startedAt: those that did not come back after a restart.
+	EndPresences(ctx context.Context, startedAt, now time.Time) (int, error)
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	CountPendingDeliveries(ctx context.Context, now time.Time) (int, error)
 
@@ -165,14 +176,16 @@ type storedMessage struct {
 type appendOp struct {
 	Msg        storedMessage
 	Recipients []string
+	Multicast  *multicastTarget // when set, the recipients are resolved in the transaction
 }
 
 // appendResult is the outcome of one appendOp: the message's id (the
 // original one for a duplicate) or why it failed.
 type appendResult struct {
-	ID  string
-	Dup bool
-	Err error
+	ID         string
+	Dup        bool
+	Recipients []string // the delivery keys written (a multicast's resolution)
+	Err        error
 }
 
 // deliveryMark is one delivery to mark delivered inside a WriteBatch.

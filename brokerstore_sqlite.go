@@ -135,6 +135,20 @@ CREATE TABLE peer_state (
 	PRIMARY KEY (mesh_id, member_id)
 );
 `,
+	// 2: the last presence of every member link and session key.
+	`
+CREATE TABLE presences (
+	mesh_id   TEXT NOT NULL,
+	key       TEXT NOT NULL,
+	member_id TEXT NOT NULL,
+	role      TEXT NOT NULL,
+	groups    TEXT NOT NULL DEFAULT '[]',
+	visible   INTEGER NOT NULL DEFAULT 1,
+	present   INTEGER NOT NULL,
+	seen_at   INTEGER NOT NULL,
+	PRIMARY KEY (mesh_id, key)
+);
+`,
 }
 
 // sqliteBrokerStore implements brokerStore.
@@ -438,8 +452,17 @@ func (s *sqliteBrokerStore) WriteBatch(ctx context.Context, appends []appendOp, 
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT append_one`); err != nil {
 			return nil, 0, err
 		}
-		id, dup, err := s.appendIn(ctx, tx, a.Msg, a.Recipients)
+		recipients, err := a.Recipients, error(nil)
+		if a.Multicast != nil {
+			recipients, err = s.multicastIn(ctx, tx, a.Msg.MeshID, *a.Multicast)
+		}
+		var id string
+		var dup bool
+		if err == nil {
+			id, dup, err = s.appendIn(ctx, tx, a.Msg, recipients)
+		}
 		if err != nil {
+			recipients = nil
 			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO append_one`); rerr != nil {
 				return nil, 0, rerr
 			}
@@ -447,7 +470,7 @@ func (s *sqliteBrokerStore) WriteBatch(ctx context.Context, appends []appendOp, 
 		if _, err := tx.ExecContext(ctx, `RELEASE append_one`); err != nil {
 			return nil, 0, err
 		}
-		results[i] = appendResult{ID: id, Dup: dup, Err: err}
+		results[i] = appendResult{ID: id, Dup: dup, Recipients: recipients, Err: err}
 	}
 	marked := 0
 	for _, m := range marks {
@@ -489,6 +512,59 @@ func (s *sqliteBrokerStore) appendIn(ctx context.Context, tx *sql.Tx, msg stored
 		}
 	}
 	return msg.ID, false, nil
+}
+
+// multicastIn resolves a multicast in tx from the mesh's members and
+// presences.
+func (s *sqliteBrokerStore) multicastIn(ctx context.Context, tx *sql.Tx, meshID string, t multicastTarget) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? ORDER BY created_at, id`, meshID)
+	members, err := collect(rows, err, scanMember)
+	if err != nil {
+		return nil, err
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT `+presenceColumns+` FROM presences WHERE mesh_id = ? ORDER BY key`, meshID)
+	presences, err := collect(rows, err, scanPresence)
+	if err != nil {
+		return nil, err
+	}
+	return resolveMulticast(t, members, presences), nil
+}
+
+// Presences.
+
+const presenceColumns = `mesh_id, key, member_id, role, groups, visible, present, seen_at`
+
+func scanPresence(row rowScanner) (storedPresence, error) {
+	var p storedPresence
+	var groups string
+	var seen int64
+	err := row.Scan(&p.MeshID, &p.Key, &p.MemberID, &p.Role, &groups, &p.Visible, &p.Present, &seen)
+	_ = json.Unmarshal([]byte(groups), &p.Groups)
+	p.SeenAt = fromMs(seen)
+	return p, err
+}
+
+func (s *sqliteBrokerStore) SavePresences(ctx context.Context, ps []storedPresence) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, p := range ps {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO presences (`+presenceColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (mesh_id, key) DO UPDATE SET member_id = excluded.member_id, role = excluded.role, groups = excluded.groups,
+				visible = excluded.visible, present = excluded.present, seen_at = excluded.seen_at`,
+			p.MeshID, p.Key, p.MemberID, p.Role, jsonText(nonNil(p.Groups)), p.Visible, p.Present, ms(p.SeenAt)); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (s *sqliteBrokerStore) EndPresences(ctx context.Context, startedAt, now time.Time) (int, error) {
+	n, err := affected(s.w.ExecContext(ctx, `UPDATE presences SET present = 0, seen_at = ? WHERE present = 1 AND seen_at < ?`,
+		ms(now), ms(startedAt)))
+	return int(n), err
 }
 
 const messageColumns = `m.seq, m.id, m.mesh_id, m.sender_member_id, m.sender_pubkey, m.sender_member_pubkey, m.sender_name, m.target_spec, m.priority,
