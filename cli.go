@@ -66,6 +66,13 @@ type command struct {
 	setup      func(fs *flagSet) runFunc
 }
 
+// yesFlag registers -y and --yes, which answer yes to any question the
+// verb would ask. Scripts pass it to every verb that may ask.
+func yesFlag(fs *flagSet, yes *bool, usage string) {
+	fs.BoolVar(yes, "yes", false, usage)
+	fs.BoolVar(yes, "y", false, usage)
+}
+
 // names are the command's name and aliases.
 func (cmd *command) names() []string { return append([]string{cmd.name}, cmd.aliases...) }
 
@@ -434,12 +441,22 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return err
 	}
 	p.words = expandWorkspace(p.words)
+	if len(p.words) > 0 && isInviteLink(p.words[0]) {
+		// An invite link on its own is what the user wants to join.
+		p.words = append([]string{"join"}, p.words...)
+	}
 	cmd, used := findCommand(c.commands, p.words)
 	if cmd == nil {
 		// Global flags still mean something without a verb.
 		for _, f := range p.flags {
-			if f.name == "version" || f.name == "V" {
+			switch f.name {
+			case "version", "V":
 				return c.printVersion()
+			case "help", "h":
+				if len(p.words) == 1 && groupHelp(c.commands, p.words[0]) != "" {
+					c.printf("%s", groupHelp(c.commands, p.words[0]))
+					return nil
+				}
 			}
 		}
 		if len(p.words) == 0 {
@@ -560,24 +577,31 @@ func closest(s string, candidates []string) string {
 	return best
 }
 
+// editDistance counts the insertions, deletions, substitutions and swaps of
+// two neighbouring letters that turn a into b: a swap is one slip of the
+// fingers ("sned" is one from "send"), not two.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
 
 // Errors carry an exit code and hints; report prints them.
@@ -761,15 +785,47 @@ func (c *cli) printVersion() error {
 
 // Help.
 
+// runHelp prints the help of the verb args name, or of the group its first
+// word names; words after a verb's name (`help completions bash`) are the
+// verb's own arguments and change nothing.
 func runHelp(ctx context.Context, c *cli, args []string) error {
 	if len(args) == 0 {
 		return c.printHelp(nil)
 	}
-	cmd, used := findCommand(c.commands, args)
-	if cmd == nil || used != len(args) {
+	cmd, _ := findCommand(c.commands, args)
+	if cmd == nil {
+		if text := groupHelp(c.commands, args[0]); text != "" && len(args) == 1 {
+			c.printf("%s", text)
+			return nil
+		}
 		return unknownVerbError(c.commands, args)
 	}
 	return c.printHelp(cmd)
+}
+
+// groupHelp is the usage of a group word such as "daemon" or "peer": its
+// subcommands with their summaries; "" when word is no group.
+func groupHelp(table []*command, word string) string {
+	var rows []*command
+	for _, cmd := range table {
+		if strings.HasPrefix(cmd.name, word+" ") {
+			rows = append(rows, cmd)
+		}
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	width := 0
+	for _, cmd := range rows {
+		width = max(width, len(synopsis(cmd)))
+	}
+	var b strings.Builder
+	b.WriteString("Usage: claudemesh " + word + " <subcommand> [args] [flags]\n\nSubcommands:\n")
+	for _, cmd := range rows {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, synopsis(cmd), cmd.summary)
+	}
+	b.WriteString("\nRun 'claudemesh help " + word + " <subcommand>' for its flags.\n")
+	return b.String()
 }
 
 func (c *cli) printHelp(cmd *command) error {

@@ -19,8 +19,12 @@ import (
 
 type kickFlags struct {
 	mesh, stale string
-	all         bool
+	all, yes    bool
 }
+
+// moderationYes is -y/--yes on the moderation verbs: they never ask, and
+// take it so that scripts that pass it everywhere keep working.
+const moderationYes = "do not ask for confirmation (this verb never asks)"
 
 func setupKick(fs *flagSet) runFunc       { return setupKickLike(fs, frameKick) }
 func setupDisconnect(fs *flagSet) runFunc { return setupKickLike(fs, frameDisconnect) }
@@ -30,6 +34,7 @@ func setupKickLike(fs *flagSet, verb string) runFunc {
 	fs.StringVar(&f.mesh, "mesh", "", "mesh slug")
 	fs.StringVar(&f.stale, "stale", "", "everyone silent for longer than this (30s, 30m, 2h)")
 	fs.BoolVar(&f.all, "all", false, "everyone on the mesh but you")
+	yesFlag(fs, &f.yes, moderationYes)
 	return func(ctx context.Context, c *cli, args []string) error {
 		frame := KickFrame{Type: verb}
 		modes := 0
@@ -96,7 +101,9 @@ func setupUnban(fs *flagSet) runFunc { return setupBanLike(fs, frameUnban) }
 
 func setupBanLike(fs *flagSet, verb string) runFunc {
 	var mesh string
+	var yes bool
 	fs.StringVar(&mesh, "mesh", "", "mesh slug")
+	yesFlag(fs, &yes, moderationYes)
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) == 0 {
 			return usageError("usage: claudemesh %s <peer> (a display name, member or session key, or key prefix)", verb)

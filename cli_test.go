@@ -476,3 +476,38 @@ func TestPanickingVerbIsInternalError(t *testing.T) {
 		t.Fatalf("stderr = %q", stderr.String())
 	}
 }
+
+// The real table: group words print their usage under help, a verb's own
+// arguments after `help <verb>` change nothing, a swapped pair of letters
+// suggests the verb it garbles, a bare invite link joins, and -y/--yes is
+// accepted wherever a verb may ask for confirmation.
+func TestHelpGroupsInviteLinksAndYes(t *testing.T) {
+	home := t.TempDir()
+	env := map[string]string{"HOME": home, "CLAUDEMESH_CONFIG_DIR": home + "/cfg", "CLAUDEMESH_NO_DAEMON": "1"}
+	for _, tc := range []struct {
+		name     string
+		argv     []string
+		code     int
+		contains string
+		absent   string
+	}{
+		{"help of a group", []string{"help", "daemon"}, exitOK, "daemon outbox requeue", ""},
+		{"--help on a group", []string{"daemon", "--help"}, exitOK, "daemon install-service", ""},
+		{"help peer", []string{"help", "peer"}, exitOK, "peer disconnect", ""},
+		{"-h on a group", []string{"peer", "-h"}, exitOK, "Subcommands:", ""},
+		{"help of a verb with its argument", []string{"help", "completions", "bash"}, exitOK, "Usage: claudemesh completions", ""},
+		{"a group alone still needs a subcommand", []string{"daemon"}, exitUsage, "needs a subcommand", ""},
+		{"swapped letters", []string{"sned", "bob", "hi"}, exitUsage, "did you mean 'claudemesh send'", ""},
+		{"a bare invite link joins", []string{"ic://join/not-a-token"}, exitFailure, "not a valid invite", "unknown verb"},
+		{"kick -y", []string{"kick", "-y", "bob"}, exitNotFound, "no mesh joined yet", "does not apply"},
+		{"peer disconnect --yes", []string{"peer", "disconnect", "--yes", "bob"}, exitNotFound, "no mesh joined yet", "does not apply"},
+		{"ban -y", []string{"ban", "-y", "bob"}, exitNotFound, "no mesh joined yet", "does not apply"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, env, tc.argv...)
+			if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.contains) || (tc.absent != "" && strings.Contains(r.stdout+r.stderr, tc.absent)) {
+				t.Fatalf("claudemesh %q = exit %d\n%s%s\nwant exit %d with %q, without %q", tc.argv, r.code, r.stdout, r.stderr, tc.code, tc.contains, tc.absent)
+			}
+		})
+	}
+}

@@ -53,6 +53,17 @@ func buildInvite(owner Keypair, meshID, slug, brokerURL, rootKey, role string, e
 	return p, b64url(data), nil
 }
 
+// isInviteLink reports whether s is written as an invite link (not a bare
+// token, which could be any word).
+func isInviteLink(s string) bool {
+	for _, prefix := range []string{"ic://join/", "claudemesh://join/"} {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return strings.HasPrefix(s, "https://") && strings.Contains(s, "/join/")
+}
+
 // inviteURL is the link form of a token.
 func inviteURL(token string) string { return "ic://join/" + token }
 

@@ -74,8 +74,7 @@ func setupLaunch(fs *flagSet) runFunc {
 	fs.StringVar(&f.resume, "resume", "", "resume this Claude Code session id; the session keeps its mesh identity")
 	fs.BoolVar(&f.cont, "continue", false, "continue the newest Claude Code session of this directory, keeping its mesh identity")
 	fs.BoolVar(&f.quiet, "quiet", false, "no banner, status or progress lines")
-	fs.BoolVar(&f.yes, "yes", false, "never ask; claude runs with --dangerously-skip-permissions")
-	fs.BoolVar(&f.yes, "y", false, "never ask; claude runs with --dangerously-skip-permissions")
+	yesFlag(fs, &f.yes, "never ask; claude runs with --dangerously-skip-permissions")
 	fs.StringVar(&f.join, "join", "", "join the mesh of this invite first, then launch into it")
 	return func(ctx context.Context, c *cli, args []string) error {
 		opts, err := f.options(args, c.passthrough)
