@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -757,6 +758,22 @@ func (c *cli) printJSON(v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// confirm asks a yes/no question on a terminal and reads the answer from
+// stdin; without a terminal (or under --json) nothing is asked and the
+// answer is no.
+func (c *cli) confirm(question string) bool {
+	if !c.env.StdinTTY || c.jsonMode() {
+		return false
+	}
+	fmt.Fprintf(c.env.Stderr, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(c.env.Stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true
+	}
+	return false
 }
 
 // printf writes human output to stdout.

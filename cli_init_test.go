@@ -172,7 +172,7 @@ func TestInitMovesBrokerBeforeAnyMesh(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("init: %d %s", res.code, res.stderr)
 	}
-	if res := runBinary(t, h.env(), "leave", "local"); res.code != 0 {
+	if res := runBinary(t, h.env(), "leave", "local", "--yes"); res.code != 0 {
 		t.Fatalf("leave: %d %s", res.code, res.stderr)
 	}
 	moved, res := initJSON(t, h, "--listen", "127.0.0.1:0")

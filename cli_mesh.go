@@ -41,13 +41,22 @@ func setupInvite(fs *flagSet) runFunc {
 	return func(ctx context.Context, c *cli, args []string) error { return runInvite(ctx, c, f, args) }
 }
 
-func setupJoin(fs *flagSet) runFunc {
-	var name string
-	fs.StringVar(&name, "name", "", "your display name in the mesh")
-	return func(ctx context.Context, c *cli, args []string) error { return runJoin(ctx, c, name, args) }
+type joinFlags struct {
+	name, slug string
 }
 
-func setupLeave(fs *flagSet) runFunc { return runLeave }
+func setupJoin(fs *flagSet) runFunc {
+	var f joinFlags
+	fs.StringVar(&f.name, "name", "", "your display name in the mesh")
+	fs.StringVar(&f.slug, "slug", "", "the name this machine gives the mesh (default: the invite's, or a free one like it)")
+	return func(ctx context.Context, c *cli, args []string) error { return runJoin(ctx, c, f, args) }
+}
+
+func setupLeave(fs *flagSet) runFunc {
+	var yes bool
+	yesFlag(fs, &yes, "leave a mesh you own without asking, deleting its owner key")
+	return func(ctx context.Context, c *cli, args []string) error { return runLeave(ctx, c, yes, args) }
+}
 
 type meshCreateFlags struct {
 	broker, name, createToken string
@@ -174,7 +183,7 @@ func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string
 		return err
 	}
 	if _, ok := cfg.MeshBySlug(slug); ok {
-		return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug), "pick another slug, or 'claudemesh leave "+slug+"' first")
+		return exitError(exitExists, fmt.Errorf("this machine already has a mesh %q", slug), "pick another slug")
 	}
 	brokerURL := cmp.Or(f.broker, c.env.Getenv("CLAUDEMESH_BROKER_URL"))
 	if brokerURL == "" && cfg.Broker != nil && cfg.Broker.Listen != "" {
@@ -238,7 +247,8 @@ func createMesh(ctx context.Context, mc meshCreation) (Mesh, error) {
 		return Mesh{}, brokerExit(err, "the broker refused to create the mesh")
 	}
 	m := Mesh{MeshID: resp.ID, MemberID: resp.MemberID, Slug: mc.Slug, Name: resp.Name, Pubkey: kp.PublicHex(),
-		SecretKey: kp.SecretHex(), BrokerURL: mc.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1}
+		SecretKey: kp.SecretHex(), BrokerURL: mc.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: resp.RootKey, InviteVersion: 1,
+		Role: roleOwner}
 	return m, addNewMesh(mc.ConfigFile, m)
 }
 
@@ -361,11 +371,14 @@ func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error 
 	return nil
 }
 
-func runJoin(ctx context.Context, c *cli, name string, args []string) error {
+func runJoin(ctx context.Context, c *cli, f joinFlags, args []string) error {
 	if len(args) != 1 {
 		return usageError("join needs exactly one <invite>")
 	}
-	j, err := joinInvite(ctx, c, name, args[0])
+	if f.slug != "" && !validSlug(f.slug) {
+		return usageError("--slug %q is not a slug: lowercase letters, digits and '-'", f.slug)
+	}
+	j, err := joinInvite(ctx, c, f.name, f.slug, args[0])
 	if err != nil {
 		return err
 	}
@@ -396,8 +409,10 @@ type joined struct {
 }
 
 // joinInvite verifies an invite, enrolls a new member key with the broker
-// and saves the mesh in config.json. Shared by `join` and `launch --join`.
-func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error) {
+// and saves the mesh in config.json under slug, else the invite's slug, or
+// when this machine has a mesh of that name already, a free one like it
+// (said on stderr). Shared by `join` and `launch --join`.
+func joinInvite(ctx context.Context, c *cli, name, slug, invite string) (joined, error) {
 	p, token, err := parseInvite(invite)
 	if err != nil {
 		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err),
@@ -416,8 +431,13 @@ func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error
 			return joined{Mesh: m, Role: p.Role, Already: true}, nil
 		}
 	}
-	if _, ok := cfg.MeshBySlug(p.MeshSlug); ok {
-		return joined{}, exitError(exitExists, fmt.Errorf("this machine already has another mesh called %q", p.MeshSlug), "'claudemesh leave "+p.MeshSlug+"' first")
+	local := cmp.Or(slug, p.MeshSlug)
+	if _, taken := cfg.MeshBySlug(local); taken {
+		if slug != "" {
+			return joined{}, exitError(exitExists, fmt.Errorf("this machine already has a mesh called %q", slug), "choose another with --slug")
+		}
+		local = freeSlug(cfg, p.MeshSlug)
+		c.infof("this machine already has a mesh called %q, so this one is %q here (choose the name with --slug)", p.MeshSlug, local)
 	}
 	base, err := brokerHTTPBase(p.BrokerURL)
 	if err != nil {
@@ -434,13 +454,24 @@ func joinInvite(ctx context.Context, c *cli, name, invite string) (joined, error
 	if err := postBroker(ctx, base, "/join", nil, req, &resp); err != nil {
 		return joined{}, brokerExit(err, "the broker refused the join")
 	}
-	m := Mesh{MeshID: p.MeshID, MemberID: resp.MemberID, Slug: p.MeshSlug, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
-		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1}
+	m := Mesh{MeshID: p.MeshID, MemberID: resp.MemberID, Slug: local, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
+		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1,
+		Role: p.Role}
 	if err := addNewMesh(path, m); err != nil {
 		return joined{}, err
 	}
 	c.reloadDaemon(ctx)
 	return joined{Mesh: m, Display: display, Role: p.Role}, nil
+}
+
+// freeSlug is slug with the lowest suffix -2, -3, … that no mesh here has.
+func freeSlug(cfg *Config, slug string) string {
+	for n := 2; ; n++ {
+		s := fmt.Sprintf("%s-%d", slug, n)
+		if _, taken := cfg.MeshBySlug(s); !taken {
+			return s
+		}
+	}
 }
 
 // addNewMesh saves a mesh just created or joined in the config file,
@@ -512,16 +543,23 @@ func runMeshList(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-func runLeave(ctx context.Context, c *cli, args []string) error {
+func runLeave(ctx context.Context, c *cli, yes bool, args []string) error {
 	if len(args) != 1 {
 		return usageError("leave needs exactly one <slug>")
 	}
 	slug := args[0]
 	path := c.Paths().ConfigFile()
 	if err := updateConfig(path, func(cfg *Config) error {
-		if !cfg.RemoveMesh(slug) {
+		m, ok := cfg.MeshBySlug(slug)
+		if !ok {
 			return exitError(exitNotFound, fmt.Errorf("no mesh %q on this machine", slug), "joined: "+strings.Join(orNone(cfg.Slugs()), ", "))
 		}
+		if m.Role == roleOwner && !yes && !c.confirm(fmt.Sprintf("you own %s: leaving deletes its owner key. Leave it?", slug)) {
+			return exitError(exitFailure, fmt.Errorf("not leaving %s: this machine's member owns it, and leaving deletes the owner key, "+
+				"the only key that can invite anyone to %s; its members stay, but no one can add more", slug, slug),
+				"if that is what you want: claudemesh leave "+slug+" --yes")
+		}
+		cfg.RemoveMesh(slug)
 		return nil
 	}); err != nil {
 		return err

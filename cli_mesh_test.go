@@ -277,10 +277,90 @@ func TestMeshChangesReachTheRunningDaemon(t *testing.T) {
 		hl, err := td2.client("").Health(context.Background())
 		return err == nil && hl.Brokers["gamma"] == string(LinkOpen)
 	})
-	if r := runCLI(t, h.env(), "leave", "gamma"); r.code != 0 {
+	if r := runCLI(t, h.env(), "leave", "gamma", "--yes"); r.code != 0 {
 		t.Fatalf("leave = %d\n%s", r.code, r.stderr)
 	}
 	if _, linked := brokers()["gamma"]; linked {
 		t.Fatalf("the daemon still links to a mesh this machine left: %v", brokers())
+	}
+}
+
+// A second machine that has its own mesh of the invite's slug still joins:
+// under a free name like it (said on stderr), or the one --slug gives; a
+// --slug that is taken too is refused.
+func TestJoinWithClashingSlug(t *testing.T) {
+	_, url1 := startTestBroker(t)
+	_, url2 := startTestBroker(t)
+	alice, bob := newMachine(t), newMachine(t)
+	if code, _, errs := alice.run("mesh", "create", "team", "--broker", url1, "--name", "alice"); code != 0 {
+		t.Fatalf("alice's mesh create = %d %s", code, errs)
+	}
+	if code, _, errs := bob.run("mesh", "create", "team", "--broker", url2, "--name", "bob"); code != 0 {
+		t.Fatalf("bob's mesh create = %d %s", code, errs)
+	}
+	invite := func() string {
+		code, out, errs := alice.run("invite", "--json")
+		if code != 0 {
+			t.Fatalf("invite = %d %s", code, errs)
+		}
+		return jsonField(t, out, "url")
+	}
+	if code, out, errs := bob.run("join", invite(), "--name", "bob"); code != 0 || !strings.Contains(errs, `so this one is "team-2" here`) ||
+		!strings.Contains(out, "joined team-2") {
+		t.Fatalf("join with a clashing slug = %d\n%s%s", code, out, errs)
+	}
+	alicesTeam := alice.config().Meshes[0]
+	if m, ok := bob.config().MeshBySlug("team-2"); !ok || m.MeshID != alicesTeam.MeshID || m.Role != roleMember {
+		t.Fatalf("bob's team-2 = %+v, want alice's mesh %s as a member", m, alicesTeam.MeshID)
+	}
+	carol := newMachine(t)
+	if code, _, errs := carol.run("mesh", "create", "work", "--broker", url2); code != 0 {
+		t.Fatalf("carol's mesh create = %d %s", code, errs)
+	}
+	if code, _, errs := carol.run("join", invite(), "--slug", "work"); code != exitExists || !strings.Contains(errs, "--slug") {
+		t.Fatalf("join --slug of a taken name = %d %s, want %d", code, errs, exitExists)
+	}
+	if code, out, errs := carol.run("join", invite(), "--slug", "alices"); code != 0 || !strings.Contains(out, "joined alices") {
+		t.Fatalf("join --slug = %d\n%s%s", code, out, errs)
+	}
+}
+
+// leave of a mesh this machine owns is refused, saying what would be lost,
+// unless --yes or a yes on the terminal; a mesh joined as a member leaves
+// without a question.
+func TestLeaveOwnedMeshAsks(t *testing.T) {
+	_, url := startTestBroker(t)
+	alice := newMachine(t)
+	for _, slug := range []string{"team", "other"} {
+		if code, _, errs := alice.run("mesh", "create", slug, "--broker", url); code != 0 {
+			t.Fatalf("mesh create %s = %d %s", slug, code, errs)
+		}
+	}
+	if m, _ := alice.config().MeshBySlug("team"); m.Role != roleOwner {
+		t.Fatalf("a created mesh has role %q, want owner", m.Role)
+	}
+	if code, _, errs := alice.run("leave", "team"); code != exitFailure || !strings.Contains(errs, "owner key") ||
+		!strings.Contains(errs, "claudemesh leave team --yes") {
+		t.Fatalf("leave of an owned mesh = %d %s", code, errs)
+	}
+	if _, ok := alice.config().MeshBySlug("team"); !ok {
+		t.Fatal("the refused leave removed the mesh")
+	}
+	answer := func(reply string) int {
+		var out, errb bytes.Buffer
+		return run(context.Background(), []string{"leave", "team"}, Env{Getenv: func(k string) string { return alice.vars[k] },
+			Stdin: strings.NewReader(reply), StdinTTY: true, Stdout: &out, Stderr: &errb})
+	}
+	if code := answer("n\n"); code != exitFailure {
+		t.Fatalf("leave answered no = %d", code)
+	}
+	if code := answer("y\n"); code != 0 {
+		t.Fatalf("leave answered yes = %d", code)
+	}
+	if code, _, errs := alice.run("leave", "other", "-y"); code != 0 {
+		t.Fatalf("leave -y = %d %s", code, errs)
+	}
+	if n := len(alice.config().Meshes); n != 0 {
+		t.Fatalf("%d meshes left after leaving both", n)
 	}
 }

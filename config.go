@@ -43,6 +43,10 @@ type Mesh struct {
 	JoinedAt      string `json:"joinedAt"`
 	RootKey       string `json:"rootKey,omitempty"`
 	InviteVersion int    `json:"inviteVersion,omitempty"`
+	// Role is this machine's member's role: owner for a mesh created here,
+	// the invite's role for one joined; empty in configs written before
+	// it was kept.
+	Role string `json:"role,omitempty"`
 
 	extra map[string]json.RawMessage
 }

@@ -405,15 +405,22 @@ broker needs its create token (--create-token).`,
 		name:    "join",
 		args:    "<invite>",
 		summary: "join a mesh with an invite link",
-		group:   groupMesh,
-		setup:   setupJoin,
+		detail: `The mesh keeps the invite's name on this machine unless --slug names it; when
+this machine has a mesh of that name already, it gets a free one such as
+local-2, and join says so. A bare invite link as the only argument
+(claudemesh ic://join/…) joins too.`,
+		group: groupMesh,
+		setup: setupJoin,
 	},
 	{
 		name:    "leave",
 		args:    "<slug>",
 		summary: "forget a mesh on this machine (its member key is deleted)",
-		group:   groupMesh,
-		setup:   setupLeave,
+		detail: `Leaving a mesh created on this machine deletes its owner key, the only key that
+can invite anyone to it, so leave asks first on a terminal and otherwise
+refuses without --yes.`,
+		group: groupMesh,
+		setup: setupLeave,
 	},
 	{
 		name:    "workspace",

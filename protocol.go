@@ -67,6 +67,7 @@ const (
 
 // Member roles, as members, invites and hello_ack carry them.
 const (
+	roleOwner  = "owner"
 	roleAdmin  = "admin"
 	roleMember = "member"
 )
