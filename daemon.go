@@ -350,9 +350,16 @@ func (d *Daemon) shutdown() {
 }
 
 // openStores opens outbox.db and inbox.db (after the lock, so that a second
-// daemon never touches a live one's rows) and routes message pushes to the
-// inbox.
+// daemon never touches a live one's rows), adopting files another claudemesh
+// left there, and routes message pushes to the inbox.
 func (d *Daemon) openStores() error {
+	now := time.Now()
+	if err := adoptForeignStore(d.paths.OutboxDB(), "outbox", outboxMigrations, d.log, now); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	if err := adoptForeignStore(d.paths.InboxDB(), "inbox", inboxMigrations, d.log, now); err != nil {
+		return fmt.Errorf("inbox: %w", err)
+	}
 	ob, recovered, err := openOutbox(d.paths.OutboxDB())
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
