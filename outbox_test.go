@@ -246,7 +246,10 @@ func TestResolvePeerTarget(t *testing.T) {
 	member := strings.Repeat("c", 64)
 	bobMember := strings.Repeat("d", 64)
 	cold := strings.Repeat("e", 64)
+	carolMember, carolSession := strings.Repeat("7", 64), strings.Repeat("8", 64)
 	rows := []PeerRow{
+		{Pubkey: carolMember, MemberPubkey: carolMember, DisplayName: "carol-laptop", PeerRole: peerRoleControlPlane},
+		{Pubkey: carolSession, MemberPubkey: carolMember, DisplayName: "carol", PeerRole: peerRoleSession},
 		{Pubkey: sess1, MemberPubkey: member, DisplayName: "Alice", PeerRole: peerRoleSession},
 		{Pubkey: sess2, MemberPubkey: member, DisplayName: "alice-2", PeerRole: peerRoleSession},
 		{Pubkey: member, MemberPubkey: member, DisplayName: "alice", PeerRole: peerRoleControlPlane},
@@ -262,9 +265,11 @@ func TestResolvePeerTarget(t *testing.T) {
 		code     string
 	}{
 		{"name, any case, sessions first", "ALICE", 16, sess1, ""},
-		{"control-plane name stands for its member", "bob", 16, bobMember, ""},
+		{"a control-plane row's name is never a target", "bob", 16, "", "no_peer_matches"},
+		{"a daemon's name is never a target, even with a session", "carol-laptop", 16, "", "no_peer_matches"},
 		{"session key prefix", sess1[:17], 16, sess1, ""},
-		{"member key prefix", member[:16], 16, member, ""},
+		{"member key prefix, member with two sessions", member[:16], 16, member, ""},
+		{"member key prefix, member with one session", carolMember[:16], 16, carolSession, ""},
 		{"prefix naming two sessions", sess1[:15], 8, "", "ambiguous_target"},
 		{"prefix shorter than the minimum", sess1[:12], 16, "", "no_peer_matches"},
 		{"a cold link's key is never a target", cold[:20], 16, "", "no_peer_matches"},

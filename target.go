@@ -5,12 +5,14 @@
 // Policy:
 //   - `*`, `@group` and `#topic` pass through; a 64-hex key passes through
 //     (lowercased).
-//   - A display name matches case-insensitively, launched sessions first:
-//     control-plane rows (a member's daemon or one-shot CLI link) are only
-//     considered when no session has that name, and they stand for their
-//     member key, never for a one-shot link's throw-away key.
+//   - A display name matches launched sessions, case-insensitively. A
+//     control-plane row (a member's daemon or a one-shot CLI link) is never
+//     a name's target: its name is a machine's, not a person's.
 //   - A hex prefix of at least minPrefix characters matches session and
-//     member keys (claudemesh 1.31.6): it must name exactly one key.
+//     member keys (claudemesh 1.31.6): it must name exactly one key. A
+//     member key whose member has exactly one live session stands for that
+//     session, where a DM is read; a one-shot link's throw-away key is never
+//     a target.
 //   - No match and several matches are errors that list the candidates.
 package main
 
@@ -90,31 +92,34 @@ func peerLabel(name, key string) string {
 // among rows. It returns the key and the rows that carry it.
 func resolvePeerTarget(to string, rows []PeerRow, minPrefix int, mesh string) (string, error) {
 	want := strings.ToLower(strings.TrimSpace(to))
-	// Names: sessions first, then control-plane rows.
-	for _, cp := range []bool{false, true} {
-		keys := map[string]string{}
-		for _, r := range rows {
-			if (r.PeerRole == peerRoleControlPlane) != cp || strings.ToLower(r.DisplayName) != want {
-				continue
-			}
-			if k := peerTargetKey(r); k != "" {
-				keys[k] = r.DisplayName
-			}
-		}
-		if key, err := oneKey(to, mesh, keys); key != "" || err != nil {
-			return key, err
+	names := map[string]string{}
+	for _, r := range rows {
+		if r.PeerRole != peerRoleControlPlane && r.Pubkey != "" && strings.ToLower(r.DisplayName) == want {
+			names[r.Pubkey] = r.DisplayName
 		}
 	}
+	if key, err := oneKey(to, mesh, names); key != "" || err != nil {
+		return key, err
+	}
 	if len(want) >= minPrefix && len(want) < 64 && isLowerHex(want) {
+		sessionsOf := map[string][]PeerRow{} // member key → its session rows
+		for _, r := range rows {
+			if r.PeerRole != peerRoleControlPlane {
+				sessionsOf[r.MemberPubkey] = append(sessionsOf[r.MemberPubkey], r)
+			}
+		}
 		keys := map[string]string{}
 		for _, r := range rows {
 			if r.PeerRole != peerRoleControlPlane && strings.HasPrefix(r.Pubkey, want) {
 				keys[r.Pubkey] = r.DisplayName
 			}
-			if strings.HasPrefix(r.MemberPubkey, want) {
-				if _, seen := keys[r.MemberPubkey]; !seen || r.PeerRole == peerRoleControlPlane {
-					keys[r.MemberPubkey] = r.DisplayName
-				}
+			if !strings.HasPrefix(r.MemberPubkey, want) {
+				continue
+			}
+			if only := sessionsOf[r.MemberPubkey]; len(only) == 1 {
+				keys[only[0].Pubkey] = only[0].DisplayName
+			} else if _, seen := keys[r.MemberPubkey]; !seen || r.PeerRole == peerRoleControlPlane {
+				keys[r.MemberPubkey] = r.DisplayName
 			}
 		}
 		if key, err := oneKey(to, mesh, keys); key != "" || err != nil {
