@@ -25,11 +25,19 @@ func setupBrokerServe(fs *flagSet) runFunc {
 	fs.IntVar(&f.sendPerMinute, "send-per-minute", defaultSendPerMinute, "sends per minute per member, sustained")
 	fs.IntVar(&f.handshakeBurst, "handshake-burst", defaultHandshakeBurst, "handshakes and joins an address may make at once")
 	fs.IntVar(&f.handshakePerMinute, "handshake-per-minute", defaultHandshakePerMinute, "handshakes and joins per minute per address, sustained")
+	fs.StringVar(&f.logFormat, "log-format", logFormatText, "log lines on stderr: text (key=value) or json (one object a line)")
 	return func(ctx context.Context, c *cli, args []string) error { return runBrokerServe(ctx, c, f, args) }
 }
 
+// The log formats broker serve writes.
+const (
+	logFormatText = "text"
+	logFormatJSON = "json"
+)
+
 type brokerServeFlags struct {
 	listen, data, publicURL, createToken string
+	logFormat                            string
 	maxMessageBytes, maxConns            int
 	sendBurst, sendPerMinute             int
 	handshakeBurst, handshakePerMinute   int
@@ -43,6 +51,9 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 		f.handshakeBurst <= 0 || f.handshakePerMinute <= 0 {
 		return usageError("--max-message-bytes, --max-connections-per-mesh and the --send-… and --handshake-… limits must be positive")
 	}
+	if f.logFormat != logFormatText && f.logFormat != logFormatJSON {
+		return usageError("--log-format is text or json, not %q", f.logFormat)
+	}
 	if _, _, err := net.SplitHostPort(f.listen); err != nil {
 		return usageError("--listen wants host:port, such as 127.0.0.1:7900 (or 0.0.0.0:7900 for every interface), not %q", f.listen)
 	}
@@ -54,7 +65,11 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	if c.global.verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(c.env.Stderr, &slog.HandlerOptions{Level: level})
+	if f.logFormat == logFormatJSON {
+		handler = slog.NewJSONHandler(c.env.Stderr, &slog.HandlerOptions{Level: level})
+	}
+	logger := slog.New(handler)
 	sb, err := startServingBroker(BrokerOptions{DataDir: data, PublicURL: f.publicURL, CreateToken: f.createToken,
 		MaxMessageBytes: f.maxMessageBytes, MaxConnectionsPerMesh: f.maxConns, SendBurst: f.sendBurst,
 		SendPerMinute: f.sendPerMinute, HandshakeBurst: f.handshakeBurst, HandshakePerMinute: f.handshakePerMinute,

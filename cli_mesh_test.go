@@ -212,37 +212,44 @@ func TestCLIBrokerServe(t *testing.T) {
 		!strings.Contains(bad.String(), "host:port") {
 		t.Fatalf("broker serve --listen nope = %d\n%s", code, bad.String())
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb syncBuffer
-	done := make(chan int, 1)
-	data := filepath.Join(m.home, "broker-data")
-	go func() {
-		done <- run(ctx, []string{"broker", "serve", "--listen", "127.0.0.1:0", "--data", data, "--json"},
-			Env{Getenv: func(k string) string { return m.vars[k] }, Stdout: &out, Stderr: &errb})
-	}()
-	var info struct{ URL string }
-	waitFor(t, "broker listening", func() bool { return json.Unmarshal([]byte(out.String()), &info) == nil && info.URL != "" })
-	if code, _, errs := m.run("mesh", "create", "team", "--broker", info.URL); code != 0 {
+	url, stop := serveBrokerCLI(t, m)
+	if code, _, errs := m.run("mesh", "create", "team", "--broker", url); code != 0 {
 		t.Fatalf("mesh create against the served broker: %s", errs)
 	}
-	base, _ := brokerHTTPBase(info.URL)
+	base, _ := brokerHTTPBase(url)
 	resp, err := http.Get(base + "/health")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("health = %v, %v", resp, err)
 	}
 	resp.Body.Close()
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("broker serve exited %d: %s", code, errb.String())
-		}
-	case <-time.After(testWait):
-		t.Fatal("broker serve did not stop")
+	if code, log := stop(); code != 0 || !strings.Contains(log, "broker_started") || !strings.Contains(log, "broker stopped") {
+		t.Fatalf("broker serve exited %d: %s", code, log)
 	}
-	if !strings.Contains(errb.String(), "broker_started") || !strings.Contains(errb.String(), "broker stopped") {
-		t.Fatalf("serve log = %s", errb.String())
+}
+
+// serveBrokerCLI runs `broker serve` on a free loopback port with extra
+// flags until stop, which returns its exit code and stderr.
+func serveBrokerCLI(t *testing.T, m *machine, extra ...string) (url string, stop func() (int, string)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	args := append([]string{"broker", "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(m.home, "broker-data"), "--json"}, extra...)
+	go func() {
+		done <- run(ctx, args, Env{Getenv: func(k string) string { return m.vars[k] }, Stdout: &out, Stderr: &errb})
+	}()
+	var info struct{ URL string }
+	waitFor(t, "broker listening", func() bool { return json.Unmarshal([]byte(out.String()), &info) == nil && info.URL != "" })
+	return info.URL, func() (int, string) {
+		cancel()
+		select {
+		case code := <-done:
+			return code, errb.String()
+		case <-time.After(testWait):
+			t.Fatal("broker serve did not stop")
+		}
+		return 0, ""
 	}
 }
 
@@ -362,5 +369,31 @@ func TestLeaveOwnedMeshAsks(t *testing.T) {
 	}
 	if n := len(alice.config().Meshes); n != 0 {
 		t.Fatalf("%d meshes left after leaving both", n)
+	}
+}
+
+// broker serve --log-format json writes one JSON object a line on stderr,
+// for log collectors; another format is a usage error.
+func TestBrokerServeLogFormat(t *testing.T) {
+	m := newMachine(t)
+	if code, _, errs := m.run("broker", "serve", "--log-format", "xml"); code != exitUsage || !strings.Contains(errs, "text or json") {
+		t.Fatalf("--log-format xml = %d\n%s", code, errs)
+	}
+	_, stop := serveBrokerCLI(t, m, "--log-format", "json")
+	code, log := stop()
+	if code != 0 {
+		t.Fatalf("broker serve exited %d: %s", code, log)
+	}
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	msgs := map[string]bool{}
+	for _, l := range lines {
+		var rec struct{ Msg, Level string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil || rec.Level == "" {
+			t.Fatalf("log line %q is not a JSON record: %v", l, err)
+		}
+		msgs[rec.Msg] = true
+	}
+	if !msgs["broker_started"] || len(lines) < 2 {
+		t.Fatalf("log = %s", log)
 	}
 }

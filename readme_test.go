@@ -1,8 +1,10 @@
-// The README stays in step: the pasted help is generated, and the file map
-// names every file.
+// The README stays in step: the pasted help is generated, the file map
+// names every file, and the metrics table lists every series.
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,5 +69,35 @@ func TestREADMEFileMap(t *testing.T) {
 		if !strings.Contains(string(data), "`"+f+"`") {
 			t.Errorf("README.md's file map does not mention %s", f)
 		}
+	}
+}
+
+// Every series the broker's /metrics serves has its row in the README.
+func TestREADMEListsEveryMetric(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := startTestBroker(t)
+	base, _ := brokerHTTPBase(url)
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	n := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 3 || fields[0] != "#" || fields[1] != "TYPE" {
+			continue
+		}
+		n++
+		if !strings.Contains(string(data), "| `"+fields[2]+"`") && !strings.Contains(string(data), "| `"+fields[2]+"{") {
+			t.Errorf("README.md's metrics table does not list %s", fields[2])
+		}
+	}
+	if n == 0 {
+		t.Fatalf("/metrics served no series:\n%s", body)
 	}
 }
