@@ -138,6 +138,17 @@ type PresenceRegistration struct {
 	ParentAttestation *AttestationRegistration `json:"parent_attestation"`
 }
 
+// newPresenceRegistration builds the presence block for a session key.
+func newPresenceRegistration(session Keypair, att Attestation) *PresenceRegistration {
+	return &PresenceRegistration{
+		SessionPubkey: session.PublicHex(), SessionSecretKey: session.SecretHex(),
+		ParentAttestation: &AttestationRegistration{
+			SessionPubkey: att.SessionPubkey, ParentMemberPubkey: att.ParentMemberPubkey,
+			ExpiresAt: att.ExpiresAt, Signature: att.Signature,
+		},
+	}
+}
+
 // AttestationRegistration is an Attestation in the IPC's snake_case.
 type AttestationRegistration struct {
 	SessionPubkey      string `json:"session_pubkey"`

@@ -68,7 +68,6 @@ const (
 	defaultLease                 = 30 * time.Second
 	defaultSweepInterval         = 15 * time.Second
 	defaultGrace                 = 90 * time.Second
-	defaultMessageTTL            = 7 * 24 * time.Hour
 	defaultPingInterval          = 30 * time.Second
 	defaultPingTimeout           = 45 * time.Second
 	defaultHelloTimeout          = 30 * time.Second

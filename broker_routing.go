@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -155,42 +154,6 @@ func (b *Broker) self(c *brokerConn) *peer {
 	}
 	cp := *c.peer
 	return &cp
-}
-
-// targetKind classifies a targetSpec.
-type targetKind int
-
-const (
-	targetInvalid targetKind = iota
-	targetDirect
-	targetBroadcast
-	targetGroup
-	targetTopic
-)
-
-func classifyTarget(spec string) (targetKind, string) {
-	switch {
-	case spec == "*" || spec == "@all":
-		return targetBroadcast, ""
-	case isHexKey(spec):
-		return targetDirect, spec
-	case strings.HasPrefix(spec, "@") && len(spec) > 1:
-		return targetGroup, spec[1:]
-	case strings.HasPrefix(spec, "#") && len(spec) > 1:
-		return targetTopic, spec[1:]
-	}
-	return targetInvalid, ""
-}
-
-// inGroup reports whether groups reach target: the exact group, or a group
-// below it (a peer in a/b/c is reached by @a/b and @a).
-func inGroup(groups []GroupRef, target string) bool {
-	for _, g := range groups {
-		if g.Name == target || strings.HasPrefix(g.Name, target+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {

@@ -207,3 +207,81 @@ type storedPeerState struct {
 	Stats      json.RawMessage
 	LastSeenAt time.Time
 }
+
+// Multicast resolution, shared by every store: it runs inside the
+// transaction that stores the message (policy in broker_fanout.go).
+
+// defaultMessageTTL is how long a message waits for its recipients.
+const defaultMessageTTL = 7 * 24 * time.Hour
+
+// groupMemory is how long a key that has gone away still counts as a
+// member of the groups it declared: as long as a message waits for it.
+const groupMemory = defaultMessageTTL
+
+// storedPresence is the last known presence of one routing key: a member
+// link (key = the member key) or a session key.
+type storedPresence struct {
+	MeshID   string
+	Key      string
+	MemberID string
+	Role     string // peerRoleControlPlane | peerRoleSession
+	Groups   []GroupRef
+	Visible  bool
+	Present  bool      // connected, or in its grace window
+	SeenAt   time.Time // when it last connected, changed or left
+}
+
+// multicastTarget is a multicast send to resolve inside the store's
+// transaction.
+type multicastTarget struct {
+	Kind           targetKind
+	Ref            string // the group, for targetGroup
+	SenderKey      string
+	SenderMemberID string
+	Now            time.Time
+}
+
+// resolveMulticast returns the delivery keys of a multicast: for each
+// intended member, its present sessions that the target reaches, or its
+// member key when there are none. members and presences are the mesh's.
+func resolveMulticast(t multicastTarget, members []storedMember, presences []storedPresence) []string {
+	byMember := map[string][]storedPresence{}
+	for _, p := range presences {
+		byMember[p.MemberID] = append(byMember[p.MemberID], p)
+	}
+	since := t.Now.Add(-groupMemory)
+	var keys []string
+	for _, m := range members {
+		if m.RevokedAt != nil {
+			continue
+		}
+		rows := byMember[m.ID]
+		intended := t.Kind != targetGroup
+		linkSeen, linkHidden := false, false
+		var sessions []string
+		for _, r := range rows {
+			reaches := t.Kind != targetGroup || inGroup(r.Groups, t.Ref)
+			if reaches && (r.Present || !r.SeenAt.Before(since)) {
+				intended = true
+			}
+			switch {
+			case r.Role == peerRoleControlPlane:
+				linkSeen = true
+				linkHidden = r.Present && !r.Visible
+			case r.Present && r.Visible && reaches && r.Key != t.SenderKey:
+				sessions = append(sessions, r.Key)
+			}
+		}
+		if !linkSeen && t.Kind == targetGroup && inGroup(m.DefaultGroups, t.Ref) {
+			intended = true
+		}
+		switch {
+		case !intended:
+		case len(sessions) > 0:
+			keys = append(keys, sessions...)
+		case m.ID != t.SenderMemberID && !linkHidden:
+			keys = append(keys, m.Pubkey)
+		}
+	}
+	return keys
+}

@@ -172,17 +172,6 @@ func (c *DaemonClient) Reload(ctx context.Context) (ReloadReply, error) {
 	return callIPC(ctx, c, apiReload, noRequest{})
 }
 
-// newPresenceRegistration builds the presence block for a session key.
-func newPresenceRegistration(session Keypair, att Attestation) *PresenceRegistration {
-	return &PresenceRegistration{
-		SessionPubkey: session.PublicHex(), SessionSecretKey: session.SecretHex(),
-		ParentAttestation: &AttestationRegistration{
-			SessionPubkey: att.SessionPubkey, ParentMemberPubkey: att.ParentMemberPubkey,
-			ExpiresAt: att.ExpiresAt, Signature: att.Signature,
-		},
-	}
-}
-
 // RegisterSession registers (or replaces) a session.
 func (c *DaemonClient) RegisterSession(ctx context.Context, r RegisterRequest) error {
 	_, err := callIPC(ctx, c, apiRegister, r)
