@@ -9,8 +9,12 @@
 //  4. on TCP, `Authorization: Bearer <local-token>` (constant-time compare),
 //     except /v1/health with --public-health → otherwise 401;
 //  5. the caller's session, from `Authorization: ClaudeMesh-Session <hex>`
-//     on the socket or `X-ClaudeMesh-Session` (either transport); an unknown
-//     token is not an error, the caller simply has no session.
+//     on the socket or `X-ClaudeMesh-Session` (either transport). No token
+//     is the machine-wide view; a token the daemon does not know (a session
+//     that ended or was reaped) is not an identity and gets 401
+//     unknown_session, so it never sees or deletes its siblings' messages —
+//     except on the routes a session uses before it is registered or after
+//     it is gone (version, health, register, deregister).
 //
 // No route ever returns a secret key. Errors are {"error":"<code>", …}
 // with a status chosen by one function, ipcErrorStatus.
@@ -85,6 +89,12 @@ var ipcRoutes = []ipcRoute{
 	bind(apiInboxSeen, (*Daemon).handleInboxSeen),
 	bind(apiInboxFlush, (*Daemon).handleInboxFlush),
 	bind(apiInboxDelete, (*Daemon).handleInboxDelete),
+}
+
+// sessionlessRoutes answer a session token the daemon does not know: a
+// session asks for them before it is registered, or after it is gone.
+var sessionlessRoutes = map[string]bool{
+	apiVersion.pattern: true, apiHealth.pattern: true, apiRegister.pattern: true, apiDeregister.pattern: true,
 }
 
 // ipcFeatures is what /v1/version advertises.
@@ -259,6 +269,11 @@ func (d *Daemon) ipcHandler(tcp bool) http.Handler {
 		req := &ipcRequest{Request: r, params: params, maxBody: route.maxBody}
 		if tok := sessionTokenOf(r, tcp); tok != "" {
 			req.session = d.sessions.Resolve(tok)
+			if req.session == nil && !sessionlessRoutes[route.pattern] {
+				writeAPIError(w, newAPIError(http.StatusUnauthorized, "unknown_session",
+					"this session token is not registered with the daemon (the session ended or was reaped); register it again, or send no token"))
+				return
+			}
 		}
 		if route.stream != nil {
 			route.stream(d, w, req)

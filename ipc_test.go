@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -530,5 +531,56 @@ func newTCPDaemonClient(port int, localToken, sessionToken string) *DaemonClient
 	return &DaemonClient{
 		http: &http.Client{Transport: &http.Transport{MaxIdleConns: 4}}, base: "http://127.0.0.1:" + strconv.Itoa(port),
 		bearer: localToken, SessionToken: sessionToken, tcp: true,
+	}
+}
+
+// A session token the daemon does not know is not an identity: every route
+// that acts for a session answers 401 unknown_session, and the messages of
+// other sessions stay where they are; no token keeps the machine-wide view.
+func TestUnknownSessionTokenIs401(t *testing.T) {
+	fx := newMeshFixture(t)
+	h := newTestHome(t)
+	h.writeConfig(t, fx.alpha)
+	td := startTestDaemon(t, h, nil)
+	ctx := context.Background()
+	reaped, _ := registration(t, fx.alpha, "reaped", os.Getpid())
+	if err := td.client("").RegisterSession(ctx, reaped); err != nil {
+		t.Fatal(err)
+	}
+	if err := td.client(reaped.Token).DeregisterSession(ctx, reaped.Token); err != nil {
+		t.Fatal(err)
+	}
+	stale := td.client(reaped.Token)
+	routes := []struct{ method, path string }{
+		{"GET", "/v1/inbox"},
+		{"POST", "/v1/inbox/seen"},
+		{"DELETE", "/v1/inbox?all=true"},
+		{"DELETE", "/v1/inbox/some-id"},
+		{"GET", "/v1/events"},
+		{"POST", "/v1/send"},
+		{"GET", "/v1/outbox"},
+		{"GET", "/v1/peers"},
+		{"GET", "/v1/sessions/me"},
+	}
+	for _, r := range routes {
+		var body any
+		if r.method == "POST" {
+			body = map[string]any{"to": "*", "message": "hi", "ids": []string{"x"}}
+		}
+		err := stale.Do(ctx, r.method, r.path, body, nil)
+		var ie *IPCError
+		if !errors.As(err, &ie) || ie.Status != 401 || ie.Code != "unknown_session" {
+			t.Errorf("%s %s with a stale token = %v, want 401 unknown_session", r.method, r.path, err)
+		}
+	}
+	if _, err := td.client("").Version(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.Version(ctx); err != nil {
+		t.Fatalf("version with a stale token: %v", err)
+	}
+	var out InboxReply
+	if err := td.client("").Do(ctx, "GET", "/v1/inbox", nil, &out); err != nil {
+		t.Fatalf("no token: %v", err)
 	}
 }
