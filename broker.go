@@ -51,7 +51,11 @@ type BrokerOptions struct {
 	PingInterval  time.Duration // protocol ping period (default 30 s)
 	PingTimeout   time.Duration // pong wait; interval + timeout = silence before drop (default 45 s)
 	HelloTimeout  time.Duration // time allowed before a handshake (default 30 s)
-	MaxSkew       time.Duration // handshake timestamp tolerance (default 60 s)
+	// HelloTimeoutUnderPressure replaces HelloTimeout for a socket that
+	// opens while its address holds half its MaxPendingPerIP (default 5 s).
+	HelloTimeoutUnderPressure time.Duration
+	MaxPendingPerIP           int           // sockets one address may hold before their handshake (default 32)
+	MaxSkew                   time.Duration // handshake timestamp tolerance (default 60 s)
 
 	Logger *slog.Logger
 }
@@ -71,6 +75,8 @@ const (
 	defaultPingInterval          = 30 * time.Second
 	defaultPingTimeout           = 45 * time.Second
 	defaultHelloTimeout          = 30 * time.Second
+	defaultPressureHelloTimeout  = 5 * time.Second
+	defaultMaxPendingPerIP       = 32
 	defaultMaxSkew               = 60 * time.Second
 	maxAttestationTTL            = 24 * time.Hour
 
@@ -98,6 +104,8 @@ func (o *BrokerOptions) applyDefaults() {
 	setDefault(&o.PingInterval, defaultPingInterval)
 	setDefault(&o.PingTimeout, defaultPingTimeout)
 	setDefault(&o.HelloTimeout, defaultHelloTimeout)
+	setDefault(&o.HelloTimeoutUnderPressure, min(defaultPressureHelloTimeout, o.HelloTimeout))
+	setDefault(&o.MaxPendingPerIP, defaultMaxPendingPerIP)
 	setDefault(&o.MaxSkew, defaultMaxSkew)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -124,6 +132,7 @@ type Broker struct {
 	sockets     map[*brokerConn]struct{}
 	seenHellos  map[string]time.Time // replay guard: pubkey|timestamp|signature → first seen
 	ipBuckets   map[string]*tokenBucket
+	pendingByIP map[string]int          // sockets of an address that have not completed a handshake
 	sendBuckets map[string]*tokenBucket // by member id
 	servers     []*http.Server
 	lastPurge   time.Time
@@ -191,14 +200,18 @@ type lease struct {
 
 // brokerConn is one WebSocket.
 type brokerConn struct {
-	b       *Broker
-	ws      *websocket.Conn
-	ip      string
-	out     chan outFrame
-	drainCh chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	peer    *peer // set by the handshake; guarded by b.mu
+	b  *Broker
+	ws *websocket.Conn
+	ip string
+	// helloTimeout is this socket's deadline for a handshake, and
+	// authenticated releases its place among its address's pending sockets.
+	helloTimeout  time.Duration
+	authenticated func()
+	out           chan outFrame
+	drainCh       chan struct{}
+	ctx           context.Context
+	cancel        context.CancelFunc
+	peer          *peer // set by the handshake; guarded by b.mu
 
 	closing  atomic.Bool
 	lastRead atomic.Int64 // unix ms of the last frame, ping or pong
@@ -238,6 +251,7 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 		sockets:     map[*brokerConn]struct{}{},
 		seenHellos:  map[string]time.Time{},
 		ipBuckets:   map[string]*tokenBucket{},
+		pendingByIP: map[string]int{},
 		sendBuckets: map[string]*tokenBucket{},
 		lastPurge:   time.Now(),
 	}
@@ -348,6 +362,19 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 			c.lastRead.Store(time.Now().UnixMilli())
 		}
 	}
+	ip := remoteIP(r)
+	helloTimeout, ok := b.admitPending(ip)
+	if !ok {
+		http.Error(w, fmt.Sprintf("too many connections from %s waiting for a handshake (max %d)", ip, b.opts.MaxPendingPerIP),
+			http.StatusTooManyRequests)
+		return
+	}
+	pending := true
+	defer func() {
+		if pending {
+			b.leavePending(ip)
+		}
+	}()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		OnPingReceived: func(ctx context.Context, p []byte) bool { touch(ctx, p); return true },
 		OnPongReceived: touch,
@@ -357,8 +384,9 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(int64(b.opts.MaxFrameBytes))
 	ctx, cancel := context.WithCancel(b.ctx)
-	c = &brokerConn{b: b, ws: ws, ip: remoteIP(r), out: make(chan outFrame, outQueueSize),
-		drainCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	c = &brokerConn{b: b, ws: ws, ip: ip, out: make(chan outFrame, outQueueSize),
+		drainCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel, helloTimeout: helloTimeout,
+		authenticated: func() { pending = false; b.leavePending(ip) }}
 	c.lastRead.Store(time.Now().UnixMilli())
 
 	b.mu.Lock()
@@ -506,12 +534,12 @@ func (c *brokerConn) pingLoop() {
 
 // readLoop reads frames until the socket ends.
 func (c *brokerConn) readLoop() {
-	helloTimer := time.AfterFunc(c.b.opts.HelloTimeout, func() {
+	helloTimer := time.AfterFunc(c.helloTimeout, func() {
 		c.b.mu.Lock()
 		authed := c.peer != nil
 		c.b.mu.Unlock()
 		if !authed {
-			c.b.refuse(c, handshakeError{code: codeHelloTimeout, message: "no hello within " + c.b.opts.HelloTimeout.String(), close: closePolicy})
+			c.b.refuse(c, handshakeError{code: codeHelloTimeout, message: "no hello within " + c.helloTimeout.String(), close: closePolicy})
 		}
 	})
 	defer helloTimer.Stop()
@@ -530,6 +558,7 @@ func (c *brokerConn) readLoop() {
 			authed = c.b.handleUnauthenticated(c, data)
 			if authed {
 				helloTimer.Stop()
+				c.authenticated()
 			}
 			continue
 		}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -528,5 +529,49 @@ func TestBrokerHandshakeCheckOrder(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { refusedWith(t, c.url, c.hello, c.code, closePolicy) })
+	}
+}
+
+// Sockets that never say hello: an address holding MaxPendingPerIP of them
+// is refused (429) before the upgrade, and from half that many on its new
+// sockets get the shorter hello deadline.
+func TestPendingSocketsCappedPerAddress(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{MaxPendingPerIP: 4, HelloTimeout: time.Minute, HelloTimeoutUnderPressure: 100 * time.Millisecond})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	var idle []*testClient
+	for range 2 {
+		idle = append(idle, dialTestClient(t, url))
+	}
+	pressed := dialTestClient(t, url)
+	if f := pressed.expect(frameError, nil); f.str("code") != codeHelloTimeout || f.str("message") != "no hello within 100ms" {
+		t.Fatalf("under pressure: %v, want hello_timeout after 100ms", f)
+	}
+	pressed.expectClose()
+	waitFor(t, "the timed-out socket released", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.pendingByIP["127.0.0.1"] == 2
+	})
+	full := []*testClient{dialTestClient(t, url), dialTestClient(t, url)}
+	ctx, cancel := context.WithTimeout(context.Background(), testWait)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fifth pending socket: %v (%v), want 429", err, resp)
+	}
+	// A handshake frees its place.
+	idle[0].hello(owner, "daemon-1")
+	waitFor(t, "the authenticated socket released", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.pendingByIP["127.0.0.1"] == 3
+	})
+	dialTestClient(t, url)
+	for _, tc := range append(idle[1:], full...) {
+		select {
+		case <-tc.done:
+			t.Fatalf("a socket within the normal deadline was closed: %v", tc.err)
+		default:
+		}
 	}
 }

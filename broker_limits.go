@@ -1,7 +1,11 @@
 // Broker limits: token buckets for sends (per member) and handshakes (per
-// client IP). Policy: a bucket holds `burst` tokens and refills `perMinute`
-// tokens a minute; an empty bucket refuses with a rate_limit error that says
-// the limit, so a client can tell a retryable refusal from a permanent one.
+// client IP), and a cap on sockets waiting for their handshake (per IP).
+// Policy: a bucket holds `burst` tokens and refills `perMinute` tokens a
+// minute; an empty bucket refuses with a rate_limit error that says the
+// limit, so a client can tell a retryable refusal from a permanent one. An
+// address holding MaxPendingPerIP sockets that have not said hello gets
+// 429 before any upgrade; from half that many on, its new sockets get the
+// shorter HelloTimeoutUnderPressure, so idle sockets cannot pin memory.
 package main
 
 import "time"
@@ -55,4 +59,33 @@ func (tb *tokenBucket) refund() {
 // (by then it has refilled), so that it can be dropped.
 func (tb *tokenBucket) idle(now time.Time, after time.Duration) bool {
 	return now.Sub(tb.lastUsed) > after
+}
+
+// admitPending counts a new socket of ip that has not yet said hello, and
+// returns its hello deadline; false when ip is at its cap. Release it with
+// leavePending.
+func (b *Broker) admitPending(ip string) (time.Duration, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.pendingByIP[ip]
+	if n >= b.opts.MaxPendingPerIP {
+		return 0, false
+	}
+	b.pendingByIP[ip] = n + 1
+	if 2*n >= b.opts.MaxPendingPerIP {
+		return b.opts.HelloTimeoutUnderPressure, true
+	}
+	return b.opts.HelloTimeout, true
+}
+
+// leavePending releases a socket counted by admitPending: it said hello,
+// or it ended.
+func (b *Broker) leavePending(ip string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pendingByIP[ip] <= 1 {
+		delete(b.pendingByIP, ip)
+	} else {
+		b.pendingByIP[ip]--
+	}
 }

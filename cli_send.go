@@ -11,12 +11,17 @@
 //   - The output says what happened: sent with the recipient online, sent
 //     and held by the broker for an offline recipient, still queued in the
 //     daemon's outbox, or failed (exit 1).
+//   - The CLI chooses the message's client_message_id before it sends, so
+//     a send whose answer was lost (the daemon died mid-request) names it
+//     in its error, and a retry with --client-id <id> is deduplicated
+//     (by the daemon's outbox, or by the broker on the one-shot path).
 //   - Without a usable daemon (per --strict / --no-daemon) the message goes
 //     over a one-shot broker connection, sealed with that connection's key,
 //     and the verb waits for the broker's ack.
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,8 +40,8 @@ const minCLIPrefix = 4
 const sendWait = 3 * time.Second
 
 type sendFlags struct {
-	mesh, priority, replyTo string
-	self                    bool
+	mesh, priority, replyTo, clientID string
+	self                              bool
 }
 
 func setupSend(fs *flagSet) runFunc {
@@ -45,12 +50,19 @@ func setupSend(fs *flagSet) runFunc {
 	fs.StringVar(&f.priority, "priority", priorityNext, "now, next or low (busy peers get only now)")
 	fs.StringVar(&f.replyTo, "reply-to", "", "the message id this answers")
 	fs.BoolVar(&f.self, "self", false, "to your own member key: one copy to each of your other live sessions")
+	fs.StringVar(&f.clientID, "client-id", "", "the message's client_message_id: retry a failed send with the id it printed and it is delivered once")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) < 2 || strings.TrimSpace(strings.Join(args[1:], " ")) == "" {
 			return usageError("usage: claudemesh send <to> <message…>")
 		}
 		if !validPriority(f.priority) {
 			return usageError("--priority must be now, next or low, not %q", f.priority)
+		}
+		if f.clientID != "" && f.self {
+			return usageError("--client-id names one message; --self sends one per session")
+		}
+		if len(f.clientID) > maxIDLen {
+			return usageError("--client-id is longer than %d bytes", maxIDLen)
 		}
 		to, text := strings.TrimSpace(args[0]), strings.Join(args[1:], " ")
 		if targetForm(to) == "" {
@@ -72,6 +84,7 @@ type meshPeerRow struct {
 // messenger to say whether a DM's recipient is online, if it can.
 type sendMessage struct {
 	mesh, to, text, priority, replyTo string
+	clientID                          string // "" for a fresh one
 	presence                          bool
 }
 
@@ -131,7 +144,8 @@ func (m daemonMessenger) selfSession(ctx context.Context) string {
 
 func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, error) {
 	a, err := callIPC(ctx, m.cl, apiSend, SendRequest{To: msg.to, Message: msg.text, Priority: msg.priority,
-		WaitMs: int(sendWait.Milliseconds()), Mesh: msg.mesh, ReplyToID: msg.replyTo, Presence: msg.presence})
+		WaitMs: int(sendWait.Milliseconds()), Mesh: msg.mesh, ReplyToID: msg.replyTo, Presence: msg.presence,
+		ClientMessageID: msg.clientID})
 	if err != nil {
 		return sendOutcome{}, ipcFailure(err)
 	}
@@ -176,7 +190,7 @@ func (m coldMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, e
 // send seals a DM with the connection's own key (the broker names that key
 // as the sender) and waits for the broker's ack.
 func (m coldMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, error) {
-	out := sendOutcome{ClientMessageID: newUUID(), Mesh: m.link.Mesh.Slug, Target: msg.to}
+	out := sendOutcome{ClientMessageID: cmp.Or(msg.clientID, newUUID()), Mesh: m.link.Mesh.Slug, Target: msg.to}
 	var nonce, ct string
 	if isHexKey(msg.to) {
 		var err error
@@ -258,11 +272,17 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		wg.Add(1)
 		go func() { defer wg.Done(); loadPeers(mesh) }()
 	}
+	clientID := cmp.Or(f.clientID, newUUID())
 	out, err := m.send(ctx, sendMessage{mesh: mesh, to: target, text: text, priority: f.priority, replyTo: f.replyTo,
-		presence: direct && m.presenceWithSend()})
+		clientID: clientID, presence: direct && m.presenceWithSend()})
 	wg.Wait()
+	var answered *IPCError
+	if err != nil && errors.As(err, &answered) {
+		return err // the daemon refused it: nothing was accepted
+	}
 	if err != nil {
-		return err
+		// The message may have been accepted before the answer was lost.
+		return withHint(err, fmt.Sprintf("its client_message_id is %s: if it may have gone out, retry with --client-id %s and it is delivered once", clientID, clientID))
 	}
 	if out.Online != nil {
 		if out.Name != "" && label == shortKey(target) {

@@ -361,3 +361,27 @@ func TestUnbannedMemberReconnectsOnReload(t *testing.T) {
 	}
 	sendAndSettle(t, f.d2.client(""), f.me.Pubkey, "back in")
 }
+
+// A send retried with the client_message_id of the first attempt is
+// delivered once, through the daemon and over the one-shot path alike.
+func TestSendClientIDRetryIsDeduplicated(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	for _, path := range [][]string{nil, {"--no-daemon"}} {
+		id := "retry-" + newUUID()
+		text := "once " + id
+		for range 2 {
+			args := append([]string{"send", "bert", text, "--client-id", id}, path...)
+			if r := runCLI(t, f.h1.env(), args...); r.code != 0 {
+				t.Fatalf("%v = %d\n%s%s", args, r.code, r.stdout, r.stderr)
+			}
+		}
+		waitFor(t, "the message in bert's inbox", func() bool { return countBody(inboxItems(t, b.cl), text) > 0 })
+		if n := countBody(inboxItems(t, b.cl), text); n != 1 {
+			t.Fatalf("%v: %d copies in the inbox, want 1", path, n)
+		}
+	}
+	if r := runCLI(t, f.h1.env(), "send", "--self", f.me.Pubkey, "x", "--client-id", "a"); r.code != exitUsage {
+		t.Fatalf("--self with --client-id = %d\n%s", r.code, r.stderr)
+	}
+}
