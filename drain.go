@@ -366,6 +366,9 @@ func (dr *drainer) runLane(ctx context.Context, lane laneKey) {
 				if ctx.Err() == nil {
 					dr.log.Warn("drain_claim_failed", "err", err.Error())
 				}
+				if isDiskFull(err) {
+					reclaimWAL(dr.ob.db)
+				}
 				sleep(ctx, changed, time.Second)
 				continue
 			}

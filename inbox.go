@@ -115,7 +115,7 @@ type Inbox struct {
 }
 
 func openInbox(path string) (*Inbox, error) {
-	db, err := openSQLite(path, inboxMigrations)
+	db, err := openSQLite(path, inboxMigrations, smallWAL...)
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +250,9 @@ func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
 	isNew, err := s.ib.Insert(ctx, row, alsoSeenBy...)
 	if err != nil {
 		// Not acked: the broker pushes it again.
+		if isDiskFull(err) {
+			reclaimWAL(s.ib.db)
+		}
 		s.log.Warn("inbox_insert_failed", "mesh", msg.Mesh, "message_id", msg.Push.MessageID, "err", err.Error())
 		return
 	}

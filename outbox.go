@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -125,14 +126,15 @@ func scanOutboxRow(s rowScanner) (*outboxRow, error) {
 
 // Outbox is outbox.db.
 type Outbox struct {
-	db *sql.DB
-	st *stmtCache
+	db  *sql.DB
+	st  *stmtCache
+	dir string // the daemon directory it lives in, named when it is full
 }
 
 // openOutbox opens (creating) the outbox and returns rows a crash left
 // inflight to pending; recovered is how many.
 func openOutbox(path string) (ob *Outbox, recovered int64, err error) {
-	db, err := openSQLite(path, outboxMigrations)
+	db, err := openSQLite(path, outboxMigrations, smallWAL...)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -142,7 +144,7 @@ func openOutbox(path string) (ob *Outbox, recovered int64, err error) {
 		db.Close()
 		return nil, 0, fmt.Errorf("recover inflight rows: %w", err)
 	}
-	return &Outbox{db: db, st: newStmtCache(db)}, recovered, nil
+	return &Outbox{db: db, st: newStmtCache(db), dir: filepath.Dir(path)}, recovered, nil
 }
 
 // Close closes the database.
@@ -416,6 +418,11 @@ func (d *Daemon) handleSend(req *ipcRequest, body SendRequest) (SendReply, error
 			defer w.cancel()
 		}
 		r, err := d.outbox.Accept(ctx, *row)
+		if isDiskFull(err) {
+			reclaimWAL(d.outbox.db)
+			return SendReply{}, newAPIError(http.StatusInsufficientStorage, "disk_full",
+				fmt.Sprintf("no space left in %s: the message was not accepted; free some space there and send it again", d.outbox.dir))
+		}
 		if err != nil {
 			return SendReply{}, err
 		}

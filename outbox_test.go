@@ -3,13 +3,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -535,6 +541,114 @@ func TestPrunerDropsOldRows(t *testing.T) {
 		_, err := td.outbox.get(context.Background(), r.id)
 		if kept := err == nil; kept != r.kept {
 			t.Errorf("outbox row %s kept = %v (%v), want %v", r.id, kept, err, r.kept)
+		}
+	}
+}
+
+// The daemon directory on a small volume that fills up during sends: a
+// send that cannot be stored answers 507 disk_full naming the directory;
+// once some space is back — all of it, or only a sliver — sends are
+// accepted again without a restart, and every accepted message arrives.
+func TestSendsOnAFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs")
+	}
+	for _, tc := range []struct {
+		name, size string
+		free       int64 // bytes given back; 0 = all of the filler
+	}{
+		{"16 MB volume, all space back", "16m", 0},
+		{"4 MB volume, 512 KB back", "4m", 512 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mnt := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+tc.size, "tmpfs", mnt).CombinedOutput(); err != nil {
+				t.Skipf("cannot mount a tmpfs here (%v: %s); the disk-full test needs root and mount rights", err, bytes.TrimSpace(out))
+			}
+			t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+			b, url := startTestBrokerWith(t, msgBrokerOptions())
+			me := newTestMesh(t, b, url, "alpha", "me")
+			bob := addTestMember(t, b, me, "bob", "member")
+			h1, h2 := newTestHome(t), newTestHome(t)
+			h1.Paths.DaemonDir = filepath.Join(mnt, "d")
+			h1.writeConfig(t, me)
+			h2.writeConfig(t, bob)
+			d1, d2 := startTestDaemon(t, h1, nil), startTestDaemon(t, h2, nil)
+			d1.waitLink(t, "alpha", LinkOpen)
+			d2.waitLink(t, "alpha", LinkOpen)
+
+			filler := filepath.Join(mnt, "filler")
+			fill(t, filler)
+			var accepted []string
+			full := false
+			for i := 0; i < 500 && !full; i++ {
+				text := fmt.Sprintf("before %d", i)
+				var out SendReply
+				err := d1.client("").Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, &out)
+				var ie *IPCError
+				switch {
+				case err == nil:
+					accepted = append(accepted, text)
+				case errors.As(err, &ie) && ie.Status == http.StatusInsufficientStorage && ie.Code == "disk_full":
+					if !strings.Contains(ie.Message, h1.Paths.DaemonDir) {
+						t.Fatalf("disk_full message %q does not name %s", ie.Message, h1.Paths.DaemonDir)
+					}
+					full = true
+				default:
+					t.Fatalf("send %d on a full disk: %v", i, err)
+				}
+			}
+			if !full {
+				t.Fatal("500 sends on a full volume and none refused")
+			}
+			if tc.free == 0 {
+				os.Remove(filler)
+			} else if st, err := os.Stat(filler); err != nil || os.Truncate(filler, st.Size()-tc.free) != nil {
+				t.Fatalf("free space: %v", err)
+			}
+			// With only a sliver back a send may still find the disk full,
+			// but the WAL gives back what it held: a retry goes through.
+			for i := range 20 {
+				text := fmt.Sprintf("after %d", i)
+				var err error
+				for range 3 {
+					if err = d1.client("").Do(context.Background(), "POST", "/v1/send", map[string]any{"to": bob.Pubkey, "message": text}, nil); err == nil {
+						break
+					}
+				}
+				if err != nil {
+					t.Fatalf("send %d once space is back, three tries: %v", i, err)
+				}
+				accepted = append(accepted, text)
+			}
+			waitFor(t, "every accepted message in bob's inbox", func() bool {
+				items := inboxItems(t, d2.client(""), "limit", "1000")
+				for _, text := range accepted {
+					if countBody(items, text) != 1 {
+						return false
+					}
+				}
+				return true
+			})
+		})
+	}
+}
+
+// fill writes path until the volume has no space left.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return
+			}
+			t.Fatal(err)
 		}
 	}
 }

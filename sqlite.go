@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver; pure Go, keeps the binary CGO-free
 )
@@ -22,7 +23,7 @@ var errNotFound = errors.New("not found")
 // openSQLite opens (creating with mode 0600) the database at path and brings
 // its schema up to date with migrations; migrations[i] moves user_version
 // from i to i+1.
-func openSQLite(path string, migrations []string) (*sql.DB, error) {
+func openSQLite(path string, migrations []string, pragmas ...string) (*sql.DB, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -34,7 +35,13 @@ func openSQLite(path string, migrations []string) (*sql.DB, error) {
 		"synchronous(NORMAL)", // safe with WAL; FULL would fsync every commit for no durability gain here
 		"busy_timeout(5000)",  // wait for a competing writer instead of failing with SQLITE_BUSY
 		"foreign_keys(ON)",    // enforce the schema's references
+		// After a checkpoint the WAL is cut back to this size, so a burst of
+		// writes cannot keep the disk space it once needed.
+		"journal_size_limit(4194304)",
 	} {
+		q.Add("_pragma", p)
+	}
+	for _, p := range pragmas {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate") // every transaction takes the write lock up front: no upgrade deadlocks
@@ -44,10 +51,56 @@ func openSQLite(path string, migrations []string) (*sql.DB, error) {
 	}
 	if err := migrate(context.Background(), db, migrations); err != nil {
 		db.Close()
+		if isDamaged(err) {
+			return nil, fmt.Errorf("%s is damaged (%v): claudemesh will not use it as an empty store. "+
+				"Stop what uses it, move it aside (mv %s %s.broken; the same for its -wal and -shm files) to start with a fresh one, "+
+				"or put back a backup", path, err, path, path)
+		}
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
 	return db, nil
 }
+
+// SQLite's primary result codes that need their own handling.
+const (
+	sqliteCorrupt = 11
+	sqliteFull    = 13
+	sqliteNotADB  = 26
+)
+
+// sqliteCode is the primary result code of a SQLite error, 0 for others.
+func sqliteCode(err error) int {
+	var se interface{ Code() int }
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+// isDamaged reports an error from a file that is not, or is no longer, a
+// whole SQLite database (truncated, overwritten, corrupt).
+func isDamaged(err error) bool {
+	c := sqliteCode(err)
+	return c == sqliteCorrupt || c == sqliteNotADB
+}
+
+// isDiskFull reports a write that failed for want of space.
+func isDiskFull(err error) bool {
+	return sqliteCode(err) == sqliteFull || errors.Is(err, syscall.ENOSPC)
+}
+
+// reclaimWAL checkpoints db and truncates its WAL to nothing: after a
+// write failed for want of space, the WAL gives back what it holds so that
+// the next write can succeed once any space is free.
+func reclaimWAL(db *sql.DB) {
+	_, _ = db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+}
+
+// smallWAL are the pragmas of a store that must keep working on a nearly
+// full disk (the daemon's inbox and outbox): a checkpoint every 64 pages
+// keeps the WAL near 256 KB, so it cannot take up the space a commit or a
+// checkpoint needs.
+var smallWAL = []string{"wal_autocheckpoint(64)"}
 
 // migrate applies the migrations the database has not seen yet.
 func migrate(ctx context.Context, db *sql.DB, migrations []string) error {
