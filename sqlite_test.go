@@ -3,10 +3,12 @@
 package main
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -74,4 +76,65 @@ func TestOpenSQLiteFailedMigrationRollsBack(t *testing.T) {
 		t.Fatalf("after a rolled-back migration the database must still open: %v", err)
 	}
 	db.Close()
+}
+
+// A damaged store file — overwritten or cut short — is refused with an
+// error that names the file and says what to do, never opened as an
+// empty store.
+func TestDamagedStoreFilesAreNamed(t *testing.T) {
+	opens := map[string]func(dir string) error{
+		"inbox.db": func(dir string) error {
+			ib, err := openInbox(filepath.Join(dir, "inbox.db"))
+			if err == nil {
+				ib.Close()
+			}
+			return err
+		},
+		"outbox.db": func(dir string) error {
+			ob, _, err := openOutbox(filepath.Join(dir, "outbox.db"))
+			if err == nil {
+				ob.Close()
+			}
+			return err
+		},
+		brokerDBFile: func(dir string) error {
+			s, err := openSQLiteBrokerStore(dir)
+			if err == nil {
+				s.Close()
+			}
+			return err
+		},
+	}
+	damages := map[string]func(t *testing.T, path string){
+		"overwritten": func(t *testing.T, path string) {
+			os.Remove(path + "-wal")
+			os.Remove(path + "-shm")
+			if err := os.WriteFile(path, bytes.Repeat([]byte("not a database "), 500), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"cut short": func(t *testing.T, path string) {
+			os.Remove(path + "-wal")
+			os.Remove(path + "-shm")
+			if err := os.Truncate(path, 1000); err != nil {
+				t.Fatal(err)
+			}
+		},
+	}
+	for file, open := range opens {
+		for how, damage := range damages {
+			t.Run(file+" "+how, func(t *testing.T) {
+				dir := t.TempDir()
+				if err := open(dir); err != nil {
+					t.Fatalf("fresh store: %v", err)
+				}
+				path := filepath.Join(dir, file)
+				damage(t, path)
+				err := open(dir)
+				if err == nil || !strings.Contains(err.Error(), path+" is damaged") || !strings.Contains(err.Error(), "move it aside") {
+					t.Fatalf("open a damaged %s = %v, want an error naming it and what to do", file, err)
+				}
+			})
+		}
+	}
 }
