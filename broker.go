@@ -408,11 +408,11 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	go func() { defer b.wg.Done(); c.pingLoop() }()
 	go func() { defer b.wg.Done(); c.drainLoop() }()
 
-	c.readLoop()
+	err = c.readLoop()
 
 	cancel()
 	ws.CloseNow()
-	b.detach(c)
+	b.detach(c, leftOnPurpose(err))
 	b.mu.Lock()
 	delete(b.sockets, c)
 	b.mu.Unlock()
@@ -532,8 +532,16 @@ func (c *brokerConn) pingLoop() {
 	}
 }
 
-// readLoop reads frames until the socket ends.
-func (c *brokerConn) readLoop() {
+// leftOnPurpose reports whether a socket ended with the client's normal
+// close saying it leaves.
+func leftOnPurpose(readErr error) bool {
+	var ce websocket.CloseError
+	return errors.As(readErr, &ce) && ce.Code == websocket.StatusNormalClosure && ce.Reason == closeReasonLeave
+}
+
+// readLoop reads and handles frames until the socket ends, and returns why
+// it ended.
+func (c *brokerConn) readLoop() error {
 	helloTimer := time.AfterFunc(c.helloTimeout, func() {
 		c.b.mu.Lock()
 		authed := c.peer != nil
@@ -547,7 +555,7 @@ func (c *brokerConn) readLoop() {
 	for {
 		typ, data, err := c.ws.Read(c.ctx)
 		if err != nil {
-			return
+			return err
 		}
 		c.lastRead.Store(time.Now().UnixMilli())
 		if typ != websocket.MessageText {
@@ -592,9 +600,10 @@ func (c *brokerConn) replyError(code, message, reqID string) {
 }
 
 // detach runs when a socket ends: its presence enters the grace window (or
-// goes away at once when the broker is closing), and its leases are released
-// so its next connection gets them immediately.
-func (b *Broker) detach(c *brokerConn) {
+// goes away at once when the broker is closing or the client left on
+// purpose), and its leases are released so its next connection gets them
+// immediately.
+func (b *Broker) detach(c *brokerConn, leaving bool) {
 	b.mu.Lock()
 	p := c.peer
 	if p == nil || p.conn != c {
@@ -606,11 +615,14 @@ func (b *Broker) detach(c *brokerConn) {
 	p.inflight = map[string]*lease{}
 	p.lastSeen = time.Now()
 	ps := p.peerState()
-	if b.closed || p.oneShot() {
+	switch {
+	case b.closed || p.oneShot():
 		// A one-shot CLI link left on purpose: nothing to re-attach to.
 		p.removed = true
 		delete(b.room(p.meshID).peers, p.presenceID)
-	} else {
+	case leaving:
+		b.removePeer(p, 0, "", b.lastOfKey(p))
+	default:
 		p.graceTimer = time.AfterFunc(b.opts.Grace, func() { b.expireGrace(p) })
 	}
 	b.mu.Unlock()
@@ -620,21 +632,25 @@ func (b *Broker) detach(c *brokerConn) {
 }
 
 // expireGrace removes a presence whose socket did not come back in time.
-// peer_left is told only when no other presence has its key: a daemon that
-// restarted is back under a new sessionId, and has not left.
 func (b *Broker) expireGrace(p *peer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p.removed || p.conn != nil || b.closed {
 		return
 	}
-	announce := true
+	b.removePeer(p, 0, "", b.lastOfKey(p))
+}
+
+// lastOfKey reports whether p is the only presence with its key: peer_left
+// is told only then, since a daemon that restarted is back under a new
+// sessionId and has not left. Caller holds b.mu.
+func (b *Broker) lastOfKey(p *peer) bool {
 	for _, o := range b.room(p.meshID).peers {
 		if o != p && o.key == p.key {
-			announce = false
+			return false
 		}
 	}
-	b.removePeer(p, 0, "", announce)
+	return true
 }
 
 // removePeer takes a presence out of its room, closing its socket with code

@@ -156,11 +156,11 @@ func (b *Broker) handleListPeers(c *brokerConn, _ *ListPeersFrame, reqID string)
 
 // row is p as peers_list shows it. Caller holds b.mu.
 func (p *peer) row() PeerRow {
-	visible := p.visible
+	visible, connected := p.visible, p.conn != nil
 	r := PeerRow{Pubkey: p.key, MemberPubkey: p.memberPubkey, DisplayName: p.displayName, Status: p.status,
 		Groups: append([]GroupRef{}, p.groups...), SessionID: p.sessionID, ConnectedAt: isoTime(p.connectedAt),
 		Cwd: p.cwd, PeerRole: p.role, Hostname: p.hostname, PeerType: p.peerType, Channel: p.channel, Model: p.model,
-		Visible: &visible}
+		Visible: &visible, Connected: &connected}
 	if p.summary != "" {
 		s := p.summary
 		r.Summary = &s

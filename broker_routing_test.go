@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -301,6 +303,74 @@ func TestBrokerGraceReattachIsSilent(t *testing.T) {
 	left := a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
 	if left["eventData"].(map[string]any)["name"] != "short" {
 		t.Fatalf("peer_left = %v", left)
+	}
+}
+
+// A client that closes normally saying it leaves ends its presence at once:
+// peer_left goes out, the key is gone from peers_list, and nothing waits out
+// the grace. Any other close keeps it listed, not connected, for the grace.
+func TestBrokerLeaveEndsPresenceAtOnce(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{Grace: time.Hour})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	cases := []struct {
+		name, reason string
+		code         websocket.StatusCode
+		leaves       bool
+	}{
+		{"normal close saying leave", closeReasonLeave, websocket.StatusNormalClosure, true},
+		{"normal close with another reason", "flap", websocket.StatusNormalClosure, false},
+		{"going away saying leave", closeReasonLeave, websocket.StatusGoingAway, false},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("s%d", i)
+			key := mustNewKeypair()
+			s := connectSession(t, url, bob, key, name)
+			a.expect(framePush, func(f frame) bool {
+				return f.str("event") == eventPeerJoined && f["eventData"].(map[string]any)["name"] == name
+			})
+			p := findPeer(b, owner.MeshID, func(o *peer) bool { return o.displayName == name })
+			s.ws.Close(tc.code, tc.reason)
+			waitOffline(t, b, p)
+			rows := a.roundTrip(map[string]any{"type": frameListPeers})["peers"].([]any)
+			var row map[string]any
+			for _, r := range rows {
+				if r.(map[string]any)["pubkey"] == key.PublicHex() {
+					row = r.(map[string]any)
+				}
+			}
+			if tc.leaves {
+				left := a.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerLeft })
+				if left["eventData"].(map[string]any)["pubkey"] != key.PublicHex() || row != nil {
+					t.Fatalf("after a leave: peer_left %v, row %v", left, row)
+				}
+				return
+			}
+			if row == nil || row["connected"] != false {
+				t.Fatalf("in its grace the row is %v, want listed with connected false", row)
+			}
+		})
+	}
+}
+
+func TestLeftOnPurpose(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"leave", websocket.CloseError{Code: websocket.StatusNormalClosure, Reason: closeReasonLeave}, true},
+		{"wrapped leave", fmt.Errorf("read: %w", websocket.CloseError{Code: websocket.StatusNormalClosure, Reason: closeReasonLeave}), true},
+		{"normal close without a reason", websocket.CloseError{Code: websocket.StatusNormalClosure}, false},
+		{"policy close saying leave", websocket.CloseError{Code: websocket.StatusPolicyViolation, Reason: closeReasonLeave}, false},
+		{"a dropped socket", io.EOF, false},
+	}
+	for _, tc := range cases {
+		if got := leftOnPurpose(tc.err); got != tc.want {
+			t.Errorf("leftOnPurpose(%s) = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -306,11 +306,12 @@ const (
 
 // welcomePeers is the peer list as the welcome counts it: no control-plane
 // rows (a member's daemon link is not someone to talk to; older brokers mark
-// it only by channel) and not this session itself.
+// it only by channel), no session waiting out its reconnect grace, and not
+// this session itself.
 func welcomePeers(peers []PeerRow, self *mcpSelf) []PeerRow {
 	var out []PeerRow
 	for _, p := range peers {
-		if p.PeerRole == "control-plane" || p.Channel == "claudemesh-daemon" {
+		if p.PeerRole == "control-plane" || p.Channel == "claudemesh-daemon" || !rowLive(p) {
 			continue
 		}
 		if self != nil && self.SessionPubkey != "" && p.Pubkey == self.SessionPubkey {

@@ -121,6 +121,7 @@ type Daemon struct {
 	mu           sync.Mutex
 	meshes       map[string]*meshEntry   // slug → member link
 	sessionLinks map[string]*sessionLink // session token → its link
+	departed     map[string]time.Time    // session key → when its session deregistered
 	reloadMu     sync.Mutex
 
 	brokerMu sync.Mutex
@@ -173,7 +174,7 @@ func NewDaemon(opts DaemonOptions) *Daemon {
 	opts.defaults()
 	d := &Daemon{
 		opts: opts, log: opts.Log, paths: opts.Paths, bus: newBus(256),
-		meshes: map[string]*meshEntry{}, sessionLinks: map[string]*sessionLink{},
+		meshes: map[string]*meshEntry{}, sessionLinks: map[string]*sessionLink{}, departed: map[string]time.Time{},
 		pid: os.Getpid(), senders: newSenderNames(),
 	}
 	d.hostname, _ = os.Hostname()
@@ -807,12 +808,49 @@ func (d *Daemon) onSessionDeregister(s *Session, reason string) {
 	sl, ok := d.sessionLinks[s.Token]
 	if ok && sl.Session == s {
 		delete(d.sessionLinks, s.Token)
+		d.noteDeparted(sl.Session.Presence.SessionPubkey, time.Now())
 	} else {
 		ok = false
 	}
 	d.mu.Unlock()
 	if ok {
 		sl.Link.Close()
+	}
+}
+
+// departedMemory is how long the daemon remembers a session key it let go:
+// as long as a broker that does not honour a leave keeps its presence.
+const departedMemory = defaultGrace + 30*time.Second
+
+// noteDeparted remembers a session key whose session this daemon let go,
+// and forgets those older than departedMemory. Caller holds d.mu.
+func (d *Daemon) noteDeparted(key string, now time.Time) {
+	for k, at := range d.departed {
+		if now.Sub(at) > departedMemory {
+			delete(d.departed, k)
+		}
+	}
+	d.departed[key] = now
+}
+
+// departedSince reports whether key is a session this daemon let go within
+// departedMemory: a broker that keeps such a presence for its grace window
+// lists it as live, but it will not come back.
+func (d *Daemon) departedSince(key string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, ok := d.departed[key]
+	return ok && now.Sub(at) <= departedMemory
+}
+
+// markDeparted marks the rows of sessions this daemon let go as not
+// connected.
+func (d *Daemon) markDeparted(rows []PeerRow, now time.Time) {
+	for i, r := range rows {
+		if d.departedSince(r.Pubkey, now) {
+			gone := false
+			rows[i].Connected = &gone
+		}
 	}
 }
 

@@ -368,7 +368,13 @@ func (l *Link) connectOnce(ctx context.Context) (final LinkState, err error) {
 	l.mu.Lock()
 	l.conn = nil
 	l.mu.Unlock()
-	conn.close(websocket.StatusNormalClosure, "")
+	// The context ends only when the link is closed or the daemon stops:
+	// both are a leave, which the broker need not wait out a grace for.
+	reason := ""
+	if ctx.Err() != nil {
+		reason = closeReasonLeave
+	}
+	conn.close(websocket.StatusNormalClosure, reason)
 	return l.finalFor(err), err
 }
 

@@ -191,8 +191,9 @@ func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ..
 	return e.Link.Request(ctx, frame, replyTypes...)
 }
 
-// listPeers asks mesh e's broker for its peer list, and learns the names in
-// it for pushes that come without one.
+// listPeers asks mesh e's broker for its peer list, marks the sessions this
+// daemon let go as not connected, and learns the names in it for pushes that
+// come without one.
 func (d *Daemon) listPeers(ctx context.Context, e *meshEntry) ([]PeerRow, error) {
 	raw, err := d.rpc(ctx, e, ListPeersFrame{Type: frameListPeers}, framePeersList)
 	if err != nil {
@@ -202,6 +203,7 @@ func (d *Daemon) listPeers(ctx context.Context, e *meshEntry) ([]PeerRow, error)
 	if err := json.Unmarshal(raw, &f); err != nil {
 		return nil, fmt.Errorf("bad peers_list: %w", err)
 	}
+	d.markDeparted(f.Peers, time.Now())
 	d.senders.learnPeers(e.Mesh.Slug, f.Peers)
 	return f.Peers, nil
 }
@@ -298,6 +300,13 @@ func firstAcross[T any](ctx context.Context, d *Daemon, meshes []*meshEntry, fra
 
 func (d *Daemon) peers(ctx context.Context, meshes []*meshEntry) (PeersReply, error) {
 	rows, failed, err := listAcross[PeerRow](ctx, d, meshes, ListPeersFrame{Type: frameListPeers}, framePeersList, "peers")
+	now := time.Now()
+	for _, r := range rows {
+		var key string
+		if json.Unmarshal(r.Fields["pubkey"], &key) == nil && d.departedSince(key, now) {
+			r.Fields["connected"] = json.RawMessage("false")
+		}
+	}
 	return PeersReply{Peers: rows, Errors: failed}, err
 }
 

@@ -207,3 +207,55 @@ func TestDMToMemberKey(t *testing.T) {
 		t.Fatalf("member-sent DM attributed to %v", ev["sender_pubkey"])
 	}
 }
+
+// A session that quits and is launched again under the same name: the
+// quit is a deliberate leave, so the broker ends the old presence at once
+// (peers are told it left, well inside the grace window), the name means
+// the new session, and the banner counts one peer, not a ghost.
+func TestRelaunchUnderTheSameNameWithinTheGrace(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	zed := registerTestSession(t, f.d1, f.me, "zed")
+	bert := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, bert.reg.Token)
+	if err := f.d1.client("").DeregisterSession(context.Background(), zed.reg.Token); err != nil {
+		t.Fatal(err)
+	}
+	streamB.next(t, "zed's peer_leave", func(ev DaemonEvent) bool {
+		return ev.Kind == eventPeerLeave && eventData(ev)["pubkey"] == zed.pub()
+	})
+	zed2 := registerTestSession(t, f.d1, f.me, "zed")
+	if out := sendAndSettle(t, bert.cl, "zed", "welcome back"); out.Target != zed2.pub() {
+		t.Fatalf("send zed went to %s, want the new session %s", shortKey(out.Target), shortKey(zed2.pub()))
+	}
+	peers, err := daemonMCP{cl: bert.cl}.Peers(context.Background(), "alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(welcomePeers(peers, &mcpSelf{SessionPubkey: bert.pub(), Mesh: "alpha"})); n != 1 {
+		t.Fatalf("the banner would count %d peers, want 1: %+v", n, peers)
+	}
+}
+
+// A broker that does not honour the leave keeps the old presence for its
+// grace window and lists it as live: the daemon that let the session go
+// knows it will not come back, so the name still means the new session.
+func TestRelaunchOnABrokerThatKeepsTheGhost(t *testing.T) {
+	fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
+	m := fakeMesh("fake", fb.url)
+	h := newTestHome(t)
+	h.writeConfig(t, m)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "fake", LinkOpen)
+	old := registerTestSession(t, td, m, "zed")
+	if err := td.client("").DeregisterSession(context.Background(), old.reg.Token); err != nil {
+		t.Fatal(err)
+	}
+	relaunched := registerTestSession(t, td, m, "zed")
+	fb.setPeers(
+		PeerRow{Pubkey: old.pub(), MemberPubkey: m.Pubkey, DisplayName: "zed", PeerRole: peerRoleSession},
+		PeerRow{Pubkey: relaunched.pub(), MemberPubkey: m.Pubkey, DisplayName: "zed", PeerRole: peerRoleSession},
+	)
+	if out := sendAndSettle(t, td.client(""), "zed", "which zed?"); out.Target != relaunched.pub() {
+		t.Fatalf("send zed went to %s, want the relaunched session %s", shortKey(out.Target), shortKey(relaunched.pub()))
+	}
+}

@@ -253,7 +253,12 @@ func TestResolvePeerTarget(t *testing.T) {
 	bobMember := strings.Repeat("d", 64)
 	cold := strings.Repeat("e", 64)
 	carolMember, carolSession := strings.Repeat("7", 64), strings.Repeat("8", 64)
+	quinnMember, quinnGhost, quinnLive, yuriGhost := strings.Repeat("3", 64), strings.Repeat("5", 64), strings.Repeat("6", 64), strings.Repeat("4", 64)
+	gone, here := false, true
 	rows := []PeerRow{
+		{Pubkey: quinnGhost, MemberPubkey: quinnMember, DisplayName: "quinn", PeerRole: peerRoleSession, Connected: &gone},
+		{Pubkey: quinnLive, MemberPubkey: quinnMember, DisplayName: "Quinn", PeerRole: peerRoleSession, Connected: &here},
+		{Pubkey: yuriGhost, MemberPubkey: quinnMember, DisplayName: "yuri", PeerRole: peerRoleSession, Connected: &gone},
 		{Pubkey: carolMember, MemberPubkey: carolMember, DisplayName: "carol-laptop", PeerRole: peerRoleControlPlane},
 		{Pubkey: carolSession, MemberPubkey: carolMember, DisplayName: "carol", PeerRole: peerRoleSession},
 		{Pubkey: sess1, MemberPubkey: member, DisplayName: "Alice", PeerRole: peerRoleSession},
@@ -276,6 +281,9 @@ func TestResolvePeerTarget(t *testing.T) {
 		{"session key prefix", sess1[:17], 16, sess1, ""},
 		{"member key prefix, member with two sessions", member[:16], 16, member, ""},
 		{"member key prefix, member with one session", carolMember[:16], 16, carolSession, ""},
+		{"member key prefix, one live session and two in their grace", quinnMember[:16], 16, quinnLive, ""},
+		{"a live session before one in its grace", "quinn", 16, quinnLive, ""},
+		{"a session in its grace when no live one has the name", "yuri", 16, yuriGhost, ""},
 		{"prefix naming two sessions", sess1[:15], 8, "", "ambiguous_target"},
 		{"prefix shorter than the minimum", sess1[:12], 16, "", "no_peer_matches"},
 		{"a cold link's key is never a target", cold[:20], 16, "", "no_peer_matches"},

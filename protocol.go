@@ -114,6 +114,12 @@ const (
 	closeBanned = 4002 // "banned"
 )
 
+// closeReasonLeave is the reason of a client's normal (1000) close when it
+// leaves on purpose (a session deregistered, a daemon stopping): the broker
+// ends that presence at once, where a dropped socket keeps it for the grace
+// window. Our addition; a broker that does not know it applies the grace.
+const closeReasonLeave = "leave"
+
 // Peer roles on the broker.
 const (
 	peerRoleControlPlane = "control-plane" // a member (daemon) connection
@@ -352,6 +358,9 @@ type PeerRow struct {
 	Visible      *bool      `json:"visible,omitempty"`
 	Profile      *Profile   `json:"profile,omitempty"`
 	Role         string     `json:"role,omitempty"` // lifted from profile.role
+	// Connected is false while the presence waits out its reconnect grace
+	// with no socket. Our addition: a broker that does not say leaves it nil.
+	Connected *bool `json:"connected,omitempty"`
 }
 
 // PeersListFrame answers list_peers.

@@ -5,14 +5,19 @@
 // Policy:
 //   - `*`, `@group` and `#topic` pass through; a 64-hex key passes through
 //     (lowercased).
-//   - A display name matches launched sessions, case-insensitively. A
-//     control-plane row (a member's daemon or a one-shot CLI link) is never
-//     a name's target: its name is a machine's, not a person's.
+//   - A display name matches launched sessions, case-insensitively, live
+//     ones first: a session waiting out its reconnect grace (one that just
+//     quit and was launched again under the same name) is considered only
+//     when no live session has that name. A control-plane row (a member's
+//     daemon or a one-shot CLI link) is never a name's target: its name is a
+//     machine's, not a person's.
 //   - A hex prefix of at least minPrefix characters matches session and
 //     member keys (claudemesh 1.31.6): it must name exactly one key. A
 //     member key whose member has exactly one live session stands for that
 //     session, where a DM is read; a one-shot link's throw-away key is never
 //     a target.
+//   - A row is live unless it says it is not (Connected false): a broker
+//     that does not say lists every row as live.
 //   - No match and several matches are errors that list the candidates.
 package main
 
@@ -72,6 +77,10 @@ func (e *TargetError) Error() string {
 	return fmt.Sprintf("no peer matches %q%s (%s)", e.To, where, online)
 }
 
+// rowLive reports whether a peer row has its socket: false only when the
+// broker says the row waits out its reconnect grace.
+func rowLive(r PeerRow) bool { return r.Connected == nil || *r.Connected }
+
 // peerTargetKey is the key a DM to this row goes to: a session's own key,
 // a control-plane row's member key.
 func peerTargetKey(r PeerRow) string {
@@ -92,19 +101,21 @@ func peerLabel(name, key string) string {
 // among rows. It returns the key and the rows that carry it.
 func resolvePeerTarget(to string, rows []PeerRow, minPrefix int, mesh string) (string, error) {
 	want := strings.ToLower(strings.TrimSpace(to))
-	names := map[string]string{}
-	for _, r := range rows {
-		if r.PeerRole != peerRoleControlPlane && r.Pubkey != "" && strings.ToLower(r.DisplayName) == want {
-			names[r.Pubkey] = r.DisplayName
+	for _, wantLive := range []bool{true, false} {
+		names := map[string]string{}
+		for _, r := range rows {
+			if r.PeerRole != peerRoleControlPlane && r.Pubkey != "" && rowLive(r) == wantLive && strings.ToLower(r.DisplayName) == want {
+				names[r.Pubkey] = r.DisplayName
+			}
+		}
+		if key, err := oneKey(to, mesh, names); key != "" || err != nil {
+			return key, err
 		}
 	}
-	if key, err := oneKey(to, mesh, names); key != "" || err != nil {
-		return key, err
-	}
 	if len(want) >= minPrefix && len(want) < 64 && isLowerHex(want) {
-		sessionsOf := map[string][]PeerRow{} // member key → its session rows
+		sessionsOf := map[string][]PeerRow{} // member key → its live session rows
 		for _, r := range rows {
-			if r.PeerRole != peerRoleControlPlane {
+			if r.PeerRole != peerRoleControlPlane && rowLive(r) {
 				sessionsOf[r.MemberPubkey] = append(sessionsOf[r.MemberPubkey], r)
 			}
 		}
