@@ -304,7 +304,7 @@ func ipcFailure(err error) error {
 	case ie.Code == "broker_unavailable":
 		hints = append(hints, "see 'claudemesh status' for the broker links")
 	case ie.Status == 413:
-		hints = append(hints, "make it smaller: split a long text into several messages")
+		hints = append(hints, hintLongMessage)
 	case ie.Code == "to_self":
 		hints = append(hints, "to reach your other sessions: claudemesh send --self <your member key>")
 	case ie.Code == "banned":

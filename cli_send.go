@@ -26,10 +26,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // minCLIPrefix is the shortest key prefix `send` resolves (claudemesh 1.31.6).
@@ -40,8 +43,61 @@ const minCLIPrefix = 4
 const sendWait = 3 * time.Second
 
 type sendFlags struct {
-	mesh, priority, replyTo, clientID string
-	self                              bool
+	mesh, priority, replyTo, clientID, file string
+	self                                    bool
+}
+
+// maxSendInput bounds what `send` reads from stdin or --file: far above
+// any broker's message limit, so that the limit, not the read, is what a
+// long text meets.
+const maxSendInput = 1 << 20
+
+// hintLongMessage is what to do with a text over the broker's limit.
+const hintLongMessage = "make it smaller: split a long text into several messages, or share it as a skill (claudemesh skill share <name> --file <path>) and send its name"
+
+// sendBody is the message text: the words after the target, stdin for a
+// lone "-", or the file --file names.
+func sendBody(c *cli, f sendFlags, words []string) (string, error) {
+	var data []byte
+	var err error
+	var from string
+	switch {
+	case f.file != "" && len(words) > 0:
+		return "", usageError("give the message as words or as --file, not both")
+	case f.file != "":
+		from = f.file
+		data, err = readCapped(func() (io.ReadCloser, error) { return os.Open(f.file) })
+	case len(words) == 1 && words[0] == "-":
+		from = "stdin"
+		if c.env.StdinTTY {
+			c.infof("type the message, then Ctrl-D on a line of its own")
+		}
+		data, err = readCapped(func() (io.ReadCloser, error) { return io.NopCloser(c.env.Stdin), nil })
+	default:
+		return strings.Join(words, " "), nil
+	}
+	if err != nil {
+		return "", exitError(exitIO, fmt.Errorf("reading the message from %s: %w", from, err))
+	}
+	if len(data) > maxSendInput {
+		return "", exitError(exitUsage, fmt.Errorf("the message from %s is over %d bytes; a message holds about %d bytes of text",
+			from, maxSendInput, maxPlaintextFor(defaultMaxMessageBytes, "")), hintLongMessage)
+	}
+	if !utf8.Valid(data) {
+		return "", withHint(usageError("the message from %s is not valid UTF-8 text", from), "convert it first, for example with iconv -t UTF-8")
+	}
+	return string(data), nil
+}
+
+// readCapped reads at most maxSendInput+1 bytes, so that a caller can tell
+// an input over the cap without reading all of it.
+func readCapped(open func() (io.ReadCloser, error)) ([]byte, error) {
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(io.LimitReader(r, maxSendInput+1))
 }
 
 func setupSend(fs *flagSet) runFunc {
@@ -51,9 +107,11 @@ func setupSend(fs *flagSet) runFunc {
 	fs.StringVar(&f.replyTo, "reply-to", "", "the message id this answers")
 	fs.BoolVar(&f.self, "self", false, "to your own member key: one copy to each of your other live sessions")
 	fs.StringVar(&f.clientID, "client-id", "", "the message's client_message_id: retry a failed send with the id it printed and it is delivered once")
+	fs.StringVar(&f.file, "file", "", "send this file's text as the message")
 	return func(ctx context.Context, c *cli, args []string) error {
-		if len(args) < 2 || strings.TrimSpace(strings.Join(args[1:], " ")) == "" {
-			return usageError("usage: claudemesh send <to> <message…>")
+		const usage = "usage: claudemesh send <to> <message…> (or - to read it from stdin, or --file <path>)"
+		if len(args) < 1 {
+			return usageError(usage)
 		}
 		if !validPriority(f.priority) {
 			return usageError("--priority must be now, next or low, not %q", f.priority)
@@ -64,9 +122,16 @@ func setupSend(fs *flagSet) runFunc {
 		if len(f.clientID) > maxIDLen {
 			return usageError("--client-id is longer than %d bytes", maxIDLen)
 		}
-		to, text := strings.TrimSpace(args[0]), strings.Join(args[1:], " ")
+		to := strings.TrimSpace(args[0])
 		if targetForm(to) == "" {
 			return usageError("%q is not a target: give a name, a key (or prefix), @group, * or #topic", to)
+		}
+		text, err := sendBody(c, f, args[1:])
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(text) == "" {
+			return usageError(usage)
 		}
 		return c.warmOrCold(ctx, f.mesh,
 			func(cl *DaemonClient) error { return runSend(ctx, c, daemonMessenger{cl}, f, to, text) },
@@ -201,7 +266,8 @@ func (m coldMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, 
 		nonce, ct = plainBody([]byte(msg.text))
 	}
 	if size := len(ct) + len(nonce) + len(msg.to); size > defaultMaxMessageBytes {
-		return out, fmt.Errorf("the message is %d bytes once encrypted; brokers accept at most %d", size, defaultMaxMessageBytes)
+		return out, exitError(exitFailure, fmt.Errorf("the message is %d bytes once encrypted; brokers accept at most %d (about %d bytes of text)",
+			size, defaultMaxMessageBytes, maxPlaintextFor(defaultMaxMessageBytes, msg.to)), hintLongMessage)
 	}
 	fp, err := requestFingerprint(msg.to, msg.replyTo, msg.priority, nil, []byte(msg.text))
 	if err != nil {
@@ -484,8 +550,11 @@ func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string
 	switch {
 	case out.Status == "failed":
 		hint := "see 'claudemesh peer list' for who is on the mesh"
-		if code := ackErrorCode(out.Error); code == codeRateLimit {
+		switch ackErrorCode(out.Error) {
+		case codeRateLimit:
 			hint = "the broker limits how fast one member sends; try again in a moment"
+		case codePayloadTooLarge:
+			hint = hintLongMessage
 		}
 		return exitError(exitFailure, fmt.Errorf("send to %s failed: %s", label, out.Error), hint)
 	case out.Status == "queued":

@@ -3,9 +3,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -383,5 +386,65 @@ func TestSendClientIDRetryIsDeduplicated(t *testing.T) {
 	}
 	if r := runCLI(t, f.h1.env(), "send", "--self", f.me.Pubkey, "x", "--client-id", "a"); r.code != exitUsage {
 		t.Fatalf("--self with --client-id = %d\n%s", r.code, r.stderr)
+	}
+}
+
+// The message can come from stdin (a lone -) or a file (--file), whole,
+// newlines and all; a text over the broker's limit is refused saying the
+// limit and what to do; input that is no text is refused before anything
+// is sent.
+func TestSendBodyFromStdinAndFile(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	streamB := subscribe(t, f.d2, b.reg.Token)
+	env := f.h1.env()
+	env["CLAUDEMESH_INTERNAL_NO_AUTOSPAWN"] = "1"
+	runWith := func(stdin string, args ...string) procResult {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), args, Env{Getenv: mapEnv(env), Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errb})
+		return procResult{code: code, stdout: out.String(), stderr: errb.String()}
+	}
+	piped := "line one\nline two from stdin\n"
+	if r := runWith(piped, "send", "bert", "-"); r.code != 0 {
+		t.Fatalf("send - = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	streamB.next(t, "the stdin body", messageWith(piped))
+
+	file := filepath.Join(t.TempDir(), "notes.md")
+	long := strings.Repeat("a line of notes\n", 2000) // 32 KB: past any argv comfort, under the limit
+	if err := os.WriteFile(file, []byte(long), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := runWith("", "send", "bert", "--file", file); r.code != 0 {
+		t.Fatalf("send --file = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	streamB.next(t, "the file body", messageWith(long))
+
+	huge := filepath.Join(t.TempDir(), "huge.txt")
+	if err := os.WriteFile(huge, []byte(strings.Repeat("x", 60_000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		want  []string
+	}{
+		{"over the broker's limit", "", []string{"send", "bert", "--file", huge}, exitFailure, []string{"about 4", "bytes of text", "hint: make it smaller", "skill share"}},
+		{"over the read cap", strings.Repeat("y", maxSendInput+1), []string{"send", "bert", "-"}, exitUsage, []string{"over 1048576 bytes", "hint: make it smaller"}},
+		{"not text", "caf\xe9", []string{"send", "bert", "-"}, exitUsage, []string{"not valid UTF-8"}},
+		{"empty stdin", "", []string{"send", "bert", "-"}, exitUsage, []string{"usage: claudemesh send"}},
+		{"words and a file", "", []string{"send", "bert", "hi", "--file", file}, exitUsage, []string{"not both"}},
+		{"a file that is not there", "", []string{"send", "bert", "--file", file + ".gone"}, exitIO, []string{"reading the message from"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runWith(tc.stdin, tc.args...)
+			for _, w := range tc.want {
+				if r.code != tc.code || !strings.Contains(r.stderr, w) {
+					t.Fatalf("%q = %d\n%s%s\nwant exit %d with %q", tc.args, r.code, r.stdout, r.stderr, tc.code, w)
+				}
+			}
+		})
 	}
 }

@@ -107,14 +107,16 @@ fixing; warnings do not change the exit code. It changes nothing.`,
 	{
 		name:    "send",
 		aliases: []string{"message send"},
-		args:    "<to> <message…>",
+		args:    "<to> <message…|->",
 		summary: "send a message to a peer (name, key or key prefix), @group, * or #topic",
 		detail: `Names and key prefixes (4+ hex characters) are resolved against the peer list;
 no match and several matches are errors that list the candidates. Your own
 member key needs --self, which sends one copy to each of your other live
 sessions. The output says whether the recipient is online, whether the
 broker holds the message for later, or whether it is still in the daemon's
-outbox. Without the daemon the message goes over a direct broker connection.`,
+outbox. Without the daemon the message goes over a direct broker connection.
+A lone - reads the message from stdin; --file <path> sends a file's text. A
+message holds about 48 KB of text (the broker's limit, once encrypted).`,
 		group: groupMessage,
 		setup: setupSend,
 	},
