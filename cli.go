@@ -679,9 +679,11 @@ func (c *cli) report(err error) int {
 			hints = []string{"see 'claudemesh help " + c.cmd.name + "'"}
 		}
 	}
-	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paintStderr(colorRed, "claudemesh: error:"), err.Error())
+	// Errors quote peers' names and brokers' words: never their control
+	// characters.
+	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paintStderr(colorRed, "claudemesh: error:"), terminalBlock(err.Error()))
 	for _, h := range hints {
-		fmt.Fprintf(c.env.Stderr, "hint: %s\n", h)
+		fmt.Fprintf(c.env.Stderr, "hint: %s\n", terminalBlock(h))
 	}
 	if c.jsonMode() && !c.jsonPrinted {
 		_ = c.printJSON(map[string]any{"ok": false, "error": err.Error(), "exit_code": code, "hints": nonNil(hints)})
@@ -783,7 +785,7 @@ func (c *cli) printf(format string, a ...any) {
 
 // warnf writes a warning to stderr.
 func (c *cli) warnf(format string, a ...any) {
-	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paintStderr(colorYellow, "claudemesh: warning:"), fmt.Sprintf(format, a...))
+	fmt.Fprintf(c.env.Stderr, "%s %s\n", c.paintStderr(colorYellow, "claudemesh: warning:"), terminalBlock(fmt.Sprintf(format, a...)))
 }
 
 // infof writes an informational line to stderr (kept off stdout so that

@@ -607,7 +607,7 @@ func printLinks(c *cli, h HealthReply) {
 		}
 		line := fmt.Sprintf("  %s %s: %s", c.stateDot(string(l.State)), who, l.State)
 		if l.LastError != "" {
-			line += " (" + l.LastError + ")"
+			line += " (" + terminalLine(l.LastError) + ")"
 		}
 		c.printf("%s\n", line)
 	}

@@ -81,9 +81,9 @@ func (c *cli) inboxLine(it inboxItem) string {
 	if it.SeenAt == "" {
 		dot = c.paint(colorGreen, "●")
 	}
-	fmt.Fprintf(&b, "%s %s (%s) [%s]", dot, c.paint(colorBold, it.SenderName), shortID(it.SenderPubkey), it.Mesh)
+	fmt.Fprintf(&b, "%s %s (%s) [%s]", dot, c.paint(colorBold, terminalLine(it.SenderName)), terminalLine(shortID(it.SenderPubkey)), terminalLine(it.Mesh))
 	if it.Topic != "" {
-		b.WriteString(" #" + string(it.Topic))
+		b.WriteString(" #" + terminalLine(string(it.Topic)))
 	}
 	if t, err := time.Parse(time.RFC3339Nano, it.ReceivedAt); err == nil {
 		b.WriteString(" " + t.Local().Format("2006-01-02 15:04:05"))
@@ -93,11 +93,11 @@ func (c *cli) inboxLine(it inboxItem) string {
 	}
 	fmt.Fprintf(&b, "  id %s", it.ID)
 	if it.BrokerMessageID != "" {
-		fmt.Fprintf(&b, "  msg %s", it.BrokerMessageID)
+		fmt.Fprintf(&b, "  msg %s", terminalLine(string(it.BrokerMessageID)))
 	}
 	body := "(could not be decrypted)"
 	if it.Body != nil {
-		body = strings.ReplaceAll(*it.Body, "\n", "\n    ")
+		body = strings.ReplaceAll(terminalBlock(*it.Body), "\n", "\n    ")
 	}
 	fmt.Fprintf(&b, "\n    %s", body)
 	return b.String()

@@ -80,7 +80,7 @@ func setupKickLike(fs *flagSet, verb string) runFunc {
 			return nil
 		}
 		if len(ack.Kicked) > 0 {
-			c.printf("%s %s %d peer(s) on %s: %s\n", c.paint(colorGreen, "✔"), past, len(ack.Kicked), m.Slug, strings.Join(ack.Kicked, ", "))
+			c.printf("%s %s %d peer(s) on %s: %s\n", c.paint(colorGreen, "✔"), past, len(ack.Kicked), m.Slug, terminalLine(strings.Join(ack.Kicked, ", ")))
 			if verb == frameKick {
 				c.printf("  they are out of the mesh (and told so); they come back by launching again\n")
 			} else {
@@ -89,7 +89,7 @@ func setupKickLike(fs *flagSet, verb string) runFunc {
 		}
 		if len(ack.SkippedControlPlane) > 0 {
 			c.printf("%s not kicked: %s — control-plane connection(s) (a daemon) that would reconnect at once\n",
-				c.paint(colorYellow, "⚠"), strings.Join(ack.SkippedControlPlane, ", "))
+				c.paint(colorYellow, "⚠"), terminalLine(strings.Join(ack.SkippedControlPlane, ", ")))
 			c.printf("  to keep a member out: claudemesh ban <peer>\n  to stop your own daemon: claudemesh daemon down\n")
 		}
 		return nil
@@ -128,11 +128,11 @@ func setupBanLike(fs *flagSet, verb string) runFunc {
 			return c.printJSON(map[string]any{"ok": true, "mesh": m.Slug, verb + "ned": who})
 		}
 		if verb == frameBan {
-			c.printf("%s banned %s from %s: they cannot reconnect until unbanned\n", c.paint(colorGreen, "✔"), who, m.Slug)
+			c.printf("%s banned %s from %s: they cannot reconnect until unbanned\n", c.paint(colorGreen, "✔"), terminalLine(who), m.Slug)
 			c.printf("  undo: claudemesh unban %s --mesh %s\n", shellQuote(who), m.Slug)
 			return nil
 		}
-		c.printf("%s unbanned %s on %s: they may connect again\n", c.paint(colorGreen, "✔"), who, m.Slug)
+		c.printf("%s unbanned %s on %s: they may connect again\n", c.paint(colorGreen, "✔"), terminalLine(who), m.Slug)
 		return nil
 	}
 }
@@ -159,7 +159,7 @@ func setupBans(fs *flagSet) runFunc {
 		}
 		c.printf("%s\n", c.paint(colorBold, fmt.Sprintf("banned members on %s (%d)", m.Slug, len(res.Bans))))
 		for _, b := range res.Bans {
-			c.printf("  %s  %s  since %s\n", b.Name, shortKey(b.Pubkey), b.RevokedAt)
+			c.printf("  %s  %s  since %s\n", terminalLine(b.Name), terminalLine(shortKey(b.Pubkey)), terminalLine(b.RevokedAt))
 		}
 		return nil
 	}

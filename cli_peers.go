@@ -292,7 +292,7 @@ func (c *cli) printPeers(groups []meshPeers, self selfKeys, all bool) error {
 			c.printf("\n")
 		}
 		if v.Err != "" {
-			c.printf("%s mesh %s: %s\n", c.paint(colorRed, "✘"), v.Mesh, v.Err)
+			c.printf("%s mesh %s: %s\n", c.paint(colorRed, "✘"), v.Mesh, terminalLine(v.Err))
 			continue
 		}
 		header := fmt.Sprintf("peers on %s (%d", v.Mesh, len(v.Peers))
@@ -310,6 +310,7 @@ func (c *cli) printPeers(groups []meshPeers, self selfKeys, all bool) error {
 // peerLine renders one peer: a status dot, name, markers, key, summary,
 // then the role/groups and cwd lines.
 func (c *cli) peerLine(p peerRecord) string {
+	text := func(k string) string { return terminalLine(p.str(k)) } // a peer's own words
 	dot := c.paint(colorGreen, "●")
 	switch p.str("status") {
 	case statusWorking:
@@ -318,7 +319,7 @@ func (c *cli) peerLine(p peerRecord) string {
 		dot = c.paint(colorRed, "●")
 	}
 	var b strings.Builder
-	name := cmp.Or(p.str("displayName"), "(unnamed)")
+	name := cmp.Or(text("displayName"), "(unnamed)")
 	fmt.Fprintf(&b, "  %s %s", dot, c.paint(colorBold, name))
 	if p["isThisSession"] == true {
 		b.WriteString(" (this session)")
@@ -327,7 +328,7 @@ func (c *cli) peerLine(p peerRecord) string {
 	}
 	var kinds []string
 	for _, k := range []string{"peerType", "channel"} {
-		if v := p.str(k); v != "" {
+		if v := text(k); v != "" {
 			kinds = append(kinds, v)
 		}
 	}
@@ -337,19 +338,19 @@ func (c *cli) peerLine(p peerRecord) string {
 	if len(kinds) > 0 {
 		b.WriteString(" (" + strings.Join(kinds, ", ") + ")")
 	}
-	if pk := p.str("pubkey"); pk != "" {
+	if pk := text("pubkey"); pk != "" {
 		b.WriteString(" · " + shortKey(pk))
 	}
 	if p["isSelf"] == true && p.str("peerRole") == peerRoleSession {
-		if sid := p.str("sessionId"); sid != "" {
+		if sid := text("sessionId"); sid != "" {
 			b.WriteString(" · sid:" + shortID(sid))
 		}
 	}
-	if s := p.str("summary"); s != "" {
+	if s := text("summary"); s != "" {
 		b.WriteString(" — " + s)
 	}
-	fmt.Fprintf(&b, "\n     role: %s  groups: %s", noneIfEmpty(p.str("role")), noneIfEmpty(groupLabels(p["groups"])))
-	if cwd := p.str("cwd"); cwd != "" {
+	fmt.Fprintf(&b, "\n     role: %s  groups: %s", noneIfEmpty(text("role")), noneIfEmpty(terminalLine(groupLabels(p["groups"]))))
+	if cwd := text("cwd"); cwd != "" {
 		fmt.Fprintf(&b, "\n     cwd: %s", cwd)
 	}
 	return b.String()
@@ -404,12 +405,12 @@ func setupWhoami(fs *flagSet) runFunc {
 		} else {
 			if session != nil {
 				c.printf("%s\n", c.paint(colorBold, "this session"))
-				c.printf("  name:        %s\n  session id:  %s\n  mesh:        %s\n", session.DisplayName, session.SessionID, session.Mesh)
+				c.printf("  name:        %s\n  session id:  %s\n  mesh:        %s\n", terminalLine(session.DisplayName), terminalLine(session.SessionID), session.Mesh)
 				if session.Presence != nil {
 					c.printf("  pubkey:      %s\n", session.Presence.SessionPubkey)
 				}
-				c.printf("  role:        %s\n  groups:      %s\n", noneIfEmpty(session.Role), noneIfEmpty(strings.Join(session.Groups, ", ")))
-				c.printf("  cwd:         %s\n  pid:         %d\n", noneIfEmpty(session.Cwd), session.Pid)
+				c.printf("  role:        %s\n  groups:      %s\n", noneIfEmpty(terminalLine(session.Role)), noneIfEmpty(terminalLine(strings.Join(session.Groups, ", "))))
+				c.printf("  cwd:         %s\n  pid:         %d\n", noneIfEmpty(terminalLine(session.Cwd)), session.Pid)
 				if session.Link != "" {
 					c.printf("  link:        %s\n", session.Link)
 				}

@@ -520,7 +520,7 @@ func runSelfFanOut(ctx context.Context, c *cli, m messenger, f sendFlags, mesh, 
 				mark = c.paint(colorYellow, "⚠")
 				what = "queued in the daemon outbox"
 			}
-			c.printf("  %s %s %s\n", mark, peerLabel(r.Name, r.Pubkey), what)
+			c.printf("  %s %s %s\n", mark, terminalLine(peerLabel(r.Name, r.Pubkey)), terminalLine(what))
 		}
 	}
 	if sent < len(results) {
@@ -531,6 +531,9 @@ func runSelfFanOut(ctx context.Context, c *cli, m messenger, f sendFlags, mesh, 
 
 // reportSend prints one send's outcome; a failure is an error (exit 1).
 func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string) error {
+	if !c.jsonMode() {
+		label = terminalLine(label) // a peer's name
+	}
 	if c.jsonMode() {
 		doc := map[string]any{"ok": out.Status != "failed", "status": out.Status, "messageId": out.MessageID,
 			"client_message_id": out.ClientMessageID, "target": out.Target, "mesh": out.Mesh, "via": via,

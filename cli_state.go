@@ -62,8 +62,8 @@ func setupStateGet(fs *flagSet) runFunc {
 			return c.printJSON(entry)
 		}
 		e := entry.Row
-		c.printf("%s = %s\n", key, compactJSON(e.Value))
-		c.printf("  set by %s at %s (%s)\n", e.UpdatedBy, e.UpdatedAt, entry.Mesh)
+		c.printf("%s = %s\n", key, terminalLine(compactJSON(e.Value)))
+		c.printf("  set by %s at %s (%s)\n", terminalLine(e.UpdatedBy), terminalLine(e.UpdatedAt), entry.Mesh)
 		return nil
 	}
 }
@@ -193,7 +193,8 @@ func setupStateList(fs *flagSet) runFunc {
 		}
 		c.printf("%s\n", c.paint(colorBold, fmt.Sprintf("state (%d)", len(entries))))
 		for _, e := range entries {
-			c.printf("  %s: %s\n    by %s at %s (%s)\n", e.Row.Key, compactJSON(e.Row.Value), e.Row.UpdatedBy, e.Row.UpdatedAt, e.Mesh)
+			c.printf("  %s: %s\n    by %s at %s (%s)\n", terminalLine(e.Row.Key), terminalLine(compactJSON(e.Row.Value)),
+				terminalLine(e.Row.UpdatedBy), terminalLine(e.Row.UpdatedAt), e.Mesh)
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -202,7 +203,7 @@ func setupStateList(fs *flagSet) runFunc {
 
 func printFailedMeshes(c *cli, failed map[string]string) {
 	for slug, e := range failed {
-		c.warnf("mesh %s: %s", slug, e)
+		c.warnf("mesh %s: %s", slug, terminalLine(e))
 	}
 }
 
@@ -286,9 +287,10 @@ func setupRecall(fs *flagSet) runFunc {
 		for _, x := range matches {
 			m, tags := x.Row, ""
 			if len(m.Tags) > 0 {
-				tags = " [" + strings.Join(m.Tags, ", ") + "]"
+				tags = " [" + terminalLine(strings.Join(m.Tags, ", ")) + "]"
 			}
-			c.printf("  %s%s\n    %s\n    by %s at %s (%s)\n", m.ID, tags, m.Content, m.RememberedBy, m.RememberedAt, x.Mesh)
+			c.printf("  %s%s\n    %s\n    by %s at %s (%s)\n", terminalLine(m.ID), tags, strings.ReplaceAll(terminalBlock(m.Content), "\n", "\n    "),
+				terminalLine(m.RememberedBy), terminalLine(m.RememberedAt), x.Mesh)
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -353,7 +355,7 @@ func setupSkillList(fs *flagSet) runFunc {
 			c.printf("no skills shared.\n")
 		}
 		for _, s := range skills {
-			c.printf("  %s (by %s, %s)\n", c.skillTitle(s.Row.Name, s.Row.Description), s.Row.Author, s.Mesh)
+			c.printf("  %s (by %s, %s)\n", c.skillTitle(s.Row.Name, s.Row.Description), terminalLine(s.Row.Author), s.Mesh)
 		}
 		printFailedMeshes(c, failed)
 		return nil
@@ -397,16 +399,17 @@ func setupSkillGet(fs *flagSet) runFunc {
 		if c.jsonMode() {
 			return c.printJSON(skill)
 		}
-		c.printf("%s\n  by %s (%s)\n\n%s\n", c.skillTitle(name, skill.Row.Description), skill.Row.Author, skill.Mesh, skill.Row.Instructions)
+		c.printf("%s\n  by %s (%s)\n\n%s\n", c.skillTitle(name, skill.Row.Description), terminalLine(skill.Row.Author), skill.Mesh,
+			terminalBlock(skill.Row.Instructions))
 		return nil
 	}
 }
 
 // skillTitle is a skill's name, and " — description" when it has one.
 func (c *cli) skillTitle(name, description string) string {
-	title := c.paint(colorBold, name)
+	title := c.paint(colorBold, terminalLine(name))
 	if description != "" {
-		title += " — " + description
+		title += " — " + terminalLine(description)
 	}
 	return title
 }
@@ -604,7 +607,7 @@ func (c *cli) showProfile(ctx context.Context, mesh string) error {
 		c.printf("%s\n", c.peerLine(p))
 		if prof, ok := p["profile"].(map[string]any); ok && len(prof) > 0 {
 			data, _ := json.Marshal(prof)
-			c.printf("     profile: %s\n", data)
+			c.printf("     profile: %s\n", terminalLine(string(data)))
 		}
 	}
 	return nil

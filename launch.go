@@ -701,13 +701,13 @@ func runClaude(c *cli, bin string, argv, env []string) (code int, sig syscall.Si
 
 // printLaunchBanner says who this session is and how messages arrive.
 func printLaunchBanner(c *cli, o launchOptions, m Mesh) {
-	who := o.Name
+	who := terminalLine(o.Name)
 	if o.Role != "" {
-		who += " (" + o.Role + ")"
+		who += " (" + terminalLine(o.Role) + ")"
 	}
 	line := "claudemesh launch — as " + c.paint(colorBold, who) + " on " + c.paint(colorBold, m.Slug)
 	if len(o.Groups) > 0 {
-		line += " [" + strings.Join(groupSpecs(o.Groups), ", ") + "]"
+		line += " [" + terminalLine(strings.Join(groupSpecs(o.Groups), ", ")) + "]"
 	}
 	line += " [" + o.MessageMode + "]"
 	rule := c.paint(colorDim, strings.Repeat("─", 60))

@@ -32,7 +32,7 @@ var layerNames = []string{"wire", "storage", "broker", "daemon", "client", "mcp"
 
 // fileLayers places the files a prefix rule does not.
 var fileLayers = map[string]string{
-	"values.go": "wire", "version.go": "wire", "charclass.go": "wire", "canonjson.go": "wire",
+	"values.go": "wire", "version.go": "wire", "charclass.go": "wire", "canonjson.go": "wire", "termtext.go": "wire",
 	"crypto.go": "wire", "protocol.go": "wire", "invite.go": "wire", "paths.go": "wire",
 	"config.go": "wire", "procstart_linux.go": "wire", "procstart_other.go": "wire",
 
