@@ -265,11 +265,14 @@ func TestMCPProcessHandshake(t *testing.T) {
 				t.Fatalf("instructions = %q", s)
 			}
 			p.notify("notifications/whatever")
-			for _, m := range []string{"resources/templates/list", "tools/call", "logging/setLevel"} {
+			for m, code := range map[string]float64{"tools/call": -32602, "logging/setLevel": -32601} {
 				r := p.call(m, map[string]any{})
-				if e, _ := r["error"].(map[string]any); e == nil || e["code"] != float64(-32601) {
-					t.Fatalf("%s = %v, want -32601", m, r)
+				if e, _ := r["error"].(map[string]any); e == nil || e["code"] != code {
+					t.Fatalf("%s = %v, want %v", m, r, code)
 				}
+			}
+			if r := p.call("resources/templates/list", nil); r["result"] == nil {
+				t.Fatalf("resources/templates/list = %v", r)
 			}
 			if r := p.call("tools/list", nil); r["result"] == nil {
 				t.Fatalf("tools/list = %v", r)

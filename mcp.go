@@ -23,6 +23,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -326,6 +328,8 @@ type MCPServer struct {
 
 	initialized chan struct{}
 	initOnce    sync.Once
+	// initializeDone is set by the first successful initialize request.
+	initializeDone atomic.Bool
 
 	mu       sync.Mutex
 	inflight map[string]*mcpInflight
@@ -348,18 +352,19 @@ func NewMCPServer(cfg mcpConfig, out io.Writer) *MCPServer {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	// The method table: anything not in it is -32601.
+	// The method table: anything not in it is -32601. Every method of a
+	// capability initialize declares is in it: without --tools, tools/list
+	// is empty and tools/call names an unknown tool (-32602).
 	s.handlers = map[string]mcpHandler{
-		"initialize":     s.initialize,
-		"ping":           s.ping,
-		"tools/list":     s.listTools,
-		"prompts/list":   s.listPrompts,
-		"prompts/get":    s.getPrompt,
-		"resources/list": s.listResources,
-		"resources/read": s.readResource,
-	}
-	if cfg.Tools {
-		s.handlers["tools/call"] = s.callTool
+		"initialize":               s.initialize,
+		"ping":                     s.ping,
+		"tools/list":               s.listTools,
+		"tools/call":               s.callTool,
+		"prompts/list":             s.listPrompts,
+		"prompts/get":              s.getPrompt,
+		"resources/list":           s.listResources,
+		"resources/templates/list": s.listResourceTemplates,
+		"resources/read":           s.readResource,
 	}
 	return s
 }
@@ -581,6 +586,11 @@ func (s *MCPServer) initialize(ctx context.Context, params json.RawMessage) (any
 	if p.ProtocolVersion == nil {
 		return nil, fmt.Errorf("%w: protocolVersion is required", errRPCInvalidParams)
 	}
+	if !s.initializeDone.CompareAndSwap(false, true) {
+		// A session is initialized once; a second handshake would renegotiate
+		// what the first one settled.
+		return nil, fmt.Errorf("%w: the session is initialized already", errRPCInvalidRequest)
+	}
 	negotiated := negotiateMCPVersion(*p.ProtocolVersion)
 	s.log.Info("initialize", "client", p.ClientInfo.Name, "client_version", p.ClientInfo.Version,
 		"requested", *p.ProtocolVersion, "protocol", negotiated)
@@ -662,7 +672,7 @@ func (s *MCPServer) listPrompts(ctx context.Context, params json.RawMessage) (an
 	}
 	prompts := []prompt{}
 	for _, sk := range s.skills(ctx) {
-		prompts = append(prompts, prompt{Name: sk.Name, Description: sk.Description, Arguments: []any{}})
+		prompts = append(prompts, prompt{Name: sk.Name, Description: skillSummary(sk), Arguments: []any{}})
 	}
 	return map[string]any{"prompts": prompts}, nil
 }
@@ -685,7 +695,7 @@ func (s *MCPServer) getPrompt(ctx context.Context, params json.RawMessage) (any,
 		return nil, fmt.Errorf("%w: no skill %q in the mesh", errRPCInvalidParams, p.Name)
 	}
 	return map[string]any{
-		"description": sk.Description,
+		"description": skillSummary(sk),
 		"messages": []any{map[string]any{
 			"role":    "user",
 			"content": map[string]string{"type": "text", "text": skillDocument(sk)},
@@ -702,9 +712,21 @@ func (s *MCPServer) listResources(ctx context.Context, params json.RawMessage) (
 	}
 	resources := []resource{}
 	for _, sk := range s.skills(ctx) {
-		resources = append(resources, resource{URI: skillURI(sk.Name), Name: sk.Name, Description: sk.Description, MimeType: "text/markdown"})
+		resources = append(resources, resource{URI: skillURI(sk.Name), Name: sk.Name, Description: skillSummary(sk), MimeType: "text/markdown"})
 	}
 	return map[string]any{"resources": resources}, nil
+}
+
+// listResourceTemplates answers that there are none: every skill is a
+// resource of its own, listed by resources/list.
+func (s *MCPServer) listResourceTemplates(ctx context.Context, params json.RawMessage) (any, error) {
+	return map[string]any{"resourceTemplates": []any{}}, nil
+}
+
+// skillSummary is a skill's description, or a line naming it when its
+// author gave none: clients show the description as the prompt's.
+func skillSummary(sk Skill) string {
+	return cmp.Or(sk.Description, "The mesh's shared skill "+sk.Name+".")
 }
 
 func (s *MCPServer) readResource(ctx context.Context, params json.RawMessage) (any, error) {
@@ -879,7 +901,7 @@ func (s *MCPServer) callTool(ctx context.Context, params json.RawMessage) (any, 
 		"peers": s.toolPeers,
 		"inbox": s.toolInbox,
 	}[p.Name]
-	if !ok {
+	if !ok || !s.cfg.Tools {
 		return nil, fmt.Errorf("%w: unknown tool %q", errRPCInvalidParams, p.Name)
 	}
 	if s.cfg.Backend == nil {

@@ -279,8 +279,7 @@ func TestMCPProtocolErrors(t *testing.T) {
 		wantCode int
 	}{
 		{"discovery probe before initialize", rpcReq(1, "server/discover", map[string]any{}), "1", -32601},
-		{"tools/call without --tools", rpcReq(2, "tools/call", map[string]any{"name": "send"}), "2", -32601},
-		{"resources/templates/list", rpcReq(3, "resources/templates/list", nil), "3", -32601},
+		{"tools/call without --tools names an unknown tool", rpcReq(2, "tools/call", map[string]any{"name": "send"}), "2", -32602},
 		{"logging/setLevel", rpcReq(4, "logging/setLevel", map[string]any{"level": "info"}), "4", -32601},
 		{"completion/complete", rpcReq(5, "completion/complete", map[string]any{}), "5", -32601},
 		{"string id kept", rpcReq("abc", "no/such", nil), `"abc"`, -32601},
@@ -836,7 +835,7 @@ func TestMCPToolCallProtocolErrors(t *testing.T) {
 		{"unknown tool", mcpConfig{Tools: true, Backend: &fakeMCPBackend{}}, map[string]any{"name": "vault"}, -32602},
 		{"no name", mcpConfig{Tools: true, Backend: &fakeMCPBackend{}}, map[string]any{}, -32602},
 		{"params not an object", mcpConfig{Tools: true, Backend: &fakeMCPBackend{}}, []any{"send"}, -32602},
-		{"tools mode off", mcpConfig{Backend: &fakeMCPBackend{}}, map[string]any{"name": "send"}, -32601},
+		{"tools mode off: no tool is known", mcpConfig{Backend: &fakeMCPBackend{}}, map[string]any{"name": "send"}, -32602},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -999,5 +998,48 @@ func TestPruneMCPLogs(t *testing.T) {
 		if gone := os.IsNotExist(err); gone != (name == "mcp-1.log") {
 			t.Errorf("%s removed = %v", name, gone)
 		}
+	}
+}
+
+// Every method of a capability initialize declares answers as the MCP
+// specification says: resource templates (none), tools/call of a tool this
+// server does not have (invalid params), prompts and resources with a
+// description even when the skill's author gave none; and a session is
+// initialized once.
+func TestMCPDeclaredCapabilitiesAnswer(t *testing.T) {
+	backend := &fakeMCPBackend{skills: []Skill{{Name: "deploy", Instructions: "run make"}}}
+	msgs := responsesByID(t, runMCPScript(t, mcpConfig{Version: version, Backend: backend},
+		rpcReq(1, "resources/templates/list", nil),
+		rpcReq(2, "tools/call", map[string]any{"name": "send", "arguments": map[string]any{"to": "bob", "message": "x"}}),
+		rpcReq(3, "prompts/list", nil),
+		rpcReq(4, "resources/list", nil),
+		rpcReq(5, "prompts/get", map[string]any{"name": "deploy"})))
+	if m := msgs["1"]; m.Error != nil || string(m.Result) != `{"resourceTemplates":[]}` {
+		t.Errorf("resources/templates/list = %+v %s", m.Error, m.Result)
+	}
+	if m := msgs["2"]; m.Error == nil || m.Error.Code != -32602 || !strings.Contains(m.Error.Message, "unknown tool") {
+		t.Errorf("tools/call without --tools = %+v, want -32602 unknown tool", m.Error)
+	}
+	if len(backend.sent) != 0 {
+		t.Errorf("a tool ran without --tools: %+v", backend.sent)
+	}
+	for _, id := range []string{"3", "4", "5"} {
+		if m := msgs[id]; m.Error != nil || strings.Contains(string(m.Result), `"description":""`) || !strings.Contains(string(m.Result), "skill deploy") {
+			t.Errorf("response %s = %+v %s, want a description naming the skill", id, m.Error, m.Result)
+		}
+	}
+	twice := runMCPScript(t, mcpConfig{Version: version},
+		rpcReq(1, "initialize", mcpInitParams("2025-06-18")), rpcReq(2, "initialize", mcpInitParams("2025-06-18")))
+	results, refused := 0, 0
+	for _, m := range twice {
+		switch {
+		case m.Error == nil:
+			results++
+		case m.Error.Code == -32600:
+			refused++
+		}
+	}
+	if results != 1 || refused != 1 {
+		t.Errorf("two initialize requests = %+v, want one result and one -32600", twice)
 	}
 }
