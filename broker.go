@@ -45,6 +45,7 @@ type BrokerOptions struct {
 	HandshakePerMinute    int // per-IP handshake refill (default 120)
 
 	Lease         time.Duration // how long a pushed delivery waits for client_ack (default 30 s)
+	MaxInflight   int           // leased deliveries per connection, not yet acked (default 1000)
 	SweepInterval time.Duration // lease and housekeeping sweep (default 15 s)
 	Grace         time.Duration // presence kept after a socket drops (default 90 s)
 	MessageTTL    time.Duration // undelivered messages kept (default 7 days)
@@ -70,6 +71,7 @@ const (
 	defaultHandshakeBurst        = 30
 	defaultHandshakePerMinute    = 120
 	defaultLease                 = 30 * time.Second
+	defaultMaxInflight           = 1000
 	defaultSweepInterval         = 15 * time.Second
 	defaultGrace                 = 90 * time.Second
 	defaultPingInterval          = 30 * time.Second
@@ -98,6 +100,7 @@ func (o *BrokerOptions) applyDefaults() {
 	setDefault(&o.HandshakeBurst, defaultHandshakeBurst)
 	setDefault(&o.HandshakePerMinute, defaultHandshakePerMinute)
 	setDefault(&o.Lease, defaultLease)
+	setDefault(&o.MaxInflight, defaultMaxInflight)
 	setDefault(&o.SweepInterval, defaultSweepInterval)
 	setDefault(&o.Grace, defaultGrace)
 	setDefault(&o.MessageTTL, defaultMessageTTL)

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -178,4 +180,61 @@ func deliveryKeys(t *testing.T, b *Broker, id string) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// A recipient that never acks: the broker leases it at most MaxInflight
+// deliveries at a time and re-pushes at most that many per lease, however
+// much is queued for it; once it acks, everything arrives.
+func TestNeverAckingRecipientIsBounded(t *testing.T) {
+	const lease, maxInflight, queued = 200 * time.Millisecond, 20, 150
+	opts := msgBrokerOptions()
+	opts.Lease, opts.SweepInterval, opts.MaxInflight = lease, 50*time.Millisecond, maxInflight
+	b, url := startTestBrokerWith(t, opts)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	a := connectMember(t, url, owner)
+	for i := range queued {
+		if ack := a.sendText(bob.Pubkey, fmt.Sprint("m", i), ""); ack["queued"] != true {
+			t.Fatalf("send %d: %v", i, ack)
+		}
+	}
+	silent := connectMember(t, url, bob)
+	p := findPeer(b, owner.MeshID, func(p *peer) bool { return p.key == bob.Pubkey && p.conn != nil })
+	start := time.Now()
+	pushes, most := 0, 0
+	window := 5 * lease
+	for time.Since(start) < window {
+		select {
+		case data := <-silent.frames:
+			var f frame
+			if json.Unmarshal(data, &f) == nil && f.str("type") == framePush && f.str("subtype") != subtypeSystem {
+				pushes++
+			}
+		case <-time.After(10 * time.Millisecond):
+		}
+		b.mu.Lock()
+		most = max(most, len(p.inflight))
+		b.mu.Unlock()
+	}
+	if most > maxInflight {
+		t.Fatalf("%d deliveries leased at once, want at most %d", most, maxInflight)
+	}
+	// One lease's worth at the start, then at most one re-push of each per
+	// lease (the sweep's period adds up to one more round).
+	if limit := maxInflight * (int(window/lease) + 2); pushes > limit || pushes < maxInflight {
+		t.Fatalf("%d pushes in %v, want between %d and %d", pushes, window, maxInflight, limit)
+	}
+	silent.ws.Close(websocket.StatusNormalClosure, "now I will ack")
+	waitOffline(t, b, p)
+	acker := connectMember(t, url, bob)
+	seen := map[string]bool{}
+	for len(seen) < queued {
+		f := acker.expect(framePush, func(f frame) bool { return f.str("subtype") != subtypeSystem })
+		seen[pushText(f)] = true
+		acker.ackPush(f)
+	}
+	waitFor(t, "all delivered", func() bool {
+		n, _ := b.store.CountPendingDeliveries(context.Background(), time.Now())
+		return n == 0
+	})
 }

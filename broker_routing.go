@@ -328,13 +328,18 @@ func (p *peer) pushDue(m storedMessage, now time.Time) bool {
 	return !acked
 }
 
-// offerPush pushes m to p's socket and leases it, if it is due. With
-// wait=false it never blocks and returns false when the socket's queue is
-// full; with wait=true it only leases, and the caller sends. Caller holds
-// b.mu.
+// offerPush pushes m to p's socket and leases it, if it is due. It returns
+// false, pushing nothing, when p already holds MaxInflight leases: a
+// recipient that never acks costs the broker at most that many leases, and
+// at most that many re-pushes per Lease. With wait=false it never blocks
+// and returns false when the socket's queue is full; with wait=true it only
+// leases, and the caller sends. Caller holds b.mu.
 func (b *Broker) offerPush(p *peer, m storedMessage, data []byte, now time.Time, wait bool) bool {
 	if !p.pushDue(m, now) {
 		return true
+	}
+	if len(p.inflight) >= b.opts.MaxInflight {
+		return false
 	}
 	if !wait && !p.conn.offer(data) {
 		return false
@@ -380,8 +385,10 @@ func (b *Broker) drain(c *brokerConn) {
 			}
 			now := time.Now()
 			send := p.pushDue(m, now)
-			if send {
-				b.offerPush(p, m, data, now, true)
+			if send && !b.offerPush(p, m, data, now, true) {
+				p.needsDrain = true // an ack or an expired lease makes room
+				b.mu.Unlock()
+				return
 			}
 			b.mu.Unlock()
 			if send && !c.sendRaw(data) {
@@ -416,6 +423,9 @@ func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame, _ string) {
 	if id != "" {
 		delete(p.inflight, id)
 		p.acked[id] = time.Now()
+	}
+	if p.needsDrain && p.conn != nil {
+		p.conn.requestDrain()
 	}
 	b.mu.Unlock()
 	cmid := ""

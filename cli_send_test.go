@@ -6,9 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -446,5 +450,58 @@ func TestSendBodyFromStdinAndFile(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The daemon takes the message and the answer never comes back (it died
+// mid-request): the CLI reports the failure with the client_message_id it
+// chose, and the retry it suggests is delivered once.
+func TestSendLostAnswerPrintsClientID(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	b := registerTestSession(t, f.d2, f.bob, "bert")
+	// A daemon socket in front of d1 that forwards every request, and hangs
+	// up on a send once d1 has accepted it.
+	front := shortTempDir(t)
+	l, err := net.Listen("unix", filepath.Join(front, "daemon.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", f.h1.Paths.SocketFile())
+	}}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Scheme, r.URL.Host, r.RequestURI = "http", "daemon", ""
+		resp, err := real.RoundTrip(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		if r.URL.Path == "/v1/send" {
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	env := f.h1.env("CLAUDEMESH_DAEMON_DIR", front)
+	r := runCLI(t, env, "send", "bert", "accepted, answer lost")
+	m := regexp.MustCompile(`retry with --client-id (\S+) `).FindStringSubmatch(r.stderr)
+	if r.code == 0 || m == nil || !strings.Contains(r.stderr, "client_message_id is "+m[1]) {
+		t.Fatalf("send with the answer lost = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, "the accepted message in bert's inbox", func() bool { return countBody(inboxItems(t, b.cl), "accepted, answer lost") == 1 })
+	if r := runCLI(t, f.h1.env(), "send", "bert", "accepted, answer lost", "--client-id", m[1]); r.code != 0 {
+		t.Fatalf("retry = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if n := countBody(inboxItems(t, b.cl), "accepted, answer lost"); n != 1 {
+		t.Fatalf("%d copies after the retry, want 1", n)
 	}
 }

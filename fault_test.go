@@ -109,6 +109,96 @@ func (p *brokerProc) kill9(t *testing.T) {
 	<-p.done
 }
 
+// newProcBrokerMesh prepares a broker data dir in work, on a free
+// loopback address, with mesh alpha: alice (the owner), bob, and carol, in
+// group dev by her default groups. The broker is not started.
+func newProcBrokerMesh(t *testing.T, work string) (addr, data string, alice, bob, carol Mesh) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	url := "ws://" + addr + "/ws"
+	data = filepath.Join(work, "broker")
+	setup, err := newBroker(BrokerOptions{DataDir: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice = newTestMesh(t, setup, url, "alpha", "alice")
+	bob = addTestMember(t, setup, alice, "bob", roleMember)
+	carol = addTestMember(t, setup, alice, "carol", roleMember)
+	// A member link declares its member's default groups.
+	if _, err := setup.store.(*sqliteBrokerStore).w.Exec(`UPDATE members SET default_groups = ? WHERE pubkey = ?`,
+		`[{"name":"dev"}]`, carol.Pubkey); err != nil {
+		t.Fatal(err)
+	}
+	if err := setup.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr, data, alice, bob, carol
+}
+
+// A broker paused with SIGSTOP for longer than the links' silence watchdog,
+// then resumed: the links notice, reconnect once it answers again, and what
+// was sent meanwhile arrives once.
+func TestBrokerPausedPastWatchdog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	const silence = 2 * time.Second
+	work := shortTempDir(t)
+	addr, data, alice, bob, carol := newProcBrokerMesh(t, work)
+	broker := startBrokerProc(t, addr, data, filepath.Join(work, "broker.log"))
+	watchdog := func(o *DaemonOptions) { o.Link.PingInterval, o.Link.SilenceTimeout = silence/4, silence }
+	ha, hb := newTestHome(t), newTestHome(t)
+	ha.writeConfig(t, alice)
+	hb.writeConfig(t, bob)
+	da, db := startTestDaemon(t, ha, watchdog), startTestDaemon(t, hb, watchdog)
+	da.waitLink(t, "alpha", LinkOpen)
+	db.waitLink(t, "alpha", LinkOpen)
+	bert := registerTestSession(t, db, bob, "bert")
+	sendAndSettle(t, da.client(""), bert.pub(), "before the pause")
+
+	if err := syscall.Kill(broker.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			syscall.Kill(broker.cmd.Process.Pid, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	texts := []string{"paused dm", "paused broadcast"}
+	for i, to := range []string{bert.pub(), "*"} {
+		if err := da.client("").Do(context.Background(), "POST", "/v1/send", SendRequest{To: to, Message: texts[i]}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLong(t, "both links to give up on the silent broker", func() bool {
+		return da.MemberLink("alpha").State() != LinkOpen && db.MemberLink("alpha").State() != LinkOpen
+	})
+	resume()
+	da.waitLink(t, "alpha", LinkOpen)
+	db.waitLink(t, "alpha", LinkOpen)
+	waitLong(t, "both messages in bert's inbox", func() bool {
+		items := inboxItems(t, bert.cl)
+		return countBody(items, texts[0]) == 1 && countBody(items, texts[1]) == 1
+	})
+	waitLong(t, "the broker to hold nothing undelivered but carol's copy (she never connects)", func() bool {
+		return countRows(t, filepath.Join(data, brokerDBFile),
+			`SELECT count(*) FROM deliveries WHERE delivered_at IS NULL AND recipient_key != '`+carol.Pubkey+`'`) == 0
+	})
+	for _, text := range append(texts, "before the pause") {
+		if n := countBody(inboxItems(t, bert.cl), text); n != 1 {
+			t.Fatalf("%q is in bert's inbox %d times, want once", text, n)
+		}
+	}
+}
+
 // faultEndpoint is one sender or recipient: a session (token set) or a
 // member link.
 type faultEndpoint struct {
@@ -133,35 +223,9 @@ func runFaults(t *testing.T, seed uint64, duration time.Duration) {
 	intn := func(n int) int { rngMu.Lock(); defer rngMu.Unlock(); return rng.IntN(n) }
 	t.Logf("seed %d, %v of faults", seed, duration)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	url := "ws://" + addr + "/ws"
 	work := shortTempDir(t)
-	data := filepath.Join(work, "broker")
+	addr, data, alice, bob, carol := newProcBrokerMesh(t, work)
 	brokerLog := filepath.Join(work, "broker.log")
-
-	// The mesh: alice and bob each have a daemon with two sessions, carol a
-	// daemon with none (its member link receives for it). One session each
-	// of alice and bob, and carol's link, are in group dev.
-	setup, err := newBroker(BrokerOptions{DataDir: data})
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice := newTestMesh(t, setup, url, "alpha", "alice")
-	bob := addTestMember(t, setup, alice, "bob", roleMember)
-	carol := addTestMember(t, setup, alice, "carol", roleMember)
-	// A member link declares its member's default groups.
-	if _, err := setup.store.(*sqliteBrokerStore).w.Exec(`UPDATE members SET default_groups = ? WHERE pubkey = ?`,
-		`[{"name":"dev"}]`, carol.Pubkey); err != nil {
-		t.Fatal(err)
-	}
-	if err := setup.Close(); err != nil {
-		t.Fatal(err)
-	}
 	members := []Mesh{alice, bob, carol}
 	names := []string{"alice", "bob", "carol"}
 
@@ -209,20 +273,28 @@ func runFaults(t *testing.T, seed uint64, duration time.Duration) {
 	}
 
 	// The schedule: every 1.5–5 s one process is killed with SIGKILL and
-	// restarted 0.1–1.1 s later; the broker is one victim in four.
+	// restarted 0.1–1.1 s later; the victims come in rounds of all four
+	// (the broker and each daemon) in a seeded order.
 	stopFaults := make(chan struct{})
 	var kills [4]atomic.Int64
 	var faultsDone sync.WaitGroup
 	faultsDone.Add(1)
 	go func() {
 		defer faultsDone.Done()
+		var round []int
 		for {
 			select {
 			case <-stopFaults:
 				return
 			case <-time.After(time.Duration(1500+intn(3500)) * time.Millisecond):
 			}
-			victim := intn(4)
+			if len(round) == 0 {
+				rngMu.Lock()
+				round = rng.Perm(4)
+				rngMu.Unlock()
+			}
+			victim := round[0]
+			round = round[1:]
 			kills[victim].Add(1)
 			pause := time.Duration(100+intn(1000)) * time.Millisecond
 			if victim == 3 {
