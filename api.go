@@ -58,6 +58,8 @@ var (
 	apiInboxSeen     = ipcEndpoint[InboxSeenRequest, InboxSeenReply]{method: "POST", pattern: "/v1/inbox/seen", body: true, maxBody: 64 << 10}
 	apiInboxFlush    = ipcEndpoint[InboxFlushQuery, InboxFlushReply]{method: "DELETE", pattern: "/v1/inbox"}
 	apiInboxDelete   = ipcEndpoint[InboxDeleteRequest, InboxDeleteReply]{method: "DELETE", pattern: "/v1/inbox/{id}"}
+	apiSurface       = ipcEndpoint[SurfaceRequest, SurfaceReply]{method: "POST", pattern: "/v1/inbox/surface", body: true, maxBody: 64 << 10}
+	apiUnsurface     = ipcEndpoint[UnsurfaceRequest, UnsurfaceReply]{method: "POST", pattern: "/v1/inbox/unsurface", body: true, maxBody: 64 << 10}
 )
 
 // GET /v1/events has no reply type: it is a stream of Server-Sent Events
@@ -574,6 +576,47 @@ type inboxItem struct {
 	SeenAt             nullString `json:"seen_at"`
 	RecipientPubkey    nullString `json:"recipient_pubkey"`
 	RecipientKind      nullString `json:"recipient_kind"`
+	surfacedFields
+}
+
+// surfacedFields say whether and how a row was shown to a session's model:
+// when, by which path (channel, hooks or pull), in which session, and
+// whether that is confirmed (a channel emit is not until there is evidence:
+// transcript or reply; a hook or a pull is at once, evidence "shown").
+type surfacedFields struct {
+	SurfacedAt          nullString `json:"surfaced_at"`
+	SurfacedVia         nullString `json:"surfaced_via"`
+	SurfacedConfirmed   bool       `json:"surfaced_confirmed"`
+	SurfacedConfirmedAt nullString `json:"surfaced_confirmed_at"`
+	SurfacedEvidence    nullString `json:"surfaced_evidence"`
+	SurfacedSession     nullString `json:"surfaced_session"`
+}
+
+// SurfaceRequest is the body of POST /v1/inbox/surface: a path claims rows
+// before it shows them to the model (IDs, or the oldest claimable rows of
+// the caller's session up to Limit). Via is channel (recorded unconfirmed)
+// or pull.
+type SurfaceRequest struct {
+	Via   string   `json:"via"`
+	IDs   textList `json:"ids,omitempty"`
+	Limit *int     `json:"limit,omitempty"`
+}
+
+// SurfaceReply is the rows the claim took, oldest first: only those may be
+// shown.
+type SurfaceReply struct {
+	Items []inboxItem `json:"items"`
+}
+
+// UnsurfaceRequest is the body of POST /v1/inbox/unsurface: channel claims
+// whose emit failed, given back.
+type UnsurfaceRequest struct {
+	IDs textList `json:"ids"`
+}
+
+// UnsurfaceReply is POST /v1/inbox/unsurface's answer.
+type UnsurfaceReply struct {
+	Released int64 `json:"released"`
 }
 
 // InboxSeenRequest is the body of POST /v1/inbox/seen.
@@ -633,6 +676,20 @@ type MessageEvent struct {
 }
 
 func (e *MessageEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// SurfacedEvent is the data of a `surfaced` event: an inbox row was shown
+// to a session's model, or a channel claim on it was confirmed.
+type SurfacedEvent struct {
+	ID              string     `json:"id"`
+	Mesh            string     `json:"mesh"`
+	ClientMessageID string     `json:"client_message_id"`
+	BrokerMessageID nullString `json:"broker_message_id"`
+	RecipientPubkey string     `json:"recipient_pubkey"`
+	surfacedFields
+	TS string `json:"ts"`
+}
+
+func (e *SurfacedEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
 
 // BrokerStatusEvent is the data of a `broker_status` event: a link's new
 // state. SessionID names the session of a session link, so that its MCP

@@ -216,6 +216,13 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 		t.Fatalf("inbox = %+v", inbox)
 	}
 	row := inbox.Items[0].ID
+	if r := roundTrip(cc, bobCl, apiSurface, SurfaceRequest{Via: surfacedViaChannel, IDs: textList{row}}); len(r.Items) != 1 ||
+		r.Items[0].ID != row || r.Items[0].SurfacedVia != surfacedViaChannel || r.Items[0].SurfacedConfirmed {
+		t.Fatalf("surface = %+v", r)
+	}
+	if r := roundTrip(cc, bobCl, apiUnsurface, UnsurfaceRequest{IDs: textList{row}}); r.Released != 1 {
+		t.Fatalf("unsurface = %+v", r)
+	}
 	if r := roundTrip(cc, bobCl, apiInboxSeen, InboxSeenRequest{IDs: textList{row}}); r.MarkedSeen != 1 {
 		t.Fatalf("inbox seen = %+v", r)
 	}

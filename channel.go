@@ -50,15 +50,6 @@ func checkChannelMeta(meta map[string]string) error {
 	return nil
 }
 
-// messageRef is the id a reader quotes back (`--reply-to`): the broker's
-// message id, else the inbox row id.
-func messageRef(brokerID, rowID string) string {
-	if brokerID != "" {
-		return brokerID
-	}
-	return rowID
-}
-
 // channelFromMessage renders a peer's message. The reply target is
 // from_name; from_id and from_pubkey are the sender's member key when known
 // (stable across its sessions), from_session_pubkey the key of the session

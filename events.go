@@ -3,7 +3,7 @@
 // Policy: fan-out never blocks the publisher. Each subscriber has a bounded
 // channel; a subscriber whose channel is full is dropped (its stream ends
 // and the client reconnects), and every write to a stream has a deadline.
-// What a subscriber sees is decided by its session: message
+// What a subscriber sees is decided by its session: message and surfaced
 // events only for its session key or its member key, system and
 // broker_status events only for its mesh; no session → everything.
 package main
@@ -24,6 +24,7 @@ const (
 	eventPeerLeave    = "peer_leave"
 	eventSystem       = "system"
 	eventBrokerStatus = "broker_status"
+	eventSurfaced     = "surfaced"
 )
 
 // Event is one thing that happened. Mesh and the recipient fields drive the
@@ -58,7 +59,7 @@ func (f EventFilter) Allows(ev Event) bool {
 	if f.MeshSlug != "" && ev.Mesh != "" && ev.Mesh != f.MeshSlug {
 		return false
 	}
-	if ev.Kind != eventMessage {
+	if ev.Kind != eventMessage && ev.Kind != eventSurfaced {
 		return true
 	}
 	if ev.RecipientKind == "" || ev.RecipientPubkey == "" {

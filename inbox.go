@@ -18,6 +18,11 @@
 //   - Reading the inbox stamps the rows it returned as seen, after the read
 //     (mark_seen=false peeks). Rows older than 30 days are pruned hourly
 //     (Daemon.startPruner).
+//   - Read from a session, the inbox is the pull path of surfaced.go: the
+//     rows it returns count as shown to that session's model, and "unread"
+//     means not shown to it by any path yet. Read from outside a session
+//     (a person at a terminal), unread means not read by anyone, and
+//     nothing counts as shown to a model.
 package main
 
 import (
@@ -63,6 +68,17 @@ CREATE INDEX inbox_seen_at ON inbox(seen_at);
 -- A redelivered push is found by the broker's id too: its client id can
 -- differ between a broker's live fan-out and its queue drain.
 CREATE INDEX inbox_recipient_broker_message ON inbox(recipient_pubkey, broker_message_id);
+`, `
+-- How and when each row was shown to a session's model (surfaced.go). A row
+-- read before these columns existed counts as shown then, by a path nobody
+-- recorded, so that no path shows it again.
+ALTER TABLE inbox ADD COLUMN surfaced_at INTEGER;
+ALTER TABLE inbox ADD COLUMN surfaced_via TEXT;
+ALTER TABLE inbox ADD COLUMN surfaced_confirmed_at INTEGER;
+ALTER TABLE inbox ADD COLUMN surfaced_evidence TEXT;
+ALTER TABLE inbox ADD COLUMN surfaced_session TEXT;
+UPDATE inbox SET surfaced_at = seen_at, surfaced_confirmed_at = seen_at WHERE seen_at IS NOT NULL;
+CREATE INDEX inbox_surfaced_at ON inbox(surfaced_at);
 `}
 
 // inboxRow is one stored message.
@@ -85,17 +101,21 @@ type inboxRow struct {
 	SeenAt             int64  // ms, 0 = unread
 	RecipientPubkey    string
 	RecipientKind      string
+	Surfaced           surfacedState
 }
 
 const inboxColumns = `id, client_message_id, broker_message_id, mesh, topic, sender_pubkey, sender_member_pubkey, sender_name,
-  body, decrypt_failed, received_at, reply_to_id, priority, subtype, created_at, seen_at, recipient_pubkey, recipient_kind`
+  body, decrypt_failed, received_at, reply_to_id, priority, subtype, created_at, seen_at, recipient_pubkey, recipient_kind,
+  surfaced_at, surfaced_via, surfaced_confirmed_at, surfaced_evidence, surfaced_session`
 
 func scanInboxRow(s rowScanner) (*inboxRow, error) {
 	var r inboxRow
 	var brokerID, topic, senderMember, body, reply, prio, subtype, created, recip, kind sql.NullString
-	var seen sql.NullInt64
+	var seen, surfacedAt, confirmedAt sql.NullInt64
+	var via, evidence, by sql.NullString
 	err := s.Scan(&r.ID, &r.ClientMessageID, &brokerID, &r.Mesh, &topic, &r.SenderPubkey, &senderMember, &r.SenderName,
-		&body, &r.DecryptFailed, &r.ReceivedAt, &reply, &prio, &subtype, &created, &seen, &recip, &kind)
+		&body, &r.DecryptFailed, &r.ReceivedAt, &reply, &prio, &subtype, &created, &seen, &recip, &kind,
+		&surfacedAt, &via, &confirmedAt, &evidence, &by)
 	if err != nil {
 		return nil, noRows(err)
 	}
@@ -105,6 +125,8 @@ func scanInboxRow(s rowScanner) (*inboxRow, error) {
 	}
 	r.ReplyToID, r.Priority, r.Subtype, r.CreatedAt = reply.String, prio.String, subtype.String, created.String
 	r.SeenAt, r.RecipientPubkey, r.RecipientKind = seen.Int64, recip.String, kind.String
+	r.Surfaced = surfacedState{At: surfacedAt.Int64, Via: via.String, ConfirmedAt: confirmedAt.Int64, Evidence: evidence.String,
+		SessionID: by.String}
 	return &r, nil
 }
 
@@ -139,7 +161,7 @@ func (ib *Inbox) Insert(ctx context.Context, r *inboxRow, alsoSeenBy ...string) 
 		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind)}
 	args = append(append(args, keys...), r.ClientMessageID, nullable(r.BrokerMessageID))
 	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, NULL, NULL, NULL, NULL
 WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE recipient_pubkey IN (`+placeholders(len(keys))+`)
   AND (client_message_id = ? OR broker_message_id = ?))
 ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`, args...)
@@ -157,6 +179,8 @@ type inboxScope struct {
 	Topic      string
 	From       string // sender key: the session or the member that sent
 	UnreadOnly bool
+	// Unsurfaced: only rows no path has shown to a session's model yet.
+	Unsurfaced bool
 }
 
 // where renders the scope as a WHERE clause with its arguments.
@@ -192,6 +216,9 @@ func (s inboxScope) where() (string, []any) {
 	}
 	if s.UnreadOnly {
 		conds = append(conds, "seen_at IS NULL")
+	}
+	if s.Unsurfaced {
+		conds = append(conds, "surfaced_at IS NULL")
 	}
 	if len(conds) == 0 {
 		return "1", nil
@@ -360,6 +387,15 @@ func messageEventData(r *inboxRow) *MessageEvent {
 	}
 }
 
+// messageRef is the id a reader quotes back (`--reply-to`): the broker's
+// message id, else the inbox row id.
+func messageRef(brokerID, rowID string) string {
+	if brokerID != "" {
+		return brokerID
+	}
+	return rowID
+}
+
 // Inbox routes.
 
 func (r *inboxRow) item() inboxItem {
@@ -369,6 +405,7 @@ func (r *inboxRow) item() inboxItem {
 		SenderName: r.SenderName, Body: r.Body, DecryptFailed: r.DecryptFailed, ReceivedAt: isoTime(time.UnixMilli(r.ReceivedAt)),
 		ReplyToID: nullString(r.ReplyToID), Priority: r.Priority, SeenAt: nullString(deref(msISO(r.SeenAt))),
 		RecipientPubkey: nullString(r.RecipientPubkey), RecipientKind: nullString(r.RecipientKind),
+		surfacedFields: r.Surfaced.fields(),
 	}
 }
 
@@ -412,7 +449,13 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 	if sc.Since, err = parseISOParam("since", q.Since); err != nil {
 		return InboxReply{}, err
 	}
-	sc.Topic, sc.From, sc.UnreadOnly = q.Topic, q.From, q.UnreadOnly
+	sc.Topic, sc.From = q.Topic, q.From
+	if req.session != nil {
+		// Unread for a session is what no path has shown its model yet.
+		sc.Unsurfaced = q.UnreadOnly
+	} else {
+		sc.UnreadOnly = q.UnreadOnly
+	}
 	rows, err := ib.List(req.Context(), sc, clampLimit(q.Limit, 100, 1000))
 	if err != nil {
 		return InboxReply{}, err
@@ -422,10 +465,9 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 			return InboxReply{}, err
 		}
 	}
-	items := []inboxItem{}
-	var unread []string
+	var unread, listed []string
 	for _, r := range rows {
-		items = append(items, r.item())
+		listed = append(listed, r.ID)
 		if r.SeenAt == 0 {
 			unread = append(unread, r.ID)
 		}
@@ -435,6 +477,16 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 		if marked, err = ib.MarkSeen(req.Context(), unread, sc, time.Now()); err != nil {
 			return InboxReply{}, err
 		}
+		if req.session != nil && len(listed) > 0 {
+			// The session's model reads these now: the pull path shows them.
+			if _, err := d.surface(req.Context(), req.session, surfaceClaim{Via: surfacedViaPull, IDs: listed}); err != nil {
+				return InboxReply{}, err
+			}
+		}
+	}
+	items := []inboxItem{}
+	for _, r := range rows {
+		items = append(items, r.item())
 	}
 	return InboxReply{Items: items, MarkedSeen: marked}, nil
 }

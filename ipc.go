@@ -89,6 +89,8 @@ var ipcRoutes = []ipcRoute{
 	bind(apiInboxSeen, (*Daemon).handleInboxSeen),
 	bind(apiInboxFlush, (*Daemon).handleInboxFlush),
 	bind(apiInboxDelete, (*Daemon).handleInboxDelete),
+	bind(apiSurface, (*Daemon).handleSurface),
+	bind(apiUnsurface, (*Daemon).handleUnsurface),
 }
 
 // sessionlessRoutes answer a session token the daemon does not know: a
@@ -99,7 +101,7 @@ var sessionlessRoutes = map[string]bool{
 
 // ipcFeatures is what /v1/version advertises.
 var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events",
-	"send", "outbox", "inbox"}
+	"send", "outbox", "inbox", "surface"}
 
 // defaultMaxBody caps a body on routes that declare no cap of their own.
 const defaultMaxBody = 64 << 10

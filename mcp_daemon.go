@@ -4,7 +4,7 @@
 //
 // Policy: every call has its own deadline, shorter than the IPC client's,
 // so that a stuck daemon delays a welcome or a tool call by seconds, never
-// hangs the session; marking rows seen gets the shortest, as it is
+// hangs the session; giving back a claim gets the shortest, as it is
 // best-effort. The event stream has no deadline: it lives until the server
 // stops.
 package main
@@ -18,9 +18,9 @@ import (
 
 // Deadlines of the MCP server's daemon calls.
 const (
-	mcpReadTimeout     = 5 * time.Second
-	mcpSendTimeout     = 8 * time.Second
-	mcpMarkSeenTimeout = 3 * time.Second
+	mcpReadTimeout      = 5 * time.Second
+	mcpSendTimeout      = 8 * time.Second
+	mcpUnsurfaceTimeout = 3 * time.Second
 )
 
 // daemonMCP implements mcpDaemon on a DaemonClient that carries the
@@ -105,11 +105,20 @@ func (d daemonMCP) Me(ctx context.Context) (mcpSelf, bool, error) {
 	return self, true, nil
 }
 
-// MarkSeen stamps inbox rows as read.
-func (d daemonMCP) MarkSeen(ctx context.Context, ids []string) error {
-	ctx, cancel := context.WithTimeout(ctx, mcpMarkSeenTimeout)
+// Surface claims rows for the channel path.
+func (d daemonMCP) Surface(ctx context.Context, ids []string, limit int) ([]inboxItem, error) {
+	resp, err := read(ctx, d, apiSurface, SurfaceRequest{Via: surfacedViaChannel, IDs: ids, Limit: positive(limit)})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Items, nil
+}
+
+// Unsurface gives back claims whose emit failed.
+func (d daemonMCP) Unsurface(ctx context.Context, ids []string) error {
+	ctx, cancel := context.WithTimeout(ctx, mcpUnsurfaceTimeout)
 	defer cancel()
-	_, err := callIPC(ctx, d.cl, apiInboxSeen, InboxSeenRequest{IDs: ids})
+	_, err := callIPC(ctx, d.cl, apiUnsurface, UnsurfaceRequest{IDs: ids})
 	return err
 }
 

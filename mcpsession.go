@@ -3,20 +3,24 @@
 // sent once Claude Code has initialized the server.
 //
 // Policy:
-//   - An inbox row is marked seen only after its notification was written
-//     to the client (claudemesh 1.34.8): a message that never reached the session stays
-//     unread, so the next welcome or `claudemesh inbox` still shows it.
+//   - A message goes out only after the daemon let this server claim its
+//     row for the channel path (surfaced.go): a row another path (a hook,
+//     `claudemesh inbox`) showed first is not emitted again, and two
+//     servers never emit the same row. The claim stays unconfirmed: an emit
+//     is no proof the model saw it. An emit that fails gives the claim back.
 //   - Nothing is emitted before notifications/initialized: Claude Code
 //     registers its channel handler only then, and drops anything earlier
 //     without a trace (claudemesh 1.34.4). Events that arrive sooner wait.
 //   - The stream is reopened forever, 1 s after it ends and 2 s after an
 //     error, until the server stops.
 //   - The welcome always goes out once, even when some daemon queries fail:
-//     it is how the user learns the pipe is live (claudemesh 1.34.3).
+//     it is how the user learns the pipe is live (claudemesh 1.34.3). Its
+//     previews show no message in full, so it claims nothing.
 //   - A message that reached the inbox while no stream was open (the
 //     daemon restarted, or was not up yet) is not lost for the session:
-//     on every (re)connect after the welcome, the unread rows are emitted,
-//     oldest first, each once (claudemesh 1.34.2 left that gap to the next launch).
+//     after the welcome, and on every (re)connect after it, the rows no
+//     path has shown yet are claimed and emitted, oldest first (claudemesh
+//     1.34.2 left that gap to the next launch).
 //   - The session's message mode decides what else goes out: push (the
 //     default) everything, inbox only system events (messages stay unread),
 //     off nothing but the welcome.
@@ -45,8 +49,12 @@ type mcpDaemon interface {
 	// Me is the session registered under the token (GET /v1/sessions/me);
 	// ok is false when there is no token or no such session.
 	Me(ctx context.Context) (self mcpSelf, ok bool, err error)
-	// MarkSeen stamps inbox rows as seen (POST /v1/inbox/seen).
-	MarkSeen(ctx context.Context, ids []string) error
+	// Surface claims inbox rows for the channel path before they are
+	// emitted (POST /v1/inbox/surface): ids, or with nil the oldest rows no
+	// path has shown, up to limit. Only the rows returned may be emitted.
+	Surface(ctx context.Context, ids []string, limit int) ([]inboxItem, error)
+	// Unsurface gives back claims whose emit failed (POST /v1/inbox/unsurface).
+	Unsurface(ctx context.Context, ids []string) error
 }
 
 // Timing of the session.
@@ -54,15 +62,11 @@ const (
 	mcpWelcomeDelay        = 3 * time.Second // after notifications/initialized
 	mcpReconnectAfterEnd   = 1 * time.Second
 	mcpReconnectAfterError = 2 * time.Second
-	// mcpWelcomeUnreadLimit bounds the unread rows the welcome reads (and
-	// marks seen once shown).
+	// mcpWelcomeUnreadLimit bounds the unread rows the welcome counts.
 	mcpWelcomeUnreadLimit = 50
-	// mcpCatchUpLimit bounds the unread rows a reconnect emits; the rest
+	// mcpCatchUpLimit bounds the unread rows a catch-up emits; the rest
 	// stay in `claudemesh inbox`.
 	mcpCatchUpLimit = 100
-	// mcpRecentRows is how many emitted row ids are remembered, so that a
-	// row both caught up and announced on the new stream goes out once.
-	mcpRecentRows = 512
 )
 
 // welcomeDelayFromEnv reads CLAUDEMESH_WELCOME_DELAY_MS (tests shorten the
@@ -90,30 +94,6 @@ type MCPSession struct {
 	sessionID           string
 
 	welcomed atomic.Bool // the welcome has gone out (or failed): gaps are the pump's to fill
-	recent   recentIDs   // rows emitted lately; used by the pump goroutine only
-}
-
-// recentIDs is a bounded set of the latest ids added.
-type recentIDs struct {
-	set   map[string]bool
-	order []string
-}
-
-func (r *recentIDs) has(id string) bool { return r.set[id] }
-
-func (r *recentIDs) add(id string) {
-	if r.set == nil {
-		r.set = map[string]bool{}
-	}
-	if r.set[id] {
-		return
-	}
-	if len(r.order) == mcpRecentRows {
-		delete(r.set, r.order[0])
-		r.order = r.order[1:]
-	}
-	r.set[id] = true
-	r.order = append(r.order, id)
 }
 
 // mcpSessionOptions are the session's settings that come from its
@@ -223,7 +203,7 @@ func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 		s.log.Warn("sse_event_invalid", "kind", ev.Event, "err", err.Error())
 		return nil
 	}
-	if !ok || !s.emits(rowID != "") || rowID != "" && s.recent.has(rowID) {
+	if !ok || !s.emits(rowID != "") {
 		return nil
 	}
 	select {
@@ -231,44 +211,58 @@ func (s *MCPSession) deliver(ctx context.Context, ev sseClientEvent) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if rowID == "" {
+		return s.emitRow(ctx, n, "")
+	}
+	claimed, err := s.daemon.Surface(ctx, []string{rowID}, 1)
+	if err != nil {
+		s.log.Warn("surface_failed", "id", rowID, "err", err.Error())
+		return nil
+	}
+	if len(claimed) == 0 {
+		s.log.Debug("already_surfaced", "id", rowID)
+		return nil
+	}
 	return s.emitRow(ctx, n, rowID)
 }
 
-// emitRow emits n and, for a message, marks its row seen and remembers it.
-// Only ctx ending is an error; a failed emit leaves the row unread.
+// emitRow emits n; for a message whose emit failed, it gives the row's
+// claim back, so that another path shows it. Only ctx ending is an error.
 func (s *MCPSession) emitRow(ctx context.Context, n channelNotification, rowID string) error {
 	if err := s.Server.EmitChannel(ctx, n); err != nil {
+		if rowID != "" {
+			s.unsurface(context.WithoutCancel(ctx), []string{rowID})
+		}
 		return ctx.Err() // logged by EmitChannel
-	}
-	if rowID != "" {
-		s.recent.add(rowID)
-		s.markSeen(ctx, []string{rowID})
 	}
 	return nil
 }
 
-// catchUp emits the session's unread messages, oldest first, once the
-// welcome has gone out: the daemon announces a message only to the streams
-// open when it arrives, so whatever came in while this server had none
-// would otherwise wait, unseen, for the next launch's welcome.
+// catchUp claims and emits the session's messages no path has shown yet,
+// oldest first, once the welcome has gone out: the daemon announces a
+// message only to the streams open when it arrives, so whatever came in
+// while this server had none would otherwise wait for the next launch.
 func (s *MCPSession) catchUp(ctx context.Context) {
 	if !s.welcomed.Load() || !s.emits(true) {
 		return
 	}
-	rows, err := s.daemon.Inbox(ctx, InboxQuery{UnreadOnly: true, Limit: ptr(mcpCatchUpLimit), MarkSeen: ptr(false)})
+	rows, err := s.daemon.Surface(ctx, nil, mcpCatchUpLimit)
 	if err != nil {
 		s.log.Warn("catch_up_failed", "err", err.Error())
 		return
 	}
-	n := 0
-	for i := len(rows) - 1; i >= 0 && ctx.Err() == nil; i-- {
-		if r := rows[i]; !s.recent.has(r.ID) {
-			_ = s.emitRow(ctx, channelFromMessage(r.messageEvent()), r.ID)
-			n++
+	for i, r := range rows {
+		if err := s.Server.EmitChannel(ctx, channelFromMessage(r.messageEvent())); err != nil {
+			var rest []string
+			for _, left := range rows[i:] {
+				rest = append(rest, left.ID)
+			}
+			s.unsurface(context.WithoutCancel(ctx), rest)
+			return
 		}
 	}
-	if n > 0 {
-		s.log.Info("caught_up", "messages", n)
+	if len(rows) > 0 {
+		s.log.Info("caught_up", "messages", len(rows))
 	}
 }
 
@@ -292,19 +286,20 @@ const (
 	messageModeOff   = "off"
 )
 
-func (s *MCPSession) markSeen(ctx context.Context, ids []string) {
-	if err := s.daemon.MarkSeen(ctx, ids); err != nil {
-		s.log.Warn("mark_seen_failed", "ids", len(ids), "err", err.Error())
+func (s *MCPSession) unsurface(ctx context.Context, ids []string) {
+	if err := s.daemon.Unsurface(ctx, ids); err != nil {
+		s.log.Warn("unsurface_failed", "ids", len(ids), "err", err.Error())
 	}
 }
 
 // sendWelcome is the OnInitialized hook: after the grace, it composes the
-// welcome from what the daemon can tell and emits it, then marks the unread
-// rows it read as seen.
+// welcome from what the daemon can tell and emits it, then catches up on
+// the messages no path has shown yet.
 func (s *MCPSession) sendWelcome(ctx context.Context) {
 	if sleepCtx(ctx, s.welcomeDelay) != nil {
 		return
 	}
+	defer s.catchUp(ctx)
 	defer s.welcomed.Store(true)
 	in := welcomeInput{Location: s.location}
 	self, ok, err := s.daemon.Me(ctx)
@@ -339,13 +334,6 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 		return
 	}
 	s.log.Info("welcome_emitted", "mesh", mesh, "peer_count", n.Meta["peer_count"], "unread_count", n.Meta["unread_count"])
-	var ids []string
-	for _, m := range in.Unread {
-		ids = append(ids, m.ID)
-	}
-	if len(ids) > 0 {
-		s.markSeen(ctx, ids)
-	}
 }
 
 // sleepCtx waits for d or until ctx ends.

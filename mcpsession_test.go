@@ -1,5 +1,5 @@
-// Tests of the MCP server wired to a daemon: delivery, mark-seen after emit,
-// the welcome, reconnects and catch-up.
+// Tests of the MCP server wired to a daemon: delivery after a claim, claims
+// given back after a failed emit, the welcome, reconnects and catch-up.
 package main
 
 import (
@@ -17,7 +17,8 @@ import (
 )
 
 // fakeDaemon is an in-memory daemon: the test hands it event streams one at
-// a time and sees every mark-seen.
+// a time and sees every claim. A row is claimed once; the catch-up claim
+// takes the unclaimed rows of its inbox, oldest first.
 type fakeDaemon struct {
 	fakeMCPBackend
 	streams chan func() (io.ReadCloser, error)
@@ -27,16 +28,19 @@ type fakeDaemon struct {
 	selfOK  bool
 	selfErr error
 
-	seenMu sync.Mutex
-	seen   [][]string
-	seenCh chan []string
+	claimMu  sync.Mutex
+	claimed  map[string]bool // rows taken, by this server or (set by a test) another path
+	claims   [][]string      // what each claim took
+	claimCh  chan []string   // what each claim that took something took
+	released [][]string
 }
 
 func newFakeDaemon() *fakeDaemon {
 	return &fakeDaemon{
 		streams: make(chan func() (io.ReadCloser, error)),
 		opened:  make(chan struct{}, 16),
-		seenCh:  make(chan []string, 16),
+		claimed: map[string]bool{},
+		claimCh: make(chan []string, 16),
 	}
 }
 
@@ -54,18 +58,61 @@ func (d *fakeDaemon) Me(ctx context.Context) (mcpSelf, bool, error) {
 	return d.self, d.selfOK, d.selfErr
 }
 
-func (d *fakeDaemon) MarkSeen(ctx context.Context, ids []string) error {
-	d.seenMu.Lock()
-	d.seen = append(d.seen, ids)
-	d.seenMu.Unlock()
-	d.seenCh <- ids
+func (d *fakeDaemon) Surface(ctx context.Context, ids []string, limit int) ([]inboxItem, error) {
+	d.mu.Lock()
+	inbox := append([]inboxItem{}, d.inbox...)
+	d.mu.Unlock()
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	var out []inboxItem
+	var took []string
+	if ids != nil {
+		for _, id := range ids {
+			if !d.claimed[id] {
+				d.claimed[id] = true
+				out, took = append(out, inboxItem{ID: id}), append(took, id)
+			}
+		}
+	} else {
+		for i := len(inbox) - 1; i >= 0 && len(out) < limit; i-- { // the inbox is newest first
+			if r := inbox[i]; !d.claimed[r.ID] {
+				d.claimed[r.ID] = true
+				out, took = append(out, r), append(took, r.ID)
+			}
+		}
+	}
+	d.claims = append(d.claims, took)
+	if len(took) > 0 {
+		d.claimCh <- took
+	}
+	return out, nil
+}
+
+func (d *fakeDaemon) Unsurface(ctx context.Context, ids []string) error {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	for _, id := range ids {
+		delete(d.claimed, id)
+	}
+	d.released = append(d.released, ids)
 	return nil
 }
 
-func (d *fakeDaemon) seenCalls() [][]string {
-	d.seenMu.Lock()
-	defer d.seenMu.Unlock()
-	return append([][]string{}, d.seen...)
+// claimsTaken is every id a claim took so far, in order.
+func (d *fakeDaemon) claimsTaken() []string {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	var out []string
+	for _, c := range d.claims {
+		out = append(out, c...)
+	}
+	return out
+}
+
+func (d *fakeDaemon) releasedIDs() [][]string {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	return append([][]string{}, d.released...)
 }
 
 // stream hands the daemon a new event stream and returns its writing end.
@@ -191,7 +238,7 @@ func messageSSE(id int, rowID, body string) string {
 
 const noWelcome = time.Hour // the welcome never fires within the test
 
-func TestMCPSessionDeliversMessagesThenMarksSeen(t *testing.T) {
+func TestMCPSessionClaimsThenDelivers(t *testing.T) {
 	d := newFakeDaemon()
 	h := startMCPSession(t, d, nil, noWelcome)
 	h.handshake()
@@ -202,8 +249,23 @@ func TestMCPSessionDeliversMessagesThenMarksSeen(t *testing.T) {
 	if n.Content != "bob: is staging up?" || n.Meta["message_id"] != "b-r1" || n.Meta["from_name"] != "bob" || n.Meta["mesh_slug"] != "team" {
 		t.Errorf("notification = %+v", n)
 	}
-	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
-		t.Errorf("marked seen %q, want [r1]", ids)
+	if got := d.claimsTaken(); !reflect.DeepEqual(got, []string{"r1"}) {
+		t.Errorf("claimed %q before the emit, want [r1]", got)
+	}
+}
+
+// A row another path (a hook, `claudemesh inbox`) showed first is not
+// emitted again.
+func TestMCPSessionSkipsRowsShownElsewhere(t *testing.T) {
+	d := newFakeDaemon()
+	d.claimed["r1"] = true
+	h := startMCPSession(t, d, nil, noWelcome)
+	h.handshake()
+	events := d.stream()
+	io.WriteString(events, messageSSE(1, "r1", "shown by a hook already"))
+	io.WriteString(events, messageSSE(2, "r2", "new"))
+	if n := channelParams(t, h.next()); n.Content != "bob: new" {
+		t.Errorf("first notification = %+v, want only the row nobody had shown", n)
 	}
 }
 
@@ -217,14 +279,13 @@ func TestMCPSessionHoldsEventsUntilInitialized(t *testing.T) {
 	if m := h.next(); string(m.ID) != "1" {
 		t.Fatalf("first message = %+v, want the initialize response: the event went out before initialized", m)
 	}
-	if calls := d.seenCalls(); len(calls) != 0 {
-		t.Fatalf("marked seen %q before the emit", calls)
+	if got := d.claimsTaken(); len(got) != 0 {
+		t.Fatalf("claimed %q before initialized", got)
 	}
 	h.send(rpcNote("notifications/initialized", nil))
 	if n := channelParams(t, h.next()); n.Content != "bob: early" {
 		t.Errorf("held notification = %+v", n)
 	}
-	mcpRecv(t, d.seenCh, "mark-seen")
 }
 
 // goneClient is a client that went away.
@@ -232,7 +293,7 @@ type goneClient struct{}
 
 func (goneClient) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
 
-func TestMCPSessionFailedEmitLeavesRowUnread(t *testing.T) {
+func TestMCPSessionFailedEmitGivesTheClaimBack(t *testing.T) {
 	d := newFakeDaemon()
 	h := startMCPSession(t, d, goneClient{}, noWelcome)
 	h.send(rpcReq(1, "initialize", mcpInitParams("2025-06-18")))
@@ -243,8 +304,8 @@ func TestMCPSessionFailedEmitLeavesRowUnread(t *testing.T) {
 	// The pump reads the second event only after it has finished with the
 	// first, so when this write returns the first emit has failed.
 	io.WriteString(events, messageSSE(2, "r2", "lost too"))
-	if calls := d.seenCalls(); len(calls) != 0 {
-		t.Errorf("marked seen %q although nothing reached the client", calls)
+	if got := d.releasedIDs(); !reflect.DeepEqual(got, [][]string{{"r1"}}) {
+		t.Errorf("given back %q, want [[r1]]: nothing reached the client", got)
 	}
 }
 
@@ -264,8 +325,8 @@ func TestMCPSessionSystemEventsAndStatus(t *testing.T) {
 	if n := channelParams(t, h.next()); n.Content != "bob: after a bad event" {
 		t.Errorf("after a bad event: %+v", n)
 	}
-	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r4"}) {
-		t.Errorf("marked seen %q, want only the message row", ids)
+	if got := d.claimsTaken(); !reflect.DeepEqual(got, []string{"r4"}) {
+		t.Errorf("claimed %q, want only the message row", got)
 	}
 }
 
@@ -291,8 +352,8 @@ func TestMCPSessionToldWhenRemoved(t *testing.T) {
 	if n := channelParams(t, h.next()); n.Meta["event"] != "member_banned" || !strings.Contains(n.Content, "banned from mesh") {
 		t.Errorf("after a ban: %+v", n)
 	}
-	if calls := d.seenCalls(); len(calls) != 0 {
-		t.Errorf("status notifications marked rows seen: %q", calls)
+	if got := d.claimsTaken(); len(got) != 0 {
+		t.Errorf("status notifications claimed rows: %q", got)
 	}
 }
 
@@ -317,8 +378,8 @@ func TestMCPSessionReconnects(t *testing.T) {
 }
 
 // Messages that reached the inbox while the server had no stream open (the
-// daemon restarted) go out when the stream is back, oldest first, marked
-// seen; one also announced on the new stream goes out once.
+// daemon restarted) go out when the stream is back, oldest first, each
+// claimed; one also announced on the new stream goes out once.
 func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
 	d := newFakeDaemon()
 	h := startMCPSession(t, d, nil, 0)
@@ -342,20 +403,13 @@ func TestMCPSessionCatchesUpAfterReconnect(t *testing.T) {
 	if n := channelParams(t, h.next()); n.Content != "[URGENT] bob: "+second || n.Meta["priority"] != "now" {
 		t.Errorf("second caught-up notification = %+v", n)
 	}
-	for _, want := range []string{"r1", "r2"} {
-		if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{want}) {
-			t.Errorf("marked seen %q, want [%s]", ids, want)
-		}
-	}
 	io.WriteString(events, messageSSE(7, "r2", second))
 	io.WriteString(events, messageSSE(8, "r3", "live again"))
 	if n := channelParams(t, h.next()); n.Content != "bob: live again" {
 		t.Errorf("after the catch-up: %+v, want only the new message (r2 went out already)", n)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if q := d.inboxQueries[len(d.inboxQueries)-1]; !q.UnreadOnly || deref(q.MarkSeen) || deref(q.Limit) != mcpCatchUpLimit {
-		t.Errorf("catch-up read the inbox as %+v, want unread rows, peeking", q)
+	if got := d.claimsTaken(); !reflect.DeepEqual(got, []string{"r1", "r2", "r3"}) {
+		t.Errorf("claimed %q, want r1, r2 (the catch-up) then r3", got)
 	}
 }
 
@@ -411,8 +465,13 @@ func TestMCPSessionWelcome(t *testing.T) {
 	if !reflect.DeepEqual(n.Meta, want) {
 		t.Errorf("welcome meta = %v\nwant %v", n.Meta, want)
 	}
-	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r2", "r1"}) {
-		t.Errorf("marked seen %q after the welcome, want both unread rows", ids)
+	// Previews are not the messages: after the welcome both go out in
+	// full, oldest first.
+	if n := channelParams(t, h.next()); n.Content != "bob: "+body1 {
+		t.Errorf("after the welcome: %+v, want the oldest unread message", n)
+	}
+	if n := channelParams(t, h.next()); n.Content != "bob: "+body2 {
+		t.Errorf("after the welcome: %+v, want the newer unread message", n)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -435,12 +494,11 @@ func TestMCPSessionWelcomeWhenQueriesFail(t *testing.T) {
 	if n.Meta["kind"] != "welcome" || n.Meta["peer_count"] != "" || n.Meta["unread_count"] != "" || n.Meta["self_display_name"] != "" {
 		t.Errorf("welcome meta = %v", n.Meta)
 	}
-	// Nothing was read, so nothing is marked: the next message proves the
-	// welcome is done.
+	// The welcome claims nothing: the next message proves it is done.
 	io.WriteString(d.stream(), messageSSE(1, "r1", "x"))
 	channelParams(t, h.next())
-	if ids := mcpRecv(t, d.seenCh, "mark-seen"); !reflect.DeepEqual(ids, []string{"r1"}) {
-		t.Errorf("first mark-seen = %q, want only the message row", ids)
+	if got := d.claimsTaken(); !reflect.DeepEqual(got, []string{"r1"}) {
+		t.Errorf("claimed %q, want only the message row", got)
 	}
 }
 

@@ -440,6 +440,10 @@ func (d *Daemon) handleSend(req *ipcRequest, body SendRequest) (SendReply, error
 		}
 		res.Row = w.Wait(ctx, known, time.Duration(in.WaitMs)*time.Millisecond)
 	}
+	if res.Inserted && in.ReplyToID != "" {
+		// An answer is evidence that its session's model saw the message.
+		d.confirmReply(ctx, req.session, in.ReplyToID)
+	}
 	var p *recipientPresence
 	if presence != nil {
 		p = <-presence

@@ -29,6 +29,9 @@ var adoptFixups = map[string][]string{
 	"inbox": {
 		`UPDATE inbox SET created_at = json_extract(meta, '$.created_at')
 		   WHERE created_at IS NULL AND json_valid(meta) AND json_type(meta, '$.created_at') = 'text'`,
+		// What the other claudemesh showed counts as shown, as for rows read
+		// before surfacing was recorded.
+		`UPDATE inbox SET surfaced_at = seen_at, surfaced_confirmed_at = seen_at WHERE surfaced_at IS NULL AND seen_at IS NOT NULL`,
 	},
 	"outbox": {
 		`UPDATE outbox SET status = 'dead', last_error = 'kept from an earlier claudemesh: no routing columns'
