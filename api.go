@@ -41,6 +41,7 @@ var (
 	apiSessions      = ipcEndpoint[noRequest, SessionsReply]{method: "GET", pattern: "/v1/sessions"}
 	apiDeregister    = ipcEndpoint[DeregisterRequest, DeregisterReply]{method: "DELETE", pattern: "/v1/sessions/{token}"}
 	apiPeers         = ipcEndpoint[MeshQuery, PeersReply]{method: "GET", pattern: "/v1/peers"}
+	apiMembers       = ipcEndpoint[MeshQuery, MembersReply]{method: "GET", pattern: "/v1/members"}
 	apiState         = ipcEndpoint[StateQuery, StateReply]{method: "GET", pattern: "/v1/state"}
 	apiStateSet      = ipcEndpoint[StateSetRequest, StateSetReply]{method: "POST", pattern: "/v1/state", body: true, maxBody: 256 << 10}
 	apiRecall        = ipcEndpoint[RecallQuery, RecallReply]{method: "GET", pattern: "/v1/memory"}
@@ -224,6 +225,16 @@ type MeshQuery struct {
 type PeersReply struct {
 	Peers  []MeshRow[PeerRow] `json:"peers"`
 	Errors map[string]string  `json:"errors,omitempty"`
+}
+
+// MembersReply is GET /v1/members: every member of the meshes asked, online
+// or not. Partial names the meshes whose broker cannot list members: their
+// rows are the members online now. Errors names the meshes that could not be
+// asked when several were.
+type MembersReply struct {
+	Members []MeshRow[MemberRow] `json:"members"`
+	Partial []string             `json:"partial"`
+	Errors  map[string]string    `json:"errors,omitempty"`
 }
 
 // StateQuery is GET /v1/state: one key when Key is given (an empty one is

@@ -136,6 +136,9 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 		}
 		return false
 	})
+	if r := roundTrip(cc, cl, apiMembers, MeshQuery{Mesh: "alpha"}); len(r.Members) != 2 || len(r.Partial) != 0 || r.Members[0].Mesh != "alpha" {
+		t.Fatalf("members = %+v", r)
+	}
 	summary := "reviewing"
 	if p := roundTrip(cc, ana, apiProfile, ProfileRequest{Summary: &summary}); !p.OK || p.Via != linkSession ||
 		!reflect.DeepEqual(p.Applied, []string{"summary"}) {

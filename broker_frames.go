@@ -1,6 +1,7 @@
 // Frames after the handshake other than send, client_ack and moderation:
 // presence (list_peers, status, summary, visibility, profile, stats, groups),
-// shared state, memory and skills.
+// the member list (list_members, our addition), shared state, memory and
+// skills.
 //
 // Policy for frames claudemesh answers with nothing (set_status,
 // set_summary, set_stats, join_group, leave_group, set_state): without a
@@ -152,6 +153,39 @@ func (b *Broker) handleListPeers(c *brokerConn, _ *ListPeersFrame, reqID string)
 	}
 	b.mu.Unlock()
 	c.send(PeersListFrame{Type: framePeersList, Peers: rows, ReqID: reqID})
+}
+
+// handleListMembers answers with every member of the mesh that is not
+// banned, and whether each is online: one of its presences has a socket
+// (a hidden presence counts only when its own member asks).
+func (b *Broker) handleListMembers(c *brokerConn, _ *ListMembersFrame, reqID string) {
+	members, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]storedMember, error) {
+		return b.store.Members(ctx, me.meshID)
+	})
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	me := c.peer
+	if me == nil {
+		b.mu.Unlock()
+		return
+	}
+	online := map[string]bool{}
+	for _, p := range b.room(me.meshID).peers {
+		if p.conn != nil && (p.visible || p.memberID == me.memberID) {
+			online[p.memberID] = true
+		}
+	}
+	b.mu.Unlock()
+	rows := make([]MemberRow, 0, len(members))
+	for _, m := range members {
+		if m.RevokedAt == nil {
+			rows = append(rows, MemberRow{Pubkey: m.Pubkey, DisplayName: m.DisplayName, Role: m.Role, Online: online[m.ID],
+				JoinedAt: isoTime(m.CreatedAt)})
+		}
+	}
+	c.send(MembersListFrame{Type: frameMembersList, Members: rows, ReqID: reqID})
 }
 
 // row is p as peers_list shows it. Caller holds b.mu.

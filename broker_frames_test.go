@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +125,49 @@ func TestBrokerPresenceFrames(t *testing.T) {
 	}
 	aSess.roundTrip(map[string]any{"type": frameSetVisible, "visible": true})
 	bc.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerVisible })
+}
+
+// list_members (our addition, named in hello_ack's features) lists every
+// member that is not banned, online or not; a hidden presence makes its
+// member online only to itself.
+func TestBrokerListMembers(t *testing.T) {
+	b, url := startTestBroker(t)
+	owner := newTestMesh(t, b, url, "team", "alice")
+	bob := addTestMember(t, b, owner, "bob", roleMember)
+	addTestMember(t, b, owner, "carol", roleMember)
+	banned := addTestMember(t, b, owner, "mallory", roleMember)
+	m, _ := b.store.MemberByPubkey(context.Background(), owner.MeshID, banned.Pubkey)
+	now := time.Now()
+	b.store.SetMemberRevoked(context.Background(), owner.MeshID, m.ID, &now)
+
+	a := dialTestClient(t, url)
+	if ack := a.hello(owner, "daemon-alice"); !slices.Contains(ack["features"].([]any), any(featureListMembers)) {
+		t.Fatalf("hello_ack features = %v", ack["features"])
+	}
+	bs := connectSession(t, url, bob, mustNewKeypair(), "bob-s")
+	bs.roundTrip(map[string]any{"type": frameSetVisible, "visible": false})
+	online := func(tc *testClient) map[string]any {
+		t.Helper()
+		reply := tc.roundTrip(map[string]any{"type": frameListMembers})
+		if reply.str("type") != frameMembersList {
+			t.Fatalf("list_members reply = %v", reply)
+		}
+		out := map[string]any{}
+		for _, r := range reply["members"].([]any) {
+			row := r.(map[string]any)
+			out[row["displayName"].(string)] = row["online"]
+			if row["pubkey"] == "" || row["role"] == "" || row["joinedAt"] == "" {
+				t.Fatalf("member row = %v", row)
+			}
+		}
+		return out
+	}
+	if got := online(a); len(got) != 3 || got["alice"] != true || got["bob"] != false || got["carol"] != false {
+		t.Fatalf("members as alice sees them = %v (bob is hidden, carol offline, mallory banned)", got)
+	}
+	if got := online(bs); got["bob"] != true {
+		t.Fatalf("bob's own hidden session does not make him online to himself: %v", got)
+	}
 }
 
 func TestBrokerColdPathHelloRoutesOnEphemeralKey(t *testing.T) {

@@ -271,7 +271,8 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 	restored := psErr == nil
 
 	key := cmp.Or(f.SessionPubkey, f.Pubkey)
-	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
+	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member),
+		Features: brokerFeatures()}
 	// A reconnect within the grace window re-attaches silently.
 	presence := func(room *meshRoom) (*peer, bool) {
 		for _, o := range room.peers {
@@ -418,7 +419,8 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 		b.systemPush(room, eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups},
 			func(o *peer) bool { return o == p })
 	}
-	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member)}
+	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member),
+		Features: brokerFeatures()}
 	return b.admit(c, admission{meshID: f.MeshID, replaced: replaced, presence: presence, announce: announce,
 		member: member, mesh: mesh, ack: &ack, client: clientInfo{displayName: cmp.Or(f.DisplayName, member.DisplayName),
 			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model}}, now)

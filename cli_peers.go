@@ -1,4 +1,4 @@
-// `claudemesh peer list` and `claudemesh whoami`.
+// `claudemesh peer list`, `claudemesh members` and `claudemesh whoami`.
 //
 // Policy: control-plane rows (daemon member links, cold-path
 // CLIs) are hidden unless --all, and the header says how many were hidden;
@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -433,4 +434,129 @@ func noneIfEmpty(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+func setupMembers(fs *flagSet) runFunc {
+	var mesh string
+	fs.StringVar(&mesh, "mesh", "", "mesh slug")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) > 0 {
+			return usageError("'members' takes no arguments")
+		}
+		var reply MembersReply
+		err := c.warmOrCold(ctx, mesh, func(cl *DaemonClient) error {
+			r, err := callIPC(ctx, cl, apiMembers, MeshQuery{Mesh: mesh})
+			if err != nil {
+				return ipcFailure(err)
+			}
+			reply = r
+			return nil
+		}, func(m Mesh, cl *ColdLink) error {
+			list, complete, err := coldMembers(ctx, cl)
+			if err != nil {
+				return err
+			}
+			reply = MembersReply{Members: []MeshRow[MemberRow]{}, Partial: []string{}}
+			for _, r := range list {
+				reply.Members = append(reply.Members, meshRowOf(r, m.Slug))
+			}
+			if !complete {
+				reply.Partial = append(reply.Partial, m.Slug)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if c.jsonMode() {
+			return c.printJSON(reply)
+		}
+		return c.printMembers(reply)
+	}
+}
+
+// printMembers shows each mesh's members: online first, then by name.
+func (c *cli) printMembers(reply MembersReply) error {
+	byMesh := map[string][]MemberRow{}
+	for _, r := range reply.Members {
+		byMesh[r.Mesh] = append(byMesh[r.Mesh], r.Row)
+	}
+	for slug := range reply.Errors {
+		if _, listed := byMesh[slug]; !listed {
+			byMesh[slug] = nil
+		}
+	}
+	slugs := make([]string, 0, len(byMesh))
+	for s := range byMesh {
+		slugs = append(slugs, s)
+	}
+	sort.Strings(slugs)
+	if len(slugs) == 0 {
+		c.printf("no members: no mesh joined\n")
+		return nil
+	}
+	for i, slug := range slugs {
+		if i > 0 {
+			c.printf("\n")
+		}
+		if e, failed := reply.Errors[slug]; failed {
+			c.printf("%s mesh %s: %s\n", c.paint(colorRed, "✘"), slug, terminalLine(e))
+			continue
+		}
+		rows := byMesh[slug]
+		sort.SliceStable(rows, func(i, j int) bool {
+			if rows[i].Online != rows[j].Online {
+				return rows[i].Online
+			}
+			return strings.ToLower(rows[i].DisplayName) < strings.ToLower(rows[j].DisplayName)
+		})
+		online := 0
+		for _, r := range rows {
+			if r.Online {
+				online++
+			}
+		}
+		header := fmt.Sprintf("members of %s (%d, %d online)", slug, len(rows), online)
+		if slices.Contains(reply.Partial, slug) {
+			header = fmt.Sprintf("members of %s online now (%d) — its broker does not list members who are away", slug, len(rows))
+		}
+		c.printf("%s\n", c.paint(colorBold, header))
+		for _, r := range rows {
+			dot := c.paint(colorGreen, "●")
+			if !r.Online {
+				dot = c.paint(colorDim, "○")
+			}
+			line := fmt.Sprintf("  %s %s", dot, cmp.Or(terminalLine(r.DisplayName), "(unnamed)"))
+			if r.Role != "" {
+				line += "  " + terminalLine(r.Role)
+			}
+			line += "  " + shortKey(r.Pubkey)
+			if !r.Online {
+				line += "  offline"
+			}
+			c.printf("%s\n", line)
+		}
+	}
+	return nil
+}
+
+// coldMembers is listMembers over a one-shot broker connection.
+func coldMembers(ctx context.Context, cl *ColdLink) ([]MemberRow, bool, error) {
+	if !hasFeature(cl.Features, featureListMembers) {
+		raw, err := coldRequest(ctx, cl, ListPeersFrame{Type: frameListPeers}, framePeersList)
+		if err != nil {
+			return nil, false, err
+		}
+		var f PeersListFrame
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return nil, false, fmt.Errorf("bad peers_list: %w", err)
+		}
+		return membersFromPeers(f.Peers), false, nil
+	}
+	raw, err := coldRequest(ctx, cl, ListMembersFrame{Type: frameListMembers}, frameMembersList)
+	if err != nil {
+		return nil, false, err
+	}
+	members, err := decodeMembersList(raw)
+	return members, true, err
 }

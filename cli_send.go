@@ -145,6 +145,12 @@ type meshPeerRow struct {
 	Mesh string `json:"mesh"`
 }
 
+// meshMemberRow is a member row with the mesh it was listed on.
+type meshMemberRow struct {
+	MemberRow
+	Mesh string `json:"mesh"`
+}
+
 // sendMessage is one message to one resolved target. presence asks the
 // messenger to say whether a DM's recipient is online, if it can.
 type sendMessage struct {
@@ -172,6 +178,9 @@ type sendOutcome struct {
 // connection.
 type messenger interface {
 	peers(ctx context.Context, mesh string) ([]meshPeerRow, error)
+	// members lists the mesh's members (every mesh when mesh is ""),
+	// online or not.
+	members(ctx context.Context, mesh string) ([]meshMemberRow, error)
 	send(ctx context.Context, m sendMessage) (sendOutcome, error)
 	// selfSession is the calling session's key ("" outside a session or
 	// when it cannot be known).
@@ -195,6 +204,18 @@ func (m daemonMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow,
 	out := make([]meshPeerRow, 0, len(resp.Peers))
 	for _, p := range resp.Peers {
 		out = append(out, meshPeerRow{PeerRow: p.Row, Mesh: p.Mesh})
+	}
+	return out, nil
+}
+
+func (m daemonMessenger) members(ctx context.Context, mesh string) ([]meshMemberRow, error) {
+	resp, err := callIPC(ctx, m.cl, apiMembers, MeshQuery{Mesh: mesh})
+	if err != nil {
+		return nil, ipcFailure(err)
+	}
+	out := make([]meshMemberRow, 0, len(resp.Members))
+	for _, r := range resp.Members {
+		out = append(out, meshMemberRow{MemberRow: r.Row, Mesh: r.Mesh})
 	}
 	return out, nil
 }
@@ -248,6 +269,18 @@ func (m coldMessenger) peers(ctx context.Context, mesh string) ([]meshPeerRow, e
 	out := make([]meshPeerRow, 0, len(f.Peers))
 	for _, p := range f.Peers {
 		out = append(out, meshPeerRow{PeerRow: p, Mesh: m.link.Mesh.Slug})
+	}
+	return out, nil
+}
+
+func (m coldMessenger) members(ctx context.Context, mesh string) ([]meshMemberRow, error) {
+	list, _, err := coldMembers(ctx, m.link)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]meshMemberRow, 0, len(list))
+	for _, r := range list {
+		out = append(out, meshMemberRow{MemberRow: r, Mesh: m.link.Mesh.Slug})
 	}
 	return out, nil
 }
@@ -314,10 +347,19 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		if peersErr != nil {
 			return peersErr
 		}
-		if target, mesh, err = resolveAcrossMeshes(to, peers, f.mesh); err != nil {
+		var members []meshMemberRow
+		target, mesh, err = resolveAcrossMeshes(to, peers, nil, f.mesh)
+		var te *TargetError
+		if errors.As(err, &te) && te.Code == "no_peer_matches" {
+			// Nobody online by that name or prefix: perhaps someone offline.
+			if members, _ = m.members(ctx, f.mesh); members != nil {
+				target, mesh, err = resolveAcrossMeshes(to, peers, members, f.mesh)
+			}
+		}
+		if err != nil {
 			return targetFailure(err)
 		}
-		label = peerLabel(nameOf(peers, target), target)
+		label = peerLabel(cmp.Or(nameOf(peers, target), nameOfMember(memberRows(members), target)), target)
 	}
 	if ownMesh, ok := ownMembers[target]; ok && (mesh == "" || mesh == ownMesh) {
 		if !f.self {
@@ -385,13 +427,20 @@ func nameOf(peers []meshPeerRow, key string) string {
 	return ""
 }
 
-// resolveAcrossMeshes resolves a name or prefix on each mesh in peers (or
-// only on mesh): it must name one key on one mesh.
-func resolveAcrossMeshes(to string, peers []meshPeerRow, mesh string) (key, onMesh string, err error) {
+// resolveAcrossMeshes resolves a name or prefix on each mesh in peers and
+// members (or only on mesh): it must name one key on one mesh.
+func resolveAcrossMeshes(to string, peers []meshPeerRow, members []meshMemberRow, mesh string) (key, onMesh string, err error) {
 	byMesh := map[string][]PeerRow{}
 	for _, p := range peers {
 		if mesh == "" || p.Mesh == mesh {
 			byMesh[p.Mesh] = append(byMesh[p.Mesh], p.PeerRow)
+		}
+	}
+	membersOf := map[string][]MemberRow{}
+	for _, m := range members {
+		if mesh == "" || m.Mesh == mesh {
+			membersOf[m.Mesh] = append(membersOf[m.Mesh], m.MemberRow)
+			byMesh[m.Mesh] = append(byMesh[m.Mesh], []PeerRow{}...)
 		}
 	}
 	if mesh != "" {
@@ -406,11 +455,11 @@ func resolveAcrossMeshes(to string, peers []meshPeerRow, mesh string) (key, onMe
 	var hits []hit
 	var online []string
 	for _, s := range slugs {
-		k, err := resolvePeerTarget(to, byMesh[s], minCLIPrefix, s)
+		k, err := resolvePeerTarget(to, byMesh[s], membersOf[s], minCLIPrefix, s)
 		var te *TargetError
 		switch {
 		case err == nil:
-			hits = append(hits, hit{k, s, nameOfRows(byMesh[s], k)})
+			hits = append(hits, hit{k, s, cmp.Or(nameOfRows(byMesh[s], k), nameOfMember(membersOf[s], k))})
 		case errors.As(err, &te) && te.Code == "ambiguous_target":
 			return "", "", err
 		case errors.As(err, &te):
@@ -439,6 +488,24 @@ func resolveAcrossMeshes(to string, peers []meshPeerRow, mesh string) (key, onMe
 		cands = append(cands, peerLabel(h.name, h.key)+" on "+h.mesh)
 	}
 	return "", "", &TargetError{Code: "ambiguous_target", To: to, Candidates: cands}
+}
+
+// memberRows drops the mesh from member rows.
+func memberRows(rows []meshMemberRow) []MemberRow {
+	out := make([]MemberRow, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.MemberRow)
+	}
+	return out
+}
+
+func nameOfMember(members []MemberRow, key string) string {
+	for _, m := range members {
+		if m.Pubkey == key {
+			return m.DisplayName
+		}
+	}
+	return ""
 }
 
 func nameOfRows(rows []PeerRow, key string) string {

@@ -505,3 +505,48 @@ func TestSendLostAnswerPrintsClientID(t *testing.T) {
 		t.Fatalf("%d copies after the retry, want 1", n)
 	}
 }
+
+// A member who is offline is listed by `members` and reached by name: the
+// DM is queued for them and arrives when they come online. Warm and cold.
+func TestSendToAnOfflineMemberByName(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	carol := addTestMember(t, f.broker, f.me, "carol", "member") // known to the mesh, not online yet
+	a := registerTestSession(t, f.d1, f.me, "alice")
+	env := f.h1.env("CLAUDEMESH_IPC_TOKEN", a.reg.Token)
+
+	r := runCLI(t, env, "members")
+	if r.code != 0 || !strings.Contains(r.stdout, "members of alpha (3, 2 online)") || !strings.Contains(r.stdout, "carol  member  "+carol.Pubkey[:16]) ||
+		!strings.Contains(r.stdout, "offline") {
+		t.Fatalf("members = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, env, "members", "--json")
+	var doc struct {
+		Members []map[string]any `json:"members"`
+		Partial []string         `json:"partial"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 0 || len(doc.Members) != 3 || len(doc.Partial) != 0 {
+		t.Fatalf("members --json = %d %v\n%s", r.code, err, r.stdout)
+	}
+	for _, m := range doc.Members {
+		if m["displayName"] == "carol" && (m["online"] != false || m["pubkey"] != carol.Pubkey || m["mesh"] != "alpha") {
+			t.Fatalf("carol's row = %v", m)
+		}
+	}
+
+	r = runCLI(t, env, "send", "carol", "while you were away")
+	if r.code != 0 || !strings.Contains(r.stdout, "carol ("+carol.Pubkey[:16]) || !strings.Contains(r.stdout, "not connected now") {
+		t.Fatalf("send to an offline member by name = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, f.h1.env("CLAUDEMESH_NO_DAEMON", "1"), "send", "CAROL", "and from the cold path")
+	if r.code != 0 {
+		t.Fatalf("cold send to an offline member by name = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	h := newTestHome(t)
+	h.writeConfig(t, carol)
+	d := startTestDaemon(t, h, nil)
+	waitFor(t, "both messages in carol's inbox", func() bool {
+		items := inboxItems(t, d.client(""))
+		return countBody(items, "while you were away") == 1 && countBody(items, "and from the cold path") == 1
+	})
+}

@@ -74,6 +74,7 @@ type fakeBroker struct {
 	conns []*fakeConn
 	acks  []ClientAckFrame
 	peers []PeerRow
+	seen  map[string]int // frames received, by type
 }
 
 // fakeConn is one connection to a fakeBroker: its handshake frame and
@@ -87,7 +88,7 @@ type fakeConn struct {
 
 func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBroker {
 	t.Helper()
-	fb := &fakeBroker{reply: reply}
+	fb := &fakeBroker{reply: reply, seen: map[string]int{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -101,6 +102,9 @@ func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBrok
 				return
 			}
 			head, _ := decodeHead(data)
+			fb.mu.Lock()
+			fb.seen[head.Type]++
+			fb.mu.Unlock()
 			var out any
 			switch head.Type {
 			case frameHello, frameSessionHello:
@@ -149,6 +153,13 @@ func (fb *fakeBroker) sent() []SendFrame {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
 	return append([]SendFrame{}, fb.sends...)
+}
+
+// received is how many frames of type typ the broker got.
+func (fb *fakeBroker) received(typ string) int {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	return fb.seen[typ]
 }
 
 // setPeers sets the peer list the broker answers list_peers with.

@@ -71,6 +71,7 @@ var ipcRoutes = []ipcRoute{
 	bind(apiSessions, (*Daemon).handleSessions),
 	bind(apiDeregister, (*Daemon).handleDeregister),
 	bind(apiPeers, (*Daemon).handlePeers),
+	bind(apiMembers, (*Daemon).handleMembers),
 	bind(apiState, (*Daemon).handleState),
 	bind(apiStateSet, (*Daemon).handleStateSet),
 	bind(apiRecall, (*Daemon).handleRecall),

@@ -42,7 +42,7 @@ var fileLayers = map[string]string{
 	"sessionkeys.go": "daemon", "outbox.go": "daemon", "drain.go": "daemon", "inbox.go": "daemon",
 	"target.go": "daemon", "meshops.go": "daemon", "ipc.go": "daemon", "daemon.go": "daemon",
 	"daemon_broker.go": "daemon", "api.go": "daemon", "sendernames.go": "daemon", "storeadopt.go": "daemon",
-	"surfaced.go": "daemon",
+	"surfaced.go": "daemon", "members.go": "daemon",
 
 	"ipcclient.go": "client", "ipctransport.go": "client", "sseclient.go": "client",
 

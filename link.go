@@ -142,6 +142,7 @@ type Link struct {
 	mu        sync.Mutex
 	state     LinkState
 	conn      *rpcConn // nil unless open
+	features  []string // the last hello_ack's
 	lastError string
 	stopped   bool
 	cancel    context.CancelFunc
@@ -207,6 +208,13 @@ func (f Inbound) Reply(ctx context.Context, frame any) error {
 		return errLinkNotOpen
 	}
 	return f.conn.write(ctx, frame)
+}
+
+// Supports reports whether the broker named feature in its last hello_ack.
+func (l *Link) Supports(feature string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return hasFeature(l.features, feature)
 }
 
 // Kind and Mesh describe the link.
@@ -358,6 +366,7 @@ func (l *Link) connectOnce(ctx context.Context) (final LinkState, err error) {
 	l.attempts.Store(0)
 	l.mu.Lock()
 	l.conn = conn
+	l.features = ack.Features
 	l.lastError = ""
 	l.mu.Unlock()
 	if l.cfg.OnOpen != nil {
@@ -850,8 +859,9 @@ type ColdLink struct {
 	Mesh Mesh
 	// Key is the connection's ephemeral session key: the broker names it as
 	// the sender of what this link sends, so DMs sent here are sealed by it.
-	Key  Keypair
-	conn *rpcConn
+	Key      Keypair
+	Features []string // what the broker's hello_ack named
+	conn     *rpcConn
 }
 
 // dialCold connects to m's broker as a cold-path client.
@@ -876,11 +886,11 @@ func dialCold(ctx context.Context, m Mesh, pid int, cwd, hostname string) (*Cold
 	t := defaultLinkTiming()
 	// Pushes that arrive on a cold link are not acked: nothing stores them
 	// here, so the broker keeps them for the daemon or the next session.
-	conn, _, err := dialBroker(ctx, m.BrokerURL, t, hello, nil)
+	conn, ack, err := dialBroker(ctx, m.BrokerURL, t, hello, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &ColdLink{Mesh: m, Key: eph, conn: conn}, nil
+	return &ColdLink{Mesh: m, Key: eph, Features: ack.Features, conn: conn}, nil
 }
 
 // Request is Link.Request on the cold connection.

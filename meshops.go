@@ -180,15 +180,21 @@ func (d *Daemon) rpc(ctx context.Context, e *meshEntry, frame any, replyTypes ..
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.opts.RPCTimeout)
 	defer cancel()
-	if e.Link.State() == LinkConnecting {
-		// The link's first connect is under way: a daemon a CLI call has
-		// just autospawned is asked before its links are up. A moment's
-		// wait answers that call; a link that fails still fails it.
-		wctx, wcancel := context.WithTimeout(ctx, firstConnectGrace)
-		_ = e.Link.WaitOpen(wctx)
-		wcancel()
-	}
+	awaitFirstConnect(ctx, e.Link)
 	return e.Link.Request(ctx, frame, replyTypes...)
+}
+
+// awaitFirstConnect waits, briefly, for a link whose first connect is under
+// way: a daemon a CLI call has just autospawned is asked before its links
+// are up. A moment's wait answers that call; a link that fails still fails
+// it.
+func awaitFirstConnect(ctx context.Context, l *Link) {
+	if l.State() != LinkConnecting {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, firstConnectGrace)
+	defer cancel()
+	_ = l.WaitOpen(wctx)
 }
 
 // listPeers asks mesh e's broker for its peer list, marks the sessions this

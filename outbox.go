@@ -573,7 +573,8 @@ func maxPlaintextFor(limit int, target string) int {
 }
 
 // resolveTarget turns a send's `to` into a target spec on mesh e: names and
-// key prefixes are looked up in the mesh's peer list.
+// key prefixes are looked up in the mesh's peer list, then, when that finds
+// no one, among its members (someone offline).
 func (d *Daemon) resolveTarget(ctx context.Context, e *meshEntry, to string) (string, error) {
 	switch targetForm(to) {
 	case targetFormMulticast:
@@ -585,8 +586,17 @@ func (d *Daemon) resolveTarget(ctx context.Context, e *meshEntry, to string) (st
 	if err != nil {
 		return "", fmt.Errorf("resolving %q needs the peer list of %s: %w", to, e.Mesh.Slug, err)
 	}
-	key, err := resolvePeerTarget(to, peers, minDaemonPrefix, e.Mesh.Slug)
+	key, err := resolvePeerTarget(to, peers, nil, minDaemonPrefix, e.Mesh.Slug)
 	var te *TargetError
+	if errors.As(err, &te) && te.Code == "no_peer_matches" {
+		members := membersFromPeers(peers)
+		if e.Link.Supports(featureListMembers) {
+			if listed, _, lerr := d.listMembers(ctx, e); lerr == nil {
+				members = listed
+			}
+		}
+		key, err = resolvePeerTarget(to, peers, members, minDaemonPrefix, e.Mesh.Slug)
+	}
 	if errors.As(err, &te) {
 		status := http.StatusNotFound
 		if te.Code == "ambiguous_target" {

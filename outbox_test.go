@@ -292,7 +292,7 @@ func TestResolvePeerTarget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := resolvePeerTarget(tc.to, rows, tc.min, "alpha")
+			got, err := resolvePeerTarget(tc.to, rows, nil, tc.min, "alpha")
 			if tc.code == "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("resolve(%q) = %q, %v, want %q", tc.to, got, err, tc.want)
@@ -658,5 +658,51 @@ func fill(t *testing.T, path string) {
 			}
 			t.Fatal(err)
 		}
+	}
+}
+
+// Names and prefixes that match no one online are looked up among the
+// mesh's members: someone offline is reached at their member key, a member
+// with one live session at that session.
+func TestResolvePeerTargetWithMembers(t *testing.T) {
+	robert, carol, carolSession := strings.Repeat("b", 64), strings.Repeat("c", 64), strings.Repeat("1", 64)
+	dave, daveSession := strings.Repeat("d", 64), strings.Repeat("2", 64)
+	rows := []PeerRow{
+		{Pubkey: carolSession, MemberPubkey: carol, DisplayName: "carol's laptop", PeerRole: peerRoleSession},
+		{Pubkey: daveSession, MemberPubkey: dave, DisplayName: "bob", PeerRole: peerRoleSession},
+	}
+	members := []MemberRow{
+		{Pubkey: robert, DisplayName: "Robert"},
+		{Pubkey: carol, DisplayName: "carol", Online: true},
+		{Pubkey: dave, DisplayName: "dave", Online: true},
+		{Pubkey: strings.Repeat("e", 64), DisplayName: "twin"},
+		{Pubkey: strings.Repeat("f", 64), DisplayName: "Twin"},
+	}
+	cases := []struct {
+		name, to string
+		members  []MemberRow
+		want     string
+		code     string
+	}{
+		{"an offline member by name, any case", "ROBERT", members, robert, ""},
+		{"an offline member by key prefix", robert[:8], members, robert, ""},
+		{"a session's name before a member's", "bob", members, daveSession, ""},
+		{"a member with one live session is reached there", "carol", members, carolSession, ""},
+		{"two members of one name", "twin", members, "", "ambiguous_target"},
+		{"without the member list, nobody", "robert", nil, "", "no_peer_matches"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := resolvePeerTarget(tc.to, rows, tc.members, 4, "alpha")
+			if tc.code == "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("resolve(%q) = %.8s, %v; want %.8s", tc.to, got, err, tc.want)
+				}
+				return
+			}
+			if te, ok := err.(*TargetError); !ok || te.Code != tc.code {
+				t.Fatalf("resolve(%q) = %.8s, %v; want %s", tc.to, got, err, tc.code)
+			}
+		})
 	}
 }

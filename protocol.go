@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -44,6 +45,7 @@ const (
 	frameBan          = "ban"
 	frameUnban        = "unban"
 	frameListBans     = "list_bans"
+	frameListMembers  = "list_members" // our addition (featureListMembers)
 
 	// Broker → client.
 	frameHelloAck       = "hello_ack"
@@ -63,6 +65,7 @@ const (
 	frameBanAck         = "ban_ack"
 	frameUnbanAck       = "unban_ack"
 	frameListBansResult = "list_bans_result"
+	frameMembersList    = "members_list"
 	frameError          = "error"
 )
 
@@ -238,7 +241,21 @@ type HelloAckFrame struct {
 	LastSummary       string         `json:"lastSummary,omitempty"`
 	LastSeenAt        string         `json:"lastSeenAt,omitempty"`
 	RestoredGroups    []GroupRef     `json:"restoredGroups,omitempty"`
+	// Features names what this broker does beyond claudemesh's protocol, so
+	// a client asks only for what it will get (a broker that ignores an
+	// unknown frame would leave the request unanswered). Our addition.
+	Features []string `json:"features,omitempty"`
 }
+
+// featureListMembers, in a hello_ack's features: the broker answers
+// list_members with members_list.
+const featureListMembers = "list_members"
+
+// brokerFeatures is what this build's broker says it does.
+func brokerFeatures() []string { return []string{featureListMembers} }
+
+// hasFeature reports whether a hello_ack's features name f.
+func hasFeature(features []string, f string) bool { return slices.Contains(features, f) }
 
 // ErrorFrame reports a refused handshake or a bad frame.
 type ErrorFrame struct {
@@ -327,6 +344,28 @@ type ClientAckFrame struct {
 type ListPeersFrame struct {
 	Type  string `json:"type"`
 	ReqID string `json:"_reqId,omitempty"`
+}
+
+// ListMembersFrame asks for the mesh's members, online or not.
+type ListMembersFrame struct {
+	Type  string `json:"type"`
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// MemberRow is one member of a mesh as members_list shows it.
+type MemberRow struct {
+	Pubkey      string `json:"pubkey"` // the member key
+	DisplayName string `json:"displayName"`
+	Role        string `json:"role"`   // admin | member
+	Online      bool   `json:"online"` // some presence of it has a socket now (its hidden ones count only for itself)
+	JoinedAt    string `json:"joinedAt,omitempty"`
+}
+
+// MembersListFrame answers list_members.
+type MembersListFrame struct {
+	Type    string      `json:"type"`
+	Members []MemberRow `json:"members"`
+	ReqID   string      `json:"_reqId,omitempty"`
 }
 
 // Profile is a peer's self-description.
@@ -767,6 +806,8 @@ func (f *ClientAckFrame) validate() error {
 }
 
 func (f *ListPeersFrame) validate() error { return nil }
+
+func (f *ListMembersFrame) validate() error { return nil }
 
 func (f *SetStatusFrame) validate() error {
 	if !validStatus(f.Status) {

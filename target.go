@@ -18,6 +18,10 @@
 //     a target.
 //   - A row is live unless it says it is not (Connected false): a broker
 //     that does not say lists every row as live.
+//   - Then the mesh's members, when given: a member's display name, or a
+//     prefix of its key, names someone who may be offline; a DM to a member
+//     key is queued for them. A member with exactly one live session is
+//     reached at that session, as with a key prefix.
 //   - No match and several matches are errors that list the candidates.
 package main
 
@@ -98,8 +102,9 @@ func peerLabel(name, key string) string {
 }
 
 // resolvePeerTarget finds the one key a display name or hex prefix names
-// among rows. It returns the key and the rows that carry it.
-func resolvePeerTarget(to string, rows []PeerRow, minPrefix int, mesh string) (string, error) {
+// among rows (the peer list) and members (the mesh's member list, nil when
+// not asked for).
+func resolvePeerTarget(to string, rows []PeerRow, members []MemberRow, minPrefix int, mesh string) (string, error) {
 	want := strings.ToLower(strings.TrimSpace(to))
 	for _, wantLive := range []bool{true, false} {
 		names := map[string]string{}
@@ -112,25 +117,42 @@ func resolvePeerTarget(to string, rows []PeerRow, minPrefix int, mesh string) (s
 			return key, err
 		}
 	}
-	if len(want) >= minPrefix && len(want) < 64 && isLowerHex(want) {
-		sessionsOf := map[string][]PeerRow{} // member key → its live session rows
-		for _, r := range rows {
-			if r.PeerRole != peerRoleControlPlane && rowLive(r) {
-				sessionsOf[r.MemberPubkey] = append(sessionsOf[r.MemberPubkey], r)
-			}
+	sessionsOf := map[string][]PeerRow{} // member key → its live session rows
+	for _, r := range rows {
+		if r.PeerRole != peerRoleControlPlane && rowLive(r) {
+			sessionsOf[r.MemberPubkey] = append(sessionsOf[r.MemberPubkey], r)
 		}
+	}
+	// addMember puts a member key in keys, or its one live session instead.
+	addMember := func(keys map[string]string, memberKey, name string, labelWins bool) {
+		if only := sessionsOf[memberKey]; len(only) == 1 {
+			keys[only[0].Pubkey] = only[0].DisplayName
+		} else if _, seen := keys[memberKey]; !seen || labelWins {
+			keys[memberKey] = name
+		}
+	}
+	names := map[string]string{}
+	for _, m := range members {
+		if m.Pubkey != "" && strings.ToLower(m.DisplayName) == want {
+			addMember(names, m.Pubkey, m.DisplayName, true)
+		}
+	}
+	if key, err := oneKey(to, mesh, names); key != "" || err != nil {
+		return key, err
+	}
+	if len(want) >= minPrefix && len(want) < 64 && isLowerHex(want) {
 		keys := map[string]string{}
 		for _, r := range rows {
 			if r.PeerRole != peerRoleControlPlane && strings.HasPrefix(r.Pubkey, want) {
 				keys[r.Pubkey] = r.DisplayName
 			}
-			if !strings.HasPrefix(r.MemberPubkey, want) {
-				continue
+			if strings.HasPrefix(r.MemberPubkey, want) {
+				addMember(keys, r.MemberPubkey, r.DisplayName, r.PeerRole == peerRoleControlPlane)
 			}
-			if only := sessionsOf[r.MemberPubkey]; len(only) == 1 {
-				keys[only[0].Pubkey] = only[0].DisplayName
-			} else if _, seen := keys[r.MemberPubkey]; !seen || r.PeerRole == peerRoleControlPlane {
-				keys[r.MemberPubkey] = r.DisplayName
+		}
+		for _, m := range members {
+			if strings.HasPrefix(m.Pubkey, want) {
+				addMember(keys, m.Pubkey, m.DisplayName, true)
 			}
 		}
 		if key, err := oneKey(to, mesh, keys); key != "" || err != nil {
