@@ -155,6 +155,19 @@ func (fb *fakeBroker) sent() []SendFrame {
 	return append([]SendFrame{}, fb.sends...)
 }
 
+// startFakeBrokerDaemon starts a daemon whose one mesh, "fake", is on a
+// fake broker that acks every send, and waits for its member link.
+func startFakeBrokerDaemon(t *testing.T) (*fakeBroker, Mesh, *testDaemon) {
+	t.Helper()
+	fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
+	m := fakeMesh("fake", fb.url)
+	h := newTestHome(t)
+	h.writeConfig(t, m)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "fake", LinkOpen)
+	return fb, m, td
+}
+
 // received is how many frames of type typ the broker got.
 func (fb *fakeBroker) received(typ string) int {
 	fb.mu.Lock()

@@ -193,12 +193,7 @@ type pushedTwiceFixture struct {
 }
 
 func newPushedTwiceFixture(t *testing.T) *pushedTwiceFixture {
-	fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
-	m := fakeMesh("fake", fb.url)
-	h := newTestHome(t)
-	h.writeConfig(t, m)
-	td := startTestDaemon(t, h, nil)
-	td.waitLink(t, "fake", LinkOpen)
+	fb, m, td := startFakeBrokerDaemon(t)
 	f := &pushedTwiceFixture{fb: fb, td: td, mesh: m, sender: mustNewKeypair()}
 	f.a, f.b = registerTestSession(t, td, m, "A"), registerTestSession(t, td, m, "B")
 	f.streams = map[string]*sseCollector{"A": subscribe(t, td, f.a.reg.Token), "B": subscribe(t, td, f.b.reg.Token)}

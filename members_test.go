@@ -36,12 +36,7 @@ func TestMembersFromPeers(t *testing.T) {
 // from the peer list, marked partial, and a name still finds a member whose
 // daemon alone is online.
 func TestMembersOnABrokerWithoutTheFrame(t *testing.T) {
-	fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
-	m := fakeMesh("fake", fb.url)
-	h := newTestHome(t)
-	h.writeConfig(t, m)
-	td := startTestDaemon(t, h, nil)
-	td.waitLink(t, "fake", LinkOpen)
+	fb, _, td := startFakeBrokerDaemon(t)
 	dana := mustNewKeypair().PublicHex()
 	fb.setPeers(PeerRow{Pubkey: dana, MemberPubkey: dana, DisplayName: "dana", PeerRole: peerRoleControlPlane})
 

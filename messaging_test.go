@@ -240,12 +240,7 @@ func TestRelaunchUnderTheSameNameWithinTheGrace(t *testing.T) {
 // grace window and lists it as live: the daemon that let the session go
 // knows it will not come back, so the name still means the new session.
 func TestRelaunchOnABrokerThatKeepsTheGhost(t *testing.T) {
-	fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
-	m := fakeMesh("fake", fb.url)
-	h := newTestHome(t)
-	h.writeConfig(t, m)
-	td := startTestDaemon(t, h, nil)
-	td.waitLink(t, "fake", LinkOpen)
+	fb, m, td := startFakeBrokerDaemon(t)
 	old := registerTestSession(t, td, m, "zed")
 	if err := td.client("").DeregisterSession(context.Background(), old.reg.Token); err != nil {
 		t.Fatal(err)
