@@ -211,7 +211,8 @@ func TestDMToMemberKey(t *testing.T) {
 // A session that quits and is launched again under the same name: the
 // quit is a deliberate leave, so the broker ends the old presence at once
 // (peers are told it left, well inside the grace window), the name means
-// the new session, and the banner counts one peer, not a ghost.
+// the new session, and the banner counts one peer, not a ghost. Stopping
+// the daemon is a leave of all its links.
 func TestRelaunchUnderTheSameNameWithinTheGrace(t *testing.T) {
 	f := newMsgFixture(t, nil)
 	zed := registerTestSession(t, f.d1, f.me, "zed")
@@ -234,6 +235,17 @@ func TestRelaunchUnderTheSameNameWithinTheGrace(t *testing.T) {
 	if n := len(welcomePeers(peers, &mcpSelf{SessionPubkey: bert.pub(), Mesh: "alpha"})); n != 1 {
 		t.Fatalf("the banner would count %d peers, want 1: %+v", n, peers)
 	}
+	// daemon down is a leave too: its member and its session are gone at once.
+	f.d1.shutdown(t)
+	left := map[any]bool{f.me.Pubkey: false, zed2.pub(): false}
+	streamB.next(t, "peer_leave of alice's member and zed after daemon down", func(ev DaemonEvent) bool {
+		if k := eventData(ev)["pubkey"]; ev.Kind == eventPeerLeave {
+			if _, ours := left[k]; ours {
+				left[k] = true
+			}
+		}
+		return left[f.me.Pubkey] && left[zed2.pub()]
+	})
 }
 
 // A broker that does not honour the leave keeps the old presence for its
