@@ -61,11 +61,14 @@ var (
 	apiInboxDelete   = ipcEndpoint[InboxDeleteRequest, InboxDeleteReply]{method: "DELETE", pattern: "/v1/inbox/{id}"}
 	apiSurface       = ipcEndpoint[SurfaceRequest, SurfaceReply]{method: "POST", pattern: "/v1/inbox/surface", body: true, maxBody: 64 << 10}
 	apiUnsurface     = ipcEndpoint[UnsurfaceRequest, UnsurfaceReply]{method: "POST", pattern: "/v1/inbox/unsurface", body: true, maxBody: 64 << 10}
+	apiHistory       = ipcEndpoint[HistoryQuery, HistoryReply]{method: "GET", pattern: "/v1/history"}
+	apiSearch        = ipcEndpoint[SearchQuery, HistoryReply]{method: "GET", pattern: "/v1/search"}
 )
 
 // GET /v1/events has no reply type: it is a stream of Server-Sent Events
-// whose data are MessageEvent, BrokerStatusEvent, or a system event (the
-// broker's eventData with mesh, event and ts added).
+// whose data are MessageEvent, BrokerStatusEvent, OutboxEvent, SessionEvent,
+// StateEvent, MemoryEvent, or a system event (the broker's eventData with
+// mesh, event and ts added).
 
 // Daemon and sessions.
 
@@ -664,6 +667,85 @@ type InboxDeleteReply struct {
 	ID      string `json:"id"`
 }
 
+// History: what this machine sent and received.
+
+// HistoryQuery is GET /v1/history: messages oldest first, from Since on,
+// in pages; After is the Next of the page before. Latest asks for the
+// newest Limit messages instead (still oldest first, and no Next).
+type HistoryQuery struct {
+	Mesh   string `query:"mesh"`
+	Since  string `query:"since"` // ISO time
+	After  string `query:"after"`
+	Latest bool   `query:"latest"`
+	Limit  *int   `query:"limit"` // 1..1000, default 200
+}
+
+// SearchQuery is GET /v1/search: the messages whose text has every word of
+// Q (a word matches as a prefix too), newest first.
+type SearchQuery struct {
+	Q     string `query:"q"`
+	Mesh  string `query:"mesh"`
+	From  string `query:"from"`  // a sender's name or a prefix of its key
+	Since string `query:"since"` // ISO time
+	Limit *int   `query:"limit"` // 1..500, default 50
+}
+
+// HistoryReply answers GET /v1/history and GET /v1/search.
+type HistoryReply struct {
+	Messages []historyMessage `json:"messages"`
+	Next     string           `json:"next,omitempty"` // the After of the next page; "" after the last
+}
+
+// historyMessage is one message as history shows it: sent from this
+// machine (direction "out": an outbox row, with the rows of this machine's
+// sessions that received it as Deliveries) or received here ("in": an inbox
+// row).
+type historyMessage struct {
+	Direction        string            `json:"direction"`
+	ID               string            `json:"id"`  // the outbox or inbox row
+	Ref              string            `json:"ref"` // what a reply quotes as reply_to_id: the broker's id, else the row id
+	Mesh             string            `json:"mesh"`
+	At               string            `json:"at"` // accepted into the outbox, or received
+	FromName         string            `json:"from_name"`
+	FromPubkey       string            `json:"from_pubkey"`
+	FromMemberPubkey string            `json:"from_member_pubkey,omitempty"`
+	To               string            `json:"to"` // a key, @group, * or #topic
+	ToName           string            `json:"to_name,omitempty"`
+	Topic            string            `json:"topic,omitempty"`
+	Body             *string           `json:"body"` // null: it could not be decrypted
+	ReplyToID        string            `json:"reply_to_id,omitempty"`
+	Priority         string            `json:"priority"`
+	ClientMessageID  string            `json:"client_message_id"`
+	BrokerMessageID  string            `json:"broker_message_id,omitempty"`
+	Outbox           *historyOutbox    `json:"outbox,omitempty"`
+	Deliveries       []historyDelivery `json:"deliveries,omitempty"`
+	SeenAt           string            `json:"seen_at,omitempty"`
+	ReceivedBy       string            `json:"received_by,omitempty"` // in: which of this machine's sessions (or its member) it reached
+	Surfaced         *surfacedFields   `json:"surfaced,omitempty"`    // in: how it was shown to a session's model, once it was
+	// Snippet is, in search results, the matching part of the text with
+	// each match between \x02 and \x03.
+	Snippet string `json:"snippet,omitempty"`
+}
+
+// historyOutbox is a sent message's outbox state.
+type historyOutbox struct {
+	Status      string `json:"status"`
+	Attempts    int    `json:"attempts"`
+	LastError   string `json:"last_error,omitempty"`
+	DeliveredAt string `json:"delivered_at,omitempty"` // the broker's ack
+}
+
+// historyDelivery is a sent message as one of this machine's own sessions
+// (or its member) received it.
+type historyDelivery struct {
+	InboxID  string          `json:"inbox_id"`
+	To       string          `json:"to"`
+	ToName   string          `json:"to_name"`
+	At       string          `json:"at"`
+	SeenAt   string          `json:"seen_at,omitempty"`
+	Surfaced *surfacedFields `json:"surfaced,omitempty"`
+}
+
 // Events of GET /v1/events.
 
 // MessageEvent is the data of a `message` event: one new inbox row.
@@ -683,6 +765,7 @@ type MessageEvent struct {
 	CreatedAt          nullString `json:"created_at"`
 	RecipientPubkey    string     `json:"recipient_pubkey"`
 	RecipientKind      string     `json:"recipient_kind"`
+	Target             string     `json:"target,omitempty"` // what it was sent to: a key, @group, * or #topic
 	TS                 string     `json:"ts"`
 }
 
@@ -714,6 +797,50 @@ type BrokerStatusEvent struct {
 }
 
 func (e *BrokerStatusEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// OutboxEvent is the data of an `outbox` event: an outbox row as it is
+// now, and its message as history shows it.
+type OutboxEvent struct {
+	Row     outboxView     `json:"row"`
+	Message historyMessage `json:"message"`
+	TS      string         `json:"ts"`
+}
+
+func (e *OutboxEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// SessionEvent is the data of a `session` event.
+type SessionEvent struct {
+	SessionID   string `json:"session_id"`
+	Mesh        string `json:"mesh"`
+	DisplayName string `json:"display_name"`
+	State       string `json:"state"` // registered | deregistered
+	Reason      string `json:"reason,omitempty"`
+	TS          string `json:"ts"`
+}
+
+func (e *SessionEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// StateEvent is the data of a `state` event: a key's new value.
+type StateEvent struct {
+	Mesh      string          `json:"mesh"`
+	Key       string          `json:"key"`
+	Value     json.RawMessage `json:"value"`
+	UpdatedBy string          `json:"updatedBy,omitempty"`
+	TS        string          `json:"ts"`
+}
+
+func (e *StateEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// MemoryEvent is the data of a `memory` event.
+type MemoryEvent struct {
+	Mesh    string `json:"mesh"`
+	ID      string `json:"id"`
+	Action  string `json:"action"` // remembered | forgotten
+	Content string `json:"content,omitempty"`
+	TS      string `json:"ts"`
+}
+
+func (e *MemoryEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
 
 // Wire helpers.
 

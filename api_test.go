@@ -218,6 +218,16 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 	if len(inbox.Items) != 1 || deref(inbox.Items[0].Body) != "hello bob" || inbox.Items[0].SeenAt != "" || inbox.MarkedSeen != 0 {
 		t.Fatalf("inbox = %+v", inbox)
 	}
+	// History and search: bob's daemon holds the DM it received.
+	if r := roundTrip(cc, bobCl, apiHistory, HistoryQuery{Mesh: "alpha", Limit: &limit}); len(r.Messages) != 1 ||
+		deref(r.Messages[0].Body) != "hello bob" || r.Messages[0].Direction != historyIn || r.Next != "" {
+		t.Fatalf("history = %+v", r)
+	}
+	if r := roundTrip(cc, bobCl, apiSearch, SearchQuery{Q: "hel", Mesh: "alpha", From: "ana", Limit: &limit}); len(r.Messages) != 1 ||
+		r.Messages[0].Snippet != snippetOpen+"hello"+snippetClose+" bob" {
+		t.Fatalf("search = %+v", r)
+	}
+
 	row := inbox.Items[0].ID
 	if r := roundTrip(cc, bobCl, apiSurface, SurfaceRequest{Via: surfacedViaChannel, IDs: textList{row}}); len(r.Items) != 1 ||
 		r.Items[0].ID != row || r.Items[0].SurfacedVia != surfacedViaChannel || r.Items[0].SurfacedConfirmed {

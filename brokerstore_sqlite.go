@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode"
 )
 
 // brokerMigrations: migrations[i] moves the schema from version i to i+1.
@@ -670,13 +669,7 @@ func (s *sqliteBrokerStore) Remember(ctx context.Context, meshID string, m Memor
 
 // ftsQuery turns free text into an FTS5 query that matches any of its words
 // (each quoted, so user input is never FTS syntax), ranked by bm25.
-func ftsQuery(q string) string {
-	words := strings.FieldsFunc(q, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) })
-	for i, w := range words {
-		words[i] = `"` + w + `"`
-	}
-	return strings.Join(words, " OR ")
-}
+func ftsQuery(q string) string { return strings.Join(ftsTerms(q, ""), " OR ") }
 
 func (s *sqliteBrokerStore) Recall(ctx context.Context, meshID, query string, limit int) ([]Memory, error) {
 	q := ftsQuery(query)

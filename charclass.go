@@ -63,3 +63,6 @@ func isUUID(s string) bool {
 	}
 	return true
 }
+
+// isKeyPrefix: 4 to 64 hex characters, what a person types for a key.
+func isKeyPrefix(s string) bool { return matchesClass(s, 4, 64, isHexByte, isHexByte) }

@@ -127,6 +127,8 @@ type Daemon struct {
 	brokerMu sync.Mutex
 	embedded *embeddedBroker // the config's broker block, served in-process
 
+	displayName string // the config's: what this machine's member goes by
+
 	token     string // local-token for TCP IPC
 	tcpPort   int
 	pid       int
@@ -375,6 +377,7 @@ func (d *Daemon) openStores() error {
 	}
 	d.outbox, d.inbox = ob, ib
 	d.drain = newDrainer(ob, d, d.opts.Drain, d.log)
+	d.drain.onChange = d.outboxRowChanged
 	if d.opts.Messages == nil {
 		d.opts.Messages = &inboxSink{ib: ib, bus: d.bus, log: d.log}
 	}
@@ -541,6 +544,7 @@ func (d *Daemon) applyConfig(cfg *Config, restartBanned bool) (added, removed, r
 		want[m.Slug] = m
 	}
 	d.mu.Lock()
+	d.displayName = cfg.DisplayName
 	var stop []*Link
 	for slug, e := range d.meshes {
 		m, ok := want[slug]
@@ -750,8 +754,11 @@ func (d *Daemon) SessionLinkByPubkey(pubkey string) *Link {
 
 // Sessions.
 
-// onSessionRegister opens the session's link when it has presence.
+// onSessionRegister tells the machine's event stream, and opens the
+// session's link when it has presence.
 func (d *Daemon) onSessionRegister(s *Session) {
+	d.bus.Publish(Event{Kind: eventSession, Mesh: s.Mesh,
+		Data: &SessionEvent{SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, State: "registered"}})
 	if s.Presence == nil {
 		return
 	}
@@ -802,8 +809,11 @@ func (d *Daemon) onSessionRegister(s *Session) {
 	l.Start(d.ctx)
 }
 
-// onSessionDeregister closes the session's link.
+// onSessionDeregister closes the session's link and tells the machine's
+// event stream.
 func (d *Daemon) onSessionDeregister(s *Session, reason string) {
+	d.bus.Publish(Event{Kind: eventSession, Mesh: s.Mesh,
+		Data: &SessionEvent{SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, State: "deregistered", Reason: reason}})
 	d.mu.Lock()
 	sl, ok := d.sessionLinks[s.Token]
 	if ok && sl.Session == s {

@@ -133,8 +133,11 @@ type drainer struct {
 	changed chan struct{}                // closed and replaced by Wake
 	waiters map[string][]chan *outboxRow // row id → told the row's new state
 	kick    chan struct{}
-	wg      sync.WaitGroup
-	ctx     context.Context // set by Start; lanes run under it
+	// onChange hears of every state change notify tells waiters of (row
+	// nil: read it); set before Start.
+	onChange func(id string, row *outboxRow)
+	wg       sync.WaitGroup
+	ctx      context.Context // set by Start; lanes run under it
 }
 
 func newDrainer(ob *Outbox, links drainLinks, timing DrainTiming, log *slog.Logger) *drainer {
@@ -243,6 +246,9 @@ func (dr *drainer) notify(id string, now *outboxRow) {
 	dr.mu.Unlock()
 	for _, ch := range chs {
 		ch <- now // buffered: never blocks
+	}
+	if dr.onChange != nil {
+		dr.onChange(id, now)
 	}
 }
 

@@ -4,8 +4,10 @@
 // channel; a subscriber whose channel is full is dropped (its stream ends
 // and the client reconnects), and every write to a stream has a deadline.
 // What a subscriber sees is decided by its session: message and surfaced
-// events only for its session key or its member key, system and
-// broker_status events only for its mesh; no session → everything.
+// events only for its session key or its member key, system, broker_status,
+// state and memory events only for its mesh, and the machine's own
+// bookkeeping (outbox rows, sessions coming and going) never; no session →
+// everything.
 package main
 
 import (
@@ -25,7 +27,15 @@ const (
 	eventSystem       = "system"
 	eventBrokerStatus = "broker_status"
 	eventSurfaced     = "surfaced"
+	eventOutbox       = "outbox"  // an outbox row changed
+	eventSession      = "session" // a session registered or left
+	eventState        = "state"   // a shared state key changed
+	eventMemory       = "memory"  // a memory was stored or forgotten through this daemon
 )
+
+// machineEvent reports whether events of kind are for the machine as a
+// whole: a session's stream never carries them.
+func machineEvent(kind string) bool { return kind == eventOutbox || kind == eventSession }
 
 // Event is one thing that happened. Mesh and the recipient fields drive the
 // per-subscriber demux; Data is what the stream carries: a MessageEvent, a
@@ -55,6 +65,9 @@ func (f EventFilter) empty() bool { return f == EventFilter{} }
 func (f EventFilter) Allows(ev Event) bool {
 	if f.empty() {
 		return true
+	}
+	if machineEvent(ev.Kind) {
+		return false
 	}
 	if f.MeshSlug != "" && ev.Mesh != "" && ev.Mesh != f.MeshSlug {
 		return false

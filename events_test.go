@@ -47,6 +47,13 @@ func TestEventFilterTruthTable(t *testing.T) {
 		{"unknown recipient kind", a, msg("alpha", "topic", "x"), true},
 		{"no presence: session DMs never", noPresence, msg("alpha", recipientSession, sA), false},
 		{"no presence: member messages yes", noPresence, msg("alpha", recipientMember, mM), true},
+		{"no session sees outbox rows", EventFilter{}, Event{Kind: eventOutbox, Mesh: "alpha"}, true},
+		{"no session sees sessions come and go", EventFilter{}, Event{Kind: eventSession, Mesh: "alpha"}, true},
+		{"a session never sees outbox rows", a, Event{Kind: eventOutbox, Mesh: "alpha"}, false},
+		{"a session never sees sessions come and go", a, Event{Kind: eventSession, Mesh: "alpha"}, false},
+		{"own mesh's state change", a, Event{Kind: eventState, Mesh: "alpha"}, true},
+		{"another mesh's state change", a, Event{Kind: eventState, Mesh: "beta"}, false},
+		{"own mesh's memory", noPresence, Event{Kind: eventMemory, Mesh: "alpha"}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,7 +111,23 @@ func TestReadSSEDaemonStream(t *testing.T) {
 
 // sseCollector reads one subscriber's stream in the background.
 type sseCollector struct {
-	ch <-chan DaemonEvent
+	ch   <-chan DaemonEvent
+	read []DaemonEvent // every event taken off the stream so far
+}
+
+// seen is every event the stream has delivered so far, waiting ones too.
+func (s *sseCollector) seen() []DaemonEvent {
+	for {
+		select {
+		case ev, ok := <-s.ch:
+			if !ok {
+				return s.read
+			}
+			s.read = append(s.read, ev)
+		default:
+			return s.read
+		}
+	}
 }
 
 func subscribe(t *testing.T, td *testDaemon, token string) *sseCollector {
@@ -128,6 +151,7 @@ func (s *sseCollector) next(t *testing.T, what string, keep func(DaemonEvent) bo
 			if !ok {
 				t.Fatalf("stream ended waiting for %s", what)
 			}
+			s.read = append(s.read, ev)
 			if keep(ev) {
 				return ev
 			}

@@ -104,6 +104,14 @@ type MessageSink interface {
 func (d *Daemon) onLinkFrame(l *Link, pc func() pushContext, keys func() []Keypair, f Inbound) {
 	switch f.Head.Type {
 	case framePush:
+	case frameStateChange:
+		// Every connection hears of a change; the member link tells the
+		// stream once for the machine.
+		var sc StateChangeFrame
+		if l.Kind() == linkMember && json.Unmarshal(f.Data, &sc) == nil && sc.Key != "" {
+			d.bus.Publish(Event{Kind: eventState, Mesh: l.Mesh(), Data: &StateEvent{Mesh: l.Mesh(), Key: sc.Key, Value: sc.Value, UpdatedBy: sc.UpdatedBy}})
+		}
+		return
 	case frameError:
 		var ef ErrorFrame
 		_ = json.Unmarshal(f.Data, &ef)

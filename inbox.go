@@ -79,6 +79,25 @@ ALTER TABLE inbox ADD COLUMN surfaced_evidence TEXT;
 ALTER TABLE inbox ADD COLUMN surfaced_session TEXT;
 UPDATE inbox SET surfaced_at = seen_at, surfaced_confirmed_at = seen_at WHERE seen_at IS NOT NULL;
 CREATE INDEX inbox_surfaced_at ON inbox(surfaced_at);
+`, `
+-- What each message was sent to (a key, @group, * or #topic), when the
+-- push said.
+ALTER TABLE inbox ADD COLUMN target_spec TEXT;
+-- Full-text search of the bodies received. The index keeps its own copy of
+-- the text under the row's rowid (the stores never VACUUM, which could
+-- renumber rowids); triggers keep it in step with inserts and deletes, and
+-- the bodies of rows are never updated.
+CREATE VIRTUAL TABLE inbox_fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+INSERT INTO inbox_fts (rowid, body) SELECT rowid, body FROM inbox;
+CREATE TRIGGER inbox_fts_insert AFTER INSERT ON inbox BEGIN
+  INSERT INTO inbox_fts (rowid, body) VALUES (new.rowid, new.body);
+END;
+CREATE TRIGGER inbox_fts_delete AFTER DELETE ON inbox BEGIN
+  DELETE FROM inbox_fts WHERE rowid = old.rowid;
+END;
+-- History pairs a row with the outbox row of the same message by the
+-- broker's id.
+CREATE INDEX inbox_broker_message ON inbox(broker_message_id);
 `}
 
 // inboxRow is one stored message.
@@ -102,20 +121,21 @@ type inboxRow struct {
 	RecipientPubkey    string
 	RecipientKind      string
 	Surfaced           surfacedState
+	TargetSpec         string // what it was sent to: a key (a DM), @group, * or #topic; "" when unknown
 }
 
 const inboxColumns = `id, client_message_id, broker_message_id, mesh, topic, sender_pubkey, sender_member_pubkey, sender_name,
   body, decrypt_failed, received_at, reply_to_id, priority, subtype, created_at, seen_at, recipient_pubkey, recipient_kind,
-  surfaced_at, surfaced_via, surfaced_confirmed_at, surfaced_evidence, surfaced_session`
+  surfaced_at, surfaced_via, surfaced_confirmed_at, surfaced_evidence, surfaced_session, target_spec`
 
 func scanInboxRow(s rowScanner) (*inboxRow, error) {
 	var r inboxRow
-	var brokerID, topic, senderMember, body, reply, prio, subtype, created, recip, kind sql.NullString
+	var brokerID, topic, senderMember, body, reply, prio, subtype, created, recip, kind, target sql.NullString
 	var seen, surfacedAt, confirmedAt sql.NullInt64
 	var via, evidence, by sql.NullString
 	err := s.Scan(&r.ID, &r.ClientMessageID, &brokerID, &r.Mesh, &topic, &r.SenderPubkey, &senderMember, &r.SenderName,
 		&body, &r.DecryptFailed, &r.ReceivedAt, &reply, &prio, &subtype, &created, &seen, &recip, &kind,
-		&surfacedAt, &via, &confirmedAt, &evidence, &by)
+		&surfacedAt, &via, &confirmedAt, &evidence, &by, &target)
 	if err != nil {
 		return nil, noRows(err)
 	}
@@ -124,7 +144,7 @@ func scanInboxRow(s rowScanner) (*inboxRow, error) {
 		r.Body = &body.String
 	}
 	r.ReplyToID, r.Priority, r.Subtype, r.CreatedAt = reply.String, prio.String, subtype.String, created.String
-	r.SeenAt, r.RecipientPubkey, r.RecipientKind = seen.Int64, recip.String, kind.String
+	r.SeenAt, r.RecipientPubkey, r.RecipientKind, r.TargetSpec = seen.Int64, recip.String, kind.String, target.String
 	r.Surfaced = surfacedState{At: surfacedAt.Int64, Via: via.String, ConfirmedAt: confirmedAt.Int64, Evidence: evidence.String,
 		SessionID: by.String}
 	return &r, nil
@@ -158,10 +178,11 @@ func (ib *Inbox) Insert(ctx context.Context, r *inboxRow, alsoSeenBy ...string) 
 	keys := append([]any{nullable(r.RecipientPubkey)}, anySlice(alsoSeenBy)...)
 	args := []any{r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
 		nullable(r.SenderMemberPubkey), r.SenderName, r.Body, r.DecryptFailed, r.ReceivedAt, nullable(r.ReplyToID),
-		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind)}
+		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind),
+		nullable(r.TargetSpec)}
 	args = append(append(args, keys...), r.ClientMessageID, nullable(r.BrokerMessageID))
 	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, NULL, NULL, NULL, NULL
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, NULL, NULL, NULL, NULL, ?
 WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE recipient_pubkey IN (`+placeholders(len(keys))+`)
   AND (client_message_id = ? OR broker_message_id = ?))
 ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`, args...)
@@ -178,6 +199,7 @@ type inboxScope struct {
 	Before     int64    // ms; received before
 	Topic      string
 	From       string // sender key: the session or the member that sent
+	Sender     string // a sender's name (any case) or a prefix of its session or member key
 	UnreadOnly bool
 	// Unsurfaced: only rows no path has shown to a session's model yet.
 	Unsurfaced bool
@@ -213,6 +235,14 @@ func (s inboxScope) where() (string, []any) {
 	}
 	if s.From != "" {
 		add("(sender_pubkey = ? OR sender_member_pubkey = ?)", s.From, s.From)
+	}
+	if s.Sender != "" {
+		if isKeyPrefix(s.Sender) {
+			p := strings.ToLower(s.Sender) + "%"
+			add("(sender_name = ? COLLATE NOCASE OR sender_pubkey LIKE ? OR sender_member_pubkey LIKE ?)", s.Sender, p, p)
+		} else {
+			add("sender_name = ? COLLATE NOCASE", s.Sender)
+		}
 	}
 	if s.UnreadOnly {
 		conds = append(conds, "seen_at IS NULL")
@@ -331,8 +361,17 @@ func inboxRowFromPush(msg InboundMessage, now time.Time) (*inboxRow, []string) {
 		SenderPubkey: p.SenderPubkey, SenderMemberPubkey: p.SenderMemberPubkey, SenderName: name,
 		Body: body, DecryptFailed: failed, ReceivedAt: now.UnixMilli(), ReplyToID: p.ReplyToID,
 		Priority: cmp.Or(p.Priority, priorityNext), Subtype: p.Subtype, CreatedAt: p.CreatedAt,
-		RecipientPubkey: recipient, RecipientKind: kind,
+		RecipientPubkey: recipient, RecipientKind: kind, TargetSpec: pushTarget(p, openedBy),
 	}, alsoSeenBy
+}
+
+// pushTarget is what a push was sent to: its target spec, or, from a
+// broker that does not say, the key that opened it when it was a DM.
+func pushTarget(p PushFrame, openedBy string) string {
+	if p.TargetSpec != "" {
+		return p.TargetSpec
+	}
+	return openedBy
 }
 
 // decryptPushBody reads a push's body: a DM opens with one of keys (openedBy
@@ -384,6 +423,7 @@ func messageEventData(r *inboxRow) *MessageEvent {
 		SenderPubkey: r.SenderPubkey, SenderMemberPubkey: nullString(r.SenderMemberPubkey), SenderName: r.SenderName,
 		Topic: nullString(r.Topic), ReplyToID: nullString(r.ReplyToID), Priority: r.Priority, Subtype: r.Subtype, Body: r.Body,
 		CreatedAt: nullString(r.CreatedAt), RecipientPubkey: r.RecipientPubkey, RecipientKind: r.RecipientKind,
+		Target: r.TargetSpec,
 	}
 }
 

@@ -92,6 +92,8 @@ var ipcRoutes = []ipcRoute{
 	bind(apiInboxDelete, (*Daemon).handleInboxDelete),
 	bind(apiSurface, (*Daemon).handleSurface),
 	bind(apiUnsurface, (*Daemon).handleUnsurface),
+	bind(apiHistory, (*Daemon).handleHistory),
+	bind(apiSearch, (*Daemon).handleSearch),
 }
 
 // sessionlessRoutes answer a session token the daemon does not know: a
@@ -102,7 +104,7 @@ var sessionlessRoutes = map[string]bool{
 
 // ipcFeatures is what /v1/version advertises.
 var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events",
-	"send", "outbox", "inbox", "surface"}
+	"send", "outbox", "inbox", "surface", "history", "search"}
 
 // defaultMaxBody caps a body on routes that declare no cap of their own.
 const defaultMaxBody = 64 << 10

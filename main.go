@@ -152,6 +152,29 @@ message holds about 48 KB of text (the broker's limit, once encrypted).`,
 		setup:   setupInboxDelete,
 	},
 	{
+		name:    "search",
+		args:    "<query…>",
+		summary: "search the messages this machine sent and received (every word, as a word or its start)",
+		detail: `Searches the daemon's inbox and outbox with SQLite full-text search: a message
+matches when it has every word of the query, each as a whole word or as the
+start of one. --from takes a sender's name or a key prefix; --since an ISO
+time or an age (90m, 12h, 7d). Inside a launched session only that
+session's messages are searched.`,
+		group: groupMessage,
+		setup: setupSearch,
+	},
+	{
+		name:    "export",
+		summary: "write the message history as a transcript: --format md (readable) or jsonl",
+		detail: `Writes every message this machine sent and received, oldest first, to stdout
+(or --output FILE): md is a transcript grouped by day, jsonl one JSON object a
+line with each message's full record (outbox state, deliveries to this
+machine's sessions). A message sent between two sessions of this machine is
+written once.`,
+		group: groupMessage,
+		setup: setupExport,
+	},
+	{
 		name:    "peer kick",
 		aliases: []string{"kick"},
 		args:    "<peer> | --all | --stale <duration>",

@@ -368,6 +368,9 @@ func (d *Daemon) setState(ctx context.Context, e *meshEntry, key string, value j
 	if err != nil {
 		return StateSetReply{}, err
 	}
+	// The broker tells the other connections; the setter's own stream hears
+	// it from here.
+	d.bus.Publish(Event{Kind: eventState, Mesh: e.Mesh.Slug, Data: &StateEvent{Mesh: e.Mesh.Slug, Key: key, Value: value, UpdatedBy: d.memberName()}})
 	return StateSetReply{OK: true, Key: key, Mesh: e.Mesh.Slug}, nil
 }
 
@@ -397,6 +400,7 @@ func (d *Daemon) remember(ctx context.Context, e *meshEntry, content string, tag
 	if err := json.Unmarshal(raw, &r); err != nil || r.ID == "" {
 		return RememberReply{}, newAPIError(http.StatusBadGateway, "broker_bad_reply", "memory_stored without an id")
 	}
+	d.bus.Publish(Event{Kind: eventMemory, Mesh: e.Mesh.Slug, Data: &MemoryEvent{Mesh: e.Mesh.Slug, ID: r.ID, Action: "remembered", Content: content}})
 	return RememberReply{ID: r.ID, Mesh: e.Mesh.Slug}, nil
 }
 
@@ -410,6 +414,7 @@ func (d *Daemon) forget(ctx context.Context, e *meshEntry, id string) (ForgetRep
 	if ack.Error != "" {
 		return ForgetReply{}, newAPIError(http.StatusBadGateway, "broker_error", ack.Error)
 	}
+	d.bus.Publish(Event{Kind: eventMemory, Mesh: e.Mesh.Slug, Data: &MemoryEvent{Mesh: e.Mesh.Slug, ID: id, Action: "forgotten"}})
 	return ForgetReply{OK: true, ID: id, Mesh: e.Mesh.Slug}, nil
 }
 

@@ -76,6 +76,19 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
 CREATE INDEX outbox_lane ON outbox(status, mesh, sender_session_pubkey, enqueued_at);
 CREATE INDEX outbox_aborted ON outbox(status, aborted_at) WHERE status = 'aborted';
+`, `
+-- Full-text search of what was sent, kept like the inbox's (payload is the
+-- message's text; it never changes once a row exists).
+CREATE VIRTUAL TABLE outbox_fts USING fts5(body, tokenize = 'unicode61 remove_diacritics 2');
+INSERT INTO outbox_fts (rowid, body) SELECT rowid, CAST(payload AS TEXT) FROM outbox;
+CREATE TRIGGER outbox_fts_insert AFTER INSERT ON outbox BEGIN
+  INSERT INTO outbox_fts (rowid, body) VALUES (new.rowid, CAST(new.payload AS TEXT));
+END;
+CREATE TRIGGER outbox_fts_delete AFTER DELETE ON outbox BEGIN
+  DELETE FROM outbox_fts WHERE rowid = old.rowid;
+END;
+CREATE INDEX outbox_broker_message ON outbox(broker_message_id);
+CREATE INDEX outbox_enqueued ON outbox(enqueued_at);
 `}
 
 // outboxRow is one row of the outbox.
@@ -428,6 +441,7 @@ func (d *Daemon) handleSend(req *ipcRequest, body SendRequest) (SendReply, error
 		}
 		res = &r
 		if r.Inserted {
+			d.publishOutbox(r.Row)
 			known = r.Row
 			d.drain.WakeLane(laneKey{mesh: row.Mesh, session: row.SenderSessionPubkey})
 		}
@@ -687,5 +701,25 @@ func (d *Daemon) handleOutboxRequeue(req *ipcRequest, body RequeueRequest) (Requ
 		return RequeueReply{}, err
 	}
 	d.drain.Wake()
+	d.outboxRowChanged(body.ID, nil)
+	d.publishOutbox(fresh)
 	return RequeueReply{AbortedRowID: body.ID, NewRowID: fresh.ID, NewClientMessageID: fresh.ClientMessageID}, nil
+}
+
+// publishOutbox puts a row's new state on the event stream.
+func (d *Daemon) publishOutbox(r *outboxRow) {
+	d.bus.Publish(Event{Kind: eventOutbox, Mesh: r.Mesh, Data: &OutboxEvent{Row: r.view(), Message: d.sentMessage(r, nil)}})
+}
+
+// outboxRowChanged publishes a row the drain changed (nil: read it).
+func (d *Daemon) outboxRowChanged(id string, r *outboxRow) {
+	if r == nil {
+		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		if r, err = d.outbox.get(ctx, id); err != nil {
+			return
+		}
+	}
+	d.publishOutbox(r)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unicode"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver; pure Go, keeps the binary CGO-free
 )
@@ -258,4 +259,16 @@ func (c *stmtCache) Close() {
 		st.Close()
 	}
 	c.m = map[string]*sql.Stmt{}
+}
+
+// ftsTerms quotes each word of free text as an FTS5 term, with suffix
+// after it ("*" matches the word as a prefix). Only letters and digits make
+// words, as in the indexes' tokenizer, so what a person types is never FTS5
+// syntax.
+func ftsTerms(q, suffix string) []string {
+	words := strings.FieldsFunc(q, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) })
+	for i, w := range words {
+		words[i] = `"` + w + `"` + suffix
+	}
+	return words
 }
