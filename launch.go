@@ -587,6 +587,11 @@ func startLaunchSession(ctx context.Context, c *cli, o launchOptions, mesh Mesh)
 	cwd, _ := os.Getwd()
 	s := &launchSession{token: randomHex(32)}
 	s.id, s.fresh = launchSessionID(o, homeDir(c.env.Getenv), cwd)
+	if aside, err := moveAsideBadSessionKey(paths.SessionKeyFile(mesh.Slug, s.id)); err != nil {
+		return nil, exitError(exitIO, err)
+	} else if aside != "" {
+		c.warnf("this session's key file was damaged; it is kept as %s and the session gets a new key (peers see a new session key)", aside)
+	}
 	key, presence, err := sessionPresence(paths, mesh, member, s.id)
 	if err != nil {
 		return nil, exitError(exitIO, fmt.Errorf("session key: %w", err))

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -449,4 +450,40 @@ func jsonField(t *testing.T, doc, field string) string {
 	}
 	s, _ := m[field].(string)
 	return s
+}
+
+// A damaged session key file does not block `launch --resume`: it is moved
+// aside (and kept), launch says so, and the session runs with a new key.
+func TestLaunchResumeWithDamagedSessionKey(t *testing.T) {
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	alpha := newTestMesh(t, b, url, "alpha", "me")
+	h := newTestHome(t)
+	h.writeConfig(t, alpha)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "alpha", LinkOpen)
+	out := shortTempDir(t)
+	env := h.env("CLAUDEMESH_CLAUDE_BIN", fakeClaude(t, out, false), "CLAUDEMESH_INTERNAL_NO_AUTOSPAWN", "1", "TMPDIR", shortTempDir(t))
+	sid := newUUID()
+	keyFile := h.Paths.SessionKeyFile("alpha", sid)
+	if err := ensurePrivateDir(filepath.Dir(keyFile)); err != nil {
+		t.Fatal(err)
+	}
+	damaged := []byte(`{"version":1,"publicKey":"trunc`)
+	if err := os.WriteFile(keyFile, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lp := startLaunch(t, env, "alpha", "--resume", sid, "--name", "alice", "--quiet")
+	if st := lp.wait(t); st.ExitCode() != 0 {
+		t.Fatalf("launch --resume with a damaged key = %v\n%s", st, lp.stderr.String())
+	}
+	if !strings.Contains(lp.stderr.String(), "key file was damaged") || !strings.Contains(lp.stderr.String(), keyFile+".damaged-") {
+		t.Fatalf("launch said %q, want the damaged file named", lp.stderr.String())
+	}
+	if _, err := loadSessionKeypair(keyFile); err != nil {
+		t.Fatalf("no new session key: %v", err)
+	}
+	kept, _ := filepath.Glob(keyFile + ".damaged-*")
+	if len(kept) != 1 || !bytes.Equal(must(os.ReadFile(kept[0])), damaged) {
+		t.Fatalf("the damaged file was not kept as it was: %v", kept)
+	}
 }

@@ -5,7 +5,9 @@
 //
 // Policy: a keypair file is created once and never overwritten. Creation is
 // atomic (temp file + hard link, which fails if the name exists), and when
-// two processes race the loser reads back the winner's key.
+// two processes race the loser reads back the winner's key. A file that is
+// not a keypair (damaged, truncated, edited) does not hold a session hostage:
+// launch moves it aside, keeping it, says so, and makes a new key.
 package main
 
 import (
@@ -44,14 +46,23 @@ func loadSessionKeypair(path string) (Keypair, error) {
 	}
 	var f sessionKeyFile
 	if err := json.Unmarshal(data, &f); err != nil {
-		return Keypair{}, fmt.Errorf("session key %s: %w", path, err)
+		return Keypair{}, &badSessionKeyError{path: path, err: err}
 	}
 	kp, err := keypairFromHex(f.PublicKey, f.SecretKey)
 	if err != nil {
-		return Keypair{}, fmt.Errorf("session key %s: %w", path, err)
+		return Keypair{}, &badSessionKeyError{path: path, err: err}
 	}
 	return kp, nil
 }
+
+// badSessionKeyError is a session key file that holds no keypair.
+type badSessionKeyError struct {
+	path string
+	err  error
+}
+
+func (e *badSessionKeyError) Error() string { return "session key " + e.path + ": " + e.err.Error() }
+func (e *badSessionKeyError) Unwrap() error { return e.err }
 
 // storeSessionKeypair writes kp at path unless a keypair is already there.
 // It returns the keypair the file holds afterwards and whether it was
@@ -103,6 +114,22 @@ func loadOrCreateSessionKeypair(path, meshSlug, sessionID string) (Keypair, bool
 		return Keypair{}, false, err
 	}
 	return storeSessionKeypair(path, meshSlug, sessionID, kp)
+}
+
+// moveAsideBadSessionKey renames a session key file that holds no keypair
+// to <name>.damaged-<unix ms>, so that a new key can take its place; it
+// returns the new name, or "" when the file is fine or absent.
+func moveAsideBadSessionKey(path string) (string, error) {
+	_, err := loadSessionKeypair(path)
+	var bad *badSessionKeyError
+	if !errors.As(err, &bad) {
+		return "", nil
+	}
+	aside := fmt.Sprintf("%s.damaged-%d", path, time.Now().UnixMilli())
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("moving the damaged session key aside: %w", err)
+	}
+	return aside, nil
 }
 
 // sessionPresence loads (or creates) a session's keypair in the sessions dir
