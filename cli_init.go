@@ -328,9 +328,9 @@ func initNextSteps(cfg *Config) []string {
 		mesh = " " + cfg.Meshes[0].Slug
 	}
 	return []string{
+		"claudemesh install",
 		"claudemesh launch" + mesh + " --name alice",
 		"claudemesh launch" + mesh + " --name bob",
-		"claudemesh install",
 		"claudemesh invite",
 	}
 }
@@ -364,9 +364,9 @@ func printInitReport(c *cli, rep *initReport, ours bool) {
 	c.printf("  daemon   running (pid %d, claudemesh %s), log %s\n", rep.Daemon.Pid, rep.Daemon.Version, rep.Daemon.Log)
 	c.printf("\nnext:\n")
 	notes := []string{
+		"register claudemesh with Claude Code (MCP server, skill, daemon service)",
 		"in one terminal: a Claude Code session in the mesh",
 		"in another: a second session; the two can talk",
-		"register claudemesh with Claude Code (MCP server, skill, daemon service)",
 		"bring another machine: it runs 'claudemesh join <link>'",
 	}
 	width := 0

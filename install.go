@@ -44,6 +44,23 @@ const mcpServerName = "claudemesh"
 
 func claudeJSONPath(home string) string { return filepath.Join(home, ".claude.json") }
 
+// claudeKnowsClaudemesh reports whether ~/.claude.json registers an MCP
+// server named claudemesh (whatever it runs: doctor checks that).
+func claudeKnowsClaudemesh(home string) bool {
+	cc, err := readClaudeConfig(claudeJSONPath(home))
+	if err != nil {
+		return false
+	}
+	servers, err := cc.servers()
+	return err == nil && memberIndex(servers, mcpServerName) >= 0
+}
+
+// claudeMCPConfig is a Claude Code MCP config that runs bin's MCP server,
+// for a claude whose own config has no claudemesh entry.
+func claudeMCPConfig(bin string) []byte {
+	return jsonStringNoEscapeHTML(map[string]map[string]mcpEntry{"mcpServers": {mcpServerName: {Command: bin, Args: []string{"mcp"}}}})
+}
+
 func claudeBackupDir(home string) string { return filepath.Join(home, ".claude", "backups") }
 
 // jsonMember is one member of a JSON object, value kept as written.

@@ -52,8 +52,10 @@ const (
 	// notifications: server:claudemesh is the mcpServers entry install
 	// writes.
 	claudeChannelsFlag = "--dangerously-load-development-channels"
-	claudeChannelsArg  = "server:claudemesh"
-	claudeSkipPerms    = "--dangerously-skip-permissions"
+	// claudeMCPConfigFlag gives claude MCP servers beyond its own config.
+	claudeMCPConfigFlag = "--mcp-config"
+	claudeChannelsArg   = "server:claudemesh"
+	claudeSkipPerms     = "--dangerously-skip-permissions"
 )
 
 // launchFlags are launch's flags as parsed.
@@ -504,6 +506,10 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 	defer sess.end(ctx, c)
 	if !o.Quiet {
 		printLaunchBanner(c, o, mesh)
+		if sess.mcpConfig != "" {
+			c.printf("%s Claude Code has no claudemesh MCP server of its own: this session brings it along.\n"+
+				"  'claudemesh install' registers it, so that plain claude gets the mesh too.\n", c.paint(colorYellow, "⚠"))
+		}
 		c.printf("%s\n\n", launchStatusLine(ctx, c, sess.client, mesh.Slug, sess.key.PublicHex()))
 	}
 	return sess.runClaude(c, claudeBin, o)
@@ -556,6 +562,9 @@ type launchSession struct {
 	fresh  bool // a new session id, not a --resume or --continue
 	key    Keypair
 	dir    launchDir
+	// mcpConfig is the MCP config file claude is given when its own
+	// config has no claudemesh server ("" when it has one).
+	mcpConfig string
 }
 
 // startLaunchSession makes sure the daemon runs, loads or creates the
@@ -601,6 +610,19 @@ func startLaunchSession(ctx context.Context, c *cli, o launchOptions, mesh Mesh)
 	if err != nil {
 		return nil, exitError(exitIO, fmt.Errorf("session temp dir: %w", err))
 	}
+	if !claudeKnowsClaudemesh(homeDir(c.env.Getenv)) {
+		// Without it claude would run with no channel and say nothing:
+		// this session brings the server itself.
+		bin, err := os.Executable()
+		if err == nil {
+			s.mcpConfig = filepath.Join(s.dir.Path, "mcp.json")
+			err = os.WriteFile(s.mcpConfig, claudeMCPConfig(bin), 0o600)
+		}
+		if err != nil {
+			os.RemoveAll(s.dir.Path)
+			return nil, exitError(exitIO, fmt.Errorf("the session's MCP config: %w", err), "or register claudemesh with Claude Code: claudemesh install")
+		}
+	}
 	s.client = newDaemonClient(paths.SocketFile(), s.token)
 	if v, err := s.client.Version(ctx); err == nil && v.DaemonVersion != version {
 		c.warnf("the daemon runs claudemesh %s, this is %s; restart it to match: claudemesh daemon down && claudemesh daemon up", v.DaemonVersion, version)
@@ -642,7 +664,12 @@ func (s *launchSession) runClaude(c *cli, claudeBin string, o launchOptions) err
 		"CLAUDEMESH_SESSION_ID":     s.id,
 		"CLAUDEMESH_ROLE":           o.Role,
 	})
-	code, sig, err := runClaude(c, claudeBin, claudeArgv(o, s.id, s.fresh), env)
+	argv := claudeArgv(o, s.id, s.fresh)
+	if s.mcpConfig != "" {
+		// First, and followed by a flag: the option takes several values.
+		argv = append([]string{claudeMCPConfigFlag, s.mcpConfig}, argv...)
+	}
+	code, sig, err := runClaude(c, claudeBin, argv, env)
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			return errClaudeMissing(claudeBin + " could not be started")

@@ -291,6 +291,7 @@ func TestLaunchProcess(t *testing.T) {
 	td := startTestDaemon(t, h, nil)
 	td.waitLink(t, "alpha", LinkOpen)
 
+	registerClaudemeshWithClaude(t, h.Home) // as install does: claude needs no --mcp-config
 	out := shortTempDir(t)
 	claude := fakeClaude(t, out, true)
 	env := h.env("CLAUDEMESH_CLAUDE_BIN", claude, "CLAUDEMESH_INTERNAL_NO_AUTOSPAWN", "1", "TMPDIR", shortTempDir(t))
@@ -485,5 +486,56 @@ func TestLaunchResumeWithDamagedSessionKey(t *testing.T) {
 	kept, _ := filepath.Glob(keyFile + ".damaged-*")
 	if len(kept) != 1 || !bytes.Equal(must(os.ReadFile(kept[0])), damaged) {
 		t.Fatalf("the damaged file was not kept as it was: %v", kept)
+	}
+}
+
+// registerClaudemeshWithClaude writes the ~/.claude.json entry install
+// writes.
+func registerClaudemeshWithClaude(t *testing.T, home string) {
+	t.Helper()
+	if err := os.WriteFile(claudeJSONPath(home), []byte(`{"mcpServers":{"claudemesh":{"command":"/usr/local/bin/claudemesh","args":["mcp"]}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// launch before install: Claude Code has no claudemesh MCP server, so the
+// session brings its own with --mcp-config (this binary's mcp), and the
+// banner says so and names install.
+func TestLaunchWithoutInstallBringsMCPServer(t *testing.T) {
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	alpha := newTestMesh(t, b, url, "alpha", "me")
+	h := newTestHome(t)
+	h.writeConfig(t, alpha)
+	td := startTestDaemon(t, h, nil)
+	td.waitLink(t, "alpha", LinkOpen)
+	out := shortTempDir(t)
+	env := h.env("CLAUDEMESH_CLAUDE_BIN", fakeClaude(t, out, true), "CLAUDEMESH_INTERNAL_NO_AUTOSPAWN", "1", "TMPDIR", shortTempDir(t))
+	lp := startLaunch(t, env, "alpha", "--name", "alice")
+	waitFor(t, "claude started", func() bool { _, err := os.Stat(filepath.Join(out, "argv")); return err == nil })
+	argv := readNULList(t, filepath.Join(out, "argv"))
+	if len(argv) < 4 || argv[0] != "--mcp-config" || argv[2] != claudeChannelsFlag {
+		os.WriteFile(filepath.Join(out, "fifo"), []byte("0\n"), 0o600)
+		t.Fatalf("claude argv = %q, want --mcp-config <file> first, then the channel", argv)
+	}
+	var cfg struct {
+		MCPServers map[string]mcpEntry `json:"mcpServers"`
+	}
+	data, err := os.ReadFile(argv[1])
+	os.WriteFile(filepath.Join(out, "fifo"), []byte("0\n"), 0o600)
+	if err != nil || json.Unmarshal(data, &cfg) != nil {
+		t.Fatalf("the MCP config %s = %q, %v", argv[1], data, err)
+	}
+	e := cfg.MCPServers[mcpServerName]
+	if !sameExecutable(e.Command, claudemeshBinary(t)) || !reflect.DeepEqual(e.Args, []string{"mcp"}) {
+		t.Fatalf("the session's MCP server = %+v, want this binary's mcp", e)
+	}
+	if st := lp.wait(t); st.ExitCode() != 0 {
+		t.Fatalf("launch exit = %v", st)
+	}
+	if s := lp.stdout.String(); !strings.Contains(s, "no claudemesh MCP server of its own") || !strings.Contains(s, "claudemesh install") {
+		t.Fatalf("banner = %q, want the missing install named", s)
+	}
+	if _, err := os.Stat(argv[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the session's MCP config outlived it: %v", err)
 	}
 }
