@@ -62,17 +62,15 @@ func runMCP(ctx context.Context, c *cli, f mcpFlags) error {
 	defer closer.Close()
 	log.Info("mcp_started", "version", version, "tools", f.tools)
 
-	dc := newDaemonConnector(paths, c.env.Getenv)
-	switch {
-	case dc.probe(ctx) == probeUp:
-	case dc.serviceManaged() && dc.waitUp(ctx, dc.serviceWait, nil):
-	default:
-		reason := "nothing answers on " + paths.SocketFile()
-		if dc.serviceManaged() {
-			reason = "its service did not answer within " + dc.serviceWait.String()
-		}
-		log.Error("daemon_unreachable", "socket", paths.SocketFile())
-		return errNoDaemonForMCP(reason)
+	// The daemon is found or started as every verb does: plain claude,
+	// after a reboot, starts this server before anything else is running.
+	r := newDaemonConnector(paths, c.env.Getenv).ensure(ctx, defaultSpawnBudget)
+	if !r.usable() {
+		log.Error("daemon_unreachable", "socket", paths.SocketFile(), "state", string(r.State), "reason", r.Reason)
+		return errNoDaemonForMCP(r.Reason)
+	}
+	if r.State == daemonStarted {
+		log.Info("daemon_autospawned", "took_ms", r.Duration.Milliseconds())
 	}
 
 	token := sessionTokenFromEnv(c.env.Getenv)

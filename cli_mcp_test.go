@@ -419,16 +419,38 @@ func TestMCPProcessInboxMode(t *testing.T) {
 	}
 }
 
-// No daemon: a clear message naming the command, exit 1, nothing on stdout.
+// No daemon, and none may be started: a clear message naming the command,
+// exit 1, nothing on stdout.
 func TestMCPProcessNoDaemon(t *testing.T) {
 	h := newTestHome(t)
-	res := runBinary(t, h.env(), "mcp")
+	res := runBinary(t, h.env("CLAUDEMESH_INTERNAL_NO_AUTOSPAWN", "1"), "mcp")
 	if res.code != 1 || res.stdout != "" {
 		t.Fatalf("mcp without a daemon = %d, stdout %q", res.code, res.stdout)
 	}
 	if !strings.Contains(res.stderr, "daemon is not running") || !strings.Contains(res.stderr, "claudemesh daemon up") {
 		t.Fatalf("stderr = %q, want the reason and the command to start the daemon", res.stderr)
 	}
+}
+
+// No daemon running: `claudemesh mcp` starts one, as every verb does, and
+// serves the session (plain claude after a reboot starts it first).
+func TestMCPProcessStartsTheDaemon(t *testing.T) {
+	h := newTestHome(t)
+	h.writeConfig(t)
+	stopDaemonAt(t, h.Paths)
+	p := startMCPProc(t, h.env())
+	r := p.call("initialize", mcpInitParams("2025-06-18"))
+	if r["result"] == nil {
+		t.Fatalf("initialize = %v\n%s", r, p.stderr.String())
+	}
+	if !daemonLockHeld(h.Paths) {
+		t.Fatal("mcp answered, but no daemon runs")
+	}
+	if _, err := newDaemonClient(h.Paths.SocketFile(), "").Version(context.Background()); err != nil {
+		t.Fatalf("the started daemon does not answer: %v", err)
+	}
+	p.stdin.Close()
+	p.waitExit()
 }
 
 // The MCP Inspector's CLI (the reference client, from npm) lists tools,

@@ -9,7 +9,10 @@
 //     cleanly instead of crash-looping against the old one (claudemesh 1.30.1).
 //   - When systemctl / launchctl is not on this machine, the unit file is
 //     still written (it serves a later login) and the commands that start it
-//     are printed; the running daemon is left alone. When the manager is
+//     are printed; the running daemon is left alone.
+//   - When the manager is installed but no user manager runs (a container,
+//     WSL, SSH without lingering), nothing is written or stopped: the
+//     service is skipped with a warning, and the daemon starts on demand. When the manager is
 //     there but refuses the unit, a unit file this call added is removed
 //     again and a daemon it stopped is started again: a unit nobody runs
 //     would only make every CLI call wait for a service that never comes.
@@ -65,8 +68,8 @@ func setupUninstallService(fs *flagSet) runFunc {
 type serviceReport struct {
 	Platform string `json:"platform"`
 	Unit     string `json:"unit"`
-	// File is added | updated | unchanged (install), removed | absent
-	// (uninstall).
+	// File is added | updated | unchanged | skipped (install), removed |
+	// absent (uninstall).
 	File    string `json:"file"`
 	Started bool   `json:"started,omitempty"`
 	Stopped bool   `json:"stopped,omitempty"`
@@ -74,6 +77,10 @@ type serviceReport struct {
 	// Commands are what to run where it is.
 	ManagerMissing bool     `json:"manager_missing,omitempty"`
 	Commands       []string `json:"commands,omitempty"`
+	// ManagerNotRunning: the manager is installed but no user manager
+	// answers (Reason says how it failed); the service was skipped.
+	ManagerNotRunning bool   `json:"manager_not_running,omitempty"`
+	Reason            string `json:"reason,omitempty"`
 	// ReplacedPid is the daemon stopped so that the service's could start.
 	ReplacedPid int `json:"replaced_pid,omitempty"`
 }
@@ -109,11 +116,18 @@ func installDaemonService(ctx context.Context, c *cli, runner serviceRunner, all
 		return serviceReport{}, exitError(exitIO, err)
 	}
 	rep := serviceReport{Platform: u.Platform, Unit: u.Path}
+	_, missing := runner.lookPath(u.Boot[0].Argv[0])
+	if missing == nil {
+		if err := runner.runServiceCommands(ctx, u.Probe); err != nil {
+			rep.File, rep.ManagerNotRunning, rep.Reason = "skipped", true, err.Error()
+			return rep, nil
+		}
+	}
 	wasInstalled := serviceInstalled(u.Path)
 	if rep.File, err = installServiceFile(u); err != nil {
 		return rep, exitError(exitIO, err)
 	}
-	if _, err := runner.lookPath(u.Boot[0].Argv[0]); err != nil {
+	if missing != nil {
 		rep.ManagerMissing, rep.Commands = true, commandStrings(u.Boot)
 		return rep, nil
 	}
@@ -182,6 +196,14 @@ func uninstallDaemonService(ctx context.Context, c *cli, runner serviceRunner) (
 }
 
 func printServiceInstall(c *cli, rep serviceReport) {
+	if rep.ManagerNotRunning {
+		c.warnf("no %s user service manager runs here (%s), so the daemon service was skipped", rep.Platform, rep.Reason)
+		c.printf("  the daemon starts on demand instead: any claudemesh command, launch and Claude Code's claudemesh\n" +
+			"  MCP server start it when it is not running\n")
+		c.printf("hint: to have it start at login, run a user manager (on systemd: loginctl enable-linger $USER, then\n" +
+			"  log in again) and then: claudemesh daemon install-service\n")
+		return
+	}
 	c.printf("%s daemon service %s (%s): %s\n", c.paint(colorGreen, "✓"), rep.File, rep.Platform, rep.Unit)
 	if rep.ReplacedPid != 0 {
 		c.printf("  stopped the running daemon (pid %d) so the service's takes over\n", rep.ReplacedPid)

@@ -80,6 +80,26 @@ func TestInstallDaemonService(t *testing.T) {
 		}
 	})
 
+	t.Run("no user manager runs: nothing written, nothing stopped, no error", func(t *testing.T) {
+		h := newTestHome(t)
+		h.writeConfig(t)
+		td := startTestDaemon(t, h, nil)
+		var calls []string
+		noManager := recordingRunner(true, func(a []string) bool { return a[1] == "show-environment" }, &calls)
+		rep, err := installDaemonService(ctx, newC(h), noManager, false)
+		if err != nil || !rep.ManagerNotRunning || rep.Started || rep.File != "skipped" || !strings.Contains(rep.Reason, "Failed to connect to bus") ||
+			strings.Join(calls, "|") != "--user show-environment" {
+			t.Fatalf("install = %+v, %v, calls %q", rep, err, calls)
+		}
+		if serviceInstalled(serviceUnitFor("linux", h.Home, "")) {
+			t.Fatal("a unit no manager runs was written: every CLI call would wait for it")
+		}
+		if !daemonLockHeld(h.Paths) {
+			t.Fatal("the running daemon was stopped although no service replaces it")
+		}
+		td.shutdown(t)
+	})
+
 	t.Run("CI refused unless asked", func(t *testing.T) {
 		h := newTestHome(t)
 		var calls []string
@@ -93,7 +113,7 @@ func TestInstallDaemonService(t *testing.T) {
 		if err != nil || !rep.Started {
 			t.Fatalf("install with --allow-ci-persistent = %+v, %v", rep, err)
 		}
-		want := []string{"--user daemon-reload", "--user enable " + systemdUnitName, "--user restart " + systemdUnitName}
+		want := []string{"--user show-environment", "--user daemon-reload", "--user enable " + systemdUnitName, "--user restart " + systemdUnitName}
 		if strings.Join(calls, "|") != strings.Join(want, "|") {
 			t.Fatalf("calls = %q, want %q", calls, want)
 		}
@@ -171,5 +191,30 @@ func TestInstallWaitsOnlyForAComingDaemon(t *testing.T) {
 		!strings.Contains(errs, "systemctl --user status claudemesh-daemon.service") || !strings.Contains(out, "not answering yet") ||
 		strings.Contains(out, "first verb that needs it") {
 		t.Fatalf("install with a service that brings no daemon up:\n%s\n%s", out, errs)
+	}
+}
+
+// install where systemctl exists but no user manager runs (a container,
+// WSL, SSH without lingering): everything but the service is done, the
+// warning says how the daemon starts instead, and install succeeds.
+func TestInstallWithoutUserManager(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the systemd path is checked on linux")
+	}
+	h := newTestHome(t)
+	h.writeConfig(t)
+	var out, errb bytes.Buffer
+	c := newCLI(Env{Getenv: mapEnv(h.env("CLAUDEMESH_INTERNAL_NO_AUTOSPAWN", "1")), Stdout: &out, Stderr: &errb}, commands)
+	var calls []string
+	noManager := recordingRunner(true, func(a []string) bool { return a[1] == "show-environment" }, &calls)
+	if err := runInstall(context.Background(), c, installFlags{brokerWait: time.Millisecond}, noManager); err != nil {
+		t.Fatalf("install = %v\n%s%s", err, out.String(), errb.String())
+	}
+	if !strings.Contains(errb.String(), "service was skipped") || !strings.Contains(out.String(), "starts on demand") ||
+		!strings.Contains(out.String(), "loginctl enable-linger") || strings.Contains(out.String()+errb.String(), "systemctl --user enable") {
+		t.Fatalf("install without a user manager said:\n%s%s", out.String(), errb.String())
+	}
+	if !claudeKnowsClaudemesh(h.Home) {
+		t.Fatal("the MCP server was not registered")
 	}
 }

@@ -317,7 +317,9 @@ claude's status.`,
 to ~/.claude/backups first; nothing else in it changes), writes the skill to
 ~/.claude/skills/claudemesh/SKILL.md, installs the daemon as a systemd user
 unit or launchd agent and starts it, then reports each mesh's broker link.
-Run it again after moving the binary. Under CI it refuses the service unless
+Where no user service manager runs (a container, WSL, SSH without lingering)
+the service is skipped with a warning and the daemon starts on demand. Run it
+again after moving the binary. Under CI it refuses the service unless
 --allow-ci-persistent.`,
 		group: groupSession,
 		setup: setupInstall,
@@ -336,9 +338,9 @@ Run it again after moving the binary. Under CI it refuses the service unless
 		summary: "the MCP stdio server Claude Code runs: delivers mesh messages into the session",
 		detail: `Claude Code starts it (registered by 'claudemesh install', loaded by
 'claudemesh launch'); you do not run it by hand. It speaks JSON-RPC on
-stdin/stdout, needs a running daemon, and logs to mcp-<pid>.log in the
-daemon dir. --tools adds send, peers and inbox tools for clients that have
-no shell to run the CLI in.`,
+stdin/stdout, starts the daemon when it is not running (as every verb does),
+and logs to mcp-<pid>.log in the daemon dir. --tools adds send, peers and
+inbox tools for clients that have no shell to run the CLI in.`,
 		group: groupSession,
 		setup: setupMCP,
 	},

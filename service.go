@@ -52,6 +52,10 @@ type serviceUnit struct {
 	Content  []byte
 	Boot     []serviceCommand // enable and start (replacing a loaded copy)
 	Stop     []serviceCommand // stop and disable
+	// Probe succeeds only where this user's service manager runs: systemctl
+	// can be installed in a container, WSL or an SSH session without
+	// lingering, and no user manager answer it.
+	Probe []serviceCommand
 }
 
 // serviceCommand is one service-manager invocation.
@@ -113,6 +117,7 @@ func buildServiceUnit(spec serviceSpec) (serviceUnit, error) {
 		u.Stop = []serviceCommand{
 			{Argv: []string{"systemctl", "--user", "disable", "--now", systemdUnitName}, MayFail: true},
 		}
+		u.Probe = []serviceCommand{{Argv: []string{"systemctl", "--user", "show-environment"}}}
 	case platformLaunchd:
 		u.Content = []byte(launchdPlist(spec))
 		domain := "gui/" + strconv.Itoa(spec.UID)
@@ -124,6 +129,7 @@ func buildServiceUnit(spec serviceSpec) (serviceUnit, error) {
 		u.Stop = []serviceCommand{
 			{Argv: []string{"launchctl", "bootout", domain + "/" + launchdLabel}, MayFail: true},
 		}
+		u.Probe = []serviceCommand{{Argv: []string{"launchctl", "print", domain}}}
 	}
 	return u, nil
 }
