@@ -157,7 +157,8 @@ func (b *Broker) handleListPeers(c *brokerConn, _ *ListPeersFrame, reqID string)
 
 // handleListMembers answers with every member of the mesh that is not
 // banned, and whether each is online: one of its presences has a socket
-// (a hidden presence counts only when its own member asks).
+// (a hidden presence counts only when its own member asks, and a one-shot
+// CLI link, there for one request, not at all).
 func (b *Broker) handleListMembers(c *brokerConn, _ *ListMembersFrame, reqID string) {
 	members, ok := storeCall(b, c, reqID, func(ctx context.Context, me *peer) ([]storedMember, error) {
 		return b.store.Members(ctx, me.meshID)
@@ -173,7 +174,7 @@ func (b *Broker) handleListMembers(c *brokerConn, _ *ListMembersFrame, reqID str
 	}
 	online := map[string]bool{}
 	for _, p := range b.room(me.meshID).peers {
-		if p.conn != nil && (p.visible || p.memberID == me.memberID) {
+		if p.conn != nil && !p.oneShot() && (p.visible || p.memberID == me.memberID) {
 			online[p.memberID] = true
 		}
 	}

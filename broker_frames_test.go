@@ -134,7 +134,7 @@ func TestBrokerListMembers(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
-	addTestMember(t, b, owner, "carol", roleMember)
+	carol := addTestMember(t, b, owner, "carol", roleMember)
 	banned := addTestMember(t, b, owner, "mallory", roleMember)
 	m, _ := b.store.MemberByPubkey(context.Background(), owner.MeshID, banned.Pubkey)
 	now := time.Now()
@@ -167,6 +167,12 @@ func TestBrokerListMembers(t *testing.T) {
 	}
 	if got := online(bs); got["bob"] != true {
 		t.Fatalf("bob's own hidden session does not make him online to himself: %v", got)
+	}
+	carolCLI := dialTestClient(t, url) // `claudemesh status` and the like: a one-shot link
+	carolCLI.sendJSON(signedHello(t, carol, "cli-1", mustNewKeypair().PublicHex(), time.Now()))
+	carolCLI.expect(frameHelloAck, nil)
+	if got := online(carolCLI); got["carol"] != false {
+		t.Fatalf("a one-shot CLI link makes carol online: %v", got)
 	}
 }
 
