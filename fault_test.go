@@ -73,19 +73,7 @@ func startBrokerProc(t *testing.T, addr, data, logPath string) *brokerProc {
 		"--handshake-burst", "1000000", "--handshake-per-minute", "100000000")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + data}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &brokerProc{cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-	})
+	p := &brokerProc{cmd: cmd, done: startChild(t, cmd, logPath)}
 	waitLong(t, "the broker process to answer", func() bool {
 		select {
 		case <-p.done:

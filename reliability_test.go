@@ -44,23 +44,7 @@ func startDaemonProc(t *testing.T, h testHome) *daemonProc {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &daemonProc{cmd: cmd, done: make(chan struct{}), home: h, logPath: logPath}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-		if t.Failed() {
-			log, _ := os.ReadFile(logPath)
-			t.Logf("daemon (pid %d) log:\n%s", cmd.Process.Pid, log)
-		}
-	})
+	p := &daemonProc{cmd: cmd, done: startChild(t, cmd, logPath), home: h, logPath: logPath}
 	cl := newDaemonClient(h.Paths.SocketFile(), "")
 	waitFor(t, "the daemon process to answer", func() bool {
 		select {
@@ -73,6 +57,31 @@ func startDaemonProc(t *testing.T, h testHome) *daemonProc {
 		return err == nil
 	})
 	return p
+}
+
+// startChild starts cmd and returns a channel closed when it has exited.
+// When the test ends a child still running is killed with SIGKILL, and a
+// failed test logs what it wrote to logPath.
+func startChild(t *testing.T, cmd *exec.Cmd, logPath string) chan struct{} {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			log, _ := os.ReadFile(logPath)
+			t.Logf("%s (pid %d) log:\n%s", filepath.Base(cmd.Path), cmd.Process.Pid, tailLines(string(log), 200))
+		}
+	})
+	return done
 }
 
 // kill9 kills the process with SIGKILL and waits for it to be gone.
