@@ -238,3 +238,34 @@ func TestNeverAckingRecipientIsBounded(t *testing.T) {
 		return n == 0
 	})
 }
+
+// The hourly purge forgets keys gone for longer than a message waits, and
+// keeps the present and the recent.
+func TestPurgeForgetsLongGonePresences(t *testing.T) {
+	s, err := openSQLiteBrokerStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	ctx := context.Background()
+	err = s.SavePresences(ctx, []storedPresence{
+		{MeshID: "m", Key: "long-gone", MemberID: "A", Role: peerRoleSession, SeenAt: now.Add(-groupMemory - time.Hour)},
+		{MeshID: "m", Key: "recent", MemberID: "A", Role: peerRoleSession, SeenAt: now.Add(-time.Hour)},
+		{MeshID: "m", Key: "present", MemberID: "A", Role: peerRoleSession, Present: true, SeenAt: now.Add(-groupMemory - time.Hour)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PurgeExpired(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.r.Query(`SELECT key FROM presences ORDER BY key`)
+	keys, err := collect(rows, err, func(r rowScanner) (string, error) {
+		var k string
+		return k, r.Scan(&k)
+	})
+	if err != nil || !slices.Equal(keys, []string{"present", "recent"}) {
+		t.Fatalf("presences after the purge = %v, %v; want present and recent", keys, err)
+	}
+}

@@ -68,6 +68,8 @@ type brokerStore interface {
 	// EndPresences marks absent every key still present that was last seen
 	// before startedAt: those that did not come back after a restart.
 	EndPresences(ctx context.Context, startedAt, now time.Time) (int, error)
+	// PurgeExpired deletes expired messages (with their deliveries), and
+	// presences absent for longer than groupMemory; it counts the messages.
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	CountPendingDeliveries(ctx context.Context, now time.Time) (int, error)
 

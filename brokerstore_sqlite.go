@@ -600,7 +600,15 @@ func (s *sqliteBrokerStore) markIn(ctx context.Context, tx *sql.Tx, m deliveryMa
 func (s *sqliteBrokerStore) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	// Deliveries go with their message (ON DELETE CASCADE).
 	n, err := affected(s.w.ExecContext(ctx, `DELETE FROM messages WHERE expires_at <= ?`, ms(now)))
-	return int(n), err
+	if err != nil {
+		return 0, err
+	}
+	// A key gone for longer than groupMemory no longer counts for any
+	// multicast: its row would only slow every resolution down.
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM presences WHERE present = 0 AND seen_at < ?`, ms(now.Add(-groupMemory))); err != nil {
+		return 0, err
+	}
+	return int(n), nil
 }
 
 func (s *sqliteBrokerStore) CountPendingDeliveries(ctx context.Context, now time.Time) (int, error) {
