@@ -352,7 +352,9 @@ func runFaults(t *testing.T, seed uint64, duration time.Duration) {
 
 	// Convergence: every outbox empty of waiting rows, the broker holding
 	// nothing undelivered.
-	waitFaults(t, "every outbox sent and every delivery acked", 3*time.Minute, func() bool {
+	// A long schedule leaves backlogs behind long retry backoffs: allow
+	// for them in proportion.
+	waitFaults(t, "every outbox sent and every delivery acked", 3*time.Minute+duration/2, func() bool {
 		for _, h := range homes {
 			if n := countRows(t, filepath.Join(h.Paths.DaemonDir, "outbox.db"), `SELECT count(*) FROM outbox WHERE status IN ('pending', 'inflight')`); n != 0 {
 				return false
