@@ -63,6 +63,12 @@ var (
 	apiUnsurface     = ipcEndpoint[UnsurfaceRequest, UnsurfaceReply]{method: "POST", pattern: "/v1/inbox/unsurface", body: true, maxBody: 64 << 10}
 	apiHistory       = ipcEndpoint[HistoryQuery, HistoryReply]{method: "GET", pattern: "/v1/history"}
 	apiSearch        = ipcEndpoint[SearchQuery, HistoryReply]{method: "GET", pattern: "/v1/search"}
+	apiUIOpen        = ipcEndpoint[noRequest, UIOpenReply]{method: "POST", pattern: "/v1/ui/open"}
+
+	// The web UI's own routes: the page calls them under /ui/api (ui.go),
+	// never over the socket.
+	apiUIOverview = ipcEndpoint[noRequest, UIOverviewReply]{method: "GET", pattern: "/v1/ui/overview"}
+	apiUISend     = ipcEndpoint[UISendRequest, SendReply]{method: "POST", pattern: "/v1/ui/send", body: true, maxBody: maxSendBody}
 )
 
 // GET /v1/events has no reply type: it is a stream of Server-Sent Events
@@ -744,6 +750,58 @@ type historyDelivery struct {
 	At       string          `json:"at"`
 	SeenAt   string          `json:"seen_at,omitempty"`
 	Surfaced *surfacedFields `json:"surfaced,omitempty"`
+}
+
+// The web UI.
+
+// UIOpenReply is POST /v1/ui/open's answer: the UI is open, and URL logs a
+// browser in once (until ExpiresAt); Page is the UI's address without it.
+type UIOpenReply struct {
+	URL       string `json:"url"`
+	Page      string `json:"page"`
+	ExpiresAt string `json:"expires_at"`
+	Started   bool   `json:"started"` // the UI was closed until now
+}
+
+// UIOverviewReply is the page's first read: this machine's member on each
+// mesh and its sessions. CSRF is the token the page sends with every change.
+type UIOverviewReply struct {
+	CSRF        string          `json:"csrf"`
+	DisplayName string          `json:"display_name"`
+	Meshes      []uiMeshView    `json:"meshes"`
+	Sessions    []uiSessionView `json:"sessions"`
+}
+
+// uiMeshView is a joined mesh as the page shows it.
+type uiMeshView struct {
+	Slug         string    `json:"slug"`
+	Name         string    `json:"name,omitempty"`
+	MemberPubkey string    `json:"member_pubkey"`
+	Role         string    `json:"role,omitempty"`
+	BrokerURL    string    `json:"broker_url"`
+	Link         LinkState `json:"link"`
+	LastError    string    `json:"last_error,omitempty"`
+}
+
+// uiSessionView is a session as the page shows it: no token, no secret.
+type uiSessionView struct {
+	SessionID     string    `json:"session_id"`
+	Mesh          string    `json:"mesh"`
+	DisplayName   string    `json:"display_name"`
+	Role          string    `json:"role,omitempty"`
+	Groups        []string  `json:"groups"`
+	SessionPubkey string    `json:"session_pubkey,omitempty"`
+	Cwd           string    `json:"cwd,omitempty"`
+	Pid           int       `json:"pid"`
+	Link          LinkState `json:"link,omitempty"`
+	RegisteredAt  string    `json:"registered_at"`
+}
+
+// UISendRequest is the body of POST /v1/ui/send: a send as one of this
+// machine's sessions, named by its id (As), or as the member (As empty).
+type UISendRequest struct {
+	As string `json:"as"`
+	SendRequest
 }
 
 // Events of GET /v1/events.

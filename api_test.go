@@ -95,7 +95,7 @@ func sameJSONValue(t *testing.T, a, b []byte) bool {
 // broker: each request and reply type round-trips, and a route added to the
 // table without a round trip here fails the test.
 func TestEveryRouteRoundTrips(t *testing.T) {
-	f := newMsgFixture(t, nil)
+	f := newMsgFixture(t, withTCP)
 	cc := &contractCheck{t: t, covered: map[string]bool{}}
 	cl, bobCl := f.d1.client(""), f.d2.client("")
 	wait := int(testWait / time.Millisecond)
@@ -105,6 +105,9 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 	}
 	if h := roundTrip(cc, cl, apiHealth, noRequest{}); !h.OK || h.Brokers["alpha"] != string(LinkOpen) || len(h.Links) != 1 {
 		t.Fatalf("health = %+v", h)
+	}
+	if r := roundTrip(cc, cl, apiUIOpen, noRequest{}); !r.Started || !strings.HasPrefix(r.URL, r.Page+"login?code=") {
+		t.Fatalf("ui open = %+v", r)
 	}
 	if r := roundTrip(cc, cl, apiReload, noRequest{}); !r.OK || !reflect.DeepEqual(r.Meshes, []string{"alpha"}) {
 		t.Fatalf("reload = %+v", r)

@@ -117,6 +117,7 @@ type Daemon struct {
 	cancelServe context.CancelFunc // ends IPC request contexts, after the shutdown grace
 	bus         *Bus
 	sessions    *Registry
+	ui          *uiServer
 
 	mu           sync.Mutex
 	meshes       map[string]*meshEntry   // slug → member link
@@ -177,7 +178,7 @@ func NewDaemon(opts DaemonOptions) *Daemon {
 	d := &Daemon{
 		opts: opts, log: opts.Log, paths: opts.Paths, bus: newBus(256),
 		meshes: map[string]*meshEntry{}, sessionLinks: map[string]*sessionLink{}, departed: map[string]time.Time{},
-		pid: os.Getpid(), senders: newSenderNames(),
+		pid: os.Getpid(), senders: newSenderNames(), ui: newUIServer(),
 	}
 	d.hostname, _ = os.Hostname()
 	d.cwd, _ = os.Getwd()

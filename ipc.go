@@ -94,6 +94,7 @@ var ipcRoutes = []ipcRoute{
 	bind(apiUnsurface, (*Daemon).handleUnsurface),
 	bind(apiHistory, (*Daemon).handleHistory),
 	bind(apiSearch, (*Daemon).handleSearch),
+	bind(apiUIOpen, (*Daemon).handleUIOpen),
 }
 
 // sessionlessRoutes answer a session token the daemon does not know: a
@@ -104,7 +105,7 @@ var sessionlessRoutes = map[string]bool{
 
 // ipcFeatures is what /v1/version advertises.
 var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events",
-	"send", "outbox", "inbox", "surface", "history", "search"}
+	"send", "outbox", "inbox", "surface", "history", "search", "ui"}
 
 // defaultMaxBody caps a body on routes that declare no cap of their own.
 const defaultMaxBody = 64 << 10
@@ -113,6 +114,7 @@ const defaultMaxBody = 64 << 10
 type ipcRequest struct {
 	*http.Request
 	session *Session // nil without a (known) session token
+	ui      *uiLogin // the browser's login, on the UI's routes
 	params  map[string]string
 	maxBody int64
 }
@@ -247,6 +249,10 @@ func (d *Daemon) serve(serveCtx context.Context, l net.Listener, tcp bool) {
 // ipcHandler is the gate in front of the route table for one transport.
 func (d *Daemon) ipcHandler(tcp bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tcp && isUIPath(r.URL.Path) {
+			d.serveUI(w, r) // a browser's: its own gate
+			return
+		}
 		if r.URL.Query().Has("token") {
 			d.log.Warn("ipc_token_in_query", "path", r.URL.Path)
 			writeAPIError(w, newAPIError(http.StatusBadRequest, "token_in_query", "the token goes in the Authorization header, not the query string"))
@@ -280,21 +286,27 @@ func (d *Daemon) ipcHandler(tcp bool) http.Handler {
 				return
 			}
 		}
-		if route.stream != nil {
-			route.stream(d, w, req)
-			return
-		}
-		out, err := route.handle(d, req)
-		if err != nil {
-			writeAPIError(w, err)
-			return
-		}
-		status := http.StatusOK
-		if s, ok := out.(interface{ status() int }); ok && s.status() != 0 {
-			status = s.status()
-		}
-		writeIPCJSON(w, status, out)
+		d.runRoute(w, route, req)
 	})
+}
+
+// runRoute answers a request that passed its gate: a stream, or the
+// handler's reply with its status.
+func (d *Daemon) runRoute(w http.ResponseWriter, route *ipcRoute, req *ipcRequest) {
+	if route.stream != nil {
+		route.stream(d, w, req)
+		return
+	}
+	out, err := route.handle(d, req)
+	if err != nil {
+		writeAPIError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if s, ok := out.(interface{ status() int }); ok && s.status() != 0 {
+		status = s.status()
+	}
+	writeIPCJSON(w, status, out)
 }
 
 func (d *Daemon) checkBearer(r *http.Request) error {
@@ -339,12 +351,17 @@ func loopbackHost(host string) bool {
 	return host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
-// matchRoute finds the route for method and path.
+// matchRoute finds the IPC route for method and path.
 func matchRoute(method, path string) (*ipcRoute, map[string]string, error) {
+	return matchRouteIn(ipcRoutes, method, path)
+}
+
+// matchRouteIn finds the route of a table for method and path.
+func matchRouteIn(routes []ipcRoute, method, path string) (*ipcRoute, map[string]string, error) {
 	segs := strings.Split(strings.Trim(path, "/"), "/")
 	var allowed []string
-	for i := range ipcRoutes {
-		rt := &ipcRoutes[i]
+	for i := range routes {
+		rt := &routes[i]
 		params, ok := matchPattern(rt.pattern, segs)
 		if !ok {
 			continue

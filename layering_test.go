@@ -43,7 +43,7 @@ var fileLayers = map[string]string{
 	"target.go": "daemon", "meshops.go": "daemon", "ipc.go": "daemon", "daemon.go": "daemon",
 	"daemon_broker.go": "daemon", "api.go": "daemon", "sendernames.go": "daemon", "storeadopt.go": "daemon",
 	"surfaced.go": "daemon", "members.go": "daemon",
-	"history.go": "daemon",
+	"history.go": "daemon", "ui.go": "daemon",
 
 	"ipcclient.go": "client", "ipctransport.go": "client", "sseclient.go": "client",
 

@@ -175,6 +175,19 @@ written once.`,
 		setup: setupExport,
 	},
 	{
+		name:    "ui",
+		summary: "open the mesh in your browser: peers, conversations, the outbox, live",
+		detail: `Opens the daemon's web UI (served on its loopback TCP port; nothing is
+loaded from elsewhere) with a one-time login link, which it exchanges for a
+cookie. The page shows the meshes and their links, peers, conversations by
+peer and thread, broadcasts and groups, the outbox (with requeue), shared
+state and memory, search, and a send box; it follows the daemon's event
+stream, so what happens shows at once. --no-open prints the link instead:
+it logs one browser in, once, within two minutes.`,
+		group: groupMessage,
+		setup: setupUI,
+	},
+	{
 		name:    "peer kick",
 		aliases: []string{"kick"},
 		args:    "<peer> | --all | --stale <duration>",
