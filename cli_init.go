@@ -127,6 +127,10 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 	case !fresh && f.listenSet && (cfg.Broker == nil || f.listen != cfg.Broker.Listen):
 		c.warnf("--listen is ignored: this machine has joined meshes, whose broker address must stay put")
 	}
+	if !fresh && f.name != "" {
+		c.warnf("--name is ignored: init names you only in the mesh it creates, and this machine has its meshes already; "+
+			"a session takes its name from 'claudemesh launch --name %s'", f.name)
+	}
 	if write != nil {
 		if err := updateConfig(cfgPath, func(cfg *Config) error {
 			cfg.Broker = write
@@ -143,7 +147,7 @@ func runInit(ctx context.Context, c *cli, f initFlags) error {
 		return err
 	}
 	if cfg.Broker != nil && (h.EmbeddedBroker == nil || h.EmbeddedBroker.State != embeddedServing) {
-		return embeddedBrokerFailure(h.EmbeddedBroker, cfgPath)
+		return embeddedBrokerFailure(h.EmbeddedBroker, cfgPath, fresh)
 	}
 	if fresh {
 		brokerURL, postURL := embeddedBrokerURLs(cfg.Broker.Listen)
@@ -295,14 +299,18 @@ func serviceRestartCommand(goos string) string {
 }
 
 // embeddedBrokerFailure explains an embedded broker the daemon could not
-// serve.
-func embeddedBrokerFailure(eb *EmbeddedBrokerHealth, cfgPath string) error {
+// serve. Before any mesh lives on it (fresh), init itself moves it.
+func embeddedBrokerFailure(eb *EmbeddedBrokerHealth, cfgPath string, fresh bool) error {
 	if eb == nil {
 		return exitError(exitFailure, errors.New("the daemon does not serve the embedded broker"), "see 'claudemesh doctor'")
 	}
-	hint := "change the broker block's listen address in " + cfgPath + " and run 'claudemesh init' again"
+	move := "give it another address: claudemesh init --listen 127.0.0.1:<port>"
+	if !fresh {
+		move = "the meshes on it keep its address, so fix the broker block in " + cfgPath + ", then: claudemesh daemon down && claudemesh daemon up"
+	}
+	hint := move
 	if strings.Contains(eb.Error, "in use") {
-		hint = "another program (another broker?) listens on " + eb.Listen + "; stop it, or " + hint
+		hint = "another program (another broker?) listens on " + eb.Listen + "; stop it, or " + move
 	}
 	return exitError(exitFailure, fmt.Errorf("the embedded broker could not start: %s", eb.Error), hint)
 }

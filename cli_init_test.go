@@ -72,6 +72,11 @@ func TestInitTwiceChangesNothing(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "nothing changed") || !strings.Contains(res.stdout, "claudemesh launch --name alice") {
 		t.Fatalf("human second run: %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
+	// A name given to a set-up machine changes nothing, and init says so.
+	if _, res := initJSON(t, h, "--name", "zed"); res.code != 0 || !strings.Contains(res.stderr, "--name is ignored") ||
+		!strings.Contains(res.stderr, "launch --name zed") {
+		t.Fatalf("init --name on a set-up machine: %d\n%s", res.code, res.stderr)
+	}
 	res = runBinary(t, h.env(), "status")
 	if res.code != 0 || !strings.Contains(res.stdout, "embedded broker: "+rep.Broker.URL) || !strings.Contains(res.stdout, "mesh local: open") {
 		t.Fatalf("status after init: %d\n%s%s", res.code, res.stdout, res.stderr)
@@ -132,7 +137,8 @@ func TestInitResumesAfterTakenPort(t *testing.T) {
 	h := newTestHome(t)
 	stopDaemonAt(t, h.Paths)
 	res := runBinary(t, h.env(), "init", "--listen", taken.Addr().String())
-	if res.code != exitFailure || !strings.Contains(res.stderr, "in use") || !strings.Contains(res.stderr, "hint:") {
+	if res.code != exitFailure || !strings.Contains(res.stderr, "in use") || !strings.Contains(res.stderr, "hint:") ||
+		!strings.Contains(res.stderr, "claudemesh init --listen") {
 		t.Fatalf("init on a taken port: %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	taken.Close()

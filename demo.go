@@ -143,7 +143,14 @@ type demoSummary struct {
 	LatencyMs  demoLatency     `json:"latency_ms"`
 	DurationMs int64           `json:"duration_ms"`
 	Problems   []string        `json:"problems"`
+	// Interrupted: a signal stopped the demo before it finished; what it
+	// had done is reported, and nothing counts as a failure.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
+
+// exitInterrupted is a demo stopped by Ctrl-C: 128 + SIGINT, as a shell
+// reports a command it interrupted.
+const exitInterrupted = 130
 
 type demoMember struct {
 	Name          string   `json:"name"`
@@ -182,8 +189,8 @@ func (d *demo) problem(format string, a ...any) {
 	d.problems = append(d.problems, fmt.Sprintf(format, a...))
 }
 
-func runDemo(ctx context.Context, c *cli, f demoFlags) error {
-	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
+func runDemo(parent context.Context, c *cli, f demoFlags) error {
+	ctx, cancel := context.WithTimeout(parent, demoTimeout)
 	defer cancel()
 	dir, err := makeDemoDir()
 	if err != nil {
@@ -194,14 +201,15 @@ func runDemo(ctx context.Context, c *cli, f demoFlags) error {
 	cleanErr := d.cleanup()
 	sum.Dir, sum.Kept = dir, f.keep
 	sum.DurationMs = time.Since(d.started).Milliseconds()
-	if runErr != nil {
+	sum.Interrupted = parent.Err() != nil
+	if runErr != nil && !sum.Interrupted {
 		d.problem("%v", runErr)
 	}
 	if cleanErr != nil {
 		d.problem("cleanup: %v", cleanErr)
 	}
 	sum.Problems = append([]string{}, d.problems...)
-	sum.OK = len(sum.Problems) == 0 && sum.Total > 0 && sum.Delivered == sum.Total
+	sum.OK = len(sum.Problems) == 0 && sum.Total > 0 && sum.Delivered == sum.Total && !sum.Interrupted
 	if c.jsonMode() {
 		if err := c.printJSON(sum); err != nil {
 			return err
@@ -209,7 +217,10 @@ func runDemo(ctx context.Context, c *cli, f demoFlags) error {
 	} else {
 		d.printSummary(sum)
 	}
-	if !sum.OK {
+	switch {
+	case sum.Interrupted && len(sum.Problems) == 0:
+		return silentExit(exitInterrupted)
+	case !sum.OK:
 		return silentExit(exitFailure)
 	}
 	return nil
@@ -673,7 +684,17 @@ func (d *demo) cleanup() error {
 
 func (d *demo) printSummary(sum demoSummary) {
 	d.say("")
-	if sum.OK {
+	if sum.Interrupted {
+		took := (time.Duration(sum.DurationMs) * time.Millisecond).Round(time.Millisecond)
+		if sum.Total > 0 {
+			d.say("%s interrupted after %s; %d of %d messages had arrived", d.c.paint(colorYellow, "⚠"), took, sum.Delivered, sum.Total)
+		} else {
+			d.say("%s interrupted after %s, before the messages", d.c.paint(colorYellow, "⚠"), took)
+		}
+		for _, p := range sum.Problems {
+			d.say("  - %s", p)
+		}
+	} else if sum.OK {
 		d.say("%s %d/%d messages delivered exactly once · latency p50 %s, p99 %s · %s in all",
 			d.c.paint(colorGreen, "✔"), sum.Delivered, sum.Total, fmtMs(sum.LatencyMs.P50), fmtMs(sum.LatencyMs.P99),
 			time.Duration(sum.DurationMs)*time.Millisecond)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -147,5 +148,49 @@ func TestDemoBinary(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(sum.Dir, "alice", "daemon", "daemon.sock")); !os.IsNotExist(err) {
 		t.Errorf("a daemon socket is left in the kept dir: %v", err)
+	}
+}
+
+// cancelOnWrite is stdout that cancels the run once a line holding mark is
+// written: a Ctrl-C at a known point of the demo.
+type cancelOnWrite struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	mark   string
+	cancel context.CancelFunc
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.mark) {
+		w.cancel()
+	}
+	return len(p), nil
+}
+
+func (w *cancelOnWrite) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// An interrupted demo says it was interrupted, how far it got, cleans up,
+// and exits 130: no "✘ 0/0", no "context canceled".
+func TestDemoInterrupted(t *testing.T) {
+	for _, mark := range []string{"claudemesh demo", "registered with presence"} {
+		t.Run(mark, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			out := &cancelOnWrite{mark: mark, cancel: cancel}
+			var errb bytes.Buffer
+			code := run(ctx, []string{"demo"}, Env{Getenv: func(string) string { return "" }, Stdout: out, Stderr: &errb})
+			text := out.String() + errb.String()
+			if code != exitInterrupted || !strings.Contains(text, "interrupted after") || strings.Contains(text, "0/0") ||
+				strings.Contains(text, "context canceled") || !strings.Contains(text, "removed") {
+				t.Fatalf("interrupted demo = exit %d\n%s", code, text)
+			}
+		})
 	}
 }
