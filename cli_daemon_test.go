@@ -275,10 +275,9 @@ func TestWhoamiVerb(t *testing.T) {
 			t.Fatalf("whoami --json prints a secret:\n%s", r.stdout)
 		}
 	}
-	var out struct {
-		Session *sessionView `json:"session"`
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.Session == nil || out.Session.SessionID != reg.SessionID {
+	var out whoamiDoc
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.Session == nil || out.Session.SessionID != reg.SessionID ||
+		out.Session.SessionPubkey != key.PublicHex() || len(out.Local.Meshes) != 1 || strings.Contains(r.stdout, "sessionId") {
 		t.Fatalf("whoami session = %+v, %v", out.Session, err)
 	}
 	if r := runCLI(t, newTestHome(t).env(), "whoami"); r.code != exitAuth {

@@ -366,6 +366,54 @@ func groupLabels(v any) string {
 	return strings.Join(formatGroups(raw), ", ")
 }
 
+// whoamiDoc is `whoami --json`, snake_case throughout.
+type whoamiDoc struct {
+	Local struct {
+		ConfigPath string       `json:"config_path"`
+		Meshes     []whoamiMesh `json:"meshes"`
+	} `json:"local"`
+	Session *whoamiSession `json:"session"` // null outside a launched session
+}
+
+// whoamiMesh is one of this machine's identities.
+type whoamiMesh struct {
+	Slug         string `json:"slug"`
+	MeshID       string `json:"mesh_id"`
+	MemberID     string `json:"member_id"`
+	Pubkey       string `json:"pubkey"`
+	PubkeyPrefix string `json:"pubkey_prefix"`
+	BrokerURL    string `json:"broker_url"`
+}
+
+// whoamiSession is the launched session as whoami shows it: never a
+// secret, and not the token itself.
+type whoamiSession struct {
+	SessionID     string    `json:"session_id"`
+	Mesh          string    `json:"mesh"`
+	DisplayName   string    `json:"display_name"`
+	Pid           int       `json:"pid"`
+	Cwd           string    `json:"cwd,omitempty"`
+	Role          string    `json:"role,omitempty"`
+	Groups        []string  `json:"groups"`
+	SessionPubkey string    `json:"session_pubkey,omitempty"`
+	MemberPubkey  string    `json:"member_pubkey,omitempty"`
+	Link          LinkState `json:"link,omitempty"`
+	RegisteredAt  int64     `json:"registered_at"` // ms
+	TokenPrefix   string    `json:"token_prefix"`
+}
+
+func whoamiSessionOf(v *sessionView) *whoamiSession {
+	if v == nil {
+		return nil
+	}
+	s := &whoamiSession{SessionID: v.SessionID, Mesh: v.Mesh, DisplayName: v.DisplayName, Pid: v.Pid, Cwd: v.Cwd, Role: v.Role,
+		Groups: nonNil(v.Groups), MemberPubkey: v.MemberPubkey, Link: v.Link, RegisteredAt: v.RegisteredAt, TokenPrefix: v.TokenPrefix}
+	if v.Presence != nil {
+		s.SessionPubkey = v.Presence.SessionPubkey
+	}
+	return s
+}
+
 // whoami: this machine's identities and, inside a launched session, the
 // session's — never a secret key.
 func setupWhoami(fs *flagSet) runFunc {
@@ -374,17 +422,9 @@ func setupWhoami(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
-		type meshID struct {
-			Slug         string `json:"slug"`
-			MeshID       string `json:"mesh_id"`
-			MemberID     string `json:"member_id"`
-			Pubkey       string `json:"pubkey"`
-			PubkeyPrefix string `json:"pubkey_prefix"`
-			BrokerURL    string `json:"broker_url"`
-		}
-		local := []meshID{}
+		local := []whoamiMesh{}
 		for _, m := range cfg.Meshes {
-			local = append(local, meshID{m.Slug, m.MeshID, m.MemberID, m.Pubkey, shortKey(m.Pubkey), m.BrokerURL})
+			local = append(local, whoamiMesh{m.Slug, m.MeshID, m.MemberID, m.Pubkey, shortKey(m.Pubkey), m.BrokerURL})
 		}
 		var session *sessionView
 		if sessionTokenFromEnv(c.env.Getenv) != "" {
@@ -399,8 +439,9 @@ func setupWhoami(fs *flagSet) runFunc {
 			}
 		}
 		if c.jsonMode() {
-			out := map[string]any{"local": map[string]any{"config_path": c.Paths().ConfigFile(), "meshes": local}, "session": session}
-			if err := c.printJSON(out); err != nil {
+			doc := whoamiDoc{Session: whoamiSessionOf(session)}
+			doc.Local.ConfigPath, doc.Local.Meshes = c.Paths().ConfigFile(), local
+			if err := c.printJSON(doc); err != nil {
 				return err
 			}
 		} else {

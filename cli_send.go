@@ -597,17 +597,27 @@ func runSelfFanOut(ctx context.Context, c *cli, m messenger, f sendFlags, mesh, 
 }
 
 // reportSend prints one send's outcome; a failure is an error (exit 1).
+// sendDoc is `send --json`: camelCase, as claudemesh scripts read it.
+type sendDoc struct {
+	OK              bool   `json:"ok"`
+	Status          string `json:"status"` // sent | queued | failed
+	MessageID       string `json:"messageId"`
+	ClientMessageID string `json:"clientMessageId"`
+	Target          string `json:"target"`
+	Mesh            string `json:"mesh"`
+	Via             string `json:"via"` // daemon | broker
+	Duplicate       bool   `json:"duplicate"`
+	RecipientOnline *bool  `json:"recipientOnline"` // null when it cannot be told
+	Error           string `json:"error,omitempty"`
+}
+
 func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string) error {
 	if !c.jsonMode() {
 		label = terminalLine(label) // a peer's name
 	}
 	if c.jsonMode() {
-		doc := map[string]any{"ok": out.Status != "failed", "status": out.Status, "messageId": out.MessageID,
-			"client_message_id": out.ClientMessageID, "target": out.Target, "mesh": out.Mesh, "via": via,
-			"duplicate": out.Duplicate, "recipientOnline": online}
-		if out.Error != "" {
-			doc["error"] = out.Error
-		}
+		doc := sendDoc{OK: out.Status != "failed", Status: out.Status, MessageID: out.MessageID, ClientMessageID: out.ClientMessageID,
+			Target: out.Target, Mesh: out.Mesh, Via: via, Duplicate: out.Duplicate, RecipientOnline: online, Error: out.Error}
 		if err := c.printJSON(doc); err != nil {
 			return err
 		}

@@ -540,11 +540,7 @@ func (d *demo) send(ctx context.Context, m demoMessage) (demoResult, error) {
 	if err != nil {
 		return r, err
 	}
-	var sent struct {
-		Status          string `json:"status"`
-		MessageID       string `json:"messageId"`
-		ClientMessageID string `json:"client_message_id"`
-	}
+	var sent sendDoc
 	if err := json.Unmarshal([]byte(out), &sent); err != nil {
 		return r, fmt.Errorf("send --json: %w", err)
 	}
