@@ -532,27 +532,42 @@ func TestBrokerHandshakeCheckOrder(t *testing.T) {
 	}
 }
 
-// Sockets that never say hello: an address holding MaxPendingPerIP of them
-// is refused (429) before the upgrade, and from half that many on its new
-// sockets get the shorter hello deadline.
-func TestPendingSocketsCappedPerAddress(t *testing.T) {
-	b, url := startTestBrokerWith(t, BrokerOptions{MaxPendingPerIP: 4, HelloTimeout: time.Minute, HelloTimeoutUnderPressure: 100 * time.Millisecond})
-	owner := newTestMesh(t, b, url, "team", "alice")
-	var idle []*testClient
-	for range 2 {
-		idle = append(idle, dialTestClient(t, url))
-	}
+// Under pressure (half the per-address cap already waiting for a
+// handshake) a new socket gets the shorter hello deadline; the sockets that
+// came before keep theirs.
+func TestHelloDeadlineShorterUnderPressure(t *testing.T) {
+	_, url := startTestBrokerWith(t, BrokerOptions{MaxPendingPerIP: 4, HelloTimeout: time.Minute, HelloTimeoutUnderPressure: 100 * time.Millisecond})
+	idle := []*testClient{dialTestClient(t, url), dialTestClient(t, url)}
 	pressed := dialTestClient(t, url)
 	if f := pressed.expect(frameError, nil); f.str("code") != codeHelloTimeout || f.str("message") != "no hello within 100ms" {
 		t.Fatalf("under pressure: %v, want hello_timeout after 100ms", f)
 	}
 	pressed.expectClose()
-	waitFor(t, "the timed-out socket released", func() bool {
+	for _, tc := range idle {
+		select {
+		case <-tc.done:
+			t.Fatalf("a socket within the normal deadline was closed: %v", tc.err)
+		default:
+		}
+	}
+}
+
+// An address may hold MaxPendingPerIP sockets before their handshake; one
+// more is refused with 429, and a handshake frees its place. (The pressure
+// deadline is as long as the normal one here, so that no socket times out
+// while the test counts.)
+func TestPendingSocketsCappedPerAddress(t *testing.T) {
+	b, url := startTestBrokerWith(t, BrokerOptions{MaxPendingPerIP: 4, HelloTimeout: time.Minute, HelloTimeoutUnderPressure: time.Minute})
+	owner := newTestMesh(t, b, url, "team", "alice")
+	var open []*testClient
+	for range 4 {
+		open = append(open, dialTestClient(t, url))
+	}
+	waitFor(t, "four sockets pending", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return b.pendingByIP["127.0.0.1"] == 2
+		return b.pendingByIP["127.0.0.1"] == 4
 	})
-	full := []*testClient{dialTestClient(t, url), dialTestClient(t, url)}
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
 	defer cancel()
 	_, resp, err := websocket.Dial(ctx, url, nil)
@@ -560,17 +575,17 @@ func TestPendingSocketsCappedPerAddress(t *testing.T) {
 		t.Fatalf("fifth pending socket: %v (%v), want 429", err, resp)
 	}
 	// A handshake frees its place.
-	idle[0].hello(owner, "daemon-1")
+	open[0].hello(owner, "daemon-1")
 	waitFor(t, "the authenticated socket released", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.pendingByIP["127.0.0.1"] == 3
 	})
-	dialTestClient(t, url)
-	for _, tc := range append(idle[1:], full...) {
+	open = append(open, dialTestClient(t, url))
+	for _, tc := range open[1:] {
 		select {
 		case <-tc.done:
-			t.Fatalf("a socket within the normal deadline was closed: %v", tc.err)
+			t.Fatalf("a pending socket within its deadline was closed: %v", tc.err)
 		default:
 		}
 	}
