@@ -28,6 +28,13 @@ type ipcEndpoint[Req, Rep any] struct {
 	maxBody int64  // the body cap; 0 = defaultMaxBody
 }
 
+// Headers naming the Claude Code session a caller without a session token
+// runs under (Claude Code's session id, or its claude process).
+const (
+	headerClaudeSession = "X-ClaudeMesh-Claude-Session"
+	headerClaudePid     = "X-ClaudeMesh-Claude-Pid"
+)
+
 // noRequest is the request of a route that takes nothing.
 type noRequest struct{}
 
@@ -64,6 +71,8 @@ var (
 	apiHistory       = ipcEndpoint[HistoryQuery, HistoryReply]{method: "GET", pattern: "/v1/history"}
 	apiSearch        = ipcEndpoint[SearchQuery, HistoryReply]{method: "GET", pattern: "/v1/search"}
 	apiUIOpen        = ipcEndpoint[noRequest, UIOpenReply]{method: "POST", pattern: "/v1/ui/open"}
+	apiHook          = ipcEndpoint[HookRequest, HookReply]{method: "POST", pattern: "/v1/hook", body: true, maxBody: 16 << 10}
+	apiHookWait      = ipcEndpoint[HookWaitRequest, HookWaitReply]{method: "POST", pattern: "/v1/hook/wait", body: true, maxBody: 16 << 10}
 
 	// The web UI's own routes: the page calls them under /ui/api (ui.go),
 	// never over the socket.
@@ -203,6 +212,7 @@ type sessionView struct {
 	TokenPrefix  string        `json:"token_prefix"`
 	Link         LinkState     `json:"link,omitempty"`
 	MemberPubkey string        `json:"memberPubkey,omitempty"`
+	Origin       string        `json:"origin,omitempty"` // "hooks": a plain claude session its hooks registered
 }
 
 type presenceView struct {
@@ -638,6 +648,92 @@ type UnsurfaceRequest struct {
 type UnsurfaceReply struct {
 	Released int64 `json:"released"`
 }
+
+// Claude Code hooks.
+
+// The events of POST /v1/hook: Claude Code's SessionStart, UserPromptSubmit,
+// PostToolUse and Stop, and wake (a message arrived for a session at rest).
+const (
+	hookSessionStart     = "session-start"
+	hookUserPromptSubmit = "user-prompt-submit"
+	hookPostToolUse      = "post-tool-use"
+	hookStop             = "stop"
+	hookWake             = "wake"
+)
+
+// HookRequest is the body of POST /v1/hook: one hook of a Claude Code
+// session. The session is the caller's (its token), else the one Claude
+// Code's session id names, which the daemon registers on the first hook
+// it has not seen.
+type HookRequest struct {
+	Event           string `json:"event"`
+	ClaudeSessionID string `json:"claude_session_id,omitempty"`
+	ClaudePid       int    `json:"claude_pid,omitempty"`
+	TranscriptPath  string `json:"transcript_path,omitempty"`
+	Cwd             string `json:"cwd,omitempty"`
+	Source          string `json:"source,omitempty"` // session-start: startup, resume, clear or compact
+	StopHookActive  bool   `json:"stop_hook_active,omitempty"`
+	// Mesh and DisplayName are what a new plain session registers with
+	// (CLAUDEMESH_MESH, CLAUDEMESH_DISPLAY_NAME); "" takes the defaults.
+	Mesh        string `json:"mesh,omitempty"`
+	DisplayName string `json:"display_name,omitempty"`
+}
+
+// HookReply is POST /v1/hook's answer: who the session is, and what to
+// show its model. Messages were claimed for the hooks path and must be
+// shown; More is how many more wait for the next hook.
+type HookReply struct {
+	Session    HookSession  `json:"session"`
+	Registered bool         `json:"registered"`
+	Messages   []inboxItem  `json:"messages"`
+	More       int          `json:"more"`
+	Block      bool         `json:"block,omitempty"`   // stop: keep the session going with Messages
+	Welcome    *HookWelcome `json:"welcome,omitempty"` // session-start
+}
+
+// HookSession is the session a hook ran in, as its model is told.
+type HookSession struct {
+	SessionID     string `json:"session_id"`
+	DisplayName   string `json:"display_name"`
+	SessionPubkey string `json:"session_pubkey,omitempty"`
+	Mesh          string `json:"mesh"`
+	Role          string `json:"role,omitempty"`
+	Origin        string `json:"origin,omitempty"`
+}
+
+// HookWelcome is what the session-start hook welcomes the model with: who
+// is online, and the rows no path has shown it yet (newest first, up to 50:
+// previews, not a showing).
+type HookWelcome struct {
+	Peers       []PeerRow   `json:"peers"`
+	PeersError  string      `json:"peers_error,omitempty"`
+	Unread      []inboxItem `json:"unread"`
+	UnreadCount int         `json:"unread_count"`
+}
+
+// HookWaitRequest is the body of POST /v1/hook/wait: a session at rest
+// waits for a message to wake it with. The newest wait of a session
+// supersedes the one before.
+type HookWaitRequest struct {
+	ClaudeSessionID string `json:"claude_session_id,omitempty"`
+	ClaudePid       int    `json:"claude_pid,omitempty"`
+	TimeoutMs       int    `json:"timeout_ms,omitempty"` // capped at hookWaitMax
+}
+
+// HookWaitReply is how a wait ended: pending (something to show: wake the
+// session), superseded (a newer wait, or the session is busy again), gone
+// (no such session any more) or timeout.
+type HookWaitReply struct {
+	Outcome string `json:"outcome"`
+}
+
+// Wait outcomes.
+const (
+	waitPending    = "pending"
+	waitSuperseded = "superseded"
+	waitGone       = "gone"
+	waitTimeout    = "timeout"
+)
 
 // InboxSeenRequest is the body of POST /v1/inbox/seen.
 type InboxSeenRequest struct {

@@ -239,6 +239,14 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 	if r := roundTrip(cc, bobCl, apiUnsurface, UnsurfaceRequest{IDs: textList{row}}); r.Released != 1 {
 		t.Fatalf("unsurface = %+v", r)
 	}
+	plain := newUUID()
+	if r := roundTrip(cc, cl, apiHook, HookRequest{Event: hookSessionStart, ClaudeSessionID: plain, ClaudePid: os.Getpid(), Cwd: "/tmp"}); !r.Registered ||
+		r.Session.SessionID != plain || r.Session.Origin != sessionOriginHooks || r.Welcome == nil {
+		t.Fatalf("hook = %+v", r)
+	}
+	if r := roundTrip(cc, cl, apiHookWait, HookWaitRequest{ClaudeSessionID: plain, ClaudePid: os.Getpid(), TimeoutMs: 1}); r.Outcome != waitTimeout {
+		t.Fatalf("hook wait = %+v", r)
+	}
 	if r := roundTrip(cc, bobCl, apiInboxSeen, InboxSeenRequest{IDs: textList{row}}); r.MarkedSeen != 1 {
 		t.Fatalf("inbox seen = %+v", r)
 	}

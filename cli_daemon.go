@@ -45,7 +45,7 @@ func (c *cli) daemonWithin(ctx context.Context, budget time.Duration) (*DaemonCl
 		return nil, nil
 	}
 	c.daemonOnce.Do(func() {
-		cl := newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+		cl := newDaemonClientAs(c.Paths().SocketFile(), callerIdentityFromEnv(c.env.Getenv))
 		dc := newDaemonConnector(c.Paths(), c.env.Getenv)
 		dc.client = cl
 		c.daemonResult = dc.ensure(ctx, budget)
@@ -78,7 +78,7 @@ func (c *cli) runningDaemon(ctx context.Context) *DaemonClient {
 	if dc.probe(ctx) != probeUp {
 		return nil
 	}
-	return newDaemonClient(c.Paths().SocketFile(), sessionTokenFromEnv(c.env.Getenv))
+	return newDaemonClientAs(c.Paths().SocketFile(), callerIdentityFromEnv(c.env.Getenv))
 }
 
 // loadUserConfig reads the config this invocation sees (inside a launched

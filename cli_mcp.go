@@ -13,9 +13,13 @@
 //   - SIGPIPE is ignored, so a client that went away makes a write fail
 //     (and the server stop) instead of killing the process mid-log.
 //   - The server ends at stdin EOF or on SIGTERM/SIGINT, cleanly (exit 0).
+//   - It speaks for the launched session of its token, else for the plain
+//     `claude` session it runs in (by Claude Code's session id, or its
+//     claude process), once that session's first hook has registered it.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"os"
@@ -73,17 +77,27 @@ func runMCP(ctx context.Context, c *cli, f mcpFlags) error {
 		log.Info("daemon_autospawned", "took_ms", r.Duration.Milliseconds())
 	}
 
-	token := sessionTokenFromEnv(c.env.Getenv)
+	id := callerIdentityFromEnv(c.env.Getenv)
 	mode := messageModePush
 	if cfg, err := c.loadUserConfig(); err == nil && cfg.MessageMode != "" {
 		mode = cfg.MessageMode
 	}
-	log.Info("mcp_session", "has_session_token", token != "", "message_mode", mode)
-	cl := newDaemonClient(paths.SocketFile(), token)
+	log.Info("mcp_session", "has_session_token", id.Token != "", "claude_session", id.ClaudeSessionID, "claude_pid", id.ClaudePid,
+		"message_mode", mode)
+	// Whether Claude Code was asked to load this server as a channel: a
+	// plain `claude` drops channel notifications without a trace, so its
+	// messages are left to the hooks rather than claimed for nothing.
+	channel := id.Token != ""
+	if args := processArgs(claudeProcessOf(os.Getpid(), false)); args != nil {
+		channel = channelRequested(args, mcpServerName)
+	}
+	log.Info("mcp_channel", "requested", channel)
+	cl := newDaemonClientAs(paths.SocketFile(), id)
 	defer cl.http.CloseIdleConnections()
 	session := NewMCPSession(daemonMCP{cl: cl}, mcpConfig{Version: version, Tools: f.tools, Log: log}, c.env.Stdout,
 		mcpSessionOptions{WelcomeDelay: welcomeDelayFromEnv(c.env.Getenv), Location: time.Local, MessageMode: mode,
-			SessionID: c.env.Getenv("CLAUDEMESH_SESSION_ID")})
+			SessionID:      cmp.Or(c.env.Getenv("CLAUDEMESH_SESSION_ID"), id.ClaudeSessionID),
+			RequireSession: id.Token == "" && (id.ClaudeSessionID != "" || id.ClaudePid > 0), ChannelOff: !channel})
 	if err := session.Run(ctx, c.env.Stdin); err != nil {
 		log.Error("mcp_failed", "err", err.Error())
 		return exitError(exitFailure, err)

@@ -162,13 +162,6 @@ func displayNameFor(c *cli, flagName, fallback string) string {
 	return fallback
 }
 
-func hostnameOr(def string) string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return def
-}
-
 func runMeshCreate(ctx context.Context, c *cli, f meshCreateFlags, args []string) error {
 	if len(args) != 1 {
 		return usageError("mesh create needs exactly one <slug>")

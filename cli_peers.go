@@ -427,7 +427,7 @@ func setupWhoami(fs *flagSet) runFunc {
 			local = append(local, whoamiMesh{m.Slug, m.MeshID, m.MemberID, m.Pubkey, shortKey(m.Pubkey), m.BrokerURL})
 		}
 		var session *sessionView
-		if sessionTokenFromEnv(c.env.Getenv) != "" {
+		if id := callerIdentityFromEnv(c.env.Getenv); id != (callerIdentity{}) {
 			cl, err := c.daemon(ctx)
 			if err != nil {
 				return err

@@ -57,6 +57,20 @@ type GroupRef struct {
 	Role string `json:"role,omitempty"`
 }
 
+// groupSpecs renders groups as the daemon's registration takes them:
+// "@name" or "@name:role".
+func groupSpecs(groups []GroupRef) []string {
+	var out []string
+	for _, g := range groups {
+		s := "@" + g.Name
+		if g.Role != "" {
+			s += ":" + g.Role
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // BrokerConf asks the daemon to serve a broker in-process.
 type BrokerConf struct {
 	Listen string `json:"listen"`

@@ -118,6 +118,8 @@ type Daemon struct {
 	bus         *Bus
 	sessions    *Registry
 	ui          *uiServer
+	states      *sessionStates // what each session's hooks told
+	hookRegMu   sync.Mutex     // one registration of a plain session at a time
 
 	mu           sync.Mutex
 	meshes       map[string]*meshEntry   // slug → member link
@@ -178,7 +180,7 @@ func NewDaemon(opts DaemonOptions) *Daemon {
 	d := &Daemon{
 		opts: opts, log: opts.Log, paths: opts.Paths, bus: newBus(256),
 		meshes: map[string]*meshEntry{}, sessionLinks: map[string]*sessionLink{}, departed: map[string]time.Time{},
-		pid: os.Getpid(), senders: newSenderNames(), ui: newUIServer(),
+		pid: os.Getpid(), senders: newSenderNames(), ui: newUIServer(), states: newSessionStates(),
 	}
 	d.hostname, _ = os.Hostname()
 	d.cwd, _ = os.Getwd()
@@ -810,9 +812,10 @@ func (d *Daemon) onSessionRegister(s *Session) {
 	l.Start(d.ctx)
 }
 
-// onSessionDeregister closes the session's link and tells the machine's
-// event stream.
+// onSessionDeregister closes the session's link, drops its state and tells
+// the machine's event stream.
 func (d *Daemon) onSessionDeregister(s *Session, reason string) {
+	d.states.forget(s)
 	d.bus.Publish(Event{Kind: eventSession, Mesh: s.Mesh,
 		Data: &SessionEvent{SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, State: "deregistered", Reason: reason}})
 	d.mu.Lock()

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -238,6 +239,12 @@ type procResult struct {
 // runBinary runs claudemesh with exactly this environment (plus PATH).
 func runBinary(t testing.TB, env map[string]string, args ...string) procResult {
 	t.Helper()
+	return runWithStdin(t, env, nil, args...)
+}
+
+// runWithStdin is runBinary with stdin (nil: none).
+func runWithStdin(t testing.TB, env map[string]string, stdin []byte, args ...string) procResult {
+	t.Helper()
 	bin := claudemeshBinary(t) // before the deadline: the build is not the process's time
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -245,6 +252,9 @@ func runBinary(t testing.TB, env map[string]string, args ...string) procResult {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
 	}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb

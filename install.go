@@ -218,7 +218,7 @@ func (cc *claudeConfig) write(home string, now time.Time) (string, error) {
 		if err := ensurePrivateDir(claudeBackupDir(home)); err != nil {
 			return "", exitError(exitIO, err)
 		}
-		backup = filepath.Join(claudeBackupDir(home), ".claude.json.pre-claudemesh."+strconv.FormatInt(now.UnixMilli(), 10))
+		backup = filepath.Join(claudeBackupDir(home), filepath.Base(cc.path)+".pre-claudemesh."+strconv.FormatInt(now.UnixMilli(), 10))
 		if err := writeFileAtomic(backup, old, 0o600); err != nil {
 			return "", exitError(exitIO, fmt.Errorf("backing up %s: %w", cc.path, err))
 		}
@@ -357,6 +357,7 @@ type installReport struct {
 		Result string `json:"result"`
 		Path   string `json:"path"`
 	} `json:"skill"`
+	Hooks         hooksReport    `json:"hooks"`
 	Service       *serviceReport `json:"service,omitempty"`
 	DaemonRunning bool           `json:"daemon_running"`
 	Brokers       []brokerReport `json:"brokers"`
@@ -391,6 +392,12 @@ func runInstall(ctx context.Context, c *cli, f installFlags, runner serviceRunne
 		}
 		c.printf("%s Claude skill %s: %s\n", c.paint(colorGreen, "✓"), rep.Skill.Result, rep.Skill.Path)
 	}
+	if rep.Hooks, err = installClaudeHooks(ctx, c, home, bin); err != nil {
+		return err
+	}
+	if !c.jsonMode() {
+		printHooksInstall(c, rep.Hooks)
+	}
 	if !f.noService {
 		srep, err := installDaemonService(ctx, c, runner, f.allowCI)
 		if err != nil {
@@ -418,7 +425,7 @@ func runInstall(ctx context.Context, c *cli, f installFlags, runner serviceRunne
 		return c.printJSON(rep)
 	}
 	printBrokerReport(c, rep.DaemonRunning, rep.Brokers, serviceStarted)
-	c.printf("\nRestart Claude Code to load the claudemesh MCP server.\n")
+	c.printf("\nRestart Claude Code to load the claudemesh MCP server and hooks: a plain `claude` is then a peer too.\n")
 	c.printf("hint: start a session in a mesh with 'claudemesh launch --name <you>'\n")
 	return nil
 }
@@ -450,6 +457,8 @@ type uninstallReport struct {
 	MCPRemoved   bool           `json:"mcp_removed"`
 	Backup       string         `json:"backup,omitempty"`
 	SkillRemoved bool           `json:"skill_removed"`
+	HooksRemoved bool           `json:"hooks_removed"`
+	HooksBackup  string         `json:"hooks_backup,omitempty"`
 	Service      *serviceReport `json:"service,omitempty"`
 }
 
@@ -463,6 +472,11 @@ func runUninstall(ctx context.Context, c *cli, f installFlags, runner serviceRun
 	if rep.SkillRemoved, err = uninstallSkillFile(home); err != nil {
 		return exitError(exitIO, err)
 	}
+	removed, hooksBackup, err := setClaudeHooks(home, "", false, time.Now())
+	if err != nil {
+		return err
+	}
+	rep.HooksRemoved, rep.HooksBackup = removed == fileRemoved, hooksBackup
 	if !f.noService {
 		srep, err := uninstallDaemonService(ctx, c, runner)
 		if err != nil {
@@ -482,6 +496,11 @@ func runUninstall(ctx context.Context, c *cli, f installFlags, runner serviceRun
 		c.printf("%s Claude skill removed: %s\n", c.paint(colorGreen, "✓"), skillInstallPath(home))
 	} else {
 		c.printf("Claude skill: not installed\n")
+	}
+	if rep.HooksRemoved {
+		c.printf("%s hooks removed from %s (backup %s)\n", c.paint(colorGreen, "✓"), claudeSettingsPath(home), rep.HooksBackup)
+	} else {
+		c.printf("hooks: not installed\n")
 	}
 	if rep.Service != nil {
 		printServiceUninstall(c, *rep.Service)

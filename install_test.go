@@ -191,6 +191,8 @@ func TestInstallUninstallProcess(t *testing.T) {
 	env := h.env()
 	sysDir, sysLog := fakeSystemctl(t, bin, env)
 	env["PATH"] = sysDir + string(os.PathListSeparator) + os.Getenv("PATH")
+	// A claude that says a version with the wake-up hook.
+	os.WriteFile(filepath.Join(sysDir, "claude"), []byte("#!/bin/sh\necho '2.1.197 (Claude Code)'\n"), 0o755)
 	stopDaemonAt(t, h.Paths)
 
 	// A plain daemon is running: install must replace it.
@@ -211,6 +213,12 @@ func TestInstallUninstallProcess(t *testing.T) {
 		rep.Service == nil || !rep.Service.Started || rep.Service.ReplacedPid != plainPid || !rep.DaemonRunning ||
 		len(rep.Brokers) != 1 || rep.Brokers[0].Mesh != "alpha" || rep.Brokers[0].State != string(LinkOpen) {
 		t.Fatalf("install report = %+v (plain daemon pid %d)", rep, plainPid)
+	}
+	if rep.Hooks.Result != fileAdded || !rep.Hooks.Wake || rep.Hooks.ClaudeVersion != "2.1.197" || rep.Hooks.Settings != claudeSettingsPath(h.Home) {
+		t.Fatalf("install's hooks = %+v, want added with the wake-up for Claude Code 2.1.197", rep.Hooks)
+	}
+	if hooks := settingsHooks(t, claudeSettingsPath(h.Home)); len(hooks) != 4 || hooks["Stop"][0].Hooks[0].Command != bin+" hook stop" {
+		t.Fatalf("settings.json hooks after install = %+v", hooks)
 	}
 	if syscall.Kill(plainPid, 0) == nil && readPidFile(h.Paths.PidFile()) == plainPid {
 		t.Fatal("the plain daemon still runs")
@@ -234,6 +242,7 @@ func TestInstallUninstallProcess(t *testing.T) {
 	// Again: unchanged.
 	res = runBinary(t, env, "install")
 	if res.code != 0 || !strings.Contains(res.stdout, `"claudemesh" unchanged`) || !strings.Contains(res.stdout, "skill unchanged") ||
+		!strings.Contains(res.stdout, "hooks unchanged") ||
 		!strings.Contains(res.stdout, "mesh alpha: broker connected") {
 		t.Fatalf("second install = %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
@@ -253,6 +262,9 @@ func TestInstallUninstallProcess(t *testing.T) {
 	}
 	if got := decodeLoose(t, must(os.ReadFile(claudeJSONPath(h.Home)))); !reflect.DeepEqual(got, decodeLoose(t, []byte(sampleClaudeJSON))) {
 		t.Fatalf("after uninstall ~/.claude.json = %v", got)
+	}
+	if hooks := settingsHooks(t, claudeSettingsPath(h.Home)); len(hooks) != 0 {
+		t.Errorf("settings.json hooks after uninstall = %+v, want none", hooks)
 	}
 	for _, p := range []string{skillInstallPath(h.Home), unit} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {

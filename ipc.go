@@ -14,7 +14,13 @@
 //     that ended or was reaped) is not an identity and gets 401
 //     unknown_session, so it never sees or deletes its siblings' messages —
 //     except on the routes a session uses before it is registered or after
-//     it is gone (version, health, register, deregister).
+//     it is gone (version, health, register, deregister). A caller without
+//     a token may name the Claude Code session it runs under
+//     (X-ClaudeMesh-Claude-Session, or the claude process as
+//     X-ClaudeMesh-Claude-Pid): a plain `claude` session its hooks
+//     registered has no token file to read. That is no weaker than a
+//     token: only this user reaches the socket (0600) and the TCP port (the
+//     bearer), and this user can read sessions.json, tokens and all.
 //
 // No route ever returns a secret key. Errors are {"error":"<code>", …}
 // with a status chosen by one function, ipcErrorStatus.
@@ -95,6 +101,8 @@ var ipcRoutes = []ipcRoute{
 	bind(apiHistory, (*Daemon).handleHistory),
 	bind(apiSearch, (*Daemon).handleSearch),
 	bind(apiUIOpen, (*Daemon).handleUIOpen),
+	bind(apiHook, (*Daemon).handleHook),
+	bind(apiHookWait, (*Daemon).handleHookWait),
 }
 
 // sessionlessRoutes answer a session token the daemon does not know: a
@@ -105,7 +113,7 @@ var sessionlessRoutes = map[string]bool{
 
 // ipcFeatures is what /v1/version advertises.
 var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events",
-	"send", "outbox", "inbox", "surface", "history", "search", "ui"}
+	"send", "outbox", "inbox", "surface", "history", "search", "ui", "hooks"}
 
 // defaultMaxBody caps a body on routes that declare no cap of their own.
 const defaultMaxBody = 64 << 10
@@ -285,6 +293,8 @@ func (d *Daemon) ipcHandler(tcp bool) http.Handler {
 					"this session token is not registered with the daemon (the session ended or was reaped); register it again, or send no token"))
 				return
 			}
+		} else {
+			req.session = d.claudeSessionOf(r)
 		}
 		d.runRoute(w, route, req)
 	})
@@ -335,6 +345,24 @@ func sessionTokenOf(r *http.Request, tcp bool) string {
 		return t
 	}
 	return ""
+}
+
+// claudeSessionOf is the session of a caller without a token that names
+// the Claude Code session it runs under: by Claude Code's session id, else
+// by the claude process a hook registered the session with. A session its
+// hooks have not registered is no identity: the caller has the
+// machine-wide view, as a plain `claude` without hooks always had.
+func (d *Daemon) claudeSessionOf(r *http.Request) *Session {
+	if sid := r.Header.Get(headerClaudeSession); sid != "" {
+		if !safePathName(sid) {
+			return nil
+		}
+		return d.sessions.BySessionID(sid)
+	}
+	if pid, err := strconv.Atoi(r.Header.Get(headerClaudePid)); err == nil {
+		return d.sessions.ByClaudePid(pid)
+	}
+	return nil
 }
 
 // loopbackHost accepts localhost, 127.0.0.1 and ::1 with or without a port

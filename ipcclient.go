@@ -42,13 +42,29 @@ type DaemonClient struct {
 	base         string
 	bearer       string // local-token, TCP only
 	SessionToken string // sent as the caller's session identity, if set
-	tcp          bool
+	// Without a token, the Claude Code session the caller runs under, by
+	// which the daemon finds the session its hooks registered.
+	ClaudeSessionID string
+	ClaudePid       int
+	tcp             bool
 }
 
 // newDaemonClient talks over the unix socket at sock, each request on the
 // caller's goroutine (ipctransport.go).
 func newDaemonClient(sock, sessionToken string) *DaemonClient {
 	return &DaemonClient{http: &http.Client{Transport: &unixTransport{sock: sock}}, base: "http://localhost", SessionToken: sessionToken}
+}
+
+// newDaemonClientAs is a socket client speaking for id.
+func newDaemonClientAs(sock string, id callerIdentity) *DaemonClient {
+	c := newDaemonClient(sock, id.Token)
+	c.ClaudeSessionID, c.ClaudePid = id.ClaudeSessionID, id.ClaudePid
+	return c
+}
+
+// hasIdentity reports whether the client names a session at all.
+func (c *DaemonClient) hasIdentity() bool {
+	return c.SessionToken != "" || c.ClaudeSessionID != "" || c.ClaudePid > 0
 }
 
 // IPCError is a non-2xx answer from the daemon.
@@ -104,13 +120,27 @@ func (c *DaemonClient) newRequest(ctx context.Context, method, path string, in a
 	} else if c.SessionToken != "" {
 		req.Header.Set("Authorization", "ClaudeMesh-Session "+c.SessionToken)
 	}
+	if c.SessionToken == "" {
+		if c.ClaudeSessionID != "" {
+			req.Header.Set(headerClaudeSession, c.ClaudeSessionID)
+		}
+		if c.ClaudePid > 0 {
+			req.Header.Set(headerClaudePid, strconv.Itoa(c.ClaudePid))
+		}
+	}
 	return req, nil
 }
 
 // Do calls one route: in (if not nil) is the JSON body, out (if not nil)
 // receives the JSON answer. Non-2xx answers are *IPCError.
 func (c *DaemonClient) Do(ctx context.Context, method, path string, in, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, ipcTimeout)
+	return c.doWithin(ctx, ipcTimeout, method, path, in, out)
+}
+
+// doWithin is Do under another deadline than ipcTimeout: a route that
+// holds the request until something happens (a hook's wait) needs longer.
+func (c *DaemonClient) doWithin(ctx context.Context, timeout time.Duration, method, path string, in, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := c.newRequest(ctx, method, path, in)
 	if err != nil {
@@ -148,12 +178,17 @@ func (c *DaemonClient) Do(ctx context.Context, method, path string, in, out any)
 // its other fields are the JSON body of the routes that have one, and the
 // answer is decoded into the endpoint's reply type.
 func callIPC[Req, Rep any](ctx context.Context, c *DaemonClient, ep ipcEndpoint[Req, Rep], in Req) (Rep, error) {
+	return callIPCWithin(ctx, c, ipcTimeout, ep, in)
+}
+
+// callIPCWithin is callIPC under its own deadline.
+func callIPCWithin[Req, Rep any](ctx context.Context, c *DaemonClient, timeout time.Duration, ep ipcEndpoint[Req, Rep], in Req) (Rep, error) {
 	var out Rep
 	var body any
 	if ep.body {
 		body = in
 	}
-	err := c.Do(ctx, ep.method, requestTarget(ep.pattern, in), body, &out)
+	err := c.doWithin(ctx, timeout, ep.method, requestTarget(ep.pattern, in), body, &out)
 	return out, err
 }
 
@@ -186,7 +221,7 @@ func (c *DaemonClient) DeregisterSession(ctx context.Context, token string) erro
 
 // SessionMe returns the caller's session, or nil when it has none.
 func (c *DaemonClient) SessionMe(ctx context.Context) (*sessionView, error) {
-	if c.SessionToken == "" {
+	if !c.hasIdentity() {
 		return nil, nil
 	}
 	out, err := callIPC(ctx, c, apiSessionMe, noRequest{})
@@ -274,6 +309,31 @@ func sessionTokenFromEnv(getenv func(string) string) string {
 		}
 	}
 	return ""
+}
+
+// callerIdentity is who a CLI call, an MCP server or a hook speaks for: a
+// launched session's token, else the Claude Code session it runs under.
+type callerIdentity struct {
+	Token           string
+	ClaudeSessionID string
+	ClaudePid       int
+}
+
+// callerIdentityFromEnv is the caller's identity: the session token, else,
+// inside Claude Code (CLAUDECODE=1), the session id Claude Code exports
+// (CLAUDE_CODE_SESSION_ID) or, for a Claude Code that exports none, its
+// process found among the caller's parents.
+func callerIdentityFromEnv(getenv func(string) string) callerIdentity {
+	if t := sessionTokenFromEnv(getenv); t != "" {
+		return callerIdentity{Token: t}
+	}
+	var id callerIdentity
+	if sid := strings.TrimSpace(getenv("CLAUDE_CODE_SESSION_ID")); safePathName(sid) {
+		id.ClaudeSessionID = sid
+	} else if getenv("CLAUDECODE") == "1" {
+		id.ClaudePid = claudeProcessOf(os.Getpid(), false)
+	}
+	return id
 }
 
 // Policy.

@@ -164,20 +164,6 @@ func parseGroupsFlag(s string) ([]GroupRef, error) {
 	return out, nil
 }
 
-// groupSpecs renders groups as the daemon's registration takes them:
-// "@name" or "@name:role".
-func groupSpecs(groups []GroupRef) []string {
-	var out []string
-	for _, g := range groups {
-		s := "@" + g.Name
-		if g.Role != "" {
-			s += ":" + g.Role
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
 // stripClaudePassthrough drops from the user's claude arguments the flags
 // launch sets itself, so claude does not get them twice.
 func stripClaudePassthrough(args []string) []string {
@@ -783,11 +769,4 @@ func launchStatusLine(ctx context.Context, c *cli, cl *DaemonClient, mesh, selfP
 		parts = append(parts, strconv.Itoa(len(items))+" unread")
 	}
 	return dot + " " + strings.Join(parts, " · ")
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return strconv.Itoa(n) + " " + many
 }

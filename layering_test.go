@@ -44,13 +44,15 @@ var fileLayers = map[string]string{
 	"daemon_broker.go": "daemon", "api.go": "daemon", "sendernames.go": "daemon", "storeadopt.go": "daemon",
 	"surfaced.go": "daemon", "members.go": "daemon",
 	"history.go": "daemon", "ui.go": "daemon",
+	"sessionstate.go": "daemon", "hookroutes.go": "daemon",
+	"claudeproc.go": "wire", "claudeproc_linux.go": "wire", "claudeproc_other.go": "wire",
 
 	"ipcclient.go": "client", "ipctransport.go": "client", "sseclient.go": "client",
 
-	"channel.go": "mcp",
+	"channel.go": "mcp", "hookframe.go": "mcp",
 
 	"main.go": "cli", "launch.go": "cli", "install.go": "cli", "service.go": "cli", "demo.go": "cli",
-	"doctor.go": "cli", "bench.go": "cli", "completions.go": "cli", "skill.go": "cli",
+	"doctor.go": "cli", "bench.go": "cli", "hook.go": "cli", "claudesettings.go": "cli", "completions.go": "cli", "skill.go": "cli",
 }
 
 // layerOf is a file's layer: its entry in fileLayers, else its prefix.

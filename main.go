@@ -358,6 +358,22 @@ inbox tools for clients that have no shell to run the CLI in.`,
 		setup: setupMCP,
 	},
 	{
+		name:    "hook",
+		args:    "<event>",
+		summary: "what Claude Code's hooks run: the welcome and new messages as context, wake-ups (install registers them)",
+		detail: `Claude Code runs it at its hook events, once 'claudemesh install' has put
+them in ~/.claude/settings.json; you do not run it by hand. <event> is
+session-start (the welcome), user-prompt-submit and post-tool-use (the
+session's new messages as context for the model) or stop (keep the session
+going once with messages that arrived while it finished; with --wake, wait
+at rest and wake the session when one comes). It reads Claude Code's hook
+JSON on stdin, answers on stdout in Claude Code's format, never fails the
+prompt, and logs each run to hooks.log in the daemon dir. A plain 'claude'
+session becomes a peer at its first hook.`,
+		group: groupSession,
+		setup: setupHook,
+	},
+	{
 		name:    "status",
 		summary: "the daemon, its broker links and sessions at a glance",
 		group:   groupDaemon,

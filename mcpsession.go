@@ -23,7 +23,9 @@
 //     1.34.2 left that gap to the next launch).
 //   - The session's message mode decides what else goes out: push (the
 //     default) everything, inbox only system events (messages stay unread),
-//     off nothing but the welcome.
+//     off nothing but the welcome. A server Claude Code was not asked to
+//     load as a channel emits no messages: they would be dropped unseen,
+//     and the session's hooks show them.
 package main
 
 import (
@@ -92,6 +94,8 @@ type MCPSession struct {
 	location            *time.Location // for the welcome's preview times
 	messageMode         string
 	sessionID           string
+	requireSession      bool
+	channelOff          bool
 
 	welcomed atomic.Bool // the welcome has gone out (or failed): gaps are the pump's to fill
 }
@@ -110,6 +114,15 @@ type mcpSessionOptions struct {
 	// in every mode: it is how the user learns the pipe is live, and it
 	// counts what waits in the inbox.
 	MessageMode string
+	// RequireSession: the server runs in a Claude Code session the daemon
+	// learns of from that session's hooks (a plain `claude`): it subscribes
+	// only once the daemon knows the session, so that it never takes
+	// another session's messages.
+	RequireSession bool
+	// ChannelOff: Claude Code was not started to load this server's channel
+	// (or cannot show it: print mode), so messages are not emitted; the
+	// session's hooks show them.
+	ChannelOff bool
 }
 
 // NewMCPSession builds the server for cfg (its Backend and OnInitialized are
@@ -124,6 +137,8 @@ func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessi
 		location:            opts.Location,
 		messageMode:         opts.MessageMode,
 		sessionID:           opts.SessionID,
+		requireSession:      opts.RequireSession,
+		channelOff:          opts.ChannelOff,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -152,8 +167,22 @@ func (s *MCPSession) Run(ctx context.Context, in io.Reader) error {
 
 // pumpEvents subscribes to the daemon's events until ctx ends.
 func (s *MCPSession) pumpEvents(ctx context.Context) {
+	waiting := false
 	for ctx.Err() == nil {
 		delay := s.reconnectAfterError
+		if s.requireSession {
+			if _, ok, _ := s.daemon.Me(ctx); !ok {
+				if !waiting {
+					s.log.Info("waiting_for_session", "why", "the daemon learns of this session from its first hook")
+					waiting = true
+				}
+				if sleepCtx(ctx, delay) != nil {
+					return
+				}
+				continue
+			}
+			waiting = false
+		}
 		body, err := s.daemon.Events(ctx)
 		if err != nil {
 			s.log.Warn("sse_connect_failed", "err", err.Error())
@@ -270,6 +299,9 @@ func (s *MCPSession) catchUp(ctx context.Context) {
 // (isMessage) only in push mode, a system event in push and inbox mode. A
 // message held back stays unread in the inbox.
 func (s *MCPSession) emits(isMessage bool) bool {
+	if isMessage && s.channelOff {
+		return false
+	}
 	switch s.messageMode {
 	case messageModeOff:
 		return false

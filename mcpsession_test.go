@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -534,5 +535,56 @@ func TestWelcomeDelayFromEnv(t *testing.T) {
 		if got := welcomeDelayFromEnv(mapGetenv(map[string]string{"CLAUDEMESH_WELCOME_DELAY_MS": tc.v})); got != tc.want {
 			t.Errorf("welcomeDelayFromEnv(%q) = %v, want %v", tc.v, got, tc.want)
 		}
+	}
+}
+
+// unknownUntil is a daemon that does not know the server's session until
+// told: a plain claude whose first hook has not run yet.
+type unknownUntil struct {
+	*fakeDaemon
+	known atomic.Bool
+}
+
+func (d *unknownUntil) Me(ctx context.Context) (mcpSelf, bool, error) {
+	return mcpSelf{DisplayName: "ana-1234", Mesh: "team"}, d.known.Load(), nil
+}
+
+// A server in a plain claude session subscribes only once the daemon
+// knows the session: before that it would see every session's messages.
+func TestMCPSessionWaitsForItsSession(t *testing.T) {
+	d := &unknownUntil{fakeDaemon: newFakeDaemon()}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	go io.Copy(io.Discard, outR)
+	sess := NewMCPSession(d, mcpConfig{Version: version}, outW, mcpSessionOptions{WelcomeDelay: noWelcome, RequireSession: true})
+	sess.reconnectAfterError = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sess.Run(ctx, inR) }()
+	t.Cleanup(func() { cancel(); inW.Close(); outW.Close(); <-done })
+	select {
+	case <-d.opened:
+		t.Fatal("subscribed before the daemon knew the session")
+	case <-time.After(50 * time.Millisecond):
+	}
+	d.known.Store(true)
+	mcpRecv(t, d.opened, "the subscription once the session is known")
+}
+
+// A server Claude Code was not asked to load as a channel claims and emits
+// no messages (the hooks show them); presence news still goes out.
+func TestMCPSessionWithoutChannelLeavesMessagesToHooks(t *testing.T) {
+	d := newFakeDaemon()
+	h := startMCPSession(t, d, nil, noWelcome)
+	h.sess.channelOff = true // before the pump reads it: it waits for a stream
+	h.handshake()
+	events := d.stream()
+	io.WriteString(events, messageSSE(1, "r1", "for the hooks"))
+	io.WriteString(events, "id: 2\nevent: peer_join\ndata: {\"mesh\":\"team\",\"event\":\"peer_joined\",\"name\":\"carol\",\"pubkey\":\"c4r01\"}\n\n")
+	if n := channelParams(t, h.next()); n.Meta["kind"] != "system" {
+		t.Errorf("first notification = %+v, want carol joining, not the message", n)
+	}
+	if got := d.claimsTaken(); len(got) != 0 {
+		t.Errorf("claimed %q without a channel", got)
 	}
 }

@@ -46,6 +46,7 @@ func (p Paths) InboxDB() string          { return filepath.Join(p.DaemonDir, "in
 func (p Paths) SessionsFile() string     { return filepath.Join(p.DaemonDir, "sessions.json") }
 func (p Paths) SpawnLockFile() string    { return filepath.Join(p.DaemonDir, ".spawn.lock") }
 func (p Paths) SpawnFailureFile() string { return filepath.Join(p.DaemonDir, ".spawn-failure") }
+func (p Paths) HookLogFile() string      { return filepath.Join(p.DaemonDir, "hooks.log") }
 func (p Paths) MCPLogFile(pid int) string {
 	return filepath.Join(p.DaemonDir, fmt.Sprintf("mcp-%d.log", pid))
 }

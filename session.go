@@ -39,7 +39,14 @@ type Session struct {
 	Presence     *SessionPresence
 	StartTime    string
 	RegisteredAt time.Time
+	// Origin is sessionOriginHooks for a plain `claude` session its first
+	// hook registered (its Pid is the claude process), else "" (registered
+	// by launch or another client).
+	Origin string
 }
+
+// sessionOriginHooks marks a session registered by its hooks.
+const sessionOriginHooks = "hooks"
 
 // SessionPresence is a session's broker identity. The secret half of the
 // keypair is unexported so that no encoder can ever emit it.
@@ -59,7 +66,7 @@ func (s *Session) view() sessionView {
 	v := sessionView{
 		SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, Pid: s.Pid, Cwd: s.Cwd,
 		Role: s.Role, Groups: s.Groups, StartTime: s.StartTime, RegisteredAt: s.RegisteredAt.UnixMilli(),
-		TokenPrefix: s.TokenPrefix(),
+		TokenPrefix: s.TokenPrefix(), Origin: s.Origin,
 	}
 	if s.Presence != nil {
 		v.Presence = &presenceView{SessionPubkey: s.Presence.SessionPubkey, ParentAttestation: s.Presence.Attestation}
@@ -81,6 +88,7 @@ type persistedSession struct {
 	StartTime     string   `json:"startTime,omitempty"`
 	RegisteredAt  int64    `json:"registeredAt"`
 	SessionPubkey string   `json:"sessionPubkey,omitempty"` // public only; the secret is in the sessions dir
+	Origin        string   `json:"origin,omitempty"`
 }
 
 // persisted is s as sessions.json keeps it: without its secret.
@@ -88,6 +96,7 @@ func (s *Session) persisted() persistedSession {
 	p := persistedSession{
 		Token: s.Token, SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, Pid: s.Pid,
 		Cwd: s.Cwd, Role: s.Role, Groups: s.Groups, StartTime: s.StartTime, RegisteredAt: s.RegisteredAt.UnixMilli(),
+		Origin: s.Origin,
 	}
 	if s.Presence != nil {
 		p.SessionPubkey = s.Presence.SessionPubkey
@@ -101,6 +110,7 @@ func (p persistedSession) session() *Session {
 	return &Session{
 		Token: p.Token, SessionID: p.SessionID, Mesh: p.Mesh, DisplayName: p.DisplayName, Pid: p.Pid,
 		Cwd: p.Cwd, Role: p.Role, Groups: p.Groups, StartTime: p.StartTime, RegisteredAt: time.UnixMilli(p.RegisteredAt),
+		Origin: p.Origin,
 	}
 }
 
@@ -259,6 +269,36 @@ func (r *Registry) Resolve(token string) *Session {
 		return nil
 	}
 	return s
+}
+
+// BySessionID finds a live session by its session id.
+func (r *Registry) BySessionID(id string) *Session {
+	r.mu.Lock()
+	tok, ok := r.bySID[id]
+	r.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return r.Resolve(tok)
+}
+
+// ByClaudePid finds the session a hook registered for a claude process.
+func (r *Registry) ByClaudePid(pid int) *Session {
+	if pid <= 0 {
+		return nil
+	}
+	var found *Session
+	r.mu.Lock()
+	for _, s := range r.byToken {
+		if s.Origin == sessionOriginHooks && s.Pid == pid && (found == nil || s.RegisteredAt.After(found.RegisteredAt)) {
+			found = s
+		}
+	}
+	r.mu.Unlock()
+	if found == nil {
+		return nil
+	}
+	return r.Resolve(found.Token)
 }
 
 // List returns the sessions, oldest first.

@@ -27,6 +27,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"os"
@@ -151,6 +152,35 @@ func (ib *Inbox) Unconfirmed(ctx context.Context, sc inboxScope, limit int) ([]*
 	rows, err := ib.db.QueryContext(ctx, `SELECT `+inboxColumns+` FROM inbox WHERE `+where+
 		` AND surfaced_via = 'channel' AND surfaced_confirmed_at IS NULL ORDER BY received_at, rowid LIMIT ?`, append(args, limit)...)
 	return collect(rows, err, scanInboxRow)
+}
+
+// Claimable lists the rows in scope that a claim of via could take now,
+// oldest first.
+func (ib *Inbox) Claimable(ctx context.Context, sc inboxScope, via string, fallbackBefore int64, limit int) ([]*inboxRow, error) {
+	where, args := sc.where()
+	rule, ruleArgs := claimRule(via, fallbackBefore)
+	rows, err := ib.db.QueryContext(ctx, `SELECT `+inboxColumns+` FROM inbox WHERE `+where+` AND `+rule+
+		` ORDER BY received_at, rowid LIMIT ?`, append(append(args, ruleArgs...), limit)...)
+	return collect(rows, err, scanInboxRow)
+}
+
+// CountClaimable counts the rows in scope that a claim of via could take.
+func (ib *Inbox) CountClaimable(ctx context.Context, sc inboxScope, via string, fallbackBefore int64) (int, error) {
+	where, args := sc.where()
+	rule, ruleArgs := claimRule(via, fallbackBefore)
+	var n int
+	err := ib.db.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE `+where+` AND `+rule, append(args, ruleArgs...)...).Scan(&n)
+	return n, err
+}
+
+// NextFallback is the claim time (ms) of the oldest unconfirmed channel
+// claim in scope: the first a hook may take over.
+func (ib *Inbox) NextFallback(ctx context.Context, sc inboxScope) (int64, bool, error) {
+	where, args := sc.where()
+	var at sql.NullInt64
+	err := ib.db.QueryRowContext(ctx, `SELECT min(surfaced_at) FROM inbox WHERE `+where+
+		` AND surfaced_via = 'channel' AND surfaced_confirmed_at IS NULL`, args...).Scan(&at)
+	return at.Int64, at.Valid, err
 }
 
 // AnsweredBy finds the rows in scope that a reply to replyTo answers: the

@@ -2,7 +2,11 @@
 // slices that encode as JSON arrays, and ids shortened for display.
 package main
 
-import "time"
+import (
+	"os"
+	"strconv"
+	"time"
+)
 
 // setDefault puts d in *v unless *v is positive: options structs leave a
 // number at zero to mean "the default", so the zero value of an options
@@ -37,4 +41,20 @@ func shortKey(k string) string {
 		return k[:16] + "…"
 	}
 	return k
+}
+
+// hostnameOr is this machine's host name, else def.
+func hostnameOr(def string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return def
+}
+
+// plural is "1 thing" or "n things".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }

@@ -1,0 +1,115 @@
+// What the daemon learns of a registered session while it runs, from its
+// hooks: when one last ran, where its transcript is, whether its model was
+// welcomed, and the wait (if any) that will wake it when a message comes.
+//
+// Policy: the state lives in memory beside the registration and goes with
+// it; a daemon restart starts it afresh, and the session's next hook fills
+// it in again. A session has at most one wait: a newer one, or the start
+// of a new turn, ends the one before.
+package main
+
+import (
+	"sync"
+	"time"
+)
+
+// sessionState is one session's state.
+type sessionState struct {
+	hookSeenAt time.Time // the last hook of this session
+	transcript string    // Claude Code's transcript of the session
+	welcomedAt time.Time // the session-start hook's welcome
+
+	wait *sessionWait
+}
+
+// sessionWait is a session's pending wait; end is closed when it is over
+// for a reason other than a message: why says which.
+type sessionWait struct {
+	end chan struct{}
+	why string
+}
+
+// sessionStates holds every registered session's state, by token.
+type sessionStates struct {
+	mu      sync.Mutex
+	byToken map[string]*sessionState
+}
+
+func newSessionStates() *sessionStates {
+	return &sessionStates{byToken: map[string]*sessionState{}}
+}
+
+// update runs f on s's state, creating it.
+func (ss *sessionStates) update(s *Session, f func(st *sessionState)) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := ss.byToken[s.Token]
+	if st == nil {
+		st = &sessionState{}
+		ss.byToken[s.Token] = st
+	}
+	f(st)
+}
+
+// get is a copy of s's state (the zero state when there is none).
+func (ss *sessionStates) get(s *Session) sessionState {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if st := ss.byToken[s.Token]; st != nil {
+		return *st
+	}
+	return sessionState{}
+}
+
+// hookRan records a hook of s.
+func (ss *sessionStates) hookRan(s *Session, transcript string, now time.Time) {
+	ss.update(s, func(st *sessionState) {
+		st.hookSeenAt = now
+		if transcript != "" {
+			st.transcript = transcript
+		}
+	})
+}
+
+// startWait makes a new wait the session's only one, ending the one before
+// as superseded.
+func (ss *sessionStates) startWait(s *Session) *sessionWait {
+	w := &sessionWait{end: make(chan struct{})}
+	ss.update(s, func(st *sessionState) {
+		st.endWaitLocked(waitSuperseded)
+		st.wait = w
+	})
+	return w
+}
+
+// finishWait lets go of w when it is still the session's wait.
+func (ss *sessionStates) finishWait(s *Session, w *sessionWait) {
+	ss.update(s, func(st *sessionState) {
+		if st.wait == w {
+			st.endWaitLocked(waitSuperseded)
+		}
+	})
+}
+
+// endWait ends the session's wait, if any, for why.
+func (ss *sessionStates) endWait(s *Session, why string) {
+	ss.update(s, func(st *sessionState) { st.endWaitLocked(why) })
+}
+
+func (st *sessionState) endWaitLocked(why string) {
+	if st.wait != nil {
+		st.wait.why = why
+		close(st.wait.end)
+		st.wait = nil
+	}
+}
+
+// forget drops s's state; its wait ends as gone.
+func (ss *sessionStates) forget(s *Session) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if st := ss.byToken[s.Token]; st != nil {
+		st.endWaitLocked(waitGone)
+		delete(ss.byToken, s.Token)
+	}
+}
