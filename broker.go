@@ -141,6 +141,13 @@ type Broker struct {
 	lastPurge   time.Time
 	closeOnce   sync.Once
 	closeErr    error
+
+	// grants caches the grants of every member that connected or changed
+	// its grants since the broker started, by grantsKey (broker_grants.go).
+	// Guarded by mu.
+	grants map[string]grantMap
+	// grantsMu serializes grant changes: read, change, store, cache.
+	grantsMu sync.Mutex
 }
 
 // meshRoom is the live presence of one mesh.
@@ -257,6 +264,7 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 		pendingByIP: map[string]int{},
 		sendBuckets: map[string]*tokenBucket{},
 		lastPurge:   time.Now(),
+		grants:      map[string]grantMap{},
 	}
 	b.metrics.init()
 	b.writes = newGroupCommitter(store, b.log, func(n int) { b.metrics.delivered.Add(int64(n)) })

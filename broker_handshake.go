@@ -224,12 +224,12 @@ func (b *Broker) claimedKeyFree(meshID, memberPubkey, key string) *handshakeErro
 	b.mu.Unlock()
 	ctx, cancel := b.storeCtx()
 	defer cancel()
-	known, _, err := b.store.KnownKey(ctx, meshID, key)
+	_, err := b.store.KeyOwner(ctx, meshID, key)
 	switch {
-	case err != nil:
-		return errStoreUnavailable()
-	case known:
+	case err == nil:
 		return taken
+	case !errors.Is(err, errNotFound):
+		return errStoreUnavailable()
 	}
 	return nil
 }
@@ -460,6 +460,7 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	room := b.room(a.meshID)
 	p, silent := a.presence(room)
 	p.memberRole, p.isOwner = a.member.Role, a.member.Pubkey == a.mesh.OwnerPubkey
+	b.noteGrants(a.meshID, a.member)
 	ci := a.client
 	p.displayName, p.sessionID, p.pid, p.cwd = ci.displayName, ci.sessionID, ci.pid, ci.cwd
 	p.hostname, p.peerType, p.channel, p.model = ci.hostname, ci.peerType, ci.channel, ci.model

@@ -1,6 +1,7 @@
 // The broker's HTTP surface, all on the WebSocket's port: the upgrade on
 // exactly /ws, /health, /metrics, and the account-less mesh routes:
-// POST /cli/mesh/create, POST /cli/mesh/<slug>/invite and POST /join.
+// POST /cli/mesh/create, POST /cli/mesh/<slug>/invite, POST /join, and the
+// member-signed POST /cli/mesh/<slug>/grants.
 //
 // Policy: mesh creation is open to loopback clients (a request that came
 // through a proxy — it carries X-Forwarded-For — is not loopback), and to
@@ -41,6 +42,7 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("POST /join", b.handleJoin)
 	mux.HandleFunc("POST /cli/mesh/create", b.handleMeshCreate)
 	mux.HandleFunc("POST /cli/mesh/{slug}/invite", b.handleInviteCreate)
+	mux.HandleFunc("POST /cli/mesh/{slug}/grants", b.handleGrants)
 	return mux
 }
 
@@ -81,6 +83,88 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int, v any) bool {
 		return false
 	}
 	return true
+}
+
+// memberCall is a member-signed request that passed its checks: the mesh
+// its path names and the member whose key signed it.
+type memberCall struct {
+	mesh   storedMesh
+	member storedMember
+}
+
+// canModerate: the mesh owner or an admin.
+func (mc memberCall) canModerate() bool {
+	return mc.member.Pubkey == mc.mesh.OwnerPubkey || mc.member.Role == roleAdmin
+}
+
+// memberRequest reads a member-signed request for the mesh named by the
+// path's slug (or id) into v: the signature (over this path), the timestamp's
+// skew, replays, and that the key is a member of that mesh who is not
+// banned. It answers the request itself and returns false on failure.
+func (b *Broker) memberRequest(w http.ResponseWriter, r *http.Request, v any) (memberCall, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHTTPBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		writeHTTPError(w, http.StatusRequestEntityTooLarge, codePayloadTooLarge, fmt.Sprintf("body over %d bytes", maxHTTPBodyBytes))
+		return memberCall{}, false
+	case err != nil:
+		writeHTTPError(w, http.StatusBadRequest, codeInvalid, "could not read body")
+		return memberCall{}, false
+	}
+	env, err := openMemberRequest(r.URL.Path, body)
+	switch {
+	case errors.Is(err, errMemberRequestSignature):
+		writeHTTPError(w, http.StatusUnauthorized, codeBadSignature, "signature does not verify")
+		return memberCall{}, false
+	case err != nil:
+		writeHTTPError(w, http.StatusBadRequest, codeInvalid, err.Error())
+		return memberCall{}, false
+	}
+	now := time.Now()
+	if b.skewed(now.UnixMilli() - env.Timestamp) {
+		writeHTTPError(w, http.StatusBadRequest, codeTimestampSkew, "timestamp is too far from broker time")
+		return memberCall{}, false
+	}
+	b.mu.Lock()
+	herr := b.checkReplay(env.Pubkey, env.Timestamp, env.Signature, now)
+	b.mu.Unlock()
+	if herr != nil {
+		writeHTTPError(w, http.StatusConflict, herr.code, "this request was already made; sign a fresh one")
+		return memberCall{}, false
+	}
+	// The path names the mesh by slug, or by id: a member that joined
+	// under a name of its own knows the mesh's id for sure.
+	slug := r.PathValue("slug")
+	mesh, err := b.store.MeshBySlug(r.Context(), slug)
+	if errors.Is(err, errNotFound) {
+		mesh, err = b.store.MeshByID(r.Context(), slug)
+	}
+	if errors.Is(err, errNotFound) {
+		writeHTTPError(w, http.StatusNotFound, "mesh_not_found", "no mesh "+slug+" on this broker")
+		return memberCall{}, false
+	}
+	if err != nil {
+		writeStoreUnavailable(w)
+		return memberCall{}, false
+	}
+	member, err := b.store.MemberByPubkey(r.Context(), mesh.ID, env.Pubkey)
+	switch {
+	case errors.Is(err, errNotFound):
+		writeHTTPError(w, http.StatusForbidden, codeForbidden, "this key is not a member of mesh "+slug)
+		return memberCall{}, false
+	case err != nil:
+		writeStoreUnavailable(w)
+		return memberCall{}, false
+	case member.RevokedAt != nil:
+		writeHTTPError(w, http.StatusForbidden, codeRevoked, "this member was banned from mesh "+slug)
+		return memberCall{}, false
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		writeHTTPError(w, http.StatusBadRequest, codeInvalid, "body is not the expected JSON: "+jsonFieldError(err).Error())
+		return memberCall{}, false
+	}
+	return memberCall{mesh: mesh, member: member}, true
 }
 
 // Health and metrics.

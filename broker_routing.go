@@ -16,6 +16,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -188,25 +189,32 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 	op := appendOp{}
 	switch kind {
 	case targetDirect:
-		known, revoked, err := b.knownTarget(me.meshID, ref)
-		if err != nil {
-			b.refundSend(me.memberID)
-			refuse(codeInternal, "store unavailable")
-			return
-		}
-		if !known {
+		to, err := b.directRecipient(me.meshID, ref)
+		switch {
+		case errors.Is(err, errNotFound):
 			b.refundSend(me.memberID)
 			refuse(codeUnknownTarget, "no member or session key %s in this mesh", ref)
 			return
-		}
-		if revoked {
+		case err != nil:
+			b.refundSend(me.memberID)
+			refuse(codeInternal, "store unavailable")
+			return
+		case to.revoked:
 			b.refundSend(me.memberID)
 			refuse(codeUnknownTarget, "%s belongs to a banned member", ref)
+			return
+		case to.memberID != me.memberID && !to.grants.allows(me.memberPubkey, me.key, capDM):
+			// Refused for good: the sender's daemon gives the row up with
+			// this reason rather than retrying it.
+			b.refundSend(me.memberID)
+			refuse(codeForbidden, "blocked by recipient grants (sender lacks dm capability; %s grants you: %s)",
+				cmp.Or(to.name, shortKey(ref)), capsLabel(to.grants.capsFor(me.memberPubkey, me.key)))
 			return
 		}
 		op.Recipients = []string{ref}
 	default:
-		op.Multicast = &multicastTarget{Kind: kind, Ref: ref, SenderKey: me.key, SenderMemberID: me.memberID, Now: now}
+		op.Multicast = &multicastTarget{Kind: kind, Ref: ref, SenderKey: me.key, SenderMemberID: me.memberID,
+			SenderMemberPubkey: me.memberPubkey, Now: now}
 	}
 
 	op.Msg = storedMessage{ID: newID(), MeshID: me.meshID, SenderMemberID: me.memberID, SenderPubkey: me.key,
@@ -242,22 +250,53 @@ func (b *Broker) refundSend(memberID string) {
 	b.mu.Unlock()
 }
 
-// knownTarget: a key of a present connection, a member key or a session key
-// that ever said session_hello.
-func (b *Broker) knownTarget(meshID, key string) (known, revoked bool, err error) {
+// directRecipient is who a DM to key reaches: the member of a present
+// connection with that key, else the member whose key or remembered session
+// key it is (errNotFound when the mesh never saw it).
+func (b *Broker) directRecipient(meshID, key string) (recipient, error) {
 	b.mu.Lock()
 	if r := b.rooms[meshID]; r != nil {
+		var to *recipient
 		for _, p := range r.peers {
-			if p.key == key || p.memberPubkey == key {
-				b.mu.Unlock()
-				return true, false, nil
+			switch {
+			case p.key == key: // the presence the key is: its name is the recipient's
+				to = &recipient{memberID: p.memberID, name: p.displayName}
+			case p.memberPubkey == key && to == nil: // a session of the member the key is
+				to = &recipient{memberID: p.memberID}
+			default:
+				continue
 			}
+			if to.name != "" {
+				break
+			}
+		}
+		if to != nil {
+			to.grants = b.grants[grantsKey(meshID, to.memberID)]
+			b.mu.Unlock()
+			return *to, nil
 		}
 	}
 	b.mu.Unlock()
 	ctx, cancel := b.storeCtx()
 	defer cancel()
-	return b.store.KnownKey(ctx, meshID, key)
+	m, err := b.store.KeyOwner(ctx, meshID, key)
+	if err != nil {
+		return recipient{}, err
+	}
+	to := recipient{memberID: m.ID, name: m.DisplayName, grants: m.Grants, revoked: m.RevokedAt != nil}
+	b.mu.Lock()
+	if g, ok := b.grants[grantsKey(meshID, m.ID)]; ok {
+		to.grants = g // changed since the store was read
+	}
+	b.mu.Unlock()
+	return to, nil
+}
+
+// recipient is the member a DM goes to, as routing needs it.
+type recipient struct {
+	memberID, name string
+	grants         grantMap
+	revoked        bool
 }
 
 // pushFrame is the push for a stored message: the same full field set

@@ -30,6 +30,8 @@ type brokerStore interface {
 	MemberByPubkey(ctx context.Context, meshID, pubkey string) (storedMember, error)
 	Members(ctx context.Context, meshID string) ([]storedMember, error)
 	SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error
+	// SetGrants replaces a member's grants (grants.go).
+	SetGrants(ctx context.Context, meshID, memberID string, grants grantMap) error
 
 	// Invites.
 	CreateInvite(ctx context.Context, inv storedInvite) error
@@ -40,9 +42,10 @@ type brokerStore interface {
 	// Session keys that have said session_hello, so DMs to them queue while
 	// they are offline.
 	RememberSessionKey(ctx context.Context, meshID, sessionPubkey, memberID string, now time.Time) error
-	// KnownKey reports whether key is a member key or a remembered session
-	// key of the mesh, and whether its member is revoked.
-	KnownKey(ctx context.Context, meshID, key string) (known, revoked bool, err error)
+	// KeyOwner returns the member whose key, or one of whose remembered
+	// session keys, key is (revoked or not); errNotFound when the mesh
+	// never saw it.
+	KeyOwner(ctx context.Context, meshID, key string) (storedMember, error)
 
 	// Messages and deliveries.
 	// PendingFor lists undelivered, unexpired messages for a recipient key,
@@ -116,6 +119,7 @@ type storedMember struct {
 	MessageMode   string
 	CreatedAt     time.Time
 	RevokedAt     *time.Time
+	Grants        grantMap // what it lets others do to it; nil means the defaults for everyone
 }
 
 // storedInvite is one registered v1 invite.
@@ -236,16 +240,19 @@ type storedPresence struct {
 // multicastTarget is a multicast send to resolve inside the store's
 // transaction.
 type multicastTarget struct {
-	Kind           targetKind
-	Ref            string // the group, for targetGroup
-	SenderKey      string
-	SenderMemberID string
-	Now            time.Time
+	Kind               targetKind
+	Ref                string // the group, for targetGroup
+	SenderKey          string
+	SenderMemberID     string
+	SenderMemberPubkey string // with SenderKey, what recipients' grants are looked up by
+	Now                time.Time
 }
 
 // resolveMulticast returns the delivery keys of a multicast: for each
-// intended member, its present sessions that the target reaches, or its
-// member key when there are none. members and presences are the mesh's.
+// intended member whose grants let the sender broadcast to it, its present
+// sessions that the target reaches, or its member key when there are none.
+// members and presences are the mesh's. A member whose grants refuse the
+// sender is skipped without a word: a multicast is not refused for it.
 func resolveMulticast(t multicastTarget, members []storedMember, presences []storedPresence) []string {
 	byMember := map[string][]storedPresence{}
 	for _, p := range presences {
@@ -255,6 +262,9 @@ func resolveMulticast(t multicastTarget, members []storedMember, presences []sto
 	var keys []string
 	for _, m := range members {
 		if m.RevokedAt != nil {
+			continue
+		}
+		if m.ID != t.SenderMemberID && !m.Grants.allows(t.SenderMemberPubkey, t.SenderKey, capBroadcast) {
 			continue
 		}
 		rows := byMember[m.ID]

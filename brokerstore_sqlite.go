@@ -148,6 +148,10 @@ CREATE TABLE presences (
 	PRIMARY KEY (mesh_id, key)
 );
 `,
+	// 3: each member's grants, a JSON object of sender key → capabilities.
+	`
+ALTER TABLE members ADD COLUMN grants TEXT NOT NULL DEFAULT '{}';
+`,
 }
 
 // sqliteBrokerStore implements brokerStore.
@@ -264,9 +268,10 @@ func insertMember(ctx context.Context, tx execer, m storedMember) error {
 	if m.MessageMode == "" {
 		m.MessageMode = "push"
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO members (id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		m.ID, m.MeshID, m.Pubkey, m.DisplayName, m.Role, m.RoleTag, jsonText(m.DefaultGroups), m.MessageMode, ms(m.CreatedAt), msPtr(m.RevokedAt))
+	_, err := tx.ExecContext(ctx, `INSERT INTO members (id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at, grants)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, m.MeshID, m.Pubkey, m.DisplayName, m.Role, m.RoleTag, jsonText(m.DefaultGroups), m.MessageMode, ms(m.CreatedAt), msPtr(m.RevokedAt),
+		grantsText(m.Grants))
 	if isUniqueViolation(err) {
 		return errExists
 	}
@@ -297,17 +302,20 @@ func (s *sqliteBrokerStore) CountMeshes(ctx context.Context) (int, error) {
 	return n, err
 }
 
-const memberColumns = `id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at`
+const memberColumns = `id, mesh_id, pubkey, display_name, role, role_tag, default_groups, message_mode, created_at, revoked_at, grants`
 
 func scanMember(row rowScanner) (storedMember, error) {
 	var m storedMember
-	var groups string
+	var groups, grants string
 	var created int64
 	var revoked sql.NullInt64
-	if err := row.Scan(&m.ID, &m.MeshID, &m.Pubkey, &m.DisplayName, &m.Role, &m.RoleTag, &groups, &m.MessageMode, &created, &revoked); err != nil {
+	if err := row.Scan(&m.ID, &m.MeshID, &m.Pubkey, &m.DisplayName, &m.Role, &m.RoleTag, &groups, &m.MessageMode, &created, &revoked, &grants); err != nil {
 		return m, noRows(err)
 	}
 	_ = json.Unmarshal([]byte(groups), &m.DefaultGroups)
+	if grants != "{}" {
+		_ = json.Unmarshal([]byte(grants), &m.Grants)
+	}
 	m.CreatedAt = fromMs(created)
 	m.RevokedAt = fromMsPtr(revoked)
 	return m, nil
@@ -324,6 +332,22 @@ func (s *sqliteBrokerStore) Members(ctx context.Context, meshID string) ([]store
 
 func (s *sqliteBrokerStore) SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error {
 	n, err := affected(s.w.ExecContext(ctx, `UPDATE members SET revoked_at = ? WHERE mesh_id = ? AND id = ?`, msPtr(revokedAt), meshID, memberID))
+	if err == nil && n == 0 {
+		return errNotFound
+	}
+	return err
+}
+
+// grantsText is a grants column: {} for none.
+func grantsText(g grantMap) string {
+	if len(g) == 0 {
+		return "{}"
+	}
+	return jsonText(g)
+}
+
+func (s *sqliteBrokerStore) SetGrants(ctx context.Context, meshID, memberID string, grants grantMap) error {
+	n, err := affected(s.w.ExecContext(ctx, `UPDATE members SET grants = ? WHERE mesh_id = ? AND id = ?`, grantsText(grants), meshID, memberID))
 	if err == nil && n == 0 {
 		return errNotFound
 	}
@@ -406,20 +430,21 @@ func (s *sqliteBrokerStore) RememberSessionKey(ctx context.Context, meshID, sess
 	return err
 }
 
-func (s *sqliteBrokerStore) KnownKey(ctx context.Context, meshID, key string) (bool, bool, error) {
-	var revoked sql.NullInt64
-	err := s.r.QueryRowContext(ctx, `
-		SELECT revoked_at FROM members WHERE mesh_id = ? AND pubkey = ?
+func (s *sqliteBrokerStore) KeyOwner(ctx context.Context, meshID, key string) (storedMember, error) {
+	return scanMember(s.r.QueryRowContext(ctx, `
+		SELECT `+memberColumns+` FROM members WHERE mesh_id = ? AND pubkey = ?
 		UNION ALL
-		SELECT m.revoked_at FROM session_keys k JOIN members m ON m.id = k.member_id WHERE k.mesh_id = ? AND k.session_pubkey = ?
-		LIMIT 1`, meshID, key, meshID, key).Scan(&revoked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, false, nil
+		SELECT `+prefixed("m.", memberColumns)+` FROM session_keys k JOIN members m ON m.id = k.member_id WHERE k.mesh_id = ? AND k.session_pubkey = ?
+		LIMIT 1`, meshID, key, meshID, key))
+}
+
+// prefixed qualifies each of a comma-separated column list with prefix.
+func prefixed(prefix, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = prefix + strings.TrimSpace(c)
 	}
-	if err != nil {
-		return false, false, err
-	}
-	return true, revoked.Valid, nil
+	return strings.Join(cols, ", ")
 }
 
 // Messages and deliveries.

@@ -60,22 +60,22 @@ func TestSQLiteBrokerStoreMessages(t *testing.T) {
 	if n, err := s.PurgeExpired(ctx, now); err != nil || n != 1 {
 		t.Fatalf("PurgeExpired = %d, %v", n, err)
 	}
-	if known, revoked, _ := s.KnownKey(ctx, mesh.ID, "o"); !known || revoked {
-		t.Fatal("the owner key must be known")
+	if m, err := s.KeyOwner(ctx, mesh.ID, "o"); err != nil || m.ID != owner.ID || m.RevokedAt != nil {
+		t.Fatalf("KeyOwner(owner key) = %+v, %v: the owner key must be known", m, err)
 	}
 	if err := s.RememberSessionKey(ctx, mesh.ID, "s1", owner.ID, now); err != nil {
 		t.Fatal(err)
 	}
-	if known, _, _ := s.KnownKey(ctx, mesh.ID, "s1"); !known {
-		t.Fatal("a remembered session key must be known")
+	if m, err := s.KeyOwner(ctx, mesh.ID, "s1"); err != nil || m.ID != owner.ID {
+		t.Fatalf("KeyOwner(s1) = %+v, %v: a remembered session key must be known, as its member's", m, err)
 	}
-	if known, _, _ := s.KnownKey(ctx, mesh.ID, "s2"); known {
-		t.Fatal("an unseen key must be unknown")
+	if _, err := s.KeyOwner(ctx, mesh.ID, "s2"); !errors.Is(err, errNotFound) {
+		t.Fatalf("KeyOwner(s2) = %v: an unseen key must be unknown", err)
 	}
 	if err := s.SetMemberRevoked(ctx, mesh.ID, owner.ID, &now); err != nil {
 		t.Fatal(err)
 	}
-	if _, revoked, _ := s.KnownKey(ctx, mesh.ID, "s1"); !revoked {
+	if m, _ := s.KeyOwner(ctx, mesh.ID, "s1"); m.RevokedAt == nil {
 		t.Fatal("a banned member's session key must report revoked")
 	}
 }

@@ -146,6 +146,14 @@ func inviteCreateSignedString(slug, token string, maxUses int, timestampMs int64
 	return "claudemesh-invite-create|" + slug + "|" + token + "|" + strconv.Itoa(maxUses) + "|" + strconv.FormatInt(timestampMs, 10)
 }
 
+// memberRequestSignedString is what a member key signs for a request to a
+// broker's HTTP API: the route's path, then the canonical JSON of the whole
+// body but its signature (pubkey and timestamp included), so that every
+// field the broker acts on is bound to the key and the moment.
+func memberRequestSignedString(path, canonicalBody string) string {
+	return "claudemesh-member-request|" + path + "|" + canonicalBody
+}
+
 // Session attestations: a member key vouching for a session key.
 
 // Attestation is the parent member's signed statement that a session key

@@ -226,6 +226,33 @@ it logs one browser in, once, within two minutes.`,
 		setup:   setupBans,
 	},
 	{
+		name:    "grant",
+		args:    "<peer> <capability…>",
+		summary: "let a peer do more to you: read, dm, broadcast, state-read, state-write, memory, skills, all",
+		detail: `A peer is a member (a name, its key or a key prefix) or one session (its name
+or key); a member's entry wins over its sessions'. A peer with no entry has
+the defaults: read, dm, broadcast, state-read. grant adds to the peer's entry
+(a new entry starts from the defaults); --reset removes the entry. The broker
+keeps the grants and enforces them: a DM from a peer without dm is refused
+(the sender's daemon gives it up, saying why), and a broadcast or group
+message from a peer without broadcast skips you.`,
+		group: groupPeers,
+		setup: setupGrant,
+	},
+	{
+		name:    "revoke",
+		args:    "<peer> [capability…]",
+		summary: "take capabilities from a peer; with none named, all of them: the peer is blocked",
+		group:   groupPeers,
+		setup:   setupRevoke,
+	},
+	{
+		name:    "grants",
+		summary: "list who you granted what on a mesh",
+		group:   groupPeers,
+		setup:   setupGrants,
+	},
+	{
 		name:    "whoami",
 		summary: "show this machine's identities and, in a session, the session's (never a secret)",
 		group:   groupPeers,
