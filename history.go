@@ -13,6 +13,8 @@
 //     outbox rows it or its member sent on its mesh; anyone else sees all.
 //   - Search matches every word typed, as a word or a word's prefix. FTS5's
 //     query syntax is never taken from the caller, so no text is an error.
+//   - Rows join the search index when a search runs, in one transaction,
+//     not one by one as messages arrive: the message path pays nothing.
 package main
 
 import (
@@ -166,6 +168,36 @@ func (ib *Inbox) searchRows(ctx context.Context, sc inboxScope, match string, li
 JOIN inbox ON inbox.rowid = f.r WHERE `+where+` ORDER BY received_at DESC, id DESC LIMIT ?`,
 		append(append([]any{match}, args...), limit)...)
 	return scanWithSnippets(rows, err, scanInboxRow)
+}
+
+// indexForSearch adds the rows stored since the last search to the search
+// index. The index holds exactly the rows up to its highest rowid (a
+// delete leaves both; a new row's rowid is above every row there), so the
+// rows above it are the ones missing.
+func (ib *Inbox) indexForSearch(ctx context.Context) error {
+	return catchUpIndex(ctx, ib.db, `INSERT INTO inbox_fts (rowid, body) SELECT rowid, body FROM inbox
+WHERE rowid > COALESCE((SELECT rowid FROM inbox_fts ORDER BY rowid DESC LIMIT 1), 0)`)
+}
+
+// indexForSearch is the inbox's, for the outbox.
+func (o *Outbox) indexForSearch(ctx context.Context) error {
+	return catchUpIndex(ctx, o.db, `INSERT INTO outbox_fts (rowid, body) SELECT rowid, CAST(payload AS TEXT) FROM outbox
+WHERE rowid > COALESCE((SELECT rowid FROM outbox_fts ORDER BY rowid DESC LIMIT 1), 0)`)
+}
+
+// catchUpIndex runs an index catch-up in a transaction that holds the
+// write lock from its start, so that two searches at once index each row
+// once.
+func catchUpIndex(ctx context.Context, db *sql.DB, query string) error {
+	tx, err := db.BeginTx(ctx, nil) // immediate: the connection's _txlock
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, query); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // byBrokerIDs is the inbox rows in scope of these broker message ids.
@@ -390,6 +422,12 @@ func (d *Daemon) handleSearch(req *ipcRequest, q SearchQuery) (HistoryReply, err
 	}
 	limit := clampLimit(q.Limit, 50, 500)
 	ctx := req.Context()
+	if err := d.outbox.indexForSearch(ctx); err != nil {
+		return HistoryReply{}, err
+	}
+	if err := d.inbox.indexForSearch(ctx); err != nil {
+		return HistoryReply{}, err
+	}
 	outs, outSnips, err := d.outbox.searchRows(ctx, osc, match, limit)
 	if err != nil {
 		return HistoryReply{}, err

@@ -258,8 +258,19 @@ VALUES ('o1', 'c2', x'01', CAST('an old lunch reply' AS BLOB), 1, 1, 'done', 'al
 		t.Fatal(err)
 	}
 	defer ob.Close()
+	// Rows stored since are indexed by the next search.
+	if _, err := ib.Insert(ctx, &inboxRow{ID: "r2", ClientMessageID: "c3", Mesh: "alpha", SenderPubkey: "k", SenderName: "bob",
+		Body: textPtr("a newer lunch plan"), ReceivedAt: 2, RecipientPubkey: "me"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ib.indexForSearch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ib.indexForSearch(ctx); err != nil { // twice indexes nothing twice
+		t.Fatal(err)
+	}
 	ins, _, err := ib.searchRows(ctx, inboxScope{}, searchMatch("lunch"), 10)
-	if err != nil || len(ins) != 1 || ins[0].ID != "r1" {
+	if err != nil || len(ins) != 2 || ins[0].ID != "r2" || ins[1].ID != "r1" {
 		t.Fatalf("inbox search = %v, %v", ins, err)
 	}
 	outs, _, err := ob.searchRows(ctx, outboxScope{}, searchMatch("lunch"), 10)
@@ -273,6 +284,17 @@ VALUES ('o1', 'c2', x'01', CAST('an old lunch reply' AS BLOB), 1, 1, 'done', 'al
 	var n int
 	if err := ib.db.QueryRow(`SELECT count(*) FROM inbox_fts`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("the index holds %d rows after a prune (%v)", n, err)
+	}
+	// A row stored after the prune reuses no rowid the index still holds.
+	if _, err := ib.Insert(ctx, &inboxRow{ID: "r3", ClientMessageID: "c4", Mesh: "alpha", SenderPubkey: "k", SenderName: "bob",
+		Body: textPtr("lunch again"), ReceivedAt: time.Now().UnixMilli(), RecipientPubkey: "me"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ib.indexForSearch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ins, _, err := ib.searchRows(ctx, inboxScope{}, searchMatch("lunch"), 10); err != nil || len(ins) != 1 || ins[0].ID != "r3" {
+		t.Fatalf("after the prune: %v, %v", ins, err)
 	}
 }
 

@@ -89,6 +89,13 @@ CREATE TRIGGER outbox_fts_delete AFTER DELETE ON outbox BEGIN
 END;
 CREATE INDEX outbox_broker_message ON outbox(broker_message_id);
 CREATE INDEX outbox_enqueued ON outbox(enqueued_at);
+`, `
+-- Indexed for search when a search runs (Outbox.indexForSearch), as the
+-- inbox is. History reads the outbox without indexes of its own: every
+-- index is written on a send's path, and a history read is rare.
+DROP TRIGGER outbox_fts_insert;
+DROP INDEX outbox_broker_message;
+DROP INDEX outbox_enqueued;
 `}
 
 // outboxRow is one row of the outbox.
