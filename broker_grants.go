@@ -23,6 +23,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Grant operations.
@@ -151,7 +152,13 @@ func (b *Broker) handleGrants(w http.ResponseWriter, r *http.Request) {
 		case grantOpReset:
 			delete(grants, to.Key)
 		}
-		if err := b.store.SetGrants(ctx, call.mesh.ID, me.ID, grants); err != nil {
+		var caps any = grants[to.Key]
+		if req.Op == grantOpReset {
+			caps = nil
+		}
+		changedAudit := auditEvent{MeshID: call.mesh.ID, Type: auditGrantChanged, Actor: me.Pubkey, CreatedAt: time.Now(),
+			Payload: map[string]any{"op": req.Op, "peer": to.Key, "kind": to.Kind, "caps": caps}}
+		if err := b.store.SetGrants(ctx, call.mesh.ID, me.ID, grants, changedAudit); err != nil {
 			b.log.Error("set grants", "err", err)
 			writeStoreUnavailable(w)
 			return

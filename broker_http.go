@@ -1,7 +1,7 @@
 // The broker's HTTP surface, all on the WebSocket's port: the upgrade on
 // exactly /ws, /health, /metrics, and the account-less mesh routes:
 // POST /cli/mesh/create, POST /cli/mesh/<slug>/invite, POST /join, and the
-// member-signed POST /cli/mesh/<slug>/grants.
+// member-signed POST /cli/mesh/<slug>/grants and /audit.
 //
 // Policy: mesh creation is open to loopback clients (a request that came
 // through a proxy — it carries X-Forwarded-For — is not loopback), and to
@@ -43,6 +43,7 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("POST /cli/mesh/create", b.handleMeshCreate)
 	mux.HandleFunc("POST /cli/mesh/{slug}/invite", b.handleInviteCreate)
 	mux.HandleFunc("POST /cli/mesh/{slug}/grants", b.handleGrants)
+	mux.HandleFunc("POST /cli/mesh/{slug}/audit", b.handleAudit)
 	return mux
 }
 
@@ -332,7 +333,9 @@ func (b *Broker) createMesh(ctx context.Context, slug, name, ownerPubkey, displa
 	now := time.Now()
 	mesh := storedMesh{ID: newID(), Slug: slug, Name: name, OwnerPubkey: ownerPubkey, RootKey: b64url(root), CreatedAt: now}
 	member := storedMember{ID: newID(), MeshID: mesh.ID, Pubkey: ownerPubkey, DisplayName: displayName, Role: roleAdmin, CreatedAt: now}
-	if err := b.store.CreateMesh(ctx, mesh, member); err != nil {
+	created := auditEvent{MeshID: mesh.ID, Type: auditMeshCreated, Actor: ownerPubkey, CreatedAt: now, Payload: map[string]any{
+		"slug": slug, "name": name, "ownerPubkey": ownerPubkey, "memberId": member.ID, "displayName": displayName}}
+	if err := b.store.CreateMesh(ctx, mesh, member, created); err != nil {
 		return storedMesh{}, storedMember{}, err
 	}
 	return mesh, member, nil
@@ -409,9 +412,9 @@ func (b *Broker) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusBadRequest, "invite_expired", "the invite has already expired")
 		return
 	}
-	inv := storedInvite{Token: token, MeshID: mesh.ID, Role: p.Role, MaxUses: req.MaxUses,
+	inv := storedInvite{ID: newInviteID(), Token: token, MeshID: mesh.ID, Role: p.Role, MaxUses: req.MaxUses,
 		ExpiresAt: time.Unix(p.ExpiresAt, 0), CreatedAt: time.Now()}
-	if err := b.store.CreateInvite(r.Context(), inv); errors.Is(err, errExists) {
+	if err := b.store.CreateInvite(r.Context(), inv, inviteCreatedAudit(inv, mesh.OwnerPubkey, 1)); errors.Is(err, errExists) {
 		writeHTTPError(w, http.StatusConflict, "invite_exists", "this invite is already registered")
 		return
 	} else if err != nil {
@@ -420,6 +423,16 @@ func (b *Broker) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, InviteCreateResponse{OK: true, URL: inviteURL(token),
 		ExpiresAt: isoTime(inv.ExpiresAt), MaxUses: inv.MaxUses, Role: inv.Role})
+}
+
+// newInviteID is a short id for an invite: what lists show and revocation
+// names.
+func newInviteID() string { return randomHex(6) }
+
+// inviteCreatedAudit records a registered invite.
+func inviteCreatedAudit(inv storedInvite, actor string, version int) auditEvent {
+	return auditEvent{MeshID: inv.MeshID, Type: auditInviteCreated, Actor: actor, CreatedAt: inv.CreatedAt, Payload: map[string]any{
+		"inviteId": inv.ID, "version": version, "role": inv.Role, "maxUses": inv.MaxUses, "expiresAt": isoTime(inv.ExpiresAt)}}
 }
 
 // Joining.

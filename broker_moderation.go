@@ -102,6 +102,7 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 	if !kick {
 		ack.Type = frameDisconnectAck
 	}
+	var targets []map[string]any
 	for _, p := range selected {
 		label := cmp.Or(p.displayName, p.presenceID)
 		// kick leaves control-plane (daemon) connections alone (claudemesh 1.34.15).
@@ -111,9 +112,23 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 		}
 		b.removePeer(p, code, reason, true)
 		ack.Kicked = append(ack.Kicked, label)
+		targets = append(targets, map[string]any{"name": p.displayName, "memberPubkey": p.memberPubkey, "key": p.key, "peerRole": p.role})
 	}
 	ack.Affected = append([]string{}, ack.Kicked...)
+	actor, meshID := me.memberPubkey, me.meshID
 	b.mu.Unlock()
+	if len(targets) > 0 {
+		event := auditEvent{MeshID: meshID, Type: auditKick, Actor: actor, CreatedAt: now, Payload: map[string]any{
+			"targets": targets, "all": f.All, "staleMs": f.Stale}}
+		if !kick {
+			event.Type = auditDisconnect
+		}
+		ctx, cancel := b.storeCtx()
+		if err := b.store.AppendAudit(ctx, event); err != nil {
+			b.log.Error("audit", "event", event.Type, "err", err)
+		}
+		cancel()
+	}
 	c.send(ack)
 }
 
@@ -194,7 +209,7 @@ func (b *Broker) handleBan(c *brokerConn, f *BanFrame, reqID string) {
 		return
 	}
 	now := time.Now()
-	err = b.store.SetMemberRevoked(ctx, me.meshID, m.ID, &now)
+	err = b.store.SetMemberRevoked(ctx, me.meshID, m.ID, &now, memberAudit(me, auditBan, m, now))
 	cancel()
 	if err != nil {
 		c.internalError(reqID, err)
@@ -221,13 +236,19 @@ func (b *Broker) handleUnban(c *brokerConn, f *BanFrame, reqID string) {
 		return
 	}
 	ctx, cancel := b.storeCtx()
-	err := b.store.SetMemberRevoked(ctx, me.meshID, m.ID, nil)
+	err := b.store.SetMemberRevoked(ctx, me.meshID, m.ID, nil, memberAudit(me, auditUnban, m, time.Now()))
 	cancel()
 	if err != nil {
 		c.internalError(reqID, err)
 		return
 	}
 	c.send(UnbanAckFrame{Type: frameUnbanAck, Unbanned: m.DisplayName, ReqID: reqID})
+}
+
+// memberAudit records a moderator's action on one member.
+func memberAudit(by *peer, eventType string, m storedMember, at time.Time) auditEvent {
+	return auditEvent{MeshID: m.MeshID, Type: eventType, Actor: by.memberPubkey, CreatedAt: at, Payload: map[string]any{
+		"memberId": m.ID, "pubkey": m.Pubkey, "displayName": m.DisplayName}}
 }
 
 func (b *Broker) handleListBans(c *brokerConn, _ *ListBansFrame, reqID string) {

@@ -21,23 +21,33 @@ type brokerStore interface {
 	Ping(ctx context.Context) error
 	Close() error
 
-	// Meshes and members.
-	CreateMesh(ctx context.Context, mesh storedMesh, owner storedMember) error
+	// Meshes and members. A mutation's audit events (audit.go) are
+	// appended to the audit log in the mutation's own transaction: the
+	// change and its record are stored together or not at all.
+	CreateMesh(ctx context.Context, mesh storedMesh, owner storedMember, audit ...auditEvent) error
 	MeshByID(ctx context.Context, id string) (storedMesh, error)
 	MeshBySlug(ctx context.Context, slug string) (storedMesh, error)
 	CountMeshes(ctx context.Context) (int, error)
 	// MemberByPubkey returns the member with this key, revoked or not.
 	MemberByPubkey(ctx context.Context, meshID, pubkey string) (storedMember, error)
 	Members(ctx context.Context, meshID string) ([]storedMember, error)
-	SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error
+	SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time, audit ...auditEvent) error
 	// SetGrants replaces a member's grants (grants.go).
-	SetGrants(ctx context.Context, meshID, memberID string, grants grantMap) error
+	SetGrants(ctx context.Context, meshID, memberID string, grants grantMap, audit ...auditEvent) error
 
 	// Invites.
-	CreateInvite(ctx context.Context, inv storedInvite) error
+	CreateInvite(ctx context.Context, inv storedInvite, audit ...auditEvent) error
 	// RedeemInvite enrolls pubkey through the invite with this token, all in
-	// one transaction; see joinError for the refusals.
+	// one transaction with the audit events joinAudit makes for it; see
+	// joinError for the refusals.
 	RedeemInvite(ctx context.Context, req redeemRequest) (redeemResult, error)
+
+	// The audit log. AppendAudit appends events of their own (a kick); each
+	// entry links to its mesh's last, so a store serializes the appends to
+	// one mesh's log. AuditLog lists a mesh's entries after afterID, oldest
+	// first.
+	AppendAudit(ctx context.Context, events ...auditEvent) error
+	AuditLog(ctx context.Context, meshID string, afterID int64, limit int) ([]AuditEntry, error)
 
 	// Session keys that have said session_hello, so DMs to them queue while
 	// they are offline.
@@ -124,6 +134,7 @@ type storedMember struct {
 
 // storedInvite is one registered v1 invite.
 type storedInvite struct {
+	ID        string // short, for listing and revoking
 	Token     string
 	MeshID    string
 	Role      string
@@ -143,6 +154,17 @@ type redeemRequest struct {
 	DisplayName string
 	Now         time.Time
 	NewMemberID string
+}
+
+// joinAudit is what a join through inv that enrolled m records: the new
+// member, and the use of the invite (its uses after this one).
+func joinAudit(inv storedInvite, m storedMember, uses int) []auditEvent {
+	return []auditEvent{
+		{MeshID: m.MeshID, Type: auditMemberJoined, Actor: m.Pubkey, CreatedAt: m.CreatedAt, Payload: map[string]any{
+			"memberId": m.ID, "pubkey": m.Pubkey, "displayName": m.DisplayName, "role": m.Role, "inviteId": inv.ID}},
+		{MeshID: m.MeshID, Type: auditInviteUsed, Actor: m.Pubkey, CreatedAt: m.CreatedAt, Payload: map[string]any{
+			"inviteId": inv.ID, "memberId": m.ID, "uses": uses, "maxUses": inv.MaxUses}},
+	}
 }
 
 // redeemResult is the member a join produced or found.

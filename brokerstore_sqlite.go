@@ -152,6 +152,24 @@ CREATE TABLE presences (
 	`
 ALTER TABLE members ADD COLUMN grants TEXT NOT NULL DEFAULT '{}';
 `,
+	// 4: the audit log, one hash chain per mesh (audit.go), and a short id
+	// for each invite, which the log and the invite verbs name it by.
+	`
+CREATE TABLE audit_log (
+	mesh_id    TEXT NOT NULL,
+	seq        INTEGER NOT NULL,
+	event_type TEXT NOT NULL,
+	actor      TEXT,
+	payload    TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	prev_hash  TEXT NOT NULL,
+	hash       TEXT NOT NULL,
+	PRIMARY KEY (mesh_id, seq)
+);
+ALTER TABLE invites ADD COLUMN id TEXT;
+UPDATE invites SET id = lower(hex(randomblob(6)));
+CREATE UNIQUE INDEX invites_id ON invites (id);
+`,
 }
 
 // sqliteBrokerStore implements brokerStore.
@@ -239,7 +257,7 @@ func isUniqueViolation(err error) bool {
 
 // Meshes and members.
 
-func (s *sqliteBrokerStore) CreateMesh(ctx context.Context, mesh storedMesh, owner storedMember) error {
+func (s *sqliteBrokerStore) CreateMesh(ctx context.Context, mesh storedMesh, owner storedMember, audit ...auditEvent) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -254,6 +272,9 @@ func (s *sqliteBrokerStore) CreateMesh(ctx context.Context, mesh storedMesh, own
 		return err
 	}
 	if err := insertMember(ctx, tx, owner); err != nil {
+		return err
+	}
+	if err := appendAuditIn(ctx, tx, audit); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -330,12 +351,29 @@ func (s *sqliteBrokerStore) Members(ctx context.Context, meshID string) ([]store
 	return collect(rows, err, scanMember)
 }
 
-func (s *sqliteBrokerStore) SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time) error {
-	n, err := affected(s.w.ExecContext(ctx, `UPDATE members SET revoked_at = ? WHERE mesh_id = ? AND id = ?`, msPtr(revokedAt), meshID, memberID))
-	if err == nil && n == 0 {
+func (s *sqliteBrokerStore) SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time, audit ...auditEvent) error {
+	return s.updateMember(ctx, `UPDATE members SET revoked_at = ? WHERE mesh_id = ? AND id = ?`, []any{msPtr(revokedAt), meshID, memberID}, audit)
+}
+
+// updateMember runs one UPDATE of a member row (errNotFound when there is
+// none) with its audit events, in one transaction.
+func (s *sqliteBrokerStore) updateMember(ctx context.Context, query string, args []any, audit []auditEvent) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	n, err := affected(tx.ExecContext(ctx, query, args...))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
 		return errNotFound
 	}
-	return err
+	if err := appendAuditIn(ctx, tx, audit); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // grantsText is a grants column: {} for none.
@@ -346,24 +384,31 @@ func grantsText(g grantMap) string {
 	return jsonText(g)
 }
 
-func (s *sqliteBrokerStore) SetGrants(ctx context.Context, meshID, memberID string, grants grantMap) error {
-	n, err := affected(s.w.ExecContext(ctx, `UPDATE members SET grants = ? WHERE mesh_id = ? AND id = ?`, grantsText(grants), meshID, memberID))
-	if err == nil && n == 0 {
-		return errNotFound
-	}
-	return err
+func (s *sqliteBrokerStore) SetGrants(ctx context.Context, meshID, memberID string, grants grantMap, audit ...auditEvent) error {
+	return s.updateMember(ctx, `UPDATE members SET grants = ? WHERE mesh_id = ? AND id = ?`, []any{grantsText(grants), meshID, memberID}, audit)
 }
 
 // Invites.
 
-func (s *sqliteBrokerStore) CreateInvite(ctx context.Context, inv storedInvite) error {
-	_, err := s.w.ExecContext(ctx, `INSERT INTO invites (token, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
-		VALUES (?, ?, ?, ?, 0, ?, ?, ?)`,
-		inv.Token, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
+func (s *sqliteBrokerStore) CreateInvite(ctx context.Context, inv storedInvite, audit ...auditEvent) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	_, err = tx.ExecContext(ctx, `INSERT INTO invites (id, token, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
+		VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)`,
+		inv.ID, inv.Token, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
 	if isUniqueViolation(err) {
 		return errExists
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if err := appendAuditIn(ctx, tx, audit); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest) (redeemResult, error) {
@@ -375,8 +420,8 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 	var inv storedInvite
 	var expires int64
 	var revoked sql.NullInt64
-	err = tx.QueryRowContext(ctx, `SELECT mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = ?`, req.Token).
-		Scan(&inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount, &expires, &revoked)
+	err = tx.QueryRowContext(ctx, `SELECT id, mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = ?`, req.Token).
+		Scan(&inv.ID, &inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount, &expires, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return redeemResult{}, &joinError{"invite_not_found", "this invite was never registered with the broker"}
 	}
@@ -415,10 +460,71 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 	if err := insertMember(ctx, tx, m); err != nil {
 		return redeemResult{}, &joinError{"member_insert_failed", err.Error()}
 	}
+	if err := appendAuditIn(ctx, tx, joinAudit(inv, m, inv.UsedCount+1)); err != nil {
+		return redeemResult{}, err
+	}
 	if err := tx.Commit(); err != nil {
 		return redeemResult{}, err
 	}
 	return redeemResult{MemberID: m.ID}, nil
+}
+
+// The audit log.
+
+// appendAuditIn appends events to their meshes' chains in tx. The write
+// connection is the only one, so no other append runs between the read of
+// a chain's last entry and the insert of the next.
+func appendAuditIn(ctx context.Context, tx *sql.Tx, events []auditEvent) error {
+	for _, e := range events {
+		var prev *AuditEntry
+		var last AuditEntry
+		err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_log WHERE mesh_id = ? ORDER BY seq DESC LIMIT 1`, e.MeshID).Scan(&last.ID, &last.Hash)
+		switch {
+		case err == nil:
+			prev = &last
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		entry, err := chainEntry(prev, e)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (mesh_id, seq, event_type, actor, payload, created_at, prev_hash, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, entry.MeshID, entry.ID, entry.EventType, entry.Actor, string(entry.Payload),
+			ms(e.CreatedAt), entry.PrevHash, entry.Hash); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *sqliteBrokerStore) AppendAudit(ctx context.Context, events ...auditEvent) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := appendAuditIn(ctx, tx, events); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+func (s *sqliteBrokerStore) AuditLog(ctx context.Context, meshID string, afterID int64, limit int) ([]AuditEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT mesh_id, seq, event_type, actor, payload, created_at, prev_hash, hash
+		FROM audit_log WHERE mesh_id = ? AND seq > ? ORDER BY seq LIMIT ?`, meshID, afterID, limit)
+	return collect(rows, err, func(row rowScanner) (AuditEntry, error) {
+		var e AuditEntry
+		var actor sql.NullString
+		var payload string
+		var at int64
+		err := row.Scan(&e.MeshID, &e.ID, &e.EventType, &actor, &payload, &at, &e.PrevHash, &e.Hash)
+		if actor.Valid {
+			e.Actor = &actor.String
+		}
+		e.Payload, e.CreatedAt = json.RawMessage(payload), isoTime(fromMs(at))
+		return e, err
+	})
 }
 
 // Session keys.
@@ -847,9 +953,4 @@ func (s *sqliteBrokerStore) LoadPeerState(ctx context.Context, meshID, memberID 
 	ps.Visible = visible != 0
 	ps.LastSeenAt = fromMs(seen)
 	return ps, nil
-}
-
-// isoTime formats t as JavaScript's toISOString does (UTC, milliseconds).
-func isoTime(t time.Time) string {
-	return t.UTC().Format("2006-01-02T15:04:05.000Z")
 }

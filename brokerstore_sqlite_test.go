@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -93,4 +94,67 @@ func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage
 func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
 	_, n, err := s.WriteBatch(ctx, nil, []deliveryMark{{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now}})
 	return n, err
+}
+
+// Each mesh has its own chain, appended in order whatever else is
+// appended between; a mutation's audit events commit with it or not at all.
+func TestSQLiteBrokerStoreAudit(t *testing.T) {
+	s, err := openSQLiteBrokerStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	ev := func(mesh, typ string) auditEvent {
+		return auditEvent{MeshID: mesh, Type: typ, Actor: "k", CreatedAt: now, Payload: map[string]any{"n": typ}}
+	}
+	if err := s.AppendAudit(ctx, ev("a", auditKick), ev("b", auditKick), ev("a", auditBan)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendAudit(ctx, ev("a", auditUnban)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.AuditLog(ctx, "a", 0, 10)
+	if err != nil || len(a) != 3 || a[2].EventType != auditUnban || verifyAuditChain("a", a) != nil {
+		t.Fatalf("mesh a's log = %+v, %v (verify: %v)", a, err, verifyAuditChain("a", a))
+	}
+	if b, _ := s.AuditLog(ctx, "b", 0, 10); len(b) != 1 || b[0].PrevHash != auditGenesis || b[0].ID != 1 {
+		t.Fatalf("mesh b's log = %+v", b)
+	}
+	if page, _ := s.AuditLog(ctx, "a", 1, 1); len(page) != 1 || page[0].ID != 2 {
+		t.Fatalf("a page after #1 = %+v", page)
+	}
+	// A mutation that fails leaves no entry behind.
+	if err := s.SetMemberRevoked(ctx, "a", "no-such-member", &now, ev("a", auditBan)); !errors.Is(err, errNotFound) {
+		t.Fatalf("SetMemberRevoked of nobody = %v", err)
+	}
+	if a, _ := s.AuditLog(ctx, "a", 0, 10); len(a) != 3 {
+		t.Fatalf("a failed ban left %d entries, want 3", len(a))
+	}
+}
+
+// Invites stored before invite ids existed get one when the store opens.
+func TestSQLiteBrokerStoreInviteIDsBackfilled(t *testing.T) {
+	dir := t.TempDir()
+	old, err := openSQLite(filepath.Join(dir, brokerDBFile), brokerMigrations[:3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`INSERT INTO meshes (id, slug, name, owner_pubkey, root_key, created_at) VALUES ('m', 'm', 'm', 'o', 'r', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`INSERT INTO invites (token, mesh_id, role, max_uses, expires_at, created_at) VALUES ('t1', 'm', 'member', 1, 0, 0), ('t2', 'm', 'member', 1, 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s, err := openSQLiteBrokerStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	if err := s.r.QueryRow(`SELECT count(DISTINCT id) FROM invites WHERE length(id) = 12`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("invites with an id = %d, %v; want 2", n, err)
+	}
 }

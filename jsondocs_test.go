@@ -69,6 +69,8 @@ func TestJSONDocumentsUseOneKeyStyle(t *testing.T) {
 		{"grant", "bert", "memory"},
 		{"revoke", "bert", "memory"},
 		{"grants"},
+		{"audit"},
+		{"audit", "--verify"},
 		{"status"},
 		{"daemon", "status"},
 		{"daemon", "version"},

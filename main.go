@@ -253,6 +253,17 @@ message from a peer without broadcast skips you.`,
 		setup:   setupGrants,
 	},
 	{
+		name:    "audit",
+		summary: "the mesh's audit log of joins, invites, moderation and grants (owner or admin); --verify checks its hash chain",
+		detail: `Each entry's hash covers the previous entry's hash, the mesh, the event, who
+did it, its payload (canonical JSON) and its time, so an entry changed, removed
+or reordered on the broker breaks every hash after it. --verify fetches the
+whole log and recomputes the chain on this machine; it names the first entry
+that does not hold and exits 1.`,
+		group: groupPeers,
+		setup: setupAudit,
+	},
+	{
 		name:    "whoami",
 		summary: "show this machine's identities and, in a session, the session's (never a secret)",
 		group:   groupPeers,

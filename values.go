@@ -58,3 +58,8 @@ func plural(n int, one, many string) string {
 	}
 	return strconv.Itoa(n) + " " + many
 }
+
+// isoTime formats t as JavaScript's toISOString does (UTC, milliseconds).
+func isoTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}

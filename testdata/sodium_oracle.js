@@ -66,6 +66,12 @@ async function main() {
       }
       case "fingerprint":
         return fingerprint(op);
+      case "audit_hash": {
+        // The audit log's entry hash over the payload's canonical JSON.
+        const line = [op.prevHash, op.meshId, op.eventType, op.actor === null ? "null" : op.actor,
+          JSON.stringify(canonical(op.payload)), op.createdAt].join("|");
+        return { hash: sha256(Buffer.from(line, "utf8")).toString("hex") };
+      }
       default:
         throw new Error("unknown op " + op.op);
     }
