@@ -9,7 +9,6 @@ import (
 	"time"
 )
 
-
 // The hash is exactly the documented line, over the canonical payload.
 func TestAuditHashDefinition(t *testing.T) {
 	at := "2026-01-02T03:04:05.678Z"

@@ -420,7 +420,7 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 	var inv storedInvite
 	var expires int64
 	var revoked sql.NullInt64
-	err = tx.QueryRowContext(ctx, `SELECT id, mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = ?`, req.Token).
+	err = tx.QueryRowContext(ctx, `SELECT coalesce(id, ''), mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = ?`, req.Token).
 		Scan(&inv.ID, &inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount, &expires, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return redeemResult{}, &joinError{"invite_not_found", "this invite was never registered with the broker"}
