@@ -71,6 +71,7 @@ var (
 	apiHistory       = ipcEndpoint[HistoryQuery, HistoryReply]{method: "GET", pattern: "/v1/history"}
 	apiSearch        = ipcEndpoint[SearchQuery, HistoryReply]{method: "GET", pattern: "/v1/search"}
 	apiUIOpen        = ipcEndpoint[noRequest, UIOpenReply]{method: "POST", pattern: "/v1/ui/open"}
+	apiSessionMCP    = ipcEndpoint[MCPReport, MCPReportReply]{method: "POST", pattern: "/v1/sessions/me/mcp", body: true, maxBody: 4 << 10}
 	apiHook          = ipcEndpoint[HookRequest, HookReply]{method: "POST", pattern: "/v1/hook", body: true, maxBody: 16 << 10}
 	apiHookWait      = ipcEndpoint[HookWaitRequest, HookWaitReply]{method: "POST", pattern: "/v1/hook/wait", body: true, maxBody: 16 << 10}
 
@@ -213,6 +214,40 @@ type sessionView struct {
 	Link         LinkState     `json:"link,omitempty"`
 	MemberPubkey string        `json:"memberPubkey,omitempty"`
 	Origin       string        `json:"origin,omitempty"` // "hooks": a plain claude session its hooks registered
+	// How messages reach the session's model (channel, hooks or pull), its
+	// status as the broker has it, when its hooks last ran and whether they
+	// welcomed it, and what its MCP server reported.
+	Surfacing    string   `json:"surfacing,omitempty"`
+	Status       string   `json:"status,omitempty"`
+	HookSeenAt   string   `json:"hookSeenAt,omitempty"`
+	HookWelcomed bool     `json:"hookWelcomed,omitempty"`
+	MCP          *mcpView `json:"mcp,omitempty"`
+}
+
+// mcpView is an MCPReport as sessionView shows it.
+type mcpView struct {
+	ProtocolVersion string `json:"protocolVersion"`
+	ClientName      string `json:"clientName,omitempty"`
+	ClientVersion   string `json:"clientVersion,omitempty"`
+	Channel         bool   `json:"channel"`
+	ReportedAt      string `json:"reportedAt,omitempty"`
+}
+
+// MCPReport is the body of POST /v1/sessions/me/mcp: what a session's MCP
+// server negotiated with Claude Code, and whether Claude Code was started
+// to load it as a channel. The daemon tells the session's surfacing path
+// from it.
+type MCPReport struct {
+	ProtocolVersion string `json:"protocol_version"`
+	ClientName      string `json:"client_name,omitempty"`
+	ClientVersion   string `json:"client_version,omitempty"`
+	Channel         bool   `json:"channel"`
+	ReportedAt      string `json:"reported_at,omitempty"` // set by the daemon
+}
+
+// MCPReportReply is the session's surfacing path as the report leaves it.
+type MCPReportReply struct {
+	Surfacing string `json:"surfacing"`
 }
 
 type presenceView struct {
@@ -375,8 +410,11 @@ type ProfileRequest struct {
 	Title        *string   `json:"title,omitempty"`
 	Bio          *string   `json:"bio,omitempty"`
 	Capabilities *[]string `json:"capabilities,omitempty"`
-	Mesh         string    `json:"mesh"`
-	QueryMesh    string    `json:"-" query:"mesh"`
+	// DisplayName renames the calling session (a session only); a plain
+	// session keeps the name across --resume.
+	DisplayName *string `json:"display_name,omitempty"`
+	Mesh        string  `json:"mesh"`
+	QueryMesh   string  `json:"-" query:"mesh"`
 }
 
 func (p *ProfileRequest) strictJSON() {}
@@ -520,6 +558,9 @@ func (r SendReply) status() int { return r.httpStatus }
 type recipientPresence struct {
 	Online      bool   `json:"online"`
 	DisplayName string `json:"display_name,omitempty"`
+	// Surfacing is how messages reach the recipient's model, as it
+	// publishes it (channel, hooks or pull; "" when it does not say).
+	Surfacing string `json:"surfacing,omitempty"`
 }
 
 // OutboxQuery is GET /v1/outbox: rows newest first, of one status ("failed"
@@ -677,6 +718,9 @@ type HookRequest struct {
 	// (CLAUDEMESH_MESH, CLAUDEMESH_DISPLAY_NAME); "" takes the defaults.
 	Mesh        string `json:"mesh,omitempty"`
 	DisplayName string `json:"display_name,omitempty"`
+	// Hold: the session's message mode keeps messages in the inbox
+	// (inbox, off): the hook takes none.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // HookReply is POST /v1/hook's answer: who the session is, and what to

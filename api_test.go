@@ -247,6 +247,10 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 	if r := roundTrip(cc, cl, apiHookWait, HookWaitRequest{ClaudeSessionID: plain, ClaudePid: os.Getpid(), TimeoutMs: 1}); r.Outcome != waitTimeout {
 		t.Fatalf("hook wait = %+v", r)
 	}
+	asPlain := newDaemonClientAs(f.h1.Paths.SocketFile(), callerIdentity{ClaudeSessionID: plain})
+	if r := roundTrip(cc, asPlain, apiSessionMCP, MCPReport{ProtocolVersion: "2025-11-25", ClientName: "claude-code", Channel: true}); r.Surfacing != surfacedViaHooks {
+		t.Fatalf("mcp report = %+v, want hooks (a hook ran; no event stream is open)", r)
+	}
 	if r := roundTrip(cc, bobCl, apiInboxSeen, InboxSeenRequest{IDs: textList{row}}); r.MarkedSeen != 1 {
 		t.Fatalf("inbox seen = %+v", r)
 	}

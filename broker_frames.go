@@ -44,6 +44,9 @@ func (b *Broker) handleSetProfile(c *brokerConn, f *SetProfileFrame, reqID strin
 		if f.Role != nil {
 			p.profile.Role = *f.Role
 		}
+		if f.Surfacing != nil {
+			p.profile.Surfacing = *f.Surfacing
+		}
 	})
 }
 
@@ -201,7 +204,7 @@ func (p *peer) row() PeerRow {
 		r.Summary = &s
 	}
 	pr := p.profile
-	if pr.Avatar != "" || pr.Title != "" || pr.Bio != "" || len(pr.Capabilities) > 0 || pr.Role != "" {
+	if pr.Avatar != "" || pr.Title != "" || pr.Bio != "" || len(pr.Capabilities) > 0 || pr.Role != "" || pr.Surfacing != "" {
 		r.Profile = &pr
 		r.Role = pr.Role
 	}

@@ -263,6 +263,7 @@ type mcpSelf struct {
 	SessionPubkey string
 	Role          string
 	Mesh          string
+	HookWelcomed  bool // its session-start hook welcomed the model already
 }
 
 // messageEvent is the row as the message event that announced it.

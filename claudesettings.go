@@ -324,3 +324,42 @@ func printHooksInstall(c *cli, rep hooksReport) {
 			rep.ClaudeVersion, rewakeSince[0], rewakeSince[1], rewakeSince[2])
 	}
 }
+
+// ourHooksInSettings reads our command hooks from the settings file, by
+// the event of `claudemesh hook` they run (the wake-up under "wake").
+func ourHooksInSettings(home string) (map[string][]claudeHookCommand, error) {
+	cc, err := readClaudeConfig(claudeSettingsPath(home))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]claudeHookCommand{}
+	i := memberIndex(cc.members, "hooks")
+	if i < 0 {
+		return out, nil
+	}
+	var events map[string][]struct {
+		Hooks []claudeHookCommand `json:"hooks"`
+	}
+	_ = json.Unmarshal(cc.members[i].Value, &events)
+	for _, e := range claudeHookEvents {
+		for _, g := range events[e.claude] {
+			for _, h := range g.Hooks {
+				switch {
+				case h.Type != "command" || !isOurHookCommand(h.Command):
+				case strings.HasSuffix(strings.TrimSpace(h.Command), " --wake"):
+					out["wake"] = append(out["wake"], h)
+				default:
+					out[e.ours] = append(out[e.ours], h)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// claudeHooksInstalled reports whether the settings file runs our prompt
+// hook: what delivers messages when no channel is live.
+func claudeHooksInstalled(home string) bool {
+	hooks, err := ourHooksInSettings(home)
+	return err == nil && len(hooks[hookUserPromptSubmit]) > 0
+}

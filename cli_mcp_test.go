@@ -298,7 +298,8 @@ func TestMCPProcessDeliversDMs(t *testing.T) {
 	alice := registerTestSession(t, f.d1, f.me, "alice")
 	bob := f.d2.client("")
 
-	// A DM that arrived while no MCP server ran: only the welcome shows it.
+	// A DM that arrived while no MCP server ran: the welcome previews it,
+	// and it goes out in full after the welcome.
 	missedID := deref(sendAndSettle(t, bob, alice.pub(), "missed while away").BrokerMessageID)
 	waitFor(t, "the missed DM in alice's inbox", func() bool {
 		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "missed while away") == 1
@@ -338,18 +339,23 @@ func TestMCPProcessDeliversDMs(t *testing.T) {
 	if uc := meta["unread_count"]; uc != "1" && uc != "2" {
 		t.Fatalf("welcome unread_count = %v, want 1 or 2", uc)
 	}
-	waitFor(t, "the missed DM marked seen after the welcome", func() bool {
-		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "missed while away") == 0
-	})
-	// The early DM is emitted once initialized, then marked seen.
-	n := p.await("the early DM", isChannel(""))
+	// After the welcome the missed DM goes out in full (the welcome only
+	// previewed it), and the early DM once initialized, each claimed for
+	// the channel: in whichever order the catch-up and the pump get there.
+	withText := func(text string) func(map[string]any) bool {
+		return func(m map[string]any) bool {
+			return isChannel("")(m) && strings.HasSuffix(m["params"].(map[string]any)["content"].(string), text)
+		}
+	}
+	p.await("the missed DM, in full", withText("missed while away"))
+	n := p.await("the early DM", withText("hello before init"))
 	meta = checkStringMeta(t, n)
-	if !strings.HasSuffix(n["params"].(map[string]any)["content"].(string), "hello before init") ||
-		meta["from_name"] != "bob" || meta["mesh_slug"] != "alpha" || meta["client_message_id"] != early.ClientMessageID {
+	if meta["from_name"] != "bob" || meta["mesh_slug"] != "alpha" || meta["client_message_id"] != early.ClientMessageID {
 		t.Fatalf("early DM = %v", n["params"])
 	}
-	waitFor(t, "the early DM marked seen", func() bool {
-		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "hello before init") == 0
+	waitFor(t, "both claimed for the channel", func() bool {
+		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "missed while away") == 0 &&
+			countBody(inboxItems(t, alice.cl, "unread_only", "true"), "hello before init") == 0
 	})
 
 	// A live DM.
@@ -361,11 +367,16 @@ func TestMCPProcessDeliversDMs(t *testing.T) {
 	if meta["from_id"] != f.bob.Pubkey || meta["priority"] != "next" || meta["message_id"] != deref(live.BrokerMessageID) {
 		t.Fatalf("live DM meta = %v (bob %s, broker id %s)", meta, f.bob.Pubkey, deref(live.BrokerMessageID))
 	}
-	waitFor(t, "the live DM marked seen", func() bool {
+	waitFor(t, "the live DM claimed for the channel", func() bool {
 		return countBody(inboxItems(t, alice.cl, "unread_only", "true"), "live one") == 0
 	})
 	if got := p.count(isChannel("welcome")); got != 1 {
 		t.Fatalf("%d welcomes, want 1", got)
+	}
+	for _, text := range []string{"missed while away", "hello before init", "live one"} {
+		if got := p.count(withText(text)); got != 1 {
+			t.Errorf("%q emitted %d times, want once", text, got)
+		}
 	}
 
 	// SIGTERM ends it cleanly.

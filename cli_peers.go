@@ -60,11 +60,13 @@ func annotatePeers(rows []peerRecord, self selfKeys) {
 		if r.str("peerRole") == "" {
 			r["peerRole"] = peerRoleSession
 		}
-		if r.str("role") == "" {
-			if prof, ok := r["profile"].(map[string]any); ok {
-				if role, ok := prof["role"].(string); ok && role != "" {
-					r["role"] = role
-				}
+		if prof, ok := r["profile"].(map[string]any); ok {
+			if role, ok := prof["role"].(string); ok && role != "" && r.str("role") == "" {
+				r["role"] = role
+			}
+			// How messages reach this session's model, lifted as role is.
+			if path, ok := prof["surfacing"].(string); ok && path != "" && r.str("surfacing") == "" {
+				r["surfacing"] = path
 			}
 		}
 	}
@@ -351,10 +353,26 @@ func (c *cli) peerLine(p peerRecord) string {
 		b.WriteString(" — " + s)
 	}
 	fmt.Fprintf(&b, "\n     role: %s  groups: %s", noneIfEmpty(text("role")), noneIfEmpty(terminalLine(groupLabels(p["groups"]))))
+	if path := text("surfacing"); path != "" {
+		b.WriteString("  messages: " + surfacingLabel(path))
+	}
 	if cwd := text("cwd"); cwd != "" {
 		fmt.Fprintf(&b, "\n     cwd: %s", cwd)
 	}
 	return b.String()
+}
+
+// surfacingLabel says what a session's surfacing path means for a sender.
+func surfacingLabel(path string) string {
+	switch path {
+	case surfacedViaChannel:
+		return "channel (live, mid-turn)"
+	case surfacedViaHooks:
+		return "hooks (with its next prompt or tool call)"
+	case surfacedViaPull:
+		return "pull (only when it runs claudemesh inbox)"
+	}
+	return path
 }
 
 // groupLabels renders a decoded peers_list groups value as "@name:role, @other".

@@ -172,6 +172,8 @@ type sendOutcome struct {
 	// tell it with the send (nil: it could not, ask the peer list).
 	Online *bool
 	Name   string
+	// Surfacing is how messages reach the recipient's model, when known.
+	Surfacing string
 }
 
 // messenger is where `send` does its work: the daemon or a one-shot broker
@@ -238,7 +240,7 @@ func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome
 	out := sendOutcome{ClientMessageID: a.ClientMessageID, MessageID: deref(a.BrokerMessageID), Mesh: a.Mesh, Target: a.Target,
 		Error: deref(a.LastError), Duplicate: deref(a.Duplicate)}
 	if r := a.Recipient; r != nil {
-		out.Online, out.Name = &r.Online, r.DisplayName
+		out.Online, out.Name, out.Surfacing = &r.Online, r.DisplayName, r.Surfacing
 	}
 	switch a.Status {
 	case outboxDone:
@@ -409,6 +411,9 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 				on = true
 				if label == shortKey(target) {
 					label = peerLabel(p.DisplayName, target)
+				}
+				if p.Profile != nil && out.Surfacing == "" {
+					out.Surfacing = p.Profile.Surfacing
 				}
 			}
 		}
@@ -608,7 +613,10 @@ type sendDoc struct {
 	Via             string `json:"via"` // daemon | broker
 	Duplicate       bool   `json:"duplicate"`
 	RecipientOnline *bool  `json:"recipientOnline"` // null when it cannot be told
-	Error           string `json:"error,omitempty"`
+	// RecipientSurfacing is how messages reach the recipient's model
+	// (channel, hooks, pull), when it says.
+	RecipientSurfacing string `json:"recipientSurfacing,omitempty"`
+	Error              string `json:"error,omitempty"`
 }
 
 func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string) error {
@@ -617,7 +625,8 @@ func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string
 	}
 	if c.jsonMode() {
 		doc := sendDoc{OK: out.Status != "failed", Status: out.Status, MessageID: out.MessageID, ClientMessageID: out.ClientMessageID,
-			Target: out.Target, Mesh: out.Mesh, Via: via, Duplicate: out.Duplicate, RecipientOnline: online, Error: out.Error}
+			Target: out.Target, Mesh: out.Mesh, Via: via, Duplicate: out.Duplicate, RecipientOnline: online,
+			RecipientSurfacing: out.Surfacing, Error: out.Error}
 		if err := c.printJSON(doc); err != nil {
 			return err
 		}
@@ -651,6 +660,9 @@ func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string
 		c.printf("%s sent to %s — online (msg %s)\n", c.paint(colorGreen, "✔"), label, id)
 	default:
 		c.printf("%s sent to %s on %s (msg %s)\n", c.paint(colorGreen, "✔"), label, out.Mesh, id)
+	}
+	if out.Surfacing == surfacedViaPull {
+		c.printf("  note: %s has no live channel and no hooks: it sees the message only when it runs 'claudemesh inbox'\n", label)
 	}
 	return nil
 }

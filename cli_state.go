@@ -509,7 +509,7 @@ func setupSkillRemove(fs *flagSet) runFunc {
 // Profile.
 
 type profileFlags struct {
-	mesh, summary, status, visible, avatar, title, bio, capabilities string
+	mesh, summary, status, visible, avatar, title, bio, capabilities, name string
 }
 
 func setupProfile(fs *flagSet) runFunc {
@@ -522,6 +522,7 @@ func setupProfile(fs *flagSet) runFunc {
 	fs.StringVar(&f.title, "title", "", "title")
 	fs.StringVar(&f.bio, "bio", "", "short bio")
 	fs.StringVar(&f.capabilities, "capabilities", "", "comma-separated capabilities")
+	fs.StringVar(&f.name, "name", "", "this session's display name (inside a session; a plain claude session keeps it across --resume)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		var body ProfileRequest
 		given := map[string]bool{}
@@ -533,7 +534,7 @@ func setupProfile(fs *flagSet) runFunc {
 			return nil
 		}
 		body.Summary, body.Status, body.Avatar = text("summary", f.summary), text("status", f.status), text("avatar", f.avatar)
-		body.Title, body.Bio = text("title", f.title), text("bio", f.bio)
+		body.Title, body.Bio, body.DisplayName = text("title", f.title), text("bio", f.bio), text("name", f.name)
 		if given["capabilities"] {
 			body.Capabilities = ptr(nonNil(splitTags(f.capabilities)))
 		}

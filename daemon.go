@@ -57,10 +57,14 @@ type DaemonOptions struct {
 	Link           LinkTiming
 	ReaperInterval time.Duration
 	SessionTTL     time.Duration
-	KeepAlive      time.Duration // SSE keepalive comments
-	RPCTimeout     time.Duration // one broker request/reply
-	StartTimes     func(pids []int) map[int]string
-	PidAlive       func(pid int) bool
+	// HookStatusDecay is how long a status the hooks set holds without a
+	// hook; PresenceSweep how often decayed statuses are sent.
+	HookStatusDecay time.Duration
+	PresenceSweep   time.Duration
+	KeepAlive       time.Duration // SSE keepalive comments
+	RPCTimeout      time.Duration // one broker request/reply
+	StartTimes      func(pids []int) map[int]string
+	PidAlive        func(pid int) bool
 
 	// Messages takes message pushes instead of the inbox (tests). Nil: the
 	// inbox stores them.
@@ -98,6 +102,8 @@ func (o *DaemonOptions) defaults() {
 	}
 	setDefault(&o.ReaperInterval, 5*time.Second)
 	setDefault(&o.SessionTTL, sessionTTL)
+	setDefault(&o.HookStatusDecay, hookStatusDecay)
+	setDefault(&o.PresenceSweep, presenceSweep)
 	setDefault(&o.KeepAlive, 15*time.Second)
 	setDefault(&o.RPCTimeout, 5*time.Second)
 	o.Drain.fillDefaults()
@@ -120,6 +126,7 @@ type Daemon struct {
 	ui          *uiServer
 	states      *sessionStates // what each session's hooks told
 	hookRegMu   sync.Mutex     // one registration of a plain session at a time
+	presenceMu  sync.Mutex     // one presence sync at a time (sessionpresence.go)
 
 	mu           sync.Mutex
 	meshes       map[string]*meshEntry   // slug → member link
@@ -272,6 +279,7 @@ func (d *Daemon) boot(ctx context.Context) (undo undoStack, err error) {
 	d.restoreSessions()
 	d.sessions.EnablePersistence()
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
+	go d.runPresenceSweep(runCtx)
 	d.drain.Start(runCtx)
 	d.startPruner(runCtx)
 
@@ -797,9 +805,14 @@ func (d *Daemon) onSessionRegister(s *Session) {
 			SessionID: s.SessionID, DisplayName: s.DisplayName, Pid: s.Pid, Cwd: s.Cwd, Role: s.Role,
 			Groups: parseGroupList(s.Groups), Hostname: d.hostname,
 		}),
-		Timing:  d.opts.Link,
-		Log:     d.log.With("session_id", s.SessionID),
-		OnState: func(l *Link, st LinkState) { d.publishLinkStateOf(l, st, s.SessionID) },
+		Timing: d.opts.Link,
+		Log:    d.log.With("session_id", s.SessionID),
+		OnState: func(l *Link, st LinkState) {
+			d.publishLinkStateOf(l, st, s.SessionID)
+			if st == LinkOpen {
+				d.linkOpened(s)
+			}
+		},
 		OnFrame: func(l *Link, f Inbound) {
 			d.onLinkFrame(l, func() pushContext {
 				return pushContext{Kind: linkSession, MemberPubkey: memberPub, SessionPubkey: sessionPub}
@@ -815,7 +828,9 @@ func (d *Daemon) onSessionRegister(s *Session) {
 // onSessionDeregister closes the session's link, drops its state and tells
 // the machine's event stream.
 func (d *Daemon) onSessionDeregister(s *Session, reason string) {
-	d.states.forget(s)
+	if !d.sessions.Has(s.Token) {
+		d.states.forget(s)
+	}
 	d.bus.Publish(Event{Kind: eventSession, Mesh: s.Mesh,
 		Data: &SessionEvent{SessionID: s.SessionID, Mesh: s.Mesh, DisplayName: s.DisplayName, State: "deregistered", Reason: reason}})
 	d.mu.Lock()

@@ -106,6 +106,7 @@ func runDoctor(ctx context.Context, c *cli) doctorReport {
 	}
 	doctorMCP(&rep, home, bin)
 	doctorSkill(&rep, home)
+	doctorClaudeCode(ctx, c, &rep, home, bin)
 	doctorService(&rep, c, home, bin)
 
 	rep.OK = rep.Problems == 0

@@ -164,6 +164,9 @@ func (h *hookRun) client(in claudeHookInput) (*DaemonClient, HookRequest) {
 	getenv := h.c.env.Getenv
 	req := HookRequest{TranscriptPath: in.TranscriptPath, Cwd: in.Cwd, Source: in.Source, StopHookActive: in.StopHookActive,
 		Mesh: strings.TrimSpace(getenv("CLAUDEMESH_MESH")), DisplayName: strings.TrimSpace(getenv("CLAUDEMESH_DISPLAY_NAME"))}
+	if cfg, err := h.c.loadUserConfig(); err == nil {
+		req.Hold = cfg.MessageMode == messageModeInbox || cfg.MessageMode == messageModeOff
+	}
 	token := sessionTokenFromEnv(getenv)
 	if token == "" {
 		req.ClaudeSessionID = in.SessionID

@@ -22,6 +22,8 @@
 //     turn: Claude Code says when a stop follows one that blocked
 //     (stop_hook_active), and then nothing is claimed, so a stop never
 //     blocks twice in a row.
+//   - A session whose message mode holds messages in the inbox (inbox,
+//     off) is shown none by its hooks.
 //   - A wait ends with "pending" as soon as something is there to claim,
 //     "superseded" when a newer wait or a new turn of the session takes
 //     over, "gone" when the session is, and "timeout" otherwise.
@@ -78,20 +80,25 @@ func (d *Daemon) handleHook(req *ipcRequest, in HookRequest) (HookReply, error) 
 	if in.Event == hookSessionStart {
 		out.Welcome = d.hookWelcome(ctx, s)
 		d.states.update(s, func(st *sessionState) { st.welcomedAt = now })
+		d.setHookStatus(s, statusIdle)
 		return out, nil
 	}
-	if in.Event == hookStop && in.StopHookActive {
-		return out, nil
+	if !in.Hold && !(in.Event == hookStop && in.StopHookActive) {
+		rows, more, err := d.claimForHook(ctx, s, now)
+		if err != nil {
+			return HookReply{}, err
+		}
+		for _, r := range rows {
+			out.Messages = append(out.Messages, r.item())
+		}
+		out.More = more
+		out.Block = in.Event == hookStop && len(rows) > 0
 	}
-	rows, more, err := d.claimForHook(ctx, s, now)
-	if err != nil {
-		return HookReply{}, err
+	status := statusWorking
+	if in.Event == hookStop && !out.Block {
+		status = statusIdle
 	}
-	for _, r := range rows {
-		out.Messages = append(out.Messages, r.item())
-	}
-	out.More = more
-	out.Block = in.Event == hookStop && len(rows) > 0
+	d.setHookStatus(s, status)
 	return out, nil
 }
 
@@ -159,7 +166,8 @@ func (d *Daemon) registerHookSession(in HookRequest) (*Session, error) {
 	}
 	s := &Session{
 		Token: randomHex(32), SessionID: sid, Mesh: slug, Pid: in.ClaudePid, Cwd: in.Cwd,
-		DisplayName: hookSessionName(in.DisplayName, cfg, sid), Role: cfg.Role, Groups: groupSpecs(cfg.Groups),
+		DisplayName: cmp.Or(loadSessionName(d.paths.SessionNameFile(slug, sid)), hookSessionName(in.DisplayName, cfg, sid)),
+		Role:        cfg.Role, Groups: groupSpecs(cfg.Groups),
 		Origin: sessionOriginHooks,
 		Presence: &SessionPresence{SessionPubkey: key.PublicHex(), keypair: key,
 			Attestation: signAttestation(e.Key, key.PublicHex(), time.Now().UnixMilli()+attestationTTLMs)},

@@ -501,6 +501,10 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 	} else {
 		sc.UnreadOnly = q.UnreadOnly
 	}
+	markSeen := q.MarkSeen == nil || *q.MarkSeen
+	if req.session != nil && q.UnreadOnly && markSeen {
+		return d.pullUnread(req, sc, clampLimit(q.Limit, 100, 1000), q.Mesh)
+	}
 	rows, err := ib.List(req.Context(), sc, clampLimit(q.Limit, 100, 1000))
 	if err != nil {
 		return InboxReply{}, err
@@ -518,7 +522,7 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 		}
 	}
 	var marked int64
-	if q.MarkSeen == nil || *q.MarkSeen {
+	if markSeen {
 		if marked, err = ib.MarkSeen(req.Context(), unread, sc, time.Now()); err != nil {
 			return InboxReply{}, err
 		}
@@ -534,6 +538,28 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 		items = append(items, r.item())
 	}
 	return InboxReply{Items: items, MarkedSeen: marked}, nil
+}
+
+// pullUnread is `inbox --unread` read from a session: what no path has
+// shown its model yet, taken for the pull path in the same step that finds
+// it, so that a hook or the channel racing for a row shows it, or this
+// does, never both. The oldest go first when there are more than limit;
+// the list is newest first, as every listing.
+func (d *Daemon) pullUnread(req *ipcRequest, sc inboxScope, limit int, mesh string) (InboxReply, error) {
+	rows, err := d.surfaceIn(req.Context(), req.session, sc, surfaceClaim{Via: surfacedViaPull, Limit: limit})
+	if err != nil {
+		return InboxReply{}, err
+	}
+	if len(rows) == 0 {
+		if err := d.unknownMeshFilter(mesh); err != nil {
+			return InboxReply{}, err
+		}
+	}
+	items := make([]inboxItem, 0, len(rows))
+	for i := len(rows) - 1; i >= 0; i-- {
+		items = append(items, rows[i].item())
+	}
+	return InboxReply{Items: items, MarkedSeen: int64(len(rows))}, nil
 }
 
 func (d *Daemon) handleInboxSeen(req *ipcRequest, body InboxSeenRequest) (InboxSeenReply, error) {

@@ -101,6 +101,7 @@ var ipcRoutes = []ipcRoute{
 	bind(apiHistory, (*Daemon).handleHistory),
 	bind(apiSearch, (*Daemon).handleSearch),
 	bind(apiUIOpen, (*Daemon).handleUIOpen),
+	bind(apiSessionMCP, (*Daemon).handleSessionMCP),
 	bind(apiHook, (*Daemon).handleHook),
 	bind(apiHookWait, (*Daemon).handleHookWait),
 }
@@ -662,6 +663,7 @@ func (d *Daemon) streamEvents(w http.ResponseWriter, req *ipcRequest) {
 			f.SessionPubkey = s.Presence.SessionPubkey
 		}
 		f.MemberPubkey = d.memberKeyOf(s)
+		defer d.streamOpened(s)()
 	}
 	serveSSE(req.Context(), w, d.bus.Subscribe(f), d.opts.KeepAlive)
 }
@@ -700,6 +702,16 @@ func (d *Daemon) health() HealthReply {
 func (d *Daemon) sessionView(s *Session) sessionView {
 	v := s.view()
 	v.Link = d.sessionLinkState(s)
+	st := d.states.get(s)
+	v.Surfacing, v.Status = surfacingOf(st), effectiveStatus(st, time.Now(), d.opts.HookStatusDecay)
+	if m := st.mcp; m != nil {
+		v.MCP = &mcpView{ProtocolVersion: m.ProtocolVersion, ClientName: m.ClientName, ClientVersion: m.ClientVersion,
+			Channel: m.Channel, ReportedAt: m.ReportedAt}
+	}
+	if !st.hookSeenAt.IsZero() {
+		v.HookSeenAt = isoTime(st.hookSeenAt)
+	}
+	v.HookWelcomed = !st.welcomedAt.IsZero()
 	return v
 }
 

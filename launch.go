@@ -736,7 +736,14 @@ func printLaunchBanner(c *cli, o launchOptions, m Mesh) {
 	case messageModeOff:
 		c.printf("Peer messages are not delivered to this session; `claudemesh inbox` still has them.\n")
 	default:
-		c.printf("Peer messages arrive as <channel> reminders in real time.\n")
+		c.printf("Peer messages arrive as <channel> reminders mid-turn when this Claude Code loads the channel: confirm the\n" +
+			"development channel when it asks (it asks at each launch); channels also need an account and provider that\n" +
+			"have them (not Bedrock, Vertex or Foundry), and print mode (-p) has none.\n")
+		if claudeHooksInstalled(homeDir(c.env.Getenv)) {
+			c.printf("Without a live channel, claudemesh's hooks bring them with your next prompt.\n")
+		} else {
+			c.printf("Without a live channel they wait for `claudemesh inbox`: 'claudemesh install' adds the hooks that bring them with each prompt.\n")
+		}
 	}
 	c.printf("Peers send text only — they cannot call tools or read files.\n")
 	c.printf("%s\n\n", rule)

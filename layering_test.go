@@ -45,7 +45,7 @@ var fileLayers = map[string]string{
 	"daemon_broker.go": "daemon", "api.go": "daemon", "sendernames.go": "daemon", "storeadopt.go": "daemon",
 	"surfaced.go": "daemon", "members.go": "daemon",
 	"history.go": "daemon", "ui.go": "daemon",
-	"sessionstate.go": "daemon", "hookroutes.go": "daemon",
+	"sessionstate.go": "daemon", "hookroutes.go": "daemon", "sessionpresence.go": "daemon",
 	"claudeproc.go": "wire", "claudeproc_linux.go": "wire", "claudeproc_other.go": "wire",
 
 	"ipcclient.go": "client", "ipctransport.go": "client", "sseclient.go": "client",
@@ -53,7 +53,7 @@ var fileLayers = map[string]string{
 	"channel.go": "mcp", "hookframe.go": "mcp",
 
 	"main.go": "cli", "launch.go": "cli", "install.go": "cli", "service.go": "cli", "demo.go": "cli",
-	"doctor.go": "cli", "bench.go": "cli", "hook.go": "cli", "claudesettings.go": "cli", "completions.go": "cli", "skill.go": "cli",
+	"doctor.go": "cli", "bench.go": "cli", "hook.go": "cli", "claudesettings.go": "cli", "doctorclaude.go": "cli", "completions.go": "cli", "skill.go": "cli",
 }
 
 // layerOf is a file's layer: its entry in fileLayers, else its prefix.

@@ -333,6 +333,20 @@ type MCPServer struct {
 
 	mu       sync.Mutex
 	inflight map[string]*mcpInflight
+	client   mcpClientInfo // what initialize settled; under mu
+}
+
+// mcpClientInfo is the client as initialize saw it, and the protocol
+// revision negotiated with it.
+type mcpClientInfo struct {
+	Protocol, Name, Version string
+}
+
+// Client is what initialize settled (zero before it).
+func (s *MCPServer) Client() mcpClientInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client
 }
 
 type mcpHandler func(ctx context.Context, params json.RawMessage) (any, error)
@@ -594,6 +608,9 @@ func (s *MCPServer) initialize(ctx context.Context, params json.RawMessage) (any
 	negotiated := negotiateMCPVersion(*p.ProtocolVersion)
 	s.log.Info("initialize", "client", p.ClientInfo.Name, "client_version", p.ClientInfo.Version,
 		"requested", *p.ProtocolVersion, "protocol", negotiated)
+	s.mu.Lock()
+	s.client = mcpClientInfo{Protocol: negotiated, Name: p.ClientInfo.Name, Version: p.ClientInfo.Version}
+	s.mu.Unlock()
 	return map[string]any{
 		"protocolVersion": negotiated,
 		"capabilities": map[string]any{

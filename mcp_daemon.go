@@ -98,7 +98,7 @@ func (d daemonMCP) Me(ctx context.Context) (mcpSelf, bool, error) {
 	if err != nil || v == nil {
 		return mcpSelf{}, false, err
 	}
-	self := mcpSelf{DisplayName: v.DisplayName, Role: v.Role, Mesh: v.Mesh}
+	self := mcpSelf{DisplayName: v.DisplayName, Role: v.Role, Mesh: v.Mesh, HookWelcomed: v.HookWelcomed}
 	if v.Presence != nil {
 		self.SessionPubkey = v.Presence.SessionPubkey
 	}
@@ -129,4 +129,12 @@ func rowsOf[T any](rows []MeshRow[T]) []T {
 		out = append(out, r.Row)
 	}
 	return out
+}
+
+// ReportMCP tells the daemon what this server negotiated.
+func (d daemonMCP) ReportMCP(ctx context.Context, r MCPReport) error {
+	ctx, cancel := context.WithTimeout(ctx, mcpReadTimeout)
+	defer cancel()
+	_, err := callIPC(ctx, d.cl, apiSessionMCP, r)
+	return err
 }

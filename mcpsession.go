@@ -57,6 +57,9 @@ type mcpDaemon interface {
 	Surface(ctx context.Context, ids []string, limit int) ([]inboxItem, error)
 	// Unsurface gives back claims whose emit failed (POST /v1/inbox/unsurface).
 	Unsurface(ctx context.Context, ids []string) error
+	// ReportMCP tells the daemon what this server negotiated and whether it
+	// is a live channel (POST /v1/sessions/me/mcp).
+	ReportMCP(ctx context.Context, r MCPReport) error
 }
 
 // Timing of the session.
@@ -97,7 +100,8 @@ type MCPSession struct {
 	requireSession      bool
 	channelOff          bool
 
-	welcomed atomic.Bool // the welcome has gone out (or failed): gaps are the pump's to fill
+	welcomed  atomic.Bool   // the welcome has gone out (or failed): gaps are the pump's to fill
+	connected chan struct{} // a stream (re)connected: the daemon may have restarted and forgotten the report
 }
 
 // mcpSessionOptions are the session's settings that come from its
@@ -139,6 +143,7 @@ func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessi
 		sessionID:           opts.SessionID,
 		requireSession:      opts.RequireSession,
 		channelOff:          opts.ChannelOff,
+		connected:           make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -154,10 +159,14 @@ func NewMCPSession(daemon mcpDaemon, cfg mcpConfig, out io.Writer, opts mcpSessi
 func (s *MCPSession) Run(ctx context.Context, in io.Reader) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.pumpEvents(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.reportLoop(ctx)
 	}()
 	err := s.Server.Serve(ctx, in)
 	cancel()
@@ -188,6 +197,10 @@ func (s *MCPSession) pumpEvents(ctx context.Context) {
 			s.log.Warn("sse_connect_failed", "err", err.Error())
 		} else {
 			s.log.Info("sse_connected")
+			select {
+			case s.connected <- struct{}{}:
+			default:
+			}
 			s.catchUp(ctx)
 			// Closing the body is what interrupts a read blocked on it.
 			stop := context.AfterFunc(ctx, func() { body.Close() })
@@ -295,6 +308,42 @@ func (s *MCPSession) catchUp(ctx context.Context) {
 	}
 }
 
+// mcpReportRetry bounds the wait between attempts to report to a daemon
+// that does not take the report yet (no session, daemon down).
+const mcpReportRetry = 30 * time.Second
+
+// reportLoop tells the daemon, once Claude Code has initialized the
+// server, what was negotiated and whether this server is a live channel;
+// again after every reconnect of the event stream, since a restarted
+// daemon knows nothing of it.
+func (s *MCPSession) reportLoop(ctx context.Context) {
+	select {
+	case <-s.Server.Initialized():
+	case <-ctx.Done():
+		return
+	}
+	wait := s.reconnectAfterError
+	for ctx.Err() == nil {
+		c := s.Server.Client()
+		err := s.daemon.ReportMCP(ctx, MCPReport{ProtocolVersion: c.Protocol, ClientName: c.Name, ClientVersion: c.Version, Channel: !s.channelOff})
+		if err == nil {
+			s.log.Info("mcp_reported", "protocol", c.Protocol, "channel", !s.channelOff)
+			wait = s.reconnectAfterError
+			select {
+			case <-s.connected:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		s.log.Debug("mcp_report_failed", "err", err.Error())
+		if sleepCtx(ctx, wait) != nil {
+			return
+		}
+		wait = min(max(2*wait, time.Second), mcpReportRetry)
+	}
+}
+
 // emits reports whether the message mode lets an event through: a message
 // (isMessage) only in push mode, a system event in push and inbox mode. A
 // message held back stays unread in the inbox.
@@ -344,6 +393,14 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 	mesh := ""
 	if in.Self != nil {
 		mesh = in.Self.Mesh
+	}
+	switch {
+	case s.channelOff:
+		s.log.Info("welcome_skipped", "why", "no channel: Claude Code would drop it")
+		return
+	case in.Self != nil && in.Self.HookWelcomed:
+		s.log.Info("welcome_skipped", "why", "the session-start hook welcomed the session")
+		return
 	}
 	peers, err := s.daemon.Peers(ctx, mesh)
 	if err != nil {

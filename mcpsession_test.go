@@ -34,6 +34,7 @@ type fakeDaemon struct {
 	claims   [][]string      // what each claim took
 	claimCh  chan []string   // what each claim that took something took
 	released [][]string
+	reports  []MCPReport
 }
 
 func newFakeDaemon() *fakeDaemon {
@@ -87,6 +88,13 @@ func (d *fakeDaemon) Surface(ctx context.Context, ids []string, limit int) ([]in
 		d.claimCh <- took
 	}
 	return out, nil
+}
+
+func (d *fakeDaemon) ReportMCP(ctx context.Context, r MCPReport) error {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	d.reports = append(d.reports, r)
+	return nil
 }
 
 func (d *fakeDaemon) Unsurface(ctx context.Context, ids []string) error {

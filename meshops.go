@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 func badRequest(code, format string, a ...any) *apiError {
@@ -476,7 +478,17 @@ func (p *ProfileRequest) validate() error {
 		return badRequest("invalid_status", "status must be idle, working or dnd")
 	}
 	if len(p.applied()) == 0 {
-		return badRequest("missing_field", "nothing to change: give summary, status, visible, avatar, title, bio or capabilities")
+		return badRequest("missing_field", "nothing to change: give summary, status, visible, avatar, title, bio, capabilities or display_name")
+	}
+	if p.DisplayName != nil {
+		if len(p.applied()) > 1 {
+			return badRequest("display_name_alone", "display_name goes alone: renaming reconnects the session")
+		}
+		name := strings.TrimSpace(*p.DisplayName)
+		if name == "" || utf8.RuneCountInString(name) > 64 || strings.ContainsFunc(name, unicode.IsControl) {
+			return badRequest("invalid_display_name", "display_name must be 1 to 64 characters, none of them control characters")
+		}
+		p.DisplayName = &name
 	}
 	return nil
 }
@@ -487,7 +499,8 @@ func (p *ProfileRequest) applied() []string {
 		name string
 		set  bool
 	}{{"summary", p.Summary != nil}, {"status", p.Status != nil}, {"visible", p.Visible != nil},
-		{"avatar", p.Avatar != nil}, {"title", p.Title != nil}, {"bio", p.Bio != nil}, {"capabilities", p.Capabilities != nil}} {
+		{"avatar", p.Avatar != nil}, {"title", p.Title != nil}, {"bio", p.Bio != nil}, {"capabilities", p.Capabilities != nil},
+		{"display_name", p.DisplayName != nil}} {
 		if f.set {
 			out = append(out, f.name)
 		}
@@ -499,6 +512,9 @@ func (p *ProfileRequest) applied() []string {
 // presence (its session link); otherwise the member link of the chosen
 // mesh, or of every mesh when none is chosen.
 func (d *Daemon) setProfile(ctx context.Context, s *Session, p ProfileRequest) (ProfileReply, error) {
+	if p.DisplayName != nil {
+		return d.renameSession(s, *p.DisplayName)
+	}
 	type target struct {
 		mesh string
 		link *Link
@@ -537,7 +553,31 @@ func (d *Daemon) setProfile(ctx context.Context, s *Session, p ProfileRequest) (
 		}
 		meshes = append(meshes, t.mesh)
 	}
+	if via == linkSession && p.Status != nil {
+		// The session's own choice: it holds until a hook says otherwise,
+		// and a dnd for good.
+		d.states.update(s, func(st *sessionState) {
+			st.manualStatus, st.hookStatus, st.sentStatus = *p.Status, "", *p.Status
+		})
+	}
 	return ProfileReply{OK: true, Applied: p.applied(), Meshes: meshes, Via: via}, nil
+}
+
+// renameSession gives the calling session a new display name: kept in the
+// sessions dir (a plain session's next registration, after --resume, takes
+// it), and the session registered again under it, which reconnects its
+// link with the new name.
+func (d *Daemon) renameSession(s *Session, name string) (ProfileReply, error) {
+	if s == nil {
+		return ProfileReply{}, badRequest("no_session", "display_name renames a session: run it inside one (claudemesh launch, or a claude with claudemesh's hooks)")
+	}
+	if err := storeSessionName(d.paths.SessionNameFile(s.Mesh, s.SessionID), name); err != nil {
+		return ProfileReply{}, fmt.Errorf("keeping the name: %w", err)
+	}
+	renamed := *s
+	renamed.DisplayName = name
+	d.sessions.Register(&renamed)
+	return ProfileReply{OK: true, Applied: []string{"display_name"}, Meshes: []string{s.Mesh}, Via: linkSession}, nil
 }
 
 // applyProfile sends the frames of one profile change on one link. Status

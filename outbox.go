@@ -487,6 +487,9 @@ func (d *Daemon) lookupPresence(ctx context.Context, mesh, key string) *recipien
 	for _, row := range peers {
 		if row.Pubkey == key {
 			p.Online, p.DisplayName = true, row.DisplayName
+			if row.Profile != nil {
+				p.Surfacing = row.Profile.Surfacing
+			}
 			break
 		}
 	}

@@ -51,6 +51,11 @@ func (p Paths) MCPLogFile(pid int) string {
 	return filepath.Join(p.DaemonDir, fmt.Sprintf("mcp-%d.log", pid))
 }
 
+// SessionNameFile keeps the display name a session chose for itself.
+func (p Paths) SessionNameFile(meshSlug, sessionID string) string {
+	return filepath.Join(p.SessionsDir, meshSlug, sessionID+".name")
+}
+
 // SessionKeyFile is where a launched session's keypair is kept so that a
 // relaunch or --resume keeps its pubkey.
 func (p Paths) SessionKeyFile(meshSlug, sessionID string) string {

@@ -375,6 +375,10 @@ type Profile struct {
 	Bio          string   `json:"bio,omitempty"`
 	Capabilities []string `json:"capabilities,omitempty"`
 	Role         string   `json:"role,omitempty"`
+	// Surfacing is our addition: how messages reach the session's model
+	// (channel, hooks or pull), so that a sender can tell. Brokers that
+	// do not know it drop it.
+	Surfacing string `json:"surfacing,omitempty"`
 }
 
 // PeerRow is one connection in peers_list. Pubkey is the session key for a
@@ -438,6 +442,7 @@ type SetProfileFrame struct {
 	Bio          *string   `json:"bio,omitempty"`
 	Capabilities *[]string `json:"capabilities,omitempty"`
 	Role         *string   `json:"role,omitempty"` // our addition: lifted to peers_list's top-level role
+	Surfacing    *string   `json:"surfacing,omitempty"`
 	ReqID        string    `json:"_reqId,omitempty"`
 }
 

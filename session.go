@@ -271,6 +271,15 @@ func (r *Registry) Resolve(token string) *Session {
 	return s
 }
 
+// Has reports whether a session is registered under token (expired or
+// not): a lookup that never deregisters, safe from the registry's hooks.
+func (r *Registry) Has(token string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.byToken[token]
+	return ok
+}
+
 // BySessionID finds a live session by its session id.
 func (r *Registry) BySessionID(id string) *Session {
 	r.mu.Lock()

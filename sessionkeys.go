@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -142,4 +143,22 @@ func sessionPresence(paths Paths, mesh Mesh, member Keypair, sessionID string) (
 	}
 	att := signAttestation(member, key.PublicHex(), time.Now().Add(attestationTTLMs*time.Millisecond).UnixMilli())
 	return key, newPresenceRegistration(key, att), nil
+}
+
+// loadSessionName is the display name a session was given with `profile
+// --name` ("" when none).
+func loadSessionName(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// storeSessionName keeps a session's chosen display name beside its key.
+func storeSessionName(path, name string) error {
+	if err := ensurePrivateDir(filepath.Dir(path)); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, []byte(name+"\n"), 0o600)
 }

@@ -1,11 +1,13 @@
-// What the daemon learns of a registered session while it runs, from its
-// hooks: when one last ran, where its transcript is, whether its model was
-// welcomed, and the wait (if any) that will wake it when a message comes.
+// What the daemon learns of a registered session while it runs: from its
+// hooks (when one last ran, where its transcript is, whether its model was
+// welcomed, the status they imply, the wait that will wake it when a
+// message comes) and from its MCP server (what it negotiated, whether its
+// event stream is open).
 //
 // Policy: the state lives in memory beside the registration and goes with
-// it; a daemon restart starts it afresh, and the session's next hook fills
-// it in again. A session has at most one wait: a newer one, or the start
-// of a new turn, ends the one before.
+// it; a daemon restart starts it afresh, and the session's next hook and
+// its MCP server's next report fill it in again. A session has at most one
+// wait: a newer one, or the start of a new turn, ends the one before.
 package main
 
 import (
@@ -20,6 +22,18 @@ type sessionState struct {
 	welcomedAt time.Time // the session-start hook's welcome
 
 	wait *sessionWait
+
+	// Status: the session's own choice (profile --status), the hooks'
+	// (working or idle, with when they said it), and what was sent to the
+	// broker last.
+	manualStatus string
+	hookStatus   string
+	hookStatusAt time.Time
+	sentStatus   string
+
+	mcp      *MCPReport // the session's MCP server, as it reported itself
+	streams  int        // event streams open with the session's identity
+	sentPath string     // the surfacing path last published
 }
 
 // sessionWait is a session's pending wait; end is closed when it is over
@@ -49,6 +63,16 @@ func (ss *sessionStates) update(s *Session, f func(st *sessionState)) {
 		ss.byToken[s.Token] = st
 	}
 	f(st)
+}
+
+// adjust runs f on s's state if it has one (a session forgotten meanwhile
+// gets none back).
+func (ss *sessionStates) adjust(s *Session, f func(st *sessionState)) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if st := ss.byToken[s.Token]; st != nil {
+		f(st)
+	}
 }
 
 // get is a copy of s's state (the zero state when there is none).
@@ -104,7 +128,8 @@ func (st *sessionState) endWaitLocked(why string) {
 	}
 }
 
-// forget drops s's state; its wait ends as gone.
+// forget drops s's state; its wait ends as gone. A session replaced under
+// the same token (a new name) keeps its state.
 func (ss *sessionStates) forget(s *Session) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

@@ -36,7 +36,8 @@ import (
 	"time"
 )
 
-// Surfacing paths.
+// Surfacing paths: how a row was shown to a session's model, and how a
+// session can be shown messages at all (surfacingpath.go).
 const (
 	surfacedViaChannel = "channel"
 	surfacedViaHooks   = "hooks"
@@ -259,10 +260,15 @@ func (s surfacedState) fields() surfacedFields {
 
 // surface claims rows for the caller's session and publishes what it took.
 func (d *Daemon) surface(ctx context.Context, s *Session, c surfaceClaim) ([]*inboxRow, error) {
+	return d.surfaceIn(ctx, s, d.callerScope(s, ""), c)
+}
+
+// surfaceIn is surface within a narrower scope than the session's.
+func (d *Daemon) surfaceIn(ctx context.Context, s *Session, sc inboxScope, c surfaceClaim) ([]*inboxRow, error) {
 	if s != nil {
 		c.SessionID = s.SessionID
 	}
-	rows, err := d.inbox.Surface(ctx, d.callerScope(s, ""), c, time.Now())
+	rows, err := d.inbox.Surface(ctx, sc, c, time.Now())
 	if err != nil {
 		return nil, err
 	}
