@@ -437,3 +437,44 @@ func TestHookWake(t *testing.T) {
 		t.Errorf("a wait when the next prompt came = %+v, want exit 0 and silence", r)
 	}
 }
+
+// The CLI run by a plain session's Bash tool is that session: found by
+// the session id Claude Code exports, or by the claude process among its
+// parents, so a send there is the session's, not the member's.
+func TestCLIInsidePlainSession(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	env := f.h1.env()
+	dir := t.TempDir()
+	sid := newUUID()
+	os.WriteFile(filepath.Join(dir, "ss.json"), hookInput(t, "session-start", sid, filepath.Join(dir, sid+".jsonl"), nil), 0o600)
+	// By its parents only: no CLAUDE_CODE_SESSION_ID, as older Claude Codes.
+	startClaudeUnderTest(t, dir, env, `"$BIN" hook session-start < ss.json > /dev/null; CLAUDECODE=1 "$BIN" whoami --json > whoami.json; exec sleep 600`)
+	var data []byte
+	waitFor(t, "whoami inside the session", func() bool {
+		data, _ = os.ReadFile(filepath.Join(dir, "whoami.json"))
+		return len(data) > 0 && data[len(data)-1] == '\n'
+	})
+	var who struct {
+		Session *struct {
+			SessionID string `json:"session_id"`
+		} `json:"session"`
+	}
+	if err := json.Unmarshal(data, &who); err != nil || who.Session == nil || who.Session.SessionID != sid {
+		t.Fatalf("whoami inside the plain session = %s (%v), want session %s", data, err, sid)
+	}
+	s := f.d1.sessions.BySessionID(sid)
+	bob := registerTestSession(t, f.d2, f.bob, "bob")
+	inside := map[string]string{"CLAUDECODE": "1", "CLAUDE_CODE_SESSION_ID": sid}
+	for k, v := range env {
+		inside[k] = v
+	}
+	if r := runBinary(t, inside, "send", bob.pub(), "from the plain session"); r.code != 0 {
+		t.Fatalf("send inside the session = %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, "bob's copy", func() bool { return countBody(inboxItems(t, bob.cl), "from the plain session") == 1 })
+	for _, it := range inboxItems(t, bob.cl) {
+		if deref(it.Body) == "from the plain session" && it.SenderPubkey != s.Presence.SessionPubkey {
+			t.Errorf("sent by %s, want the plain session's key %s", shortKey(it.SenderPubkey), shortKey(s.Presence.SessionPubkey))
+		}
+	}
+}

@@ -86,8 +86,8 @@ func frameMessagesText(msgs []inboxItem, more int, loc *time.Location) string {
 	}
 	fmt.Fprintf(&b, "</%s>", frameMessages)
 	if more > 0 {
-		fmt.Fprintf(&b, "\n%s more waiting: they come with the next hook, or read them now with `claudemesh inbox --unread`.",
-			plural(more, "message is", "messages are"))
+		fmt.Fprintf(&b, "\n%d more %s waiting: they come with the next hook, or read them now with `claudemesh inbox --unread`.",
+			more, map[bool]string{true: "message is", false: "messages are"}[more == 1])
 	}
 	return b.String()
 }

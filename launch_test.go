@@ -535,6 +535,12 @@ func TestLaunchWithoutInstallBringsMCPServer(t *testing.T) {
 	if s := lp.stdout.String(); !strings.Contains(s, "no claudemesh MCP server of its own") || !strings.Contains(s, "claudemesh install") {
 		t.Fatalf("banner = %q, want the missing install named", s)
 	}
+	// No promise of real-time delivery: when channel reminders come, and
+	// what brings messages otherwise (here: nothing yet, no hooks).
+	if s := lp.stdout.String(); strings.Contains(s, "in real time") || !strings.Contains(s, "confirm the\ndevelopment channel when it asks") ||
+		!strings.Contains(s, "not Bedrock, Vertex or Foundry") || !strings.Contains(s, "'claudemesh install' adds the hooks") {
+		t.Fatalf("banner = %q, want the channel's conditions and the missing hooks", s)
+	}
 	if _, err := os.Stat(argv[1]); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the session's MCP config outlived it: %v", err)
 	}
