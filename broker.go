@@ -29,8 +29,10 @@ import (
 
 // BrokerOptions configure a Broker; zero values take the defaults.
 type BrokerOptions struct {
-	DataDir   string      // SQLite store location (ignored when Store is set)
+	DataDir   string      // SQLite store location (ignored when Store or StoreURL is set)
+	StoreURL  string      // a postgres:// URL: the store replicas share (ignored when Store is set)
 	Store     brokerStore // optional: an already-open store the broker will own
+	ReplicaID string      // this broker among the replicas of one store (default: a new id)
 	PublicURL string      // the ws(s):// URL clients use, reported in /health
 	// CreateToken lets non-loopback clients create meshes when they present
 	// it as a bearer token; without it only loopback clients may.
@@ -88,6 +90,7 @@ const (
 	drainPage        = 500              // pending messages read per store query
 	bucketIdleAfter  = 10 * time.Minute // idle rate buckets are forgotten
 	shutdownTimeout  = 5 * time.Second  // graceful HTTP shutdown
+	storeOpenTimeout = 30 * time.Second // connecting to and migrating a PostgreSQL store
 	maxHTTPBodyBytes = 1 << 20          // hard cap for HTTP bodies other than /join
 )
 
@@ -238,11 +241,26 @@ type outFrame struct {
 // newBroker opens the store and starts the background sweep.
 func newBroker(opts BrokerOptions) (*Broker, error) {
 	opts.applyDefaults()
+	if opts.ReplicaID == "" {
+		opts.ReplicaID = newReplicaID()
+	}
 	store := opts.Store
-	if store == nil {
-		if opts.DataDir == "" {
-			return nil, errors.New("broker needs a data directory")
+	switch {
+	case store != nil:
+	case opts.StoreURL != "":
+		if !isPostgresURL(opts.StoreURL) {
+			return nil, fmt.Errorf("store %q: want a postgres:// URL", redactURL(opts.StoreURL))
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), storeOpenTimeout)
+		s, err := openPostgresBrokerStore(ctx, opts.StoreURL, opts.ReplicaID)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		store = s
+	case opts.DataDir == "":
+		return nil, errors.New("broker needs a data directory")
+	default:
 		s, err := openSQLiteBrokerStore(opts.DataDir)
 		if err != nil {
 			return nil, err

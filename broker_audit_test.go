@@ -10,7 +10,9 @@ import (
 // order, as the verbs make them; owners and admins read it, others do not;
 // a row changed in the broker's database is caught by --verify, which
 // names that entry.
-func TestAuditLogThroughTheVerbs(t *testing.T) {
+func TestAuditLogThroughTheVerbs(t *testing.T) { forEachStore(t, testAuditLogThroughTheVerbs) }
+
+func testAuditLogThroughTheVerbs(t *testing.T) {
 	b, url := startTestBroker(t)
 	alice, bob := newMachine(t), newMachine(t)
 	must := func(m *machine, args ...string) string {
@@ -74,10 +76,7 @@ func TestAuditLogThroughTheVerbs(t *testing.T) {
 	}
 
 	// Someone with the broker's database edits the ban's payload.
-	w := b.store.(*sqliteBrokerStore).w
-	if _, err := w.Exec(`UPDATE audit_log SET payload = replace(payload, '"bob"', '"carol"') WHERE mesh_id = ? AND seq = 7`, am.MeshID); err != nil {
-		t.Fatal(err)
-	}
+	storeExec(t, b, `UPDATE audit_log SET payload = replace(payload, '"bob"', '"carol"') WHERE mesh_id = ? AND seq = 7`, am.MeshID)
 	code, out, errs := alice.run("audit", "--verify")
 	if code != exitFailure || !strings.Contains(errs, "entry #7 (ban,") || !strings.Contains(errs, "entries #1..#6 verify") {
 		t.Fatalf("audit --verify after the edit = %d\n%s%s", code, out, errs)
@@ -93,9 +92,7 @@ func TestAuditLogThroughTheVerbs(t *testing.T) {
 		t.Fatalf("audit --verify --json = %d %s", code, out)
 	}
 	// Deleting an entry is caught where the gap is.
-	if _, err := w.Exec(`DELETE FROM audit_log WHERE mesh_id = ? AND seq = 3`, am.MeshID); err != nil {
-		t.Fatal(err)
-	}
+	storeExec(t, b, `DELETE FROM audit_log WHERE mesh_id = ? AND seq = 3`, am.MeshID)
 	if code, _, errs := alice.run("audit", "--verify"); code != exitFailure || !strings.Contains(errs, "entry #4 (invite_used,") {
 		t.Fatalf("audit --verify after a deletion = %d %s", code, errs)
 	}

@@ -13,13 +13,9 @@ import (
 )
 
 // batchTestStore is a store with one mesh whose owner sends.
-func batchTestStore(t *testing.T) (*sqliteBrokerStore, func(cmid string) storedMessage) {
+func batchTestStore(t *testing.T) (brokerStore, func(cmid string) storedMessage) {
 	t.Helper()
-	s, err := openSQLiteBrokerStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openTestStore(t)
 	now := time.Now()
 	mesh := storedMesh{ID: newID(), Slug: "team", Name: "team", OwnerPubkey: "o", RootKey: "r", CreatedAt: now}
 	owner := storedMember{ID: newID(), MeshID: mesh.ID, Pubkey: "o", DisplayName: "alice", Role: roleAdmin, CreatedAt: now}
@@ -36,11 +32,13 @@ func batchTestStore(t *testing.T) (*sqliteBrokerStore, func(cmid string) storedM
 // TestWriteBatch: in one transaction, a duplicate client id inside the
 // batch dedupes to the first, a failing append fails alone, and marks
 // apply.
-func TestWriteBatch(t *testing.T) {
+func TestWriteBatch(t *testing.T) { forEachStore(t, testWriteBatch) }
+
+func testWriteBatch(t *testing.T) {
 	s, msg := batchTestStore(t)
 	ctx := context.Background()
 	old := msg("old")
-	if _, _, err := s.AppendMessage(ctx, old, []string{"k1"}); err != nil {
+	if _, _, err := appendOne(ctx, s, old, []string{"k1"}); err != nil {
 		t.Fatal(err)
 	}
 	a, b := msg("a"), msg("a")
@@ -74,7 +72,9 @@ func TestWriteBatch(t *testing.T) {
 
 // TestGroupCommitter: concurrent appends each get their own answer, and
 // marks queued before close are durable after it.
-func TestGroupCommitter(t *testing.T) {
+func TestGroupCommitter(t *testing.T) { forEachStore(t, testGroupCommitter) }
+
+func testGroupCommitter(t *testing.T) {
 	s, msg := batchTestStore(t)
 	marked := make(chan int, 100)
 	g := newGroupCommitter(s, slog.New(slog.NewTextHandler(io.Discard, nil)), func(n int) { marked <- n })

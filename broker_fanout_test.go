@@ -99,8 +99,12 @@ func TestResolveMulticast(t *testing.T) {
 // reconnected, reaches each of them once: the session that was connected
 // before the restart on its own key, a member with no session on its link.
 func TestBroadcastAcrossBrokerRestartBeforeReconnect(t *testing.T) {
-	dir := t.TempDir()
-	b, url := startTestBrokerWith(t, BrokerOptions{DataDir: dir})
+	forEachStore(t, testBroadcastAcrossBrokerRestartBeforeReconnect)
+}
+
+func testBroadcastAcrossBrokerRestartBeforeReconnect(t *testing.T) {
+	store := newTestStore(t)
+	b, url := startTestBrokerWith(t, store)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
 	carol := addTestMember(t, b, owner, "carol", roleMember)
@@ -112,7 +116,7 @@ func TestBroadcastAcrossBrokerRestartBeforeReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b2, url2 := startTestBrokerWith(t, BrokerOptions{DataDir: dir})
+	b2, url2 := startTestBrokerWith(t, store)
 	owner.BrokerURL, bob.BrokerURL, carol.BrokerURL = url2, url2, url2
 	a := connectMember(t, url2, owner)
 	ack := a.sendText("*", "while you were away", "")
@@ -137,7 +141,9 @@ func TestBroadcastAcrossBrokerRestartBeforeReconnect(t *testing.T) {
 
 // While a session is in its grace window its member link does not stand
 // in; once the session is gone for good, the link does.
-func TestStandInDecidedAtFanOut(t *testing.T) {
+func TestStandInDecidedAtFanOut(t *testing.T) { forEachStore(t, testStandInDecidedAtFanOut) }
+
+func testStandInDecidedAtFanOut(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{Grace: 300 * time.Millisecond})
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -171,21 +177,17 @@ func TestStandInDecidedAtFanOut(t *testing.T) {
 // id for, sorted.
 func deliveryKeys(t *testing.T, b *Broker, id string) []string {
 	t.Helper()
-	rows, err := b.store.(*sqliteBrokerStore).r.Query(`SELECT recipient_key FROM deliveries WHERE message_id = ? ORDER BY recipient_key`, id)
-	keys, err := collect(rows, err, func(r rowScanner) (string, error) {
-		var k string
-		return k, r.Scan(&k)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys
+	return storeStrings(t, b, `SELECT recipient_key FROM deliveries WHERE message_id = ? ORDER BY recipient_key`, id)
 }
 
 // A recipient that never acks: the broker leases it at most MaxInflight
 // deliveries at a time and re-pushes at most that many per lease, however
 // much is queued for it; once it acks, everything arrives.
 func TestNeverAckingRecipientIsBounded(t *testing.T) {
+	forEachStore(t, testNeverAckingRecipientIsBounded)
+}
+
+func testNeverAckingRecipientIsBounded(t *testing.T) {
 	const lease, maxInflight, queued = 200 * time.Millisecond, 20, 150
 	opts := msgBrokerOptions()
 	opts.Lease, opts.SweepInterval, opts.MaxInflight = lease, 50*time.Millisecond, maxInflight

@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-func TestBrokerStateMemorySkills(t *testing.T) {
+func TestBrokerStateMemorySkills(t *testing.T) { forEachStore(t, testBrokerStateMemorySkills) }
+
+func testBrokerStateMemorySkills(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -89,7 +91,9 @@ func TestBrokerStateMemorySkills(t *testing.T) {
 	}
 }
 
-func TestBrokerPresenceFrames(t *testing.T) {
+func TestBrokerPresenceFrames(t *testing.T) { forEachStore(t, testBrokerPresenceFrames) }
+
+func testBrokerPresenceFrames(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -130,7 +134,9 @@ func TestBrokerPresenceFrames(t *testing.T) {
 // list_members (our addition, named in hello_ack's features) lists every
 // member that is not banned, online or not; a hidden presence makes its
 // member online only to itself.
-func TestBrokerListMembers(t *testing.T) {
+func TestBrokerListMembers(t *testing.T) { forEachStore(t, testBrokerListMembers) }
+
+func testBrokerListMembers(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -177,6 +183,10 @@ func TestBrokerListMembers(t *testing.T) {
 }
 
 func TestBrokerColdPathHelloRoutesOnEphemeralKey(t *testing.T) {
+	forEachStore(t, testBrokerColdPathHelloRoutesOnEphemeralKey)
+}
+
+func testBrokerColdPathHelloRoutesOnEphemeralKey(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -204,6 +214,10 @@ func TestBrokerColdPathHelloRoutesOnEphemeralKey(t *testing.T) {
 }
 
 func TestBrokerSessionReplacedBySameKey(t *testing.T) {
+	forEachStore(t, testBrokerSessionReplacedBySameKey)
+}
+
+func testBrokerSessionReplacedBySameKey(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	sess := mustNewKeypair()
@@ -221,6 +235,10 @@ func TestBrokerSessionReplacedBySameKey(t *testing.T) {
 }
 
 func TestBrokerPeerReturnedRestoresState(t *testing.T) {
+	forEachStore(t, testBrokerPeerReturnedRestoresState)
+}
+
+func testBrokerPeerReturnedRestoresState(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -265,6 +283,10 @@ func TestBrokerPeerReturnedRestoresState(t *testing.T) {
 // styles: each request gets one reply of the named type echoing the
 // _reqId, with the named fields present.
 func TestBrokerReplyShapesForAClaudemeshDaemon(t *testing.T) {
+	forEachStore(t, testBrokerReplyShapesForAClaudemeshDaemon)
+}
+
+func testBrokerReplyShapesForAClaudemeshDaemon(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	a := connectMember(t, url, owner)

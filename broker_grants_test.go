@@ -43,27 +43,16 @@ func setGrantsVia(t *testing.T, m Mesh, want grantMap) {
 // routedTo lists the keys the broker wrote deliveries for, for one message.
 func routedTo(t *testing.T, b *Broker, messageID string) []string {
 	t.Helper()
-	rows, err := b.store.(*sqliteBrokerStore).r.Query(`SELECT recipient_key FROM deliveries WHERE message_id = ? ORDER BY recipient_key`, messageID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var keys []string
-	for rows.Next() {
-		var k string
-		if err := rows.Scan(&k); err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, k)
-	}
-	return keys
+	return storeStrings(t, b, `SELECT recipient_key FROM deliveries WHERE message_id = ? ORDER BY recipient_key`, messageID)
 }
 
 // The six cases: a member entry wins, a session entry applies only to the
 // session key it names and only when the member has no entry, an empty
 // entry blocks, and a blocked DM dies in the sender's outbox with the
 // broker's reason while a blocked broadcast just skips the recipient.
-func TestGrantsEnforcedAtRouting(t *testing.T) {
+func TestGrantsEnforcedAtRouting(t *testing.T) { forEachStore(t, testGrantsEnforcedAtRouting) }
+
+func testGrantsEnforcedAtRouting(t *testing.T) {
 	f := newMsgFixture(t, nil)
 	a := registerTestSession(t, f.d1, f.me, "alice")
 	bert := registerTestSession(t, f.d2, f.bob, "bert")
@@ -131,7 +120,9 @@ func TestGrantsEnforcedAtRouting(t *testing.T) {
 
 // The route: only signed requests of members, only one's own grants,
 // names and prefixes resolved, bad input refused with the reason.
-func TestGrantsRoute(t *testing.T) {
+func TestGrantsRoute(t *testing.T) { forEachStore(t, testGrantsRoute) }
+
+func testGrantsRoute(t *testing.T) {
 	b, url := startTestBrokerWith(t, msgBrokerOptions())
 	alice := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, alice, "bob", roleMember)

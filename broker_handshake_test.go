@@ -31,7 +31,9 @@ func refusedWith(t *testing.T, url string, hello any, code string, closeCode web
 	}
 }
 
-func TestBrokerHelloRejections(t *testing.T) {
+func TestBrokerHelloRejections(t *testing.T) { forEachStore(t, testBrokerHelloRejections) }
+
+func testBrokerHelloRejections(t *testing.T) {
 	b, url := startTestBroker(t)
 	m := newTestMesh(t, b, url, "team", "alice")
 	stranger := m
@@ -73,6 +75,10 @@ func TestBrokerHelloRejections(t *testing.T) {
 }
 
 func TestBrokerSessionHelloRejections(t *testing.T) {
+	forEachStore(t, testBrokerSessionHelloRejections)
+}
+
+func testBrokerSessionHelloRejections(t *testing.T) {
 	b, url := startTestBroker(t)
 	m := newTestMesh(t, b, url, "team", "alice")
 	other := addTestMember(t, b, m, "bob", roleMember)
@@ -147,6 +153,10 @@ func TestBrokerSessionHelloRejections(t *testing.T) {
 }
 
 func TestBrokerHandshakeReplayRefused(t *testing.T) {
+	forEachStore(t, testBrokerHandshakeReplayRefused)
+}
+
+func testBrokerHandshakeReplayRefused(t *testing.T) {
 	b, url := startTestBroker(t)
 	m := newTestMesh(t, b, url, "team", "alice")
 	h := signedHello(t, m, "daemon-1", "", time.Now())
@@ -164,6 +174,10 @@ func TestBrokerHandshakeReplayRefused(t *testing.T) {
 }
 
 func TestBrokerNoHelloKeepsSocketOpen(t *testing.T) {
+	forEachStore(t, testBrokerNoHelloKeepsSocketOpen)
+}
+
+func testBrokerNoHelloKeepsSocketOpen(t *testing.T) {
 	b, url := startTestBroker(t)
 	m := newTestMesh(t, b, url, "team", "alice")
 	tc := dialTestClient(t, url)
@@ -180,7 +194,9 @@ func TestBrokerNoHelloKeepsSocketOpen(t *testing.T) {
 	tc.hello(m, "d1")
 }
 
-func TestBrokerHelloTimeoutCloses(t *testing.T) {
+func TestBrokerHelloTimeoutCloses(t *testing.T) { forEachStore(t, testBrokerHelloTimeoutCloses) }
+
+func testBrokerHelloTimeoutCloses(t *testing.T) {
 	_, url := startTestBrokerWith(t, BrokerOptions{HelloTimeout: 50 * time.Millisecond})
 	tc := dialTestClient(t, url)
 	if f := tc.expect(frameError, nil); f.str("code") != codeHelloTimeout {
@@ -192,6 +208,10 @@ func TestBrokerHelloTimeoutCloses(t *testing.T) {
 }
 
 func TestBrokerUnknownTypeAndInvalidFrames(t *testing.T) {
+	forEachStore(t, testBrokerUnknownTypeAndInvalidFrames)
+}
+
+func testBrokerUnknownTypeAndInvalidFrames(t *testing.T) {
 	b, url := startTestBroker(t)
 	m := newTestMesh(t, b, url, "team", "alice")
 	a := connectMember(t, url, m)
@@ -241,7 +261,9 @@ func TestBrokerUnknownTypeAndInvalidFrames(t *testing.T) {
 	})
 }
 
-func TestBrokerRevokedCloses4002(t *testing.T) {
+func TestBrokerRevokedCloses4002(t *testing.T) { forEachStore(t, testBrokerRevokedCloses4002) }
+
+func testBrokerRevokedCloses4002(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -270,6 +292,10 @@ func TestBrokerRevokedCloses4002(t *testing.T) {
 }
 
 func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
+	forEachStore(t, testBrokerCapacityAndHandshakeRate)
+}
+
+func testBrokerCapacityAndHandshakeRate(t *testing.T) {
 	t.Run("capacity counts live connections only", func(t *testing.T) {
 		b, url := startTestBrokerWith(t, BrokerOptions{MaxConnectionsPerMesh: 2, Grace: time.Millisecond})
 		m := newTestMesh(t, b, url, "team", "alice")
@@ -337,6 +363,10 @@ func TestBrokerCapacityAndHandshakeRate(t *testing.T) {
 // A refused handshake changes nothing: no presence, no peer_joined, no
 // session key learnt (a DM to it stays unknown_target), a ban stays.
 func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
+	forEachStore(t, testBrokerRefusedHandshakesChangeNothing)
+}
+
+func testBrokerRefusedHandshakesChangeNothing(t *testing.T) {
 	b, url, owner, bob, observer := newAliceBobMesh(t, BrokerOptions{})
 	eve := addTestMember(t, b, owner, "eve", roleMember)
 	if ban := observer.roundTrip(map[string]any{"type": frameBan, "target": "eve"}); ban.str("type") != frameBanAck {
@@ -425,6 +455,10 @@ func TestBrokerRefusedHandshakesChangeNothing(t *testing.T) {
 // member key, a session key, another member's connection — is refused, so
 // that no member can take another's DMs (and acknowledge them away).
 func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
+	forEachStore(t, testBrokerHelloCannotClaimAnotherKey)
+}
+
+func testBrokerHelloCannotClaimAnotherKey(t *testing.T) {
 	b, url, owner, bob, alice := newAliceBobMesh(t, BrokerOptions{})
 	eve := addTestMember(t, b, owner, "eve", roleMember)
 	bobSess := mustNewKeypair()
@@ -457,7 +491,9 @@ func TestBrokerHelloCannotClaimAnotherKey(t *testing.T) {
 // Which check comes first: a
 // handshake with two faults is refused with the earlier check's code,
 // because that is what a claudemesh client is written against.
-func TestBrokerHandshakeCheckOrder(t *testing.T) {
+func TestBrokerHandshakeCheckOrder(t *testing.T) { forEachStore(t, testBrokerHandshakeCheckOrder) }
+
+func testBrokerHandshakeCheckOrder(t *testing.T) {
 	b, url := startTestBroker(t)
 	m := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, m, "bob", roleMember)
@@ -536,6 +572,10 @@ func TestBrokerHandshakeCheckOrder(t *testing.T) {
 // handshake) a new socket gets the shorter hello deadline; the sockets that
 // came before keep theirs.
 func TestHelloDeadlineShorterUnderPressure(t *testing.T) {
+	forEachStore(t, testHelloDeadlineShorterUnderPressure)
+}
+
+func testHelloDeadlineShorterUnderPressure(t *testing.T) {
 	_, url := startTestBrokerWith(t, BrokerOptions{MaxPendingPerIP: 4, HelloTimeout: time.Minute, HelloTimeoutUnderPressure: 100 * time.Millisecond})
 	idle := []*testClient{dialTestClient(t, url), dialTestClient(t, url)}
 	pressed := dialTestClient(t, url)
@@ -557,6 +597,10 @@ func TestHelloDeadlineShorterUnderPressure(t *testing.T) {
 // deadline is as long as the normal one here, so that no socket times out
 // while the test counts.)
 func TestPendingSocketsCappedPerAddress(t *testing.T) {
+	forEachStore(t, testPendingSocketsCappedPerAddress)
+}
+
+func testPendingSocketsCappedPerAddress(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{MaxPendingPerIP: 4, HelloTimeout: time.Minute, HelloTimeoutUnderPressure: time.Minute})
 	owner := newTestMesh(t, b, url, "team", "alice")
 	var open []*testClient

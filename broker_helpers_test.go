@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,11 +26,12 @@ func startTestBroker(t testing.TB) (*Broker, string) {
 }
 
 // startTestBrokerWith is startTestBroker with options (short leases, low
-// limits…); an empty DataDir gets a temp dir.
+// limits…); without a store of its own it gets a new one of the test's
+// store (forEachStore).
 func startTestBrokerWith(t testing.TB, opts BrokerOptions) (*Broker, string) {
 	t.Helper()
-	if opts.DataDir == "" && opts.Store == nil {
-		opts.DataDir = t.TempDir()
+	if opts.DataDir == "" && opts.Store == nil && opts.StoreURL == "" {
+		testStoreOf(t).place(t, &opts)
 	}
 	b, err := newBroker(opts)
 	if err != nil {
@@ -52,6 +54,58 @@ func startTestBrokerWith(t testing.TB, opts BrokerOptions) (*Broker, string) {
 		<-served
 	})
 	return b, "ws://" + l.Addr().String() + "/ws"
+}
+
+// testStore is one store the broker tests run against: place points a
+// broker's options at a new, empty store of its kind.
+type testStore struct {
+	name  string
+	place func(t testing.TB, opts *BrokerOptions)
+}
+
+// testStores is every store the broker suite runs against.
+var testStores = []testStore{
+	{"sqlite", func(t testing.TB, opts *BrokerOptions) { opts.DataDir = t.TempDir() }},
+	{"postgres", func(t testing.TB, opts *BrokerOptions) { opts.StoreURL = testPostgresSchemaURL(t) }},
+}
+
+// testStoreByName holds the store of each subtest forEachStore runs.
+var testStoreByName sync.Map // test name → testStore
+
+// forEachStore runs body once per store, as subtests named after them; the
+// brokers body starts (startTestBrokerWith, newTestStore) use that store.
+func forEachStore(t *testing.T, body func(t *testing.T)) {
+	t.Helper()
+	for _, s := range testStores {
+		t.Run(s.name, func(t *testing.T) {
+			testStoreByName.Store(t.Name(), s)
+			t.Cleanup(func() { testStoreByName.Delete(t.Name()) })
+			body(t)
+		})
+	}
+}
+
+// testStoreOf is the store of the forEachStore subtest t is in (or under);
+// SQLite elsewhere.
+func testStoreOf(t testing.TB) testStore {
+	for name := t.Name(); ; {
+		if s, ok := testStoreByName.Load(name); ok {
+			return s.(testStore)
+		}
+		i := strings.LastIndex(name, "/")
+		if i < 0 {
+			return testStores[0]
+		}
+		name = name[:i]
+	}
+}
+
+// newTestStore is a new empty store of the test's kind, as broker options:
+// start several brokers with it to restart a broker on its store.
+func newTestStore(t testing.TB) BrokerOptions {
+	var opts BrokerOptions
+	testStoreOf(t).place(t, &opts)
+	return opts
 }
 
 // newTestMesh creates a mesh directly in the broker's store, owned by a new
@@ -400,8 +454,119 @@ func (r *meshRoom) liveCount() int {
 	return n
 }
 
-// addMember enrolls a key in a mesh directly, as a join would.
+// addMember enrolls a key in a mesh directly, as a join would: through a
+// one-use invite of the role, in any store.
 func (b *Broker) addMember(ctx context.Context, meshID, pubkey, displayName, role string) (storedMember, error) {
-	m := storedMember{ID: newID(), MeshID: meshID, Pubkey: pubkey, DisplayName: displayName, Role: role, CreatedAt: time.Now()}
-	return m, insertMember(ctx, b.store.(*sqliteBrokerStore).w, m)
+	now := time.Now()
+	inv := storedInvite{ID: newInviteID(), Token: newID(), MeshID: meshID, Role: role, MaxUses: 1, ExpiresAt: now.Add(time.Hour), CreatedAt: now}
+	if err := b.store.CreateInvite(ctx, inv); err != nil {
+		return storedMember{}, err
+	}
+	m := storedMember{ID: newID(), MeshID: meshID, Pubkey: pubkey, DisplayName: displayName, Role: role, CreatedAt: now}
+	_, err := b.store.RedeemInvite(ctx, redeemRequest{Token: inv.Token, MeshID: meshID, Pubkey: pubkey, DisplayName: displayName,
+		Now: now, NewMemberID: m.ID})
+	return m, err
+}
+
+// storeExec runs one statement, written with ? placeholders, on the
+// broker's own store, whichever it is: for tests that set up a row the
+// broker's verbs cannot make.
+func storeExec(t testing.TB, b *Broker, query string, args ...any) {
+	t.Helper()
+	var err error
+	switch s := b.store.(type) {
+	case *sqliteBrokerStore:
+		_, err = s.w.Exec(query, args...)
+	case *postgresBrokerStore:
+		_, err = s.pool.Exec(context.Background(), dollarPlaceholders(query), args...)
+	default:
+		t.Fatalf("storeExec: unknown store %T", b.store)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
+// storeStrings runs a query returning one text column on the broker's store.
+func storeStrings(t testing.TB, b *Broker, query string, args ...any) []string {
+	t.Helper()
+	scan := func(r rowScanner) (string, error) {
+		var v string
+		return v, r.Scan(&v)
+	}
+	var out []string
+	var err error
+	switch s := b.store.(type) {
+	case *sqliteBrokerStore:
+		rows, qerr := s.r.Query(query, args...)
+		out, err = collect(rows, qerr, scan)
+	case *postgresBrokerStore:
+		rows, qerr := s.pool.Query(context.Background(), dollarPlaceholders(query), args...)
+		out, err = pgCollect(rows, qerr, scan)
+	default:
+		t.Fatalf("storeStrings: unknown store %T", b.store)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return out
+}
+
+// dollarPlaceholders numbers a query's ? placeholders as PostgreSQL's $n.
+func dollarPlaceholders(q string) string {
+	var sb strings.Builder
+	n := 0
+	for _, r := range q {
+		if r == '?' {
+			n++
+			sb.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
+}
+
+// breakStore makes the broker's store fail every later call.
+func breakStore(b *Broker) {
+	switch s := b.store.(type) {
+	case *sqliteBrokerStore:
+		s.r.Close()
+	case *postgresBrokerStore:
+		s.pool.Close()
+	}
+}
+
+// openTestStore opens a new empty store of the test's kind (forEachStore),
+// closed when the test ends.
+func openTestStore(t testing.TB) brokerStore {
+	t.Helper()
+	opts := newTestStore(t)
+	var s brokerStore
+	var err error
+	if opts.StoreURL != "" {
+		s, err = openPostgresBrokerStore(context.Background(), opts.StoreURL, "replica-"+newID()[:8])
+	} else {
+		s, err = openSQLiteBrokerStore(opts.DataDir)
+	}
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// appendOne is one append in a batch of its own.
+func appendOne(ctx context.Context, s brokerStore, msg storedMessage, recipients []string) (string, bool, error) {
+	res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg, Recipients: recipients}}, nil)
+	if err != nil {
+		return "", false, err
+	}
+	return res[0].ID, res[0].Dup, res[0].Err
+}
+
+// markOne is one delivery mark in a batch of its own.
+func markOne(ctx context.Context, s brokerStore, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
+	_, n, err := s.WriteBatch(ctx, nil, []deliveryMark{{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now}})
+	return n, err
 }

@@ -40,6 +40,10 @@ func signedCreate(kp Keypair, slug string, at time.Time) MeshCreateRequest {
 }
 
 func TestBrokerMeshCreateLoopbackAndToken(t *testing.T) {
+	forEachStore(t, testBrokerMeshCreateLoopbackAndToken)
+}
+
+func testBrokerMeshCreateLoopbackAndToken(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{CreateToken: "s3cret"})
 	base, _ := brokerHTTPBase(url)
 	kp := mustNewKeypair()
@@ -112,7 +116,9 @@ func TestBrokerMeshCreateLoopbackAndToken(t *testing.T) {
 	})
 }
 
-func TestBrokerInviteAndJoinErrors(t *testing.T) {
+func TestBrokerInviteAndJoinErrors(t *testing.T) { forEachStore(t, testBrokerInviteAndJoinErrors) }
+
+func testBrokerInviteAndJoinErrors(t *testing.T) {
 	b, url := startTestBroker(t)
 	base, _ := brokerHTTPBase(url)
 	owner := newTestMesh(t, b, url, "team", "alice")
@@ -178,15 +184,15 @@ func TestBrokerInviteAndJoinErrors(t *testing.T) {
 	// Distinct expiries keep the tokens distinct: equal payloads sign equal.
 	revoked := invite(owner, ownerKP, roleAdmin, time.Now().Add(2*time.Hour))
 	register(owner, ownerKP, revoked, 1)
-	b.store.(*sqliteBrokerStore).w.Exec(`UPDATE invites SET revoked_at = 1 WHERE token = ?`, revoked)
+	storeExec(t, b, `UPDATE invites SET revoked_at = 1 WHERE token = ?`, revoked)
 	expiring := invite(owner, ownerKP, roleMember, time.Now().Add(3*time.Hour))
 	register(owner, ownerKP, expiring, 1)
-	b.store.(*sqliteBrokerStore).w.Exec(`UPDATE invites SET expires_at = 1 WHERE token = ?`, expiring)
+	storeExec(t, b, `UPDATE invites SET expires_at = 1 WHERE token = ?`, expiring)
 	otherGood := invite(otherMesh, otherKP, roleMember, time.Now().Add(time.Hour))
 	register(otherMesh, otherKP, otherGood, 1)
 	// An invite payload for mesh A whose token row belongs to mesh B.
 	crossed := tampered(func(p *InvitePayload) { p.ExpiresAt += 4 * 3600 }, ownerKP)
-	b.store.(*sqliteBrokerStore).w.Exec(`INSERT INTO invites (token, mesh_id, role, max_uses, expires_at, created_at) VALUES (?, ?, 'member', 5, ?, 0)`,
+	storeExec(t, b, `INSERT INTO invites (token, mesh_id, role, max_uses, expires_at, created_at) VALUES (?, ?, 'member', 5, ?, 0)`,
 		crossed, otherMesh.MeshID, time.Now().Add(time.Hour).UnixMilli())
 
 	vector := loadInviteVector(t)
@@ -243,7 +249,9 @@ func TestBrokerInviteAndJoinErrors(t *testing.T) {
 	})
 }
 
-func TestBrokerHealthAndMetrics(t *testing.T) {
+func TestBrokerHealthAndMetrics(t *testing.T) { forEachStore(t, testBrokerHealthAndMetrics) }
+
+func testBrokerHealthAndMetrics(t *testing.T) {
 	b, url := startTestBroker(t)
 	base, _ := brokerHTTPBase(url)
 	newTestMesh(t, b, url, "team", "alice")
@@ -279,7 +287,7 @@ func TestBrokerHealthAndMetrics(t *testing.T) {
 		}
 	}
 	// A store that is down makes /health answer 503.
-	b.store.(*sqliteBrokerStore).r.Close()
+	breakStore(b)
 	resp, err = http.Get(base + "/health")
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,9 @@ import (
 
 // The kick truth table (claudemesh 1.34.15): kick skips control-plane connections and lists
 // them; disconnect closes everything it matches.
-func TestBrokerKickTruthTable(t *testing.T) {
+func TestBrokerKickTruthTable(t *testing.T) { forEachStore(t, testBrokerKickTruthTable) }
+
+func testBrokerKickTruthTable(t *testing.T) {
 	cases := []struct {
 		name      string
 		verb      string
@@ -84,6 +86,10 @@ func TestBrokerKickTruthTable(t *testing.T) {
 }
 
 func TestBrokerModerationNeedsOwnerOrAdmin(t *testing.T) {
+	forEachStore(t, testBrokerModerationNeedsOwnerOrAdmin)
+}
+
+func testBrokerModerationNeedsOwnerOrAdmin(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -120,7 +126,9 @@ func TestBrokerModerationNeedsOwnerOrAdmin(t *testing.T) {
 	}
 }
 
-func TestBrokerKickAllSkipsCaller(t *testing.T) {
+func TestBrokerKickAllSkipsCaller(t *testing.T) { forEachStore(t, testBrokerKickAllSkipsCaller) }
+
+func testBrokerKickAllSkipsCaller(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -144,6 +152,10 @@ func TestBrokerKickAllSkipsCaller(t *testing.T) {
 // or kicking by its own name reaches its other connections and still gets
 // the ack, instead of closing the socket that waits for it.
 func TestBrokerModerationNeverTargetsTheCaller(t *testing.T) {
+	forEachStore(t, testBrokerModerationNeverTargetsTheCaller)
+}
+
+func testBrokerModerationNeverTargetsTheCaller(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	other := connectMember(t, url, owner) // alice's daemon
@@ -170,6 +182,10 @@ func TestBrokerModerationNeverTargetsTheCaller(t *testing.T) {
 // and it leaves the presence list with its socket: no grace window, no
 // peer_left, no ghost for `kick` to list.
 func TestBrokerOneShotCLILinkLeavesNoTrace(t *testing.T) {
+	forEachStore(t, testBrokerOneShotCLILinkLeavesNoTrace)
+}
+
+func testBrokerOneShotCLILinkLeavesNoTrace(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)

@@ -14,6 +14,10 @@ import (
 )
 
 func TestBrokerOfflineSessionDMDeliveredOnReconnect(t *testing.T) {
+	forEachStore(t, testBrokerOfflineSessionDMDeliveredOnReconnect)
+}
+
+func testBrokerOfflineSessionDMDeliveredOnReconnect(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -41,7 +45,9 @@ func TestBrokerOfflineSessionDMDeliveredOnReconnect(t *testing.T) {
 	}
 }
 
-func TestBrokerUnknownTargetRefused(t *testing.T) {
+func TestBrokerUnknownTargetRefused(t *testing.T) { forEachStore(t, testBrokerUnknownTargetRefused) }
+
+func testBrokerUnknownTargetRefused(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	a := connectMember(t, url, owner)
@@ -56,6 +62,10 @@ func TestBrokerUnknownTargetRefused(t *testing.T) {
 }
 
 func TestBrokerRepushAfterLeaseWithoutAck(t *testing.T) {
+	forEachStore(t, testBrokerRepushAfterLeaseWithoutAck)
+}
+
+func testBrokerRepushAfterLeaseWithoutAck(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{Lease: 50 * time.Millisecond, SweepInterval: 10 * time.Millisecond})
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -75,6 +85,10 @@ func TestBrokerRepushAfterLeaseWithoutAck(t *testing.T) {
 }
 
 func TestBrokerClosedConnectionReleasesLeases(t *testing.T) {
+	forEachStore(t, testBrokerClosedConnectionReleasesLeases)
+}
+
+func testBrokerClosedConnectionReleasesLeases(t *testing.T) {
 	// A lease far longer than the test: only the release can explain a re-push.
 	b, url := startTestBrokerWith(t, BrokerOptions{Lease: time.Hour})
 	owner := newTestMesh(t, b, url, "team", "alice")
@@ -90,6 +104,10 @@ func TestBrokerClosedConnectionReleasesLeases(t *testing.T) {
 }
 
 func TestBrokerDuplicateClientMessageID(t *testing.T) {
+	forEachStore(t, testBrokerDuplicateClientMessageID)
+}
+
+func testBrokerDuplicateClientMessageID(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -116,6 +134,10 @@ func TestBrokerDuplicateClientMessageID(t *testing.T) {
 // the sender's sibling sessions too; a member's daemon (control-plane) only
 // when none of its sessions is reached, so no session sees one twice.
 func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
+	forEachStore(t, testBrokerBroadcastAndGroupFanOut)
+}
+
+func testBrokerBroadcastAndGroupFanOut(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -190,8 +212,12 @@ func TestBrokerBroadcastAndGroupFanOut(t *testing.T) {
 }
 
 func TestBrokerRestartLosesNoQueuedMessage(t *testing.T) {
-	dir := t.TempDir()
-	b, url := startTestBrokerWith(t, BrokerOptions{DataDir: dir})
+	forEachStore(t, testBrokerRestartLosesNoQueuedMessage)
+}
+
+func testBrokerRestartLosesNoQueuedMessage(t *testing.T) {
+	store := newTestStore(t)
+	b, url := startTestBrokerWith(t, store)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
 	sess := mustNewKeypair()
@@ -211,7 +237,7 @@ func TestBrokerRestartLosesNoQueuedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b2, url2 := startTestBrokerWith(t, BrokerOptions{DataDir: dir})
+	b2, url2 := startTestBrokerWith(t, store)
 	bob.BrokerURL = url2
 	bm := connectMember(t, url2, bob)
 	bm.ackPush(bm.expectPush("one"))
@@ -224,7 +250,9 @@ func TestBrokerRestartLosesNoQueuedMessage(t *testing.T) {
 	})
 }
 
-func TestBrokerSendRateLimitAndSize(t *testing.T) {
+func TestBrokerSendRateLimitAndSize(t *testing.T) { forEachStore(t, testBrokerSendRateLimitAndSize) }
+
+func testBrokerSendRateLimitAndSize(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{SendBurst: 3, SendPerMinute: 1, MaxMessageBytes: 1024})
 	owner := newTestMesh(t, b, url, "team", "alice")
 	a := connectMember(t, url, owner)
@@ -262,7 +290,9 @@ func TestBrokerSendRateLimitAndSize(t *testing.T) {
 	}
 }
 
-func TestBrokerGraceReattachIsSilent(t *testing.T) {
+func TestBrokerGraceReattachIsSilent(t *testing.T) { forEachStore(t, testBrokerGraceReattachIsSilent) }
+
+func testBrokerGraceReattachIsSilent(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{Grace: time.Hour})
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -310,6 +340,10 @@ func TestBrokerGraceReattachIsSilent(t *testing.T) {
 // peer_left goes out, the key is gone from peers_list, and nothing waits out
 // the grace. Any other close keeps it listed, not connected, for the grace.
 func TestBrokerLeaveEndsPresenceAtOnce(t *testing.T) {
+	forEachStore(t, testBrokerLeaveEndsPresenceAtOnce)
+}
+
+func testBrokerLeaveEndsPresenceAtOnce(t *testing.T) {
 	b, url := startTestBrokerWith(t, BrokerOptions{Grace: time.Hour})
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -416,8 +450,12 @@ func checkFullPush(t *testing.T, push frame, sent SendFrame, ack frame, meshID, 
 // broadcast or a topic, drained when an offline key connects, released when
 // a busy recipient is idle again, or drained by a restarted broker.
 func TestBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
-	dir := t.TempDir()
-	opts := BrokerOptions{DataDir: dir, Lease: 100 * time.Millisecond, SweepInterval: 20 * time.Millisecond, Grace: time.Hour}
+	forEachStore(t, testBrokerEveryPushCarriesTheFullFieldSet)
+}
+
+func testBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
+	opts := newTestStore(t)
+	opts.Lease, opts.SweepInterval, opts.Grace = 100*time.Millisecond, 20*time.Millisecond, time.Hour
 	b, url, owner, bob, aMember := newAliceBobMesh(t, opts)
 	aliceKey := mustNewKeypair()
 	aSess := connectSession(t, url, owner, aliceKey, "alice-1")
@@ -497,6 +535,10 @@ func TestBrokerEveryPushCarriesTheFullFieldSet(t *testing.T) {
 // messages — DMs, broadcasts and group messages alike — and what was held
 // is pushed when the status returns to idle.
 func TestBrokerPriorityGatingTruthTable(t *testing.T) {
+	forEachStore(t, testBrokerPriorityGatingTruthTable)
+}
+
+func testBrokerPriorityGatingTruthTable(t *testing.T) {
 	for _, status := range []string{statusIdle, statusWorking, statusDND} {
 		for _, priority := range []string{priorityNow, priorityNext, priorityLow} {
 			want := status != statusIdle && priority != priorityNow
@@ -552,6 +594,10 @@ func TestBrokerPriorityGatingTruthTable(t *testing.T) {
 // presence stays in grace beside the new one; when that grace runs out the
 // member has not left, and nobody is told it did.
 func TestBrokerNoPeerLeftWhileTheKeyIsStillPresent(t *testing.T) {
+	forEachStore(t, testBrokerNoPeerLeftWhileTheKeyIsStillPresent)
+}
+
+func testBrokerNoPeerLeftWhileTheKeyIsStillPresent(t *testing.T) {
 	b, url, owner, bob, observer := newAliceBobMesh(t, BrokerOptions{Grace: time.Hour})
 	old := dialTestClient(t, url)
 	old.hello(bob, "daemon-100")

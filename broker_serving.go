@@ -36,9 +36,18 @@ func (e *BrokerListenError) Unwrap() error { return e.Err }
 // InUse reports whether another process holds the address.
 func (e *BrokerListenError) InUse() bool { return errors.Is(e.Err, syscall.EADDRINUSE) }
 
+// storeLocation names the broker's store for messages: its PostgreSQL URL
+// without the password, or its SQLite data dir.
+func storeLocation(opts BrokerOptions) string {
+	if opts.StoreURL != "" {
+		return redactURL(opts.StoreURL)
+	}
+	return opts.DataDir
+}
+
 // BrokerStoreError says the broker's store could not be opened.
 type BrokerStoreError struct {
-	Dir string
+	Dir string // the data dir, or the redacted PostgreSQL URL
 	Err error
 }
 
@@ -50,7 +59,7 @@ func (e *BrokerStoreError) Unwrap() error { return e.Err }
 func startServingBroker(opts BrokerOptions, addr string) (*ServingBroker, error) {
 	b, err := newBroker(opts)
 	if err != nil {
-		return nil, &BrokerStoreError{Dir: opts.DataDir, Err: err}
+		return nil, &BrokerStoreError{Dir: storeLocation(opts), Err: err}
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -84,7 +93,7 @@ func (s *ServingBroker) Stop() error {
 		return s.serveErr
 	}
 	if closeErr != nil {
-		return &BrokerStoreError{Dir: s.opts.DataDir, Err: closeErr}
+		return &BrokerStoreError{Dir: storeLocation(s.opts), Err: closeErr}
 	}
 	return nil
 }

@@ -13,7 +13,9 @@ import (
 	"github.com/coder/websocket"
 )
 
-func TestBrokerHelloAndSessionHello(t *testing.T) {
+func TestBrokerHelloAndSessionHello(t *testing.T) { forEachStore(t, testBrokerHelloAndSessionHello) }
+
+func testBrokerHelloAndSessionHello(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -57,6 +59,10 @@ func TestBrokerHelloAndSessionHello(t *testing.T) {
 }
 
 func TestBrokerDMSendAckPushClientAck(t *testing.T) {
+	forEachStore(t, testBrokerDMSendAckPushClientAck)
+}
+
+func testBrokerDMSendAckPushClientAck(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -101,6 +107,10 @@ func TestBrokerDMSendAckPushClientAck(t *testing.T) {
 }
 
 func TestBrokerSendFromSessionCarriesSessionKey(t *testing.T) {
+	forEachStore(t, testBrokerSendFromSessionCarriesSessionKey)
+}
+
+func testBrokerSendFromSessionCarriesSessionKey(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	bob := addTestMember(t, b, owner, "bob", roleMember)
@@ -115,7 +125,9 @@ func TestBrokerSendFromSessionCarriesSessionKey(t *testing.T) {
 	}
 }
 
-func TestBrokerReplyEchoesReqID(t *testing.T) {
+func TestBrokerReplyEchoesReqID(t *testing.T) { forEachStore(t, testBrokerReplyEchoesReqID) }
+
+func testBrokerReplyEchoesReqID(t *testing.T) {
 	b, url := startTestBroker(t)
 	owner := newTestMesh(t, b, url, "team", "alice")
 	a := connectMember(t, url, owner)

@@ -1,4 +1,4 @@
-// Tests of the broker's SQLite store: messages, deliveries, dedupe and purge.
+// Tests of the broker store, on every store: messages, deliveries, dedupe and purge.
 package main
 
 import (
@@ -9,12 +9,10 @@ import (
 	"time"
 )
 
-func TestSQLiteBrokerStoreMessages(t *testing.T) {
-	s, err := openSQLiteBrokerStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+func TestBrokerStoreMessages(t *testing.T) { forEachStore(t, testBrokerStoreMessages) }
+
+func testBrokerStoreMessages(t *testing.T) {
+	s := openTestStore(t)
 	ctx := context.Background()
 	now := time.Now()
 	mesh := storedMesh{ID: newID(), Slug: "team", Name: "team", OwnerPubkey: "o", RootKey: "r", CreatedAt: now}
@@ -31,15 +29,15 @@ func TestSQLiteBrokerStoreMessages(t *testing.T) {
 			ExpiresAt: expires, ClientMessageID: cmid}
 	}
 	first := msg("c1", now.Add(time.Hour))
-	id, dup, err := s.AppendMessage(ctx, first, []string{"k1", "k2", "k1"})
+	id, dup, err := appendOne(ctx, s, first, []string{"k1", "k2", "k1"})
 	if err != nil || dup || id != first.ID {
 		t.Fatalf("AppendMessage = %s, %v, %v", id, dup, err)
 	}
 	again := msg("c1", now.Add(time.Hour))
-	if id, dup, err := s.AppendMessage(ctx, again, []string{"k3"}); err != nil || !dup || id != first.ID {
+	if id, dup, err := appendOne(ctx, s, again, []string{"k3"}); err != nil || !dup || id != first.ID {
 		t.Fatalf("duplicate AppendMessage = %s, %v, %v; want the original id", id, dup, err)
 	}
-	if _, _, err := s.AppendMessage(ctx, msg("", now.Add(-time.Second)), []string{"k1"}); err != nil {
+	if _, _, err := appendOne(ctx, s, msg("", now.Add(-time.Second)), []string{"k1"}); err != nil {
 		t.Fatal(err)
 	}
 	pending, err := s.PendingFor(ctx, mesh.ID, "k1", 0, now, 10)
@@ -49,10 +47,10 @@ func TestSQLiteBrokerStoreMessages(t *testing.T) {
 	if p, _ := s.PendingFor(ctx, mesh.ID, "k3", 0, now, 10); len(p) != 0 {
 		t.Fatalf("the duplicate created deliveries: %+v", p)
 	}
-	if n, err := s.MarkDelivered(ctx, mesh.ID, "k1", "", "c1", now); err != nil || n != 1 {
+	if n, err := markOne(ctx, s, mesh.ID, "k1", "", "c1", now); err != nil || n != 1 {
 		t.Fatalf("MarkDelivered by client id = %d, %v", n, err)
 	}
-	if n, _ := s.MarkDelivered(ctx, mesh.ID, "k2", first.ID, "", now); n != 1 {
+	if n, _ := markOne(ctx, s, mesh.ID, "k2", first.ID, "", now); n != 1 {
 		t.Fatalf("MarkDelivered by broker id = %d", n)
 	}
 	if n, _ := s.CountPendingDeliveries(ctx, now); n != 0 {
@@ -81,29 +79,12 @@ func TestSQLiteBrokerStoreMessages(t *testing.T) {
 	}
 }
 
-// AppendMessage is one append in a batch of its own.
-func (s *sqliteBrokerStore) AppendMessage(ctx context.Context, msg storedMessage, recipients []string) (string, bool, error) {
-	res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg, Recipients: recipients}}, nil)
-	if err != nil {
-		return "", false, err
-	}
-	return res[0].ID, res[0].Dup, res[0].Err
-}
-
-// MarkDelivered is one delivery mark in a batch of its own.
-func (s *sqliteBrokerStore) MarkDelivered(ctx context.Context, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
-	_, n, err := s.WriteBatch(ctx, nil, []deliveryMark{{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now}})
-	return n, err
-}
-
 // Each mesh has its own chain, appended in order whatever else is
 // appended between; a mutation's audit events commit with it or not at all.
-func TestSQLiteBrokerStoreAudit(t *testing.T) {
-	s, err := openSQLiteBrokerStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+func TestBrokerStoreAudit(t *testing.T) { forEachStore(t, testBrokerStoreAudit) }
+
+func testBrokerStoreAudit(t *testing.T) {
+	s := openTestStore(t)
 	ctx := context.Background()
 	now := time.Now()
 	ev := func(mesh, typ string) auditEvent {

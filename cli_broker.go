@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,9 @@ import (
 func setupBrokerServe(fs *flagSet) runFunc {
 	var f brokerServeFlags
 	fs.StringVar(&f.listen, "listen", defaultBrokerListen, "address to listen on")
-	fs.StringVar(&f.data, "data", "", "data directory (default <config dir>/broker)")
+	fs.StringVar(&f.data, "data", "", "data directory of the SQLite store (default <config dir>/broker)")
+	fs.StringVar(&f.store, "store", "", "a postgres://… URL: the store several replicas share (default $"+envBrokerStore+", else SQLite in --data)")
+	fs.StringVar(&f.replicaID, "replica-id", "", "this replica's name among those sharing a PostgreSQL store (default <host>-<random>)")
 	fs.StringVar(&f.publicURL, "public-url", "", "the ws(s):// URL clients use, when behind a proxy")
 	fs.StringVar(&f.createToken, "create-token", "", "the broker's mesh-creation token (non-loopback brokers)")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", defaultMaxMessageBytes, "largest message accepted, in bytes")
@@ -35,8 +38,12 @@ const (
 	logFormatJSON = "json"
 )
 
+// envBrokerStore names the store when --store is not given.
+const envBrokerStore = "CLAUDEMESH_BROKER_STORE"
+
 type brokerServeFlags struct {
 	listen, data, publicURL, createToken string
+	store, replicaID                     string
 	logFormat                            string
 	maxMessageBytes, maxConns            int
 	sendBurst, sendPerMinute             int
@@ -61,6 +68,14 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	if data == "" {
 		data = filepath.Join(c.Paths().ConfigDir, "broker")
 	}
+	storeURL := cmp.Or(f.store, c.env.Getenv(envBrokerStore))
+	if storeURL != "" && !isPostgresURL(storeURL) {
+		return usageError("--store (or $%s) wants a postgres://user@host/db URL, not %q; leave it unset for SQLite in --data", envBrokerStore, redactURL(storeURL))
+	}
+	storeName := "sqlite " + data
+	if storeURL != "" {
+		storeName = "postgres " + redactURL(storeURL)
+	}
 	level := slog.LevelInfo
 	if c.global.verbose {
 		level = slog.LevelDebug
@@ -70,7 +85,7 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 		handler = slog.NewJSONHandler(c.env.Stderr, &slog.HandlerOptions{Level: level})
 	}
 	logger := slog.New(handler)
-	sb, err := startServingBroker(BrokerOptions{DataDir: data, PublicURL: f.publicURL, CreateToken: f.createToken,
+	sb, err := startServingBroker(BrokerOptions{DataDir: data, StoreURL: storeURL, ReplicaID: f.replicaID, PublicURL: f.publicURL, CreateToken: f.createToken,
 		MaxMessageBytes: f.maxMessageBytes, MaxConnectionsPerMesh: f.maxConns, SendBurst: f.sendBurst,
 		SendPerMinute: f.sendPerMinute, HandshakeBurst: f.handshakeBurst, HandshakePerMinute: f.handshakePerMinute,
 		Logger: logger}, f.listen)
@@ -85,11 +100,11 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	}
 	url := sb.URL()
 	if c.jsonMode() {
-		c.printJSON(map[string]string{"url": url, "listen": sb.Addr, "data": data, "version": version})
+		c.printJSON(map[string]string{"url": url, "listen": sb.Addr, "data": data, "store": storeName, "replica": sb.opts.ReplicaID, "version": version})
 	} else {
-		c.printf("claudemesh broker %s listening on %s (data %s)\n", version, url, data)
+		c.printf("claudemesh broker %s listening on %s (store %s, replica %s)\n", version, url, storeName, sb.opts.ReplicaID)
 	}
-	logger.Info("broker_started", "version", version, "listen", sb.Addr, "data", data)
+	logger.Info("broker_started", "version", version, "listen", sb.Addr, "store", storeName, "replica", sb.opts.ReplicaID)
 	select {
 	case <-ctx.Done():
 		logger.Info("broker stopping")

@@ -227,6 +227,38 @@ func TestCLIBrokerServe(t *testing.T) {
 	}
 }
 
+// broker serve --store postgres://… (or $CLAUDEMESH_BROKER_STORE) serves
+// from PostgreSQL: a mesh created through one broker process is there for
+// the next; a --store that is not a postgres URL is refused.
+func TestCLIBrokerServeOnPostgres(t *testing.T) {
+	m := newMachine(t)
+	if code, _, errs := m.run("broker", "serve", "--store", "mysql://db/x"); code != exitUsage || !strings.Contains(errs, "postgres://") {
+		t.Fatalf("broker serve --store mysql:// = %d\n%s", code, errs)
+	}
+	store := testPostgresSchemaURL(t)
+	url, stop := serveBrokerCLI(t, m, "--store", store)
+	if code, _, errs := m.run("mesh", "create", "team", "--broker", url); code != 0 {
+		t.Fatalf("mesh create against the PostgreSQL broker: %s", errs)
+	}
+	if code, log := stop(); code != 0 || !strings.Contains(log, "store=\"postgres ") {
+		t.Fatalf("broker serve --store exited %d: %s", code, log)
+	}
+	m.vars[envBrokerStore] = store
+	url, stop = serveBrokerCLI(t, m)
+	base, _ := brokerHTTPBase(url)
+	resp, err := http.Get(base + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var health struct{ Meshes int }
+	json.NewDecoder(resp.Body).Decode(&health)
+	resp.Body.Close()
+	if health.Meshes != 1 {
+		t.Fatalf("a broker on $%s sees %d meshes, want the one made before", envBrokerStore, health.Meshes)
+	}
+	stop()
+}
+
 // serveBrokerCLI runs `broker serve` on a free loopback port with extra
 // flags until stop, which returns its exit code and stderr.
 func serveBrokerCLI(t *testing.T, m *machine, extra ...string) (url string, stop func() (int, string)) {

@@ -197,6 +197,7 @@ func TestMain(m *testing.M) {
 		go buildBinary(ctx, filepath.Join(dir, "claudemesh"))
 	}
 	code := m.Run()
+	stopTestPostgres()
 	cancel() // a run that needed no binary does not wait for its build
 	<-binDone
 	if dir != "" {
