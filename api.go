@@ -83,7 +83,7 @@ var (
 
 // GET /v1/events has no reply type: it is a stream of Server-Sent Events
 // whose data are MessageEvent, BrokerStatusEvent, OutboxEvent, SessionEvent,
-// StateEvent, MemoryEvent, or a system event (the broker's eventData with
+// StateEvent, MemoryEvent, ProfileEvent, or a system event (the broker's eventData with
 // mesh, event and ts added).
 
 // Daemon and sessions.
@@ -1039,6 +1039,17 @@ type MemoryEvent struct {
 }
 
 func (e *MemoryEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
+// ProfileEvent is the data of a `profile` event: this daemon changed these
+// fields of a presence on mesh, over a session link or the member's.
+type ProfileEvent struct {
+	Mesh    string   `json:"mesh"`
+	Applied []string `json:"applied"`
+	Via     string   `json:"via"`
+	TS      string   `json:"ts"`
+}
+
+func (e *ProfileEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
 
 // Wire helpers.
 

@@ -5,7 +5,7 @@
 // and the client reconnects), and every write to a stream has a deadline.
 // What a subscriber sees is decided by its session: message and surfaced
 // events only for its session key or its member key, system, broker_status,
-// state and memory events only for its mesh, and the machine's own
+// state, memory and profile events only for its mesh, and the machine's own
 // bookkeeping (outbox rows, sessions coming and going) never; no session →
 // everything.
 package main
@@ -31,6 +31,7 @@ const (
 	eventSession      = "session" // a session registered or left
 	eventState        = "state"   // a shared state key changed
 	eventMemory       = "memory"  // a memory was stored or forgotten through this daemon
+	eventProfile      = "profile" // this daemon changed a presence's status, summary or profile
 )
 
 // machineEvent reports whether events of kind are for the machine as a

@@ -427,6 +427,13 @@ func TestEventStreamTellsOutboxSessionsAndState(t *testing.T) {
 	// alice's own stream heard of the state changes, never of the outbox.
 	sessionStream.next(t, "state on the session's stream", kind(eventState, func(d map[string]any) bool { return d["key"] == "deploy" }))
 
+	if _, err := callIPC(context.Background(), a.cl, apiProfile, ProfileRequest{Status: ptr(statusWorking), Summary: ptr("on the parser")}); err != nil {
+		t.Fatal(err)
+	}
+	sessionStream.next(t, "alice's profile change", kind(eventProfile, func(d map[string]any) bool {
+		return d["mesh"] == "alpha" && d["via"] == linkSession && fmt.Sprint(d["applied"]) == "[summary status]"
+	}))
+
 	if _, err := callIPC(context.Background(), f.d1.client(""), apiDeregister, DeregisterRequest{Token: a.reg.Token}); err != nil {
 		t.Fatal(err)
 	}

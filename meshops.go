@@ -552,6 +552,9 @@ func (d *Daemon) setProfile(ctx context.Context, s *Session, p ProfileRequest) (
 			return ProfileReply{}, fmt.Errorf("mesh %s: %w", t.mesh, err)
 		}
 		meshes = append(meshes, t.mesh)
+		// The broker tells nobody of a status or summary change: the
+		// stream says this machine made one.
+		d.bus.Publish(Event{Kind: eventProfile, Mesh: t.mesh, Data: &ProfileEvent{Mesh: t.mesh, Applied: p.applied(), Via: via}})
 	}
 	if via == linkSession && p.Status != nil {
 		// The session's own choice: it holds until a hook says otherwise,

@@ -271,6 +271,20 @@ func TestUIScreenshotForREADME(t *testing.T) {
 	if out == "" {
 		t.Skip("set CLAUDEMESH_UI_SCREENSHOT to a PNG path to redraw the README's screenshot")
 	}
+	ctx := demoUIPage(t)
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", out)
+}
+
+// demoUIPage is a browser tab on alice's UI, logged in, over a demo-like
+// mesh with a little of everything.
+func demoUIPage(t *testing.T) context.Context {
 	ctx := newBrowser(t)
 	b, wsURL := startTestBrokerWith(t, msgBrokerOptions())
 	alice := newTestMesh(t, b, wsURL, "local", "alice-laptop")
@@ -319,12 +333,5 @@ func TestUIScreenshotForREADME(t *testing.T) {
 	pageTrue(t, ctx, "the stream is live", `document.querySelector("#live").dataset.state === "live"`, 20*time.Second)
 	pageTrue(t, ctx, "the thread", bodyShown("thanks! ping me when it is merged"), 10*time.Second)
 	pageTrue(t, ctx, "bob's summary", `!!document.querySelector(".peer .summary")`, 10*time.Second)
-	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(out, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("wrote %s", out)
+	return ctx
 }

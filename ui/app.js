@@ -344,6 +344,7 @@ function listen() {
   });
   on("broker_status", () => refetchOverviewSoon());
   on("session", () => refetchOverviewSoon());
+  on("profile", () => refetchPeersSoon());
   for (const kind of ["peer_join", "peer_leave", "system"]) {
     on(kind, (e) => {
       if (e.pubkey) state.lastSeen.set(e.mesh + "\n" + e.pubkey, e.ts);
