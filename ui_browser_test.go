@@ -95,6 +95,15 @@ func bodyShown(text string) string {
 func TestUIInABrowser(t *testing.T) {
 	ctx := newBrowser(t)
 	f := newUIFixture(t)
+	waitFor(t, "bert's surfacing path in alice's peer list", func() bool {
+		peers, err := callIPC(context.Background(), f.d1.client(""), apiPeers, MeshQuery{Mesh: "alpha"})
+		for _, p := range peers.Peers {
+			if err == nil && p.Row.Pubkey == f.bert.pub() && p.Row.Profile != nil && p.Row.Profile.Surfacing == surfacedViaPull {
+				return true
+			}
+		}
+		return false
+	})
 	open := f.openUI(t)
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(open.URL)); err != nil {
@@ -111,6 +120,9 @@ func TestUIInABrowser(t *testing.T) {
 	t.Run("two sessions of the mesh", func(t *testing.T) {
 		pageTrue(t, ctx, "alice's session", `!!document.querySelector('.session[data-session="`+f.alice.reg.SessionID+`"]')`, 10*time.Second)
 		pageTrue(t, ctx, "bert among the peers", `(document.querySelector('.peer[data-pubkey="`+f.bert.pub()+`"]') || {}).textContent?.includes("bert")`, 10*time.Second)
+		// bert runs neither an MCP server nor hooks: it sees messages only
+		// when it asks.
+		pageTrue(t, ctx, "bert's surfacing path", `document.querySelector('.peer[data-pubkey="`+f.bert.pub()+`"] .surfacing')?.textContent === "receives by pull"`, 10*time.Second)
 	})
 
 	t.Run("a DM from the CLI shows within a second, without a reload", func(t *testing.T) {

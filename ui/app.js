@@ -525,6 +525,7 @@ function renderPeers() {
 
 function peerRow(p, local) {
   const groups = (p.groups || []).map((g) => "@" + g.name + (g.role ? ":" + g.role : ""));
+  const surfacing = p.profile && p.profile.surfacing;
   return h("div", { class: "peer", dataset: { pubkey: p.pubkey } },
     h("div", {}, h("span", { class: "dot dot-" + (p.status || "idle"), title: p.status || "" }), " ",
       h("b", {}, p.displayName || shortKey(p.pubkey)),
@@ -534,8 +535,17 @@ function peerRow(p, local) {
     p.summary ? h("div", { class: "summary" }, p.summary) : null,
     h("div", { class: "dim small" },
       groups.length ? groups.join(" ") + " · " : "",
+      surfacing ? h("span", { class: "surfacing", title: surfacingWords[surfacing] || "" }, "receives by " + surfacing) : null,
+      surfacing ? " · " : "",
       "online since " + clock(p.connectedAt)));
 }
+
+// surfacingWords says what each way of reaching a session's model means.
+const surfacingWords = {
+  channel: "messages appear in its Claude Code session as they arrive",
+  hooks: "messages reach its model at its next prompt, tool call or stop",
+  pull: "it sees messages only when it runs claudemesh inbox",
+};
 
 function messageEl(m, depth) {
   const d = deliveryState(m);
