@@ -1,7 +1,8 @@
 // The broker's HTTP surface, all on the WebSocket's port: the upgrade on
 // exactly /ws, /health, /metrics, and the account-less mesh routes:
-// POST /cli/mesh/create, POST /cli/mesh/<slug>/invite, POST /join, and the
-// member-signed POST /cli/mesh/<slug>/grants and /audit.
+// POST /cli/mesh/create, POST /cli/mesh/<slug>/invite, POST /join, the
+// member-signed POST /cli/mesh/<slug>/grants and /audit, and the invite
+// routes of broker_invites.go.
 //
 // Policy: mesh creation is open to loopback clients (a request that came
 // through a proxy — it carries X-Forwarded-For — is not loopback), and to
@@ -44,6 +45,10 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("POST /cli/mesh/{slug}/invite", b.handleInviteCreate)
 	mux.HandleFunc("POST /cli/mesh/{slug}/grants", b.handleGrants)
 	mux.HandleFunc("POST /cli/mesh/{slug}/audit", b.handleAudit)
+	mux.HandleFunc("POST /cli/mesh/{slug}/invite/v2", b.handleInviteV2Create)
+	mux.HandleFunc("POST /cli/mesh/{slug}/invites", b.handleInviteList)
+	mux.HandleFunc("POST /cli/mesh/{slug}/invite/revoke", b.handleInviteRevoke)
+	mux.HandleFunc("POST /invites/{code}/claim", b.handleInviteClaim)
 	return mux
 }
 
@@ -355,6 +360,7 @@ type InviteCreateRequest struct {
 // InviteCreateResponse answers an invite registration.
 type InviteCreateResponse struct {
 	OK        bool   `json:"ok"`
+	ID        string `json:"id"`
 	URL       string `json:"url"`
 	ExpiresAt string `json:"expires_at"`
 	MaxUses   int    `json:"max_uses"`
@@ -421,7 +427,7 @@ func (b *Broker) handleInviteCreate(w http.ResponseWriter, r *http.Request) {
 		writeStoreUnavailable(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, InviteCreateResponse{OK: true, URL: inviteURL(token),
+	writeJSON(w, http.StatusOK, InviteCreateResponse{OK: true, ID: inv.ID, URL: inviteURL(token),
 		ExpiresAt: isoTime(inv.ExpiresAt), MaxUses: inv.MaxUses, Role: inv.Role})
 }
 

@@ -41,6 +41,15 @@ type brokerStore interface {
 	// one transaction with the audit events joinAudit makes for it; see
 	// joinError for the refusals.
 	RedeemInvite(ctx context.Context, req redeemRequest) (redeemResult, error)
+	// InviteByToken finds the invite a joiner presents: a v1 token or a v2
+	// code (errNotFound when none).
+	InviteByToken(ctx context.Context, token string) (storedInvite, error)
+	// ListInvites lists a mesh's invites, newest first.
+	ListInvites(ctx context.Context, meshID string) ([]storedInvite, error)
+	// RevokeInvite revokes the mesh's invite whose id or token is ref, with
+	// the audit event revokeAudit makes; changed is false (and nothing is
+	// written) when it was revoked already.
+	RevokeInvite(ctx context.Context, meshID, ref, actor string, at time.Time) (inv storedInvite, changed bool, err error)
 
 	// The audit log. AppendAudit appends events of their own (a kick); each
 	// entry links to its mesh's last, so a store serializes the appends to
@@ -132,10 +141,13 @@ type storedMember struct {
 	Grants        grantMap // what it lets others do to it; nil means the defaults for everyone
 }
 
-// storedInvite is one registered v1 invite.
+// storedInvite is one registered invite: a v1 token, or a v2 code with
+// the owner's capability.
 type storedInvite struct {
-	ID        string // short, for listing and revoking
-	Token     string
+	ID        string // short, for listing and revoking; a v2 invite's invite_id
+	Version   int    // 1 or 2
+	Token     string // what the joiner presents: the v1 token, or the v2 code
+	Signature string // v2: the owner's signature over the capability
 	MeshID    string
 	Role      string
 	MaxUses   int
@@ -148,6 +160,7 @@ type storedInvite struct {
 // redeemRequest is a join through an invite whose signature and owner the
 // broker has already checked. The member's role is the registered invite's.
 type redeemRequest struct {
+	Version     int // the invite version the joiner used (0 means 1)
 	Token       string
 	MeshID      string // from the verified invite payload
 	Pubkey      string
@@ -165,6 +178,26 @@ func joinAudit(inv storedInvite, m storedMember, uses int) []auditEvent {
 		{MeshID: m.MeshID, Type: auditInviteUsed, Actor: m.Pubkey, CreatedAt: m.CreatedAt, Payload: map[string]any{
 			"inviteId": inv.ID, "memberId": m.ID, "uses": uses, "maxUses": inv.MaxUses}},
 	}
+}
+
+// revokeAudit records an invite's revocation by actor.
+func revokeAudit(inv storedInvite, actor string, at time.Time) auditEvent {
+	return auditEvent{MeshID: inv.MeshID, Type: auditInviteRevoked, Actor: actor, CreatedAt: at, Payload: map[string]any{
+		"inviteId": inv.ID, "version": inv.Version, "uses": inv.UsedCount, "maxUses": inv.MaxUses}}
+}
+
+// state is what an invite can do at now: active, revoked, expired or
+// exhausted, checked in that order.
+func (inv storedInvite) state(now time.Time) string {
+	switch {
+	case inv.RevokedAt != nil:
+		return "revoked"
+	case !now.Before(inv.ExpiresAt):
+		return "expired"
+	case inv.UsedCount >= inv.MaxUses:
+		return "exhausted"
+	}
+	return "active"
 }
 
 // redeemResult is the member a join produced or found.

@@ -179,6 +179,13 @@ CREATE TABLE presences (
 	PRIMARY KEY (mesh_id, key)
 );
 `,
+	// 2: v2 invites: a short code in token, the owner's capability
+	// signature, and which version a row is.
+	`
+ALTER TABLE invites ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE invites ADD COLUMN signature TEXT NOT NULL DEFAULT '';
+CREATE INDEX invites_mesh ON invites (mesh_id, created_at);
+`,
 }
 
 // postgresBrokerStore implements brokerStore.
@@ -410,9 +417,9 @@ func (s *postgresBrokerStore) updateMember(ctx context.Context, query string, ar
 
 func (s *postgresBrokerStore) CreateInvite(ctx context.Context, inv storedInvite, audit ...auditEvent) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO invites (id, token, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
-			VALUES ($1, $2, $3, $4, $5, 0, $6, $7, $8)`,
-			inv.ID, inv.Token, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
+		_, err := tx.Exec(ctx, `INSERT INTO invites (id, version, token, signature, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)`,
+			inv.ID, max(inv.Version, 1), inv.Token, inv.Signature, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
 		if isPgUniqueViolation(err) {
 			return errExists
 		}
@@ -434,12 +441,8 @@ func (s *postgresBrokerStore) RedeemInvite(ctx context.Context, req redeemReques
 // pgRedeemIn is RedeemInvite inside tx. The invite's row is locked first, so
 // that redemptions of one invite on several replicas queue.
 func pgRedeemIn(ctx context.Context, tx pgx.Tx, req redeemRequest) (redeemResult, error) {
-	var inv storedInvite
-	var expires int64
-	var revoked *int64
-	err := tx.QueryRow(ctx, `SELECT coalesce(id, ''), mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = $1 FOR UPDATE`, req.Token).
-		Scan(&inv.ID, &inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount, &expires, &revoked)
-	if errors.Is(err, pgx.ErrNoRows) {
+	inv, err := scanInvite(tx.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE token = $1 FOR UPDATE`, req.Token))
+	if errors.Is(err, errNotFound) || (err == nil && inv.Version != max(req.Version, 1)) {
 		return redeemResult{}, &joinError{"invite_not_found", "this invite was never registered with the broker"}
 	}
 	if err != nil {
@@ -448,9 +451,9 @@ func pgRedeemIn(ctx context.Context, tx pgx.Tx, req redeemRequest) (redeemResult
 	switch {
 	case inv.MeshID != req.MeshID:
 		return redeemResult{}, &joinError{"invite_mesh_mismatch", "the invite belongs to another mesh"}
-	case revoked != nil:
+	case inv.RevokedAt != nil:
 		return redeemResult{}, &joinError{"invite_revoked", "the invite was revoked"}
-	case !req.Now.Before(fromMs(expires)):
+	case !req.Now.Before(inv.ExpiresAt):
 		return redeemResult{}, &joinError{"invite_expired", "the invite has expired"}
 	}
 	// Re-joining with the same key is idempotent and uses no slot; a banned
@@ -481,6 +484,33 @@ func pgRedeemIn(ctx context.Context, tx pgx.Tx, req redeemRequest) (redeemResult
 		return redeemResult{}, err
 	}
 	return redeemResult{MemberID: m.ID}, nil
+}
+
+func (s *postgresBrokerStore) InviteByToken(ctx context.Context, token string) (storedInvite, error) {
+	return scanInvite(s.pool.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE token = $1`, token))
+}
+
+func (s *postgresBrokerStore) ListInvites(ctx context.Context, meshID string) ([]storedInvite, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+inviteColumns+` FROM invites WHERE mesh_id = $1 ORDER BY created_at DESC, id`, meshID)
+	return pgCollect(rows, err, scanInvite)
+}
+
+func (s *postgresBrokerStore) RevokeInvite(ctx context.Context, meshID, ref, actor string, at time.Time) (inv storedInvite, changed bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		inv, err = scanInvite(tx.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE mesh_id = $1 AND (id = $2 OR token = $2) FOR UPDATE`, meshID, ref))
+		if err != nil || inv.RevokedAt != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE invites SET revoked_at = $1 WHERE token = $2`, ms(at), inv.Token); err != nil {
+			return err
+		}
+		inv.RevokedAt, changed = &at, true
+		return pgAppendAuditIn(ctx, tx, []auditEvent{revokeAudit(inv, actor, at)})
+	})
+	if err != nil {
+		changed = false
+	}
+	return inv, changed, err
 }
 
 // The audit log.

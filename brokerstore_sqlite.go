@@ -170,6 +170,13 @@ ALTER TABLE invites ADD COLUMN id TEXT;
 UPDATE invites SET id = lower(hex(randomblob(6)));
 CREATE UNIQUE INDEX invites_id ON invites (id);
 `,
+	// 5: v2 invites: a short code in token, the owner's capability
+	// signature, and which version a row is.
+	`
+ALTER TABLE invites ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE invites ADD COLUMN signature TEXT NOT NULL DEFAULT '';
+CREATE INDEX invites_mesh ON invites (mesh_id, created_at);
+`,
 }
 
 // sqliteBrokerStore implements brokerStore.
@@ -396,9 +403,9 @@ func (s *sqliteBrokerStore) CreateInvite(ctx context.Context, inv storedInvite, 
 		return err
 	}
 	defer tx.Rollback()
-	_, err = tx.ExecContext(ctx, `INSERT INTO invites (id, token, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
-		VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)`,
-		inv.ID, inv.Token, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
+	_, err = tx.ExecContext(ctx, `INSERT INTO invites (id, version, token, signature, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)`,
+		inv.ID, max(inv.Version, 1), inv.Token, inv.Signature, inv.MeshID, inv.Role, inv.MaxUses, ms(inv.ExpiresAt), msPtr(inv.RevokedAt), ms(inv.CreatedAt))
 	if isUniqueViolation(err) {
 		return errExists
 	}
@@ -417,12 +424,8 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 		return redeemResult{}, err
 	}
 	defer tx.Rollback()
-	var inv storedInvite
-	var expires int64
-	var revoked sql.NullInt64
-	err = tx.QueryRowContext(ctx, `SELECT coalesce(id, ''), mesh_id, role, max_uses, used_count, expires_at, revoked_at FROM invites WHERE token = ?`, req.Token).
-		Scan(&inv.ID, &inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount, &expires, &revoked)
-	if errors.Is(err, sql.ErrNoRows) {
+	inv, err := scanInvite(tx.QueryRowContext(ctx, `SELECT `+inviteColumns+` FROM invites WHERE token = ?`, req.Token))
+	if errors.Is(err, errNotFound) || (err == nil && inv.Version != max(req.Version, 1)) {
 		return redeemResult{}, &joinError{"invite_not_found", "this invite was never registered with the broker"}
 	}
 	if err != nil {
@@ -431,9 +434,9 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 	switch {
 	case inv.MeshID != req.MeshID:
 		return redeemResult{}, &joinError{"invite_mesh_mismatch", "the invite belongs to another mesh"}
-	case revoked.Valid:
+	case inv.RevokedAt != nil:
 		return redeemResult{}, &joinError{"invite_revoked", "the invite was revoked"}
-	case !req.Now.Before(fromMs(expires)):
+	case !req.Now.Before(inv.ExpiresAt):
 		return redeemResult{}, &joinError{"invite_expired", "the invite has expired"}
 	}
 	// Re-joining with the same key is idempotent and uses no slot; a banned
@@ -467,6 +470,50 @@ func (s *sqliteBrokerStore) RedeemInvite(ctx context.Context, req redeemRequest)
 		return redeemResult{}, err
 	}
 	return redeemResult{MemberID: m.ID}, nil
+}
+
+const inviteColumns = `coalesce(id, ''), version, token, signature, mesh_id, role, max_uses, used_count, expires_at, revoked_at, created_at`
+
+func scanInvite(row rowScanner) (storedInvite, error) {
+	var inv storedInvite
+	var expires, created int64
+	var revoked sql.NullInt64
+	err := row.Scan(&inv.ID, &inv.Version, &inv.Token, &inv.Signature, &inv.MeshID, &inv.Role, &inv.MaxUses, &inv.UsedCount,
+		&expires, &revoked, &created)
+	inv.ExpiresAt, inv.RevokedAt, inv.CreatedAt = fromMs(expires), fromMsPtr(revoked), fromMs(created)
+	return inv, noRows(err)
+}
+
+func (s *sqliteBrokerStore) InviteByToken(ctx context.Context, token string) (storedInvite, error) {
+	return scanInvite(s.r.QueryRowContext(ctx, `SELECT `+inviteColumns+` FROM invites WHERE token = ?`, token))
+}
+
+func (s *sqliteBrokerStore) ListInvites(ctx context.Context, meshID string) ([]storedInvite, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+inviteColumns+` FROM invites WHERE mesh_id = ? ORDER BY created_at DESC, id`, meshID)
+	return collect(rows, err, scanInvite)
+}
+
+func (s *sqliteBrokerStore) RevokeInvite(ctx context.Context, meshID, ref, actor string, at time.Time) (storedInvite, bool, error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return storedInvite{}, false, err
+	}
+	defer tx.Rollback()
+	inv, err := scanInvite(tx.QueryRowContext(ctx, `SELECT `+inviteColumns+` FROM invites WHERE mesh_id = ? AND (id = ? OR token = ?)`, meshID, ref, ref))
+	if err != nil {
+		return inv, false, err
+	}
+	if inv.RevokedAt != nil {
+		return inv, false, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE invites SET revoked_at = ? WHERE token = ?`, ms(at), inv.Token); err != nil {
+		return inv, false, err
+	}
+	inv.RevokedAt = &at
+	if err := appendAuditIn(ctx, tx, []auditEvent{revokeAudit(inv, actor, at)}); err != nil {
+		return inv, false, err
+	}
+	return inv, true, tx.Commit()
 }
 
 // The audit log.

@@ -66,3 +66,9 @@ func isUUID(s string) bool {
 
 // isKeyPrefix: 4 to 64 hex characters, what a person types for a key.
 func isKeyPrefix(s string) bool { return matchesClass(s, 4, 64, isHexByte, isHexByte) }
+
+// validInviteID is what an invite id may be: it goes into the owner's
+// signed capability, so never a '|'.
+func validInviteID(s string) bool {
+	return matchesClass(s, 8, 64, isAlnumByte, orBytes(isAlnumByte, "._-"))
+}

@@ -38,17 +38,24 @@ func setupInvite(fs *flagSet) runFunc {
 	fs.StringVar(&f.role, "role", roleMember, "role of who joins: member or admin")
 	fs.IntVar(&f.uses, "uses", 1, "how many keys may join with it")
 	fs.StringVar(&f.expires, "expires", "7d", "lifetime: 30m, 12h, 7d …")
-	return func(ctx context.Context, c *cli, args []string) error { return runInvite(ctx, c, f, args) }
+	fs.BoolVar(&f.short, "short", false, "a short code to read aloud (a v2 invite) instead of a link")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if f.short {
+			return runInviteShort(ctx, c, f, args)
+		}
+		return runInvite(ctx, c, f, args)
+	}
 }
 
 type joinFlags struct {
-	name, slug string
+	name, slug, broker string
 }
 
 func setupJoin(fs *flagSet) runFunc {
 	var f joinFlags
 	fs.StringVar(&f.name, "name", "", "your display name in the mesh")
 	fs.StringVar(&f.slug, "slug", "", "the name this machine gives the mesh (default: the invite's, or a free one like it)")
+	fs.StringVar(&f.broker, "broker", "", "the broker a short invite code belongs to, ws://host:port/ws")
 	return func(ctx context.Context, c *cli, args []string) error { return runJoin(ctx, c, f, args) }
 }
 
@@ -65,6 +72,7 @@ type meshCreateFlags struct {
 type inviteFlags struct {
 	mesh, role, expires string
 	uses                int
+	short               bool
 }
 
 // brokerHTTPTimeout bounds one CLI request to a broker.
@@ -293,25 +301,40 @@ func parseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error {
+// inviteTerms checks the flags both kinds of invite take and returns the
+// mesh it is for and its lifetime.
+func inviteTerms(c *cli, f inviteFlags, args []string) (*Mesh, time.Duration, error) {
 	if len(args) > 0 {
-		return usageError("invite takes no arguments (got %q)", strings.Join(args, " "))
+		return nil, 0, usageError("invite takes no arguments (got %q)", strings.Join(args, " "))
 	}
 	if f.role != roleMember && f.role != roleAdmin {
-		return usageError("--role must be member or admin, not %q", f.role)
+		return nil, 0, usageError("--role must be member or admin, not %q", f.role)
 	}
 	if f.uses < 1 || f.uses > maxInviteUses {
-		return usageError("--uses must be 1..%d", maxInviteUses)
+		return nil, 0, usageError("--uses must be 1..%d", maxInviteUses)
 	}
 	life, err := parseLifetime(f.expires)
 	if err != nil {
-		return usageError("--expires: %v", err)
+		return nil, 0, usageError("--expires: %v", err)
 	}
 	cfg, err := loadConfig(c.Paths().ConfigFile())
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	m, err := pickMesh(cfg, f.mesh)
+	return m, life, err
+}
+
+// usesLabel is "1 use" or "N uses".
+func usesLabel(n int) string {
+	if n == 1 {
+		return "1 use"
+	}
+	return fmt.Sprintf("%d uses", n)
+}
+
+func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error {
+	m, life, err := inviteTerms(c, f, args)
 	if err != nil {
 		return err
 	}
@@ -352,13 +375,9 @@ func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error 
 		break
 	}
 	if c.jsonMode() {
-		return c.printJSON(map[string]string{"url": resp.URL, "expires_at": resp.ExpiresAt})
+		return c.printJSON(map[string]string{"url": resp.URL, "expires_at": resp.ExpiresAt, "id": resp.ID})
 	}
-	uses := "1 use"
-	if f.uses > 1 {
-		uses = fmt.Sprintf("%d uses", f.uses)
-	}
-	c.printf("invite to %s as %s, %s, expires %s\n", m.Slug, f.role, uses, resp.ExpiresAt)
+	c.printf("invite %s to %s as %s, %s, expires %s\n", resp.ID, m.Slug, f.role, usesLabel(f.uses), resp.ExpiresAt)
 	c.printf("join with: claudemesh join <link>\n")
 	c.printf("%s\n", resp.URL)
 	return nil
@@ -371,7 +390,16 @@ func runJoin(ctx context.Context, c *cli, f joinFlags, args []string) error {
 	if f.slug != "" && !validSlug(f.slug) {
 		return usageError("--slug %q is not a slug: lowercase letters, digits and '-'", f.slug)
 	}
-	j, err := joinInvite(ctx, c, f.name, f.slug, args[0])
+	var j joined
+	var err error
+	if code, cerr := normalizeInviteCode(args[0]); cerr == nil && !isInviteLink(args[0]) {
+		j, err = joinByCode(ctx, c, f, code)
+	} else {
+		if f.broker != "" {
+			return usageError("--broker is for a short invite code; a link carries its broker")
+		}
+		j, err = joinInvite(ctx, c, f.name, f.slug, args[0])
+	}
 	if err != nil {
 		return err
 	}

@@ -146,6 +146,12 @@ func inviteCreateSignedString(slug, token string, maxUses int, timestampMs int64
 	return "claudemesh-invite-create|" + slug + "|" + token + "|" + strconv.Itoa(maxUses) + "|" + strconv.FormatInt(timestampMs, 10)
 }
 
+// inviteV2SignedString is the capability the mesh owner signs for a v2
+// invite (its canonical_v2); expiresAtSec is in unix seconds.
+func inviteV2SignedString(meshID, inviteID string, expiresAtSec int64, role, ownerPubkey string) string {
+	return "v=2|" + meshID + "|" + inviteID + "|" + strconv.FormatInt(expiresAtSec, 10) + "|" + role + "|" + ownerPubkey
+}
+
 // memberRequestSignedString is what a member key signs for a request to a
 // broker's HTTP API: the route's path, then the canonical JSON of the whole
 // body but its signature (pubkey and timestamp included), so that every
@@ -213,6 +219,47 @@ func edSecretToX25519(sec ed25519.PrivateKey) *[32]byte {
 }
 
 var errDecrypt = errors.New("message could not be decrypted")
+
+// Sealed boxes (libsodium's crypto_box_seal): a message for one X25519
+// key from nobody in particular, as a v2 invite hands over the mesh root
+// key. Keys and boxes travel as base64url without padding.
+
+// sealAnonymous seals msg to the X25519 public key recipientB64.
+func sealAnonymous(msg []byte, recipientB64 string) (string, error) {
+	pub, err := x25519Key(recipientB64)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := box.SealAnonymous(nil, msg, pub, rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	return b64url(sealed), nil
+}
+
+// openAnonymous opens a sealed box with the recipient's X25519 keypair.
+func openAnonymous(sealedB64 string, pub, sec *[32]byte) ([]byte, error) {
+	sealed, err := unb64url(sealedB64)
+	if err != nil {
+		return nil, errDecrypt
+	}
+	msg, ok := box.OpenAnonymous(nil, sealed, pub, sec)
+	if !ok {
+		return nil, errDecrypt
+	}
+	return msg, nil
+}
+
+// x25519Key decodes a base64url X25519 public key.
+func x25519Key(s string) (*[32]byte, error) {
+	raw, err := unb64url(s)
+	if err != nil || len(raw) != 32 {
+		return nil, errors.New("an X25519 public key is 32 bytes in base64url")
+	}
+	var k [32]byte
+	copy(k[:], raw)
+	return &k, nil
+}
 
 // sealDM encrypts plaintext from sender to the recipient's ed25519 public
 // key. It returns the random nonce and MAC ‖ box, both standard base64.

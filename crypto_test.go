@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"os"
@@ -375,5 +376,46 @@ func TestSharedKeyCache(t *testing.T) {
 	c.shared(alice, mustNewKeypair().PublicHex())
 	if len(c.m) > c.max {
 		t.Fatalf("cache holds %d keys, max %d", len(c.m), c.max)
+	}
+}
+
+// Sealed boxes interoperate with libsodium's crypto_box_seal both ways,
+// and a box opens with its recipient's key only.
+func TestSealedBoxCrossCheck(t *testing.T) {
+	xpub, xsec, err := box.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("a 32-byte mesh root key.........")
+	ours, err := sealAnonymous(msg, b64url(xpub[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := openAnonymous(ours, xpub, xsec); err != nil || string(got) != string(msg) {
+		t.Fatalf("openAnonymous(our box) = %q, %v", got, err)
+	}
+	otherPub, otherSec, _ := box.GenerateKey(rand.Reader)
+	if _, err := openAnonymous(ours, otherPub, otherSec); err != errDecrypt {
+		t.Fatalf("another key opened the box: %v", err)
+	}
+	if _, err := sealAnonymous(msg, "not-a-key"); err == nil {
+		t.Fatal("sealing to a malformed key must fail")
+	}
+
+	theirs := sodiumOracle(t, []map[string]any{{"op": "box_keypair"}})[0]
+	theirPub, theirSec := theirs["pub"].(string), theirs["sec"].(string)
+	toThem, err := sealAnonymous(msg, theirPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := sodiumOracle(t, []map[string]any{
+		{"op": "open_anon", "sealed": toThem, "pub": theirPub, "sec": theirSec},
+		{"op": "seal_anon", "msg": b64url(msg), "to": b64url(xpub[:])},
+	})
+	if res[0]["ok"] != true || res[0]["msg"] != b64url(msg) {
+		t.Errorf("libsodium could not open our sealed box: %v", res[0])
+	}
+	if got, err := openAnonymous(res[1]["sealed"].(string), xpub, xsec); err != nil || string(got) != string(msg) {
+		t.Errorf("we could not open libsodium's sealed box: %q, %v", got, err)
 	}
 }

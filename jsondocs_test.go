@@ -77,6 +77,8 @@ func TestJSONDocumentsUseOneKeyStyle(t *testing.T) {
 		{"daemon", "outbox", "list"},
 		{"mesh", "list"},
 		{"invite"},
+		{"invite", "--short"},
+		{"invite", "list"},
 		{"doctor"},
 		{"version"},
 		{"completions", "bash"},

@@ -498,15 +498,32 @@ broker needs its create token (--create-token).`,
 	{
 		name:    "invite",
 		aliases: []string{"share"},
-		summary: "make a signed invite link for a mesh you own",
-		detail:  `Prints the ic://join/… link as its last line; --json prints {"url", "expires_at"}.`,
+		summary: "make a signed invite link for a mesh you own (--short: a code to read aloud)",
+		detail: `Prints the ic://join/… link as its last line; --json prints {"url", "expires_at", "id"}.
+--short makes a v2 invite instead: a ten-symbol code (K7M2X-Q9PRT) that the
+broker holds under your signed capability; whoever joins with it gets the
+mesh root key sealed to a key made for that join. The code names no broker,
+so the joiner runs the printed 'claudemesh join <code> --broker <url>'.`,
+		group: groupMesh,
+		setup: setupInvite,
+	},
+	{
+		name:    "invite list",
+		summary: "list a mesh's invites: id, kind, role, state, uses, expiry (owner or admin)",
 		group:   groupMesh,
-		setup:   setupInvite,
+		setup:   setupInviteList,
+	},
+	{
+		name:    "invite revoke",
+		args:    "<id|link|code>",
+		summary: "stop an invite from being used (owner or admin); joins with it get invite_revoked",
+		group:   groupMesh,
+		setup:   setupInviteRevoke,
 	},
 	{
 		name:    "join",
 		args:    "<invite>",
-		summary: "join a mesh with an invite link",
+		summary: "join a mesh with an invite link, or a short code and --broker",
 		detail: `The mesh keeps the invite's name on this machine unless --slug names it; when
 this machine has a mesh of that name already, it gets a free one such as
 local-2, and join says so. A bare invite link as the only argument

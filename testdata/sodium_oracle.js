@@ -31,6 +31,7 @@ function fingerprint(op) {
 async function main() {
   await sodium.ready;
   const B64 = sodium.base64_variants.ORIGINAL;
+  const URL = sodium.base64_variants.URLSAFE_NO_PADDING;
   const ops = JSON.parse(require("fs").readFileSync(0, "utf8"));
   const out = ops.map((op) => {
     switch (op.op) {
@@ -60,6 +61,21 @@ async function main() {
             sodium.crypto_sign_ed25519_pk_to_curve25519(sodium.from_hex(op.from)),
             sodium.crypto_sign_ed25519_sk_to_curve25519(sodium.from_hex(op.sec)));
           return { ok: true, msg: sodium.to_string(pt) };
+        } catch (e) {
+          return { ok: false };
+        }
+      }
+      case "box_keypair": {
+        // An X25519 keypair for sealed boxes, base64url without padding.
+        const kp = sodium.crypto_box_keypair();
+        return { pub: sodium.to_base64(kp.publicKey, URL), sec: sodium.to_base64(kp.privateKey, URL) };
+      }
+      case "seal_anon":
+        return { sealed: sodium.to_base64(sodium.crypto_box_seal(sodium.from_base64(op.msg, URL), sodium.from_base64(op.to, URL)), URL) };
+      case "open_anon": {
+        try {
+          const msg = sodium.crypto_box_seal_open(sodium.from_base64(op.sealed, URL), sodium.from_base64(op.pub, URL), sodium.from_base64(op.sec, URL));
+          return { ok: true, msg: sodium.to_base64(msg, URL) };
         } catch (e) {
           return { ok: false };
         }
