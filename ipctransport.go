@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -137,14 +138,17 @@ type unixBody struct {
 	c    *unixConn
 	stop func() bool
 	keep bool
-	eof  bool
-	once sync.Once
+	// clean: the body was read to its end with nothing after it in the
+	// connection's buffer. Set by the reading goroutine, which alone
+	// touches the buffer; Close may run on another (a cancelled stream).
+	clean atomic.Bool
+	once  sync.Once
 }
 
 func (b *unixBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if errors.Is(err, io.EOF) {
-		b.eof = true
+		b.clean.Store(b.c.br.Buffered() == 0)
 	}
 	return n, err
 }
@@ -154,7 +158,7 @@ func (b *unixBody) Close() error {
 	b.once.Do(func() {
 		// stop reports false when the context already poisoned the
 		// connection's deadline: it cannot be reused then.
-		reuse = b.stop() && b.keep && b.eof && b.c.br.Buffered() == 0
+		reuse = b.stop() && b.keep && b.clean.Load()
 		if !reuse {
 			// Before the body's own Close, which would otherwise read an
 			// unfinished answer (an event stream never finishes) to its end.
