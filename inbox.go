@@ -546,7 +546,9 @@ func (d *Daemon) handleInboxList(req *ipcRequest, q InboxQuery) (InboxReply, err
 // does, never both. The oldest go first when there are more than limit;
 // the list is newest first, as every listing.
 func (d *Daemon) pullUnread(req *ipcRequest, sc inboxScope, limit int, mesh string) (InboxReply, error) {
-	rows, err := d.surfaceIn(req.Context(), req.session, sc, surfaceClaim{Via: surfacedViaPull, Limit: limit})
+	d.confirmFromTranscript(req.Context(), req.session, d.states.get(req.session).transcript)
+	cutoff := time.Now().Add(-surfacingFallbackDelay).UnixMilli()
+	rows, err := d.surfaceIn(req.Context(), req.session, sc, surfaceClaim{Via: surfacedViaPull, Limit: limit, FallbackBefore: cutoff})
 	if err != nil {
 		return InboxReply{}, err
 	}

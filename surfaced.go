@@ -15,10 +15,10 @@
 //     session's transcript (Claude Code writes a channel message there as
 //     soon as it queues it), or a reply to the row from that session.
 //   - A hook or a pull shows the text itself, so its claim is confirmed at
-//     once. A hook also takes rows whose channel claim is still unconfirmed
+//     once. Either also takes rows whose channel claim is still unconfirmed
 //     after surfacingFallbackDelay and not in the transcript: a dropped
 //     channel message reaches the model once, and a working channel never
-//     causes a second showing.
+//     causes a second showing, however soon the model runs `inbox`.
 //   - A channel emit that failed gives its claim back.
 //   - A confirmed row is also seen (seen_at), as if read in the inbox.
 //   - Every claim and confirmation is published as a `surfaced` event.
@@ -52,7 +52,7 @@ const (
 )
 
 // surfacingFallbackDelay is how long a channel claim may stay unconfirmed
-// before a hook shows the row instead. A live channel confirms within
+// before a hook or a pull shows the row instead. A live channel confirms within
 // milliseconds: Claude Code writes what it queues to the transcript at once.
 const surfacingFallbackDelay = 10 * time.Second
 
@@ -71,18 +71,15 @@ type surfaceClaim struct {
 	SessionID string
 	IDs       []string // nil: the oldest claimable rows in scope, up to Limit
 	Limit     int
-	// FallbackBefore (ms): with Via hooks, channel claims older than this
-	// that are still unconfirmed are taken too.
+	// FallbackBefore (ms): with Via hooks or pull, channel claims older
+	// than this that are still unconfirmed are taken too.
 	FallbackBefore int64
 }
 
 // claimRule is the WHERE clause a claim of via may take a row under.
 func claimRule(via string, fallbackBefore int64) (string, []any) {
-	switch via {
-	case surfacedViaHooks:
+	if via == surfacedViaHooks || via == surfacedViaPull {
 		return "(surfaced_at IS NULL OR (surfaced_via = 'channel' AND surfaced_confirmed_at IS NULL AND surfaced_at <= ?))", []any{fallbackBefore}
-	case surfacedViaPull:
-		return "(surfaced_at IS NULL OR (surfaced_via = 'channel' AND surfaced_confirmed_at IS NULL))", nil
 	}
 	return "surfaced_at IS NULL", nil
 }
