@@ -399,6 +399,11 @@ func (b *Broker) drain(c *brokerConn) {
 	}
 	p.needsDrain = false
 	meshID, key := p.meshID, p.key
+	// A pass pushes what its start's status lets through: a status that
+	// turns idle mid-pass asks for another pass, which pushes the released
+	// messages oldest first, instead of this one pushing the later of them
+	// before the earlier.
+	status := p.status
 	b.mu.Unlock()
 
 	var after int64
@@ -424,7 +429,7 @@ func (b *Broker) drain(c *brokerConn) {
 				return
 			}
 			now := time.Now()
-			send := p.pushDue(m, now)
+			send := !held(status, m.Priority) && p.pushDue(m, now)
 			if send && !b.offerPush(p, m, data, now, true) {
 				p.needsDrain = true // an ack or an expired lease makes room
 				b.mu.Unlock()
