@@ -611,17 +611,90 @@ func (s *MCPServer) initialize(ctx context.Context, params json.RawMessage) (any
 	s.mu.Lock()
 	s.client = mcpClientInfo{Protocol: negotiated, Name: p.ClientInfo.Name, Version: p.ClientInfo.Version}
 	s.mu.Unlock()
-	return map[string]any{
-		"protocolVersion": negotiated,
-		"capabilities": map[string]any{
-			"tools":        map[string]any{},
-			"prompts":      map[string]any{},
-			"resources":    map[string]any{},
-			"experimental": map[string]any{"claude/channel": map[string]any{}},
-		},
-		"serverInfo":   map[string]string{"name": "claudemesh", "version": s.cfg.Version},
-		"instructions": mcpInstructions(s.cfg.Tools),
+	return mcpInitializeResult{
+		ProtocolVersion: negotiated,
+		Capabilities:    mcpCapabilities{Experimental: map[string]struct{}{"claude/channel": {}}},
+		ServerInfo:      mcpImplementation{Name: "claudemesh", Version: s.cfg.Version},
+		Instructions:    mcpInstructions(s.cfg.Tools),
 	}, nil
+}
+
+// The results of the MCP methods this server answers, as the MCP schema
+// names their fields.
+
+type mcpInitializeResult struct {
+	ProtocolVersion string            `json:"protocolVersion"`
+	Capabilities    mcpCapabilities   `json:"capabilities"`
+	ServerInfo      mcpImplementation `json:"serverInfo"`
+	Instructions    string            `json:"instructions"`
+}
+
+// mcpCapabilities declares tools, prompts and resources (each an empty
+// object: no sub-capabilities) and Claude Code's channel extension.
+type mcpCapabilities struct {
+	Tools        struct{}            `json:"tools"`
+	Prompts      struct{}            `json:"prompts"`
+	Resources    struct{}            `json:"resources"`
+	Experimental map[string]struct{} `json:"experimental"`
+}
+
+type mcpImplementation struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+type mcpPromptsList struct {
+	Prompts []mcpPrompt `json:"prompts"`
+}
+
+type mcpPrompt struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Arguments   []any  `json:"arguments"`
+}
+
+type mcpPromptResult struct {
+	Description string             `json:"description"`
+	Messages    []mcpPromptMessage `json:"messages"`
+}
+
+type mcpPromptMessage struct {
+	Role    string         `json:"role"`
+	Content mcpTextContent `json:"content"`
+}
+
+type mcpTextContent struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+type mcpResourcesList struct {
+	Resources []mcpResource `json:"resources"`
+}
+
+type mcpResource struct {
+	URI         string `json:"uri"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	MimeType    string `json:"mimeType"`
+}
+
+type mcpResourceTemplatesList struct {
+	ResourceTemplates []any `json:"resourceTemplates"`
+}
+
+type mcpResourceContents struct {
+	Contents []mcpResourceText `json:"contents"`
+}
+
+type mcpResourceText struct {
+	URI      string `json:"uri"`
+	MimeType string `json:"mimeType"`
+	Text     string `json:"text"`
+}
+
+type mcpToolsList struct {
+	Tools []mcpTool `json:"tools"`
 }
 
 func (s *MCPServer) ping(ctx context.Context, params json.RawMessage) (any, error) {
@@ -682,16 +755,11 @@ func (s *MCPServer) skill(ctx context.Context, name string) (Skill, bool, error)
 }
 
 func (s *MCPServer) listPrompts(ctx context.Context, params json.RawMessage) (any, error) {
-	type prompt struct {
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		Arguments   []any  `json:"arguments"`
-	}
-	prompts := []prompt{}
+	out := mcpPromptsList{Prompts: []mcpPrompt{}}
 	for _, sk := range s.skills(ctx) {
-		prompts = append(prompts, prompt{Name: sk.Name, Description: skillSummary(sk), Arguments: []any{}})
+		out.Prompts = append(out.Prompts, mcpPrompt{Name: sk.Name, Description: skillSummary(sk), Arguments: []any{}})
 	}
-	return map[string]any{"prompts": prompts}, nil
+	return out, nil
 }
 
 func (s *MCPServer) getPrompt(ctx context.Context, params json.RawMessage) (any, error) {
@@ -711,33 +779,23 @@ func (s *MCPServer) getPrompt(ctx context.Context, params json.RawMessage) (any,
 	if !ok {
 		return nil, fmt.Errorf("%w: no skill %q in the mesh", errRPCInvalidParams, p.Name)
 	}
-	return map[string]any{
-		"description": skillSummary(sk),
-		"messages": []any{map[string]any{
-			"role":    "user",
-			"content": map[string]string{"type": "text", "text": skillDocument(sk)},
-		}},
-	}, nil
+	return mcpPromptResult{Description: skillSummary(sk), Messages: []mcpPromptMessage{
+		{Role: "user", Content: mcpTextContent{Type: "text", Text: skillDocument(sk)}},
+	}}, nil
 }
 
 func (s *MCPServer) listResources(ctx context.Context, params json.RawMessage) (any, error) {
-	type resource struct {
-		URI         string `json:"uri"`
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		MimeType    string `json:"mimeType"`
-	}
-	resources := []resource{}
+	out := mcpResourcesList{Resources: []mcpResource{}}
 	for _, sk := range s.skills(ctx) {
-		resources = append(resources, resource{URI: skillURI(sk.Name), Name: sk.Name, Description: skillSummary(sk), MimeType: "text/markdown"})
+		out.Resources = append(out.Resources, mcpResource{URI: skillURI(sk.Name), Name: sk.Name, Description: skillSummary(sk), MimeType: "text/markdown"})
 	}
-	return map[string]any{"resources": resources}, nil
+	return out, nil
 }
 
 // listResourceTemplates answers that there are none: every skill is a
 // resource of its own, listed by resources/list.
 func (s *MCPServer) listResourceTemplates(ctx context.Context, params json.RawMessage) (any, error) {
-	return map[string]any{"resourceTemplates": []any{}}, nil
+	return mcpResourceTemplatesList{ResourceTemplates: []any{}}, nil
 }
 
 // skillSummary is a skill's description, or a line naming it when its
@@ -768,9 +826,7 @@ func (s *MCPServer) readResource(ctx context.Context, params json.RawMessage) (a
 	if !found {
 		return nil, fmt.Errorf("%w: %s", errRPCResourceNotFound, p.URI)
 	}
-	return map[string]any{"contents": []any{map[string]string{
-		"uri": p.URI, "mimeType": "text/markdown", "text": skillDocument(sk),
-	}}}, nil
+	return mcpResourceContents{Contents: []mcpResourceText{{URI: p.URI, MimeType: "text/markdown", Text: skillDocument(sk)}}}, nil
 }
 
 // skillManifestKeys are the manifest fields carried into a skill's front
@@ -871,7 +927,7 @@ func (s *MCPServer) listTools(ctx context.Context, params json.RawMessage) (any,
 	if s.cfg.Tools {
 		tools = mcpTools()
 	}
-	return map[string]any{"tools": tools}, nil
+	return mcpToolsList{Tools: tools}, nil
 }
 
 // mcpToolResult is a tools/call result. A failure of the tool itself (bad
@@ -880,11 +936,6 @@ func (s *MCPServer) listTools(ctx context.Context, params json.RawMessage) (any,
 type mcpToolResult struct {
 	Content []mcpTextContent `json:"content"`
 	IsError bool             `json:"isError,omitempty"`
-}
-
-type mcpTextContent struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
 }
 
 func toolText(text string) mcpToolResult {

@@ -664,7 +664,7 @@ func TestMCPSkillsAsPromptsAndResources(t *testing.T) {
 	if string(got["3"].Result) != wantResources {
 		t.Errorf("resources/list = %s\nwant %s", got["3"].Result, wantResources)
 	}
-	wantRead := `{"contents":[{"mimeType":"text/markdown","text":"---\nname: \"code review\"\ndescription: \"review diffs\"\n---\n\nLook closely.\n","uri":"skill://claudemesh/code%20review"}]}`
+	wantRead := `{"contents":[{"uri":"skill://claudemesh/code%20review","mimeType":"text/markdown","text":"---\nname: \"code review\"\ndescription: \"review diffs\"\n---\n\nLook closely.\n"}]}`
 	if string(got["4"].Result) != wantRead {
 		t.Errorf("resources/read = %s\nwant %s", got["4"].Result, wantRead)
 	}
