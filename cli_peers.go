@@ -2,6 +2,8 @@
 //
 // Policy: control-plane rows (daemon member links, cold-path
 // CLIs) are hidden unless --all, and the header says how many were hidden;
+// a row whose name now comes with another member key than the one this
+// machine first saw with it is marked (cli_verify.go);
 // this session comes first and is marked; the member's other sessions are
 // tagged sid:<8>; role and groups are always shown; --mesh really scopes
 // (the daemon filters). whoami never prints a secret.
@@ -142,6 +144,7 @@ func setupPeerList(fs *flagSet) runFunc {
 		if err != nil {
 			return err
 		}
+		c.markKeyChanges(cfg, groups, self)
 		return c.printPeers(groups, self, all)
 	}
 }
@@ -351,6 +354,10 @@ func (c *cli) peerLine(p peerRecord) string {
 	}
 	if s := text("summary"); s != "" {
 		b.WriteString(" — " + s)
+	}
+	if p["keyChanged"] == true {
+		fmt.Fprintf(&b, "\n     %s its member key changed since this machine first saw %s (was %s): check with claudemesh verify %s",
+			c.paint(colorYellow, "⚠"), name, shortKey(p.str("knownMemberPubkey")), shellQuote(p.str("displayName")))
 	}
 	fmt.Fprintf(&b, "\n     role: %s  groups: %s", noneIfEmpty(text("role")), noneIfEmpty(terminalLine(groupLabels(p["groups"]))))
 	if path := text("surfacing"); path != "" {

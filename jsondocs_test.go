@@ -70,6 +70,7 @@ func TestJSONDocumentsUseOneKeyStyle(t *testing.T) {
 		{"revoke", "bert", "memory"},
 		{"grants"},
 		{"audit"},
+		{"verify", "bert"},
 		{"audit", "--verify"},
 		{"status"},
 		{"daemon", "status"},

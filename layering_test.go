@@ -36,6 +36,7 @@ var fileLayers = map[string]string{
 	"crypto.go": "wire", "protocol.go": "wire", "invite.go": "wire", "paths.go": "wire",
 	"config.go": "wire", "procstart_linux.go": "wire", "procstart_other.go": "wire",
 	"grants.go": "wire", "memberrequest.go": "wire", "audit.go": "wire", "invitecode.go": "wire",
+	"safetynumber.go": "wire",
 
 	"sqlite.go": "storage", "brokerstore.go": "storage", "brokerstore_sqlite.go": "storage",
 

@@ -264,6 +264,19 @@ that does not hold and exits 1.`,
 		setup: setupAudit,
 	},
 	{
+		name:    "verify",
+		aliases: []string{"peer verify"},
+		args:    "<peer>",
+		summary: "show the safety number of your member key and a peer's, to compare out of band",
+		detail: `Thirty digits from both member keys, the same on both machines: read them to
+the peer over a channel you trust (in person, a call). This machine remembers
+the key behind each name it sees (trust on first use, in known_peers.json);
+'peer list' marks a peer whose key changed since, and --trust, once the
+digits match, makes this machine remember the new key.`,
+		group: groupPeers,
+		setup: setupVerify,
+	},
+	{
 		name:    "whoami",
 		summary: "show this machine's identities and, in a session, the session's (never a secret)",
 		group:   groupPeers,
