@@ -186,6 +186,7 @@ type peer struct {
 	visible       bool
 	profile       Profile
 	stats         json.RawMessage
+	receipts      bool // its connection takes receipt frames (capabilityReceipts)
 	connectedAt   time.Time
 	lastSeen      time.Time
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/coder/websocket"
@@ -324,7 +325,8 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 	}
 	return b.admit(c, admission{meshID: f.MeshID, replaced: replaced, presence: presence, announce: announce,
 		member: member, mesh: mesh, ack: &ack, client: clientInfo{displayName: cmp.Or(f.DisplayName, member.DisplayName),
-			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model}}, now)
+			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model,
+			capabilities: f.Capabilities}}, now)
 }
 
 // sessionHello authenticates a session connection that passed the rate.
@@ -423,13 +425,15 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 		Features: brokerFeatures()}
 	return b.admit(c, admission{meshID: f.MeshID, replaced: replaced, presence: presence, announce: announce,
 		member: member, mesh: mesh, ack: &ack, client: clientInfo{displayName: cmp.Or(f.DisplayName, member.DisplayName),
-			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model}}, now)
+			sessionID: f.SessionID, pid: f.Pid, cwd: f.Cwd, hostname: f.Hostname, peerType: f.PeerType, channel: f.Channel, model: f.Model,
+			capabilities: f.Capabilities}}, now)
 }
 
 // clientInfo is what a handshake says about the process behind it.
 type clientInfo struct {
 	displayName, sessionID, cwd, hostname, peerType, channel, model string
 	pid                                                             int
+	capabilities                                                    []string
 }
 
 // admission is a handshake that passed every check, ready to be admitted.
@@ -464,6 +468,7 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	ci := a.client
 	p.displayName, p.sessionID, p.pid, p.cwd = ci.displayName, ci.sessionID, ci.pid, ci.cwd
 	p.hostname, p.peerType, p.channel, p.model = ci.hostname, ci.peerType, ci.channel, ci.model
+	p.receipts = slices.Contains(ci.capabilities, capabilityReceipts)
 	b.attach(c, p, now)
 	if !silent {
 		a.announce(room, p)

@@ -203,6 +203,11 @@ type brokerMetrics struct {
 	delivered   atomic.Int64 // deliveries acked by their recipient
 	queued      atomic.Int64 // deliveries stored for a recipient that was offline
 
+	receipts          atomic.Int64 // receipts stored (duplicates excluded)
+	receiptsDuplicate atomic.Int64 // receipts already stored
+	receiptsQueued    atomic.Int64 // receipts stored for a sender with no connection that takes them
+	receiptsRefused   atomic.Int64 // receipts refused (a key not the sender's, a limit, the store)
+
 	mu                sync.Mutex
 	handshakeFailures map[string]int64 // by error code
 }
@@ -229,6 +234,10 @@ func (b *Broker) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("claudemesh_broker_messages_accepted_total", "counter", "Sends stored (duplicates excluded).", b.metrics.accepted.Load())
 	metric("claudemesh_broker_messages_delivered_total", "counter", "Deliveries acknowledged by their recipient.", b.metrics.delivered.Load())
 	metric("claudemesh_broker_messages_queued_total", "counter", "Deliveries stored for a recipient that was offline.", b.metrics.queued.Load())
+	metric("claudemesh_broker_receipts_total", "counter", "Receipts stored (duplicates excluded).", b.metrics.receipts.Load())
+	metric("claudemesh_broker_receipts_duplicate_total", "counter", "Receipts that were already stored.", b.metrics.receiptsDuplicate.Load())
+	metric("claudemesh_broker_receipts_queued_total", "counter", "Receipts stored for a sender with no connection that takes them.", b.metrics.receiptsQueued.Load())
+	metric("claudemesh_broker_receipts_refused_total", "counter", "Receipts refused.", b.metrics.receiptsRefused.Load())
 	if n, err := b.store.CountPendingDeliveries(ctx, time.Now()); err == nil {
 		metric("claudemesh_broker_deliveries_pending", "gauge", "Deliveries not yet acknowledged.", int64(n))
 	}

@@ -52,6 +52,7 @@ var brokerFrames = map[string]brokerFrame{
 
 	frameSend:      frameRow((*Broker).handleSend),
 	frameClientAck: frameRow((*Broker).handleClientAck),
+	frameReceipt:   frameRow((*Broker).handleReceipt),
 
 	frameListPeers:   frameRow((*Broker).handleListPeers),
 	frameListMembers: frameRow((*Broker).handleListMembers),
@@ -232,6 +233,10 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 		return
 	}
 	ack.MessageID, ack.Queued = r.ID, true
+	if op.Multicast != nil && !r.Dup {
+		n := len(r.Recipients)
+		ack.Recipients = &n
+	}
 	if r.Dup {
 		b.refundSend(me.memberID)
 		c.send(ack)
@@ -302,6 +307,9 @@ type recipient struct {
 // pushFrame is the push for a stored message: the same full field set
 // whether it goes out at send time or from a drain.
 func pushFrame(m storedMessage) []byte {
+	if m.Subtype == subtypeReceipt {
+		return receiptNotice(m)
+	}
 	data, _ := json.Marshal(PushFrame{Type: framePush, MessageID: m.ID, MeshID: m.MeshID, SenderPubkey: m.SenderPubkey,
 		SenderMemberPubkey: m.SenderMemberPubkey, SenderMemberID: m.SenderMemberID, SenderName: m.SenderName,
 		Priority: m.Priority, Nonce: m.Nonce, Ciphertext: m.Ciphertext, CreatedAt: isoTime(m.CreatedAt),
@@ -332,7 +340,7 @@ func (b *Broker) fanOut(m storedMessage, recipients []string) {
 				online = true
 			}
 		}
-		if !online {
+		if !online && m.Subtype != subtypeReceipt {
 			queued++
 		}
 	}
@@ -358,6 +366,9 @@ func held(status, priority string) bool {
 // p's status, not leased to p already, and not just acked by p. Caller
 // holds b.mu.
 func (p *peer) pushDue(m storedMessage, now time.Time) bool {
+	if m.Subtype == subtypeReceipt && !p.receipts {
+		return false // it waits for a connection of the key that takes receipts
+	}
 	if held(p.status, m.Priority) {
 		return false
 	}

@@ -46,6 +46,7 @@ const (
 	frameUnban        = "unban"
 	frameListBans     = "list_bans"
 	frameListMembers  = "list_members" // our addition (featureListMembers)
+	frameReceipt      = "receipt"      // our addition (featureReceipts), both ways
 
 	// Broker → client.
 	frameHelloAck       = "hello_ack"
@@ -155,6 +156,9 @@ const (
 	eventPeerVisible  = "peer_visible"
 	eventPeerHidden   = "peer_hidden"
 	subtypeSystem     = "system"
+	// subtypeReceipt marks a stored receipt (featureReceipts): the broker
+	// keeps it like a message but pushes it as a receipt frame.
+	subtypeReceipt = "receipt"
 )
 
 // frameHead is what every frame has: its type and an optional request id.
@@ -220,8 +224,10 @@ type SessionHelloFrame struct {
 	Groups             []GroupRef   `json:"groups,omitempty"`
 	Role               string       `json:"role,omitempty"`
 	Model              string       `json:"model,omitempty"`
-	Timestamp          int64        `json:"timestamp"`
-	Signature          string       `json:"signature"`
+	// Capabilities is our addition, as the member hello has it (unsigned).
+	Capabilities []string `json:"capabilities,omitempty"`
+	Timestamp    int64    `json:"timestamp"`
+	Signature    string   `json:"signature"`
 }
 
 // MemberProfile is the member's stored profile, returned in hello_ack.
@@ -251,8 +257,17 @@ type HelloAckFrame struct {
 // list_members with members_list.
 const featureListMembers = "list_members"
 
+// featureReceipts, in a hello_ack's features: the broker takes receipt
+// frames and routes them to the sender of the message they are about.
+const featureReceipts = "receipts"
+
 // brokerFeatures is what this build's broker says it does.
-func brokerFeatures() []string { return []string{featureListMembers} }
+func brokerFeatures() []string { return []string{featureListMembers, featureReceipts} }
+
+// capabilityReceipts, in a handshake's capabilities, says the connection
+// takes receipt frames: the broker pushes receipts to no other, so a
+// daemon that does not know them never holds their leases.
+const capabilityReceipts = "receipts"
 
 // hasFeature reports whether a hello_ack's features name f.
 func hasFeature(features []string, f string) bool { return slices.Contains(features, f) }
@@ -294,7 +309,11 @@ type AckFrame struct {
 	MessageID string `json:"messageId"`
 	Queued    bool   `json:"queued"`
 	Error     string `json:"error,omitempty"`
-	ReqID     string `json:"_reqId,omitempty"`
+	// Recipients is, for a stored multicast, how many delivery keys it
+	// resolved to: how many ladders of receipts its sender can expect. Our
+	// addition.
+	Recipients *int   `json:"recipients,omitempty"`
+	ReqID      string `json:"_reqId,omitempty"`
 }
 
 // PushFrame delivers a message (or, with subtype "system", a presence event).
@@ -329,6 +348,57 @@ type SystemEventData struct {
 	Groups     []GroupRef `json:"groups,omitempty"`
 	LastSeenAt string     `json:"lastSeenAt,omitempty"`
 	Summary    string     `json:"summary,omitempty"`
+}
+
+// Receipts (featureReceipts): how far a message got at its recipient.
+
+// Receipt states, in ladder order.
+const (
+	receiptDelivered = "delivered" // the recipient's daemon stored it
+	receiptSurfaced  = "surfaced"  // a path showed it to the recipient's model
+)
+
+// ReceiptBody is what a receipt says about one message at one recipient
+// key: the highest rung it reached there, and when. Times are ISO.
+type ReceiptBody struct {
+	MessageID       string `json:"messageId"`                   // the broker's id of the message
+	ClientMessageID string `json:"client_message_id,omitempty"` // its sender's id
+	State           string `json:"state"`                       // delivered | surfaced
+	DeliveredAt     string `json:"deliveredAt"`
+	SurfacedAt      string `json:"surfacedAt,omitempty"`
+	Via             string `json:"via,omitempty"` // surfaced: channel, hooks or pull
+	// Confirmed: the surfacing is proven (a hook or a pull showed the
+	// text; a channel emit once the transcript or a reply shows it).
+	Confirmed bool `json:"confirmed,omitempty"`
+	// Shares is "delivered" when the recipient withholds surfaced
+	// receipts: its sender's ladder stops at delivered.
+	Shares string `json:"shares,omitempty"`
+}
+
+// ReceiptFrame is a receipt a recipient's daemon sends about a message it
+// received. RecipientPubkey is the key the message was delivered to: the
+// connection's own, or a session key of its member. To is the member key
+// of the message's sender; the ack answers id.
+type ReceiptFrame struct {
+	Type            string `json:"type"`
+	ID              string `json:"id"`
+	To              string `json:"to"`
+	RecipientPubkey string `json:"recipientPubkey"`
+	ReceiptBody
+	ReqID string `json:"_reqId,omitempty"`
+}
+
+// ReceiptNoticeFrame is a receipt as the broker pushes it to the sender;
+// client_ack with brokerMessageId = receiptId takes it off the queue.
+type ReceiptNoticeFrame struct {
+	Type                  string `json:"type"`
+	ReceiptID             string `json:"receiptId"`
+	MeshID                string `json:"meshId"`
+	RecipientPubkey       string `json:"recipientPubkey"`
+	RecipientMemberPubkey string `json:"recipientMemberPubkey"`
+	RecipientName         string `json:"recipientName,omitempty"`
+	ReceiptBody
+	CreatedAt string `json:"createdAt"`
 }
 
 // ClientAckFrame confirms a push was stored by the recipient.
@@ -791,8 +861,8 @@ func (f *SendFrame) validate() error {
 	if f.Ciphertext == "" {
 		return errMissing("ciphertext")
 	}
-	if f.Subtype == subtypeSystem {
-		return errors.New(`subtype "system" is reserved for the broker`)
+	if f.Subtype == subtypeSystem || f.Subtype == subtypeReceipt {
+		return fmt.Errorf("subtype %q is reserved for the broker", f.Subtype)
 	}
 	for field, v := range map[string]string{"id": f.ID, "client_message_id": f.ClientMessageID,
 		"request_fingerprint": f.RequestFingerprint, "replyToId": f.ReplyToID, "subtype": f.Subtype} {
@@ -801,6 +871,42 @@ func (f *SendFrame) validate() error {
 		}
 	}
 	return nil
+}
+
+// validReceiptVia reports whether v names a surfacing path.
+func validReceiptVia(v string) bool { return v == "channel" || v == "hooks" || v == "pull" }
+
+func (f *ReceiptFrame) validate() error {
+	for field, v := range map[string]string{"to": f.To, "recipientPubkey": f.RecipientPubkey} {
+		if !isHexKey(v) {
+			return fmt.Errorf("field %q must be a 64-hex key", field)
+		}
+	}
+	if err := needString("id", f.ID, maxIDLen); err != nil {
+		return err
+	}
+	if err := needString("messageId", f.MessageID, maxIDLen); err != nil {
+		return err
+	}
+	if err := needString("deliveredAt", f.DeliveredAt, maxIDLen); err != nil {
+		return err
+	}
+	switch f.State {
+	case receiptDelivered:
+	case receiptSurfaced:
+		if !validReceiptVia(f.Via) {
+			return fmt.Errorf("field \"via\" must be channel, hooks or pull, not %q", f.Via)
+		}
+		if err := needString("surfacedAt", f.SurfacedAt, maxIDLen); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("field \"state\" must be delivered or surfaced, not %q", f.State)
+	}
+	if f.Shares != "" && f.Shares != receiptDelivered && f.Shares != receiptSurfaced {
+		return fmt.Errorf("field \"shares\" must be delivered or surfaced, not %q", f.Shares)
+	}
+	return maxString("client_message_id", f.ClientMessageID, maxIDLen)
 }
 
 func (f *ClientAckFrame) validate() error {
