@@ -62,6 +62,8 @@ var (
 	apiSend          = ipcEndpoint[SendRequest, SendReply]{method: "POST", pattern: "/v1/send", body: true, maxBody: maxSendBody}
 	apiOutbox        = ipcEndpoint[OutboxQuery, OutboxReply]{method: "GET", pattern: "/v1/outbox"}
 	apiOutboxRequeue = ipcEndpoint[RequeueRequest, RequeueReply]{method: "POST", pattern: "/v1/outbox/requeue", body: true, maxBody: 4 << 10}
+	apiMessage       = ipcEndpoint[MessageQuery, MessageReply]{method: "GET", pattern: "/v1/messages/{id}"}
+	apiMetrics       = ipcEndpoint[noRequest, MetricsReply]{method: "GET", pattern: "/v1/metrics"}
 	apiInbox         = ipcEndpoint[InboxQuery, InboxReply]{method: "GET", pattern: "/v1/inbox"}
 	apiInboxSeen     = ipcEndpoint[InboxSeenRequest, InboxSeenReply]{method: "POST", pattern: "/v1/inbox/seen", body: true, maxBody: 64 << 10}
 	apiInboxFlush    = ipcEndpoint[InboxFlushQuery, InboxFlushReply]{method: "DELETE", pattern: "/v1/inbox"}
@@ -413,6 +415,10 @@ type ProfileRequest struct {
 	// DisplayName renames the calling session (a session only); a plain
 	// session keeps the name across --resume.
 	DisplayName *string `json:"display_name,omitempty"`
+	// Receipts is what senders are told of their messages here: delivered
+	// only, or surfaced too (the default). Kept by the daemon, for the
+	// calling session or else the member.
+	Receipts *string `json:"receipts,omitempty"`
 	Mesh        string  `json:"mesh"`
 	QueryMesh   string  `json:"-" query:"mesh"`
 }
@@ -594,6 +600,78 @@ type outboxView struct {
 	Target          string  `json:"target,omitempty"`
 	Priority        string  `json:"priority,omitempty"`
 	SenderSession   string  `json:"sender_session_pubkey,omitempty"`
+	// Ladder is how far the message got (ladder.go); GET /v1/outbox and
+	// GET /v1/messages/{id} fill it in.
+	Ladder *messageLadder `json:"ladder,omitempty"`
+}
+
+// messageLadder is how far one sent message got: its rung (for a
+// multicast, the lowest its recipients reached), whether its broker relays
+// receipts, and one ladder per recipient key that reported (a DM's target
+// is listed before it has).
+type messageLadder struct {
+	Rung     string `json:"rung"`               // queued, sent, delivered, surfaced, replied; dead, expired, aborted
+	Receipts string `json:"receipts,omitempty"` // on, or off (the broker does not relay receipts: the ladder stops at sent)
+	Reason   string `json:"reason,omitempty"`   // dead or expired: why
+	QueuedAt string `json:"queued_at"`
+	SentAt   string `json:"sent_at,omitempty"`
+	Expected *int   `json:"expected,omitempty"` // a multicast's recipient keys, as the broker counted them
+	Summary  string `json:"summary,omitempty"`  // a multicast's ladders in a few words ("3/4 surfaced")
+	// Recipients, highest rung first.
+	Recipients []recipientRung `json:"recipients"`
+}
+
+// recipientRung is one recipient key's ladder. Times are when this daemon
+// learned of each rung; the _ms fields count from the send.
+type recipientRung struct {
+	Pubkey       string `json:"pubkey"`
+	MemberPubkey string `json:"member_pubkey,omitempty"`
+	Name         string `json:"name,omitempty"`
+	Rung         string `json:"rung"`
+	DeliveredAt  string `json:"delivered_at,omitempty"`
+	SurfacedAt   string `json:"surfaced_at,omitempty"`
+	Via          string `json:"via,omitempty"` // surfaced: channel, hooks or pull
+	// Confirmed: the surfacing is proven (a hook or a pull showed the
+	// text; a channel emit, once its transcript or a reply showed it).
+	Confirmed   bool   `json:"confirmed,omitempty"`
+	RepliedAt   string `json:"replied_at,omitempty"`
+	ReplyID     string `json:"reply_id,omitempty"`
+	Shares      string `json:"shares,omitempty"` // delivered: the recipient tells no more
+	DeliveredMs *int64 `json:"delivered_ms,omitempty"`
+	SurfacedMs  *int64 `json:"surfaced_ms,omitempty"`
+	RepliedMs   *int64 `json:"replied_ms,omitempty"`
+}
+
+// MessageQuery is GET /v1/messages/{id}: a sent message by its row id,
+// client id or broker id (or a prefix of 6 characters or more). With
+// WaitMs, the answer waits until the ladder can climb no further, or that
+// long.
+type MessageQuery struct {
+	ID     string `path:"id"`
+	WaitMs int    `query:"wait_ms"`
+}
+
+// MessageReply is GET /v1/messages/{id}'s answer: the outbox row with its
+// ladder.
+type MessageReply struct {
+	Message outboxView `json:"message"`
+}
+
+// MetricsReply is GET /v1/metrics: the daemon's histograms of how long
+// messages it sent took to reach each rung.
+type MetricsReply struct {
+	SendToDelivered histogramView `json:"send_to_delivered"`
+	SendToSurfaced  histogramView `json:"send_to_surfaced"`
+}
+
+// histogramView is one latency histogram: Counts[i] observations fell at or
+// under BoundsMs[i] and over the bound before it; the last count is over
+// every bound.
+type histogramView struct {
+	BoundsMs []float64 `json:"bounds_ms"`
+	Counts   []int64   `json:"counts"`
+	Count    int64     `json:"count"`
+	SumMs    float64   `json:"sum_ms"`
 }
 
 // RequeueRequest is the body of POST /v1/outbox/requeue.
@@ -983,6 +1061,20 @@ type SurfacedEvent struct {
 
 func (e *SurfacedEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
 
+// ReceiptEvent is the data of a `receipt` event: a message this session
+// (or, for the machine-wide stream, this machine) sent climbed its ladder.
+type ReceiptEvent struct {
+	ID              string        `json:"id"` // the outbox row
+	ClientMessageID string        `json:"client_message_id"`
+	BrokerMessageID string        `json:"broker_message_id"`
+	Mesh            string        `json:"mesh"`
+	Target          string        `json:"target"`
+	Ladder          messageLadder `json:"ladder"`
+	TS              string        `json:"ts"`
+}
+
+func (e *ReceiptEvent) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
 // BrokerStatusEvent is the data of a `broker_status` event: a link's new
 // state. SessionID names the session of a session link, so that its MCP
 // server can tell it was kicked.
@@ -1158,7 +1250,7 @@ func (ep ipcEndpoint[Req, Rep]) decode(req *ipcRequest) (Req, error) {
 
 // decodeTarget fills out's path and query fields from a request. A bool
 // is true only for "true"; a *bool, when present, is false only for
-// "false"; an *int must be a number.
+// "false"; an int or *int must be a number.
 func decodeTarget(params map[string]string, q url.Values, out any) error {
 	v := reflect.ValueOf(out).Elem()
 	for i := range v.NumField() {
@@ -1188,6 +1280,15 @@ func decodeTarget(params map[string]string, q url.Values, out any) error {
 				return newAPIError(http.StatusBadRequest, "invalid_"+name, name+" must be a number")
 			}
 			*p = &n
+		case *int:
+			if s == "" {
+				continue
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return newAPIError(http.StatusBadRequest, "invalid_"+name, name+" must be a number")
+			}
+			*p = n
 		}
 	}
 	return nil

@@ -91,7 +91,9 @@ func TestBrokerQueuesReceiptsForOfflineSender(t *testing.T) {
 	ack := aliceOld.sendText(bob.Pubkey, "while you sleep", "c-2")
 	bobLink.ackPush(bobLink.expectPush("while you sleep"))
 	aliceOld.ws.CloseNow()
-	waitFor(t, "alice offline", func() bool { return !b.receiptReachable(alice.MeshID, alice.Pubkey) && findPeer(b, alice.MeshID, func(p *peer) bool { return p.key == alice.Pubkey && p.conn != nil }) == nil })
+	waitFor(t, "alice offline", func() bool {
+		return !b.receiptReachable(alice.MeshID, alice.Pubkey) && findPeer(b, alice.MeshID, func(p *peer) bool { return p.key == alice.Pubkey && p.conn != nil }) == nil
+	})
 
 	r := ReceiptFrame{To: alice.Pubkey, RecipientPubkey: bob.Pubkey, ReceiptBody: ReceiptBody{
 		MessageID: ack.str("messageId"), State: receiptDelivered, DeliveredAt: isoTime(time.Now())}}

@@ -156,6 +156,10 @@ type Daemon struct {
 	senders    *senderNames   // names for pushes that carry only a key
 	lookups    sync.WaitGroup // pushes waiting for a sender's name
 	storesOnce sync.Once
+
+	receipts      *receiptSender // tells senders how far their messages got here
+	ladderWaiters ladderWaiters  // requests waiting on a sent message's ladder
+	metrics       daemonMetrics
 }
 
 // meshEntry is one joined mesh and its member link.
@@ -281,6 +285,7 @@ func (d *Daemon) boot(ctx context.Context) (undo undoStack, err error) {
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
 	go d.runPresenceSweep(runCtx)
 	d.drain.Start(runCtx)
+	d.receipts.Start(runCtx)
 	d.startPruner(runCtx)
 
 	d.startedAt = time.Now()
@@ -389,10 +394,20 @@ func (d *Daemon) openStores() error {
 	d.outbox, d.inbox = ob, ib
 	d.drain = newDrainer(ob, d, d.opts.Drain, d.log)
 	d.drain.onChange = d.outboxRowChanged
+	d.receipts = newReceiptSender(d)
 	if d.opts.Messages == nil {
-		d.opts.Messages = &inboxSink{ib: ib, bus: d.bus, log: d.log}
+		d.opts.Messages = &inboxSink{ib: ib, bus: d.bus, log: d.log, stored: d.inboxStored}
 	}
 	return nil
+}
+
+// inboxStored hears of each new inbox row: its receipt may be due, and it
+// may answer a message this machine sent.
+func (d *Daemon) inboxStored(r *inboxRow) {
+	if r.ReceiptTo != "" {
+		d.receipts.wake()
+	}
+	d.noteReply(r)
 }
 
 // closeStores waits for the drain and the pruner (whose context must have
@@ -400,6 +415,7 @@ func (d *Daemon) openStores() error {
 func (d *Daemon) closeStores() {
 	d.storesOnce.Do(func() {
 		d.drain.Wait()
+		d.receipts.Wait()
 		d.pruner.Wait()
 		if d.outbox != nil {
 			if err := d.outbox.Close(); err != nil {
@@ -655,6 +671,9 @@ func (d *Daemon) publishLinkState(l *Link, st LinkState) { d.publishLinkStateOf(
 func (d *Daemon) publishLinkStateOf(l *Link, st LinkState, sessionID string) {
 	if st == LinkOpen || st == LinkBanned {
 		d.drain.Wake() // rows waiting for this link can go, or die with the ban
+	}
+	if st == LinkOpen && l.Kind() == linkMember {
+		d.receipts.wake() // receipts produced while it was down
 	}
 	d.bus.Publish(Event{Kind: eventBrokerStatus, Mesh: l.Mesh(),
 		Data: &BrokerStatusEvent{Mesh: l.Mesh(), Status: string(st), Link: l.Kind(), SessionID: sessionID}})

@@ -434,6 +434,10 @@ func (dr *drainer) attempt(ctx context.Context, row *outboxRow, link *Link) {
 	switch {
 	case verdict == verdictDone:
 		id := cmp.Or(ack.MessageID, row.ClientMessageID)
+		row.Receipts, row.Recipients = receiptsOff, ack.Recipients
+		if ml := dr.links.MemberLink(row.Mesh); ml != nil && ml.Receipts() {
+			row.Receipts = receiptsOn // they come back on the member link
+		}
 		dr.finish(row, outboxDone, "", id)
 	case verdict == verdictDead:
 		dr.finish(row, outboxDead, reason, "")
@@ -455,7 +459,7 @@ func (dr *drainer) finish(row *outboxRow, status, reason, brokerID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	now := time.Now()
-	applied, err := dr.ob.settle(ctx, row.ID, status, reason, brokerID, now)
+	applied, err := dr.ob.settle(ctx, row, status, reason, brokerID, now)
 	if err != nil {
 		dr.log.Warn("drain_write_failed", "id", row.ID, "err", err.Error())
 	}
@@ -524,14 +528,20 @@ func (o *Outbox) retryLater(ctx context.Context, id string, next time.Time, reas
 	return err
 }
 
-// settle records done (with the broker's id and the time) or dead (with
-// the reason); applied is false when the row was requeued meanwhile (it
-// stays aborted).
-func (o *Outbox) settle(ctx context.Context, id, status, reason, brokerID string, now time.Time) (applied bool, err error) {
+// settle records done (with the broker's id, the time, and what the row's
+// receipts will be) or dead (with the reason); applied is false when the
+// row was requeued meanwhile (it stays aborted).
+func (o *Outbox) settle(ctx context.Context, row *outboxRow, status, reason, brokerID string, now time.Time) (applied bool, err error) {
 	var n int64
+	id := row.ID
 	if status == outboxDone {
-		n, err = affected(o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL
-WHERE id = ? AND status IN ('pending', 'inflight')`, now.UnixMilli(), brokerID, id))
+		var recipients any
+		if row.Recipients != nil {
+			recipients = *row.Recipients
+		}
+		n, err = affected(o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'done', delivered_at = ?, broker_message_id = ?, last_error = NULL,
+  receipts = ?, recipients = ?
+WHERE id = ? AND status IN ('pending', 'inflight')`, now.UnixMilli(), brokerID, nullable(row.Receipts), recipients, id))
 	} else {
 		n, err = affected(o.st.ExecContext(ctx, nil, `UPDATE outbox SET status = 'dead', last_error = ? WHERE id = ? AND status IN ('pending', 'inflight')`,
 			nullable(reason), id))

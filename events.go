@@ -27,6 +27,7 @@ const (
 	eventSystem       = "system"
 	eventBrokerStatus = "broker_status"
 	eventSurfaced     = "surfaced"
+	eventReceipt      = "receipt" // a sent message climbed its ladder: for the session that sent it
 	eventOutbox       = "outbox"  // an outbox row changed
 	eventSession      = "session" // a session registered or left
 	eventState        = "state"   // a shared state key changed
@@ -45,7 +46,7 @@ func machineEvent(kind string) bool { return kind == eventOutbox || kind == even
 type Event struct {
 	Kind            string
 	Mesh            string
-	RecipientKind   string // message events: "session" or "member"
+	RecipientKind   string // message and surfaced events: "session" or "member"; receipt events: the sending session
 	RecipientPubkey string
 	Data            any
 }
@@ -69,6 +70,10 @@ func (f EventFilter) Allows(ev Event) bool {
 	}
 	if machineEvent(ev.Kind) {
 		return false
+	}
+	if ev.Kind == eventReceipt {
+		// Only the sending session hears of its messages' receipts.
+		return ev.RecipientKind == recipientSession && f.SessionPubkey != "" && f.SessionPubkey == ev.RecipientPubkey
 	}
 	if f.MeshSlug != "" && ev.Mesh != "" && ev.Mesh != f.MeshSlug {
 		return false

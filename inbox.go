@@ -103,6 +103,23 @@ CREATE INDEX inbox_broker_message ON inbox(broker_message_id);
 -- not as they are stored: storing a message costs what it did before the
 -- index. Deletes still leave the index at once.
 DROP TRIGGER inbox_fts_insert;
+`, `
+-- Receipts back to each message's sender (receiptsend.go): where they go
+-- (the sender's member key; NULL for a row that sends none), whether a rung
+-- its sender has not been told of is due, and the last rung the broker took.
+ALTER TABLE inbox ADD COLUMN receipt_to TEXT;
+ALTER TABLE inbox ADD COLUMN receipt_due INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inbox ADD COLUMN receipt_sent TEXT;
+CREATE INDEX inbox_receipt_due ON inbox(mesh, received_at) WHERE receipt_due = 1;
+-- What a recipient tells senders: every rung (surfaced), or delivered only.
+-- key is a session key, or the member key for the member and the sessions
+-- that say nothing of their own.
+CREATE TABLE receipt_policy (
+  mesh   TEXT NOT NULL,
+  key    TEXT NOT NULL,
+  shares TEXT NOT NULL CHECK (shares IN ('delivered', 'surfaced')),
+  PRIMARY KEY (mesh, key)
+);
 `}
 
 // inboxRow is one stored message.
@@ -127,6 +144,9 @@ type inboxRow struct {
 	RecipientKind      string
 	Surfaced           surfacedState
 	TargetSpec         string // what it was sent to: a key (a DM), @group, * or #topic; "" when unknown
+	// ReceiptTo is where this row's receipts go: its sender's member key,
+	// when the broker relays receipts ("" otherwise). Written, not read back.
+	ReceiptTo string
 }
 
 const inboxColumns = `id, client_message_id, broker_message_id, mesh, topic, sender_pubkey, sender_member_pubkey, sender_name,
@@ -184,10 +204,10 @@ func (ib *Inbox) Insert(ctx context.Context, r *inboxRow, alsoSeenBy ...string) 
 	args := []any{r.ID, r.ClientMessageID, nullable(r.BrokerMessageID), r.Mesh, nullable(r.Topic), r.SenderPubkey,
 		nullable(r.SenderMemberPubkey), r.SenderName, r.Body, r.DecryptFailed, r.ReceivedAt, nullable(r.ReplyToID),
 		nullable(r.Priority), nullable(r.Subtype), nullable(r.CreatedAt), nullable(r.RecipientPubkey), nullable(r.RecipientKind),
-		nullable(r.TargetSpec)}
+		nullable(r.TargetSpec), nullable(r.ReceiptTo), r.ReceiptTo != ""}
 	args = append(append(args, keys...), r.ClientMessageID, nullable(r.BrokerMessageID))
-	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, NULL, NULL, NULL, NULL, ?
+	res, err := ib.st.ExecContext(ctx, nil, `INSERT INTO inbox (`+inboxColumns+`, receipt_to, receipt_due)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?, ?
 WHERE NOT EXISTS (SELECT 1 FROM inbox WHERE recipient_pubkey IN (`+placeholders(len(keys))+`)
   AND (client_message_id = ? OR broker_message_id = ?))
 ON CONFLICT (recipient_pubkey, client_message_id) DO NOTHING`, args...)
@@ -305,6 +325,9 @@ type inboxSink struct {
 	ib  *Inbox
 	bus *Bus
 	log *slog.Logger
+	// stored, when set, hears of each new row after it is stored (the
+	// daemon: receipts to send, replies to note).
+	stored func(r *inboxRow)
 }
 
 func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
@@ -321,6 +344,9 @@ func (s *inboxSink) HandleMessage(ctx context.Context, msg InboundMessage) {
 	if isNew {
 		s.bus.Publish(Event{Kind: eventMessage, Mesh: row.Mesh, RecipientKind: row.RecipientKind,
 			RecipientPubkey: row.RecipientPubkey, Data: messageEventData(row)})
+		if s.stored != nil {
+			s.stored(row)
+		}
 	}
 	if err := msg.Frame.Reply(ctx, ClientAckFrame{Type: frameClientAck, ClientMessageID: row.ClientMessageID,
 		BrokerMessageID: msg.Push.MessageID}); err != nil {
@@ -361,8 +387,12 @@ func inboxRowFromPush(msg InboundMessage, now time.Time) (*inboxRow, []string) {
 	case body != nil && kind == recipientMember:
 		alsoSeenBy = msg.MemberSessions
 	}
+	receiptTo := ""
+	if msg.Receipts && p.MessageID != "" && isHexKey(p.SenderMemberPubkey) {
+		receiptTo = p.SenderMemberPubkey
+	}
 	return &inboxRow{
-		ID: newUUID(), ClientMessageID: cmid, BrokerMessageID: p.MessageID, Mesh: msg.Mesh, Topic: p.Topic,
+		ReceiptTo: receiptTo, ID: newUUID(), ClientMessageID: cmid, BrokerMessageID: p.MessageID, Mesh: msg.Mesh, Topic: p.Topic,
 		SenderPubkey: p.SenderPubkey, SenderMemberPubkey: p.SenderMemberPubkey, SenderName: name,
 		Body: body, DecryptFailed: failed, ReceivedAt: now.UnixMilli(), ReplyToID: p.ReplyToID,
 		Priority: cmp.Or(p.Priority, priorityNext), Subtype: p.Subtype, CreatedAt: p.CreatedAt,

@@ -92,6 +92,8 @@ var ipcRoutes = []ipcRoute{
 	bind(apiSend, (*Daemon).handleSend),
 	bind(apiOutbox, (*Daemon).handleOutboxList),
 	bind(apiOutboxRequeue, (*Daemon).handleOutboxRequeue),
+	bind(apiMessage, (*Daemon).handleMessage),
+	bind(apiMetrics, (*Daemon).handleMetrics),
 	bind(apiInbox, (*Daemon).handleInboxList),
 	bind(apiInboxSeen, (*Daemon).handleInboxSeen),
 	bind(apiInboxFlush, (*Daemon).handleInboxFlush),
@@ -114,7 +116,7 @@ var sessionlessRoutes = map[string]bool{
 
 // ipcFeatures is what /v1/version advertises.
 var ipcFeatures = []string{"version", "health", "reload", "sessions", "peers", "state", "memory", "skills", "profile", "events",
-	"send", "outbox", "inbox", "surface", "history", "search", "ui", "hooks"}
+	"send", "outbox", "messages", "metrics", "receipts", "inbox", "surface", "history", "search", "ui", "hooks"}
 
 // defaultMaxBody caps a body on routes that declare no cap of their own.
 const defaultMaxBody = 64 << 10

@@ -150,6 +150,9 @@ type Link struct {
 	openCh    chan struct{} // closed (and replaced) whenever the link opens
 
 	attempts atomic.Int64
+	// receiptsRefused: the broker answered a receipt with
+	// unknown_message_type, so this connection sends no more of them.
+	receiptsRefused atomic.Bool
 }
 
 // newLink makes a link in state connecting; Start begins connecting.
@@ -216,6 +219,15 @@ func (l *Link) Supports(feature string) bool {
 	defer l.mu.Unlock()
 	return hasFeature(l.features, feature)
 }
+
+// Receipts reports whether receipts travel on this link: its broker named
+// the feature and has not refused a receipt since it connected.
+func (l *Link) Receipts() bool {
+	return l.Supports(featureReceipts) && !l.receiptsRefused.Load()
+}
+
+// refuseReceipts turns receipts off until the link connects again.
+func (l *Link) refuseReceipts() { l.receiptsRefused.Store(true) }
 
 // Kind and Mesh describe the link.
 func (l *Link) Kind() string { return l.cfg.Kind }
@@ -369,6 +381,7 @@ func (l *Link) connectOnce(ctx context.Context) (final LinkState, err error) {
 	l.features = ack.Features
 	l.lastError = ""
 	l.mu.Unlock()
+	l.receiptsRefused.Store(false)
 	if l.cfg.OnOpen != nil {
 		l.cfg.OnOpen(l, ack)
 	}
@@ -817,7 +830,7 @@ func memberHello(m Mesh, kp Keypair, pid int, cwd, hostname string) func(time.Ti
 		return HelloFrame{
 			Type: frameHello, MeshID: m.MeshID, MemberID: m.MemberID, Pubkey: kp.PublicHex(),
 			SessionID: "daemon-" + strconv.Itoa(pid), Pid: pid, Cwd: cwd, Hostname: hostname,
-			PeerType: "ai", Channel: channelDaemon, Timestamp: ts,
+			PeerType: "ai", Channel: channelDaemon, Capabilities: []string{capabilityReceipts}, Timestamp: ts,
 			Signature: kp.sign(helloSignedString(m.MeshID, m.MemberID, kp.PublicHex(), ts)),
 		}, nil
 	}

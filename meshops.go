@@ -478,7 +478,10 @@ func (p *ProfileRequest) validate() error {
 		return badRequest("invalid_status", "status must be idle, working or dnd")
 	}
 	if len(p.applied()) == 0 {
-		return badRequest("missing_field", "nothing to change: give summary, status, visible, avatar, title, bio, capabilities or display_name")
+		return badRequest("missing_field", "nothing to change: give summary, status, visible, avatar, title, bio, capabilities, display_name or receipts")
+	}
+	if p.Receipts != nil && *p.Receipts != sharesDelivered && *p.Receipts != sharesSurfaced {
+		return badRequest("invalid_receipts", "receipts must be delivered (senders learn a message reached this machine) or surfaced (and that it was shown)")
 	}
 	if p.DisplayName != nil {
 		if len(p.applied()) > 1 {
@@ -500,7 +503,7 @@ func (p *ProfileRequest) applied() []string {
 		set  bool
 	}{{"summary", p.Summary != nil}, {"status", p.Status != nil}, {"visible", p.Visible != nil},
 		{"avatar", p.Avatar != nil}, {"title", p.Title != nil}, {"bio", p.Bio != nil}, {"capabilities", p.Capabilities != nil},
-		{"display_name", p.DisplayName != nil}} {
+		{"display_name", p.DisplayName != nil}, {"receipts", p.Receipts != nil}} {
 		if f.set {
 			out = append(out, f.name)
 		}
@@ -514,6 +517,22 @@ func (p *ProfileRequest) applied() []string {
 func (d *Daemon) setProfile(ctx context.Context, s *Session, p ProfileRequest) (ProfileReply, error) {
 	if p.DisplayName != nil {
 		return d.renameSession(s, *p.DisplayName)
+	}
+	var receiptMeshes []string
+	if p.Receipts != nil {
+		var err error
+		if receiptMeshes, err = d.applyReceiptsProfile(ctx, s, p.Mesh, *p.Receipts); err != nil {
+			return ProfileReply{}, err
+		}
+		rest := p
+		rest.Receipts = nil
+		if len(rest.applied()) == 0 {
+			via := linkMember
+			if s != nil && (p.Mesh == "" || p.Mesh == s.Mesh) && s.Presence != nil {
+				via = linkSession
+			}
+			return ProfileReply{OK: true, Applied: p.applied(), Meshes: receiptMeshes, Via: via}, nil
+		}
 	}
 	type target struct {
 		mesh string

@@ -96,6 +96,32 @@ CREATE INDEX outbox_enqueued ON outbox(enqueued_at);
 DROP TRIGGER outbox_fts_insert;
 DROP INDEX outbox_broker_message;
 DROP INDEX outbox_enqueued;
+`, `
+-- The receipt ladder (ladder.go): whether the broker relayed receipts when
+-- it took the row, how many delivery keys a multicast resolved to, and when
+-- the sending session was told the message stayed unseen.
+ALTER TABLE outbox ADD COLUMN receipts TEXT;
+ALTER TABLE outbox ADD COLUMN recipients INTEGER;
+ALTER TABLE outbox ADD COLUMN unsurfaced_told_at INTEGER;
+-- One ladder per recipient key: what its receipts and replies said. Times
+-- in ms are when this daemon learned of a rung (one clock with the send);
+-- the reported times are the recipient's own.
+CREATE TABLE receipts (
+  client_message_id       TEXT NOT NULL,
+  recipient_pubkey        TEXT NOT NULL,
+  recipient_member_pubkey TEXT,
+  recipient_name          TEXT,
+  delivered_at            INTEGER,
+  surfaced_at             INTEGER,
+  surfaced_via            TEXT,
+  surfaced_confirmed      INTEGER NOT NULL DEFAULT 0,
+  reported_delivered_at   TEXT,
+  reported_surfaced_at    TEXT,
+  shares                  TEXT,
+  replied_at              INTEGER,
+  reply_id                TEXT,
+  PRIMARY KEY (client_message_id, recipient_pubkey)
+) WITHOUT ROWID;
 `}
 
 // outboxRow is one row of the outbox.
@@ -121,21 +147,31 @@ type outboxRow struct {
 	Priority            string
 	SenderSessionPubkey string
 	ReplyToID           string
+	Receipts            string // receiptsOn or receiptsOff once sent; "" before
+	Recipients          *int   // a multicast's delivery keys, once sent
+	UnsurfacedToldAt    int64  // ms; the sending session was told it stayed unseen
 }
 
 const outboxColumns = `id, client_message_id, request_fingerprint, payload, enqueued_at, attempts, next_attempt_at, status,
   last_error, delivered_at, broker_message_id, aborted_at, aborted_by, superseded_by,
-  mesh, target_spec, nonce, ciphertext, priority, sender_session_pubkey, reply_to_id`
+  mesh, target_spec, nonce, ciphertext, priority, sender_session_pubkey, reply_to_id,
+  receipts, recipients, unsurfaced_told_at`
 
 func scanOutboxRow(s rowScanner) (*outboxRow, error) {
 	var r outboxRow
 	var lastErr, brokerID, abortedBy, superseded, mesh, target, nonce, ct, prio, sess, reply sql.NullString
-	var delivered, abortedAt sql.NullInt64
+	var delivered, abortedAt, recipients, told sql.NullInt64
+	var receipts sql.NullString
 	err := s.Scan(&r.ID, &r.ClientMessageID, &r.Fingerprint, &r.Payload, &r.EnqueuedAt, &r.Attempts, &r.NextAttemptAt, &r.Status,
 		&lastErr, &delivered, &brokerID, &abortedAt, &abortedBy, &superseded,
-		&mesh, &target, &nonce, &ct, &prio, &sess, &reply)
+		&mesh, &target, &nonce, &ct, &prio, &sess, &reply, &receipts, &recipients, &told)
 	if err != nil {
 		return nil, noRows(err)
+	}
+	r.Receipts, r.UnsurfacedToldAt = receipts.String, told.Int64
+	if recipients.Valid {
+		n := int(recipients.Int64)
+		r.Recipients = &n
 	}
 	r.LastError, r.BrokerMessageID, r.AbortedBy, r.SupersededBy = lastErr.String, brokerID.String, abortedBy.String, superseded.String
 	r.Mesh, r.TargetSpec, r.Nonce, r.Ciphertext, r.Priority = mesh.String, target.String, nonce.String, ct.String, prio.String
@@ -337,8 +373,12 @@ var errClientIDTaken = errors.New("that client_message_id is already in the outb
 // cutoff: delivered, aborted, or (dead rows, which keep no time of death)
 // accepted then.
 func (o *Outbox) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	return affected(o.db.ExecContext(ctx, `DELETE FROM outbox WHERE status IN ('done', 'aborted', 'dead')
+	n, err := affected(o.db.ExecContext(ctx, `DELETE FROM outbox WHERE status IN ('done', 'aborted', 'dead')
   AND COALESCE(delivered_at, aborted_at, enqueued_at) < ?`, cutoff.UnixMilli()))
+	if err == nil && n > 0 {
+		_, err = o.db.ExecContext(ctx, `DELETE FROM receipts WHERE client_message_id NOT IN (SELECT client_message_id FROM outbox)`)
+	}
+	return n, err
 }
 
 // The send route.
@@ -677,6 +717,9 @@ func (d *Daemon) handleOutboxList(req *ipcRequest, in OutboxQuery) (OutboxReply,
 	for _, r := range rows {
 		items = append(items, r.view())
 	}
+	if err := d.withLadders(req.Context(), rows, items); err != nil {
+		return OutboxReply{}, err
+	}
 	return OutboxReply{Items: items}, nil
 }
 
@@ -723,6 +766,7 @@ func (d *Daemon) publishOutbox(r *outboxRow) {
 
 // outboxRowChanged publishes a row the drain changed (nil: read it).
 func (d *Daemon) outboxRowChanged(id string, r *outboxRow) {
+	defer d.ladderWaiters.notify(id)
 	if r == nil {
 		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
 		defer cancel()

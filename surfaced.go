@@ -93,11 +93,12 @@ func (ib *Inbox) Surface(ctx context.Context, sc inboxScope, c surfaceClaim, now
 	where, args := sc.where()
 	rule, ruleArgs := claimRule(c.Via, c.FallbackBefore)
 	at := now.UnixMilli()
-	set := `surfaced_at = ?, surfaced_via = ?, surfaced_session = ?, surfaced_confirmed_at = NULL, surfaced_evidence = NULL`
+	set := `surfaced_at = ?, surfaced_via = ?, surfaced_session = ?, surfaced_confirmed_at = NULL, surfaced_evidence = NULL,
+  receipt_due = (receipt_to IS NOT NULL)`
 	setArgs := []any{at, c.Via, nullable(c.SessionID)}
 	if c.Via != surfacedViaChannel {
 		set = `surfaced_at = ?, surfaced_via = ?, surfaced_session = ?, surfaced_confirmed_at = ?, surfaced_evidence = ?,
-  seen_at = coalesce(seen_at, ?)`
+  seen_at = coalesce(seen_at, ?), receipt_due = (receipt_to IS NOT NULL)`
 		setArgs = append(setArgs, at, evidenceShown, at)
 	}
 	q := `UPDATE inbox SET ` + set + ` WHERE ` + where + ` AND ` + rule
@@ -135,7 +136,8 @@ func (ib *Inbox) Confirm(ctx context.Context, sc inboxScope, ids []string, evide
 	}
 	where, args := sc.where()
 	at := now.UnixMilli()
-	rows, err := ib.db.QueryContext(ctx, `UPDATE inbox SET surfaced_confirmed_at = ?, surfaced_evidence = ?, seen_at = coalesce(seen_at, ?)
+	rows, err := ib.db.QueryContext(ctx, `UPDATE inbox SET surfaced_confirmed_at = ?, surfaced_evidence = ?, seen_at = coalesce(seen_at, ?),
+  receipt_due = (receipt_to IS NOT NULL)
 WHERE `+where+` AND surfaced_via = 'channel' AND surfaced_confirmed_at IS NULL AND id IN (`+placeholders(len(ids))+`)
 RETURNING `+inboxColumns, append(append([]any{at, evidence, at}, args...), anySlice(ids)...)...)
 	out, err := collect(rows, err, scanInboxRow)
@@ -234,8 +236,12 @@ func transcriptMentions(path string, refs []string) (map[string]bool, error) {
 
 // Daemon side.
 
-// publishSurfaced announces rows that were claimed or confirmed.
+// publishSurfaced announces rows that were claimed or confirmed, and wakes
+// the receipts that tell their senders.
 func (d *Daemon) publishSurfaced(rows []*inboxRow) {
+	if len(rows) > 0 {
+		d.receipts.wake()
+	}
 	for _, r := range rows {
 		d.bus.Publish(Event{Kind: eventSurfaced, Mesh: r.Mesh, RecipientKind: r.RecipientKind, RecipientPubkey: r.RecipientPubkey,
 			Data: surfacedEventData(r)})
