@@ -418,9 +418,9 @@ type ProfileRequest struct {
 	// Receipts is what senders are told of their messages here: delivered
 	// only, or surfaced too (the default). Kept by the daemon, for the
 	// calling session or else the member.
-	Receipts *string `json:"receipts,omitempty"`
-	Mesh        string  `json:"mesh"`
-	QueryMesh   string  `json:"-" query:"mesh"`
+	Receipts  *string `json:"receipts,omitempty"`
+	Mesh      string  `json:"mesh"`
+	QueryMesh string  `json:"-" query:"mesh"`
 }
 
 func (p *ProfileRequest) strictJSON() {}
