@@ -75,6 +75,11 @@ type fakeBroker struct {
 	acks  []ClientAckFrame
 	peers []PeerRow
 	seen  map[string]int // frames received, by type
+	// features is what hello_ack names; refuseUnknown answers every frame
+	// type it does not handle with unknown_message_type, as claudemesh's
+	// broker does.
+	features      []string
+	refuseUnknown bool
 }
 
 // fakeConn is one connection to a fakeBroker: its handshake frame and
@@ -116,7 +121,9 @@ func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBrok
 				fb.mu.Lock()
 				fb.conns = append(fb.conns, &fakeConn{Hello: head, Pubkey: cmp.Or(h.SessionPubkey, h.Pubkey), SessionPubkey: h.SessionPubkey, ws: ws})
 				fb.mu.Unlock()
-				out = map[string]any{"type": frameHelloAck, "presenceId": "p1"}
+				fb.mu.Lock()
+				out = HelloAckFrame{Type: frameHelloAck, PresenceID: "p1", Features: fb.features}
+				fb.mu.Unlock()
 			case frameSend:
 				var f SendFrame
 				_ = json.Unmarshal(data, &f)
@@ -134,6 +141,12 @@ func startFakeBroker(t *testing.T, reply func(n int, f SendFrame) any) *fakeBrok
 			case frameListPeers:
 				fb.mu.Lock()
 				out = PeersListFrame{Type: framePeersList, Peers: nonNil(fb.peers), ReqID: head.ReqID}
+				fb.mu.Unlock()
+			default:
+				fb.mu.Lock()
+				if fb.refuseUnknown {
+					out = ErrorFrame{Type: frameError, Code: codeUnknownMessageType, Message: "unknown message type", ReqID: head.ReqID}
+				}
 				fb.mu.Unlock()
 			}
 			if out != nil {

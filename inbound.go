@@ -90,7 +90,6 @@ type InboundMessage struct {
 	MemberPubkey    string    // this mesh's member key
 	MemberSessions  []string  // on the member link: this daemon's session keys of that member
 	Keys            []Keypair // decryption keys to try, in order (session, then member)
-	Receipts        bool      // the mesh's broker relays receipts: the row sends them to its sender
 	Frame           Inbound   // Reply(ctx, ClientAckFrame) acks on the link it came from
 }
 
@@ -157,9 +156,6 @@ func (d *Daemon) onLinkFrame(l *Link, pc func() pushContext, keys func() []Keypa
 			MemberPubkey: ctx.MemberPubkey, Keys: keys(), Frame: f}
 		if kind == recipientMember {
 			msg.MemberSessions = d.sessionKeysOf(l.Mesh())
-		}
-		if e, ok := d.joinedMesh(l.Mesh()); ok {
-			msg.Receipts = e.Link.Receipts() // they leave on the member link
 		}
 		if !d.nameSender(l.Mesh(), &msg.Push) {
 			// Asking the broker for names needs this link's read loop,

@@ -144,8 +144,8 @@ type inboxRow struct {
 	RecipientKind      string
 	Surfaced           surfacedState
 	TargetSpec         string // what it was sent to: a key (a DM), @group, * or #topic; "" when unknown
-	// ReceiptTo is where this row's receipts go: its sender's member key,
-	// when the broker relays receipts ("" otherwise). Written, not read back.
+	// ReceiptTo is where this row's receipts go: its sender's member key
+	// ("" when the push did not name it). Written, not read back.
 	ReceiptTo string
 }
 
@@ -388,7 +388,7 @@ func inboxRowFromPush(msg InboundMessage, now time.Time) (*inboxRow, []string) {
 		alsoSeenBy = msg.MemberSessions
 	}
 	receiptTo := ""
-	if msg.Receipts && p.MessageID != "" && isHexKey(p.SenderMemberPubkey) {
+	if p.MessageID != "" && isHexKey(p.SenderMemberPubkey) {
 		receiptTo = p.SenderMemberPubkey
 	}
 	return &inboxRow{

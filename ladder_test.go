@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -200,5 +201,51 @@ func TestReceiptsWithheldBeyondDelivered(t *testing.T) {
 	_, err := callIPC(context.Background(), bob.cl, apiProfile, ProfileRequest{Receipts: ptr("everything")})
 	if ipcStatus(err) != http.StatusBadRequest {
 		t.Fatalf("receipts=everything: %v, want 400", err)
+	}
+}
+
+// On a broker without the receipt frame the ladder stops at sent, and says
+// so: one that does not name the feature is never sent a receipt; one that
+// names it but answers unknown_message_type turns receipts off for the link.
+func TestReceiptsOffOnABrokerWithoutTheFrame(t *testing.T) {
+	cases := []struct {
+		name     string
+		features []string
+		receipts int // receipt frames the broker sees for two messages
+	}{
+		{"feature not named", nil, 0},
+		{"named, then refused", []string{featureReceipts}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fb := startFakeBroker(t, func(_ int, s SendFrame) any { return ackFor(s) })
+			fb.features, fb.refuseUnknown = tc.features, true
+			m := fakeMesh("fake", fb.url)
+			h := newTestHome(t)
+			h.writeConfig(t, m)
+			td := startTestDaemon(t, h, nil)
+			td.waitLink(t, "fake", LinkOpen)
+			link := fb.conn(t, m.Pubkey)
+			sender := mustNewKeypair()
+			for i, text := range []string{"first", "second"} {
+				nonce, ct := plainBody([]byte(text))
+				id := fmt.Sprintf("bm-in-%d", i)
+				fb.push(t, link, PushFrame{Type: framePush, MessageID: id, MeshID: m.MeshID, SenderPubkey: sender.PublicHex(),
+					SenderMemberPubkey: sender.PublicHex(), SenderName: "ts", Priority: priorityNext, Nonce: nonce, Ciphertext: ct,
+					TargetSpec: "*", ClientMessageID: "c-" + id, CreatedAt: isoTime(time.Now())})
+				fb.waitAcks(t, id, 1)
+				if i == 0 && tc.receipts > 0 {
+					waitFor(t, "the refused receipt", func() bool { return fb.received(frameReceipt) == 1 && !td.MemberLink("fake").Receipts() })
+				}
+			}
+			if got := fb.received(frameReceipt); got != tc.receipts {
+				t.Fatalf("receipt frames = %d, want %d", got, tc.receipts)
+			}
+			sent := sendAndSettle(t, td.client(""), sender.PublicHex(), "to a claudemesh broker")
+			l := messageLadderOf(t, td.client(""), sent.ID, time.Second)
+			if l.Receipts != receiptsOff || l.Rung != rungSent || !ladderTop(l) {
+				t.Fatalf("ladder = %+v, want sent with receipts off", l)
+			}
+		})
 	}
 }

@@ -3,11 +3,12 @@
 // surfaced (with how) once a path has shown it to a session's model.
 //
 // Policy:
-//   - A row sends receipts only when its mesh's broker relays them (the
-//     hello_ack's receipts feature) and its push named the sender's member
-//     key; what is due is kept on the row (receipt_due), so a receipt
-//     produced while the broker is away, or cut short by a crash, goes out
-//     when the member link is open again.
+//   - A row whose push named its sender's member key has receipts; what is
+//     due is kept on the row (receipt_due), and sent only while the mesh's
+//     member link is open to a broker that relays receipts (the hello_ack's
+//     receipts feature): a receipt produced while the broker is away, or
+//     cut short by a crash, goes out when the link is open again. Rows of a
+//     broker that never relays them stay due until they are pruned.
 //   - Receipts leave on the member link, one at a time, each saying the
 //     highest rung reached so far: a surfaced receipt implies delivered. A
 //     rung is marked sent only once the broker took it, and only if the

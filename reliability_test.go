@@ -646,3 +646,47 @@ func TestNoSecretInAnyLog(t *testing.T) {
 		t.Fatalf("scanned %v: want the broker's, both daemons' and an mcp-<pid>.log", logs)
 	}
 }
+
+// The sender's daemon is killed (SIGKILL) after the broker took its
+// message and before the recipient stored it: the recipient's delivered
+// receipt waits at the broker, and the restarted sender's ladder has it.
+func TestSenderKilledBetweenSentAndDeliveredKeepsItsReceipt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	me := newTestMesh(t, b, url, "alpha", "me")
+	bob := addTestMember(t, b, me, "bob", "member")
+	h1, h2 := newTestHome(t), newTestHome(t)
+	h1.writeConfig(t, me)
+	h2.writeConfig(t, bob)
+	d1 := startDaemonProc(t, h1)
+	d1.waitOpen(t, "alpha")
+	var sent SendReply
+	if err := d1.client("").Do(context.Background(), "POST", "/v1/send",
+		map[string]any{"to": bob.Pubkey, "message": "are you there?", "wait_ms": 10000}, &sent); err != nil || sent.Status != "done" {
+		t.Fatalf("send = %+v, %v", sent, err)
+	}
+	d1.kill9(t)
+
+	d2 := startTestDaemon(t, h2, nil) // bob comes online only now
+	waitFor(t, "bob's delivered receipt taken by the broker", func() bool {
+		var rung string
+		_ = d2.inbox.db.QueryRow(`SELECT COALESCE(receipt_sent, '') FROM inbox`).Scan(&rung)
+		return strings.HasPrefix(rung, receiptDelivered)
+	})
+	back := startDaemonProc(t, h1)
+	back.waitOpen(t, "alpha")
+	var l messageLadder
+	waitFor(t, "the ladder at delivered after the restart", func() bool {
+		rep, err := callIPC(context.Background(), back.client(""), apiMessage, MessageQuery{ID: sent.ID})
+		if err != nil || rep.Message.Ladder == nil {
+			return false
+		}
+		l = *rep.Message.Ladder
+		return l.Rung == rungDelivered
+	})
+	if r := l.Recipients[0]; r.Pubkey != bob.Pubkey || r.Name != "bob" {
+		t.Fatalf("ladder = %+v", l)
+	}
+}
