@@ -649,6 +649,10 @@ type recipientRung struct {
 type MessageQuery struct {
 	ID     string `path:"id"`
 	WaitMs int    `query:"wait_ms"`
+	// Until ends the wait as soon as every recipient reached this rung
+	// (delivered, surfaced): a caller that knows the recipient is shown
+	// messages only when it asks waits for no more than delivered.
+	Until string `query:"until"`
 }
 
 // MessageReply is GET /v1/messages/{id}'s answer: the outbox row with its

@@ -213,6 +213,12 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 	if r := roundTrip(cc, cl, apiOutbox, OutboxQuery{Status: "failed", Limit: &limit}); len(r.Items) != 1 || r.Items[0].ID != dead.ID {
 		t.Fatalf("outbox = %+v", r)
 	}
+	if r := roundTrip(cc, cl, apiMessage, MessageQuery{ID: dead.ID}); r.Message.ID != dead.ID || r.Message.Ladder == nil || r.Message.Ladder.Rung != rungDead {
+		t.Fatalf("message = %+v", r)
+	}
+	if r := roundTrip(cc, cl, apiMetrics, noRequest{}); len(r.SendToSurfaced.Counts) != len(latencyBoundsMs)+1 {
+		t.Fatalf("metrics = %+v", r)
+	}
 	if r := roundTrip(cc, cl, apiOutboxRequeue, RequeueRequest{ID: dead.ID, NewClientMessageID: "c-again", AbortedBy: "test"}); r.AbortedRowID != dead.ID ||
 		r.NewClientMessageID != "c-again" || r.NewRowID == "" {
 		t.Fatalf("requeue = %+v", r)

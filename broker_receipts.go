@@ -95,17 +95,22 @@ func (b *Broker) handleReceipt(c *brokerConn, f *ReceiptFrame, reqID string) {
 		refuse(codeInternal, "store unavailable")
 		return
 	}
-	ack.MessageID, ack.Queued = r.ID, true
-	c.send(ack)
-	if r.Dup {
+	// Counted before the ack goes out, so whoever reads the ack reads
+	// counters that include this receipt.
+	switch {
+	case r.Dup:
 		b.metrics.receiptsDuplicate.Add(1)
-		return
-	}
-	b.metrics.receipts.Add(1)
-	if !b.receiptReachable(me.meshID, f.To) {
+	case b.receiptReachable(me.meshID, f.To):
+		b.metrics.receipts.Add(1)
+	default:
+		b.metrics.receipts.Add(1)
 		b.metrics.receiptsQueued.Add(1)
 	}
-	b.fanOut(op.Msg, r.Recipients)
+	ack.MessageID, ack.Queued = r.ID, true
+	c.send(ack)
+	if !r.Dup {
+		b.fanOut(op.Msg, r.Recipients)
+	}
 }
 
 // receiptSpeaker checks that key is the connection's own key or a session

@@ -200,8 +200,8 @@ func setupOutboxList(fs *flagSet) runFunc {
 			return nil
 		}
 		for _, it := range resp.Items {
-			line := fmt.Sprintf("%-8s %s  cid=%s  attempts=%d  to=%s [%s]", it.Status, it.ID, it.ClientMessageID, it.Attempts,
-				shortKey(it.Target), it.Mesh)
+			line := fmt.Sprintf("%-8s %s  %-12s  cid=%s  attempts=%d  to=%s [%s]", it.Status, it.ID, ladderColumn(it.Ladder),
+				it.ClientMessageID, it.Attempts, shortKey(it.Target), it.Mesh)
 			if it.BrokerMessageID != nil {
 				line += " → " + *it.BrokerMessageID
 			}
@@ -212,6 +212,20 @@ func setupOutboxList(fs *flagSet) runFunc {
 		}
 		return nil
 	}
+}
+
+// ladderColumn is a row's ladder in one word or a summary: the rung a DM
+// reached, a multicast's count ("3/4 surfaced"), or how far receipts go.
+func ladderColumn(l *messageLadder) string {
+	switch {
+	case l == nil:
+		return "-"
+	case l.Summary != "":
+		return l.Summary
+	case l.Rung == rungSent && l.Receipts == receiptsOff:
+		return "sent (no receipts)"
+	}
+	return l.Rung
 }
 
 func setupOutboxRequeue(fs *flagSet) runFunc {

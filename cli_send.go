@@ -38,13 +38,14 @@ import (
 // minCLIPrefix is the shortest key prefix `send` resolves (claudemesh 1.31.6).
 const minCLIPrefix = 4
 
-// sendWait is how long a warm send waits for the broker's answer before
-// reporting the message as queued.
-const sendWait = 3 * time.Second
+// sendWait is how long a warm send waits by default: for the broker's
+// answer (else the message is reported queued), then for its receipts.
+const sendWait = 2 * time.Second
 
 type sendFlags struct {
 	mesh, priority, replyTo, clientID, file string
 	self                                    bool
+	wait                                    time.Duration
 }
 
 // maxSendInput bounds what `send` reads from stdin or --file: far above
@@ -108,6 +109,7 @@ func setupSend(fs *flagSet) runFunc {
 	fs.BoolVar(&f.self, "self", false, "to your own member key: one copy to each of your other live sessions")
 	fs.StringVar(&f.clientID, "client-id", "", "the message's client_message_id: retry a failed send with the id it printed and it is delivered once")
 	fs.StringVar(&f.file, "file", "", "send this file's text as the message")
+	fs.DurationVar(&f.wait, "wait", sendWait, "wait up to this long for the broker and the recipient's receipts (0: return once queued)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		const usage = "usage: claudemesh send <to> <message…> (or - to read it from stdin, or --file <path>)"
 		if len(args) < 1 {
@@ -121,6 +123,9 @@ func setupSend(fs *flagSet) runFunc {
 		}
 		if len(f.clientID) > maxIDLen {
 			return usageError("--client-id is longer than %d bytes", maxIDLen)
+		}
+		if f.wait < 0 || f.wait > maxSendWaitMs*time.Millisecond {
+			return usageError("--wait must be between 0 and %s", maxSendWaitMs*time.Millisecond)
 		}
 		to := strings.TrimSpace(args[0])
 		if targetForm(to) == "" {
@@ -157,6 +162,15 @@ type sendMessage struct {
 	mesh, to, text, priority, replyTo string
 	clientID                          string // "" for a fresh one
 	presence                          bool
+	// wait bounds the wait for the broker's answer and then, with
+	// receipts, for the recipients' receipts.
+	wait     time.Duration
+	receipts bool
+	// knownSurfacing and knownOffline are what the peer list said of a
+	// recipient resolved by name before the send (the send itself says
+	// them only for a key).
+	knownSurfacing string
+	knownOffline   bool
 }
 
 // sendOutcome is what became of one message.
@@ -174,6 +188,8 @@ type sendOutcome struct {
 	Name   string
 	// Surfacing is how messages reach the recipient's model, when known.
 	Surfacing string
+	// Ladder is how far the message got within the wait (the daemon only).
+	Ladder *messageLadder
 }
 
 // messenger is where `send` does its work: the daemon or a one-shot broker
@@ -231,14 +247,38 @@ func (m daemonMessenger) selfSession(ctx context.Context) string {
 }
 
 func (m daemonMessenger) send(ctx context.Context, msg sendMessage) (sendOutcome, error) {
-	a, err := callIPC(ctx, m.cl, apiSend, SendRequest{To: msg.to, Message: msg.text, Priority: msg.priority,
-		WaitMs: int(sendWait.Milliseconds()), Mesh: msg.mesh, ReplyToID: msg.replyTo, Presence: msg.presence,
+	start := time.Now()
+	a, err := callIPCWithin(ctx, m.cl, msg.wait+ipcTimeout, apiSend, SendRequest{To: msg.to, Message: msg.text, Priority: msg.priority,
+		WaitMs: int(msg.wait.Milliseconds()), Mesh: msg.mesh, ReplyToID: msg.replyTo, Presence: msg.presence && msg.wait > 0,
 		ClientMessageID: msg.clientID})
 	if err != nil {
 		return sendOutcome{}, ipcFailure(err)
 	}
+	var ladder *messageLadder
+	if msg.receipts && msg.wait > 0 {
+		// The rest of the wait goes to the receipts: no further than
+		// delivered for a recipient shown messages only when it asks, and
+		// none for one that is offline.
+		left := max(msg.wait-time.Since(start), 0)
+		q := MessageQuery{ID: a.ID, WaitMs: int(left.Milliseconds())}
+		offline, surfacing := msg.knownOffline, msg.knownSurfacing
+		if r := a.Recipient; r != nil {
+			offline, surfacing = !r.Online, r.Surfacing
+		}
+		if offline {
+			q.WaitMs = 0
+		} else if surfacing == surfacedViaPull {
+			q.Until = rungDelivered
+		}
+		if rep, err := callIPCWithin(ctx, m.cl, left+ipcTimeout, apiMessage, q); err == nil {
+			ladder = rep.Message.Ladder
+			if s := rep.Message.Status; s != a.Status && (s == outboxDone || s == outboxDead) {
+				a.Status, a.BrokerMessageID, a.LastError = s, rep.Message.BrokerMessageID, rep.Message.LastError
+			}
+		}
+	}
 	out := sendOutcome{ClientMessageID: a.ClientMessageID, MessageID: deref(a.BrokerMessageID), Mesh: a.Mesh, Target: a.Target,
-		Error: deref(a.LastError), Duplicate: deref(a.Duplicate)}
+		Error: deref(a.LastError), Duplicate: deref(a.Duplicate), Ladder: ladder}
 	if r := a.Recipient; r != nil {
 		out.Online, out.Name, out.Surfacing = &r.Online, r.DisplayName, r.Surfacing
 	}
@@ -341,6 +381,8 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		}
 	}
 	target, mesh, label := to, f.mesh, to
+	var known *meshPeerRow
+	knownOffline := false
 	switch targetForm(to) {
 	case targetFormDirect:
 		target, label = strings.ToLower(to), shortKey(strings.ToLower(to))
@@ -362,6 +404,10 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 			return targetFailure(err)
 		}
 		label = peerLabel(cmp.Or(nameOf(peers, target), nameOfMember(memberRows(members), target)), target)
+		known = peerOf(peers, target, mesh)
+		if known == nil {
+			knownOffline = true // resolved among the members: nobody online by that name
+		}
 	}
 	if ownMesh, ok := ownMembers[target]; ok && (mesh == "" || mesh == ownMesh) {
 		if !f.self {
@@ -383,8 +429,12 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		go func() { defer wg.Done(); loadPeers(mesh) }()
 	}
 	clientID := cmp.Or(f.clientID, newUUID())
-	out, err := m.send(ctx, sendMessage{mesh: mesh, to: target, text: text, priority: f.priority, replyTo: f.replyTo,
-		clientID: clientID, presence: direct && m.presenceWithSend()})
+	msg := sendMessage{mesh: mesh, to: target, text: text, priority: f.priority, replyTo: f.replyTo,
+		clientID: clientID, presence: direct && m.presenceWithSend(), wait: f.wait, receipts: true, knownOffline: knownOffline}
+	if known != nil && known.Profile != nil {
+		msg.knownSurfacing = known.Profile.Surfacing
+	}
+	out, err := m.send(ctx, msg)
 	wg.Wait()
 	var answered *IPCError
 	if err != nil && errors.As(err, &answered) {
@@ -420,6 +470,17 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		online = &on
 	}
 	return c.reportSend(out, label, online, m.via())
+}
+
+// peerOf is the peer list's row of key on mesh (any mesh when mesh is
+// ""), or nil.
+func peerOf(peers []meshPeerRow, key, mesh string) *meshPeerRow {
+	for i, p := range peers {
+		if peerTargetKey(p.PeerRow) == key && (mesh == "" || p.Mesh == mesh) {
+			return &peers[i]
+		}
+	}
+	return nil
 }
 
 // nameOf is the display name a key goes by in the peer list.
@@ -565,7 +626,7 @@ func runSelfFanOut(ctx context.Context, c *cli, m messenger, f sendFlags, mesh, 
 	sent := 0
 	for _, s := range siblings {
 		r := result{Pubkey: s.Pubkey, Name: s.DisplayName}
-		out, err := m.send(ctx, sendMessage{mesh: mesh, to: s.Pubkey, text: text, priority: f.priority, replyTo: f.replyTo})
+		out, err := m.send(ctx, sendMessage{mesh: mesh, to: s.Pubkey, text: text, priority: f.priority, replyTo: f.replyTo, wait: f.wait})
 		switch {
 		case err != nil:
 			r.Status, r.Error = "failed", err.Error()
@@ -617,6 +678,9 @@ type sendDoc struct {
 	// (channel, hooks, pull), when it says.
 	RecipientSurfacing string `json:"recipientSurfacing,omitempty"`
 	Error              string `json:"error,omitempty"`
+	// Ladder is how far the message got within --wait: through the
+	// daemon only.
+	Ladder *ladderDoc `json:"ladder,omitempty"`
 }
 
 func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string) error {
@@ -626,7 +690,7 @@ func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string
 	if c.jsonMode() {
 		doc := sendDoc{OK: out.Status != "failed", Status: out.Status, MessageID: out.MessageID, ClientMessageID: out.ClientMessageID,
 			Target: out.Target, Mesh: out.Mesh, Via: via, Duplicate: out.Duplicate, RecipientOnline: online,
-			RecipientSurfacing: out.Surfacing, Error: out.Error}
+			RecipientSurfacing: out.Surfacing, Error: out.Error, Ladder: ladderDocOf(out.Ladder)}
 		if err := c.printJSON(doc); err != nil {
 			return err
 		}
@@ -660,6 +724,14 @@ func (c *cli) reportSend(out sendOutcome, label string, online *bool, via string
 		c.printf("%s sent to %s — online (msg %s)\n", c.paint(colorGreen, "✔"), label, id)
 	default:
 		c.printf("%s sent to %s on %s (msg %s)\n", c.paint(colorGreen, "✔"), label, out.Mesh, id)
+	}
+	if out.Ladder != nil && out.Status == "sent" {
+		for _, line := range ladderWords(*out.Ladder, label, out.Surfacing) {
+			c.printf("  %s\n", c.paintRung(line))
+		}
+		if out.Surfacing == surfacedViaPull {
+			return nil // the ladder said it
+		}
 	}
 	if out.Surfacing == surfacedViaPull {
 		c.printf("  note: %s has no live channel and no hooks: it sees the message only when it runs 'claudemesh inbox'\n", label)

@@ -509,7 +509,7 @@ func setupSkillRemove(fs *flagSet) runFunc {
 // Profile.
 
 type profileFlags struct {
-	mesh, summary, status, visible, avatar, title, bio, capabilities, name string
+	mesh, summary, status, visible, avatar, title, bio, capabilities, name, receipts string
 }
 
 func setupProfile(fs *flagSet) runFunc {
@@ -523,6 +523,7 @@ func setupProfile(fs *flagSet) runFunc {
 	fs.StringVar(&f.bio, "bio", "", "short bio")
 	fs.StringVar(&f.capabilities, "capabilities", "", "comma-separated capabilities")
 	fs.StringVar(&f.name, "name", "", "this session's display name (inside a session; a plain claude session keeps it across --resume)")
+	fs.StringVar(&f.receipts, "receipts", "", "what senders learn of their messages here: surfaced (the default: delivered, then when and how your model was shown them) or delivered (only that they reached this machine)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		var body ProfileRequest
 		given := map[string]bool{}
@@ -535,6 +536,10 @@ func setupProfile(fs *flagSet) runFunc {
 		}
 		body.Summary, body.Status, body.Avatar = text("summary", f.summary), text("status", f.status), text("avatar", f.avatar)
 		body.Title, body.Bio, body.DisplayName = text("title", f.title), text("bio", f.bio), text("name", f.name)
+		body.Receipts = text("receipts", f.receipts)
+		if body.Receipts != nil && *body.Receipts != sharesDelivered && *body.Receipts != sharesSurfaced {
+			return usageError("--receipts takes delivered or surfaced, not %q", f.receipts)
+		}
 		if given["capabilities"] {
 			body.Capabilities = ptr(nonNil(splitTags(f.capabilities)))
 		}

@@ -559,6 +559,20 @@ func ladderTop(l messageLadder) bool {
 	return true
 }
 
+// ladderReached reports whether every recipient (as many as the broker
+// counted) reached rung.
+func ladderReached(l messageLadder, rung string) bool {
+	if len(l.Recipients) == 0 || l.Expected != nil && len(l.Recipients) < *l.Expected {
+		return false
+	}
+	for _, x := range l.Recipients {
+		if rungOrder[x.Rung] < rungOrder[rung] {
+			return false
+		}
+	}
+	return true
+}
+
 // The message route.
 
 // handleMessage is GET /v1/messages/{id}: one sent message's ladder; with
@@ -567,6 +581,9 @@ func ladderTop(l messageLadder) bool {
 func (d *Daemon) handleMessage(req *ipcRequest, in MessageQuery) (MessageReply, error) {
 	if in.WaitMs < 0 || in.WaitMs > maxSendWaitMs {
 		return MessageReply{}, badRequest("invalid_wait", "wait_ms must be 0..%d", maxSendWaitMs)
+	}
+	if _, ok := rungOrder[in.Until]; in.Until != "" && !ok {
+		return MessageReply{}, badRequest("invalid_until", "until must be sent, delivered, surfaced or replied")
 	}
 	ctx := req.Context()
 	row, err := d.outbox.byReference(ctx, in.ID)
@@ -595,7 +612,7 @@ func (d *Daemon) handleMessage(req *ipcRequest, in MessageQuery) (MessageReply, 
 			return MessageReply{}, err
 		}
 		left := time.Until(deadline)
-		if ladderTop(l) || left <= 0 || (fresh.Status != outboxDone && !d.rowLinkOpen(fresh) && fresh.Status != outboxInflight) {
+		if ladderTop(l) || in.Until != "" && ladderReached(l, in.Until) || left <= 0 || (fresh.Status != outboxDone && !d.rowLinkOpen(fresh) && fresh.Status != outboxInflight) {
 			w.cancel()
 			v := fresh.view()
 			v.Ladder = &l

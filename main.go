@@ -122,11 +122,30 @@ no match and several matches are errors that list the candidates. Your own
 member key needs --self, which sends one copy to each of your other live
 sessions. The output says whether the recipient is online, whether the
 broker holds the message for later, or whether it is still in the daemon's
-outbox. Without the daemon the message goes over a direct broker connection.
+outbox, then how far it got within --wait (default 2s; 0 returns once it is
+queued): delivered to the recipient's daemon, surfaced to its model and how,
+replied (see 'claudemesh message status'). Without the daemon the message
+goes over a direct broker connection.
 A lone - reads the message from stdin; --file <path> sends a file's text. A
 message holds about 48 KB of text (the broker's limit, once encrypted).`,
 		group: groupMessage,
 		setup: setupSend,
+	},
+	{
+		name:    "message status",
+		args:    "<id>",
+		summary: "how far a message you sent got: queued, sent, delivered, surfaced (and how), replied — per recipient",
+		detail: `The receipt ladder of one message this machine sent, named by the msg id
+'send' printed (or its client id, or its outbox row id, or 6+ characters of
+any): queued in the outbox, sent (the broker has it), delivered (the
+recipient's daemon stored it), surfaced (shown to the recipient's model: by
+its channel, a hook, or its own 'claudemesh inbox'), replied; or dead and
+why, or expired. A broadcast or group message has one ladder per recipient
+session and a summary ("3/4 surfaced"). --wait waits for the ladder to climb
+as far as it can. A broker that does not relay receipts stops the ladder at
+sent, and a recipient that runs 'profile --receipts delivered' at delivered.`,
+		group: groupMessage,
+		setup: setupMessageStatus,
 	},
 	{
 		name:    "inbox",

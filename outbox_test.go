@@ -60,7 +60,7 @@ func TestDecideDuplicateTable(t *testing.T) {
 // seedOutboxRow writes a row in a given state straight into the store.
 func seedOutboxRow(t *testing.T, ob *Outbox, r outboxRow) {
 	t.Helper()
-	_, err := ob.db.Exec(`INSERT INTO outbox (`+outboxColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := ob.db.Exec(`INSERT INTO outbox (`+outboxColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL, NULL, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)`,
 		r.ID, r.ClientMessageID, r.Fingerprint, r.Payload, r.EnqueuedAt, r.Attempts, r.NextAttemptAt, r.Status,
 		nullable(r.LastError), nullable(r.BrokerMessageID), nullable(r.Mesh), nullable(r.TargetSpec), nullable(r.Nonce),
 		nullable(r.Ciphertext), nullable(r.Priority), nullable(r.SenderSessionPubkey), nullable(r.ReplyToID))
