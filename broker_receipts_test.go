@@ -39,7 +39,9 @@ func (tc *testClient) sendReceipt(r ReceiptFrame) frame {
 // sender's member link gets each once as a receipt frame naming the
 // recipient key and its name, a repeat is deduplicated, and an acked receipt
 // is not pushed again.
-func TestBrokerRoutesReceipts(t *testing.T) {
+func TestBrokerRoutesReceipts(t *testing.T) { forEachStore(t, testBrokerRoutesReceipts) }
+
+func testBrokerRoutesReceipts(t *testing.T) {
 	b, url, alice, bob, _ := newAliceBobMesh(t, BrokerOptions{})
 	aliceLink := connectReceiptMember(t, url, alice)
 	bobSession := mustNewKeypair()
@@ -86,6 +88,10 @@ func TestBrokerRoutesReceipts(t *testing.T) {
 // sender's key that did not say it takes receipts (another daemon's) is
 // never pushed one, and the next one that does gets it.
 func TestBrokerQueuesReceiptsForOfflineSender(t *testing.T) {
+	forEachStore(t, testBrokerQueuesReceiptsForOfflineSender)
+}
+
+func testBrokerQueuesReceiptsForOfflineSender(t *testing.T) {
 	b, url, alice, bob, aliceOld := newAliceBobMesh(t, BrokerOptions{})
 	bobLink := connectReceiptMember(t, url, bob)
 	ack := aliceOld.sendText(bob.Pubkey, "while you sleep", "c-2")
@@ -126,6 +132,10 @@ func TestBrokerQueuesReceiptsForOfflineSender(t *testing.T) {
 // A receipt speaks only for keys of the connection's member, for keys the
 // mesh knows; a send may not pose as one.
 func TestBrokerRefusesForeignReceipts(t *testing.T) {
+	forEachStore(t, testBrokerRefusesForeignReceipts)
+}
+
+func testBrokerRefusesForeignReceipts(t *testing.T) {
 	_, url, alice, bob, aliceLink := newAliceBobMesh(t, BrokerOptions{})
 	carolSession := mustNewKeypair()
 	connectSession(t, url, alice, carolSession, "alice-s") // a key of alice's member, not bob's
