@@ -37,6 +37,7 @@ const (
 	auditBan           = "ban"
 	auditUnban         = "unban"
 	auditGrantChanged  = "grant_changed"
+	auditRoleChanged   = "role_changed"
 )
 
 // AuditEntry is one entry of a mesh's audit log, as the broker keeps it

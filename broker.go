@@ -151,6 +151,11 @@ type Broker struct {
 	grants map[string]grantMap
 	// grantsMu serializes grant changes: read, change, store, cache.
 	grantsMu sync.Mutex
+	// roles holds the role of every member whose role this broker changed,
+	// by grantsKey (broker_roles.go). Guarded by mu.
+	roles map[string]string
+	// rolesMu serializes role changes: read, store, cache.
+	rolesMu sync.Mutex
 }
 
 // meshRoom is the live presence of one mesh.
@@ -284,6 +289,7 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 		sendBuckets: map[string]*tokenBucket{},
 		lastPurge:   time.Now(),
 		grants:      map[string]grantMap{},
+		roles:       map[string]string{},
 	}
 	b.metrics.init()
 	b.writes = newGroupCommitter(store, b.log, func(n int) { b.metrics.delivered.Add(int64(n)) })

@@ -15,31 +15,23 @@ func TestAuditLogThroughTheVerbs(t *testing.T) { forEachStore(t, testAuditLogThr
 func testAuditLogThroughTheVerbs(t *testing.T) {
 	b, url := startTestBroker(t)
 	alice, bob := newMachine(t), newMachine(t)
-	must := func(m *machine, args ...string) string {
-		t.Helper()
-		code, out, errs := m.run(args...)
-		if code != 0 {
-			t.Fatalf("%v = %d\n%s%s", args, code, out, errs)
-		}
-		return out
-	}
-	must(alice, "mesh", "create", "team", "--broker", url, "--name", "alice")
+	alice.must("mesh", "create", "team", "--broker", url, "--name", "alice")
 	var inv struct{ URL string }
-	_ = json.Unmarshal([]byte(must(alice, "invite", "--json")), &inv)
-	must(bob, "join", inv.URL, "--name", "bob")
+	_ = json.Unmarshal([]byte(alice.must("invite", "--json")), &inv)
+	bob.must("join", inv.URL, "--name", "bob")
 	bm, _ := bob.config().MeshBySlug("team")
-	must(bob, "revoke", "alice", "broadcast")
+	bob.must("revoke", "alice", "broadcast")
 	connectSession(t, url, *bm, mustNewKeypair(), "bob-session")
-	must(alice, "kick", "bob-session")
-	must(alice, "ban", "bob")
-	must(alice, "unban", "bob")
+	alice.must("kick", "bob-session")
+	alice.must("ban", "bob")
+	alice.must("unban", "bob")
 
 	var doc struct {
 		MeshID  string       `json:"meshId"`
 		Total   int          `json:"total"`
 		Entries []AuditEntry `json:"entries"`
 	}
-	if err := json.Unmarshal([]byte(must(alice, "audit", "--json")), &doc); err != nil {
+	if err := json.Unmarshal([]byte(alice.must("audit", "--json")), &doc); err != nil {
 		t.Fatal(err)
 	}
 	am, _ := alice.config().MeshBySlug("team")
@@ -65,10 +57,10 @@ func testAuditLogThroughTheVerbs(t *testing.T) {
 		strings.Join(grant.Caps, ",") != "read,dm,state-read" {
 		t.Errorf("grant_changed payload = %s", doc.Entries[4].Payload)
 	}
-	if out := must(alice, "audit", "--verify"); !strings.Contains(out, "audit log of team verifies: 8 entries") {
+	if out := alice.must("audit", "--verify"); !strings.Contains(out, "audit log of team verifies: 8 entries") {
 		t.Fatalf("audit --verify = %s", out)
 	}
-	if out := must(alice, "audit", "--limit", "2"); !strings.Contains(out, "the last 2 shown") || !strings.Contains(out, "#8") || strings.Contains(out, "#6 ") {
+	if out := alice.must("audit", "--limit", "2"); !strings.Contains(out, "the last 2 shown") || !strings.Contains(out, "#8") || strings.Contains(out, "#6 ") {
 		t.Fatalf("audit --limit 2 = %s", out)
 	}
 	if code, _, errs := bob.run("audit"); code != exitPermission || !strings.Contains(errs, "only the mesh owner or an admin") {

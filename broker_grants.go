@@ -126,14 +126,7 @@ func (b *Broker) handleGrants(w http.ResponseWriter, r *http.Request) {
 	if req.Op != grantOpList {
 		to, code, problem := b.resolveGrantPeer(ctx, call.mesh.ID, me, req.Peer)
 		if code != "" {
-			status := http.StatusBadRequest
-			switch code {
-			case codeNotFound:
-				status = http.StatusNotFound
-			case codeInternal:
-				status = http.StatusInternalServerError
-			}
-			writeHTTPError(w, status, code, problem)
+			writeLookupError(w, code, problem)
 			return
 		}
 		base, has := grants[to.Key]

@@ -463,7 +463,7 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	}
 	room := b.room(a.meshID)
 	p, silent := a.presence(room)
-	p.memberRole, p.isOwner = a.member.Role, a.member.Pubkey == a.mesh.OwnerPubkey
+	p.memberRole, p.isOwner = b.memberRoleOf(a.meshID, a.member), a.member.Pubkey == a.mesh.OwnerPubkey
 	b.noteGrants(a.meshID, a.member)
 	ci := a.client
 	p.displayName, p.sessionID, p.pid, p.cwd = ci.displayName, ci.sessionID, ci.pid, ci.cwd

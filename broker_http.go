@@ -45,6 +45,7 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("POST /cli/mesh/{slug}/invite", b.handleInviteCreate)
 	mux.HandleFunc("POST /cli/mesh/{slug}/grants", b.handleGrants)
 	mux.HandleFunc("POST /cli/mesh/{slug}/audit", b.handleAudit)
+	mux.HandleFunc("POST /cli/mesh/{slug}/role", b.handleRole)
 	mux.HandleFunc("POST /cli/mesh/{slug}/invite/v2", b.handleInviteV2Create)
 	mux.HandleFunc("POST /cli/mesh/{slug}/invites", b.handleInviteList)
 	mux.HandleFunc("POST /cli/mesh/{slug}/invite/revoke", b.handleInviteRevoke)
@@ -62,6 +63,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeHTTPError answers {ok:false, error:<code>, message}.
+// writeLookupError answers a failed lookup of whom a request names: not
+// found is 404, a store failure 500, anything else (several match, the
+// caller itself) 400.
+func writeLookupError(w http.ResponseWriter, code, problem string) {
+	status := http.StatusBadRequest
+	switch code {
+	case codeNotFound:
+		status = http.StatusNotFound
+	case codeInternal:
+		status = http.StatusInternalServerError
+	}
+	writeHTTPError(w, status, code, problem)
+}
+
 func writeHTTPError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, map[string]any{"ok": false, "error": code, "message": message})
 }

@@ -34,6 +34,8 @@ type brokerStore interface {
 	SetMemberRevoked(ctx context.Context, meshID, memberID string, revokedAt *time.Time, audit ...auditEvent) error
 	// SetGrants replaces a member's grants (grants.go).
 	SetGrants(ctx context.Context, meshID, memberID string, grants grantMap, audit ...auditEvent) error
+	// SetMemberRole makes a member an admin or a plain member.
+	SetMemberRole(ctx context.Context, meshID, memberID, role string, audit ...auditEvent) error
 
 	// Invites.
 	CreateInvite(ctx context.Context, inv storedInvite, audit ...auditEvent) error

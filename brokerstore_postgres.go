@@ -398,6 +398,10 @@ func (s *postgresBrokerStore) SetGrants(ctx context.Context, meshID, memberID st
 	return s.updateMember(ctx, `UPDATE members SET grants = $1 WHERE mesh_id = $2 AND id = $3`, []any{grantsText(grants), meshID, memberID}, audit)
 }
 
+func (s *postgresBrokerStore) SetMemberRole(ctx context.Context, meshID, memberID, role string, audit ...auditEvent) error {
+	return s.updateMember(ctx, `UPDATE members SET role = $1 WHERE mesh_id = $2 AND id = $3`, []any{role, meshID, memberID}, audit)
+}
+
 // updateMember runs one UPDATE of a member row (errNotFound when there is
 // none) with its audit events, in one transaction.
 func (s *postgresBrokerStore) updateMember(ctx context.Context, query string, args []any, audit []auditEvent) error {

@@ -395,6 +395,10 @@ func (s *sqliteBrokerStore) SetGrants(ctx context.Context, meshID, memberID stri
 	return s.updateMember(ctx, `UPDATE members SET grants = ? WHERE mesh_id = ? AND id = ?`, []any{grantsText(grants), meshID, memberID}, audit)
 }
 
+func (s *sqliteBrokerStore) SetMemberRole(ctx context.Context, meshID, memberID, role string, audit ...auditEvent) error {
+	return s.updateMember(ctx, `UPDATE members SET role = ? WHERE mesh_id = ? AND id = ?`, []any{role, meshID, memberID}, audit)
+}
+
 // Invites.
 
 func (s *sqliteBrokerStore) CreateInvite(ctx context.Context, inv storedInvite, audit ...auditEvent) error {

@@ -39,6 +39,16 @@ func (m *machine) run(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// must runs one command line that has to succeed and returns its stdout.
+func (m *machine) must(args ...string) string {
+	m.t.Helper()
+	code, out, errs := m.run(args...)
+	if code != 0 {
+		m.t.Fatalf("%v = %d\n%s%s", args, code, out, errs)
+	}
+	return out
+}
+
 func (m *machine) config() *Config {
 	m.t.Helper()
 	cfg, err := loadConfig(filepath.Join(m.vars["CLAUDEMESH_CONFIG_DIR"], "config.json"))

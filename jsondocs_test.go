@@ -69,6 +69,7 @@ func TestJSONDocumentsUseOneKeyStyle(t *testing.T) {
 		{"grant", "bert", "memory"},
 		{"revoke", "bert", "memory"},
 		{"grants"},
+		{"role", "bob", "admin"},
 		{"audit"},
 		{"verify", "bert"},
 		{"audit", "--verify"},

@@ -272,8 +272,20 @@ message from a peer without broadcast skips you.`,
 		setup:   setupGrants,
 	},
 	{
+		name:    "role",
+		aliases: []string{"member role"},
+		args:    "<member> admin|member",
+		summary: "make a member an admin or a plain member again (the mesh owner only)",
+		detail: `An admin may moderate (kick, disconnect, ban, unban), list and revoke invites
+and read the audit log. Only the mesh owner changes roles, and the owner is
+always an admin. The member's live connections take the new role at once;
+the change is recorded in the audit log (role_changed).`,
+		group: groupPeers,
+		setup: setupRole,
+	},
+	{
 		name:    "audit",
-		summary: "the mesh's audit log of joins, invites, moderation and grants (owner or admin); --verify checks its hash chain",
+		summary: "the mesh's audit log of joins, invites, moderation, grants and roles (owner or admin); --verify checks its hash chain",
 		detail: `Each entry's hash covers the previous entry's hash, the mesh, the event, who
 did it, its payload (canonical JSON) and its time, so an entry changed, removed
 or reordered on the broker breaks every hash after it. --verify fetches the
