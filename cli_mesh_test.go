@@ -28,7 +28,10 @@ func newMachine(t *testing.T) *machine {
 	if err := ensurePrivateDir(cfg); err != nil {
 		t.Fatal(err)
 	}
-	return &machine{t: t, home: home, vars: map[string]string{"HOME": home, "CLAUDEMESH_CONFIG_DIR": cfg}}
+	return &machine{t: t, home: home, vars: map[string]string{"HOME": home, "CLAUDEMESH_CONFIG_DIR": cfg,
+		// The CLI runs in this process: a daemon it spawned would be the
+		// test binary, so verbs take their direct path.
+		"CLAUDEMESH_INTERNAL_NO_AUTOSPAWN": "1"}}
 }
 
 // run runs one command line; it returns the exit code, stdout and stderr.

@@ -188,6 +188,13 @@ var (
 // TestMain builds the binary in the background during the run and removes
 // it afterwards.
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
+		// Started as if it were claudemesh (an in-process CLI that spawned
+		// os.Executable as its daemon): running the suite again here would
+		// spawn again, without end.
+		fmt.Fprintf(os.Stderr, "the test binary is not claudemesh; refusing %q\n", os.Args[1:])
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	dir, err := os.MkdirTemp("", "cmbin")
 	if err != nil {
