@@ -43,26 +43,33 @@ import (
 )
 
 type benchFlags struct {
-	peers, messages     int
-	rate                float64
-	broker, createToken string
-	drain               time.Duration
+	peers, messages, inflight int
+	rate                      float64
+	curve                     string
+	broker, createToken       string
+	drain                     time.Duration
 }
 
 func setupBench(fs *flagSet) runFunc {
 	var f benchFlags
 	fs.IntVar(&f.peers, "peers", 100, "protocol clients in the mesh")
-	fs.IntVar(&f.messages, "messages", 1000, "DMs each peer sends")
-	fs.Float64Var(&f.rate, "rate", defaultBenchRate, "messages per second, all peers together")
-	fs.StringVar(&f.broker, "broker", "", "measure this running broker (ws://HOST:PORT/ws) instead of one in this process")
+	fs.IntVar(&f.messages, "messages", 1000, "DMs each peer sends (per step of --curve)")
+	fs.Float64Var(&f.rate, "rate", defaultBenchRate, "messages per second, all peers together (open loop)")
+	fs.IntVar(&f.inflight, "inflight", 0, "closed loop: each peer keeps this many sends unacked, unpaced (0: open loop at --rate)")
+	fs.StringVar(&f.curve, "curve", "", "step the offered rate through these comma-separated rates (msg/s), one run each on the same mesh")
+	fs.StringVar(&f.broker, "broker", "", `measure this running broker (ws://HOST:PORT/ws), or "`+benchBrokerProcess+`" to start one in a process of its own; default: one in this process`)
 	fs.StringVar(&f.createToken, "create-token", "", "the broker's mesh-creation token (a non-loopback --broker)")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long to wait for deliveries after the last send")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) > 0 {
 			return usageError("bench takes no arguments (got %q)", strings.Join(args, " "))
 		}
-		opts := benchOptions{Peers: f.peers, Messages: f.messages, Rate: f.rate, BrokerURL: f.broker,
-			CreateToken: f.createToken, Drain: f.drain}
+		curve, err := parseBenchCurve(f.curve)
+		if err != nil {
+			return err
+		}
+		opts := benchOptions{Peers: f.peers, Messages: f.messages, Rate: f.rate, Inflight: f.inflight, Curve: curve,
+			BrokerURL: f.broker, CreateToken: f.createToken, Drain: f.drain}
 		if opts.CreateToken == "" {
 			opts.CreateToken = c.env.Getenv("CLAUDEMESH_CREATE_TOKEN")
 		}
@@ -70,25 +77,40 @@ func setupBench(fs *flagSet) runFunc {
 			return err
 		}
 		if !c.jsonMode() {
-			c.printf("claudemesh bench: %d peers × %d DMs at %g msg/s, %s\n", opts.Peers, opts.Messages, opts.Rate, opts.brokerLabel())
+			c.printf("claudemesh bench: %s, %s\n", opts.shapeLabel(), opts.brokerLabel())
 		}
-		r, err := runBenchLoad(ctx, opts)
+		reports, err := runBench(ctx, opts)
 		if err != nil {
 			return exitError(exitFailure, fmt.Errorf("bench: %w", err))
 		}
+		var failed *benchReport
+		for i := range reports {
+			if !reports[i].OK() {
+				failed = &reports[i]
+				break
+			}
+		}
 		if c.jsonMode() {
-			if err := c.printJSON(r); err != nil {
+			var out any = reports[0]
+			if len(opts.Curve) > 0 {
+				out = reports
+			}
+			if err := c.printJSON(out); err != nil {
 				return err
 			}
-			if !r.OK() {
+			if failed != nil {
 				return silentExit(exitFailure)
 			}
 			return nil
 		}
-		c.printBenchReport(r)
-		if !r.OK() {
-			err := exitError(exitFailure, errors.New(r.failure()))
-			if strings.Contains(r.FirstRefusal, codeRateLimit) {
+		if len(opts.Curve) > 0 {
+			c.printBenchCurve(reports)
+		} else {
+			c.printBenchReport(reports[0])
+		}
+		if failed != nil {
+			err := exitError(exitFailure, errors.New(failed.failure()))
+			if strings.Contains(failed.FirstRefusal, codeRateLimit) {
 				err = withHint(err, "the broker's send limits apply: run it with --send-burst and --send-per-minute raised, or lower --rate")
 			}
 			return err
@@ -101,11 +123,17 @@ func setupBench(fs *flagSet) runFunc {
 // each sending 20 messages a second, a busy mesh of agents.
 const defaultBenchRate = 2000
 
-// benchOptions is one load run.
+// benchBrokerProcess is the --broker value that starts a broker in a
+// process of its own (bench_broker.go).
+const benchBrokerProcess = "process"
+
+// benchOptions is one load run, or one per step of a curve.
 type benchOptions struct {
 	Peers, Messages int
 	Rate            float64       // messages per second, all peers together
-	BrokerURL       string        // "" starts a broker in this process
+	Inflight        int           // > 0: closed loop, this many unacked sends per peer
+	Curve           []float64     // when set, one open-loop run per rate instead of Rate
+	BrokerURL       string        // "" starts a broker in this process; benchBrokerProcess in its own
 	CreateToken     string        // for a non-loopback BrokerURL
 	Drain           time.Duration // wait for deliveries after the last send
 }
@@ -118,15 +146,48 @@ func (o benchOptions) check() error {
 		return usageError("--messages must be at least 1")
 	case o.Rate <= 0:
 		return usageError("--rate must be positive")
+	case o.Inflight < 0:
+		return usageError("--inflight must be 0 (open loop) or more")
+	case o.Inflight > 0 && len(o.Curve) > 0:
+		return usageError("--curve steps an open loop's rate; it does not combine with --inflight")
 	case o.Drain <= 0:
 		return usageError("--drain must be positive")
 	}
 	return nil
 }
 
+// parseBenchCurve reads --curve: rates in msg/s, each positive.
+func parseBenchCurve(s string) ([]float64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var rates []float64
+	for _, part := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(part), 64)
+		if err != nil || v <= 0 {
+			return nil, usageError("--curve wants positive rates separated by commas, such as 2000,4000,8000 (got %q)", part)
+		}
+		rates = append(rates, v)
+	}
+	return rates, nil
+}
+
+func (o benchOptions) shapeLabel() string {
+	switch {
+	case len(o.Curve) > 0:
+		return fmt.Sprintf("%d peers × %d DMs per step, offered %s msg/s", o.Peers, o.Messages, strings.Trim(fmt.Sprint(o.Curve), "[]"))
+	case o.Inflight > 0:
+		return fmt.Sprintf("%d peers × %d DMs, %d in flight per peer (closed loop)", o.Peers, o.Messages, o.Inflight)
+	}
+	return fmt.Sprintf("%d peers × %d DMs at %g msg/s", o.Peers, o.Messages, o.Rate)
+}
+
 func (o benchOptions) brokerLabel() string {
-	if o.BrokerURL == "" {
+	switch o.BrokerURL {
+	case "":
 		return "broker in this process"
+	case benchBrokerProcess:
+		return "broker in its own process"
 	}
 	return "broker " + o.BrokerURL
 }
@@ -137,7 +198,8 @@ type benchReport struct {
 	Broker          string  `json:"broker"`
 	Peers           int     `json:"peers"`
 	MessagesPerPeer int     `json:"messages_per_peer"`
-	TargetRate      float64 `json:"target_rate"`
+	TargetRate      float64 `json:"target_rate,omitempty"` // open loop
+	Inflight        int     `json:"inflight,omitempty"`    // closed loop
 	Sent            int64   `json:"sent"`
 	Acked           int64   `json:"acked"`
 	Refused         int64   `json:"refused"`
@@ -159,6 +221,11 @@ type benchReport struct {
 	ProcessCPUS      float64 `json:"process_cpu_s,omitempty"`
 	ProcessRSSMB     float64 `json:"process_rss_mb,omitempty"`
 	ProcessPeakRSSMB float64 `json:"process_peak_rss_mb,omitempty"`
+	// The broker's own figures, when it ran in a process of its own.
+	BrokerCPUS      float64 `json:"broker_cpu_s,omitempty"`
+	BrokerRSSMB     float64 `json:"broker_rss_mb,omitempty"`
+	BrokerPeakRSSMB float64 `json:"broker_peak_rss_mb,omitempty"`
+	BrokerStoreMB   float64 `json:"broker_store_mb,omitempty"` // its data dir after the run
 }
 
 // OK reports whether every message arrived exactly once, intact.
@@ -182,6 +249,17 @@ func (r benchReport) failure() string {
 	return fmt.Sprintf("of %d messages: %s", r.Sent, strings.Join(bad, ", "))
 }
 
+// brokerCPUPct is the broker's CPU over the run as a share of one core,
+// or -1 when it was not measured apart from the peers (a broker process
+// always has a resident set; its CPU is counted in 10 ms ticks and may be
+// 0 over a short run).
+func (r benchReport) brokerCPUPct() float64 {
+	if r.BrokerRSSMB == 0 {
+		return -1
+	}
+	return 100 * r.BrokerCPUS / max(r.DurationS, 1e-9)
+}
+
 func (c *cli) printBenchReport(r benchReport) {
 	c.printf("  delivered   %d / %d (%.2f %%), %d lost, %d duplicated, %d refused\n", r.Delivered, r.Sent, r.DeliveredPct, r.Lost, r.Duplicated, r.Refused)
 	c.printf("  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms  (send → push received)\n", r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs)
@@ -190,11 +268,36 @@ func (c *cli) printBenchReport(r benchReport) {
 		c.printf("  process     CPU %.1f s (%.0f %% of one core), RSS %.0f MB, peak %.0f MB — broker and peers together\n",
 			r.ProcessCPUS, 100*r.ProcessCPUS/max(r.DurationS, 1e-9), r.ProcessRSSMB, r.ProcessPeakRSSMB)
 	}
+	if r.BrokerRSSMB > 0 {
+		c.printf("  broker      CPU %.1f s (%.0f %% of one core), RSS %.0f MB, peak %.0f MB, store %.1f MB\n",
+			r.BrokerCPUS, r.brokerCPUPct(), r.BrokerRSSMB, r.BrokerPeakRSSMB, r.BrokerStoreMB)
+	}
 	if r.FirstRefusal != "" {
 		c.printf("  first refusal: %s\n", r.FirstRefusal)
 	}
 	if r.OK() {
 		c.printf("%s every message arrived exactly once\n", c.paint(colorGreen, "✔"))
+	}
+}
+
+// printBenchCurve prints one line per step: what was offered against what
+// the broker achieved.
+func (c *cli) printBenchCurve(rs []benchReport) {
+	c.printf("  %9s %9s %9s %9s %9s %11s  %s\n", "offered", "achieved", "p50 ms", "p99 ms", "max ms", "broker CPU", "delivered")
+	ok := true
+	for _, r := range rs {
+		cpu := "—"
+		if pct := r.brokerCPUPct(); pct >= 0 {
+			cpu = fmt.Sprintf("%.0f %%", pct)
+		}
+		c.printf("  %9.0f %9.0f %9.2f %9.2f %9.1f %11s  %d/%d\n", r.TargetRate, r.Throughput, r.P50Ms, r.P99Ms, r.MaxMs, cpu, r.Delivered, r.Sent)
+		if !r.OK() {
+			ok = false
+			c.printf("    %s\n", r.failure())
+		}
+	}
+	if ok {
+		c.printf("%s every message of every step arrived exactly once\n", c.paint(colorGreen, "✔"))
 	}
 }
 
@@ -206,44 +309,62 @@ const benchSetupWait = 3 * time.Minute
 // could not be set up; a run that loses messages returns a report that is
 // not OK.
 func runBenchLoad(ctx context.Context, o benchOptions) (benchReport, error) {
-	if err := o.check(); err != nil {
+	o.Curve = nil
+	rs, err := runBench(ctx, o)
+	if err != nil {
 		return benchReport{}, err
+	}
+	return rs[0], nil
+}
+
+// runBench sets up the broker and the mesh once and runs one round per
+// step of o.Curve, or a single round.
+func runBench(ctx context.Context, o benchOptions) ([]benchReport, error) {
+	if err := o.check(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	url := o.BrokerURL
-	inProcess := url == ""
-	if inProcess {
+	run := &benchRun{opts: o, url: o.BrokerURL}
+	switch o.BrokerURL {
+	case "":
 		u, stop, err := startBenchBroker(o.Peers)
 		if err != nil {
-			return benchReport{}, err
+			return nil, err
 		}
 		defer stop()
-		url = u
+		run.url, run.inProcess = u, true
+	case benchBrokerProcess:
+		bp, err := spawnBenchBroker(ctx, o.Peers)
+		if err != nil {
+			return nil, err
+		}
+		defer bp.stop()
+		run.url, run.proc = bp.url, bp
 	}
-	run := &benchRun{opts: o, url: url}
 	if err := run.enroll(ctx); err != nil {
-		return benchReport{}, err
+		return nil, err
 	}
 	defer run.close()
 	if err := run.connect(ctx); err != nil {
-		return benchReport{}, err
+		return nil, err
 	}
-	if err := run.plan(); err != nil {
-		return benchReport{}, err
+	rates := o.Curve
+	if len(rates) == 0 {
+		rates = []float64{o.Rate}
 	}
-	cpu0 := processCPU()
-	start := time.Now()
-	run.send(ctx, start)
-	run.waitDelivered(ctx, o.Drain)
-	elapsed := time.Since(start)
-	r := run.report(elapsed)
-	if inProcess {
-		r.Broker = "in-process " + url
-		r.ProcessCPUS = (processCPU() - cpu0).Seconds()
-		r.ProcessRSSMB, r.ProcessPeakRSSMB = processRSS()
+	var reports []benchReport
+	for i, rate := range rates {
+		r, err := run.round(ctx, i, rate)
+		if err != nil {
+			return nil, err
+		}
+		reports = append(reports, r)
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return r, nil
+	return reports, nil
 }
 
 // startBenchBroker runs a broker on 127.0.0.1:0 in a temp dir, with limits
@@ -253,9 +374,8 @@ func startBenchBroker(peers int) (url string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	const unlimited = 1 << 30
-	b, err := newBroker(BrokerOptions{DataDir: dir, SendBurst: unlimited, SendPerMinute: unlimited,
-		HandshakeBurst: unlimited, HandshakePerMinute: unlimited, MaxConnectionsPerMesh: peers + 16})
+	b, err := newBroker(BrokerOptions{DataDir: dir, SendBurst: benchUnlimited, SendPerMinute: benchUnlimited,
+		HandshakeBurst: benchUnlimited, HandshakePerMinute: benchUnlimited, MaxConnectionsPerMesh: peers + 16})
 	if err != nil {
 		os.RemoveAll(dir)
 		return "", nil, err
@@ -275,23 +395,39 @@ func startBenchBroker(peers int) (url string, stop func(), err error) {
 	}, nil
 }
 
-// benchRun is one run's mesh, peers and bookkeeping.
+// benchUnlimited is a rate limit no run reaches.
+const benchUnlimited = 1 << 30
+
+// benchRun is one run's mesh and peers; each round of sends has its own
+// bookkeeping.
 type benchRun struct {
-	opts  benchOptions
-	url   string
-	peers []*benchPeer
-	// Per message, by [sender][sequence]: its target, when it was sent
-	// (unix ns), how often it arrived and how long it took the first time.
-	target [][]int32
-	sentAt [][]atomic.Int64
-	recv   [][]atomic.Int32
-	lat    [][]atomic.Int64
+	opts      benchOptions
+	url       string
+	inProcess bool             // the broker runs in this process
+	proc      *benchBrokerProc // the broker runs in a process of its own
+	peers     []*benchPeer
+	cur       atomic.Pointer[benchRound] // the round pushes and acks count for
+}
+
+// benchRound is one timed batch of sends: every message's target, when it
+// was sent (unix ns), how often it arrived and how long it took the first
+// time, by [sender][sequence].
+type benchRound struct {
+	id       int
+	rate     float64 // open loop
+	inflight int     // closed loop
+	target   [][]int32
+	sentAt   [][]atomic.Int64
+	recv     [][]atomic.Int32
+	lat      [][]atomic.Int64
+	// credits, closed loop: per sender, one token per send not yet acked.
+	credits []chan struct{}
 
 	sent, acked, refused, delivered atomic.Int64
 	duplicated, misdelivered, bad   atomic.Int64
 	refusalOnce                     sync.Once
 	firstRefusal                    string
-	progress                        chan struct{} // a delivery happened
+	progress                        chan struct{} // a delivery or an ack happened
 }
 
 // benchPeer is one protocol client: a member of the mesh.
@@ -357,7 +493,6 @@ func (r *benchRun) enroll(ctx context.Context) error {
 
 // connect opens every peer's connection with a signed member hello.
 func (r *benchRun) connect(ctx context.Context) error {
-	r.progress = make(chan struct{}, 1)
 	timing := defaultLinkTiming()
 	return forEachBounded(ctx, 0, len(r.peers), func(i int) error {
 		p := r.peers[i]
@@ -386,20 +521,58 @@ func (r *benchRun) close() {
 	}
 }
 
+// round plans, sends and waits out one batch of sends at rate (open loop)
+// or with opts.Inflight sends in flight per peer (closed loop), and
+// reports it with the broker's CPU over that time.
+func (r *benchRun) round(ctx context.Context, id int, rate float64) (benchReport, error) {
+	rd := &benchRound{id: id, rate: rate, inflight: r.opts.Inflight, progress: make(chan struct{}, 1)}
+	if err := r.plan(rd); err != nil {
+		return benchReport{}, err
+	}
+	r.cur.Store(rd)
+	cpu0, bcpu0 := processCPU(), r.brokerCPU()
+	start := time.Now()
+	r.send(ctx, rd, start)
+	rd.waitDelivered(ctx, r.opts.Drain)
+	elapsed := time.Since(start)
+	rep := rd.report(r, elapsed)
+	switch {
+	case r.inProcess:
+		rep.Broker = "in-process " + r.url
+		rep.ProcessCPUS = (processCPU() - cpu0).Seconds()
+		rep.ProcessRSSMB, rep.ProcessPeakRSSMB = processRSS()
+	case r.proc != nil:
+		rep.Broker = "own process " + r.url
+		rep.BrokerCPUS = (r.brokerCPU() - bcpu0).Seconds()
+		rep.BrokerRSSMB, rep.BrokerPeakRSSMB = r.proc.rss()
+		rep.BrokerStoreMB = r.proc.storeMB()
+	}
+	return rep, nil
+}
+
+// brokerCPU is the CPU time of a broker in its own process so far, or 0.
+func (r *benchRun) brokerCPU() time.Duration {
+	if r.proc == nil {
+		return 0
+	}
+	return r.proc.cpu()
+}
+
 // plan picks every message's target, another peer at random, and derives
 // the shared keys the messages will need.
-func (r *benchRun) plan() error {
+func (r *benchRun) plan(rd *benchRound) error {
 	n, m := len(r.peers), r.opts.Messages
-	rng := rand.New(rand.NewPCG(uint64(n), uint64(m)))
-	r.target = make([][]int32, n)
-	r.sentAt = make([][]atomic.Int64, n)
-	r.recv = make([][]atomic.Int32, n)
-	r.lat = make([][]atomic.Int64, n)
+	rng := rand.New(rand.NewPCG(uint64(n), uint64(m)+uint64(rd.id)<<32))
+	rd.target = make([][]int32, n)
+	rd.sentAt = make([][]atomic.Int64, n)
+	rd.recv = make([][]atomic.Int32, n)
+	rd.lat = make([][]atomic.Int64, n)
+	rd.credits = make([]chan struct{}, n)
 	for s := range n {
-		r.target[s] = make([]int32, m)
+		rd.target[s] = make([]int32, m)
 		for k := range m {
 			t := (s + 1 + rng.IntN(n-1)) % n
-			r.target[s][k] = int32(t)
+			rd.target[s][k] = int32(t)
 			if _, err := r.peers[s].keys.shared(r.peers[s].key, r.peers[t].key.PublicHex()); err != nil {
 				return err
 			}
@@ -407,9 +580,12 @@ func (r *benchRun) plan() error {
 				return err
 			}
 		}
-		r.sentAt[s] = make([]atomic.Int64, m)
-		r.recv[s] = make([]atomic.Int32, m)
-		r.lat[s] = make([]atomic.Int64, m)
+		rd.sentAt[s] = make([]atomic.Int64, m)
+		rd.recv[s] = make([]atomic.Int32, m)
+		rd.lat[s] = make([]atomic.Int64, m)
+		if rd.inflight > 0 {
+			rd.credits[s] = make(chan struct{}, rd.inflight)
+		}
 	}
 	return nil
 }
@@ -419,28 +595,40 @@ func benchBody(s, k int) string {
 	return fmt.Sprintf("bench message %d from peer %d, about as long as a line of chat", k, s)
 }
 
-func benchMessageID(s, k int) string { return "bench-" + strconv.Itoa(s) + "-" + strconv.Itoa(k) }
-
-func parseBenchMessageID(id string) (s, k int, ok bool) {
-	rest, found := strings.CutPrefix(id, "bench-")
-	if !found {
-		return 0, 0, false
-	}
-	a, b, found := strings.Cut(rest, "-")
-	if !found {
-		return 0, 0, false
-	}
-	s, err1 := strconv.Atoi(a)
-	k, err2 := strconv.Atoi(b)
-	return s, k, err1 == nil && err2 == nil
+// benchMessageID names message k of sender s in round rd; it is also the
+// send's client_message_id, unique across the rounds of a run.
+func benchMessageID(rd, s, k int) string {
+	return "bench-" + strconv.Itoa(rd) + "-" + strconv.Itoa(s) + "-" + strconv.Itoa(k)
 }
 
-// send runs every peer's schedule: message k of peer s is due at
-// start + (k·peers + s)/rate, so the peers' sends interleave evenly and all
-// of them together keep to the rate.
-func (r *benchRun) send(ctx context.Context, start time.Time) {
+func parseBenchMessageID(id string) (rd, s, k int, ok bool) {
+	rest, found := strings.CutPrefix(id, "bench-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) != 3 {
+		return 0, 0, 0, false
+	}
+	var nums [3]int
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 0 {
+			return 0, 0, 0, false
+		}
+		nums[i] = v
+	}
+	return nums[0], nums[1], nums[2], true
+}
+
+// send runs every peer's schedule. Open loop: message k of peer s is due
+// at start + (k·peers + s)/rate, so the peers' sends interleave evenly and
+// all of them together keep to the rate. Closed loop: each peer sends as
+// soon as it has fewer than inflight sends unacked; a peer whose acks stop
+// for the drain time gives up its remaining sends.
+func (r *benchRun) send(ctx context.Context, rd *benchRound, start time.Time) {
 	n := len(r.peers)
-	gap := time.Duration(float64(time.Second) / r.opts.Rate) // between any two sends
+	gap := time.Duration(float64(time.Second) / rd.rate) // between any two sends
 	var wg sync.WaitGroup
 	for s := range n {
 		wg.Add(1)
@@ -448,27 +636,30 @@ func (r *benchRun) send(ctx context.Context, start time.Time) {
 			defer wg.Done()
 			p := r.peers[s]
 			for k := range r.opts.Messages {
-				due := start.Add(gap * time.Duration(k*n+s))
-				if d := time.Until(due); d > 0 {
+				if rd.inflight > 0 {
+					if !rd.takeCredit(ctx, s, r.opts.Drain) {
+						return
+					}
+				} else if d := time.Until(start.Add(gap * time.Duration(k*n+s))); d > 0 {
 					select {
 					case <-time.After(d):
 					case <-ctx.Done():
 						return
 					}
 				}
-				to := r.peers[r.target[s][k]].key.PublicHex()
+				to := r.peers[rd.target[s][k]].key.PublicHex()
 				nonce, ct, err := p.keys.seal([]byte(benchBody(s, k)), to, p.key)
 				if err != nil {
-					r.refuse(fmt.Sprintf("seal: %v", err))
+					rd.refuse(s, fmt.Sprintf("seal: %v", err))
 					continue
 				}
-				id := benchMessageID(s, k)
+				id := benchMessageID(rd.id, s, k)
 				frame := SendFrame{Type: frameSend, ID: id, ClientMessageID: id, TargetSpec: to, Priority: priorityNext,
 					Nonce: nonce, Ciphertext: ct}
-				r.sentAt[s][k].Store(time.Now().UnixNano())
-				r.sent.Add(1)
+				rd.sentAt[s][k].Store(time.Now().UnixNano())
+				rd.sent.Add(1)
 				if err := p.conn.write(ctx, frame); err != nil {
-					r.refuse(fmt.Sprintf("write: %v", err))
+					rd.refuse(s, fmt.Sprintf("write: %v", err))
 				}
 			}
 		}()
@@ -476,25 +667,72 @@ func (r *benchRun) send(ctx context.Context, start time.Time) {
 	wg.Wait()
 }
 
-func (r *benchRun) refuse(why string) {
-	r.refused.Add(1)
-	r.refusalOnce.Do(func() { r.firstRefusal = why })
+// takeCredit waits until sender s may have one more send in flight; false
+// when none came back within stall or ctx ended.
+func (rd *benchRound) takeCredit(ctx context.Context, s int, stall time.Duration) bool {
+	select {
+	case rd.credits[s] <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(stall)
+	defer t.Stop()
+	select {
+	case rd.credits[s] <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// answered frees a closed loop's credit of sender s: its send was acked
+// or refused.
+func (rd *benchRound) answered(s int) {
+	if rd.inflight == 0 {
+		return
+	}
+	select {
+	case <-rd.credits[s]:
+	default:
+	}
+}
+
+func (rd *benchRound) refuse(s int, why string) {
+	rd.refused.Add(1)
+	rd.refusalOnce.Do(func() { rd.firstRefusal = why })
+	rd.answered(s)
+	rd.progressed()
 }
 
 // onFrame handles what the broker sends a peer: acks of its sends and
-// pushes of messages to it, which it checks and acks.
+// pushes of messages to it, which it checks and acks. Frames of an
+// earlier round are acked and otherwise ignored.
 func (r *benchRun) onFrame(p *benchPeer, h frameHead, data []byte) {
+	rd := r.cur.Load()
+	if rd == nil {
+		return
+	}
 	switch h.Type {
 	case frameAck:
 		var a AckFrame
-		if json.Unmarshal(data, &a) != nil || a.Error != "" || !a.Queued {
-			r.refuse("ack: " + string(data))
+		if json.Unmarshal(data, &a) != nil {
+			rd.refuse(p.idx, "ack: "+string(data))
 			return
 		}
-		r.acked.Add(1)
-		r.progressed()
+		if id, _, _, ok := parseBenchMessageID(a.ID); ok && id != rd.id {
+			return
+		}
+		if a.Error != "" || !a.Queued {
+			rd.refuse(p.idx, "ack: "+string(data))
+			return
+		}
+		rd.acked.Add(1)
+		rd.answered(p.idx)
+		rd.progressed()
 	case frameError:
-		r.refuse("error: " + string(data))
+		rd.refuse(p.idx, "error: "+string(data))
 	case framePush:
 		var f PushFrame
 		if json.Unmarshal(data, &f) != nil || f.Subtype == subtypeSystem {
@@ -502,49 +740,52 @@ func (r *benchRun) onFrame(p *benchPeer, h frameHead, data []byte) {
 		}
 		now := time.Now().UnixNano()
 		_ = p.conn.write(context.Background(), ClientAckFrame{Type: frameClientAck, ClientMessageID: f.ClientMessageID, BrokerMessageID: f.MessageID})
-		s, k, ok := parseBenchMessageID(f.ClientMessageID)
-		if !ok || s >= len(r.peers) || k >= r.opts.Messages {
-			r.bad.Add(1)
+		id, s, k, ok := parseBenchMessageID(f.ClientMessageID)
+		if ok && id != rd.id {
 			return
 		}
-		if int(r.target[s][k]) != p.idx || f.SenderPubkey != r.peers[s].key.PublicHex() {
-			r.misdelivered.Add(1)
+		if !ok || s >= len(r.peers) || k >= r.opts.Messages {
+			rd.bad.Add(1)
+			return
+		}
+		if int(rd.target[s][k]) != p.idx || f.SenderPubkey != r.peers[s].key.PublicHex() {
+			rd.misdelivered.Add(1)
 			return
 		}
 		if text, err := p.keys.open(f.Nonce, f.Ciphertext, f.SenderPubkey, p.key); err != nil || string(text) != benchBody(s, k) {
-			r.bad.Add(1)
+			rd.bad.Add(1)
 			return
 		}
-		if r.recv[s][k].Add(1) > 1 {
-			r.duplicated.Add(1)
+		if rd.recv[s][k].Add(1) > 1 {
+			rd.duplicated.Add(1)
 			return
 		}
-		r.lat[s][k].Store(now - r.sentAt[s][k].Load())
-		r.delivered.Add(1)
-		r.progressed()
+		rd.lat[s][k].Store(now - rd.sentAt[s][k].Load())
+		rd.delivered.Add(1)
+		rd.progressed()
 	}
 }
 
 // progressed wakes waitDelivered: an ack or a delivery came in.
-func (r *benchRun) progressed() {
+func (rd *benchRound) progressed() {
 	select {
-	case r.progress <- struct{}{}:
+	case rd.progress <- struct{}{}:
 	default:
 	}
 }
 
 // waitDelivered waits until every send is answered and everything
 // accepted has arrived, or until drain passes with neither happening.
-func (r *benchRun) waitDelivered(ctx context.Context, drain time.Duration) {
+func (rd *benchRound) waitDelivered(ctx context.Context, drain time.Duration) {
 	idle := time.NewTimer(drain)
 	defer idle.Stop()
 	for {
-		sent, refused := r.sent.Load(), r.refused.Load()
-		if r.acked.Load()+refused >= sent && r.delivered.Load() >= sent-refused {
+		sent, refused := rd.sent.Load(), rd.refused.Load()
+		if rd.acked.Load()+refused >= sent && rd.delivered.Load() >= sent-refused {
 			return
 		}
 		select {
-		case <-r.progress:
+		case <-rd.progress:
 			idle.Reset(drain)
 		case <-idle.C:
 			return
@@ -554,21 +795,26 @@ func (r *benchRun) waitDelivered(ctx context.Context, drain time.Duration) {
 	}
 }
 
-func (r *benchRun) report(elapsed time.Duration) benchReport {
-	rep := benchReport{Broker: r.url, Peers: len(r.peers), MessagesPerPeer: r.opts.Messages, TargetRate: r.opts.Rate,
-		Sent: r.sent.Load(), Acked: r.acked.Load(), Refused: r.refused.Load(), Delivered: r.delivered.Load(),
-		Duplicated: r.duplicated.Load(), Misdelivered: r.misdelivered.Load(), Undecryptable: r.bad.Load(),
-		DurationS: elapsed.Seconds(), FirstRefusal: r.firstRefusal}
-	rep.Lost = max(rep.Sent-rep.Refused-rep.Delivered, 0) // accepted (or unanswered) and never delivered
+func (rd *benchRound) report(r *benchRun, elapsed time.Duration) benchReport {
+	rep := benchReport{Broker: r.url, Peers: len(r.peers), MessagesPerPeer: r.opts.Messages, Inflight: rd.inflight,
+		Sent: rd.sent.Load(), Acked: rd.acked.Load(), Refused: rd.refused.Load(), Delivered: rd.delivered.Load(),
+		Duplicated: rd.duplicated.Load(), Misdelivered: rd.misdelivered.Load(), Undecryptable: rd.bad.Load(),
+		DurationS: elapsed.Seconds(), FirstRefusal: rd.firstRefusal}
+	if rd.inflight == 0 {
+		rep.TargetRate = rd.rate
+	}
+	// Accepted (or unanswered) and never delivered; in a closed loop, also
+	// the sends a stalled peer never made.
+	rep.Lost = max(int64(len(r.peers)*r.opts.Messages)-rep.Refused-rep.Delivered, 0)
 	if rep.Sent > 0 {
 		rep.DeliveredPct = 100 * float64(rep.Delivered) / float64(rep.Sent)
 	}
 	rep.Throughput = float64(rep.Delivered) / max(elapsed.Seconds(), 1e-9)
 	lat := make([]time.Duration, 0, rep.Delivered)
-	for s := range r.lat {
-		for k := range r.lat[s] {
-			if r.recv[s][k].Load() > 0 {
-				lat = append(lat, time.Duration(r.lat[s][k].Load()))
+	for s := range rd.lat {
+		for k := range rd.lat[s] {
+			if rd.recv[s][k].Load() > 0 {
+				lat = append(lat, time.Duration(rd.lat[s][k].Load()))
 			}
 		}
 	}

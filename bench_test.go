@@ -105,3 +105,66 @@ func BenchmarkLoad(b *testing.B) {
 		b.ReportMetric(r.Throughput, "msgs/s")
 	}
 }
+
+// TestBenchClosedLoopAndCurve: a closed loop keeps every peer's sends in
+// flight up to its bound and still checks every message; a curve runs one
+// step per rate on the same mesh, each with its own messages.
+func TestBenchClosedLoopAndCurve(t *testing.T) {
+	r, err := runBenchLoad(context.Background(), benchOptions{Peers: 4, Messages: 30, Rate: 1, Inflight: 3, Drain: testWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK() || r.Delivered != 120 || r.Inflight != 3 || r.TargetRate != 0 {
+		t.Fatalf("closed loop = %+v, want 120 delivered with 3 in flight", r)
+	}
+	rs, err := runBench(context.Background(), benchOptions{Peers: 3, Messages: 10, Rate: 1, Curve: []float64{200, 400}, Drain: testWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].TargetRate != 200 || rs[1].TargetRate != 400 {
+		t.Fatalf("curve = %+v, want steps at 200 and 400 msg/s", rs)
+	}
+	for _, r := range rs {
+		if !r.OK() || r.Delivered != 30 {
+			t.Fatalf("curve step = %+v, want 30 delivered exactly once", r)
+		}
+	}
+}
+
+// TestBenchBrokerProcess runs the built binary's bench against a broker it
+// starts as a process of its own, which it measures and stops.
+func TestBenchBrokerProcess(t *testing.T) {
+	res := runBinary(t, map[string]string{"CLAUDEMESH_CONFIG_DIR": t.TempDir()},
+		"bench", "--broker", "process", "--peers", "3", "--messages", "10", "--rate", "300", "--json")
+	if res.code != exitOK {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
+	}
+	var r benchReport
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+		t.Fatalf("--json output %q: %v", res.stdout, err)
+	}
+	// Its CPU comes in 10 ms ticks, which so short a run may not reach.
+	if !r.OK() || r.Delivered != 30 || r.BrokerCPUS < 0 || r.BrokerRSSMB <= 0 || r.BrokerStoreMB <= 0 ||
+		!strings.HasPrefix(r.Broker, "own process ws://127.0.0.1:") {
+		t.Fatalf("report = %+v, want 30 delivered and the broker process's RSS and store size", r)
+	}
+}
+
+// TestBenchCurveUsage: --curve takes positive rates and is an open loop.
+func TestBenchCurveUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"not a number", []string{"--curve", "1000,fast"}},
+		{"zero", []string{"--curve", "0"}},
+		{"with inflight", []string{"--curve", "1000", "--inflight", "4"}},
+		{"negative inflight", []string{"--inflight", "-1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code := run(context.Background(), append([]string{"bench"}, tc.args...), Env{}); code != exitUsage {
+				t.Fatalf("bench %v = exit %d, want %d", tc.args, code, exitUsage)
+			}
+		})
+	}
+}

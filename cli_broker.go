@@ -29,6 +29,7 @@ func setupBrokerServe(fs *flagSet) runFunc {
 	fs.IntVar(&f.handshakeBurst, "handshake-burst", defaultHandshakeBurst, "handshakes and joins an address may make at once")
 	fs.IntVar(&f.handshakePerMinute, "handshake-per-minute", defaultHandshakePerMinute, "handshakes and joins per minute per address, sustained")
 	fs.StringVar(&f.logFormat, "log-format", logFormatText, "log lines on stderr: text (key=value) or json (one object a line)")
+	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this loopback address, such as 127.0.0.1:6060; off by default")
 	return func(ctx context.Context, c *cli, args []string) error { return runBrokerServe(ctx, c, f, args) }
 }
 
@@ -45,6 +46,7 @@ type brokerServeFlags struct {
 	listen, data, publicURL, createToken string
 	store, replicaID                     string
 	logFormat                            string
+	pprof                                string
 	maxMessageBytes, maxConns            int
 	sendBurst, sendPerMinute             int
 	handshakeBurst, handshakePerMinute   int
@@ -63,6 +65,11 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	}
 	if _, _, err := net.SplitHostPort(f.listen); err != nil {
 		return usageError("--listen wants host:port, such as 127.0.0.1:7900 (or 0.0.0.0:7900 for every interface), not %q", f.listen)
+	}
+	if f.pprof != "" {
+		if err := checkLoopbackAddr(f.pprof); err != nil {
+			return usageError("--pprof: %v", err)
+		}
 	}
 	data := f.data
 	if data == "" {
@@ -97,6 +104,15 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 		return exitError(exitFailure, err)
 	case err != nil:
 		return exitError(exitIO, err)
+	}
+	if f.pprof != "" {
+		ps, err := startProfiler(f.pprof)
+		if err != nil {
+			sb.Stop()
+			return exitError(exitFailure, err)
+		}
+		defer ps.Close()
+		logger.Info("profiler listening", "addr", ps.Addr().String(), "path", "/debug/pprof/")
 	}
 	url := sb.URL()
 	if c.jsonMode() {

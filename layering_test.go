@@ -55,7 +55,7 @@ var fileLayers = map[string]string{
 	"channel.go": "mcp", "hookframe.go": "mcp",
 
 	"main.go": "cli", "launch.go": "cli", "install.go": "cli", "service.go": "cli", "demo.go": "cli",
-	"doctor.go": "cli", "bench.go": "cli", "hook.go": "cli", "claudesettings.go": "cli", "doctorclaude.go": "cli", "completions.go": "cli", "skill.go": "cli",
+	"doctor.go": "cli", "bench.go": "cli", "bench_broker.go": "cli", "hook.go": "cli", "claudesettings.go": "cli", "doctorclaude.go": "cli", "completions.go": "cli", "skill.go": "cli",
 }
 
 // layerOf is a file's layer: its entry in fileLayers, else its prefix.

@@ -604,7 +604,9 @@ refuses without --yes.`,
 		signals: true,
 		summary: "run a broker (WebSocket + HTTP on one port)",
 		detail: `Serves /ws, /health, /metrics, /join and the mesh-creation routes. Mesh
-creation is open to loopback clients; others need --create-token.`,
+creation is open to loopback clients; others need --create-token. --pprof
+127.0.0.1:PORT also serves Go's profiler (/debug/pprof/) on that loopback
+address, for measuring the broker under load; it is off unless asked for.`,
 		group: groupDaemon,
 		setup: setupBrokerServe,
 	},
@@ -614,13 +616,17 @@ creation is open to loopback clients; others need --create-token.`,
 		summary: "load-test a broker: N peers each send M DMs, every one checked to arrive exactly once",
 		detail: `The project's load tool (its standard shape: 100 peers × 1,000 DMs, all
 delivered, p99 under 100 ms). By default it starts a broker in this process on 127.0.0.1:0
-with a temp data dir and its rate limits raised; --broker measures a running
-broker instead (give it --send-burst, --send-per-minute and --handshake-burst
-for the run). The peers speak the real wire protocol: hello, crypto_box DMs,
-push, client_ack. Sends are paced to --rate messages a second in total.
+with a temp data dir and its rate limits raised; --broker process starts that
+broker as a process of its own (its CPU and memory then measured apart from the
+peers), and --broker ws://HOST:PORT/ws measures a running broker (give it
+--send-burst, --send-per-minute and --handshake-burst for the run). The peers
+speak the real wire protocol: hello, crypto_box DMs, push, client_ack. Sends are
+paced to --rate messages a second in total (open loop); --inflight N keeps N
+unacked sends per peer instead (closed loop); --curve 2000,4000,8000 runs one
+open-loop step per rate on the same mesh and prints offered against achieved.
 It reports delivered %, p50/p95/p99/max latency from send to push, throughput
-and, for a broker in this process, the process's CPU and RSS. It exits 1 when
-a message is lost, duplicated, misdelivered or refused.`,
+and the broker's CPU and RSS where it can tell them apart. It exits 1 when a
+message is lost, duplicated, misdelivered or refused.`,
 		group: groupOther,
 		setup: setupBench,
 	},
