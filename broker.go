@@ -213,6 +213,7 @@ func (p *peer) oneShot() bool { return p.channel == channelCLI && p.role == peer
 
 // lease is one pushed delivery waiting for client_ack.
 type lease struct {
+	seq             int64 // the message's store order: its ack retires the delivery by it
 	clientMessageID string
 	expires         time.Time
 }

@@ -14,9 +14,11 @@
 //     acked set keeps the delivery from being pushed again; if the broker
 //     dies first, the delivery is still pending and is pushed again on the
 //     next connection — at least once, and the recipient's inbox dedupes.
-//   - Each append fails alone (a savepoint in the store); a failed commit
-//     fails every append in the batch (their senders retry with the same
-//     client_message_id, which dedupes) and leaves its marks pending.
+//   - Each append fails alone: a batch whose transaction fails is tried
+//     again append by append (and its marks together), so the common path
+//     needs no savepoint per append. An append that fails then is refused
+//     (its sender retries with the same client_message_id, which dedupes);
+//     marks that fail stay pending and are pushed again.
 //   - The writer outlives the sockets: Close stops it only after every
 //     socket goroutine has ended, so nothing is queued behind it unanswered.
 package main
@@ -169,22 +171,52 @@ func (g *groupCommitter) commit(batch []writeOp) {
 	if len(appends) == 0 && len(marks) == 0 {
 		return
 	}
-	results, marked, err := g.store.WriteBatch(ctx, appends, marks)
-	if err != nil {
-		g.log.Error("write batch", "appends", len(appends), "marks", len(marks), "err", err)
-	} else if marked > 0 {
-		g.marked(marked)
-	}
+	results := g.write(ctx, appends, marks)
 	i := 0
 	for _, op := range batch {
 		if op.append == nil {
 			continue
 		}
-		if err != nil {
-			op.reply <- appendResult{Err: err}
-		} else {
-			op.reply <- results[i]
-		}
+		op.reply <- results[i]
 		i++
 	}
+}
+
+// write commits appends and marks in one transaction and returns each
+// append's result. When that fails, each append is tried again in a
+// transaction of its own, and the marks in another, so that one bad
+// append fails alone.
+func (g *groupCommitter) write(ctx context.Context, appends []appendOp, marks []deliveryMark) []appendResult {
+	results, marked, err := g.store.WriteBatch(ctx, appends, marks)
+	if err == nil {
+		if marked > 0 {
+			g.marked(marked)
+		}
+		return results
+	}
+	g.log.Error("write batch", "appends", len(appends), "marks", len(marks), "err", err)
+	results = make([]appendResult, len(appends))
+	if len(appends)+min(len(marks), 1) == 1 {
+		for i := range results {
+			results[i].Err = err
+		}
+		return results
+	}
+	for i, a := range appends {
+		one, _, err := g.store.WriteBatch(ctx, []appendOp{a}, nil)
+		if err != nil {
+			g.log.Error("write append", "err", err)
+			results[i].Err = err
+			continue
+		}
+		results[i] = one[0]
+	}
+	if len(marks) > 0 {
+		if _, marked, err := g.store.WriteBatch(ctx, nil, marks); err != nil {
+			g.log.Error("write marks", "marks", len(marks), "err", err)
+		} else if marked > 0 {
+			g.marked(marked)
+		}
+	}
+	return results
 }

@@ -1,4 +1,4 @@
-// Tests of the broker's group commit: WriteBatch's savepoints and the
+// Tests of the broker's group commit: WriteBatch's one transaction and the
 // committer's batching, ordering and shutdown.
 package main
 
@@ -30,8 +30,7 @@ func batchTestStore(t *testing.T) (brokerStore, func(cmid string) storedMessage)
 }
 
 // TestWriteBatch: in one transaction, a duplicate client id inside the
-// batch dedupes to the first, a failing append fails alone, and marks
-// apply.
+// batch dedupes to the first (with its store order) and marks apply.
 func TestWriteBatch(t *testing.T) { forEachStore(t, testWriteBatch) }
 
 func testWriteBatch(t *testing.T) {
@@ -42,29 +41,55 @@ func testWriteBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := msg("a"), msg("a")
-	clash := msg("clash")
-	clash.ID = a.ID // the same broker id: the messages table refuses it
 	results, marked, err := s.WriteBatch(ctx,
-		[]appendOp{{Msg: a, Recipients: []string{"k1"}}, {Msg: b, Recipients: []string{"k2"}}, {Msg: clash, Recipients: []string{"k3"}}},
+		[]appendOp{{Msg: a, Recipients: []string{"k1"}}, {Msg: b, Recipients: []string{"k2"}}},
 		[]deliveryMark{{MeshID: old.MeshID, Key: "k1", MessageID: old.ID, At: time.Now()}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if results[0].Err != nil || results[0].Dup || results[0].ID != a.ID {
+	if results[0].Err != nil || results[0].Dup || results[0].ID != a.ID || results[0].Seq == 0 {
 		t.Errorf("first append = %+v, want stored", results[0])
 	}
-	if results[1].Err != nil || !results[1].Dup || results[1].ID != a.ID {
+	if results[1].Err != nil || !results[1].Dup || results[1].ID != a.ID || results[1].Seq != results[0].Seq {
 		t.Errorf("same client id in the batch = %+v, want a duplicate of %s", results[1], a.ID)
-	}
-	if results[2].Err == nil {
-		t.Errorf("clashing broker id = %+v, want an error", results[2])
 	}
 	if marked != 1 {
 		t.Errorf("marked = %d, want 1", marked)
 	}
-	for key, want := range map[string]int{"k1": 1, "k2": 0, "k3": 0} {
+	for key, want := range map[string]int{"k1": 1, "k2": 0} {
 		p, err := s.PendingFor(ctx, old.MeshID, key, 0, time.Now(), 10)
 		if err != nil || len(p) != want {
+			t.Errorf("PendingFor(%s) = %d messages, %v; want %d", key, len(p), err, want)
+		}
+	}
+}
+
+// TestGroupCommitterFailsAlone: an append the store refuses (a clashing
+// broker id) fails alone, whether the store fails it alone or fails its
+// whole transaction (the committer then tries each append on its own).
+func TestGroupCommitterFailsAlone(t *testing.T) { forEachStore(t, testGroupCommitterFailsAlone) }
+
+func testGroupCommitterFailsAlone(t *testing.T) {
+	s, msg := batchTestStore(t)
+	ctx := context.Background()
+	first := msg("first")
+	if _, _, err := appendOne(ctx, s, first, []string{"k1"}); err != nil {
+		t.Fatal(err)
+	}
+	g := newGroupCommitter(s, slog.New(slog.NewTextHandler(io.Discard, nil)), func(int) {})
+	defer g.close()
+	good, clash := msg("good"), msg("clash")
+	clash.ID = first.ID
+	results := g.write(ctx, []appendOp{{Msg: good, Recipients: []string{"k2"}}, {Msg: clash, Recipients: []string{"k3"}}},
+		[]deliveryMark{{MeshID: first.MeshID, Key: "k1", MessageID: first.ID, At: time.Now()}})
+	if results[0].Err != nil || results[0].ID != good.ID {
+		t.Errorf("good append = %+v, want stored", results[0])
+	}
+	if results[1].Err == nil {
+		t.Errorf("clashing append = %+v, want an error", results[1])
+	}
+	for key, want := range map[string]int{"k1": 0, "k2": 1, "k3": 0} {
+		if p, err := s.PendingFor(ctx, first.MeshID, key, 0, time.Now(), 10); err != nil || len(p) != want {
 			t.Errorf("PendingFor(%s) = %d messages, %v; want %d", key, len(p), err, want)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -40,10 +41,56 @@ func setGrantsVia(t *testing.T, m Mesh, want grantMap) {
 	}
 }
 
-// routedTo lists the keys the broker wrote deliveries for, for one message.
-func routedTo(t *testing.T, b *Broker, messageID string) []string {
+// routeRecorder is the test's real store (SQLite or PostgreSQL),
+// remembering the delivery keys each stored message was written with:
+// deliveries leave the store once acked, and a test still wants to know
+// where a message went.
+type routeRecorder struct {
+	brokerStore
+	mu     sync.Mutex
+	routes map[string][]string // by message id
+}
+
+// newRouteRecorder opens the test's store for a broker to own.
+func newRouteRecorder(t *testing.T) *routeRecorder {
 	t.Helper()
-	return storeStrings(t, b, `SELECT recipient_key FROM deliveries WHERE message_id = ? ORDER BY recipient_key`, messageID)
+	var opts BrokerOptions
+	testStoreOf(t).place(t, &opts)
+	var s brokerStore
+	var err error
+	if opts.StoreURL != "" {
+		s, err = openPostgresBrokerStore(context.Background(), opts.StoreURL, "replica-"+newID()[:8])
+	} else {
+		s, err = openSQLiteBrokerStore(opts.DataDir)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &routeRecorder{brokerStore: s, routes: map[string][]string{}}
+}
+
+func (r *routeRecorder) WriteBatch(ctx context.Context, appends []appendOp, marks []deliveryMark) ([]appendResult, int, error) {
+	res, n, err := r.brokerStore.WriteBatch(ctx, appends, marks)
+	if err == nil {
+		r.mu.Lock()
+		for _, a := range res {
+			if !a.Dup && a.Err == nil {
+				r.routes[a.ID] = append([]string(nil), a.Recipients...)
+			}
+		}
+		r.mu.Unlock()
+	}
+	return res, n, err
+}
+
+// routedTo lists the keys the broker wrote deliveries for, for one message.
+func routedTo(t *testing.T, r *routeRecorder, messageID string) []string {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := slices.Clone(r.routes[messageID])
+	slices.Sort(keys)
+	return keys
 }
 
 // The six cases: a member entry wins, a session entry applies only to the
@@ -53,7 +100,10 @@ func routedTo(t *testing.T, b *Broker, messageID string) []string {
 func TestGrantsEnforcedAtRouting(t *testing.T) { forEachStore(t, testGrantsEnforcedAtRouting) }
 
 func testGrantsEnforcedAtRouting(t *testing.T) {
-	f := newMsgFixture(t, nil)
+	opts := msgBrokerOptions()
+	rec := newRouteRecorder(t)
+	opts.Store = rec
+	f := newMsgFixtureWith(t, opts, nil)
 	a := registerTestSession(t, f.d1, f.me, "alice")
 	bert := registerTestSession(t, f.d2, f.bob, "bert")
 	bobKeys := []string{f.bob.Pubkey, bert.pub()}
@@ -106,7 +156,7 @@ func testGrantsEnforcedAtRouting(t *testing.T) {
 			if all.Status != outboxDone || all.BrokerMessageID == nil {
 				t.Fatalf("broadcast = %+v, want done (a blocked recipient is skipped, the send is not refused)", all)
 			}
-			routed := routedTo(t, f.broker, *all.BrokerMessageID)
+			routed := routedTo(t, rec, *all.BrokerMessageID)
 			toBob := slices.ContainsFunc(routed, func(k string) bool { return slices.Contains(bobKeys, k) })
 			if toBob != tc.broadcast {
 				t.Fatalf("broadcast routed to %v; reaches bob = %v, want %v", routed, toBob, tc.broadcast)

@@ -474,7 +474,7 @@ func (b *Broker) addMember(ctx context.Context, meshID, pubkey, displayName, rol
 func storeExec(t testing.TB, b *Broker, query string, args ...any) {
 	t.Helper()
 	var err error
-	switch s := b.store.(type) {
+	switch s := unwrapStore(b.store).(type) {
 	case *sqliteBrokerStore:
 		_, err = s.w.Exec(query, args...)
 	case *postgresBrokerStore:
@@ -496,7 +496,7 @@ func storeStrings(t testing.TB, b *Broker, query string, args ...any) []string {
 	}
 	var out []string
 	var err error
-	switch s := b.store.(type) {
+	switch s := unwrapStore(b.store).(type) {
 	case *sqliteBrokerStore:
 		rows, qerr := s.r.Query(query, args...)
 		out, err = collect(rows, qerr, scan)
@@ -569,4 +569,12 @@ func appendOne(ctx context.Context, s brokerStore, msg storedMessage, recipients
 func markOne(ctx context.Context, s brokerStore, meshID, key, messageID, clientMessageID string, now time.Time) (int, error) {
 	_, n, err := s.WriteBatch(ctx, nil, []deliveryMark{{MeshID: meshID, Key: key, MessageID: messageID, ClientMessageID: clientMessageID, At: now}})
 	return n, err
+}
+
+// unwrapStore is the store under a test's wrapper around it.
+func unwrapStore(s brokerStore) brokerStore {
+	if r, ok := s.(*routeRecorder); ok {
+		return r.brokerStore
+	}
+	return s
 }

@@ -85,7 +85,7 @@ func (b *Broker) handleReceipt(c *brokerConn, f *ReceiptFrame, reqID string) {
 		return
 	}
 	body, _ := json.Marshal(f.ReceiptBody)
-	op := appendOp{Recipients: []string{f.To}, Msg: storedMessage{ID: newID(), MeshID: me.meshID, SenderMemberID: me.memberID,
+	op := appendOp{Recipients: []string{f.To}, Msg: storedMessage{ID: newMessageID(now), MeshID: me.meshID, SenderMemberID: me.memberID,
 		SenderPubkey: f.RecipientPubkey, SenderMemberPubkey: me.memberPubkey, SenderName: name, TargetSpec: f.To,
 		Priority: priorityNow, Nonce: "", Ciphertext: base64.StdEncoding.EncodeToString(body), CreatedAt: now,
 		ExpiresAt: now.Add(b.opts.MessageTTL), ClientMessageID: receiptClientID(f), ReplyToID: f.MessageID, Subtype: subtypeReceipt}}
@@ -107,6 +107,7 @@ func (b *Broker) handleReceipt(c *brokerConn, f *ReceiptFrame, reqID string) {
 		b.metrics.receiptsQueued.Add(1)
 	}
 	ack.MessageID, ack.Queued = r.ID, true
+	op.Msg.Seq = r.Seq
 	c.send(ack)
 	if !r.Dup {
 		b.fanOut(op.Msg, r.Recipients)

@@ -218,7 +218,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 			SenderMemberPubkey: me.memberPubkey, Now: now}
 	}
 
-	op.Msg = storedMessage{ID: newID(), MeshID: me.meshID, SenderMemberID: me.memberID, SenderPubkey: me.key,
+	op.Msg = storedMessage{ID: newMessageID(now), MeshID: me.meshID, SenderMemberID: me.memberID, SenderPubkey: me.key,
 		SenderMemberPubkey: me.memberPubkey, SenderName: me.displayName, TargetSpec: f.TargetSpec, Priority: f.Priority,
 		Nonce: f.Nonce, Ciphertext: f.Ciphertext, CreatedAt: now, ExpiresAt: now.Add(b.opts.MessageTTL),
 		ClientMessageID: f.ClientMessageID, RequestFingerprint: f.RequestFingerprint, ReplyToID: f.ReplyToID, Subtype: f.Subtype}
@@ -237,6 +237,7 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 		n := len(r.Recipients)
 		ack.Recipients = &n
 	}
+	op.Msg.Seq = r.Seq
 	if r.Dup {
 		b.refundSend(me.memberID)
 		c.send(ack)
@@ -395,7 +396,7 @@ func (b *Broker) offerPush(p *peer, m storedMessage, data []byte, now time.Time,
 	if !wait && !p.conn.offer(data) {
 		return false
 	}
-	p.inflight[m.ID] = &lease{clientMessageID: m.ClientMessageID, expires: now.Add(b.opts.Lease)}
+	p.inflight[m.ID] = &lease{seq: m.Seq, clientMessageID: m.ClientMessageID, expires: now.Add(b.opts.Lease)}
 	return true
 }
 
@@ -476,7 +477,11 @@ func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame, _ string) {
 			}
 		}
 	}
+	var seq int64
 	if id != "" {
+		if l := p.inflight[id]; l != nil {
+			seq = l.seq
+		}
 		delete(p.inflight, id)
 		p.acked[id] = time.Now()
 	}
@@ -488,5 +493,5 @@ func (b *Broker) handleClientAck(c *brokerConn, f *ClientAckFrame, _ string) {
 	if id == "" {
 		cmid = f.ClientMessageID
 	}
-	b.writes.markDelivered(deliveryMark{MeshID: meshID, Key: key, MessageID: id, ClientMessageID: cmid, At: time.Now()})
+	b.writes.markDelivered(deliveryMark{MeshID: meshID, Key: key, Seq: seq, MessageID: id, ClientMessageID: cmid, At: time.Now()})
 }

@@ -74,12 +74,19 @@ type brokerStore interface {
 	PendingFor(ctx context.Context, meshID, key string, afterSeq int64, now time.Time, limit int) ([]storedMessage, error)
 	// WriteBatch applies many appends and delivery marks in one
 	// transaction: the broker's group commit (broker_batch.go). An append
-	// stores its message with one delivery record per recipient key, or —
-	// when (mesh, sender member, client_message_id) exists — nothing, and
-	// reports the original id as a duplicate; each append fails alone. A
-	// mark marks one key's delivery delivered, by broker message id or else
-	// by the sender's client_message_id. Nothing in the batch is durable
-	// until it returns without error; an error fails the whole batch.
+	// stores its message with one delivery record per distinct recipient
+	// key, or — when (mesh, sender member, client_message_id) names a
+	// message still stored — nothing, and reports the original (id and
+	// store order) as a duplicate; a message with no recipient need not be
+	// stored. A mark retires one key's delivery, by store order (Seq) when
+	// the broker knows it, else by broker message id, else by the sender's
+	// client_message_id. Once none of a message's deliveries is pending
+	// the store may delete it (the SQLite store does so with the last
+	// one, so its size follows what is pending, not what was ever sent);
+	// its dedupe holds while it is stored. Nothing in the batch is durable
+	// until it returns without error. A store may fail the whole batch for
+	// one bad append — the group commit then retries the appends one by
+	// one — or report that append's error alone in its result.
 	//
 	// An append with a Multicast target resolves its recipients inside that
 	// transaction, from the mesh's members and stored presences
@@ -92,7 +99,8 @@ type brokerStore interface {
 	// EndPresences marks absent every key still present that was last seen
 	// before startedAt: those that did not come back after a restart.
 	EndPresences(ctx context.Context, startedAt, now time.Time) (int, error)
-	// PurgeExpired deletes expired messages (with their deliveries), and
+	// PurgeExpired deletes expired messages (with their deliveries still
+	// pending), and
 	// presences absent for longer than groupMemory; it counts the messages.
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	CountPendingDeliveries(ctx context.Context, now time.Time) (int, error)
@@ -215,7 +223,7 @@ func (e *joinError) Error() string { return e.Code + ": " + e.Message }
 
 // storedMessage is one accepted send, with what every push of it carries.
 type storedMessage struct {
-	Seq                int64 // store order; set when read back
+	Seq                int64 // store order; set once stored
 	ID                 string
 	MeshID             string
 	SenderMemberID     string
@@ -246,6 +254,7 @@ type appendOp struct {
 // original one for a duplicate) or why it failed.
 type appendResult struct {
 	ID         string
+	Seq        int64 // its store order, which marks and drains use
 	Dup        bool
 	Recipients []string // the delivery keys written (a multicast's resolution)
 	Err        error
@@ -254,7 +263,8 @@ type appendResult struct {
 // deliveryMark is one delivery to mark delivered inside a WriteBatch.
 type deliveryMark struct {
 	MeshID, Key                string
-	MessageID, ClientMessageID string // by broker id, else by the sender's client id
+	Seq                        int64  // the message's store order, when known
+	MessageID, ClientMessageID string // else by broker id, else by the sender's client id
 	At                         time.Time
 }
 

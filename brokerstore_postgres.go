@@ -594,15 +594,15 @@ WITH m AS (
 		target_spec, priority, nonce, ciphertext, created_at, expires_at, client_message_id, request_fingerprint, reply_to_id, subtype, topic)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 	ON CONFLICT (mesh_id, sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
-	RETURNING id, mesh_id, expires_at
+	RETURNING id, seq, mesh_id, expires_at
 ), d AS (
 	INSERT INTO deliveries (message_id, recipient_key, mesh_id, expires_at)
 	SELECT m.id, k, m.mesh_id, m.expires_at FROM m, (SELECT DISTINCT unnest($18::text[]) AS k) keys
 	ON CONFLICT DO NOTHING
 )
-SELECT id FROM m`
+SELECT id, seq FROM m`
 
-const pgFindDuplicate = `SELECT id FROM messages WHERE mesh_id = $1 AND sender_member_id = $2 AND client_message_id = $3`
+const pgFindDuplicate = `SELECT id, seq FROM messages WHERE mesh_id = $1 AND sender_member_id = $2 AND client_message_id = $3`
 
 const (
 	pgMarkByID       = `UPDATE deliveries SET delivered_at = $1 WHERE message_id = $2 AND recipient_key = $3 AND mesh_id = $4 AND delivered_at IS NULL`
@@ -650,7 +650,8 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 			br := tx.SendBatch(ctx, batch)
 			for i := range appends {
 				var id string
-				err := br.QueryRow().Scan(&id)
+				var seq int64
+				err := br.QueryRow().Scan(&id, &seq)
 				switch {
 				case errors.Is(err, pgx.ErrNoRows):
 					results[i] = appendResult{Dup: true}
@@ -658,7 +659,7 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 					br.Close()
 					return &appendFailure{err}
 				default:
-					results[i] = appendResult{ID: id, Recipients: recipients[i]}
+					results[i] = appendResult{ID: id, Seq: seq, Recipients: recipients[i]}
 				}
 			}
 			if err := br.Close(); err != nil {
@@ -666,7 +667,7 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 			}
 			for i, a := range appends {
 				if results[i].Dup {
-					if err := tx.QueryRow(ctx, pgFindDuplicate, a.Msg.MeshID, a.Msg.SenderMemberID, a.Msg.ClientMessageID).Scan(&results[i].ID); err != nil {
+					if err := tx.QueryRow(ctx, pgFindDuplicate, a.Msg.MeshID, a.Msg.SenderMemberID, a.Msg.ClientMessageID).Scan(&results[i].ID, &results[i].Seq); err != nil {
 						return &appendFailure{err}
 					}
 				}
@@ -710,11 +711,12 @@ func (s *postgresBrokerStore) appendSaved(ctx context.Context, tx pgx.Tx, a appe
 		return appendResult{Err: err}
 	}
 	var id string
+	var seq int64
 	dup := false
-	err = sp.QueryRow(ctx, pgAppendMessage, appendArgs(a.Msg, recipients)...).Scan(&id)
+	err = sp.QueryRow(ctx, pgAppendMessage, appendArgs(a.Msg, recipients)...).Scan(&id, &seq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		dup = true
-		err = sp.QueryRow(ctx, pgFindDuplicate, a.Msg.MeshID, a.Msg.SenderMemberID, a.Msg.ClientMessageID).Scan(&id)
+		err = sp.QueryRow(ctx, pgFindDuplicate, a.Msg.MeshID, a.Msg.SenderMemberID, a.Msg.ClientMessageID).Scan(&id, &seq)
 	}
 	if err != nil {
 		if rerr := sp.Rollback(ctx); rerr != nil {
@@ -726,9 +728,9 @@ func (s *postgresBrokerStore) appendSaved(ctx context.Context, tx pgx.Tx, a appe
 		return appendResult{Err: err}
 	}
 	if dup {
-		return appendResult{ID: id, Dup: true}
+		return appendResult{ID: id, Seq: seq, Dup: true}
 	}
-	return appendResult{ID: id, Recipients: recipients}
+	return appendResult{ID: id, Seq: seq, Recipients: recipients}
 }
 
 func appendArgs(msg storedMessage, recipients []string) []any {

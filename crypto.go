@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"filippo.io/edwards25519"
 	"golang.org/x/crypto/nacl/box"
@@ -424,6 +425,21 @@ func newID() string {
 		}
 	}
 	return string(out)
+}
+
+// newMessageID is a broker message id of the same form as newID whose
+// first 8 letters spell the time in milliseconds (base62, most significant
+// first, so ids sort by time) and the other 24 are random: stores that
+// index message ids then add each new one at the index's end instead of at
+// a random page.
+func newMessageID(now time.Time) string {
+	id := []byte(newID())
+	t := uint64(max(now.UnixMilli(), 0))
+	for i := 7; i >= 0; i-- {
+		id[i] = base62Alphabet[t%62]
+		t /= 62
+	}
+	return string(id)
 }
 
 // Request fingerprints: the sender daemon's idempotency check, echoed by

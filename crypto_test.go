@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/nacl/box"
 )
@@ -417,5 +418,21 @@ func TestSealedBoxCrossCheck(t *testing.T) {
 	}
 	if got, err := openAnonymous(res[1]["sealed"].(string), xpub, xsec); err != nil || string(got) != string(msg) {
 		t.Errorf("we could not open libsodium's sealed box: %q, %v", got, err)
+	}
+}
+
+// TestNewMessageID: 32 base62 letters whose order follows their time.
+func TestNewMessageID(t *testing.T) {
+	base := time.UnixMilli(1_750_000_000_000)
+	prev := ""
+	for i := range 50 {
+		id := newMessageID(base.Add(time.Duration(i*37) * time.Millisecond))
+		if len(id) != 32 || strings.Trim(id, base62Alphabet) != "" {
+			t.Fatalf("newMessageID = %q, want 32 base62 letters", id)
+		}
+		if id <= prev {
+			t.Fatalf("newMessageID %q sorts before the earlier %q", id, prev)
+		}
+		prev = id
 	}
 }

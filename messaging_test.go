@@ -29,7 +29,13 @@ func msgBrokerOptions() BrokerOptions {
 
 func newMsgFixture(t testing.TB, mutate func(*DaemonOptions)) *msgFixture {
 	t.Helper()
-	b, url := startTestBrokerWith(t, msgBrokerOptions())
+	return newMsgFixtureWith(t, msgBrokerOptions(), mutate)
+}
+
+// newMsgFixtureWith is newMsgFixture on a broker with these options.
+func newMsgFixtureWith(t testing.TB, opts BrokerOptions, mutate func(*DaemonOptions)) *msgFixture {
+	t.Helper()
+	b, url := startTestBrokerWith(t, opts)
 	f := &msgFixture{broker: b, url: url}
 	f.me = newTestMesh(t, b, url, "alpha", "me")
 	f.bob = addTestMember(t, b, f.me, "bob", "member")

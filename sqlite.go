@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unicode"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver; pure Go, keeps the binary CGO-free
@@ -271,4 +272,48 @@ func ftsTerms(q, suffix string) []string {
 		words[i] = `"` + w + `"` + suffix
 	}
 	return words
+}
+
+// checkpointer copies a WAL database's committed pages back into the main
+// file from a goroutine of its own, so that no commit waits for it: the
+// writer runs with wal_autocheckpoint(0). It checkpoints PASSIVE (never
+// blocking the writer or a reader) every checkpointEvery; once the WAL has
+// grown past hardPages despite that, it checkpoints RESTART, which waits
+// for readers and holds the writer back briefly, so the WAL then starts
+// again from its beginning and its size stays bounded.
+type checkpointer struct {
+	done chan struct{}
+	quit chan struct{}
+}
+
+// checkpointEvery is the background checkpoint's period: often enough that
+// a checkpoint copies a few MB at a time at the broker's peak write rate.
+const checkpointEvery = 200 * time.Millisecond
+
+func startCheckpointer(db *sql.DB, hardPages int) *checkpointer {
+	c := &checkpointer{done: make(chan struct{}), quit: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(checkpointEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				var busy, logPages, copied int
+				if db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &copied) == nil && logPages > hardPages {
+					_, _ = db.Exec(`PRAGMA wal_checkpoint(RESTART)`)
+				}
+			case <-c.quit:
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// stop ends the goroutine; the database's last connection to close
+// checkpoints what is left.
+func (c *checkpointer) stop() {
+	close(c.quit)
+	<-c.done
 }
