@@ -227,7 +227,8 @@ type brokerConn struct {
 	// authenticated releases its place among its address's pending sockets.
 	helloTimeout  time.Duration
 	authenticated func()
-	out           chan outFrame
+	out           chan []byte // pushes
+	replies       *replyQueue // replies, in the order of what they answer (broker_replies.go)
 	drainCh       chan struct{}
 	ctx           context.Context
 	cancel        context.CancelFunc
@@ -235,14 +236,6 @@ type brokerConn struct {
 
 	closing  atomic.Bool
 	lastRead atomic.Int64 // unix ms of the last frame, ping or pong
-}
-
-// outFrame is a frame for the writer, or the instruction to close.
-type outFrame struct {
-	data   []byte
-	close  bool
-	code   websocket.StatusCode
-	reason string
 }
 
 // newBroker opens the store and starts the background sweep.
@@ -421,7 +414,7 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(int64(b.opts.MaxFrameBytes))
 	ctx, cancel := context.WithCancel(b.ctx)
-	c = &brokerConn{b: b, ws: ws, ip: ip, out: make(chan outFrame, outQueueSize),
+	c = &brokerConn{b: b, ws: ws, ip: ip, out: make(chan []byte, outQueueSize), replies: newReplyQueue(),
 		drainCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel, helloTimeout: helloTimeout,
 		authenticated: func() { pending = false; b.leavePending(ip) }}
 	c.lastRead.Store(time.Now().UnixMilli())
@@ -465,55 +458,53 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-// send queues a frame for this socket, waiting for room; it gives up when the
-// socket ends. Used for replies on the socket's own goroutines.
+// send queues a reply for this socket behind the replies already placed,
+// waiting while maxRepliesWaiting wait; it gives up when the socket ends.
+// Used for replies on the socket's own goroutines.
 func (c *brokerConn) send(v any) {
+	place := c.replies.reserve(c.ctx.Done())
+	if place == nil {
+		return
+	}
 	data, err := json.Marshal(v)
 	if err != nil {
 		c.b.log.Error("encode frame", "err", err)
-		return
+		data = nil
 	}
-	c.sendRaw(data)
+	c.replies.fill(place, data)
 }
 
+// sendRaw queues a push, waiting for room; false once the socket ends.
 func (c *brokerConn) sendRaw(data []byte) bool {
 	select {
-	case c.out <- outFrame{data: data}:
+	case c.out <- data:
 		return true
 	case <-c.ctx.Done():
 		return false
 	}
 }
 
-// offer queues a frame without waiting; false when the queue is full or the
+// offer queues a push without waiting; false when the queue is full or the
 // socket is closing. Safe under b.mu.
 func (c *brokerConn) offer(data []byte) bool {
 	if c.closing.Load() {
 		return false
 	}
 	select {
-	case c.out <- outFrame{data: data}:
+	case c.out <- data:
 		return true
 	default:
 		return false
 	}
 }
 
-// closeWith closes the socket after the frames already queued (so an error
-// frame goes out before the close). Safe under b.mu; never blocks.
+// closeWith closes the socket after the replies already placed (so an
+// error frame goes out before the close). Safe under b.mu; never blocks.
 func (c *brokerConn) closeWith(code websocket.StatusCode, reason string) {
 	if !c.closing.CompareAndSwap(false, true) {
 		return
 	}
-	select {
-	case c.out <- outFrame{close: true, code: code, reason: reason}:
-	default:
-		// The writer is stuck behind a full queue: close from here.
-		go func() {
-			c.ws.Close(code, reason)
-			c.cancel()
-		}()
-	}
+	c.replies.closeAfter(code, reason)
 }
 
 // drop ends the socket at once, without a close handshake: its writer
@@ -526,23 +517,47 @@ func (c *brokerConn) drop() {
 func (c *brokerConn) writeLoop() {
 	for {
 		select {
-		case f := <-c.out:
-			if f.close {
-				c.ws.Close(f.code, f.reason)
-				c.cancel()
+		case data := <-c.out:
+			if !c.write(data) {
 				return
 			}
-			ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
-			err := c.ws.Write(ctx, websocket.MessageText, f.data)
-			cancel()
-			if err != nil {
-				c.drop()
-				return
+		case <-c.replies.ready:
+			for _, p := range c.replies.take() {
+				if p.close {
+					c.ws.Close(p.code, p.reason)
+					c.cancel()
+					return
+				}
+				if p.data != nil && !c.write(p.data) {
+					return
+				}
 			}
 		case <-c.ctx.Done():
 			return
 		}
 	}
+}
+
+// write sends one frame, dropping the socket when it cannot take it
+// within writeTimeout.
+func (c *brokerConn) write(data []byte) bool {
+	ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
+	err := c.ws.Write(ctx, websocket.MessageText, data)
+	cancel()
+	if err != nil {
+		c.drop()
+		return false
+	}
+	return true
+}
+
+// answerSend fills a send's place among the socket's replies.
+func (c *brokerConn) answerSend(place *replyPlace, ack AckFrame) {
+	data, err := json.Marshal(ack)
+	if err != nil {
+		c.b.log.Error("encode frame", "err", err)
+	}
+	c.replies.fill(place, data)
 }
 
 // pingLoop sends a protocol ping every PingInterval; a socket that answers

@@ -43,15 +43,23 @@ func receiptClientID(f *ReceiptFrame) string {
 	return "receipt-" + hex.EncodeToString(h[:16])
 }
 
+// handleReceipt answers a receipt through the connection's ordered
+// replies, as handleSend answers a send: a refusal at once, a stored
+// receipt once its batch has committed, when it is also pushed.
 func (b *Broker) handleReceipt(c *brokerConn, f *ReceiptFrame, reqID string) {
+	place := c.replies.reserve(c.ctx.Done())
+	if place == nil {
+		return
+	}
 	ack := AckFrame{Type: frameAck, ID: f.ID, ReqID: reqID}
 	refuse := func(code, format string, a ...any) {
 		ack.Error = code + ": " + fmt.Sprintf(format, a...)
-		c.send(ack)
+		c.answerSend(place, ack)
 		b.metrics.receiptsRefused.Add(1)
 	}
 	me := b.self(c)
 	if me == nil {
+		c.replies.fill(place, nil) // the socket is going: nothing to answer
 		return
 	}
 	name, err := b.receiptSpeaker(me, f.RecipientPubkey)
@@ -89,29 +97,31 @@ func (b *Broker) handleReceipt(c *brokerConn, f *ReceiptFrame, reqID string) {
 		SenderPubkey: f.RecipientPubkey, SenderMemberPubkey: me.memberPubkey, SenderName: name, TargetSpec: f.To,
 		Priority: priorityNow, Nonce: "", Ciphertext: base64.StdEncoding.EncodeToString(body), CreatedAt: now,
 		ExpiresAt: now.Add(b.opts.MessageTTL), ClientMessageID: receiptClientID(f), ReplyToID: f.MessageID, Subtype: subtypeReceipt}}
-	r := b.writes.append(op)
-	if r.Err != nil {
-		b.log.Error("append receipt", "err", r.Err)
-		refuse(codeInternal, "store unavailable")
-		return
-	}
-	// Counted before the ack goes out, so whoever reads the ack reads
-	// counters that include this receipt.
-	switch {
-	case r.Dup:
-		b.metrics.receiptsDuplicate.Add(1)
-	case b.receiptReachable(me.meshID, f.To):
-		b.metrics.receipts.Add(1)
-	default:
-		b.metrics.receipts.Add(1)
-		b.metrics.receiptsQueued.Add(1)
-	}
-	ack.MessageID, ack.Queued = r.ID, true
-	op.Msg.Seq = r.Seq
-	c.send(ack)
-	if !r.Dup {
-		b.fanOut(op.Msg, r.Recipients)
-	}
+	b.writes.appendAsync(op, func(r appendResult) {
+		if r.Err != nil {
+			b.log.Error("append receipt", "err", r.Err)
+			refuse(codeInternal, "store unavailable")
+			return
+		}
+		// Counted before the ack goes out, so whoever reads the ack reads
+		// counters that include this receipt.
+		switch {
+		case r.Dup:
+			b.metrics.receiptsDuplicate.Add(1)
+		case b.receiptReachable(me.meshID, f.To):
+			b.metrics.receipts.Add(1)
+		default:
+			b.metrics.receipts.Add(1)
+			b.metrics.receiptsQueued.Add(1)
+		}
+		ack.MessageID, ack.Queued = r.ID, true
+		c.answerSend(place, ack)
+		if !r.Dup {
+			m := op.Msg
+			m.Seq = r.Seq
+			b.fanOut(m, r.Recipients)
+		}
+	})
 }
 
 // receiptSpeaker checks that key is the connection's own key or a session

@@ -132,7 +132,9 @@ func (b *Broker) handleFrame(c *brokerConn, data []byte) {
 			ID string `json:"id"`
 		}
 		_ = json.Unmarshal(data, &s)
-		c.send(AckFrame{Type: frameAck, ID: s.ID, Error: codeInvalid + ": " + err.Error(), ReqID: head.ReqID})
+		if place := c.replies.reserve(c.ctx.Done()); place != nil {
+			c.answerSend(place, AckFrame{Type: frameAck, ID: s.ID, Error: codeInvalid + ": " + err.Error(), ReqID: head.ReqID})
+		}
 		c.send(ErrorFrame{Type: frameError, Code: codeInvalid, Message: err.Error(), ID: s.ID, ReqID: head.ReqID})
 		return
 	case err != nil:
@@ -159,14 +161,23 @@ func (b *Broker) self(c *brokerConn) *peer {
 	return &cp
 }
 
+// handleSend answers a send through the connection's ordered replies
+// (broker_replies.go): a refusal at once, a stored message once its batch
+// has committed, when it is also pushed to its online recipients. The
+// reader goes on to the next frame without waiting for the commit.
 func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
+	place := c.replies.reserve(c.ctx.Done())
+	if place == nil {
+		return
+	}
 	ack := AckFrame{Type: frameAck, ID: f.ID, ReqID: reqID}
 	refuse := func(code, format string, a ...any) {
 		ack.Error = code + ": " + fmt.Sprintf(format, a...)
-		c.send(ack)
+		c.answerSend(place, ack)
 	}
 	me := b.self(c)
 	if me == nil {
+		c.replies.fill(place, nil) // the socket is going: nothing to answer
 		return
 	}
 	if size := len(f.Ciphertext) + len(f.Nonce) + len(f.TargetSpec); size > b.opts.MaxMessageBytes {
@@ -225,27 +236,29 @@ func (b *Broker) handleSend(c *brokerConn, f *SendFrame, reqID string) {
 	if kind == targetTopic {
 		op.Msg.Topic = ref
 	}
-	r := b.writes.append(op)
-	if r.Err != nil {
-		b.refundSend(me.memberID)
-		b.log.Error("append message", "err", r.Err)
-		refuse(codeInternal, "store unavailable")
-		return
-	}
-	ack.MessageID, ack.Queued = r.ID, true
-	if op.Multicast != nil && !r.Dup {
-		n := len(r.Recipients)
-		ack.Recipients = &n
-	}
-	op.Msg.Seq = r.Seq
-	if r.Dup {
-		b.refundSend(me.memberID)
-		c.send(ack)
-		return
-	}
-	b.metrics.accepted.Add(1)
-	c.send(ack)
-	b.fanOut(op.Msg, r.Recipients)
+	b.writes.appendAsync(op, func(r appendResult) {
+		if r.Err != nil {
+			b.refundSend(me.memberID)
+			b.log.Error("append message", "err", r.Err)
+			refuse(codeInternal, "store unavailable")
+			return
+		}
+		ack.MessageID, ack.Queued = r.ID, true
+		if op.Multicast != nil && !r.Dup {
+			n := len(r.Recipients)
+			ack.Recipients = &n
+		}
+		if r.Dup {
+			b.refundSend(me.memberID)
+			c.answerSend(place, ack)
+			return
+		}
+		b.metrics.accepted.Add(1)
+		c.answerSend(place, ack)
+		m := op.Msg
+		m.Seq = r.Seq
+		b.fanOut(m, r.Recipients)
+	})
 }
 
 func (b *Broker) refundSend(memberID string) {
