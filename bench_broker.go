@@ -54,6 +54,12 @@ func spawnBenchBroker(ctx context.Context, peers int) (*benchBrokerProc, error) 
 		"--send-burst", unlimited, "--send-per-minute", unlimited, "--handshake-burst", unlimited,
 		"--handshake-per-minute", unlimited, "--max-connections-per-mesh", strconv.Itoa(peers+16))
 	cmd.Env = append(os.Environ(), "CLAUDEMESH_CONFIG_DIR="+dir)
+	return startBenchBrokerCmd(ctx, cmd, dir)
+}
+
+// startBenchBrokerCmd starts a broker serve --json command and waits for
+// the URL it prints; dir is removed when it stops.
+func startBenchBrokerCmd(ctx context.Context, cmd *exec.Cmd, dir string) (*benchBrokerProc, error) {
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		os.RemoveAll(dir)
@@ -63,7 +69,7 @@ func spawnBenchBroker(ctx context.Context, peers int) (*benchBrokerProc, error) 
 	cmd.Stderr = &limitedWriter{w: &stderr, left: 8 << 10}
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s broker serve: %w", exe, err)
+		return nil, fmt.Errorf("start %s broker serve: %w", cmd.Path, err)
 	}
 	p := &benchBrokerProc{dir: dir, cmd: cmd, done: make(chan struct{})}
 	// It prints one JSON document once it listens.

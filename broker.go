@@ -7,8 +7,8 @@
 // by Broker.mu, and nothing blocks while holding it — pushes to other
 // connections are non-blocking offers into a bounded per-connection queue,
 // and whatever does not fit stays pending in the store for that
-// connection's drainer. Each socket has a reader (the HTTP handler
-// goroutine), a writer, a pinger and a drainer.
+// connection's next drain. Each socket has two goroutines: a reader (the
+// HTTP handler goroutine) and a writer, which also drains and pings.
 package main
 
 import (
@@ -158,10 +158,74 @@ type Broker struct {
 	rolesMu sync.Mutex
 }
 
-// meshRoom is the live presence of one mesh.
+// meshRoom is the live presence of one mesh, indexed so that routing, a
+// handshake's checks and fan-out cost the presences concerned rather than
+// the whole mesh.
 type meshRoom struct {
-	id    string
-	peers map[string]*peer // by presence id
+	id       string
+	peers    map[string]*peer   // by presence id
+	byKey    map[string][]*peer // by routing key
+	byMember map[string][]*peer // by member key
+	live     int                // presences with a socket
+}
+
+func newMeshRoom(id string) *meshRoom {
+	return &meshRoom{id: id, peers: map[string]*peer{}, byKey: map[string][]*peer{}, byMember: map[string][]*peer{}}
+}
+
+// add puts a new presence in the room. Caller holds b.mu.
+func (r *meshRoom) add(p *peer) {
+	r.peers[p.presenceID] = p
+	r.byKey[p.key] = append(r.byKey[p.key], p)
+	r.byMember[p.memberPubkey] = append(r.byMember[p.memberPubkey], p)
+	if p.conn != nil {
+		r.live++
+	}
+}
+
+// remove takes a presence out of the room. Caller holds b.mu.
+func (r *meshRoom) remove(p *peer) {
+	if r.peers[p.presenceID] != p {
+		return
+	}
+	delete(r.peers, p.presenceID)
+	unindex(r.byKey, p.key, p)
+	unindex(r.byMember, p.memberPubkey, p)
+	if p.conn != nil {
+		r.live--
+	}
+}
+
+// setConn gives a presence its socket, or takes it away (nil). Caller
+// holds b.mu.
+func (r *meshRoom) setConn(p *peer, c *brokerConn) {
+	if r.peers[p.presenceID] == p {
+		switch {
+		case p.conn == nil && c != nil:
+			r.live++
+		case p.conn != nil && c == nil:
+			r.live--
+		}
+	}
+	p.conn = c
+}
+
+// unindex removes p from the list under k.
+func unindex(m map[string][]*peer, k string, p *peer) {
+	list := m[k]
+	for i, o := range list {
+		if o == p {
+			list[i] = list[len(list)-1]
+			list[len(list)-1] = nil
+			list = list[:len(list)-1]
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(m, k)
+	} else {
+		m[k] = list
+	}
 }
 
 // peer is one presence: a member connection (control-plane) or a session
@@ -227,7 +291,7 @@ type brokerConn struct {
 	// authenticated releases its place among its address's pending sockets.
 	helloTimeout  time.Duration
 	authenticated func()
-	out           chan []byte // pushes
+	pushes        *pushQueue  // pushes, waiting for the writer
 	replies       *replyQueue // replies, in the order of what they answer (broker_replies.go)
 	drainCh       chan struct{}
 	ctx           context.Context
@@ -376,7 +440,7 @@ func (b *Broker) Close() error {
 func (b *Broker) room(meshID string) *meshRoom {
 	r := b.rooms[meshID]
 	if r == nil {
-		r = &meshRoom{id: meshID, peers: map[string]*peer{}}
+		r = newMeshRoom(meshID)
 		b.rooms[meshID] = r
 	}
 	return r
@@ -414,7 +478,7 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(int64(b.opts.MaxFrameBytes))
 	ctx, cancel := context.WithCancel(b.ctx)
-	c = &brokerConn{b: b, ws: ws, ip: ip, out: make(chan []byte, outQueueSize), replies: newReplyQueue(),
+	c = &brokerConn{b: b, ws: ws, ip: ip, pushes: newPushQueue(), replies: newReplyQueue(),
 		drainCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel, helloTimeout: helloTimeout,
 		authenticated: func() { pending = false; b.leavePending(ip) }}
 	c.lastRead.Store(time.Now().UnixMilli())
@@ -427,7 +491,7 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.sockets[c] = struct{}{}
-	b.wg.Add(4)
+	b.wg.Add(2)
 	b.sockWG.Add(1)
 	b.mu.Unlock()
 	defer b.wg.Done()
@@ -435,8 +499,6 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	b.metrics.connections.Add(1)
 
 	go func() { defer b.wg.Done(); c.writeLoop() }()
-	go func() { defer b.wg.Done(); c.pingLoop() }()
-	go func() { defer b.wg.Done(); c.drainLoop() }()
 
 	err = c.readLoop()
 
@@ -474,28 +536,13 @@ func (c *brokerConn) send(v any) {
 	c.replies.fill(place, data)
 }
 
-// sendRaw queues a push, waiting for room; false once the socket ends.
-func (c *brokerConn) sendRaw(data []byte) bool {
-	select {
-	case c.out <- data:
-		return true
-	case <-c.ctx.Done():
-		return false
-	}
-}
-
-// offer queues a push without waiting; false when the queue is full or the
-// socket is closing. Safe under b.mu.
+// offer queues a push without waiting; false when outQueueSize pushes
+// wait already or the socket is closing. Safe under b.mu.
 func (c *brokerConn) offer(data []byte) bool {
 	if c.closing.Load() {
 		return false
 	}
-	select {
-	case c.out <- data:
-		return true
-	default:
-		return false
-	}
+	return c.pushes.offer(data)
 }
 
 // closeWith closes the socket after the replies already placed (so an
@@ -514,12 +561,26 @@ func (c *brokerConn) drop() {
 	c.cancel()
 }
 
+// writeLoop is the socket's writer: it sends pushes and replies, runs
+// drains page by page (so replies are not held up behind a long one), and
+// pings every PingInterval; a socket that answers a ping with nothing
+// within PingTimeout is dropped. One goroutine does all of it, so an idle
+// connection costs two (its reader and this), plus one for the length of
+// each ping.
 func (c *brokerConn) writeLoop() {
+	ping := time.NewTicker(c.b.opts.PingInterval)
+	defer ping.Stop()
+	pinged := make(chan error, 1)
+	pinging := false
+	var drain drainPass
+	var nextPage <-chan struct{} // ready while a drain has more pages
 	for {
 		select {
-		case data := <-c.out:
-			if !c.write(data) {
-				return
+		case <-c.pushes.ready:
+			for _, data := range c.pushes.take() {
+				if !c.write(data) {
+					return
+				}
 			}
 		case <-c.replies.ready:
 			for _, p := range c.replies.take() {
@@ -532,11 +593,48 @@ func (c *brokerConn) writeLoop() {
 					return
 				}
 			}
+		case <-c.drainCh:
+			drain = drainPass{}
+			nextPage = c.drainNext(&drain)
+		case <-nextPage:
+			nextPage = c.drainNext(&drain)
+		case <-ping.C:
+			if !pinging {
+				pinging = true
+				c.b.wg.Add(1)
+				go func() {
+					defer c.b.wg.Done()
+					ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.PingTimeout)
+					defer cancel()
+					pinged <- c.ws.Ping(ctx)
+				}()
+			}
+		case err := <-pinged:
+			pinging = false
+			if err != nil {
+				if c.ctx.Err() == nil {
+					c.b.log.Info("dropping silent connection", "ip", c.ip)
+				}
+				c.drop()
+				return
+			}
 		case <-c.ctx.Done():
 			return
 		}
 	}
 }
+
+// drainNext runs the next page of a drain and returns a ready channel
+// when there is another.
+func (c *brokerConn) drainNext(pass *drainPass) <-chan struct{} {
+	if !c.b.drainPage(c, pass) {
+		return nil
+	}
+	return readyChan
+}
+
+// readyChan is always ready to receive from.
+var readyChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
 // write sends one frame, dropping the socket when it cannot take it
 // within writeTimeout.
@@ -558,30 +656,6 @@ func (c *brokerConn) answerSend(place *replyPlace, ack AckFrame) {
 		c.b.log.Error("encode frame", "err", err)
 	}
 	c.replies.fill(place, data)
-}
-
-// pingLoop sends a protocol ping every PingInterval; a socket that answers
-// nothing within PingTimeout is dropped.
-func (c *brokerConn) pingLoop() {
-	t := time.NewTicker(c.b.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.PingTimeout)
-			err := c.ws.Ping(ctx)
-			cancel()
-			if err != nil {
-				if c.ctx.Err() == nil {
-					c.b.log.Info("dropping silent connection", "ip", c.ip)
-				}
-				c.drop()
-				return
-			}
-		case <-c.ctx.Done():
-			return
-		}
-	}
 }
 
 // leftOnPurpose reports whether a socket ended with the client's normal
@@ -626,18 +700,6 @@ func (c *brokerConn) readLoop() error {
 	}
 }
 
-// drainLoop pushes this socket's pending deliveries whenever asked.
-func (c *brokerConn) drainLoop() {
-	for {
-		select {
-		case <-c.drainCh:
-			c.b.drain(c)
-		case <-c.ctx.Done():
-			return
-		}
-	}
-}
-
 // requestDrain asks the socket's drainer to run. Safe under b.mu.
 func (c *brokerConn) requestDrain() {
 	select {
@@ -663,7 +725,7 @@ func (b *Broker) detach(c *brokerConn, leaving bool) {
 		return
 	}
 	c.peer = nil
-	p.conn = nil
+	b.room(p.meshID).setConn(p, nil)
 	p.inflight = map[string]*lease{}
 	p.lastSeen = time.Now()
 	ps := p.peerState()
@@ -671,7 +733,7 @@ func (b *Broker) detach(c *brokerConn, leaving bool) {
 	case b.closed || p.oneShot():
 		// A one-shot CLI link left on purpose: nothing to re-attach to.
 		p.removed = true
-		delete(b.room(p.meshID).peers, p.presenceID)
+		b.room(p.meshID).remove(p)
 	case leaving:
 		b.removePeer(p, 0, "", b.lastOfKey(p))
 	default:
@@ -697,7 +759,7 @@ func (b *Broker) expireGrace(p *peer) {
 // is told only then, since a daemon that restarted is back under a new
 // sessionId and has not left. Caller holds b.mu.
 func (b *Broker) lastOfKey(p *peer) bool {
-	for _, o := range b.room(p.meshID).peers {
+	for _, o := range b.room(p.meshID).byKey[p.key] {
 		if o != p && o.key == p.key {
 			return false
 		}
@@ -716,7 +778,7 @@ func (b *Broker) removePeer(p *peer, code websocket.StatusCode, reason string, a
 		p.graceTimer.Stop()
 	}
 	room := b.room(p.meshID)
-	delete(room.peers, p.presenceID)
+	room.remove(p)
 	if c := p.conn; c != nil {
 		c.peer = nil
 		p.conn = nil

@@ -51,8 +51,8 @@ func (b *Broker) recordAbsence(p *peer) {
 	if !p.durable() {
 		return
 	}
-	for _, o := range b.room(p.meshID).peers {
-		if o != p && o.key == p.key {
+	for _, o := range b.room(p.meshID).byKey[p.key] {
+		if o != p {
 			return
 		}
 	}

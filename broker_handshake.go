@@ -153,23 +153,44 @@ func (b *Broker) checkReplay(pubkey string, timestampMs int64, sig string, now t
 // connections, not counting those the handshake would replace: a reconnect
 // whose old socket the broker still counts (a half-open TCP connection, a
 // process restarted at once) takes its own place rather than a new one.
-// Nothing is replaced until the handshake has passed every check. Caller
-// holds b.mu.
-func (b *Broker) capacityCheck(meshID string, replaced func(*peer) bool) *handshakeError {
+// Nothing is replaced until the handshake has passed every check. It costs
+// the member's own presences, not the mesh's. Caller holds b.mu.
+func (b *Broker) capacityCheck(meshID string, rep replacement) *handshakeError {
 	r := b.rooms[meshID]
 	if r == nil {
 		return nil
 	}
-	n := 0
-	for _, p := range r.peers {
-		if p.conn != nil && !replaced(p) {
-			n++
+	n := r.live
+	for _, p := range rep.candidates(r) {
+		if p.conn != nil && rep.match(p) {
+			n--
 		}
 	}
 	if n >= b.opts.MaxConnectionsPerMesh {
 		return refusal(codeCapacity, "mesh is at its limit of %d connections", b.opts.MaxConnectionsPerMesh)
 	}
 	return nil
+}
+
+// replacement is which presences a handshake takes the place of: among
+// those of memberPubkey's member and those routed by sessionKey, the ones
+// match selects.
+type replacement struct {
+	memberPubkey, sessionKey string
+	match                    func(*peer) bool
+}
+
+// candidates lists the presences match is asked about, each once.
+func (rep replacement) candidates(r *meshRoom) []*peer {
+	out := append([]*peer(nil), r.byMember[rep.memberPubkey]...)
+	if rep.sessionKey != "" {
+		for _, p := range r.byKey[rep.sessionKey] {
+			if p.memberPubkey != rep.memberPubkey {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // sameSession selects the presences replaceSession would replace: this
@@ -215,8 +236,12 @@ func (b *Broker) claimedKeyFree(meshID, memberPubkey, key string) *handshakeErro
 	taken := refusal(codeBadSessionPubkey, "sessionPubkey is already a member or session key of this mesh; use a fresh key")
 	b.mu.Lock()
 	if r := b.rooms[meshID]; r != nil {
-		for _, p := range r.peers {
-			if p.memberPubkey == key || (p.key == key && p.memberPubkey != memberPubkey) {
+		if len(r.byMember[key]) > 0 {
+			b.mu.Unlock()
+			return taken
+		}
+		for _, p := range r.byKey[key] {
+			if p.memberPubkey != memberPubkey {
 				b.mu.Unlock()
 				return taken
 			}
@@ -248,7 +273,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 	if f.MeshID == "" {
 		return refusal(codeMalformed, "hello rejected: missing meshId")
 	}
-	replaced := sameSession(f.Pubkey, f.SessionID)
+	replaced := replacement{memberPubkey: f.Pubkey, match: sameSession(f.Pubkey, f.SessionID)}
 	b.mu.Lock()
 	herr := b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
@@ -276,8 +301,8 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 		Features: brokerFeatures()}
 	// A reconnect within the grace window re-attaches silently.
 	presence := func(room *meshRoom) (*peer, bool) {
-		for _, o := range room.peers {
-			if o.conn != nil || o.memberPubkey != f.Pubkey {
+		for _, o := range room.byMember[f.Pubkey] {
+			if o.conn != nil {
 				continue
 			}
 			if (f.SessionPubkey != "" && o.sessionPubkey == f.SessionPubkey) ||
@@ -310,7 +335,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 			ack.LastSummary = saved.Summary
 			ack.LastSeenAt = isoTime(saved.LastSeenAt)
 		}
-		room.peers[p.presenceID] = p
+		room.add(p)
 		return p, false
 	}
 	announce := func(room *meshRoom, p *peer) {
@@ -347,7 +372,8 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 	sameKey, sameID := func(p *peer) bool {
 		return p.sessionPubkey == f.SessionPubkey && p.role == peerRoleSession
 	}, sameSession(f.ParentMemberPubkey, f.SessionID)
-	replaced := func(p *peer) bool { return sameKey(p) || sameID(p) }
+	replaced := replacement{memberPubkey: f.ParentMemberPubkey, sessionKey: f.SessionPubkey,
+		match: func(p *peer) bool { return sameKey(p) || sameID(p) }}
 	b.mu.Lock()
 	herr := b.capacityCheck(f.MeshID, replaced)
 	b.mu.Unlock()
@@ -385,7 +411,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 	// taken over silently.
 	presence := func(room *meshRoom) (*peer, bool) {
 		var p *peer
-		for _, o := range room.peers {
+		for _, o := range room.byKey[f.SessionPubkey] {
 			if sameKey(o) {
 				p = o
 				break
@@ -395,7 +421,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 		if p != nil {
 			if old := p.conn; old != nil && old != c {
 				old.peer = nil
-				p.conn = nil
+				room.setConn(p, nil)
 				p.inflight = map[string]*lease{}
 				old.closeWith(closeNormal, "session_replaced")
 			}
@@ -410,7 +436,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 			if len(f.Groups) > 0 {
 				p.groups = f.Groups
 			}
-			room.peers[p.presenceID] = p
+			room.add(p)
 		}
 		if f.Role != "" {
 			p.profile.Role = f.Role
@@ -439,7 +465,7 @@ type clientInfo struct {
 // admission is a handshake that passed every check, ready to be admitted.
 type admission struct {
 	meshID   string
-	replaced func(*peer) bool // presences this connection takes the place of
+	replaced replacement // presences this connection takes the place of
 	// presence finds the presence the connection re-attaches to (silent)
 	// or makes a new one. Called with b.mu held.
 	presence func(room *meshRoom) (p *peer, silent bool)
@@ -469,7 +495,7 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	p.displayName, p.sessionID, p.pid, p.cwd = ci.displayName, ci.sessionID, ci.pid, ci.cwd
 	p.hostname, p.peerType, p.channel, p.model = ci.hostname, ci.peerType, ci.channel, ci.model
 	p.receipts = slices.Contains(ci.capabilities, capabilityReceipts)
-	b.attach(c, p, now)
+	b.attach(room, c, p, now)
 	if !silent {
 		a.announce(room, p)
 	}
@@ -493,7 +519,7 @@ func (b *Broker) replaceSession(room *meshRoom, memberPubkey, sessionID string) 
 		return
 	}
 	same := sameSession(memberPubkey, sessionID)
-	for _, o := range room.peers {
+	for _, o := range append([]*peer(nil), room.byMember[memberPubkey]...) { // removePeer changes the index
 		if same(o) {
 			b.removePeer(o, closeNormal, "session_replaced", false)
 		}
@@ -501,9 +527,9 @@ func (b *Broker) replaceSession(room *meshRoom, memberPubkey, sessionID string) 
 }
 
 // attach binds an authenticated socket to its presence. Caller holds b.mu.
-func (b *Broker) attach(c *brokerConn, p *peer, now time.Time) {
+func (b *Broker) attach(room *meshRoom, c *brokerConn, p *peer, now time.Time) {
 	c.peer = p
-	p.conn = c
+	room.setConn(p, c)
 	p.graceTimer = nil
 	p.lastSeen = now
 	p.inflight = map[string]*lease{}

@@ -133,8 +133,8 @@ func (b *Broker) receiptSpeaker(me *peer, key string) (string, error) {
 	}
 	b.mu.Lock()
 	if r := b.rooms[me.meshID]; r != nil {
-		for _, p := range r.peers {
-			if p.key == key && p.memberID == me.memberID {
+		for _, p := range r.byKey[key] {
+			if p.memberID == me.memberID {
 				name := p.displayName
 				b.mu.Unlock()
 				return name, nil
@@ -159,8 +159,8 @@ func (b *Broker) receiptReachable(meshID, key string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if r := b.rooms[meshID]; r != nil {
-		for _, p := range r.peers {
-			if p.key == key && p.conn != nil && p.receipts {
+		for _, p := range r.byKey[key] {
+			if p.conn != nil && p.receipts {
 				return true
 			}
 		}

@@ -123,3 +123,39 @@ func (q *replyQueue) take() []*replyPlace {
 	}
 	return out
 }
+
+// pushQueue holds a socket's pushes for its writer. It grows with what
+// waits, up to outQueueSize, instead of keeping a full-size buffer for
+// every idle connection.
+type pushQueue struct {
+	ready chan struct{}
+	mu    sync.Mutex
+	items [][]byte
+}
+
+func newPushQueue() *pushQueue { return &pushQueue{ready: make(chan struct{}, 1)} }
+
+// offer adds a push unless outQueueSize wait already.
+func (q *pushQueue) offer(data []byte) bool {
+	q.mu.Lock()
+	if len(q.items) >= outQueueSize {
+		q.mu.Unlock()
+		return false
+	}
+	q.items = append(q.items, data)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take removes every waiting push, oldest first.
+func (q *pushQueue) take() [][]byte {
+	q.mu.Lock()
+	out := q.items
+	q.items = nil
+	q.mu.Unlock()
+	return out
+}

@@ -276,18 +276,10 @@ func (b *Broker) directRecipient(meshID, key string) (recipient, error) {
 	b.mu.Lock()
 	if r := b.rooms[meshID]; r != nil {
 		var to *recipient
-		for _, p := range r.peers {
-			switch {
-			case p.key == key: // the presence the key is: its name is the recipient's
-				to = &recipient{memberID: p.memberID, name: p.displayName}
-			case p.memberPubkey == key && to == nil: // a session of the member the key is
-				to = &recipient{memberID: p.memberID}
-			default:
-				continue
-			}
-			if to.name != "" {
-				break
-			}
+		if ps := r.byKey[key]; len(ps) > 0 { // the presence the key is: its name is the recipient's
+			to = &recipient{memberID: ps[0].memberID, name: ps[0].displayName}
+		} else if ps := r.byMember[key]; len(ps) > 0 { // a session of the member the key is
+			to = &recipient{memberID: ps[0].memberID}
 		}
 		if to != nil {
 			to.grants = b.grants[grantsKey(meshID, to.memberID)]
@@ -349,9 +341,14 @@ func (b *Broker) fanOut(m storedMessage, recipients []string) {
 	queued := 0
 	for k := range want {
 		online := false
-		for _, p := range room.peers {
-			if p.key == k && p.conn != nil {
-				online = true
+		for _, p := range room.byKey[k] {
+			if p.conn == nil {
+				continue
+			}
+			online = true
+			if !b.offerPush(p, m, data, now, false) {
+				p.needsDrain = true
+				p.conn.requestDrain()
 			}
 		}
 		if !online && m.Subtype != subtypeReceipt {
@@ -359,15 +356,6 @@ func (b *Broker) fanOut(m storedMessage, recipients []string) {
 		}
 	}
 	b.metrics.queued.Add(int64(queued))
-	for _, p := range room.peers {
-		if p.conn == nil || !want[p.key] {
-			continue
-		}
-		if !b.offerPush(p, m, data, now, false) {
-			p.needsDrain = true
-			p.conn.requestDrain()
-		}
-	}
 }
 
 // held reports whether status gating holds a message of this priority: a
@@ -413,62 +401,69 @@ func (b *Broker) offerPush(p *peer, m storedMessage, data []byte, now time.Time,
 	return true
 }
 
-// drain pushes every pending delivery of the socket's key, oldest first,
-// waiting for room in the socket's queue.
-func (b *Broker) drain(c *brokerConn) {
+// drainPass is where a drain of one socket's pending deliveries stands
+// between pages: the store order its next page starts after, and the
+// recipient's status when the pass began.
+type drainPass struct {
+	after  int64
+	status string
+}
+
+// drainPage pushes one page of the socket's pending deliveries with a
+// store order after pass.after, oldest first, advances pass, and reports
+// whether there may be another page. It runs on the socket's writer and
+// writes the pushes itself; a zero pass starts a fresh drain.
+func (b *Broker) drainPage(c *brokerConn, pass *drainPass) (more bool) {
 	b.mu.Lock()
 	p := c.peer
 	if p == nil {
 		b.mu.Unlock()
-		return
+		return false
 	}
-	p.needsDrain = false
+	if pass.after == 0 {
+		p.needsDrain = false
+		// A pass pushes what its start's status lets through: a status
+		// that turns idle mid-pass asks for another pass, which pushes the
+		// released messages oldest first, instead of this one pushing the
+		// later of them before the earlier.
+		pass.status = p.status
+	}
 	meshID, key := p.meshID, p.key
-	// A pass pushes what its start's status lets through: a status that
-	// turns idle mid-pass asks for another pass, which pushes the released
-	// messages oldest first, instead of this one pushing the later of them
-	// before the earlier.
-	status := p.status
 	b.mu.Unlock()
 
-	var after int64
-	for {
-		ctx, cancel := b.storeCtx()
-		msgs, err := b.store.PendingFor(ctx, meshID, key, after, time.Now(), drainPage)
-		cancel()
-		if err != nil {
-			b.log.Warn("drain", "err", err)
-			b.mu.Lock()
-			if c.peer == p {
-				p.needsDrain = true // the sweep tries again
-			}
-			b.mu.Unlock()
-			return
+	ctx, cancel := b.storeCtx()
+	msgs, err := b.store.PendingFor(ctx, meshID, key, pass.after, time.Now(), drainPage)
+	cancel()
+	if err != nil {
+		b.log.Warn("drain", "err", err)
+		b.mu.Lock()
+		if c.peer == p {
+			p.needsDrain = true // the sweep tries again
 		}
-		for _, m := range msgs {
-			after = m.Seq
-			data := pushFrame(m)
-			b.mu.Lock()
-			if c.peer != p {
-				b.mu.Unlock()
-				return
-			}
-			now := time.Now()
-			send := !held(status, m.Priority) && p.pushDue(m, now)
-			if send && !b.offerPush(p, m, data, now, true) {
-				p.needsDrain = true // an ack or an expired lease makes room
-				b.mu.Unlock()
-				return
-			}
+		b.mu.Unlock()
+		return false
+	}
+	for _, m := range msgs {
+		pass.after = m.Seq
+		data := pushFrame(m)
+		b.mu.Lock()
+		if c.peer != p {
 			b.mu.Unlock()
-			if send && !c.sendRaw(data) {
-				return
-			}
+			return false
 		}
-		if len(msgs) < drainPage {
-			return
+		now := time.Now()
+		send := !held(pass.status, m.Priority) && p.pushDue(m, now)
+		if send && !b.offerPush(p, m, data, now, true) {
+			p.needsDrain = true // an ack or an expired lease makes room
+			b.mu.Unlock()
+			return false
+		}
+		b.mu.Unlock()
+		if send && !c.write(data) {
+			return false
 		}
 	}
+	return len(msgs) == drainPage
 }
 
 // handleClientAck marks the acking key's delivery delivered: at once in
