@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -21,8 +22,9 @@ import (
 )
 
 var (
-	benchConns    = flag.Int("conns", 1000, "connections BenchmarkBrokerConnections opens")
-	benchConnsBin = flag.String("conns.bin", "", "the claudemesh binary whose broker BenchmarkBrokerConnections measures (default: this tree's)")
+	benchConns     = flag.Int("conns", 1000, "connections BenchmarkBrokerConnections opens")
+	benchConnsBin  = flag.String("conns.bin", "", "the claudemesh binary whose broker BenchmarkBrokerConnections measures (default: this tree's)")
+	benchConnsMesh = flag.Int("conns.mesh", 0, "connections per mesh in BenchmarkBrokerConnections (default: all in one)")
 )
 
 func BenchmarkBrokerConnections(b *testing.B) {
@@ -42,23 +44,40 @@ func BenchmarkBrokerConnections(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		run := &benchRun{opts: benchOptions{Peers: n}, url: bp.url}
-		if err := run.enroll(context.Background()); err != nil {
-			bp.stop()
-			b.Fatal(err)
+		perMesh := cmp.Or(*benchConnsMesh, n)
+		var runs []*benchRun
+		for left := n; left > 0; left -= perMesh {
+			run := &benchRun{opts: benchOptions{Peers: max(min(perMesh, left), 2)}, url: bp.url}
+			if err := run.enroll(context.Background()); err != nil {
+				bp.stop()
+				b.Fatal(err)
+			}
+			runs = append(runs, run)
 		}
 		rss0, _ := bp.rss()
 		g0 := brokerGoroutines(b, pprofAddr)
 		start := time.Now()
-		if err := run.connect(context.Background()); err != nil {
-			bp.stop()
-			b.Fatal(err)
+		// Three meshes at a time, eight handshakes each: fewer in flight
+		// than a broker lets one address hold before their handshakes.
+		errs := make(chan error, len(runs))
+		slots := make(chan struct{}, 3)
+		for _, run := range runs {
+			slots <- struct{}{}
+			go func() { errs <- run.connect(context.Background()); <-slots }()
+		}
+		for range runs {
+			if err := <-errs; err != nil {
+				bp.stop()
+				b.Fatal(err)
+			}
 		}
 		elapsed := time.Since(start)
 		time.Sleep(2 * time.Second) // settle: handshakes' garbage collected, presences written
 		rss1, _ := bp.rss()
 		g1 := brokerGoroutines(b, pprofAddr)
-		run.close()
+		for _, run := range runs {
+			run.close()
+		}
 		bp.stop()
 		b.ReportMetric(float64(n)/elapsed.Seconds(), "conns/s")
 		b.ReportMetric((rss1-rss0)*1024/float64(n), "KB/conn")
