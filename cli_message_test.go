@@ -18,7 +18,9 @@ func TestSendReportsTheLadder(t *testing.T) {
 	env := f.h1.env("CLAUDEMESH_IPC_TOKEN", a.reg.Token)
 
 	// bert has neither channel nor hooks: the ladder waits for no more
-	// than delivered, and says why it goes no further.
+	// than delivered, and says why it goes no further. Alice's daemon
+	// learns bert's path from the broker after bert's link opens.
+	waitPeer(t, f.d1.client(""), b.pub(), "bert pull-only", func(p PeerRow) bool { return surfacing(p) == surfacedViaPull })
 	r := runCLI(t, env, "send", "bert", "hello", "--wait", "10s")
 	if r.code != 0 || !strings.Contains(r.stdout, "sent to bert") ||
 		!strings.Contains(r.stdout, "delivered to bert") || !strings.Contains(r.stdout, "pull-only") {
