@@ -961,6 +961,8 @@ type historyOutbox struct {
 	Attempts    int    `json:"attempts"`
 	LastError   string `json:"last_error,omitempty"`
 	DeliveredAt string `json:"delivered_at,omitempty"` // the broker's ack
+	// Ladder is how far the message got at its recipients.
+	Ladder *messageLadder `json:"ladder,omitempty"`
 }
 
 // historyDelivery is a sent message as one of this machine's own sessions

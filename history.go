@@ -483,12 +483,24 @@ func (d *Daemon) historyMessages(ctx context.Context, entries []historyEntry, is
 	if err != nil {
 		return nil, err
 	}
+	var cmids []string
+	for _, e := range entries {
+		if e.out != nil {
+			cmids = append(cmids, e.out.ClientMessageID)
+		}
+	}
+	receipts, err := d.outbox.receiptsOf(ctx, cmids)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
 	out := []historyMessage{}
 	for _, e := range entries {
 		var m historyMessage
 		switch {
 		case e.out != nil:
-			m = d.sentMessage(e.out, byBroker[e.out.BrokerMessageID])
+			l := ladderOf(e.out, receipts[e.out.ClientMessageID], now)
+			m = d.sentMessage(e.out, byBroker[e.out.BrokerMessageID], &l)
 		case sentHere[e.in.BrokerMessageID]:
 			continue
 		default:
@@ -500,15 +512,16 @@ func (d *Daemon) historyMessages(ctx context.Context, entries []historyEntry, is
 	return out, nil
 }
 
-// sentMessage renders an outbox row with this machine's deliveries of it.
-func (d *Daemon) sentMessage(r *outboxRow, deliveries []*inboxRow) historyMessage {
+// sentMessage renders an outbox row with its ladder and this machine's
+// deliveries of it.
+func (d *Daemon) sentMessage(r *outboxRow, deliveries []*inboxRow, ladder *messageLadder) historyMessage {
 	body := string(r.Payload)
 	m := historyMessage{
 		Direction: historyOut, ID: r.ID, Ref: cmp.Or(r.BrokerMessageID, r.ID), Mesh: r.Mesh,
 		At: isoTime(time.UnixMilli(r.EnqueuedAt)), To: r.TargetSpec, Body: &body, ReplyToID: r.ReplyToID,
 		Priority: cmp.Or(r.Priority, priorityNext), ClientMessageID: r.ClientMessageID, BrokerMessageID: r.BrokerMessageID,
 		Outbox: &historyOutbox{Status: r.Status, Attempts: r.Attempts, LastError: r.LastError,
-			DeliveredAt: deref(msISO(r.DeliveredAt))},
+			DeliveredAt: deref(msISO(r.DeliveredAt)), Ladder: ladder},
 	}
 	if e, ok := d.joinedMesh(r.Mesh); ok {
 		m.FromMemberPubkey = e.Key.PublicHex()

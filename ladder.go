@@ -328,7 +328,7 @@ func (d *Daemon) ladderChanged(ctx context.Context, row *outboxRow) {
 	d.bus.Publish(ev)
 	v := fresh.view()
 	v.Ladder = &l
-	d.bus.Publish(Event{Kind: eventOutbox, Mesh: fresh.Mesh, Data: &OutboxEvent{Row: v, Message: d.sentMessage(fresh, nil)}})
+	d.bus.Publish(Event{Kind: eventOutbox, Mesh: fresh.Mesh, Data: &OutboxEvent{Row: v, Message: d.sentMessage(fresh, nil, &l)}})
 	d.ladderWaiters.notify(fresh.ID)
 }
 

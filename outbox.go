@@ -759,9 +759,16 @@ func (d *Daemon) handleOutboxRequeue(req *ipcRequest, body RequeueRequest) (Requ
 	return RequeueReply{AbortedRowID: body.ID, NewRowID: fresh.ID, NewClientMessageID: fresh.ClientMessageID}, nil
 }
 
-// publishOutbox puts a row's new state on the event stream.
+// publishOutbox puts a row's new state on the event stream, with its
+// ladder when it can be read.
 func (d *Daemon) publishOutbox(r *outboxRow) {
-	d.bus.Publish(Event{Kind: eventOutbox, Mesh: r.Mesh, Data: &OutboxEvent{Row: r.view(), Message: d.sentMessage(r, nil)}})
+	v := r.view()
+	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+	defer cancel()
+	if l, err := d.ladder(ctx, r); err == nil {
+		v.Ladder = &l
+	}
+	d.bus.Publish(Event{Kind: eventOutbox, Mesh: r.Mesh, Data: &OutboxEvent{Row: v, Message: d.sentMessage(r, nil, v.Ladder)}})
 }
 
 // outboxRowChanged publishes a row the drain changed (nil: read it).

@@ -160,8 +160,20 @@ func TestUIInABrowser(t *testing.T) {
 			}
 			return false
 		})
-		pageTrue(t, ctx, "the page shows it sent", `[...document.querySelectorAll(".msg.out")].some(e => e.querySelector(".body").textContent === `+
-			jsString(text)+` && e.querySelector(".state").textContent === "sent")`, 10*time.Second)
+		// Its receipts climb the ladder in the page: bert's daemon stored it
+		// (bert is pull-only, so no further), then bert's own inbox showed it.
+		state := `[...document.querySelectorAll(".msg.out")].find(e => e.querySelector(".body").textContent === ` + jsString(text) + `)?.querySelector(".state")`
+		pageTrue(t, ctx, "the page shows it delivered", state+`?.textContent === "delivered"`, 10*time.Second)
+		if title := pageValue[string](t, ctx, state+`.title`); !strings.Contains(title, "delivered to bert's daemon") {
+			t.Fatalf("the delivered state's title = %q", title)
+		}
+		if r := runCLI(t, f.h2.env("CLAUDEMESH_IPC_TOKEN", f.bert.reg.Token), "inbox", "--unread"); r.code != 0 || !strings.Contains(r.stdout, text) {
+			t.Fatalf("bert's inbox = %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		pageTrue(t, ctx, "the page shows it shown to bert", state+`?.textContent === "shown"`, 10*time.Second)
+		if title := pageValue[string](t, ctx, state+`.title`); !strings.Contains(title, "shown to bert via claudemesh inbox") {
+			t.Fatalf("the shown state's title = %q", title)
+		}
 	})
 
 	t.Run("requeue a dead row", func(t *testing.T) {

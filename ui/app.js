@@ -139,6 +139,8 @@ function deliveryState(m) {
     case "aborted":
       return { label: "requeued", cls: "seen", title: "replaced by a new send" };
     case "done": {
+      const l = o.ladder;
+      if (l && l.recipients.some((r) => rungRank[r.rung] >= rungRank.delivered)) return ladderState(l, m);
       const shown = deliveries.filter((d) => d.surfaced);
       if (shown.length && shown.length === deliveries.length) {
         return { ...surfacedState(shown[0].surfaced, shown.map((d) => d.to_name).join(", ")), title: shown.map((d) =>
@@ -148,10 +150,46 @@ function deliveryState(m) {
         const names = deliveries.map((d) => d.to_name).join(", ");
         return { label: "delivered", cls: "done", title: "delivered to " + names + (shown.length ? "; shown to " + shown.map((d) => d.to_name).join(", ") : "") };
       }
-      return { label: "sent", cls: "done", title: "the broker has it" + (o.delivered_at ? " since " + clock(o.delivered_at) : "") };
+      if (l && l.rung === "expired") return { label: "expired", cls: "dead", title: "no recipient took it before the broker let it go" };
+      return { label: "sent", cls: "done", title: "the broker has it" + (o.delivered_at ? " since " + clock(o.delivered_at) : "") +
+        (l && l.receipts === "off" ? "; its broker relays no receipts, so no more is known" : "") };
     }
   }
   return { label: o.status || "?", cls: "queued", title: "" };
+}
+
+// rungRank orders the rungs a recipient climbs.
+const rungRank = { queued: 0, sent: 1, delivered: 2, surfaced: 3, replied: 4 };
+
+// ladderState words a sent message's receipt ladder: a DM's recipient's
+// highest rung, or a broadcast's summary ("3/4 surfaced"); the title has
+// each recipient's rung.
+function ladderState(l, m) {
+  const title = l.recipients.map((r) => rungWords(r, r.name || (l.summary ? shortKey(r.pubkey) : targetWords(m)))).join("; ");
+  if (l.summary) {
+    const all = l.recipients.length >= (l.expected || 0) && l.recipients.every((r) => rungRank[r.rung] >= rungRank.surfaced);
+    return { label: l.summary, cls: all ? "done" : "queued", title };
+  }
+  const r = l.recipients[0];
+  switch (r.rung) {
+    case "replied": return { label: "replied", cls: "done", title };
+    case "surfaced": return { label: r.confirmed ? "shown" : "shown?", cls: r.confirmed ? "done" : "queued", title };
+  }
+  return { label: "delivered", cls: "done", title };
+}
+
+// rungWords is one recipient's rung in words.
+function rungWords(r, who) {
+  const after = (ms) => ms === undefined || ms === null ? "" : ms < 1000 ? " in " + ms + " ms" : " in " + (ms / 1000).toFixed(1) + " s";
+  switch (r.rung) {
+    case "replied": return who + " replied" + after(r.replied_ms);
+    case "surfaced": return "shown to " + who + " via " + (r.via === "pull" ? "claudemesh inbox" : r.via === "hooks" ? "a hook" : r.via) +
+      after(r.surfaced_ms) + (r.confirmed ? "" : ", not confirmed yet");
+    case "delivered": return "delivered to " + who + "'s daemon" + after(r.delivered_ms) +
+      (r.shares === "delivered" ? "; " + who + " does not share more" : "; not shown to its model yet");
+    case "expired": return who + " never took it";
+  }
+  return "not delivered to " + who + " yet";
 }
 
 // surfacedState words how a message was shown to a model: by which path,
@@ -661,7 +699,7 @@ function renderOutbox() {
     const st = r.status === "pending" && isStuck(r) ? "stuck" : r.status;
     const requeueable = r.status === "pending" || r.status === "inflight" || r.status === "dead";
     return h("tr", { class: "row-" + st, dataset: { id: r.id, status: r.status } },
-      h("td", {}, h("span", { class: "state state-" + (st === "done" ? "done" : st === "dead" ? "dead" : st === "aborted" ? "seen" : st === "stuck" ? "stuck" : "queued") }, st)),
+      h("td", {}, outboxStateCell(r, m, st)),
       h("td", {}, m ? targetWords(m) : (isKey(r.target) ? nameOf(r.mesh, r.target) : r.target)),
       h("td", { class: "clip" }, m && m.body ? m.body : "(" + r.payload_bytes + " bytes)"),
       h("td", {}, r.mesh),
@@ -670,6 +708,15 @@ function renderOutbox() {
       h("td", { class: "err small" }, r.last_error || ""),
       h("td", {}, requeueable ? h("button", { type: "button", class: "requeue", onclick: () => requeue(r.id) }, "Requeue") : null));
   }) : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "Nothing here.")));
+}
+
+// outboxStateCell is a row's state; a sent row's is its ladder.
+function outboxStateCell(r, m, st) {
+  if (st === "done") {
+    const d = deliveryState({ to: r.target, mesh: r.mesh, ...(m || {}), direction: "out", outbox: { ...((m && m.outbox) || {}), status: "done", ladder: r.ladder } });
+    return h("span", { class: "state state-" + d.cls, title: d.title }, d.label);
+  }
+  return h("span", { class: "state state-" + (st === "dead" ? "dead" : st === "aborted" ? "seen" : st === "stuck" ? "stuck" : "queued") }, st);
 }
 
 async function requeue(id) {
