@@ -37,7 +37,7 @@ type mcpFlags struct {
 
 func setupMCP(fs *flagSet) runFunc {
 	var f mcpFlags
-	fs.BoolVar(&f.tools, "tools", false, "expose pull tools (send, peers, inbox) for clients without a shell")
+	fs.BoolVar(&f.tools, "tools", false, "expose pull tools (send, message_status, peers, inbox) for clients without a shell")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if len(args) > 0 {
 			return usageError("'mcp' takes no arguments")

@@ -508,7 +508,7 @@ func TestMCPInspectorCLI(t *testing.T) {
 		{[]string{"--method", "tools/list"}, "tools", 0},
 		{[]string{"--method", "prompts/list"}, "prompts", 0},
 		{[]string{"--method", "resources/list"}, "resources", 0},
-		{[]string{"--tools", "--method", "tools/list"}, "tools", 3},
+		{[]string{"--tools", "--method", "tools/list"}, "tools", len(mcpTools())},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			got := inspect(tc.args...)
@@ -530,4 +530,41 @@ func TestMCPInspectorCLI(t *testing.T) {
 			t.Fatalf("peers tool text %q: %v", text, err)
 		}
 	})
+}
+
+// The tools of a launched session's MCP server on real daemons: send
+// queues a DM, and message_status follows it up the ladder to the hook
+// that showed it to the recipient's model.
+func TestMCPProcessMessageStatusTool(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	alice := registerTestSession(t, f.d1, f.me, "alice")
+	bert := registerTestSession(t, f.d2, f.bob, "bert")
+	p := startMCPProc(t, f.h1.env("CLAUDEMESH_IPC_TOKEN", alice.reg.Token, "CLAUDEMESH_WELCOME_DELAY_MS", "0"), "--tools")
+	p.call("initialize", map[string]any{"protocolVersion": "2025-06-18", "capabilities": map[string]any{},
+		"clientInfo": map[string]any{"name": "test", "version": "1"}})
+	toolText := func(name string, args map[string]any) string {
+		t.Helper()
+		r := p.call("tools/call", map[string]any{"name": name, "arguments": args})
+		var res mcpToolResult
+		data, _ := json.Marshal(r["result"])
+		if err := json.Unmarshal(data, &res); err != nil || res.IsError || len(res.Content) != 1 {
+			t.Fatalf("tools/call %s = %v", name, r)
+		}
+		return res.Content[0].Text
+	}
+	var sent SendReply
+	if err := json.Unmarshal([]byte(toolText("send", map[string]any{"to": bert.pub(), "message": "status, please"})), &sent); err != nil || sent.ID == "" {
+		t.Fatalf("send = %+v %v", sent, err)
+	}
+	waitFor(t, "the DM in bert's inbox", func() bool { return countBody(inboxItems(t, bert.cl), "status, please") == 1 })
+	if _, err := callIPC(context.Background(), bert.cl, apiHook, HookRequest{Event: hookUserPromptSubmit}); err != nil {
+		t.Fatal(err)
+	}
+	var got outboxView
+	if err := json.Unmarshal([]byte(toolText("message_status", map[string]any{"id": sent.ID, "wait_ms": 10000})), &got); err != nil {
+		t.Fatal(err)
+	}
+	if l := got.Ladder; l == nil || l.Rung != rungSurfaced || len(l.Recipients) != 1 || l.Recipients[0].Via != surfacedViaHooks {
+		t.Fatalf("message_status = %+v", got.Ladder)
+	}
 }

@@ -434,8 +434,8 @@ again after moving the binary. Under CI it refuses the service unless
 		detail: `Claude Code starts it (registered by 'claudemesh install', loaded by
 'claudemesh launch'); you do not run it by hand. It speaks JSON-RPC on
 stdin/stdout, starts the daemon when it is not running (as every verb does),
-and logs to mcp-<pid>.log in the daemon dir. --tools adds send, peers and
-inbox tools for clients that have no shell to run the CLI in.`,
+and logs to mcp-<pid>.log in the daemon dir. --tools adds send, message_status,
+peers and inbox tools for clients that have no shell to run the CLI in.`,
 		group: groupSession,
 		setup: setupMCP,
 	},

@@ -306,13 +306,16 @@ type mcpBackend interface {
 	Peers(ctx context.Context, mesh string) ([]PeerRow, error)
 	// Inbox reads the inbox, newest first (GET /v1/inbox).
 	Inbox(ctx context.Context, q InboxQuery) ([]inboxItem, error)
+	// Message is one sent message with its receipt ladder (GET
+	// /v1/messages/{id}).
+	Message(ctx context.Context, q MessageQuery) (MessageReply, error)
 }
 
 // mcpConfig configures an MCPServer.
 type mcpConfig struct {
 	Version string     // reported in serverInfo
 	Backend mcpBackend // nil: no skills, and --tools mode has nothing to call
-	Tools   bool       // expose the pull tools send, peers and inbox
+	Tools   bool       // expose the pull tools send, message_status, peers and inbox
 	Log     *slog.Logger
 	// OnInitialized runs once, in its own goroutine, when the client sends
 	// notifications/initialized; its ctx ends when Serve returns.
@@ -707,12 +710,13 @@ func (s *MCPServer) ping(ctx context.Context, params json.RawMessage) (any, erro
 func mcpInstructions(tools bool) string {
 	reply := "answer it through your shell with the claudemesh CLI: `claudemesh send <from_name> \"<reply>\"` " +
 		"(add `--reply-to <message_id>` to thread the answer, and `--mesh <mesh_slug>` when you belong to several meshes)"
-	more := "`claudemesh peer list` shows who is online and `claudemesh inbox` shows messages you missed; " +
-		"the claudemesh skill describes every verb."
+	more := "`claudemesh peer list` shows who is online, `claudemesh inbox` shows messages you missed and " +
+		"`claudemesh message status <id>` how far one you sent got; the claudemesh skill describes every verb."
 	if tools {
 		reply = "answer it with the `send` tool (to = from_name; reply_to = message_id threads the answer; " +
 			"mesh = mesh_slug when you belong to several meshes)"
-		more = "The `peers` tool shows who is online and the `inbox` tool shows messages you missed."
+		more = "The `peers` tool shows who is online, the `inbox` tool shows messages you missed and the " +
+			"`message_status` tool how far one you sent got."
 	}
 	return "claudemesh connects this session to a mesh of other Claude Code sessions and people. " +
 		"A peer's message arrives as a <channel source=\"claudemesh\"> reminder: its text is the message, and its " +
@@ -880,7 +884,7 @@ func mcpTools() []mcpTool {
 	return []mcpTool{
 		{
 			Name:        "send",
-			Description: "Send a message to a peer, a group or the whole mesh. It is queued by the local daemon and delivered even if the recipient is offline now.",
+			Description: "Send a message to a peer, a group or the whole mesh. It is queued by the local daemon and delivered even if the recipient is offline now. message_status with the returned id says how far it got.",
 			InputSchema: map[string]any{
 				"type": "object",
 				"properties": map[string]any{
@@ -891,6 +895,20 @@ func mcpTools() []mcpTool {
 					"mesh":     str("mesh slug, when this session belongs to several meshes"),
 				},
 				"required":             []string{"to", "message"},
+				"additionalProperties": false,
+			},
+		},
+		{
+			Name: "message_status",
+			Description: "How far a message this session sent got, per recipient: queued, sent (the broker has it), delivered (the recipient's daemon stored it), " +
+				"surfaced (shown to the recipient's model, and how), replied; or dead (with the reason) or expired. A broadcast or group message has one ladder per recipient and a summary.",
+			InputSchema: map[string]any{
+				"type": "object",
+				"properties": map[string]any{
+					"id":      str("the id send returned (or its client_message_id or broker message_id)"),
+					"wait_ms": map[string]any{"type": "integer", "minimum": 0, "maximum": maxSendWaitMs, "description": "wait up to this long for the ladder to climb as far as it can (default 0)"},
+				},
+				"required":             []string{"id"},
 				"additionalProperties": false,
 			},
 		},
@@ -965,9 +983,10 @@ func (s *MCPServer) callTool(ctx context.Context, params json.RawMessage) (any, 
 		return nil, err
 	}
 	run, ok := map[string]func(context.Context, json.RawMessage) mcpToolResult{
-		"send":  s.toolSend,
-		"peers": s.toolPeers,
-		"inbox": s.toolInbox,
+		"send":           s.toolSend,
+		"message_status": s.toolMessageStatus,
+		"peers":          s.toolPeers,
+		"inbox":          s.toolInbox,
 	}[p.Name]
 	if !ok || !s.cfg.Tools {
 		return nil, fmt.Errorf("%w: unknown tool %q", errRPCInvalidParams, p.Name)
@@ -1017,6 +1036,28 @@ func (s *MCPServer) toolSend(ctx context.Context, raw json.RawMessage) mcpToolRe
 		return toolFailure("send failed: %v", err)
 	}
 	return toolJSON(res)
+}
+
+func (s *MCPServer) toolMessageStatus(ctx context.Context, raw json.RawMessage) mcpToolResult {
+	var a struct {
+		ID     string `json:"id"`
+		WaitMs int    `json:"wait_ms"`
+	}
+	if err := decodeToolArgs(raw, &a); err != nil {
+		return toolFailure("%v", err)
+	}
+	a.ID = strings.TrimSpace(a.ID)
+	switch {
+	case a.ID == "":
+		return toolFailure("invalid arguments: id is required")
+	case a.WaitMs < 0 || a.WaitMs > maxSendWaitMs:
+		return toolFailure("invalid arguments: wait_ms must be between 0 and %d", maxSendWaitMs)
+	}
+	rep, err := s.cfg.Backend.Message(ctx, MessageQuery{ID: a.ID, WaitMs: a.WaitMs})
+	if err != nil {
+		return toolFailure("reading the message failed: %v", err)
+	}
+	return toolJSON(rep.Message)
 }
 
 func (s *MCPServer) toolPeers(ctx context.Context, raw json.RawMessage) mcpToolResult {

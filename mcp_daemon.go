@@ -67,6 +67,12 @@ func (d daemonMCP) Send(ctx context.Context, req SendRequest) (SendReply, error)
 	return callIPC(ctx, d.cl, apiSend, req)
 }
 
+// Message reads one sent message's ladder, waiting as long as asked on
+// top of the read deadline.
+func (d daemonMCP) Message(ctx context.Context, q MessageQuery) (MessageReply, error) {
+	return callIPCWithin(ctx, d.cl, mcpReadTimeout+time.Duration(q.WaitMs)*time.Millisecond, apiMessage, q)
+}
+
 // Peers lists a mesh's peers ("" = the session's mesh, else every mesh).
 func (d daemonMCP) Peers(ctx context.Context, mesh string) ([]PeerRow, error) {
 	resp, err := read(ctx, d, apiPeers, MeshQuery{Mesh: mesh})

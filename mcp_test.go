@@ -36,6 +36,9 @@ type fakeMCPBackend struct {
 	inbox        []inboxItem
 	inboxErr     error
 	inboxQueries []InboxQuery
+	message      MessageReply
+	messageErr   error
+	messageAsked []MessageQuery
 }
 
 func (f *fakeMCPBackend) Skills(ctx context.Context) ([]Skill, error) {
@@ -91,6 +94,13 @@ func (f *fakeMCPBackend) Inbox(ctx context.Context, q InboxQuery) ([]inboxItem, 
 	defer f.mu.Unlock()
 	f.inboxQueries = append(f.inboxQueries, q)
 	return f.inbox, f.inboxErr
+}
+
+func (f *fakeMCPBackend) Message(ctx context.Context, q MessageQuery) (MessageReply, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.messageAsked = append(f.messageAsked, q)
+	return f.message, f.messageErr
 }
 
 // mcpOutBuffer is an output stream that a test reads while the server writes.
@@ -717,7 +727,7 @@ func TestMCPToolsList(t *testing.T) {
 	if err := json.Unmarshal(msgs[0].Result, &res); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]string{"send": {"to", "message"}, "peers": nil, "inbox": nil}
+	want := map[string][]string{"send": {"to", "message"}, "message_status": {"id"}, "peers": nil, "inbox": nil}
 	if len(res.Tools) != len(want) {
 		t.Fatalf("tools = %s", msgs[0].Result)
 	}
@@ -775,6 +785,16 @@ func TestMCPToolCalls(t *testing.T) {
 		{"send wrong type", call{"send", map[string]any{"to": 5, "message": "x"}}, &fakeMCPBackend{}, true, "invalid arguments", nil},
 		{"send refused by daemon", call{"send", map[string]any{"to": "bob", "message": "x"}},
 			&fakeMCPBackend{sendErr: errors.New(`peer "bob" not found`)}, true, `send failed: peer "bob" not found`, nil},
+		{"message status", call{"message_status", map[string]any{"id": " m1 ", "wait_ms": 500}}, &fakeMCPBackend{message: MessageReply{Message: outboxView{ID: "m1",
+			Ladder: &messageLadder{Rung: rungSurfaced, Recipients: []recipientRung{{Name: "bob", Rung: rungSurfaced, Via: surfacedViaHooks}}}}}},
+			false, `"via": "hooks"`, func(t *testing.T, b *fakeMCPBackend) {
+				if want := []MessageQuery{{ID: "m1", WaitMs: 500}}; !reflect.DeepEqual(b.messageAsked, want) {
+					t.Errorf("message queries = %+v, want %+v", b.messageAsked, want)
+				}
+			}},
+		{"message status without id", call{"message_status", nil}, &fakeMCPBackend{}, true, "id is required", nil},
+		{"message status wait out of range", call{"message_status", map[string]any{"id": "m1", "wait_ms": 60000}}, &fakeMCPBackend{}, true, "wait_ms", nil},
+		{"message status of nothing", call{"message_status", map[string]any{"id": "m9"}}, &fakeMCPBackend{messageErr: errors.New("no message m9")}, true, "no message m9", nil},
 		{"peers hides control-plane", call{"peers", nil}, &fakeMCPBackend{peers: peers}, false, `"displayName": "bob"`,
 			func(t *testing.T, b *fakeMCPBackend) {
 				if !reflect.DeepEqual(b.peersMesh, []string{""}) {
