@@ -74,6 +74,7 @@ var (
 	apiSearch        = ipcEndpoint[SearchQuery, HistoryReply]{method: "GET", pattern: "/v1/search"}
 	apiUIOpen        = ipcEndpoint[noRequest, UIOpenReply]{method: "POST", pattern: "/v1/ui/open"}
 	apiSessionMCP    = ipcEndpoint[MCPReport, MCPReportReply]{method: "POST", pattern: "/v1/sessions/me/mcp", body: true, maxBody: 4 << 10}
+	apiWelcome       = ipcEndpoint[WelcomeClaimRequest, WelcomeClaimReply]{method: "POST", pattern: "/v1/sessions/me/welcome", body: true, maxBody: 1 << 10}
 	apiHook          = ipcEndpoint[HookRequest, HookReply]{method: "POST", pattern: "/v1/hook", body: true, maxBody: 16 << 10}
 	apiHookWait      = ipcEndpoint[HookWaitRequest, HookWaitReply]{method: "POST", pattern: "/v1/hook/wait", body: true, maxBody: 16 << 10}
 
@@ -803,6 +804,20 @@ type HookRequest struct {
 	// Hold: the session's message mode keeps messages in the inbox
 	// (inbox, off): the hook takes none.
 	Hold bool `json:"hold,omitempty"`
+}
+
+// WelcomeClaimRequest is POST /v1/sessions/me/welcome: the session's MCP
+// server takes the welcome before it emits it, or (Release) gives back one
+// it could not emit. The session-start hook takes it in POST /v1/hook.
+type WelcomeClaimRequest struct {
+	Release bool `json:"release,omitempty"`
+}
+
+// WelcomeClaimReply: Claimed, the server emits the welcome; else Via is the
+// path that welcomed the session's model (hooks).
+type WelcomeClaimReply struct {
+	Claimed bool   `json:"claimed"`
+	Via     string `json:"via,omitempty"`
 }
 
 // HookReply is POST /v1/hook's answer: who the session is, and what to

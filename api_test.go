@@ -257,6 +257,9 @@ func TestEveryRouteRoundTrips(t *testing.T) {
 	if r := roundTrip(cc, asPlain, apiSessionMCP, MCPReport{ProtocolVersion: "2025-11-25", ClientName: "claude-code", Channel: true}); r.Surfacing != surfacedViaHooks {
 		t.Fatalf("mcp report = %+v, want hooks (a hook ran; no event stream is open)", r)
 	}
+	if r := roundTrip(cc, asPlain, apiWelcome, WelcomeClaimRequest{}); r.Claimed || r.Via != surfacedViaHooks {
+		t.Fatalf("welcome claim = %+v, want the session-start hook's", r)
+	}
 	if r := roundTrip(cc, bobCl, apiInboxSeen, InboxSeenRequest{IDs: textList{row}}); r.MarkedSeen != 1 {
 		t.Fatalf("inbox seen = %+v", r)
 	}

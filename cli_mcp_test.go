@@ -568,3 +568,55 @@ func TestMCPProcessMessageStatusTool(t *testing.T) {
 		t.Fatalf("message_status = %+v", got.Ladder)
 	}
 }
+
+// A model is welcomed once: by the MCP server when it comes before the
+// session-start hook (the hook then says nothing), by the hook when it
+// comes first (the server then skips its welcome), and by the hook again
+// when the model's context begins anew.
+func TestWelcomeOncePerSession(t *testing.T) {
+	td, alpha, _ := hookDaemon(t)
+	transcript := filepath.Join(t.TempDir(), "t.jsonl")
+	startServer := func(token string) *mcpProc {
+		t.Helper()
+		p := startMCPProc(t, td.home.env("CLAUDEMESH_IPC_TOKEN", token, "CLAUDEMESH_WELCOME_DELAY_MS", "0"))
+		p.call("initialize", map[string]any{"protocolVersion": "2025-06-18", "capabilities": map[string]any{},
+			"clientInfo": map[string]any{"name": "test", "version": "1"}})
+		p.notify("notifications/initialized")
+		return p
+	}
+	sessionStart := func(token string, set map[string]any) (hookOut, bool) {
+		t.Helper()
+		return runHookProc(t, td.home.env("CLAUDEMESH_IPC_TOKEN", token), hookInput(t, "session-start", newUUID(), transcript, set), hookSessionStart)
+	}
+
+	t.Run("the MCP server first", func(t *testing.T) {
+		s := registerTestSession(t, td, alpha, "first-mcp")
+		p := startServer(s.reg.Token)
+		p.await("the server's welcome", isChannel("welcome"))
+		if out, ok := sessionStart(s.reg.Token, nil); ok {
+			t.Fatalf("the session-start hook after the server's welcome said %+v, want nothing", out)
+		}
+		if out, ok := sessionStart(s.reg.Token, map[string]any{"source": "clear"}); !ok || !strings.Contains(out.HookSpecificOutput.AdditionalContext, "first-mcp") {
+			t.Fatalf("session-start after /clear = %+v, want the welcome again", out)
+		}
+		if n := p.count(isChannel("welcome")); n != 1 {
+			t.Fatalf("%d channel welcomes, want 1", n)
+		}
+	})
+
+	t.Run("the session-start hook first", func(t *testing.T) {
+		s := registerTestSession(t, td, alpha, "first-hook")
+		if out, ok := sessionStart(s.reg.Token, nil); !ok || !strings.Contains(out.HookSpecificOutput.AdditionalContext, "first-hook") {
+			t.Fatalf("session-start = %+v, want the welcome", out)
+		}
+		p := startServer(s.reg.Token)
+		logFile := td.home.Paths.MCPLogFile(p.cmd.Process.Pid)
+		waitFor(t, "the server to skip its welcome", func() bool {
+			data, _ := os.ReadFile(logFile)
+			return strings.Contains(string(data), "welcome_skipped")
+		})
+		if n := p.count(isChannel("welcome")); n != 0 {
+			t.Fatalf("%d channel welcomes after the hook's, want 0", n)
+		}
+	})
+}

@@ -182,6 +182,9 @@ func hookOutput(event string, rep HookReply, loc *time.Location) *claudeHookOutp
 	name := hookVerbs[event]
 	switch event {
 	case hookSessionStart:
+		if rep.Welcome == nil {
+			return nil // the session's MCP server welcomed the model
+		}
 		return &claudeHookOutput{HookSpecificOutput: &claudeHookSpecific{HookEventName: name,
 			AdditionalContext: hookWelcomeText(rep.Session, rep.Welcome, loc)}}
 	case hookStop:

@@ -40,6 +40,12 @@ import (
 	"unicode/utf8"
 )
 
+// What started a session, as Claude Code's session-start hook says.
+const (
+	sessionSourceClear   = "clear"
+	sessionSourceCompact = "compact"
+)
+
 // Hook limits.
 const (
 	// hookMessageLimit bounds the messages one hook shows.
@@ -78,8 +84,13 @@ func (d *Daemon) handleHook(req *ipcRequest, in HookRequest) (HookReply, error) 
 	}
 	d.confirmFromTranscript(ctx, s, d.states.get(s).transcript)
 	if in.Event == hookSessionStart {
-		out.Welcome = d.hookWelcome(ctx, s)
-		d.states.update(s, func(st *sessionState) { st.welcomedAt = now })
+		// The MCP server may have welcomed the model already: a model is
+		// welcomed once, by whichever path came first, unless its context
+		// began anew.
+		fresh := in.Source == sessionSourceClear || in.Source == sessionSourceCompact
+		if _, ok := d.states.claimWelcome(s, surfacedViaHooks, fresh); ok {
+			out.Welcome = d.hookWelcome(ctx, s)
+		}
 		d.setHookStatus(s, statusIdle)
 		return out, nil
 	}

@@ -104,6 +104,7 @@ var ipcRoutes = []ipcRoute{
 	bind(apiSearch, (*Daemon).handleSearch),
 	bind(apiUIOpen, (*Daemon).handleUIOpen),
 	bind(apiSessionMCP, (*Daemon).handleSessionMCP),
+	bind(apiWelcome, (*Daemon).handleWelcomeClaim),
 	bind(apiHook, (*Daemon).handleHook),
 	bind(apiHookWait, (*Daemon).handleHookWait),
 }
@@ -713,7 +714,7 @@ func (d *Daemon) sessionView(s *Session) sessionView {
 	if !st.hookSeenAt.IsZero() {
 		v.HookSeenAt = isoTime(st.hookSeenAt)
 	}
-	v.HookWelcomed = !st.welcomedAt.IsZero()
+	v.HookWelcomed = st.welcomedVia == surfacedViaHooks
 	return v
 }
 

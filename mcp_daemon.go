@@ -128,6 +128,13 @@ func (d daemonMCP) Unsurface(ctx context.Context, ids []string) error {
 	return err
 }
 
+// ClaimWelcome takes (or gives back) the session's welcome for the channel.
+func (d daemonMCP) ClaimWelcome(ctx context.Context, release bool) (WelcomeClaimReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, mcpReadTimeout)
+	defer cancel()
+	return callIPC(ctx, d.cl, apiWelcome, WelcomeClaimRequest{Release: release})
+}
+
 // rowsOf is the rows of a list, without their meshes.
 func rowsOf[T any](rows []MeshRow[T]) []T {
 	out := make([]T, 0, len(rows))

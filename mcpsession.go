@@ -60,6 +60,9 @@ type mcpDaemon interface {
 	// ReportMCP tells the daemon what this server negotiated and whether it
 	// is a live channel (POST /v1/sessions/me/mcp).
 	ReportMCP(ctx context.Context, r MCPReport) error
+	// ClaimWelcome takes the session's welcome for the channel, or gives
+	// back one whose emit failed (POST /v1/sessions/me/welcome).
+	ClaimWelcome(ctx context.Context, release bool) (WelcomeClaimReply, error)
 }
 
 // Timing of the session.
@@ -382,8 +385,20 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 	}
 	defer s.catchUp(ctx)
 	defer s.welcomed.Store(true)
+	if s.channelOff {
+		s.log.Info("welcome_skipped", "why", "no channel: Claude Code would drop it")
+		return
+	}
 	in := welcomeInput{Location: s.location}
 	self, ok, err := s.daemon.Me(ctx)
+	for s.requireSession && err == nil && !ok {
+		// The session's first hook registers it, and its session-start
+		// hook may welcome it: wait for the session before claiming.
+		if sleepCtx(ctx, s.reconnectAfterError) != nil {
+			return
+		}
+		self, ok, err = s.daemon.Me(ctx)
+	}
 	switch {
 	case err != nil:
 		s.log.Warn("welcome_self_lookup_failed", "err", err.Error())
@@ -394,13 +409,19 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 	if in.Self != nil {
 		mesh = in.Self.Mesh
 	}
+	// One welcome per session: the first of this server and the
+	// session-start hook to claim it shows it.
+	claim, err := s.daemon.ClaimWelcome(ctx, false)
 	switch {
-	case s.channelOff:
-		s.log.Info("welcome_skipped", "why", "no channel: Claude Code would drop it")
+	case err == nil && !claim.Claimed:
+		s.log.Info("welcome_skipped", "why", "the session was welcomed already", "via", claim.Via)
 		return
-	case in.Self != nil && in.Self.HookWelcomed:
+	case err != nil && in.Self != nil && in.Self.HookWelcomed:
 		s.log.Info("welcome_skipped", "why", "the session-start hook welcomed the session")
 		return
+	case err != nil:
+		// A daemon that cannot say: the welcome still goes out once.
+		s.log.Warn("welcome_claim_failed", "err", err.Error())
 	}
 	peers, err := s.daemon.Peers(ctx, mesh)
 	if err != nil {
@@ -420,6 +441,11 @@ func (s *MCPSession) sendWelcome(ctx context.Context) {
 	n := welcomeChannel(in)
 	if err := s.Server.EmitChannel(ctx, n); err != nil {
 		s.log.Warn("welcome_emit_failed", "err", err.Error())
+		if claim.Claimed {
+			if _, err := s.daemon.ClaimWelcome(context.WithoutCancel(ctx), true); err != nil {
+				s.log.Warn("welcome_release_failed", "err", err.Error())
+			}
+		}
 		return
 	}
 	s.log.Info("welcome_emitted", "mesh", mesh, "peer_count", n.Meta["peer_count"], "unread_count", n.Meta["unread_count"])

@@ -35,6 +35,10 @@ type fakeDaemon struct {
 	claimCh  chan []string   // what each claim that took something took
 	released [][]string
 	reports  []MCPReport
+	// welcomedVia is the path that took the welcome ("hooks": set by a
+	// test, the session-start hook came first); welcomeErr fails claims.
+	welcomedVia string
+	welcomeErr  error
 }
 
 func newFakeDaemon() *fakeDaemon {
@@ -88,6 +92,24 @@ func (d *fakeDaemon) Surface(ctx context.Context, ids []string, limit int) ([]in
 		d.claimCh <- took
 	}
 	return out, nil
+}
+
+func (d *fakeDaemon) ClaimWelcome(ctx context.Context, release bool) (WelcomeClaimReply, error) {
+	d.claimMu.Lock()
+	defer d.claimMu.Unlock()
+	switch {
+	case d.welcomeErr != nil:
+		return WelcomeClaimReply{}, d.welcomeErr
+	case release:
+		if d.welcomedVia == surfacedViaChannel {
+			d.welcomedVia = ""
+		}
+		return WelcomeClaimReply{}, nil
+	case d.welcomedVia != "":
+		return WelcomeClaimReply{Via: d.welcomedVia}, nil
+	}
+	d.welcomedVia = surfacedViaChannel
+	return WelcomeClaimReply{Claimed: true, Via: surfacedViaChannel}, nil
 }
 
 func (d *fakeDaemon) ReportMCP(ctx context.Context, r MCPReport) error {
@@ -449,6 +471,35 @@ func TestMCPSessionCatchUpWaitsForTheWelcome(t *testing.T) {
 	io.WriteString(d.stream(), "id: 2\nevent: peer_join\ndata: {\"mesh\":\"team\",\"name\":\"carol\",\"pubkey\":\"c4r01\"}\n\n")
 	if n := channelParams(t, h.next()); n.Meta["kind"] != "system" {
 		t.Errorf("inbox mode after the welcome: %+v, want no caught-up message", n)
+	}
+}
+
+// The welcome goes out only under the session's claim: a claim the
+// session-start hook took skips it, a daemon that cannot answer the claim
+// still gets it once.
+func TestMCPSessionWelcomeClaim(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		welcomedVia string
+		claimErr    error
+		want        bool
+	}{
+		{"unclaimed", "", nil, true},
+		{"the hook came first", surfacedViaHooks, nil, false},
+		{"the claim fails", "", errors.New("daemon gone"), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newFakeDaemon()
+			d.welcomedVia, d.welcomeErr = tc.welcomedVia, tc.claimErr
+			h := startMCPSession(t, d, nil, 0)
+			h.handshake()
+			waitFor(t, "the welcome done", h.sess.welcomed.Load)
+			io.WriteString(d.stream(), messageSSE(1, "r9", "live"))
+			n := channelParams(t, h.next())
+			if got := n.Meta["kind"] == "welcome"; got != tc.want {
+				t.Fatalf("first notification = %+v, want a welcome: %v", n, tc.want)
+			}
+		})
 	}
 }
 

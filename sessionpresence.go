@@ -138,6 +138,21 @@ func (d *Daemon) streamOpened(s *Session) func() {
 	}
 }
 
+// handleWelcomeClaim is POST /v1/sessions/me/welcome: the channel path's
+// claim on the session's welcome.
+func (d *Daemon) handleWelcomeClaim(req *ipcRequest, in WelcomeClaimRequest) (WelcomeClaimReply, error) {
+	s := req.session
+	if s == nil {
+		return WelcomeClaimReply{}, newAPIError(http.StatusUnauthorized, "no_session", "an MCP server claims its session's welcome: send the session token, or the Claude Code session it runs in")
+	}
+	if in.Release {
+		d.states.releaseWelcome(s, surfacedViaChannel)
+		return WelcomeClaimReply{}, nil
+	}
+	via, ok := d.states.claimWelcome(s, surfacedViaChannel, false)
+	return WelcomeClaimReply{Claimed: ok, Via: via}, nil
+}
+
 func (d *Daemon) handleSessionMCP(req *ipcRequest, in MCPReport) (MCPReportReply, error) {
 	s := req.session
 	if s == nil {

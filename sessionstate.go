@@ -19,7 +19,9 @@ import (
 type sessionState struct {
 	hookSeenAt time.Time // the last hook of this session
 	transcript string    // Claude Code's transcript of the session
-	welcomedAt time.Time // the session-start hook's welcome
+	// welcomedVia is the path that welcomed the session's model (hooks
+	// or channel): one welcome per context the model starts.
+	welcomedVia string
 
 	wait *sessionWait
 
@@ -91,6 +93,33 @@ func (ss *sessionStates) hookRan(s *Session, transcript string, now time.Time) {
 		st.hookSeenAt = now
 		if transcript != "" {
 			st.transcript = transcript
+		}
+	})
+}
+
+// claimWelcome takes s's welcome for a path: the first path to ask shows
+// it, and every later one hears which path did (via, false). fresh — the
+// model's context began anew (cleared or compacted) — takes it again.
+func (ss *sessionStates) claimWelcome(s *Session, via string, fresh bool) (string, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := ss.byToken[s.Token]
+	if st == nil {
+		st = &sessionState{}
+		ss.byToken[s.Token] = st
+	}
+	if st.welcomedVia != "" && !fresh {
+		return st.welcomedVia, false
+	}
+	st.welcomedVia = via
+	return via, true
+}
+
+// releaseWelcome gives back a welcome via claimed but could not show.
+func (ss *sessionStates) releaseWelcome(s *Session, via string) {
+	ss.adjust(s, func(st *sessionState) {
+		if st.welcomedVia == via {
+			st.welcomedVia = ""
 		}
 	})
 }
