@@ -57,7 +57,7 @@ func setupBench(fs *flagSet) runFunc {
 	fs.Float64Var(&f.rate, "rate", defaultBenchRate, "messages per second, all peers together (open loop)")
 	fs.IntVar(&f.inflight, "inflight", 0, "closed loop: each peer keeps this many sends unacked, unpaced (0: open loop at --rate)")
 	fs.StringVar(&f.curve, "curve", "", "step the offered rate through these comma-separated rates (msg/s), one run each on the same mesh")
-	fs.StringVar(&f.broker, "broker", "", `measure this running broker (ws://HOST:PORT/ws), or "`+benchBrokerProcess+`" to start one in a process of its own; default: one in this process`)
+	fs.StringVar(&f.broker, "broker", "", `measure this running broker (ws://HOST:PORT/ws; several comma-separated URLs, replicas of one store, share the peers round robin), or "`+benchBrokerProcess+`" to start one in a process of its own; default: one in this process`)
 	fs.StringVar(&f.createToken, "create-token", "", "the broker's mesh-creation token (a non-loopback --broker)")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "how long to wait for deliveries after the last send")
 	return func(ctx context.Context, c *cli, args []string) error {
@@ -213,9 +213,14 @@ type benchReport struct {
 	P95Ms           float64 `json:"p95_ms"`
 	P99Ms           float64 `json:"p99_ms"`
 	MaxMs           float64 `json:"max_ms"`
-	DurationS       float64 `json:"duration_s"`
-	Throughput      float64 `json:"throughput_msgs_per_s"`
-	FirstRefusal    string  `json:"first_refusal,omitempty"`
+	// Across replicas (several --broker URLs): the messages whose sender
+	// and recipient were connected to different URLs.
+	CrossReplica      int64   `json:"cross_replica,omitempty"`
+	CrossReplicaP50Ms float64 `json:"cross_replica_p50_ms,omitempty"`
+	CrossReplicaP99Ms float64 `json:"cross_replica_p99_ms,omitempty"`
+	DurationS         float64 `json:"duration_s"`
+	Throughput        float64 `json:"throughput_msgs_per_s"`
+	FirstRefusal      string  `json:"first_refusal,omitempty"`
 	// The process's own figures, when the broker ran in it: they include
 	// the peers, which share the process.
 	ProcessCPUS      float64 `json:"process_cpu_s,omitempty"`
@@ -263,6 +268,9 @@ func (r benchReport) brokerCPUPct() float64 {
 func (c *cli) printBenchReport(r benchReport) {
 	c.printf("  delivered   %d / %d (%.2f %%), %d lost, %d duplicated, %d refused\n", r.Delivered, r.Sent, r.DeliveredPct, r.Lost, r.Duplicated, r.Refused)
 	c.printf("  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms  (send → push received)\n", r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs)
+	if r.CrossReplica > 0 {
+		c.printf("  across      %d messages between peers on different URLs: p50 %.2f ms  p99 %.2f ms\n", r.CrossReplica, r.CrossReplicaP50Ms, r.CrossReplicaP99Ms)
+	}
 	c.printf("  throughput  %.0f msg/s over %.1f s\n", r.Throughput, r.DurationS)
 	if r.ProcessCPUS > 0 {
 		c.printf("  process     CPU %.1f s (%.0f %% of one core), RSS %.0f MB, peak %.0f MB — broker and peers together\n",
@@ -342,6 +350,8 @@ func runBench(ctx context.Context, o benchOptions) ([]benchReport, error) {
 		defer bp.stop()
 		run.url, run.proc = bp.url, bp
 	}
+	run.urls = strings.Split(run.url, ",")
+	run.url = run.urls[0]
 	if err := run.enroll(ctx); err != nil {
 		return nil, err
 	}
@@ -403,6 +413,7 @@ const benchUnlimited = 1 << 30
 type benchRun struct {
 	opts      benchOptions
 	url       string
+	urls      []string         // every replica's URL; peer i connects to urls[i%len]
 	inProcess bool             // the broker runs in this process
 	proc      *benchBrokerProc // the broker runs in a process of its own
 	peers     []*benchPeer
@@ -503,7 +514,7 @@ func (r *benchRun) connect(ctx context.Context) error {
 				Signature: p.key.sign(helloSignedString(p.mesh.MeshID, p.mesh.MemberID, p.key.PublicHex(), ts))}, nil
 		}
 		return benchRetry(ctx, func() error {
-			conn, _, err := dialBroker(ctx, r.url, timing, hello, func(c *rpcConn, h frameHead, data []byte) { r.onFrame(p, h, data) })
+			conn, _, err := dialBroker(ctx, r.urls[i%len(r.urls)], timing, hello, func(c *rpcConn, h frameHead, data []byte) { r.onFrame(p, h, data) })
 			if err != nil {
 				return err
 			}
@@ -796,7 +807,7 @@ func (rd *benchRound) waitDelivered(ctx context.Context, drain time.Duration) {
 }
 
 func (rd *benchRound) report(r *benchRun, elapsed time.Duration) benchReport {
-	rep := benchReport{Broker: r.url, Peers: len(r.peers), MessagesPerPeer: r.opts.Messages, Inflight: rd.inflight,
+	rep := benchReport{Broker: strings.Join(r.urls, ","), Peers: len(r.peers), MessagesPerPeer: r.opts.Messages, Inflight: rd.inflight,
 		Sent: rd.sent.Load(), Acked: rd.acked.Load(), Refused: rd.refused.Load(), Delivered: rd.delivered.Load(),
 		Duplicated: rd.duplicated.Load(), Misdelivered: rd.misdelivered.Load(), Undecryptable: rd.bad.Load(),
 		DurationS: elapsed.Seconds(), FirstRefusal: rd.firstRefusal}
@@ -811,19 +822,33 @@ func (rd *benchRound) report(r *benchRun, elapsed time.Duration) benchReport {
 	}
 	rep.Throughput = float64(rep.Delivered) / max(elapsed.Seconds(), 1e-9)
 	lat := make([]time.Duration, 0, rep.Delivered)
+	var cross []time.Duration
 	for s := range rd.lat {
 		for k := range rd.lat[s] {
 			if rd.recv[s][k].Load() > 0 {
-				lat = append(lat, time.Duration(rd.lat[s][k].Load()))
+				d := time.Duration(rd.lat[s][k].Load())
+				lat = append(lat, d)
+				// Peer i is connected to URL i mod len(urls).
+				if s%len(r.urls) != int(rd.target[s][k])%len(r.urls) {
+					cross = append(cross, d)
+				}
 			}
 		}
 	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	sort.Slice(cross, func(i, j int) bool { return cross[i] < cross[j] })
 	if len(lat) > 0 {
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
-		rep.P50Ms, rep.P95Ms, rep.P99Ms, rep.MaxMs = pct(0.50), pct(0.95), pct(0.99), pct(1)
+		rep.P50Ms, rep.P95Ms, rep.P99Ms, rep.MaxMs = percentileMs(lat, 0.50), percentileMs(lat, 0.95), percentileMs(lat, 0.99), percentileMs(lat, 1)
+	}
+	if len(cross) > 0 {
+		rep.CrossReplica, rep.CrossReplicaP50Ms, rep.CrossReplicaP99Ms = int64(len(cross)), percentileMs(cross, 0.50), percentileMs(cross, 0.99)
 	}
 	return rep
+}
+
+// percentileMs reports p of sorted latencies in milliseconds.
+func percentileMs(sorted []time.Duration, p float64) float64 {
+	return float64(sorted[int(p*float64(len(sorted)-1))].Microseconds()) / 1000
 }
 
 // forEachBounded runs fn(i) for i in [from, to) on a few workers and

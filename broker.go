@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ type BrokerOptions struct {
 	Store     brokerStore // optional: an already-open store the broker will own
 	ReplicaID string      // this broker among the replicas of one store (default: a new id)
 	PublicURL string      // the ws(s):// URL clients use, reported in /health
+	TLS       *tls.Config // serve wss:// and https:// (startServingBroker)
 	// CreateToken lets non-loopback clients create meshes when they present
 	// it as a bearer token; without it only loopback clients may.
 	CreateToken string
@@ -59,6 +61,9 @@ type BrokerOptions struct {
 	HelloTimeoutUnderPressure time.Duration
 	MaxPendingPerIP           int           // sockets one address may hold before their handshake (default 32)
 	MaxSkew                   time.Duration // handshake timestamp tolerance (default 60 s)
+	// Replicas of a shared (PostgreSQL) store.
+	HeartbeatInterval time.Duration // how often this replica says it lives (default 2 s)
+	ReplicaExpiry     time.Duration // a replica silent this long is dead (default 10 s)
 
 	Logger *slog.Logger
 }
@@ -113,6 +118,8 @@ func (o *BrokerOptions) applyDefaults() {
 	setDefault(&o.HelloTimeoutUnderPressure, min(defaultPressureHelloTimeout, o.HelloTimeout))
 	setDefault(&o.MaxPendingPerIP, defaultMaxPendingPerIP)
 	setDefault(&o.MaxSkew, defaultMaxSkew)
+	setDefault(&o.HeartbeatInterval, defaultHeartbeatInterval)
+	setDefault(&o.ReplicaExpiry, defaultReplicaExpiry)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -120,12 +127,15 @@ func (o *BrokerOptions) applyDefaults() {
 
 // Broker is one broker instance.
 type Broker struct {
-	opts    BrokerOptions
-	store   brokerStore
-	writes  *groupCommitter // sends' appends and acks' marks, group-committed
-	log     *slog.Logger
-	started time.Time
-	metrics brokerMetrics
+	opts   BrokerOptions
+	store  brokerStore
+	writes *groupCommitter // sends' appends and acks' marks, group-committed
+	// replicas is the link to the other replicas of a shared store; nil
+	// for a store of one broker (SQLite).
+	replicas *replicaLink
+	log      *slog.Logger
+	started  time.Time
+	metrics  brokerMetrics
 
 	ctx    context.Context // ends when the broker closes; parent of every socket
 	cancel context.CancelFunc
@@ -351,6 +361,13 @@ func newBroker(opts BrokerOptions) (*Broker, error) {
 	}
 	b.metrics.init()
 	b.writes = newGroupCommitter(store, b.log, func(n int) { b.metrics.delivered.Add(int64(n)) })
+	if err := b.startReplicas(); err != nil {
+		cancel()
+		b.wg.Wait()
+		b.writes.close()
+		store.Close()
+		return nil, fmt.Errorf("replica: %w", err)
+	}
 	b.wg.Add(2)
 	go b.sweepLoop()
 	go func() {
@@ -422,6 +439,9 @@ func (b *Broker) Close() error {
 		b.cancel()
 		b.wg.Wait()
 		b.writes.close() // after the sockets: nothing can queue a write any more
+		if b.replicas != nil {
+			b.replicas.leave()
+		}
 		b.mu.Lock()
 		for _, room := range b.rooms {
 			for _, p := range room.peers {
@@ -434,6 +454,20 @@ func (b *Broker) Close() error {
 		b.closeErr = b.store.Close()
 	})
 	return b.closeErr
+}
+
+// liveChanged tells other replicas of p's new state. Caller holds b.mu.
+func (b *Broker) liveChanged(p *peer) {
+	if b.replicas != nil {
+		b.replicas.changed(p)
+	}
+}
+
+// liveRemoved tells other replicas p is gone. Caller holds b.mu.
+func (b *Broker) liveRemoved(p *peer) {
+	if b.replicas != nil {
+		b.replicas.removed(p)
+	}
 }
 
 // room returns the mesh's room, creating it. Caller holds b.mu.
@@ -734,10 +768,12 @@ func (b *Broker) detach(c *brokerConn, leaving bool) {
 		// A one-shot CLI link left on purpose: nothing to re-attach to.
 		p.removed = true
 		b.room(p.meshID).remove(p)
+		b.liveRemoved(p)
 	case leaving:
 		b.removePeer(p, 0, "", b.lastOfKey(p))
 	default:
 		p.graceTimer = time.AfterFunc(b.opts.Grace, func() { b.expireGrace(p) })
+		b.liveChanged(p)
 	}
 	b.mu.Unlock()
 	if p.role == peerRoleControlPlane {
@@ -786,10 +822,15 @@ func (b *Broker) removePeer(p *peer, code websocket.StatusCode, reason string, a
 	}
 	p.inflight = map[string]*lease{}
 	b.recordAbsence(p)
+	b.liveRemoved(p)
 	if announce {
+		skipMember := ""
+		if p.role == peerRoleControlPlane {
+			skipMember = p.memberID
+		}
 		b.systemPush(room, eventPeerLeft, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool {
 			return p.role == peerRoleControlPlane && o.memberID == p.memberID
-		})
+		}, skipMember)
 	}
 }
 
@@ -809,9 +850,20 @@ func (p *peer) peerState() storedPeerState {
 }
 
 // systemPush sends a presence event to every live connection of the room
-// except those skip selects. System pushes are not stored: they describe the
+// except those skip selects, and to the connections other replicas hold
+// except skipMember's. System pushes are not stored: they describe the
 // present. Caller holds b.mu.
-func (b *Broker) systemPush(room *meshRoom, event string, data SystemEventData, skip func(*peer) bool) {
+func (b *Broker) systemPush(room *meshRoom, event string, data SystemEventData, skip func(*peer) bool, skipMember string) {
+	b.systemPushHere(room, event, data, skip)
+	if b.replicas != nil {
+		raw, _ := json.Marshal(data)
+		b.publishLater(replicaEvent{Kind: replicaEventSystem, Mesh: room.id, Event: event, Data: raw, SkipMember: skipMember})
+	}
+}
+
+// systemPushHere is systemPush on this replica's connections only. Caller
+// holds b.mu.
+func (b *Broker) systemPushHere(room *meshRoom, event string, data SystemEventData, skip func(*peer) bool) {
 	raw, _ := json.Marshal(data)
 	frame, _ := json.Marshal(PushFrame{Type: framePush, MessageID: newUUID(), MeshID: room.id, SenderPubkey: "system",
 		Priority: priorityLow, Nonce: "", Ciphertext: "", CreatedAt: isoTime(time.Now()), Subtype: subtypeSystem,

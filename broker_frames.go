@@ -12,7 +12,6 @@ package main
 import (
 	"context"
 	"errors"
-	"sort"
 	"time"
 )
 
@@ -119,7 +118,7 @@ func (b *Broker) handleSetVisible(c *brokerConn, f *SetVisibleFrame, reqID strin
 		if !p.visible {
 			event = eventPeerHidden
 		}
-		b.systemPush(b.room(p.meshID), event, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool { return o == p })
+		b.systemPush(b.room(p.meshID), event, SystemEventData{Name: p.displayName, Pubkey: p.key}, func(o *peer) bool { return o == p }, "")
 		saved = b.recordPresence(p, true)
 	}
 	b.mu.Unlock()
@@ -136,25 +135,22 @@ func (b *Broker) handleListPeers(c *brokerConn, _ *ListPeersFrame, reqID string)
 		b.mu.Unlock()
 		return
 	}
-	var ps []*peer
+	meshID, self := me.meshID, *me
+	var ps []listedPeer
 	for _, p := range b.room(me.meshID).peers {
 		// Hidden connections are listed only to their own member.
 		if !p.visible && p.memberID != me.memberID {
 			continue
 		}
-		ps = append(ps, p)
-	}
-	sort.Slice(ps, func(i, j int) bool {
-		if !ps[i].connectedAt.Equal(ps[j].connectedAt) {
-			return ps[i].connectedAt.Before(ps[j].connectedAt)
-		}
-		return ps[i].presenceID < ps[j].presenceID
-	})
-	rows := make([]PeerRow, 0, len(ps))
-	for _, p := range ps {
-		rows = append(rows, p.row())
+		ps = append(ps, listedPeer{connectedAt: p.connectedAt, presenceID: p.presenceID, row: p.row()})
 	}
 	b.mu.Unlock()
+	ps = append(ps, remoteRows(b.remotePresences(meshID), &self)...)
+	sortListed(ps)
+	rows := make([]PeerRow, 0, len(ps))
+	for _, p := range ps {
+		rows = append(rows, p.row)
+	}
 	c.send(PeersListFrame{Type: framePeersList, Peers: rows, ReqID: reqID})
 }
 
@@ -181,7 +177,13 @@ func (b *Broker) handleListMembers(c *brokerConn, _ *ListMembersFrame, reqID str
 			online[p.memberID] = true
 		}
 	}
+	meshID, myMember := me.meshID, me.memberID
 	b.mu.Unlock()
+	for _, lp := range b.remotePresences(meshID) {
+		if lp.Connected && !lp.OneShot && (lp.Visible || lp.MemberID == myMember) {
+			online[lp.MemberID] = true
+		}
+	}
 	rows := make([]MemberRow, 0, len(members))
 	for _, m := range members {
 		if m.RevokedAt == nil {
@@ -230,6 +232,7 @@ func (b *Broker) handleSetState(c *brokerConn, f *SetStateFrame, reqID string) {
 			o.conn.offer(data)
 		}
 	}
+	b.publishLater(replicaEvent{Kind: replicaEventState, Mesh: meshID, Key: e.Key})
 	b.mu.Unlock()
 	if reqID != "" {
 		c.send(StateResultFrame{Type: frameStateResult, StateEntry: e, ReqID: reqID})

@@ -158,6 +158,7 @@ func (b *Broker) handleGrants(w http.ResponseWriter, r *http.Request) {
 		}
 		b.mu.Lock()
 		b.grants[grantsKey(call.mesh.ID, me.ID)] = grants
+		b.publishLater(replicaEvent{Kind: replicaEventMember, Mesh: call.mesh.ID, Member: me.ID})
 		b.mu.Unlock()
 		to.Caps = grants.capsFor(to.Key, to.Key)
 		to.Default = req.Op == grantOpReset

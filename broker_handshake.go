@@ -346,7 +346,7 @@ func (b *Broker) memberHello(c *brokerConn, f *HelloFrame, now time.Time) *hands
 		if restored {
 			event, data.LastSeenAt, data.Summary = eventPeerReturned, isoTime(saved.LastSeenAt), saved.Summary
 		}
-		b.systemPush(room, event, data, func(o *peer) bool { return o == p || o.memberID == p.memberID })
+		b.systemPush(room, event, data, func(o *peer) bool { return o == p || o.memberID == p.memberID }, p.memberID)
 	}
 	return b.admit(c, admission{meshID: f.MeshID, replaced: replaced, presence: presence, announce: announce,
 		member: member, mesh: mesh, ack: &ack, client: clientInfo{displayName: cmp.Or(f.DisplayName, member.DisplayName),
@@ -445,7 +445,7 @@ func (b *Broker) sessionHello(c *brokerConn, f *SessionHelloFrame, now time.Time
 	}
 	announce := func(room *meshRoom, p *peer) {
 		b.systemPush(room, eventPeerJoined, SystemEventData{Name: p.displayName, Pubkey: p.key, Groups: p.groups},
-			func(o *peer) bool { return o == p })
+			func(o *peer) bool { return o == p }, "")
 	}
 	ack := HelloAckFrame{Type: frameHelloAck, MemberDisplayName: member.DisplayName, MemberProfile: memberProfileOf(member),
 		Features: brokerFeatures()}
@@ -496,6 +496,7 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	p.hostname, p.peerType, p.channel, p.model = ci.hostname, ci.peerType, ci.channel, ci.model
 	p.receipts = slices.Contains(ci.capabilities, capabilityReceipts)
 	b.attach(room, c, p, now)
+	b.liveChanged(p)
 	if !silent {
 		a.announce(room, p)
 	}

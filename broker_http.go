@@ -198,6 +198,10 @@ func (b *Broker) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if b.opts.PublicURL != "" {
 		out["public_url"] = b.opts.PublicURL
 	}
+	out["store"], out["replica"] = b.storeKind(), b.opts.ReplicaID
+	if b.replicas != nil {
+		out["replicas"] = b.replicas.live.Load()
+	}
 	status := http.StatusOK
 	n, err := b.store.CountMeshes(ctx)
 	if err == nil {
@@ -255,6 +259,17 @@ func (b *Broker) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	metric("claudemesh_broker_receipts_refused_total", "counter", "Receipts refused.", b.metrics.receiptsRefused.Load())
 	if n, err := b.store.CountPendingDeliveries(ctx, time.Now()); err == nil {
 		metric("claudemesh_broker_deliveries_pending", "gauge", "Deliveries not yet acknowledged.", int64(n))
+	}
+	if r := b.replicas; r != nil {
+		label := fmt.Sprintf("{replica=%q}", b.opts.ReplicaID)
+		labeled := func(name, kind, help string, v int64) {
+			fmt.Fprintf(&sb, "# HELP %s %s\n# TYPE %s %s\n%s%s %d\n", name, help, name, kind, name, label, v)
+		}
+		labeled("claudemesh_broker_replicas", "gauge", "Replicas alive at this one's last heartbeat, itself included.", r.live.Load())
+		labeled("claudemesh_broker_replica_pushes_total", "counter", "Deliveries this replica pushed for sends another replica took.", r.pushes.Load())
+		labeled("claudemesh_broker_replica_events_published_total", "counter", "Control events this replica sent to the others.", r.published.Load())
+		labeled("claudemesh_broker_replica_events_received_total", "counter", "Events this replica took from the others (pushes and control).", r.received.Load())
+		labeled("claudemesh_broker_replicas_reaped_total", "counter", "Dead replicas this one removed after their heartbeat expired.", r.reaped.Load())
 	}
 	b.metrics.mu.Lock()
 	codes := make([]string, 0, len(b.metrics.handshakeFailures))

@@ -55,14 +55,11 @@ func keyMatches(key, target string) bool {
 
 func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 	kick := f.Type == frameKick
-	b.mu.Lock()
-	me := c.peer
-	if me == nil {
-		b.mu.Unlock()
+	self := b.self(c)
+	if self == nil {
 		return
 	}
-	if !me.canModerate() {
-		b.mu.Unlock()
+	if !self.canModerate() {
 		verb := "kick"
 		if !kick {
 			verb = "disconnect"
@@ -70,27 +67,40 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 		c.replyError(codeForbidden, "only the mesh owner or an admin can "+verb, reqID)
 		return
 	}
-	room := b.room(me.meshID)
+	remote := b.remotePresences(self.meshID)
+	b.mu.Lock()
+	me := c.peer
+	if me == nil {
+		b.mu.Unlock()
+		return
+	}
 	now := time.Now()
-	var selected []*peer
-	for _, p := range room.peers {
+	selects := func(name, memberPubkey, sessionPubkey string, lastActive time.Time) bool {
 		switch {
 		case f.All:
-			if p != me {
-				selected = append(selected, p)
-			}
+			return true
 		case f.Stale != nil:
-			if p != me && now.Sub(p.lastActivity()) > time.Duration(*f.Stale)*time.Millisecond {
-				selected = append(selected, p)
-			}
+			return now.Sub(lastActive) > time.Duration(*f.Stale)*time.Millisecond
 		default:
-			// Never the caller's own connection: it waits for the ack.
-			if p != me && (p.displayName == f.Target || keyMatches(p.memberPubkey, f.Target) || keyMatches(p.sessionPubkey, f.Target)) {
-				selected = append(selected, p)
-			}
+			return name == f.Target || keyMatches(memberPubkey, f.Target) || keyMatches(sessionPubkey, f.Target)
 		}
 	}
-	sort.Slice(selected, func(i, j int) bool { return selected[i].connectedAt.Before(selected[j].connectedAt) })
+	var selected []kickCandidate
+	for _, p := range b.room(me.meshID).peers {
+		// Never the caller's own connection: it waits for the ack.
+		if p != me && selects(p.displayName, p.memberPubkey, p.sessionPubkey, p.lastActivity()) {
+			selected = append(selected, kickCandidate{connectedAt: p.connectedAt, label: cmp.Or(p.displayName, p.presenceID), role: p.role,
+				name: p.displayName, memberPubkey: p.memberPubkey, key: p.key, local: p})
+		}
+	}
+	for _, lp := range remote {
+		if selects(lp.DisplayName, lp.MemberPubkey, lp.SessionPubkey, lp.LastActiveAt) {
+			selected = append(selected, kickCandidate{connectedAt: lp.ConnectedAt, label: cmp.Or(lp.DisplayName, lp.PresenceID),
+				role: lp.Role, name: lp.DisplayName, memberPubkey: lp.MemberPubkey, key: lp.Key,
+				replica: lp.ReplicaID, presenceID: lp.PresenceID})
+		}
+	}
+	sort.SliceStable(selected, func(i, j int) bool { return selected[i].connectedAt.Before(selected[j].connectedAt) })
 	code, reason := websocket.StatusCode(closeKicked), "kicked"
 	if !kick {
 		code, reason = closeNormal, "disconnected"
@@ -103,16 +113,23 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 		ack.Type = frameDisconnectAck
 	}
 	var targets []map[string]any
+	elsewhere := map[string][]string{} // replica → presence ids
 	for _, p := range selected {
-		label := cmp.Or(p.displayName, p.presenceID)
 		// kick leaves control-plane (daemon) connections alone (claudemesh 1.34.15).
 		if kick && p.role == peerRoleControlPlane {
-			ack.SkippedControlPlane = append(ack.SkippedControlPlane, label)
+			ack.SkippedControlPlane = append(ack.SkippedControlPlane, p.label)
 			continue
 		}
-		b.removePeer(p, code, reason, true)
-		ack.Kicked = append(ack.Kicked, label)
-		targets = append(targets, map[string]any{"name": p.displayName, "memberPubkey": p.memberPubkey, "key": p.key, "peerRole": p.role})
+		if p.local != nil {
+			b.removePeer(p.local, code, reason, true)
+		} else {
+			elsewhere[p.replica] = append(elsewhere[p.replica], p.presenceID)
+		}
+		ack.Kicked = append(ack.Kicked, p.label)
+		targets = append(targets, map[string]any{"name": p.name, "memberPubkey": p.memberPubkey, "key": p.key, "peerRole": p.role})
+	}
+	for replica, ids := range elsewhere {
+		b.publishLater(replicaEvent{Kind: replicaEventRemove, To: replica, Presences: ids, Code: int(code), Reason: reason})
 	}
 	ack.Affected = append([]string{}, ack.Kicked...)
 	actor, meshID := me.memberPubkey, me.meshID
@@ -130,6 +147,16 @@ func (b *Broker) handleKick(c *brokerConn, f *KickFrame, reqID string) {
 		cancel()
 	}
 	c.send(ack)
+}
+
+// kickCandidate is one presence a kick or disconnect selected: held here
+// (local) or by another replica.
+type kickCandidate struct {
+	connectedAt             time.Time
+	label, role             string
+	name, memberPubkey, key string
+	local                   *peer
+	replica, presenceID     string
 }
 
 // lastActivity is when p was last heard from: its socket's last frame or
@@ -166,6 +193,14 @@ func (b *Broker) resolveMember(meshID, target string, revoked bool) (m storedMem
 		}
 	}
 	b.mu.Unlock()
+	if sessionOwner == "" {
+		for _, lp := range b.remotePresences(meshID) {
+			if keyMatches(lp.SessionPubkey, target) {
+				sessionOwner = lp.MemberPubkey
+				break
+			}
+		}
+	}
 	var matches []storedMember
 	for _, m := range members {
 		if (m.RevokedAt != nil) != revoked {
@@ -221,6 +256,7 @@ func (b *Broker) handleBan(c *brokerConn, f *BanFrame, reqID string) {
 			b.removePeer(p, closeBanned, "banned", true)
 		}
 	}
+	b.publishLater(replicaEvent{Kind: replicaEventBan, Mesh: me.meshID, Member: m.ID})
 	b.mu.Unlock()
 	c.send(BanAckFrame{Type: frameBanAck, Banned: m.DisplayName, ReqID: reqID})
 }

@@ -81,6 +81,7 @@ func (b *Broker) handleRole(w http.ResponseWriter, r *http.Request) {
 			p.memberRole = req.Role
 		}
 	}
+	b.publishLater(replicaEvent{Kind: replicaEventMember, Mesh: call.mesh.ID, Member: m.ID})
 	b.mu.Unlock()
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -142,6 +143,20 @@ func (b *Broker) handleFrame(c *brokerConn, data []byte) {
 		return
 	}
 	brokerFrames[head.Type].handle(b, c, f, head.ReqID)
+	if b.replicas != nil && presenceFrames[head.Type] {
+		b.mu.Lock()
+		if p := c.peer; p != nil {
+			b.liveChanged(p)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// presenceFrames change what peers_list shows of their sender: other
+// replicas hear of the change.
+var presenceFrames = map[string]bool{
+	frameSetStatus: true, frameSetSummary: true, frameSetVisible: true, frameSetProfile: true, frameSetStats: true,
+	frameJoinGroup: true, frameLeaveGroup: true,
 }
 
 // repeatedHandshake refuses a hello or session_hello on a socket that has
@@ -340,22 +355,47 @@ func (b *Broker) fanOut(m storedMessage, recipients []string) {
 	}
 	queued := 0
 	for k := range want {
-		online := false
-		for _, p := range room.byKey[k] {
-			if p.conn == nil {
-				continue
-			}
-			online = true
-			if !b.offerPush(p, m, data, now, false) {
-				p.needsDrain = true
-				p.conn.requestDrain()
-			}
-		}
-		if !online && m.Subtype != subtypeReceipt {
+		if !b.offerToKey(room, k, m, data, now) && m.Subtype != subtypeReceipt {
 			queued++
 		}
 	}
 	b.metrics.queued.Add(int64(queued))
+}
+
+// pushLocal pushes a stored message to those of its recipient keys that
+// this broker holds a connection of now.
+func (b *Broker) pushLocal(m storedMessage, keys []string) {
+	data := pushFrame(m)
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	room := b.rooms[m.MeshID]
+	if room == nil {
+		return
+	}
+	for i, k := range keys {
+		if !slices.Contains(keys[:i], k) {
+			b.offerToKey(room, k, m, data, now)
+		}
+	}
+}
+
+// offerToKey offers m to the room's connections of key k; one whose queue
+// is full drains it later. It reports whether any was online. Caller holds
+// b.mu.
+func (b *Broker) offerToKey(room *meshRoom, k string, m storedMessage, data []byte, now time.Time) bool {
+	online := false
+	for _, p := range room.byKey[k] {
+		if p.conn == nil {
+			continue
+		}
+		online = true
+		if !b.offerPush(p, m, data, now, false) {
+			p.needsDrain = true
+			p.conn.requestDrain()
+		}
+	}
+	return online
 }
 
 // held reports whether status gating holds a message of this priority: a

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -66,6 +67,9 @@ func startServingBroker(opts BrokerOptions, addr string) (*ServingBroker, error)
 		b.Close()
 		return nil, &BrokerListenError{Addr: addr, Err: err}
 	}
+	if opts.TLS != nil {
+		l = tls.NewListener(l, opts.TLS)
+	}
 	s := &ServingBroker{Broker: b, Addr: l.Addr().String(), done: make(chan struct{})}
 	go func() {
 		s.serveErr = b.Serve(l)
@@ -75,7 +79,12 @@ func startServingBroker(opts BrokerOptions, addr string) (*ServingBroker, error)
 }
 
 // URL is the WebSocket URL a client on this machine connects to.
-func (s *ServingBroker) URL() string { return "ws://" + s.Addr + "/ws" }
+func (s *ServingBroker) URL() string {
+	if s.opts.TLS != nil {
+		return "wss://" + s.Addr + "/ws"
+	}
+	return "ws://" + s.Addr + "/ws"
+}
 
 // Done is closed when the broker has stopped serving: after Stop, or on
 // its own when the listener fails (ServeErr says why).

@@ -186,6 +186,35 @@ ALTER TABLE invites ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE invites ADD COLUMN signature TEXT NOT NULL DEFAULT '';
 CREATE INDEX invites_mesh ON invites (mesh_id, created_at);
 `,
+	// 3: replicas and what each holds.
+	`
+CREATE TABLE replicas (
+	id           TEXT PRIMARY KEY,
+	started_at   BIGINT NOT NULL,
+	heartbeat_at BIGINT NOT NULL,
+	stopped_at   BIGINT, -- a clean stop
+	reaped_at    BIGINT  -- found dead or stopped by another replica
+);
+CREATE TABLE live_presences (
+	replica_id     TEXT NOT NULL,
+	presence_id    TEXT NOT NULL,
+	mesh_id        TEXT NOT NULL,
+	key            TEXT NOT NULL,
+	member_id      TEXT NOT NULL,
+	member_pubkey  TEXT NOT NULL,
+	session_pubkey TEXT NOT NULL,
+	display_name   TEXT NOT NULL,
+	role           TEXT NOT NULL,
+	visible        BOOLEAN NOT NULL,
+	one_shot       BOOLEAN NOT NULL,
+	connected      BOOLEAN NOT NULL,
+	connected_at   BIGINT NOT NULL,
+	last_active_at BIGINT NOT NULL,
+	peer_row       TEXT NOT NULL,
+	PRIMARY KEY (replica_id, presence_id)
+);
+CREATE INDEX live_presences_mesh ON live_presences (mesh_id);
+`,
 }
 
 // postgresBrokerStore implements brokerStore.
@@ -615,7 +644,9 @@ const (
 // The fast path pipelines every statement of the batch in one round trip;
 // when any append fails, the transaction is rolled back and the batch is
 // replayed with a savepoint per append, so that the failing one is undone
-// and reported alone. A failed mark or commit fails the batch.
+// and reported alone. A failed mark or commit fails the batch. The stored
+// messages' ids are announced to the other replicas (pushEvents) by the
+// same transaction.
 func (s *postgresBrokerStore) WriteBatch(ctx context.Context, appends []appendOp, marks []deliveryMark) ([]appendResult, int, error) {
 	results, marked, err := s.writeBatch(ctx, appends, marks, false)
 	var failed *appendFailure
@@ -673,7 +704,8 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 				}
 			}
 		}
-		if len(marks) > 0 {
+		notices := s.pushEvents(appends, results)
+		if len(marks) > 0 || len(notices) > 0 {
 			batch := &pgx.Batch{}
 			for _, m := range marks {
 				if m.MessageID != "" {
@@ -681,6 +713,11 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 				} else {
 					batch.Queue(pgMarkByClientID, ms(m.At), m.Key, m.MeshID, m.ClientMessageID)
 				}
+			}
+			// A notification is delivered when the transaction commits, never
+			// for a batch that fails.
+			for _, payload := range notices {
+				batch.Queue(`SELECT pg_notify($1, $2)`, s.channel(), string(payload))
 			}
 			br := tx.SendBatch(ctx, batch)
 			for range marks {
@@ -690,6 +727,12 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 					return err
 				}
 				marked += int(tag.RowsAffected())
+			}
+			for range notices {
+				if _, err := br.Exec(); err != nil {
+					br.Close()
+					return err
+				}
 			}
 			if err := br.Close(); err != nil {
 				return err
@@ -798,9 +841,11 @@ func (s *postgresBrokerStore) SavePresences(ctx context.Context, ps []storedPres
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
 }
 
+// Another live replica's presences are its own to end.
 func (s *postgresBrokerStore) EndPresences(ctx context.Context, startedAt, now time.Time) (int, error) {
-	n, err := pgAffected(s.pool.Exec(ctx, `UPDATE presences SET present = FALSE, seen_at = $1 WHERE present AND seen_at < $2`,
-		ms(now), ms(startedAt)))
+	n, err := pgAffected(s.pool.Exec(ctx, `UPDATE presences SET present = FALSE, seen_at = $1
+		WHERE present AND seen_at < $2 AND (replica_id = $3 OR replica_id NOT IN (SELECT id FROM replicas WHERE reaped_at IS NULL))`,
+		ms(now), ms(startedAt), s.replicaID))
 	return int(n), err
 }
 

@@ -28,6 +28,9 @@ func setupBrokerServe(fs *flagSet) runFunc {
 	fs.IntVar(&f.sendPerMinute, "send-per-minute", defaultSendPerMinute, "sends per minute per member, sustained")
 	fs.IntVar(&f.handshakeBurst, "handshake-burst", defaultHandshakeBurst, "handshakes and joins an address may make at once")
 	fs.IntVar(&f.handshakePerMinute, "handshake-per-minute", defaultHandshakePerMinute, "handshakes and joins per minute per address, sustained")
+	fs.StringVar(&f.tls.certFile, "tls-cert", "", "PEM certificate (chain) to serve wss:// and https:// with")
+	fs.StringVar(&f.tls.keyFile, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&f.tls.acmeHost, "acme-host", "", "get the certificate for this host name from Let's Encrypt (the CA must reach it on port 443)")
 	fs.StringVar(&f.logFormat, "log-format", logFormatText, "log lines on stderr: text (key=value) or json (one object a line)")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this loopback address, such as 127.0.0.1:6060; off by default")
 	return func(ctx context.Context, c *cli, args []string) error { return runBrokerServe(ctx, c, f, args) }
@@ -45,6 +48,7 @@ const envBrokerStore = "CLAUDEMESH_BROKER_STORE"
 type brokerServeFlags struct {
 	listen, data, publicURL, createToken string
 	store, replicaID                     string
+	tls                                  brokerTLSFlags
 	logFormat                            string
 	pprof                                string
 	maxMessageBytes, maxConns            int
@@ -83,6 +87,13 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	if storeURL != "" {
 		storeName = "postgres " + redactURL(storeURL)
 	}
+	tlsConf, err := brokerTLSConfig(f.tls, data)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	if tlsConf == nil && beyondLoopback(f.listen) {
+		c.warnf(clearTextWarning, f.listen)
+	}
 	level := slog.LevelInfo
 	if c.global.verbose {
 		level = slog.LevelDebug
@@ -92,7 +103,7 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 		handler = slog.NewJSONHandler(c.env.Stderr, &slog.HandlerOptions{Level: level})
 	}
 	logger := slog.New(handler)
-	sb, err := startServingBroker(BrokerOptions{DataDir: data, StoreURL: storeURL, ReplicaID: f.replicaID, PublicURL: f.publicURL, CreateToken: f.createToken,
+	sb, err := startServingBroker(BrokerOptions{DataDir: data, StoreURL: storeURL, ReplicaID: f.replicaID, TLS: tlsConf, PublicURL: f.publicURL, CreateToken: f.createToken,
 		MaxMessageBytes: f.maxMessageBytes, MaxConnectionsPerMesh: f.maxConns, SendBurst: f.sendBurst,
 		SendPerMinute: f.sendPerMinute, HandshakeBurst: f.handshakeBurst, HandshakePerMinute: f.handshakePerMinute,
 		Logger: logger}, f.listen)
@@ -135,4 +146,37 @@ func runBrokerServe(ctx context.Context, c *cli, f brokerServeFlags, args []stri
 	}
 	logger.Info("broker stopped")
 	return nil
+}
+
+// setupBrokerMigrate declares `broker migrate`; its row is in main.go.
+func setupBrokerMigrate(fs *flagSet) runFunc {
+	var from, to string
+	fs.StringVar(&from, "from", "", "the SQLite broker's data directory (its --data)")
+	fs.StringVar(&to, "to", "", "the PostgreSQL store, postgres://… (default $"+envBrokerStore+")")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if len(args) > 0 {
+			return usageError("broker migrate takes no arguments")
+		}
+		to = cmp.Or(to, c.env.Getenv(envBrokerStore))
+		if from == "" || to == "" {
+			return usageError("%v", errMigrateUsage)
+		}
+		if !isPostgresURL(to) {
+			return usageError("--to wants a postgres:// URL, not %q", redactURL(to))
+		}
+		rep, err := migrateSQLiteToPostgres(ctx, from, to)
+		if err != nil {
+			return exitError(exitFailure, fmt.Errorf("migrate %s to %s: %w", from, redactURL(to), err),
+				"stop the broker first; the target must be an empty PostgreSQL store")
+		}
+		if c.jsonMode() {
+			return c.printJSON(rep)
+		}
+		c.printf("copied %s to %s:\n", from, redactURL(to))
+		for _, t := range migrateTables {
+			c.printf("  %-12s %d rows\n", t, rep.Rows[t])
+		}
+		c.printf("start the broker with --store %s; the SQLite store in %s is unchanged\n", redactURL(to), from)
+		return nil
+	}
 }

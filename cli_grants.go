@@ -168,5 +168,9 @@ func memberPost(ctx context.Context, m Mesh, route string, req signedRequest, ou
 	if err := signMemberRequest(kp, path, req, time.Now()); err != nil {
 		return err
 	}
-	return postBroker(ctx, base, path, nil, req, out)
+	tlsConf, err := meshTLSConfig(m)
+	if err != nil {
+		return exitError(exitUsage, err)
+	}
+	return postBrokerTLS(ctx, tlsConf, base, path, nil, req, out)
 }

@@ -60,7 +60,7 @@ func runInviteShort(ctx context.Context, c *cli, f inviteFlags, args []string) e
 
 // joinByCode claims a v2 invite on the broker --broker names and saves the
 // mesh, as joinInvite does for a link.
-func joinByCode(ctx context.Context, c *cli, f joinFlags, code string) (joined, error) {
+func joinByCode(ctx context.Context, c *cli, f joinFlags, code string, reach brokerReach) (joined, error) {
 	brokerURL := cmp.Or(f.broker, c.env.Getenv("CLAUDEMESH_BROKER_URL"))
 	if brokerURL == "" {
 		return joined{}, withHint(usageError("a short invite code needs its broker"),
@@ -81,7 +81,18 @@ func joinByCode(ctx context.Context, c *cli, f joinFlags, code string) (joined, 
 	display := displayNameFor(c, f.name, fmt.Sprintf("%s-%d", hostnameOr("peer"), os.Getpid()))
 	req := InviteClaimRequest{RecipientX25519Pubkey: b64url(xpub[:]), PeerPubkey: member.PublicHex(), DisplayName: display}
 	var resp InviteClaimResponse
-	if err := postBroker(ctx, base, "/invites/"+code+"/claim", nil, req, &resp); err != nil {
+	// The URL given stays first; the others are fallbacks.
+	m := Mesh{BrokerURL: brokerURL, CAFile: reach.caFile}
+	for _, u := range reach.urls {
+		if u != brokerURL {
+			m.BrokerURLs = append(m.BrokerURLs, u)
+		}
+	}
+	tlsConf, err := meshTLSConfig(m)
+	if err != nil {
+		return joined{}, exitError(exitUsage, err)
+	}
+	if err := postBrokerTLS(ctx, tlsConf, base, "/invites/"+code+"/claim", nil, req, &resp); err != nil {
 		var be *brokerError
 		if errors.As(err, &be) && be.Status == http.StatusGone {
 			return joined{}, exitError(exitFailure, fmt.Errorf("this invite cannot be used: %s", be.Message), "ask for a new one")
@@ -114,9 +125,8 @@ func joinByCode(ctx context.Context, c *cli, f joinFlags, code string) (joined, 
 		local = freeSlug(cfg, resp.MeshSlug)
 		c.infof("this machine already has a mesh called %q, so this one is %q here (choose the name with --slug)", resp.MeshSlug, local)
 	}
-	m := Mesh{MeshID: resp.MeshID, MemberID: resp.MemberID, Slug: local, Name: resp.MeshSlug, Pubkey: member.PublicHex(),
-		SecretKey: member.SecretHex(), BrokerURL: brokerURL, JoinedAt: isoTime(time.Now()), RootKey: b64url(root), InviteVersion: 2,
-		Role: resp.Role}
+	m.MeshID, m.MemberID, m.Slug, m.Name, m.Pubkey, m.SecretKey = resp.MeshID, resp.MemberID, local, resp.MeshSlug, member.PublicHex(), member.SecretHex()
+	m.JoinedAt, m.RootKey, m.InviteVersion, m.Role = isoTime(time.Now()), b64url(root), 2, resp.Role
 	if err := addNewMesh(path, m); err != nil {
 		return joined{}, err
 	}

@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +52,7 @@ func setupInvite(fs *flagSet) runFunc {
 
 type joinFlags struct {
 	name, slug, broker string
+	brokerURLs, caFile string
 }
 
 func setupJoin(fs *flagSet) runFunc {
@@ -56,6 +60,8 @@ func setupJoin(fs *flagSet) runFunc {
 	fs.StringVar(&f.name, "name", "", "your display name in the mesh")
 	fs.StringVar(&f.slug, "slug", "", "the name this machine gives the mesh (default: the invite's, or a free one like it)")
 	fs.StringVar(&f.broker, "broker", "", "the broker a short invite code belongs to, ws://host:port/ws")
+	fs.StringVar(&f.brokerURLs, "broker-urls", "", "more URLs of the same broker (its replicas), comma-separated, tried after the invite's")
+	fs.StringVar(&f.caFile, "ca-file", "", "a PEM file of the CA that signed a wss:// broker's certificate, trusted besides the system roots")
 	return func(ctx context.Context, c *cli, args []string) error { return runJoin(ctx, c, f, args) }
 }
 
@@ -92,9 +98,48 @@ func (e *brokerError) Error() string {
 	return e.Code
 }
 
+// brokerReach is what join learns besides the invite: the broker's other
+// URLs and the CA file of a team broker's certificate.
+type brokerReach struct {
+	urls   []string
+	caFile string
+}
+
+// reachFromFlags checks --broker-urls and --ca-file.
+func reachFromFlags(urls, caFile string) (brokerReach, error) {
+	var r brokerReach
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+			return r, usageError("--broker-urls wants ws:// or wss:// URLs, not %q", u)
+		}
+		r.urls = append(r.urls, u)
+	}
+	if caFile != "" {
+		abs, err := filepath.Abs(caFile)
+		if err != nil {
+			return r, usageError("--ca-file %q: %v", caFile, err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return r, usageError("--ca-file: %v", err)
+		}
+		r.caFile = abs
+	}
+	return r, nil
+}
+
 // postBroker POSTs body as JSON to base+path and decodes a 2xx answer into
 // out. Network failures exit 4; refusals come back as *brokerError.
 func postBroker(ctx context.Context, base, path string, headers map[string]string, body, out any) error {
+	return postBrokerTLS(ctx, nil, base, path, headers, body, out)
+}
+
+// postBrokerTLS is postBroker verifying an https:// broker with tlsConf
+// (nil: the system roots).
+func postBrokerTLS(ctx context.Context, tlsConf *tls.Config, base, path string, headers map[string]string, body, out any) error {
 	data, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -109,7 +154,16 @@ func postBroker(ctx context.Context, base, path string, headers map[string]strin
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if tlsConf != nil {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: http.ProxyFromEnvironment}}
+	}
+	resp, err := client.Do(req)
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) {
+		return exitError(exitNetwork, fmt.Errorf("the broker at %s has a TLS certificate signed by an authority this machine does not trust: %w", base, err),
+			"for a team broker with its own CA, pass --ca-file with the CA's PEM (join), or set caFile in the mesh's config")
+	}
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") {
@@ -349,6 +403,10 @@ func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error 
 	if err != nil {
 		return exitError(exitIO, err)
 	}
+	tlsConf, err := meshTLSConfig(*m)
+	if err != nil {
+		return exitError(exitUsage, err)
+	}
 	// Equal payloads sign to equal tokens, so a second invite made within the
 	// same second gets its expiry nudged instead of colliding.
 	expiresAt := time.Now().Add(life)
@@ -360,7 +418,7 @@ func runInvite(ctx context.Context, c *cli, f inviteFlags, args []string) error 
 		}
 		ts := time.Now().UnixMilli()
 		req := InviteCreateRequest{Token: token, MaxUses: f.uses, Timestamp: ts, Signature: kp.sign(inviteCreateSignedString(m.Slug, token, f.uses, ts))}
-		err = postBroker(ctx, base, "/cli/mesh/"+m.Slug+"/invite", nil, req, &resp)
+		err = postBrokerTLS(ctx, tlsConf, base, "/cli/mesh/"+m.Slug+"/invite", nil, req, &resp)
 		var be *brokerError
 		if errors.As(err, &be) && be.Code == "invite_exists" && attempt < 5 {
 			expiresAt = expiresAt.Add(time.Second)
@@ -390,15 +448,18 @@ func runJoin(ctx context.Context, c *cli, f joinFlags, args []string) error {
 	if f.slug != "" && !validSlug(f.slug) {
 		return usageError("--slug %q is not a slug: lowercase letters, digits and '-'", f.slug)
 	}
+	reach, err := reachFromFlags(f.brokerURLs, f.caFile)
+	if err != nil {
+		return err
+	}
 	var j joined
-	var err error
 	if code, cerr := normalizeInviteCode(args[0]); cerr == nil && !isInviteLink(args[0]) {
-		j, err = joinByCode(ctx, c, f, code)
+		j, err = joinByCode(ctx, c, f, code, reach)
 	} else {
 		if f.broker != "" {
 			return usageError("--broker is for a short invite code; a link carries its broker")
 		}
-		j, err = joinInvite(ctx, c, f.name, f.slug, args[0])
+		j, err = joinInvite(ctx, c, f.name, f.slug, args[0], reach)
 	}
 	if err != nil {
 		return err
@@ -433,7 +494,7 @@ type joined struct {
 // and saves the mesh in config.json under slug, else the invite's slug, or
 // when this machine has a mesh of that name already, a free one like it
 // (said on stderr). Shared by `join` and `launch --join`.
-func joinInvite(ctx context.Context, c *cli, name, slug, invite string) (joined, error) {
+func joinInvite(ctx context.Context, c *cli, name, slug, invite string, reach brokerReach) (joined, error) {
 	p, token, err := parseInvite(invite)
 	if err != nil {
 		return joined{}, exitError(exitFailure, fmt.Errorf("not a valid invite: %w", err),
@@ -472,12 +533,23 @@ func joinInvite(ctx context.Context, c *cli, name, slug, invite string) (joined,
 	payload, _ := json.Marshal(p)
 	req := JoinRequest{InviteToken: token, InvitePayload: payload, PeerPubkey: kp.PublicHex(), DisplayName: display}
 	var resp JoinResponse
-	if err := postBroker(ctx, base, "/join", nil, req, &resp); err != nil {
+	// The invite's URL stays first; the others are fallbacks.
+	m := Mesh{MeshID: p.MeshID, Slug: local, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
+		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1,
+		Role: p.Role, CAFile: reach.caFile}
+	for _, u := range reach.urls {
+		if u != p.BrokerURL {
+			m.BrokerURLs = append(m.BrokerURLs, u)
+		}
+	}
+	tlsConf, err := meshTLSConfig(m)
+	if err != nil {
+		return joined{}, exitError(exitUsage, err)
+	}
+	if err := postBrokerTLS(ctx, tlsConf, base, "/join", nil, req, &resp); err != nil {
 		return joined{}, brokerExit(err, "the broker refused the join")
 	}
-	m := Mesh{MeshID: p.MeshID, MemberID: resp.MemberID, Slug: local, Name: p.MeshSlug, Pubkey: kp.PublicHex(),
-		SecretKey: kp.SecretHex(), BrokerURL: p.BrokerURL, JoinedAt: isoTime(time.Now()), RootKey: p.MeshRootKey, InviteVersion: 1,
-		Role: p.Role}
+	m.MemberID = resp.MemberID
 	if err := addNewMesh(path, m); err != nil {
 		return joined{}, err
 	}

@@ -453,6 +453,7 @@ func TestFlagKindsForSplitsAsFullTable(t *testing.T) {
 func TestSignalVerbs(t *testing.T) {
 	want := map[string]bool{"broker serve": true, "daemon up": true, "daemon down": true, "mcp": true, "launch": true,
 		"install": true, "uninstall": true, "daemon install-service": true, "daemon uninstall-service": true, "bench": true,
+		"broker migrate": true, "broker install-service": true, "broker uninstall-service": true,
 		"demo": true, "init": true}
 	for _, cmd := range commands {
 		if cmd.signals != want[cmd.name] {

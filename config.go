@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -47,8 +48,27 @@ type Mesh struct {
 	// the invite's role for one joined; empty in configs written before
 	// it was kept.
 	Role string `json:"role,omitempty"`
+	// BrokerURLs are more URLs of the same broker (its other replicas),
+	// tried in turn after BrokerURL when it cannot be reached. Older
+	// clients ignore the field.
+	BrokerURLs []string `json:"brokerUrls,omitempty"`
+	// CAFile is a PEM file of certificate authorities trusted for this
+	// mesh's wss:// broker besides the system roots: a team broker's own CA.
+	CAFile string `json:"caFile,omitempty"`
 
 	extra map[string]json.RawMessage
+}
+
+// BrokerURLList is every URL of the mesh's broker in the order a link tries
+// them: BrokerURL first, then the others of BrokerURLs, once each.
+func (m Mesh) BrokerURLList() []string {
+	var out []string
+	for _, u := range append([]string{m.BrokerURL}, m.BrokerURLs...) {
+		if u != "" && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // GroupRef is a group membership with an optional role in it.
@@ -353,4 +373,15 @@ func jsonFieldNames(t reflect.Type) map[string]bool {
 		}
 	}
 	return names
+}
+
+// FallbackURLs are the URLs of BrokerURLList after BrokerURL.
+func (m Mesh) FallbackURLs() []string {
+	var out []string
+	for _, u := range m.BrokerURLList() {
+		if u != m.BrokerURL {
+			out = append(out, u)
+		}
+	}
+	return out
 }

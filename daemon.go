@@ -21,6 +21,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -646,11 +647,22 @@ func (d *Daemon) reload(restartBanned bool) (added, removed []string, err error)
 	return added, removed, nil
 }
 
+// meshTLS is how the mesh's links verify a wss:// broker. A caFile that
+// cannot be read is logged, and the system roots alone are used: the
+// link's dial error then says the certificate is not trusted.
+func (d *Daemon) meshTLS(m Mesh) *tls.Config {
+	conf, err := meshTLSConfig(m)
+	if err != nil {
+		d.log.Error("broker_tls", "mesh", m.Slug, "err", err.Error())
+	}
+	return conf
+}
+
 func (d *Daemon) newMemberLink(e *meshEntry) *Link {
 	memberPub := e.Key.PublicHex()
 	var l *Link
 	l = newLink(LinkConfig{
-		Kind: linkMember, Mesh: e.Mesh.Slug, URL: e.Mesh.BrokerURL,
+		Kind: linkMember, Mesh: e.Mesh.Slug, URL: e.Mesh.BrokerURL, Fallbacks: e.Mesh.FallbackURLs(), TLS: d.meshTLS(e.Mesh),
 		Hello:   memberHello(e.Mesh, e.Key, d.pid, d.cwd, d.hostname),
 		Timing:  d.opts.Link,
 		Log:     d.log,
@@ -819,7 +831,7 @@ func (d *Daemon) onSessionRegister(s *Session) {
 	sessionPub := sessionKey.PublicHex()
 	memberPub := e.Key.PublicHex()
 	l := newLink(LinkConfig{
-		Kind: linkSession, Mesh: s.Mesh, URL: e.Mesh.BrokerURL,
+		Kind: linkSession, Mesh: s.Mesh, URL: e.Mesh.BrokerURL, Fallbacks: e.Mesh.FallbackURLs(), TLS: d.meshTLS(e.Mesh),
 		Hello: sessionHello(e.Mesh, e.Key, sessionKey, sessionHelloParams{
 			SessionID: s.SessionID, DisplayName: s.DisplayName, Pid: s.Pid, Cwd: s.Cwd, Role: s.Role,
 			Groups: parseGroupList(s.Groups), Hostname: d.hostname,

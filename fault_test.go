@@ -59,26 +59,29 @@ type brokerProc struct {
 	done chan struct{}
 }
 
-// faultBrokerArgs lift the rate limits: every link reconnects from
-// 127.0.0.1 after each kill, and the senders outpace a member's default rate.
-func startBrokerProc(t *testing.T, addr, data, logPath string) *brokerProc {
+// startBrokerProc runs `broker serve` on addr with data as its data dir
+// and home, plus extra flags, and waits until it answers /health. The rate
+// limits are lifted: every link reconnects from 127.0.0.1 after each kill,
+// and the senders outpace a member's default rate.
+func startBrokerProc(t *testing.T, addr, data, logPath string, extra ...string) *brokerProc {
 	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(claudemeshBinary(t), "broker", "serve", "--listen", addr, "--data", data,
+	args := append([]string{"broker", "serve", "--listen", addr, "--data", data,
 		"--send-burst", "1000000", "--send-per-minute", "100000000",
-		"--handshake-burst", "1000000", "--handshake-per-minute", "100000000")
+		"--handshake-burst", "1000000", "--handshake-per-minute", "100000000"}, extra...)
+	cmd := exec.Command(claudemeshBinary(t), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + data}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p := &brokerProc{cmd: cmd, done: startChild(t, cmd, logPath)}
-	waitLong(t, "the broker process to answer", func() bool {
+	waitLong(t, "broker "+addr+" to answer", func() bool {
 		select {
 		case <-p.done:
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("broker exited during start:\n%s", log)
+			t.Fatalf("broker %s exited during start:\n%s", addr, log)
 		default:
 		}
 		resp, err := http.Get("http://" + addr + "/health")

@@ -505,7 +505,7 @@ func runLaunch(ctx context.Context, c *cli, o launchOptions) error {
 // the mesh, and fills what the flags left open from the config.
 func resolveLaunch(ctx context.Context, c *cli, o launchOptions) (launchOptions, Mesh, error) {
 	if o.Join != "" {
-		j, err := joinInvite(ctx, c, o.Name, "", o.Join)
+		j, err := joinInvite(ctx, c, o.Name, "", o.Join, brokerReach{})
 		if err != nil {
 			return o, Mesh{}, err
 		}

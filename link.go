@@ -24,11 +24,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,6 +124,11 @@ type LinkConfig struct {
 	Kind string // linkMember or linkSession
 	Mesh string // mesh slug, for logs and events
 	URL  string
+	// Fallbacks are more URLs of the same broker, tried in turn when the
+	// one in use cannot be reached; the link stays on the one that answers.
+	Fallbacks []string
+	// TLS verifies a wss:// broker; nil for the system roots.
+	TLS *tls.Config
 	// Hello builds the handshake frame for one connect attempt.
 	Hello func(now time.Time) (any, error)
 	// OnFrame gets every frame that is not a reply to a pending request or
@@ -137,7 +146,8 @@ type LinkConfig struct {
 
 // Link is a self-reconnecting broker connection.
 type Link struct {
-	cfg LinkConfig
+	cfg      LinkConfig
+	urlIndex atomic.Int32 // which of URL and Fallbacks answered last
 
 	mu        sync.Mutex
 	state     LinkState
@@ -367,11 +377,28 @@ func (l *Link) loop(ctx context.Context) {
 // connectOnce runs one connection from dial to close. final is non-empty
 // when the link must not reconnect.
 func (l *Link) connectOnce(ctx context.Context) (final LinkState, err error) {
-	conn, ack, err := dialBroker(ctx, l.cfg.URL, l.cfg.Timing, l.cfg.Hello, func(c *rpcConn, h frameHead, data []byte) {
+	onFrame := func(c *rpcConn, h frameHead, data []byte) {
 		if l.cfg.OnFrame != nil {
 			l.cfg.OnFrame(l, Inbound{Head: h, Data: data, conn: c})
 		}
-	})
+	}
+	// The URL in use first, then each other in turn: a replica that cannot
+	// be reached is passed over at once, not after a backoff.
+	urls := append([]string{l.cfg.URL}, l.cfg.Fallbacks...)
+	start := int(l.urlIndex.Load()) % len(urls)
+	var conn *rpcConn
+	var ack HelloAckFrame
+	for i := range urls {
+		n := (start + i) % len(urls)
+		conn, ack, err = dialBrokerTLS(ctx, urls[n], l.cfg.TLS, l.cfg.Timing, l.cfg.Hello, onFrame)
+		if err == nil {
+			l.urlIndex.Store(int32(n))
+			break
+		}
+		if !isDialError(err) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		return l.finalFor(err), err
 	}
@@ -422,16 +449,56 @@ func (l *Link) finalFor(err error) LinkState {
 // come, and hello_ack (or an error frame) ends the wait.
 func dialBroker(ctx context.Context, url string, timing LinkTiming, hello func(time.Time) (any, error),
 	onFrame func(c *rpcConn, h frameHead, data []byte)) (*rpcConn, HelloAckFrame, error) {
+	return dialBrokerTLS(ctx, url, nil, timing, hello, onFrame)
+}
+
+// dialError is a broker that could not be reached (or whose certificate
+// is not trusted), as opposed to one that answered and refused.
+type dialError struct {
+	url string
+	err error
+}
+
+func (e *dialError) Error() string {
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	switch {
+	case errors.As(e.err, &unknown):
+		return fmt.Sprintf("dial %s: the broker's TLS certificate is signed by an authority this machine does not trust (%v); "+
+			"set the mesh's caFile in config.json to the PEM of the team's CA", e.url, e.err)
+	case errors.As(e.err, &invalid), errors.As(e.err, &host):
+		return fmt.Sprintf("dial %s: the broker's TLS certificate is not valid for it: %v", e.url, e.err)
+	}
+	return fmt.Sprintf("dial %s: %v", e.url, e.err)
+}
+
+func (e *dialError) Unwrap() error { return e.err }
+
+// isDialError reports whether err is a broker that could not be reached.
+func isDialError(err error) bool {
+	var de *dialError
+	return errors.As(err, &de)
+}
+
+// dialBrokerTLS is dialBroker verifying a wss:// broker with tlsConf (nil:
+// the system roots).
+func dialBrokerTLS(ctx context.Context, url string, tlsConf *tls.Config, timing LinkTiming, hello func(time.Time) (any, error),
+	onFrame func(c *rpcConn, h frameHead, data []byte)) (*rpcConn, HelloAckFrame, error) {
 	dctx, cancel := context.WithTimeout(ctx, timing.DialTimeout)
 	defer cancel()
 	c := &rpcConn{pending: map[string]*pendingReq{}, sends: map[string]chan sendResult{}, onFrame: onFrame, closed: make(chan struct{})}
 	c.touch()
-	ws, _, err := websocket.Dial(dctx, url, &websocket.DialOptions{
+	opts := &websocket.DialOptions{
 		OnPingReceived: func(context.Context, []byte) bool { c.touch(); return true },
 		OnPongReceived: func(context.Context, []byte) { c.touch() },
-	})
+	}
+	if tlsConf != nil {
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, Proxy: http.ProxyFromEnvironment}}
+	}
+	ws, _, err := websocket.Dial(dctx, url, opts)
 	if err != nil {
-		return nil, HelloAckFrame{}, fmt.Errorf("dial %s: %w", url, err)
+		return nil, HelloAckFrame{}, &dialError{url: url, err: err}
 	}
 	ws.SetReadLimit(maxInboundFrame)
 	c.ws = ws
@@ -468,6 +535,26 @@ func dialBroker(ctx context.Context, url string, timing LinkTiming, hello func(t
 		return nil, HelloAckFrame{}, fmt.Errorf("bad hello_ack: %w", err)
 	}
 	return c, ack, nil
+}
+
+// meshTLSConfig is how a mesh's wss:// broker is verified: the system roots,
+// plus the CAs of the mesh's caFile; nil without one.
+func meshTLSConfig(m Mesh) (*tls.Config, error) {
+	if m.CAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(m.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("mesh %s: caFile: %w", m.Slug, err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("mesh %s: caFile %s holds no PEM certificate", m.Slug, m.CAFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // maxInboundFrame bounds one frame from a broker; peers_list of a full mesh
@@ -899,7 +986,18 @@ func dialCold(ctx context.Context, m Mesh, pid int, cwd, hostname string) (*Cold
 	t := defaultLinkTiming()
 	// Pushes that arrive on a cold link are not acked: nothing stores them
 	// here, so the broker keeps them for the daemon or the next session.
-	conn, ack, err := dialBroker(ctx, m.BrokerURL, t, hello, nil)
+	tlsConf, err := meshTLSConfig(m)
+	if err != nil {
+		return nil, err
+	}
+	var conn *rpcConn
+	var ack HelloAckFrame
+	for _, url := range m.BrokerURLList() {
+		conn, ack, err = dialBrokerTLS(ctx, url, tlsConf, t, hello, nil)
+		if err == nil || !isDialError(err) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -606,9 +606,40 @@ refuses without --yes.`,
 		detail: `Serves /ws, /health, /metrics, /join and the mesh-creation routes. Mesh
 creation is open to loopback clients; others need --create-token. --pprof
 127.0.0.1:PORT also serves Go's profiler (/debug/pprof/) on that loopback
-address, for measuring the broker under load; it is off unless asked for.`,
+address, for measuring the broker under load; it is off unless asked for. With --store postgres://… several brokers share
+one store as replicas.`,
 		group: groupDaemon,
 		setup: setupBrokerServe,
+	},
+	{
+		name:    "broker migrate",
+		signals: true,
+		summary: "copy a SQLite broker's store into an empty PostgreSQL one",
+		detail: `Copies every mesh, member, invite, message and delivery, state, memory,
+skill, presence and the audit log in one transaction. Stop the broker first;
+the SQLite store is only read.`,
+		group: groupDaemon,
+		setup: setupBrokerMigrate,
+	},
+	{
+		name:        "broker install-service",
+		signals:     true,
+		args:        "-- [broker serve flags]",
+		passthrough: true,
+		summary:     "run a broker as a systemd unit (a system unit as root), started at boot",
+		detail: `The unit runs this binary's absolute path with 'broker serve' and the flags
+after --, checked first. A store URL (--store or $CLAUDEMESH_BROKER_STORE) goes
+to an environment file only its owner can read, never into the unit. Without
+systemctl the files are written and the commands to start it are printed.`,
+		group: groupDaemon,
+		setup: setupBrokerInstallService,
+	},
+	{
+		name:    "broker uninstall-service",
+		signals: true,
+		summary: "stop and remove the broker service",
+		group:   groupDaemon,
+		setup:   setupBrokerUninstallService,
 	},
 	{
 		name:    "bench",

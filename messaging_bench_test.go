@@ -13,11 +13,6 @@ import (
 	"time"
 )
 
-// percentileMs reports p of sorted latencies in milliseconds.
-func percentileMs(sorted []time.Duration, p float64) float64 {
-	return float64(sorted[int(p*float64(len(sorted)-1))].Microseconds()) / 1000
-}
-
 // sortDurations sorts latencies in place, shortest first.
 func sortDurations(lat []time.Duration) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
