@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -142,5 +144,49 @@ func TestMessageLayoutMigration(t *testing.T) {
 	}
 	if n, _ := s.CountPendingDeliveries(ctx, time.Now()); n != 1 {
 		t.Fatalf("pending after acking m3 = %d, want 1", n)
+	}
+}
+
+// TestIdleWALTruncated: once writes stop, the background checkpoint gives
+// back the disk the WAL took for a burst.
+func TestIdleWALTruncated(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openSQLiteBrokerStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	mesh := storedMesh{ID: newID(), Slug: "team", Name: "team", OwnerPubkey: "o", RootKey: "r", CreatedAt: now}
+	owner := storedMember{ID: newID(), MeshID: mesh.ID, Pubkey: "o", DisplayName: "alice", Role: roleAdmin, CreatedAt: now}
+	if err := s.CreateMesh(ctx, mesh, owner); err != nil {
+		t.Fatal(err)
+	}
+	body := base64.StdEncoding.EncodeToString(make([]byte, 4096))
+	var ops []appendOp
+	for i := range 500 {
+		ops = append(ops, appendOp{Recipients: []string{"k1"}, Msg: storedMessage{ID: newMessageID(now), MeshID: mesh.ID,
+			SenderMemberID: owner.ID, SenderPubkey: "o", SenderMemberPubkey: "o", SenderName: "alice", TargetSpec: "k1",
+			Priority: priorityNext, Nonce: "n", Ciphertext: body, CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+			ClientMessageID: strconv.Itoa(i)}})
+	}
+	if _, _, err := s.WriteBatch(ctx, ops, nil); err != nil {
+		t.Fatal(err)
+	}
+	wal := filepath.Join(dir, brokerDBFile+"-wal")
+	if fi, err := os.Stat(wal); err != nil || fi.Size() < 1<<20 {
+		t.Fatalf("WAL after the burst: %v, %v; want over 1 MB", fi, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fi, err := os.Stat(wal)
+		if err == nil && fi.Size() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("WAL of an idle store after 10 s: %v, %v; want empty", fi, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

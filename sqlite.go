@@ -280,7 +280,10 @@ func ftsTerms(q, suffix string) []string {
 // blocking the writer or a reader) every checkpointEvery; once the WAL has
 // grown past hardPages despite that, it checkpoints RESTART, which waits
 // for readers and holds the writer back briefly, so the WAL then starts
-// again from its beginning and its size stays bounded.
+// again from its beginning and its size stays bounded. Once the writes
+// stop (the WAL has not grown for a period and is all copied back), it
+// checkpoints TRUNCATE, so an idle database gives back the disk a burst
+// took.
 type checkpointer struct {
 	done chan struct{}
 	quit chan struct{}
@@ -296,13 +299,22 @@ func startCheckpointer(db *sql.DB, hardPages int) *checkpointer {
 		defer close(c.done)
 		t := time.NewTicker(checkpointEvery)
 		defer t.Stop()
+		lastPages := 0
 		for {
 			select {
 			case <-t.C:
 				var busy, logPages, copied int
-				if db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &copied) == nil && logPages > hardPages {
-					_, _ = db.Exec(`PRAGMA wal_checkpoint(RESTART)`)
+				if db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logPages, &copied) != nil {
+					continue
 				}
+				switch {
+				case logPages > hardPages:
+					_, _ = db.Exec(`PRAGMA wal_checkpoint(RESTART)`)
+				case logPages > 0 && copied == logPages && logPages == lastPages:
+					_, _ = db.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+					logPages = 0
+				}
+				lastPages = logPages
 			case <-c.quit:
 				return
 			}
