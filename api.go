@@ -820,6 +820,23 @@ type WelcomeClaimReply struct {
 	Via     string `json:"via,omitempty"`
 }
 
+// UnsurfacedNotice is a message this session sent that has stayed unshown
+// to its recipient's model past the threshold: the data of an `unsurfaced`
+// event, and one of a hook's Unsurfaced. Text says it for the model.
+type UnsurfacedNotice struct {
+	ID        string        `json:"id"` // the outbox row
+	MessageID string        `json:"message_id,omitempty"`
+	Mesh      string        `json:"mesh"`
+	Target    string        `json:"target"`
+	ToName    string        `json:"to_name"`
+	SentAt    string        `json:"sent_at"`
+	Ladder    messageLadder `json:"ladder"`
+	Text      string        `json:"text"`
+	TS        string        `json:"ts,omitempty"`
+}
+
+func (e *UnsurfacedNotice) stamp(ts string) { e.TS = cmp.Or(e.TS, ts) }
+
 // HookReply is POST /v1/hook's answer: who the session is, and what to
 // show its model. Messages were claimed for the hooks path and must be
 // shown; More is how many more wait for the next hook.
@@ -830,6 +847,9 @@ type HookReply struct {
 	More       int          `json:"more"`
 	Block      bool         `json:"block,omitempty"`   // stop: keep the session going with Messages
 	Welcome    *HookWelcome `json:"welcome,omitempty"` // session-start
+	// Unsurfaced: messages this session sent that stayed unshown past the
+	// threshold; the hook tells the model of each once.
+	Unsurfaced []UnsurfacedNotice `json:"unsurfaced,omitempty"`
 }
 
 // HookSession is the session a hook ran in, as its model is told.

@@ -228,6 +228,13 @@ func channelFromEvent(ev sseClientEvent) (n channelNotification, rowID string, o
 		return channelFromMessage(m), m.ID, true, nil
 	case "peer_join", "peer_leave", "system":
 		return channelFromSystem(ev.Event, []byte(ev.Data)), "", true, nil
+	case eventUnsurfaced:
+		var u UnsurfacedNotice
+		if err := json.Unmarshal([]byte(ev.Data), &u); err != nil || u.Text == "" {
+			return channelNotification{}, "", false, fmt.Errorf("unsurfaced event: %v", cmp.Or(err, errors.New("no text")))
+		}
+		return channelNotification{Content: "[system] " + u.Text, Meta: map[string]string{"kind": "system", "event": eventUnsurfaced,
+			"mesh_slug": u.Mesh, "message_id": cmp.Or(u.MessageID, u.ID)}}, "", true, nil
 	}
 	return channelNotification{}, "", false, nil
 }

@@ -191,6 +191,9 @@ func TestChannelFromEvent(t *testing.T) {
 		{"peer_join", sseClientEvent{Event: "peer_join", Data: `{"event":"peer_joined","name":"x","pubkey":"p"}`}, true, "", false, "[system] Peer"},
 		{"peer_leave", sseClientEvent{Event: "peer_leave", Data: `{"event":"peer_left","name":"x","pubkey":"p"}`}, true, "", false, "[system] Peer"},
 		{"system", sseClientEvent{Event: "system", Data: `{"event":"peer_visible","name":"x","pubkey":"p"}`}, true, "", false, "[system] Peer"},
+		{"unsurfaced", sseClientEvent{Event: "unsurfaced", Data: `{"id":"o1","message_id":"m1","mesh":"team","text":"Your message to bob (msg m1, sent 10m0s ago) has not reached bob's machine yet"}`},
+			true, "", false, "[system] Your message to bob"},
+		{"unsurfaced without text", sseClientEvent{Event: "unsurfaced", Data: `{"id":"o1"}`}, false, "", true, ""},
 		{"broker_status is not shown", sseClientEvent{Event: "broker_status", Data: `{"mesh":"team","status":"open"}`}, false, "", false, ""},
 		{"unknown kind", sseClientEvent{Event: "future_kind", Data: `{}`}, false, "", false, ""},
 	}

@@ -28,6 +28,10 @@ type Config struct {
 	Groups      []GroupRef  `json:"groups,omitempty"`
 	MessageMode string      `json:"messageMode,omitempty"`
 	Broker      *BrokerConf `json:"broker,omitempty"` // our addition: the embedded broker
+	// UnsurfacedWarnAfter is how long a sent message may stay unshown to
+	// its recipient's model before the sending session is told ("10m" by
+	// default; "off" for never).
+	UnsurfacedWarnAfter string `json:"unsurfacedWarnAfter,omitempty"`
 
 	extra map[string]json.RawMessage
 }

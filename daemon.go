@@ -62,6 +62,9 @@ type DaemonOptions struct {
 	// hook; PresenceSweep how often decayed statuses are sent.
 	HookStatusDecay time.Duration
 	PresenceSweep   time.Duration
+	// UnsurfacedSweep is how often sessions with a live channel are
+	// looked at for messages that stayed unshown.
+	UnsurfacedSweep time.Duration
 	KeepAlive       time.Duration // SSE keepalive comments
 	RPCTimeout      time.Duration // one broker request/reply
 	StartTimes      func(pids []int) map[int]string
@@ -105,6 +108,7 @@ func (o *DaemonOptions) defaults() {
 	setDefault(&o.SessionTTL, sessionTTL)
 	setDefault(&o.HookStatusDecay, hookStatusDecay)
 	setDefault(&o.PresenceSweep, presenceSweep)
+	setDefault(&o.UnsurfacedSweep, defaultUnsurfacedSweep)
 	setDefault(&o.KeepAlive, 15*time.Second)
 	setDefault(&o.RPCTimeout, 5*time.Second)
 	o.Drain.fillDefaults()
@@ -138,7 +142,8 @@ type Daemon struct {
 	brokerMu sync.Mutex
 	embedded *embeddedBroker // the config's broker block, served in-process
 
-	displayName string // the config's: what this machine's member goes by
+	displayName string        // the config's: what this machine's member goes by
+	warnAfter   time.Duration // the config's unsurfacedWarnAfter: 0 tells no session of unshown messages
 
 	token     string // local-token for TCP IPC
 	tcpPort   int
@@ -285,6 +290,7 @@ func (d *Daemon) boot(ctx context.Context) (undo undoStack, err error) {
 	d.sessions.EnablePersistence()
 	go d.sessions.RunReaper(runCtx, d.opts.ReaperInterval)
 	go d.runPresenceSweep(runCtx)
+	go d.runUnsurfacedSweep(runCtx)
 	d.drain.Start(runCtx)
 	d.receipts.Start(runCtx)
 	d.startPruner(runCtx)
@@ -573,6 +579,12 @@ func (d *Daemon) applyConfig(cfg *Config, restartBanned bool) (added, removed, r
 	}
 	d.mu.Lock()
 	d.displayName = cfg.DisplayName
+	warnAfter, err := parseUnsurfacedAfter(cfg.UnsurfacedWarnAfter)
+	if err != nil {
+		d.log.Warn("config_invalid", "err", err.Error(), "using", defaultUnsurfacedAfter.String())
+		warnAfter = defaultUnsurfacedAfter
+	}
+	d.warnAfter = warnAfter
 	var stop []*Link
 	for slug, e := range d.meshes {
 		m, ok := want[slug]

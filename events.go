@@ -27,12 +27,13 @@ const (
 	eventSystem       = "system"
 	eventBrokerStatus = "broker_status"
 	eventSurfaced     = "surfaced"
-	eventReceipt      = "receipt" // a sent message climbed its ladder: for the session that sent it
-	eventOutbox       = "outbox"  // an outbox row changed
-	eventSession      = "session" // a session registered or left
-	eventState        = "state"   // a shared state key changed
-	eventMemory       = "memory"  // a memory was stored or forgotten through this daemon
-	eventProfile      = "profile" // this daemon changed a presence's status, summary or profile
+	eventReceipt      = "receipt"    // a sent message climbed its ladder: for the session that sent it
+	eventUnsurfaced   = "unsurfaced" // a sent message stayed unshown past the threshold: for the session that sent it
+	eventOutbox       = "outbox"     // an outbox row changed
+	eventSession      = "session"    // a session registered or left
+	eventState        = "state"      // a shared state key changed
+	eventMemory       = "memory"     // a memory was stored or forgotten through this daemon
+	eventProfile      = "profile"    // this daemon changed a presence's status, summary or profile
 )
 
 // machineEvent reports whether events of kind are for the machine as a
@@ -71,7 +72,7 @@ func (f EventFilter) Allows(ev Event) bool {
 	if machineEvent(ev.Kind) {
 		return false
 	}
-	if ev.Kind == eventReceipt {
+	if ev.Kind == eventReceipt || ev.Kind == eventUnsurfaced {
 		// Only the sending session hears of its messages' receipts.
 		return ev.RecipientKind == recipientSession && f.SessionPubkey != "" && f.SessionPubkey == ev.RecipientPubkey
 	}

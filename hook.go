@@ -196,6 +196,9 @@ func hookOutput(event string, rep HookReply, loc *time.Location) *claudeHookOutp
 				frameMessagesText(rep.Messages, rep.More, loc)}
 	}
 	text := frameMessagesText(rep.Messages, rep.More, loc)
+	for _, n := range rep.Unsurfaced {
+		text += "[claudemesh] " + n.Text + "\n"
+	}
 	if text == "" {
 		return nil
 	}

@@ -105,6 +105,9 @@ func (d *Daemon) handleHook(req *ipcRequest, in HookRequest) (HookReply, error) 
 		out.More = more
 		out.Block = in.Event == hookStop && len(rows) > 0
 	}
+	if in.Event == hookUserPromptSubmit || in.Event == hookPostToolUse {
+		out.Unsurfaced = d.claimUnsurfaced(ctx, s, now)
+	}
 	status := statusWorking
 	if in.Event == hookStop && !out.Block {
 		status = statusIdle

@@ -45,7 +45,7 @@ var fileLayers = map[string]string{
 	"target.go": "daemon", "meshops.go": "daemon", "ipc.go": "daemon", "daemon.go": "daemon",
 	"daemon_broker.go": "daemon", "api.go": "daemon", "sendernames.go": "daemon", "storeadopt.go": "daemon",
 	"surfaced.go": "daemon", "members.go": "daemon",
-	"receiptsend.go": "daemon", "ladder.go": "daemon", "daemonmetrics.go": "daemon",
+	"receiptsend.go": "daemon", "ladder.go": "daemon", "daemonmetrics.go": "daemon", "unsurfaced.go": "daemon",
 	"history.go": "daemon", "ui.go": "daemon",
 	"sessionstate.go": "daemon", "hookroutes.go": "daemon", "sessionpresence.go": "daemon",
 	"claudeproc.go": "wire", "claudeproc_linux.go": "wire", "claudeproc_other.go": "wire",

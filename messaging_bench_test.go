@@ -134,3 +134,94 @@ func BenchmarkSendIPC(b *testing.B) {
 	b.StopTimer()
 	reportLatencies(b, lat)
 }
+
+// BenchmarkSendToSurfaced measures the receipt ladder end to end: from
+// POST /v1/send on the sender's daemon to the sending session's `receipt`
+// event saying the message was surfaced, through a real broker and two
+// daemons. The recipient's path shows each message as soon as it arrives:
+// a hook (POST /v1/hook, as `claudemesh hook user-prompt-submit` calls it)
+// or a channel claim (POST /v1/inbox/surface, as the MCP server makes it
+// before its emit). What it leaves out is how long the recipient's model
+// takes to reach its next prompt.
+//
+//	go test -run XXX -bench SendToSurfaced -benchtime 500x .
+func BenchmarkSendToSurfaced(b *testing.B) {
+	for _, path := range []string{surfacedViaHooks, surfacedViaChannel} {
+		b.Run(path, func(b *testing.B) {
+			f := newMsgFixture(b, nil)
+			a := registerTestSession(b, f.d1, f.me, "alice")
+			r := registerTestSession(b, f.d2, f.bob, "bert")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			sent, _, err := a.cl.Events(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			received, _, err := r.cl.Events(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			show := func(inboxID string) error {
+				if path == surfacedViaHooks {
+					_, err := callIPC(ctx, r.cl, apiHook, HookRequest{Event: hookUserPromptSubmit})
+					return err
+				}
+				_, err := callIPC(ctx, r.cl, apiSurface, SurfaceRequest{Via: surfacedViaChannel, IDs: textList{inboxID}})
+				return err
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				text := fmt.Sprintf("benchmark message %d, of a typical length for a chat line", i)
+				t0 := time.Now()
+				reply, err := callIPC(ctx, a.cl, apiSend, SendRequest{To: r.pub(), Message: text})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for shown := false; !shown; {
+					select {
+					case ev := <-received:
+						var d struct {
+							ID   string `json:"id"`
+							Body string `json:"body"`
+						}
+						if ev.Kind == eventMessage && json.Unmarshal(ev.Data, &d) == nil && d.Body == text {
+							if err := show(d.ID); err != nil {
+								b.Fatal(err)
+							}
+							shown = true
+						}
+					case <-time.After(testWait):
+						b.Fatalf("message %d did not arrive", i)
+					}
+				}
+				for surfaced := false; !surfaced; {
+					select {
+					case ev := <-sent:
+						var d ReceiptEvent
+						surfaced = ev.Kind == eventReceipt && json.Unmarshal(ev.Data, &d) == nil && d.ID == reply.ID && d.Ladder.Rung == rungSurfaced
+					case <-time.After(testWait):
+						b.Fatalf("message %d's surfaced receipt did not come", i)
+					}
+				}
+				lat = append(lat, time.Since(t0))
+				if path == surfacedViaHooks {
+					// The turn ends: bert is idle again, so the next message
+					// is not held for it.
+					if _, err := callIPC(ctx, r.cl, apiHook, HookRequest{Event: hookStop}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if path == surfacedViaHooks {
+					// The turn ends: bert is idle again, so the next message
+					// is not held for it.
+					if _, err := callIPC(ctx, r.cl, apiHook, HookRequest{Event: hookStop}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.StopTimer()
+			reportLatencies(b, lat)
+		})
+	}
+}
