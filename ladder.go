@@ -406,20 +406,31 @@ func (d *Daemon) ladder(ctx context.Context, r *outboxRow) (messageLadder, error
 	return ladderOf(r, rec[r.ClientMessageID], time.Now()), nil
 }
 
-// withLadders puts each row's ladder on its view.
-func (d *Daemon) withLadders(ctx context.Context, rows []*outboxRow, views []outboxView) error {
+// laddersOf is each row's ladder as of now, read in one query.
+func (d *Daemon) laddersOf(ctx context.Context, rows []*outboxRow, now time.Time) ([]messageLadder, error) {
 	cmids := make([]string, 0, len(rows))
 	for _, r := range rows {
 		cmids = append(cmids, r.ClientMessageID)
 	}
 	rec, err := d.outbox.receiptsOf(ctx, cmids)
 	if err != nil {
+		return nil, err
+	}
+	out := make([]messageLadder, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, ladderOf(r, rec[r.ClientMessageID], now))
+	}
+	return out, nil
+}
+
+// withLadders puts each row's ladder on its view.
+func (d *Daemon) withLadders(ctx context.Context, rows []*outboxRow, views []outboxView) error {
+	ladders, err := d.laddersOf(ctx, rows, time.Now())
+	if err != nil {
 		return err
 	}
-	now := time.Now()
-	for i, r := range rows {
-		l := ladderOf(r, rec[r.ClientMessageID], now)
-		views[i].Ladder = &l
+	for i := range rows {
+		views[i].Ladder = &ladders[i]
 	}
 	return nil
 }

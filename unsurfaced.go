@@ -81,17 +81,13 @@ func (d *Daemon) claimUnsurfaced(ctx context.Context, s *Session, now time.Time)
 	if err != nil || len(rows) == 0 {
 		return nil
 	}
-	cmids := make([]string, 0, len(rows))
-	for _, r := range rows {
-		cmids = append(cmids, r.ClientMessageID)
-	}
-	rec, err := d.outbox.receiptsOf(ctx, cmids)
+	ladders, err := d.laddersOf(ctx, rows, now)
 	if err != nil {
 		return nil
 	}
 	var out []UnsurfacedNotice
-	for _, r := range rows {
-		l := ladderOf(r, rec[r.ClientMessageID], now)
+	for i, r := range rows {
+		l := ladders[i]
 		if ladderTop(l) {
 			continue
 		}
