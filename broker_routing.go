@@ -341,43 +341,29 @@ func pushFrame(m storedMessage) []byte {
 
 // fanOut pushes a just-stored message to its recipients that are online now.
 func (b *Broker) fanOut(m storedMessage, recipients []string) {
-	data := pushFrame(m)
-	want := make(map[string]bool, len(recipients))
-	for _, k := range recipients {
-		want[k] = true
+	if queued := b.pushLocal(m, recipients); m.Subtype != subtypeReceipt {
+		b.metrics.queued.Add(int64(queued))
 	}
-	now := time.Now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	room := b.rooms[m.MeshID]
-	if room == nil {
-		return
-	}
-	queued := 0
-	for k := range want {
-		if !b.offerToKey(room, k, m, data, now) && m.Subtype != subtypeReceipt {
-			queued++
-		}
-	}
-	b.metrics.queued.Add(int64(queued))
 }
 
 // pushLocal pushes a stored message to those of its recipient keys that
-// this broker holds a connection of now.
-func (b *Broker) pushLocal(m storedMessage, keys []string) {
+// this broker holds a connection of now, and counts the keys it holds
+// none of.
+func (b *Broker) pushLocal(m storedMessage, keys []string) (offline int) {
 	data := pushFrame(m)
 	now := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	room := b.rooms[m.MeshID]
 	if room == nil {
-		return
+		return 0
 	}
 	for i, k := range keys {
-		if !slices.Contains(keys[:i], k) {
-			b.offerToKey(room, k, m, data, now)
+		if !slices.Contains(keys[:i], k) && !b.offerToKey(room, k, m, data, now) {
+			offline++
 		}
 	}
+	return offline
 }
 
 // offerToKey offers m to the room's connections of key k; one whose queue
