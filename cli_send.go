@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -434,6 +435,15 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 	if known != nil && known.Profile != nil {
 		msg.knownSurfacing = known.Profile.Surfacing
 	}
+	if (to == "*" || strings.HasPrefix(to, "@")) && msg.wait > 0 && m.via() == "daemon" {
+		loadPeers(mesh)
+		if peersErr == nil && !anyRecipientShownUnasked(peers, to, mesh, m.selfSession(ctx)) {
+			// Nobody it reaches is shown messages without asking: a
+			// surfaced receipt cannot come, so waiting for one only
+			// holds the prompt for the whole --wait.
+			msg.knownSurfacing = surfacedViaPull
+		}
+	}
 	out, err := m.send(ctx, msg)
 	wg.Wait()
 	var answered *IPCError
@@ -474,6 +484,25 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 
 // peerOf is the peer list's row of key on mesh (any mesh when mesh is
 // ""), or nil.
+// anyRecipientShownUnasked reports whether a broadcast or group message
+// reaches a live session other than the sender's own whose model is shown
+// messages by a channel or hooks (and so may send a surfaced receipt).
+func anyRecipientShownUnasked(peers []meshPeerRow, to, mesh, self string) bool {
+	group := strings.TrimPrefix(to, "@")
+	for _, p := range peers {
+		if (mesh != "" && p.Mesh != mesh) || p.Pubkey == self || p.PeerRole == peerRoleControlPlane || p.Profile == nil {
+			continue
+		}
+		if to != "*" && !slices.ContainsFunc(p.Groups, func(g GroupRef) bool { return g.Name == group }) {
+			continue
+		}
+		if p.Profile.Surfacing == surfacedViaChannel || p.Profile.Surfacing == surfacedViaHooks {
+			return true
+		}
+	}
+	return false
+}
+
 func peerOf(peers []meshPeerRow, key, mesh string) *meshPeerRow {
 	for i, p := range peers {
 		if peerTargetKey(p.PeerRow) == key && (mesh == "" || p.Mesh == mesh) {

@@ -550,3 +550,36 @@ func TestSendToAnOfflineMemberByName(t *testing.T) {
 		return countBody(items, "while you were away") == 1 && countBody(items, "and from the cold path") == 1
 	})
 }
+
+func TestAnyRecipientShownUnasked(t *testing.T) {
+	row := func(key, mesh, surfacing, role string, groups ...string) meshPeerRow {
+		p := meshPeerRow{PeerRow: PeerRow{Pubkey: key, PeerRole: role}, Mesh: mesh}
+		if surfacing != "" {
+			p.Profile = &Profile{Surfacing: surfacing}
+		}
+		for _, g := range groups {
+			p.Groups = append(p.Groups, GroupRef{Name: g})
+		}
+		return p
+	}
+	cases := []struct {
+		name  string
+		peers []meshPeerRow
+		to    string
+		want  bool
+	}{
+		{"broadcast, everyone pulls", []meshPeerRow{row("a", "m", surfacedViaPull, ""), row("b", "m", surfacedViaPull, "")}, "*", false},
+		{"broadcast, one hooks session", []meshPeerRow{row("a", "m", surfacedViaPull, ""), row("b", "m", surfacedViaHooks, "")}, "*", true},
+		{"broadcast, only the sender has a channel", []meshPeerRow{row("self", "m", surfacedViaChannel, ""), row("b", "m", surfacedViaPull, "")}, "*", false},
+		{"broadcast, a channel on another mesh", []meshPeerRow{row("b", "other", surfacedViaChannel, "")}, "*", false},
+		{"broadcast, a control-plane row", []meshPeerRow{row("d", "m", surfacedViaChannel, peerRoleControlPlane)}, "*", false},
+		{"broadcast, no profile", []meshPeerRow{row("b", "m", "", "")}, "*", false},
+		{"group, its member has a channel", []meshPeerRow{row("b", "m", surfacedViaChannel, "", "reviewers")}, "@reviewers", true},
+		{"group, a channel outside it", []meshPeerRow{row("b", "m", surfacedViaChannel, "", "ops"), row("c", "m", surfacedViaPull, "", "reviewers")}, "@reviewers", false},
+	}
+	for _, tc := range cases {
+		if got := anyRecipientShownUnasked(tc.peers, tc.to, "m", "self"); got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
