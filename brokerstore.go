@@ -179,6 +179,39 @@ type redeemRequest struct {
 	NewMemberID string
 }
 
+// checkRedeemable says why the invite read for req (inv, or the error of
+// reading it) cannot be redeemed, or nil when it can: the same refusals,
+// in the same order, on every store.
+func checkRedeemable(inv storedInvite, readErr error, req redeemRequest) error {
+	if errors.Is(readErr, errNotFound) || (readErr == nil && inv.Version != max(req.Version, 1)) {
+		return &joinError{"invite_not_found", "this invite was never registered with the broker"}
+	}
+	if readErr != nil {
+		return readErr
+	}
+	switch {
+	case inv.MeshID != req.MeshID:
+		return &joinError{"invite_mesh_mismatch", "the invite belongs to another mesh"}
+	case inv.RevokedAt != nil:
+		return &joinError{"invite_revoked", "the invite was revoked"}
+	case !req.Now.Before(inv.ExpiresAt):
+		return &joinError{"invite_expired", "the invite has expired"}
+	}
+	return nil
+}
+
+// rejoin is the answer to a join by a key already in the mesh: idempotent,
+// using no slot, but a banned key cannot undo its ban by joining again.
+func rejoin(existing storedMember) (redeemResult, error) {
+	if existing.RevokedAt != nil {
+		return redeemResult{}, &joinError{"member_revoked", "this key was banned from the mesh"}
+	}
+	return redeemResult{MemberID: existing.ID, AlreadyMember: true}, nil
+}
+
+// errInviteExhausted refuses a join when the invite's last use is taken.
+var errInviteExhausted = &joinError{"invite_exhausted", "the invite has no uses left"}
+
 // joinAudit is what a join through inv that enrolled m records: the new
 // member, and the use of the invite (its uses after this one).
 func joinAudit(inv storedInvite, m storedMember, uses int) []auditEvent {

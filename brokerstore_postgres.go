@@ -475,28 +475,12 @@ func (s *postgresBrokerStore) RedeemInvite(ctx context.Context, req redeemReques
 // that redemptions of one invite on several replicas queue.
 func pgRedeemIn(ctx context.Context, tx pgx.Tx, req redeemRequest) (redeemResult, error) {
 	inv, err := scanInvite(tx.QueryRow(ctx, `SELECT `+inviteColumns+` FROM invites WHERE token = $1 FOR UPDATE`, req.Token))
-	if errors.Is(err, errNotFound) || (err == nil && inv.Version != max(req.Version, 1)) {
-		return redeemResult{}, &joinError{"invite_not_found", "this invite was never registered with the broker"}
-	}
-	if err != nil {
+	if err := checkRedeemable(inv, err, req); err != nil {
 		return redeemResult{}, err
 	}
-	switch {
-	case inv.MeshID != req.MeshID:
-		return redeemResult{}, &joinError{"invite_mesh_mismatch", "the invite belongs to another mesh"}
-	case inv.RevokedAt != nil:
-		return redeemResult{}, &joinError{"invite_revoked", "the invite was revoked"}
-	case !req.Now.Before(inv.ExpiresAt):
-		return redeemResult{}, &joinError{"invite_expired", "the invite has expired"}
-	}
-	// Re-joining with the same key is idempotent and uses no slot; a banned
-	// key cannot undo its ban by joining again.
 	existing, err := scanMember(tx.QueryRow(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = $1 AND pubkey = $2`, req.MeshID, req.Pubkey))
 	if err == nil {
-		if existing.RevokedAt != nil {
-			return redeemResult{}, &joinError{"member_revoked", "this key was banned from the mesh"}
-		}
-		return redeemResult{MemberID: existing.ID, AlreadyMember: true}, nil
+		return rejoin(existing)
 	}
 	if !errors.Is(err, errNotFound) {
 		return redeemResult{}, err
@@ -506,7 +490,7 @@ func pgRedeemIn(ctx context.Context, tx pgx.Tx, req redeemRequest) (redeemResult
 		return redeemResult{}, err
 	}
 	if n == 0 {
-		return redeemResult{}, &joinError{"invite_exhausted", "the invite has no uses left"}
+		return redeemResult{}, errInviteExhausted
 	}
 	m := storedMember{ID: req.NewMemberID, MeshID: req.MeshID, Pubkey: req.Pubkey, DisplayName: req.DisplayName,
 		Role: inv.Role, CreatedAt: req.Now}
