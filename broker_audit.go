@@ -30,12 +30,8 @@ const auditPage = 1000
 
 func (b *Broker) handleAudit(w http.ResponseWriter, r *http.Request) {
 	var req AuditRequest
-	call, ok := b.memberRequest(w, r, &req)
+	call, ok := b.moderatorRequest(w, r, &req, "read the audit log")
 	if !ok {
-		return
-	}
-	if !call.canModerate() {
-		writeHTTPError(w, http.StatusForbidden, codeForbidden, "only the mesh owner or an admin can read the audit log")
 		return
 	}
 	if req.After < 0 || req.Limit < 0 || req.Limit > auditPage {

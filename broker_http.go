@@ -122,6 +122,17 @@ func (mc memberCall) canModerate() bool {
 // path's slug (or id) into v: the signature (over this path), the timestamp's
 // skew, replays, and that the key is a member of that mesh who is not
 // banned. It answers the request itself and returns false on failure.
+// moderatorRequest is memberRequest for a route only the mesh owner or an
+// admin may use; what names the action in the refusal ("list invites").
+func (b *Broker) moderatorRequest(w http.ResponseWriter, r *http.Request, v any, what string) (memberCall, bool) {
+	call, ok := b.memberRequest(w, r, v)
+	if ok && !call.canModerate() {
+		writeHTTPError(w, http.StatusForbidden, codeForbidden, "only the mesh owner or an admin can "+what)
+		return call, false
+	}
+	return call, ok
+}
+
 func (b *Broker) memberRequest(w http.ResponseWriter, r *http.Request, v any) (memberCall, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxHTTPBodyBytes))
 	var tooBig *http.MaxBytesError

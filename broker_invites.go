@@ -267,12 +267,8 @@ func claimRefusal(code string) (int, string) {
 
 func (b *Broker) handleInviteList(w http.ResponseWriter, r *http.Request) {
 	var req InviteListRequest
-	call, ok := b.memberRequest(w, r, &req)
+	call, ok := b.moderatorRequest(w, r, &req, "list invites")
 	if !ok {
-		return
-	}
-	if !call.canModerate() {
-		writeHTTPError(w, http.StatusForbidden, codeForbidden, "only the mesh owner or an admin can list invites")
 		return
 	}
 	invites, err := b.store.ListInvites(r.Context(), call.mesh.ID)
@@ -290,12 +286,8 @@ func (b *Broker) handleInviteList(w http.ResponseWriter, r *http.Request) {
 
 func (b *Broker) handleInviteRevoke(w http.ResponseWriter, r *http.Request) {
 	var req InviteRevokeRequest
-	call, ok := b.memberRequest(w, r, &req)
+	call, ok := b.moderatorRequest(w, r, &req, "revoke invites")
 	if !ok {
-		return
-	}
-	if !call.canModerate() {
-		writeHTTPError(w, http.StatusForbidden, codeForbidden, "only the mesh owner or an admin can revoke invites")
 		return
 	}
 	if req.Invite == "" {
