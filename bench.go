@@ -510,7 +510,8 @@ func (r *benchRun) connect(ctx context.Context) error {
 		hello := func(now time.Time) (any, error) {
 			ts := handshakeTimestamp(now)
 			return HelloFrame{Type: frameHello, MeshID: p.mesh.MeshID, MemberID: p.mesh.MemberID, Pubkey: p.key.PublicHex(),
-				SessionID: "bench-" + strconv.Itoa(i), Pid: os.Getpid(), PeerType: "ai", Channel: channelDaemon, Timestamp: ts,
+				SessionID: "bench-" + strconv.Itoa(i), Pid: os.Getpid(), PeerType: "ai", Channel: channelDaemon,
+				Capabilities: []string{capabilitySystemBatches}, Timestamp: ts,
 				Signature: p.key.sign(helloSignedString(p.mesh.MeshID, p.mesh.MemberID, p.key.PublicHex(), ts))}, nil
 		}
 		return benchRetry(ctx, func() error {

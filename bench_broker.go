@@ -67,6 +67,7 @@ func startBenchBrokerCmd(ctx context.Context, cmd *exec.Cmd, dir string) (*bench
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &limitedWriter{w: &stderr, left: 8 << 10}
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s broker serve: %w", cmd.Path, err)

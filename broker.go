@@ -177,10 +177,15 @@ type meshRoom struct {
 	byKey    map[string][]*peer // by routing key
 	byMember map[string][]*peer // by member key
 	live     int                // presences with a socket
+	// each is the live presences whose connections take presence events
+	// one push at a time; the others take batches or none.
+	each map[*peer]struct{}
+	systemBatch
 }
 
 func newMeshRoom(id string) *meshRoom {
-	return &meshRoom{id: id, peers: map[string]*peer{}, byKey: map[string][]*peer{}, byMember: map[string][]*peer{}}
+	return &meshRoom{id: id, peers: map[string]*peer{}, byKey: map[string][]*peer{}, byMember: map[string][]*peer{},
+		each: map[*peer]struct{}{}}
 }
 
 // add puts a new presence in the room. Caller holds b.mu.
@@ -199,6 +204,7 @@ func (r *meshRoom) remove(p *peer) {
 		return
 	}
 	delete(r.peers, p.presenceID)
+	delete(r.each, p)
 	unindex(r.byKey, p.key, p)
 	unindex(r.byMember, p.memberPubkey, p)
 	if p.conn != nil {
@@ -215,6 +221,11 @@ func (r *meshRoom) setConn(p *peer, c *brokerConn) {
 			r.live++
 		case p.conn != nil && c == nil:
 			r.live--
+		}
+		if c != nil && p.presenceEvents == presenceEach {
+			r.each[p] = struct{}{}
+		} else {
+			delete(r.each, p)
 		}
 	}
 	p.conn = c
@@ -266,8 +277,10 @@ type peer struct {
 	profile       Profile
 	stats         json.RawMessage
 	receipts      bool // its connection takes receipt frames (capabilityReceipts)
-	connectedAt   time.Time
-	lastSeen      time.Time
+	// presenceEvents is how its connection takes presence events.
+	presenceEvents presenceMode
+	connectedAt    time.Time
+	lastSeen       time.Time
 
 	conn       *brokerConn // nil while in grace
 	graceTimer *time.Timer
@@ -865,15 +878,16 @@ func (b *Broker) systemPush(room *meshRoom, event string, data SystemEventData, 
 // holds b.mu.
 func (b *Broker) systemPushHere(room *meshRoom, event string, data SystemEventData, skip func(*peer) bool) {
 	raw, _ := json.Marshal(data)
-	frame, _ := json.Marshal(PushFrame{Type: framePush, MessageID: newUUID(), MeshID: room.id, SenderPubkey: "system",
-		Priority: priorityLow, Nonce: "", Ciphertext: "", CreatedAt: isoTime(time.Now()), Subtype: subtypeSystem,
-		Event: event, EventData: raw})
-	for _, o := range room.peers {
-		if o.conn == nil || (skip != nil && skip(o)) {
-			continue
+	ev := SystemEvent{Event: event, EventData: raw, CreatedAt: isoTime(time.Now())}
+	if len(room.each) > 0 {
+		frame, _ := json.Marshal(ev.push(room.id))
+		for o := range room.each {
+			if skip == nil || !skip(o) {
+				o.conn.offer(frame)
+			}
 		}
-		o.conn.offer(frame)
 	}
+	b.batchSystemEvent(room, ev)
 }
 
 // sweepLoop re-pushes expired leases, drains connections that fell behind,

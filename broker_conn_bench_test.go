@@ -47,7 +47,7 @@ func BenchmarkBrokerConnections(b *testing.B) {
 		perMesh := cmp.Or(*benchConnsMesh, n)
 		var runs []*benchRun
 		for left := n; left > 0; left -= perMesh {
-			run := &benchRun{opts: benchOptions{Peers: max(min(perMesh, left), 2)}, url: bp.url}
+			run := &benchRun{opts: benchOptions{Peers: max(min(perMesh, left), 2)}, url: bp.url, urls: []string{bp.url}}
 			if err := run.enroll(context.Background()); err != nil {
 				bp.stop()
 				b.Fatal(err)

@@ -495,6 +495,7 @@ func (b *Broker) admit(c *brokerConn, a admission, now time.Time) *handshakeErro
 	p.displayName, p.sessionID, p.pid, p.cwd = ci.displayName, ci.sessionID, ci.pid, ci.cwd
 	p.hostname, p.peerType, p.channel, p.model = ci.hostname, ci.peerType, ci.channel, ci.model
 	p.receipts = slices.Contains(ci.capabilities, capabilityReceipts)
+	p.presenceEvents = presenceModeOf(ci.capabilities)
 	b.attach(room, c, p, now)
 	b.liveChanged(p)
 	if !silent {

@@ -205,6 +205,7 @@ type sqliteBrokerStore struct {
 	w           *sql.DB    // one connection: writes queue here
 	ws          *stmtCache // prepared statements on w
 	r           *sql.DB    // reads, and the background checkpoint
+	rs          *stmtCache // prepared statements on r: the reads every handshake and drain makes
 	checkpoints *checkpointer
 }
 
@@ -249,7 +250,7 @@ func openSQLiteBrokerStore(dir string) (*sqliteBrokerStore, error) {
 		w.Close()
 		return nil, err
 	}
-	s := &sqliteBrokerStore{w: w, ws: newStmtCache(w), r: r, checkpoints: startCheckpointer(r, brokerWALPages)}
+	s := &sqliteBrokerStore{w: w, ws: newStmtCache(w), r: r, rs: newStmtCache(r), checkpoints: startCheckpointer(r, brokerWALPages)}
 	// Prepared now, outside any transaction: the write pool has one
 	// connection, so preparing on it while a transaction holds it would wait
 	// for ever.
@@ -265,6 +266,7 @@ func openSQLiteBrokerStore(dir string) (*sqliteBrokerStore, error) {
 func (s *sqliteBrokerStore) Close() error {
 	s.checkpoints.stop()
 	s.ws.Close()
+	s.rs.Close()
 	return errors.Join(s.w.Close(), s.r.Close())
 }
 
@@ -362,7 +364,12 @@ func scanMesh(row rowScanner) (storedMesh, error) {
 }
 
 func (s *sqliteBrokerStore) MeshByID(ctx context.Context, id string) (storedMesh, error) {
-	return scanMesh(s.r.QueryRowContext(ctx, `SELECT `+meshColumns+` FROM meshes WHERE id = ?`, id))
+	var m storedMesh
+	err := s.rs.scanOne(ctx, nil, `SELECT `+meshColumns+` FROM meshes WHERE id = ?`, func(row rowScanner) (err error) {
+		m, err = scanMesh(row)
+		return err
+	}, id)
+	return m, err
 }
 
 func (s *sqliteBrokerStore) MeshBySlug(ctx context.Context, slug string) (storedMesh, error) {
@@ -395,7 +402,12 @@ func scanMember(row rowScanner) (storedMember, error) {
 }
 
 func (s *sqliteBrokerStore) MemberByPubkey(ctx context.Context, meshID, pubkey string) (storedMember, error) {
-	return scanMember(s.r.QueryRowContext(ctx, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? AND pubkey = ?`, meshID, pubkey))
+	var m storedMember
+	err := s.rs.scanOne(ctx, nil, `SELECT `+memberColumns+` FROM members WHERE mesh_id = ? AND pubkey = ?`, func(row rowScanner) (err error) {
+		m, err = scanMember(row)
+		return err
+	}, meshID, pubkey)
+	return m, err
 }
 
 func (s *sqliteBrokerStore) Members(ctx context.Context, meshID string) ([]storedMember, error) {

@@ -242,7 +242,7 @@ func unpackBase64(v any) string {
 }
 
 func (s *sqliteBrokerStore) PendingFor(ctx context.Context, meshID, key string, afterSeq int64, now time.Time, limit int) ([]storedMessage, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+messageColumns+` FROM deliveries d JOIN messages m ON m.seq = d.msg_seq
+	rows, err := s.rs.QueryContext(ctx, nil, `SELECT `+messageColumns+` FROM deliveries d JOIN messages m ON m.seq = d.msg_seq
 		WHERE d.recipient_key = ? AND d.msg_seq > ? AND m.mesh_id = ? AND m.expires_at > ?
 		ORDER BY d.msg_seq LIMIT ?`, key, afterSeq, meshID, ms(now), limit)
 	return collect(rows, err, scanMessage)

@@ -117,6 +117,17 @@ func (d *Daemon) onLinkFrame(l *Link, pc func() pushContext, keys func() []Keypa
 			d.bus.Publish(Event{Kind: eventState, Mesh: l.Mesh(), Data: &StateEvent{Mesh: l.Mesh(), Key: sc.Key, Value: sc.Value, UpdatedBy: sc.UpdatedBy}})
 		}
 		return
+	case frameSystemBatch:
+		var b SystemBatchFrame
+		if err := json.Unmarshal(f.Data, &b); err != nil {
+			d.log.Warn("bad_system_batch", "mesh", l.Mesh(), "err", err.Error())
+			return
+		}
+		ctx := pc()
+		for _, ev := range b.Events {
+			d.onPush(l, ctx, keys, f, ev.push(b.MeshID))
+		}
+		return
 	case frameError:
 		var ef ErrorFrame
 		_ = json.Unmarshal(f.Data, &ef)
@@ -131,11 +142,16 @@ func (d *Daemon) onLinkFrame(l *Link, pc func() pushContext, keys func() []Keypa
 		d.log.Warn("bad_push", "mesh", l.Mesh(), "err", err.Error())
 		return
 	}
+	d.onPush(l, pc(), keys, f, p)
+}
+
+// onPush classifies one push (or one event of a system batch) and hands it
+// on: to the bus, the inbox, or nowhere.
+func (d *Daemon) onPush(l *Link, ctx pushContext, keys func() []Keypair, f Inbound, p PushFrame) {
 	var ev SystemEventData
 	if len(p.EventData) > 0 {
 		_ = json.Unmarshal(p.EventData, &ev)
 	}
-	ctx := pc()
 	action := classifyPush(ctx, p, ev)
 	switch action {
 	case pushPublishSystem:

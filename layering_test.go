@@ -34,7 +34,7 @@ var layerNames = []string{"wire", "storage", "broker", "daemon", "client", "mcp"
 var fileLayers = map[string]string{
 	"values.go": "wire", "version.go": "wire", "charclass.go": "wire", "canonjson.go": "wire", "termtext.go": "wire",
 	"crypto.go": "wire", "protocol.go": "wire", "invite.go": "wire", "paths.go": "wire",
-	"config.go": "wire", "procstart_linux.go": "wire", "procstart_other.go": "wire",
+	"config.go": "wire", "procstart_linux.go": "wire", "procstart_other.go": "wire", "childproc_linux.go": "wire", "childproc_other.go": "wire",
 	"grants.go": "wire", "memberrequest.go": "wire", "audit.go": "wire", "invitecode.go": "wire",
 	"safetynumber.go": "wire",
 

@@ -749,7 +749,7 @@ func (c *rpcConn) readLoop(ctx context.Context) {
 			break
 		}
 		c.touch()
-		head, herr := decodeHead(data)
+		head, herr := decodeBrokerHead(data)
 		if herr != nil {
 			continue // not ours to fix; a broker bug must not kill the link
 		}
@@ -917,7 +917,7 @@ func memberHello(m Mesh, kp Keypair, pid int, cwd, hostname string) func(time.Ti
 		return HelloFrame{
 			Type: frameHello, MeshID: m.MeshID, MemberID: m.MemberID, Pubkey: kp.PublicHex(),
 			SessionID: "daemon-" + strconv.Itoa(pid), Pid: pid, Cwd: cwd, Hostname: hostname,
-			PeerType: "ai", Channel: channelDaemon, Capabilities: []string{capabilityReceipts}, Timestamp: ts,
+			PeerType: "ai", Channel: channelDaemon, Capabilities: []string{capabilityReceipts, capabilitySystemBatches}, Timestamp: ts,
 			Signature: kp.sign(helloSignedString(m.MeshID, m.MemberID, kp.PublicHex(), ts)),
 		}, nil
 	}
@@ -946,7 +946,7 @@ func sessionHello(m Mesh, member, session Keypair, p sessionHelloParams) func(ti
 			ParentMemberPubkey: member.PublicHex(), SessionPubkey: session.PublicHex(),
 			ParentAttestation: &att, DisplayName: p.DisplayName, SessionID: p.SessionID,
 			Pid: p.Pid, Cwd: p.Cwd, Hostname: p.Hostname, PeerType: "ai", Channel: channelSession,
-			Groups: p.Groups, Role: p.Role, Timestamp: ts,
+			Groups: p.Groups, Role: p.Role, Capabilities: []string{capabilityNoPresence}, Timestamp: ts,
 			Signature: session.sign(sessionHelloSignedString(m.MeshID, member.PublicHex(), session.PublicHex(), ts)),
 		}, nil
 	}

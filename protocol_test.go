@@ -75,3 +75,31 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeBrokerHead(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     frameHead
+		ok       bool
+	}{
+		{"push by its prefix", `{"type":"push","messageId":"m"}`, frameHead{Type: framePush}, true},
+		{"batch by its prefix", `{"type":"system_batch","meshId":"x","events":[]}`, frameHead{Type: frameSystemBatch}, true},
+		{"a longer type is not push", `{"type":"pushed","_reqId":"r"}`, frameHead{Type: "pushed", ReqID: "r"}, true},
+		{"type not first", `{"_reqId":"r","type":"push"}`, frameHead{Type: framePush, ReqID: "r"}, true},
+		{"a reply keeps its request id", `{"type":"ack","_reqId":"r","id":"1"}`, frameHead{Type: frameAck, ReqID: "r"}, true},
+		{"spaced push falls back", `{ "type" : "push" }`, frameHead{Type: framePush}, true},
+		{"no type", `{"_reqId":"r"}`, frameHead{}, false},
+		{"not JSON", `push`, frameHead{}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h, err := decodeBrokerHead([]byte(c.in))
+			if (err == nil) != c.ok {
+				t.Fatalf("err = %v, want ok %v", err, c.ok)
+			}
+			if c.ok && h != c.want {
+				t.Fatalf("head = %+v, want %+v", h, c.want)
+			}
+		})
+	}
+}
