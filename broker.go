@@ -541,21 +541,29 @@ func (b *Broker) serveWS(w http.ResponseWriter, r *http.Request) {
 	b.wg.Add(2)
 	b.sockWG.Add(1)
 	b.mu.Unlock()
-	defer b.wg.Done()
-	defer b.sockWG.Done()
 	b.metrics.connections.Add(1)
+	end := func(err error) {
+		cancel()
+		ws.CloseNow()
+		b.detach(c, leftOnPurpose(err))
+		b.mu.Lock()
+		delete(b.sockets, c)
+		b.mu.Unlock()
+		b.metrics.connections.Add(-1)
+		b.sockWG.Done()
+		b.wg.Done()
+	}
 
 	go func() { defer b.wg.Done(); c.writeLoop() }()
 
-	err = c.readLoop()
-
-	cancel()
-	ws.CloseNow()
-	b.detach(c, leftOnPurpose(err))
-	b.mu.Lock()
-	delete(b.sockets, c)
-	b.mu.Unlock()
-	b.metrics.connections.Add(-1)
+	if err := c.readHello(); err != nil {
+		end(err)
+		return
+	}
+	// The rest is read on a fresh goroutine and this handler returns: the
+	// stack the handshake grew (JSON, signatures, store queries) and the
+	// HTTP request go with it, which halves what an idle connection holds.
+	go func() { end(c.readLoop()) }()
 }
 
 // remoteIP is the client's address without the port.
@@ -712,9 +720,9 @@ func leftOnPurpose(readErr error) bool {
 	return errors.As(readErr, &ce) && ce.Code == websocket.StatusNormalClosure && ce.Reason == closeReasonLeave
 }
 
-// readLoop reads and handles frames until the socket ends, and returns why
-// it ended.
-func (c *brokerConn) readLoop() error {
+// readHello reads frames until one authenticates the socket, or returns why
+// the socket ended first.
+func (c *brokerConn) readHello() error {
 	helloTimer := time.AfterFunc(c.helloTimeout, func() {
 		c.b.mu.Lock()
 		authed := c.peer != nil
@@ -724,27 +732,46 @@ func (c *brokerConn) readLoop() error {
 		}
 	})
 	defer helloTimer.Stop()
-	authed := false
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
+		data, text, err := c.readText()
 		if err != nil {
 			return err
 		}
-		c.lastRead.Store(time.Now().UnixMilli())
-		if typ != websocket.MessageText {
-			c.send(ErrorFrame{Type: frameError, Code: codeInvalid, Message: "frames must be UTF-8 JSON text"})
-			continue
+		if text && c.b.handleUnauthenticated(c, data) {
+			helloTimer.Stop()
+			c.authenticated()
+			return nil
 		}
-		if !authed {
-			authed = c.b.handleUnauthenticated(c, data)
-			if authed {
-				helloTimer.Stop()
-				c.authenticated()
-			}
-			continue
-		}
-		c.b.handleFrame(c, data)
 	}
+}
+
+// readLoop reads and handles an authenticated socket's frames until it
+// ends, and returns why it ended.
+func (c *brokerConn) readLoop() error {
+	for {
+		data, text, err := c.readText()
+		if err != nil {
+			return err
+		}
+		if text {
+			c.b.handleFrame(c, data)
+		}
+	}
+}
+
+// readText reads the next frame; a binary one is answered with an error
+// and reported as not text.
+func (c *brokerConn) readText() (data []byte, text bool, err error) {
+	typ, data, err := c.ws.Read(c.ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	c.lastRead.Store(time.Now().UnixMilli())
+	if typ != websocket.MessageText {
+		c.send(ErrorFrame{Type: frameError, Code: codeInvalid, Message: "frames must be UTF-8 JSON text"})
+		return nil, false, nil
+	}
+	return data, true, nil
 }
 
 // requestDrain asks the socket's drainer to run. Safe under b.mu.
