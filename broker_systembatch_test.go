@@ -29,7 +29,9 @@ func testBrokerSystemBatches(t *testing.T) {
 	none := helloWith(carol, capabilityNoPresence)
 
 	// Carol's join reaches the others: a push, and an event in a batch.
-	each.expect(framePush, func(f frame) bool { return f.str("event") == eventPeerJoined && strings.Contains(string(mustJSON(f)), carol.Pubkey) })
+	each.expect(framePush, func(f frame) bool {
+		return f.str("event") == eventPeerJoined && strings.Contains(string(mustJSON(f)), carol.Pubkey)
+	})
 	batched.expect(frameSystemBatch, func(f frame) bool { return strings.Contains(string(mustJSON(f)), carol.Pubkey) })
 
 	// Five events while the broker lock is held fall in one window.
