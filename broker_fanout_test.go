@@ -179,7 +179,7 @@ func deliveryKeys(t *testing.T, b *Broker, id string) []string {
 	t.Helper()
 	q := `SELECT d.recipient_key FROM deliveries d JOIN messages m ON m.seq = d.msg_seq WHERE m.id = ? ORDER BY d.recipient_key`
 	if _, ok := unwrapStore(b.store).(*postgresBrokerStore); ok {
-		q = `SELECT recipient_key FROM deliveries WHERE message_id = ? AND delivered_at IS NULL ORDER BY recipient_key`
+		q = `SELECT recipient_key FROM deliveries WHERE message_id = ? ORDER BY recipient_key`
 	}
 	return storeStrings(t, b, q, id)
 }

@@ -80,10 +80,11 @@ type brokerStore interface {
 	// store order) as a duplicate; a message with no recipient need not be
 	// stored. A mark retires one key's delivery, by store order (Seq) when
 	// the broker knows it, else by broker message id, else by the sender's
-	// client_message_id. Once none of a message's deliveries is pending
-	// the store may delete it (the SQLite store does so with the last
-	// one, so its size follows what is pending, not what was ever sent);
-	// its dedupe holds while it is stored. Nothing in the batch is durable
+	// client_message_id. A store deletes a delivery when it is marked, and
+	// a message with its last delivery, so its size follows what is
+	// pending, not what was ever sent. The SQLite store's dedupe holds
+	// while the message is stored; the PostgreSQL store's until the
+	// message's expiry. Nothing in the batch is durable
 	// until it returns without error. A store may fail the whole batch for
 	// one bad append — the group commit then retries the appends one by
 	// one — or report that append's error alone in its result.

@@ -75,6 +75,12 @@ func migrateSQLiteToPostgres(ctx context.Context, dir, url string) (migrateRepor
 			}
 			rep.Rows[t] = n
 		}
+		// The SQLite store keeps a message's dedupe key on the message;
+		// here it is a row of its own, for every copied message that has one.
+		if _, err := tx.Exec(ctx, `INSERT INTO dedupe_keys (mesh_id, sender_member_id, client_message_id, message_id, expires_at)
+			SELECT mesh_id, sender_member_id, client_message_id, id, expires_at FROM messages WHERE client_message_id IS NOT NULL`); err != nil {
+			return fmt.Errorf("dedupe keys: %w", err)
+		}
 		// Messages keep their sequence numbers; new ones follow them.
 		_, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('messages', 'seq'), coalesce(max(seq), 0) + 1, false) FROM messages`)
 		return err

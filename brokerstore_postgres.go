@@ -1,8 +1,9 @@
 // The broker store on PostgreSQL: what several `broker serve` replicas share.
 // The semantics are the SQLite store's — one durable append per send plus its
 // deliveries in one transaction, dedupe by a unique constraint, multicasts
-// resolved inside that transaction — with PostgreSQL's own full-text search
-// for memory. Times are integer milliseconds since the epoch and JSON-shaped
+// resolved inside that transaction, an ack that deletes its delivery and a
+// message that goes with its last one — with PostgreSQL's own full-text
+// search for memory. Times are integer milliseconds since the epoch and JSON-shaped
 // columns hold JSON text, as in SQLite, so both stores read back the same
 // bytes. A store lives in the schema its URL selects (search_path), so one
 // database can hold several brokers' stores.
@@ -214,6 +215,28 @@ CREATE TABLE live_presences (
 	PRIMARY KEY (replica_id, presence_id)
 );
 CREATE INDEX live_presences_mesh ON live_presences (mesh_id);
+`,
+	// 4: the store holds what is pending. An ack deletes its delivery and a
+	// message goes with its last delivery; its dedupe key moves to a table
+	// of its own that keeps it until the message's expiry.
+	`
+DELETE FROM deliveries WHERE delivered_at IS NOT NULL;
+CREATE TABLE dedupe_keys (
+	mesh_id           TEXT NOT NULL,
+	sender_member_id  TEXT NOT NULL,
+	client_message_id TEXT NOT NULL,
+	message_id        TEXT NOT NULL,
+	expires_at        BIGINT NOT NULL,
+	PRIMARY KEY (mesh_id, sender_member_id, client_message_id)
+);
+CREATE INDEX dedupe_keys_expiry ON dedupe_keys (expires_at);
+INSERT INTO dedupe_keys (mesh_id, sender_member_id, client_message_id, message_id, expires_at)
+	SELECT mesh_id, sender_member_id, client_message_id, id, expires_at FROM messages WHERE client_message_id IS NOT NULL;
+DELETE FROM messages m WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id);
+DROP INDEX messages_dedupe;
+DROP INDEX deliveries_pending;
+ALTER TABLE deliveries DROP COLUMN delivered_at;
+CREATE INDEX deliveries_recipient ON deliveries (mesh_id, recipient_key);
 `,
 }
 
@@ -598,30 +621,84 @@ func (s *postgresBrokerStore) KeyOwner(ctx context.Context, meshID, key string) 
 }
 
 // Messages and deliveries.
+//
+// Policy:
+//   - The tables hold what is pending: an ack deletes its delivery, and the
+//     batch that deleted a message's last delivery deletes the message
+//     (retireMessages). The expiry purge takes the rest.
+//   - The dedupe key (mesh, sender member, client_message_id) is a row of
+//     dedupe_keys, written with the message and kept until the message's
+//     expiry, not only while the message is stored: a sender whose send_ack
+//     was lost re-sends, possibly days later and to another replica, after
+//     every recipient has acked. Answered as a duplicate with the original
+//     id, it matches the receipts the recipients sent for that id; stored
+//     anew, it would get a new id that no receipt names, since the
+//     recipients' inboxes drop the second copy silently. A key is a narrow
+//     row; the message body goes with its last delivery.
+//   - The key is the only unique constraint a send inserts under, so a
+//     re-send racing the original (or its last ack) on another replica
+//     waits for that transaction and then dedupes: no window in which
+//     neither the message nor its key is visible.
+//   - A message for nobody stores its key and nothing else: there is
+//     nothing to deliver, and its re-send still dedupes.
 
-// pgAppendMessage stores a message and its deliveries in one statement; it
-// returns no row when (mesh, sender member, client_message_id) exists.
+// pgAppendMessage stores a send's dedupe key, message and deliveries in one
+// statement; it returns the message's id and store order (0 when it has
+// no recipient), or no row when (mesh, sender member, client_message_id)
+// exists.
 const pgAppendMessage = `
-WITH m AS (
+WITH k AS (
+	INSERT INTO dedupe_keys (mesh_id, sender_member_id, client_message_id, message_id, expires_at)
+	SELECT $2::text, $3::text, $13::text, $1::text, $12::bigint WHERE $13::text IS NOT NULL
+	ON CONFLICT DO NOTHING
+	RETURNING message_id
+), fresh AS (
+	SELECT WHERE $13::text IS NULL OR EXISTS (SELECT FROM k)
+), m AS (
 	INSERT INTO messages (id, mesh_id, sender_member_id, sender_pubkey, sender_member_pubkey, sender_name,
 		target_spec, priority, nonce, ciphertext, created_at, expires_at, client_message_id, request_fingerprint, reply_to_id, subtype, topic)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-	ON CONFLICT (mesh_id, sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
+	SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text, $11::bigint, $12::bigint,
+		$13::text, $14::text, $15::text, $16::text, $17::text
+	FROM fresh WHERE cardinality($18::text[]) > 0
 	RETURNING id, seq, mesh_id, expires_at
 ), d AS (
 	INSERT INTO deliveries (message_id, recipient_key, mesh_id, expires_at)
 	SELECT m.id, k, m.mesh_id, m.expires_at FROM m, (SELECT DISTINCT unnest($18::text[]) AS k) keys
 	ON CONFLICT DO NOTHING
 )
-SELECT id, seq FROM m`
+SELECT $1::text, coalesce((SELECT seq FROM m), 0) FROM fresh`
 
-const pgFindDuplicate = `SELECT id, seq FROM messages WHERE mesh_id = $1 AND sender_member_id = $2 AND client_message_id = $3`
+// pgFindDuplicate is the message a dedupe key names, with its store order
+// while it is still stored (0 once its deliveries are all acked).
+const pgFindDuplicate = `SELECT k.message_id, coalesce(m.seq, 0) FROM dedupe_keys k LEFT JOIN messages m ON m.id = k.message_id
+	WHERE k.mesh_id = $1 AND k.sender_member_id = $2 AND k.client_message_id = $3`
 
+// A mark deletes one key's delivery and names its message, for
+// retireMessages. By client id it looks among the key's own deliveries
+// (the deliveries_recipient index), not among every message of the mesh.
 const (
-	pgMarkByID       = `UPDATE deliveries SET delivered_at = $1 WHERE message_id = $2 AND recipient_key = $3 AND mesh_id = $4 AND delivered_at IS NULL`
-	pgMarkByClientID = `UPDATE deliveries SET delivered_at = $1
-		WHERE recipient_key = $2 AND mesh_id = $3 AND delivered_at IS NULL
-		AND message_id IN (SELECT id FROM messages WHERE mesh_id = $3 AND client_message_id = $4)`
+	pgMarkByID       = `DELETE FROM deliveries WHERE message_id = $1 AND recipient_key = $2 AND mesh_id = $3 RETURNING message_id`
+	pgMarkByClientID = `DELETE FROM deliveries d USING messages m
+		WHERE d.recipient_key = $1 AND d.mesh_id = $2 AND m.id = d.message_id AND m.client_message_id = $3
+		RETURNING d.message_id`
+)
+
+// Retiring the messages whose deliveries a batch deleted: lock them in id
+// order, then delete those left with no delivery.
+//
+// Why two statements and not a row trigger on deliveries: two replicas
+// acking a message's last two deliveries at once would each still see the
+// other's delivery (neither has committed) and both keep the message. The
+// lock makes the second wait for the first to commit, and the delete, a
+// statement of its own, reads after the wait and so sees the first one's
+// ack. Locking the batch's messages together in id order keeps two
+// batches that share messages from deadlocking, which per-ack locks taken
+// in ack order would not. A message being inserted is never at risk: its
+// deliveries are inserted by the same statement, so no other transaction
+// sees it without them.
+const (
+	pgLockMessages   = `SELECT id FROM messages WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+	pgRetireMessages = `DELETE FROM messages m WHERE m.id = ANY($1) AND NOT EXISTS (SELECT FROM deliveries d WHERE d.message_id = m.id)`
 )
 
 // WriteBatch applies appends and marks in one transaction (group commit).
@@ -688,37 +765,20 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 				}
 			}
 		}
-		notices := s.pushEvents(appends, results)
-		if len(marks) > 0 || len(notices) > 0 {
-			batch := &pgx.Batch{}
-			for _, m := range marks {
-				if m.MessageID != "" {
-					batch.Queue(pgMarkByID, ms(m.At), m.MessageID, m.Key, m.MeshID)
-				} else {
-					batch.Queue(pgMarkByClientID, ms(m.At), m.Key, m.MeshID, m.ClientMessageID)
-				}
-			}
-			// A notification is delivered when the transaction commits, never
-			// for a batch that fails.
-			for _, payload := range notices {
-				batch.Queue(`SELECT pg_notify($1, $2)`, s.channel(), string(payload))
-			}
-			br := tx.SendBatch(ctx, batch)
-			for range marks {
-				tag, err := br.Exec()
-				if err != nil {
-					br.Close()
-					return err
-				}
-				marked += int(tag.RowsAffected())
-			}
-			for range notices {
-				if _, err := br.Exec(); err != nil {
-					br.Close()
-					return err
-				}
-			}
-			if err := br.Close(); err != nil {
+		n, touched, err := pgDeleteDeliveries(ctx, tx, marks)
+		if err != nil {
+			return err
+		}
+		marked = n
+		batch := &pgx.Batch{}
+		queueRetire(batch, touched)
+		// A notification is delivered when the transaction commits, never
+		// for a batch that fails.
+		for _, payload := range s.pushEvents(appends, results) {
+			batch.Queue(`SELECT pg_notify($1, $2)`, s.channel(), string(payload))
+		}
+		if batch.Len() > 0 {
+			if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 				return err
 			}
 		}
@@ -728,6 +788,54 @@ func (s *postgresBrokerStore) writeBatch(ctx context.Context, appends []appendOp
 		return nil, 0, err
 	}
 	return results, marked, nil
+}
+
+// queueRetire queues the retiring of messages ids (pgLockMessages, then
+// pgRetireMessages) on batch.
+func queueRetire(batch *pgx.Batch, ids []string) {
+	if len(ids) > 0 {
+		batch.Queue(pgLockMessages, ids)
+		batch.Queue(pgRetireMessages, ids)
+	}
+}
+
+// pgDeleteDeliveries applies marks in tx, pipelined: it counts the
+// deliveries deleted and returns their messages' ids, each once.
+func pgDeleteDeliveries(ctx context.Context, tx pgx.Tx, marks []deliveryMark) (int, []string, error) {
+	if len(marks) == 0 {
+		return 0, nil, nil
+	}
+	batch := &pgx.Batch{}
+	for _, m := range marks {
+		if m.MessageID != "" {
+			batch.Queue(pgMarkByID, m.MessageID, m.Key, m.MeshID)
+		} else {
+			batch.Queue(pgMarkByClientID, m.Key, m.MeshID, m.ClientMessageID)
+		}
+	}
+	br := tx.SendBatch(ctx, batch)
+	deleted := 0
+	var ids []string
+	seen := map[string]bool{}
+	for range marks {
+		rows, err := br.Query()
+		gone, err := pgCollect(rows, err, func(r rowScanner) (string, error) {
+			var id string
+			return id, r.Scan(&id)
+		})
+		if err != nil {
+			br.Close()
+			return 0, nil, err
+		}
+		deleted += len(gone)
+		for _, id := range gone {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	return deleted, ids, br.Close()
 }
 
 // appendSaved is one append under its own savepoint: on failure it is
@@ -802,7 +910,7 @@ func (s *postgresBrokerStore) resolveIn(ctx context.Context, tx pgx.Tx, appends 
 
 func (s *postgresBrokerStore) PendingFor(ctx context.Context, meshID, key string, afterSeq int64, now time.Time, limit int) ([]storedMessage, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+messageColumns+` FROM deliveries d JOIN messages m ON m.id = d.message_id
-		WHERE d.mesh_id = $1 AND d.recipient_key = $2 AND d.delivered_at IS NULL AND d.expires_at > $3 AND m.seq > $4
+		WHERE d.mesh_id = $1 AND d.recipient_key = $2 AND d.expires_at > $3 AND m.seq > $4
 		ORDER BY m.seq LIMIT $5`, meshID, key, ms(now), afterSeq, limit)
 	return pgCollect(rows, err, scanMessage)
 }
@@ -833,12 +941,27 @@ func (s *postgresBrokerStore) EndPresences(ctx context.Context, startedAt, now t
 	return int(n), err
 }
 
+// PurgeExpired deletes expired deliveries before their messages, the order
+// an ack's transaction takes its locks in (delivery, then message), so a
+// purge and a batch acking an expiring message queue instead of
+// deadlocking. A dedupe key goes with its message's expiry.
 func (s *postgresBrokerStore) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
-	n, err := pgAffected(s.pool.Exec(ctx, `DELETE FROM messages WHERE expires_at <= $1`, ms(now)))
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE expires_at <= $1`, ms(now)); err != nil {
+			return err
+		}
+		var err error
+		if n, err = pgAffected(tx.Exec(ctx, `DELETE FROM messages WHERE expires_at <= $1`, ms(now))); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM dedupe_keys WHERE expires_at <= $1`, ms(now)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM presences WHERE NOT present AND seen_at < $1`, ms(now.Add(-groupMemory)))
+		return err
+	})
 	if err != nil {
-		return 0, err
-	}
-	if _, err := s.pool.Exec(ctx, `DELETE FROM presences WHERE NOT present AND seen_at < $1`, ms(now.Add(-groupMemory))); err != nil {
 		return 0, err
 	}
 	return int(n), nil
@@ -846,7 +969,7 @@ func (s *postgresBrokerStore) PurgeExpired(ctx context.Context, now time.Time) (
 
 func (s *postgresBrokerStore) CountPendingDeliveries(ctx context.Context, now time.Time) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE delivered_at IS NULL AND expires_at > $1`, ms(now)).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE expires_at > $1`, ms(now)).Scan(&n)
 	return n, err
 }
 

@@ -316,7 +316,7 @@ func (s *postgresBrokerStore) listenOnce(ctx context.Context, handle func(replic
 
 func (s *postgresBrokerStore) PendingAmong(ctx context.Context, meshID string, ids, keys []string, now time.Time) ([]pendingDelivery, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+messageColumns+`, d.recipient_key FROM deliveries d JOIN messages m ON m.id = d.message_id
-		WHERE d.message_id = ANY($1) AND d.recipient_key = ANY($2) AND d.mesh_id = $3 AND d.delivered_at IS NULL AND d.expires_at > $4
+		WHERE d.message_id = ANY($1) AND d.recipient_key = ANY($2) AND d.mesh_id = $3 AND d.expires_at > $4
 		ORDER BY m.seq`, ids, keys, meshID, ms(now))
 	return pgCollect(rows, err, func(r rowScanner) (pendingDelivery, error) {
 		var d pendingDelivery
