@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -117,6 +118,48 @@ func TestReplicasRouteExactlyOnce(t *testing.T) {
 	if !strings.Contains(metrics, `claudemesh_broker_replica_pushes_total{replica="rb"} `) ||
 		strings.Contains(metrics, `claudemesh_broker_replica_pushes_total{replica="rb"} 0`) {
 		t.Errorf("replica B's /metrics counts no cross-replica push:\n%s", metrics)
+	}
+}
+
+// TestReplicasResendAfterAckDedupes: DMs sent on one replica and acked on
+// the other leave no message and no delivery behind; a re-send of one of
+// them through the recipient's replica is answered with the original id
+// and pushes nothing.
+func TestReplicasResendAfterAckDedupes(t *testing.T) {
+	const n = 20
+	bs, urls := startTestReplicas(t, 2, BrokerOptions{SendBurst: 2 * n, SendPerMinute: 2 * n})
+	alice := newTestMesh(t, bs[0], urls[0], "team", "alice")
+	bob := addTestMember(t, bs[0], alice, "bob", roleMember)
+	aliceA := connectMember(t, urls[0], alice)
+	bobB := connectMember(t, urls[1], bob)
+	waitFor(t, "replica A to see bob on B", func() bool {
+		return strings.Contains(frameJSON(aliceA.roundTrip(map[string]any{"type": frameListPeers})), bob.Pubkey)
+	})
+	ids := map[string]string{}
+	for i := range n {
+		cmid := fmt.Sprintf("c-%02d", i)
+		ack := aliceA.sendText(bob.Pubkey, "dm "+cmid, cmid)
+		if ack["queued"] != true {
+			t.Fatalf("send %s: %v", cmid, ack)
+		}
+		ids[cmid] = ack.str("messageId")
+	}
+	aliceA.sendText(bob.Pubkey, "end", "c-end")
+	if got := pushesUntil(bobB, "end"); len(got) != n {
+		t.Fatalf("bob on B got %d DMs, want %d", len(got), n)
+	}
+	waitFor(t, "the acked DMs to leave the store", func() bool {
+		return storeStrings(t, bs[0], `SELECT CAST(count(*) AS TEXT) FROM messages`)[0] == "0" &&
+			storeStrings(t, bs[0], `SELECT CAST(count(*) AS TEXT) FROM deliveries`)[0] == "0"
+	})
+	aliceB := connectMember(t, urls[1], alice)
+	ack := aliceB.sendText(bob.Pubkey, "dm c-07", "c-07")
+	if ack["queued"] != true || ack.str("messageId") != ids["c-07"] {
+		t.Fatalf("re-send after the ack = %v, want the original id %s", ack, ids["c-07"])
+	}
+	aliceB.sendText(bob.Pubkey, "end again", "")
+	if got := pushesUntil(bobB, "end again"); len(got) != 0 {
+		t.Fatalf("bob got %q again after the re-send", got)
 	}
 }
 

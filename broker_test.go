@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,39 @@ func testBrokerSendFromSessionCarriesSessionKey(t *testing.T) {
 	if push.str("senderPubkey") != aliceSess.PublicHex() || push.str("senderMemberPubkey") != owner.Pubkey {
 		t.Fatalf("push sender = %s / %s", push.str("senderPubkey"), push.str("senderMemberPubkey"))
 	}
+}
+
+// TestBrokerAckedDMsLeaveTheStore: DMs to a recipient that acks them all
+// leave no message and no delivery in the store, while one sent to an
+// offline key stays until it is delivered.
+func TestBrokerAckedDMsLeaveTheStore(t *testing.T) {
+	forEachStore(t, testBrokerAckedDMsLeaveTheStore)
+}
+
+func testBrokerAckedDMsLeaveTheStore(t *testing.T) {
+	const n = 50
+	b, url, _, bob, a := newAliceBobMesh(t, BrokerOptions{SendBurst: 2 * n, SendPerMinute: 2 * n})
+	bl := connectMember(t, url, bob)
+	rows := func() (messages, deliveries string) {
+		return storeStrings(t, b, `SELECT CAST(count(*) AS TEXT) FROM messages`)[0],
+			storeStrings(t, b, `SELECT CAST(count(*) AS TEXT) FROM deliveries`)[0]
+	}
+	for i := range n {
+		if ack := a.sendText(bob.Pubkey, fmt.Sprintf("dm %02d", i), fmt.Sprintf("c-%02d", i)); ack["queued"] != true {
+			t.Fatalf("send %d: %v", i, ack)
+		}
+	}
+	offline := mustNewKeypair()
+	connectSession(t, url, bob, offline, "bob-away").ws.CloseNow()
+	a.sendText(offline.PublicHex(), "for later", "c-later")
+	a.sendText(bob.Pubkey, "end", "c-end")
+	if got := pushesUntil(bl, "end"); len(got) != n {
+		t.Fatalf("bob got %d DMs, want %d", len(got), n)
+	}
+	waitFor(t, "the store to hold only the message still pending", func() bool {
+		m, d := rows()
+		return m == "1" && d == "1"
+	})
 }
 
 func TestBrokerReplyEchoesReqID(t *testing.T) { forEachStore(t, testBrokerReplyEchoesReqID) }
