@@ -26,6 +26,14 @@ func onPostgres(t *testing.T) {
 	t.Cleanup(func() { testStoreByName.Delete(t.Name()) })
 }
 
+// pgBatchTestStore is batchTestStore on PostgreSQL.
+func pgBatchTestStore(t *testing.T) (*postgresBrokerStore, func(cmid string) storedMessage) {
+	t.Helper()
+	onPostgres(t)
+	s, msg := batchTestStore(t)
+	return unwrapStore(s).(*postgresBrokerStore), msg
+}
+
 // pgCount is a count(*) query's answer on s.
 func pgCount(t *testing.T, s *postgresBrokerStore, query string, args ...any) int {
 	t.Helper()
@@ -48,67 +56,63 @@ func pgTableRows(t *testing.T, s *postgresBrokerStore) (messages, deliveries, ke
 // answered with the original id and stores nothing; the expiry purge takes
 // the keys.
 func TestPostgresMessagePruning(t *testing.T) {
-	onPostgres(t)
-	{
-		st, msg := batchTestStore(t)
-		s := unwrapStore(st).(*postgresBrokerStore)
-		ctx := context.Background()
-		m := msg("multi")
-		res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: m, Recipients: []string{"k1", "k2", "k1"}}}, nil)
-		if err != nil || res[0].Err != nil || res[0].Seq == 0 {
-			t.Fatal(err, res)
-		}
-		if msgs, dels, keys := pgTableRows(t, s); msgs != 1 || dels != 2 || keys != 1 {
-			t.Fatalf("after the send: %d messages, %d deliveries, %d keys; want 1, 2 (k1 once, k2), 1", msgs, dels, keys)
-		}
-		if n, err := markOne(ctx, s, m.MeshID, "k1", m.ID, "", time.Now()); err != nil || n != 1 {
-			t.Fatalf("mark k1 by id = %d, %v; want 1", n, err)
-		}
-		if msgs, dels, _ := pgTableRows(t, s); msgs != 1 || dels != 1 {
-			t.Fatalf("after one of two acks: %d messages, %d deliveries; want 1, 1", msgs, dels)
-		}
-		if n, err := markOne(ctx, s, m.MeshID, "k1", m.ID, "", time.Now()); err != nil || n != 0 {
-			t.Fatalf("a second mark of k1 = %d, %v; want 0", n, err)
-		}
-		if n, err := markOne(ctx, s, m.MeshID, "k2", "", "multi", time.Now()); err != nil || n != 1 {
-			t.Fatalf("mark k2 by client id = %d, %v; want 1", n, err)
-		}
-		if msgs, dels, keys := pgTableRows(t, s); msgs != 0 || dels != 0 || keys != 1 {
-			t.Fatalf("after every ack: %d messages, %d deliveries, %d keys; want 0, 0, 1", msgs, dels, keys)
-		}
-		again, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg("multi"), Recipients: []string{"k1"}}}, nil)
-		if err != nil || !again[0].Dup || again[0].ID != m.ID || again[0].Err != nil {
-			t.Fatalf("re-send after every ack = %+v, %v; want a duplicate of %s", again, err, m.ID)
-		}
-		if p, _ := s.PendingFor(ctx, m.MeshID, "k1", 0, time.Now(), 10); len(p) != 0 {
-			t.Fatalf("the re-send left %d pending for k1", len(p))
-		}
+	s, msg := pgBatchTestStore(t)
+	ctx := context.Background()
+	m := msg("multi")
+	res, _, err := s.WriteBatch(ctx, []appendOp{{Msg: m, Recipients: []string{"k1", "k2", "k1"}}}, nil)
+	if err != nil || res[0].Err != nil || res[0].Seq == 0 {
+		t.Fatal(err, res)
+	}
+	if msgs, dels, keys := pgTableRows(t, s); msgs != 1 || dels != 2 || keys != 1 {
+		t.Fatalf("after the send: %d messages, %d deliveries, %d keys; want 1, 2 (k1 once, k2), 1", msgs, dels, keys)
+	}
+	if n, err := markOne(ctx, s, m.MeshID, "k1", m.ID, "", time.Now()); err != nil || n != 1 {
+		t.Fatalf("mark k1 by id = %d, %v; want 1", n, err)
+	}
+	if msgs, dels, _ := pgTableRows(t, s); msgs != 1 || dels != 1 {
+		t.Fatalf("after one of two acks: %d messages, %d deliveries; want 1, 1", msgs, dels)
+	}
+	if n, err := markOne(ctx, s, m.MeshID, "k1", m.ID, "", time.Now()); err != nil || n != 0 {
+		t.Fatalf("a second mark of k1 = %d, %v; want 0", n, err)
+	}
+	if n, err := markOne(ctx, s, m.MeshID, "k2", "", "multi", time.Now()); err != nil || n != 1 {
+		t.Fatalf("mark k2 by client id = %d, %v; want 1", n, err)
+	}
+	if msgs, dels, keys := pgTableRows(t, s); msgs != 0 || dels != 0 || keys != 1 {
+		t.Fatalf("after every ack: %d messages, %d deliveries, %d keys; want 0, 0, 1", msgs, dels, keys)
+	}
+	again, _, err := s.WriteBatch(ctx, []appendOp{{Msg: msg("multi"), Recipients: []string{"k1"}}}, nil)
+	if err != nil || !again[0].Dup || again[0].ID != m.ID || again[0].Err != nil {
+		t.Fatalf("re-send after every ack = %+v, %v; want a duplicate of %s", again, err, m.ID)
+	}
+	if p, _ := s.PendingFor(ctx, m.MeshID, "k1", 0, time.Now(), 10); len(p) != 0 {
+		t.Fatalf("the re-send left %d pending for k1", len(p))
+	}
 
-		nobody := msg("nobody")
-		res, _, err = s.WriteBatch(ctx, []appendOp{{Msg: nobody}}, nil)
-		if err != nil || res[0].Err != nil || res[0].Dup || res[0].ID != nobody.ID {
-			t.Fatalf("a message for nobody = %+v, %v; want answered", res, err)
-		}
-		if msgs, _, _ := pgTableRows(t, s); msgs != 0 {
-			t.Fatalf("a message for nobody was stored")
-		}
-		if res, _, _ = s.WriteBatch(ctx, []appendOp{{Msg: msg("nobody"), Recipients: []string{"k1"}}}, nil); !res[0].Dup || res[0].ID != nobody.ID {
-			t.Fatalf("re-send of a message for nobody = %+v; want a duplicate", res)
-		}
+	nobody := msg("nobody")
+	res, _, err = s.WriteBatch(ctx, []appendOp{{Msg: nobody}}, nil)
+	if err != nil || res[0].Err != nil || res[0].Dup || res[0].ID != nobody.ID {
+		t.Fatalf("a message for nobody = %+v, %v; want answered", res, err)
+	}
+	if msgs, _, _ := pgTableRows(t, s); msgs != 0 {
+		t.Fatalf("a message for nobody was stored")
+	}
+	if res, _, _ = s.WriteBatch(ctx, []appendOp{{Msg: msg("nobody"), Recipients: []string{"k1"}}}, nil); !res[0].Dup || res[0].ID != nobody.ID {
+		t.Fatalf("re-send of a message for nobody = %+v; want a duplicate", res)
+	}
 
-		pending := msg("pending")
-		if _, _, err := appendOne(ctx, s, pending, []string{"k3"}); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.PurgeExpired(ctx, time.Now()); err != nil || n != 0 {
-			t.Fatalf("purge before any expiry = %d, %v", n, err)
-		}
-		if n, err := s.PurgeExpired(ctx, pending.ExpiresAt); err != nil || n != 1 {
-			t.Fatalf("purge at expiry = %d, %v; want the pending message", n, err)
-		}
-		if msgs, dels, keys := pgTableRows(t, s); msgs+dels+keys != 0 {
-			t.Fatalf("after the expiry purge: %d messages, %d deliveries, %d keys; want none", msgs, dels, keys)
-		}
+	pending := msg("pending")
+	if _, _, err := appendOne(ctx, s, pending, []string{"k3"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeExpired(ctx, time.Now()); err != nil || n != 0 {
+		t.Fatalf("purge before any expiry = %d, %v", n, err)
+	}
+	if n, err := s.PurgeExpired(ctx, pending.ExpiresAt); err != nil || n != 1 {
+		t.Fatalf("purge at expiry = %d, %v; want the pending message", n, err)
+	}
+	if msgs, dels, keys := pgTableRows(t, s); msgs+dels+keys != 0 {
+		t.Fatalf("after the expiry purge: %d messages, %d deliveries, %d keys; want none", msgs, dels, keys)
 	}
 }
 
@@ -192,9 +196,7 @@ func TestPostgresConcurrentLastAcks(t *testing.T) {
 // message's last two deliveries and retire it before either commits; the
 // second waits for the first and deletes the message.
 func TestPostgresLastAcksInterleaved(t *testing.T) {
-	onPostgres(t)
-	st, msg := batchTestStore(t)
-	s := unwrapStore(st).(*postgresBrokerStore)
+	s, msg := pgBatchTestStore(t)
 	ctx := context.Background()
 	m := msg("both")
 	if _, _, err := appendOne(ctx, s, m, []string{"k1", "k2"}); err != nil {
