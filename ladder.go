@@ -246,7 +246,11 @@ func (d *Daemon) applyReceiptNotice(ctx context.Context, mesh string, n ReceiptN
 	case err != nil:
 		return err
 	}
-	if row.Mesh != mesh || row.BrokerMessageID != "" && row.BrokerMessageID != n.MessageID || !isHexKey(n.RecipientPubkey) ||
+	// Matched by client_message_id, the broker ids may differ: a re-send
+	// after a lost send_ack is stored anew once the first copy was acked
+	// everywhere, and the recipients, who drop the second copy, name the
+	// first. Matched by broker id, they agree by construction.
+	if row.Mesh != mesh || !isHexKey(n.RecipientPubkey) ||
 		isHexKey(row.TargetSpec) && n.RecipientPubkey != row.TargetSpec && n.RecipientMemberPubkey != row.TargetSpec {
 		d.log.Info("receipt_ignored", "mesh", mesh, "message_id", n.MessageID, "recipient", shortKey(n.RecipientPubkey))
 		return nil

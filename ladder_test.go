@@ -140,6 +140,28 @@ func TestReceiptsCrossAnOfflineSender(t *testing.T) {
 	}
 }
 
+// A re-send after a lost send_ack can be stored anew under another broker
+// id once every recipient acked the first (the SQLite store keeps no
+// message past its last ack): the recipient's inbox drops the second copy,
+// so its receipts name only the first id. Matched by the sender's
+// client_message_id, they still climb the ladder.
+func TestReceiptsForTheFirstIDOfAResentMessage(t *testing.T) {
+	f := newMsgFixture(t, nil)
+	alice := registerTestSession(t, f.d1, f.me, "alice")
+	bob := registerTestSession(t, f.d2, f.bob, "bob")
+	sent := sendAndSettle(t, alice.cl, bob.pub(), "sent twice")
+	waitRung(t, alice.cl, sent.ID, rungDelivered)
+	if _, err := f.d1.outbox.db.Exec(`UPDATE outbox SET broker_message_id = 'id-of-the-resend' WHERE id = ?`, sent.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := callIPC(context.Background(), bob.cl, apiHook, HookRequest{Event: hookUserPromptSubmit}); err != nil {
+		t.Fatal(err)
+	}
+	if l := waitRung(t, alice.cl, sent.ID, rungSurfaced); l.Recipients[0].Via != surfacedViaHooks {
+		t.Fatalf("ladder = %+v", l)
+	}
+}
+
 // A broadcast has one ladder per recipient key, summarised.
 func TestReceiptLadderOfABroadcast(t *testing.T) {
 	f := newMsgFixture(t, nil)
