@@ -13,11 +13,14 @@
 //     completions of each committed batch in commit order (acks and
 //     fan-out), off the writer. A connection's sends are therefore
 //     answered in the order it sent them.
-//   - When writes are arriving steadily (the last commit ended within
-//     lingerWhenBusy) and the batch is small, the writer lingers up to
-//     maxLinger for more before committing, so a moderate load is not
-//     committed one write per transaction; an isolated write commits at
-//     once.
+//   - When writes are arriving faster than the writer commits them (more
+//     than one was waiting when it came for the next batch, and the last
+//     commit ended within lingerWhenBusy) and the batch is still small, the
+//     writer lingers up to maxLinger for more before committing, so a
+//     moderate load is not committed one write per transaction. A write
+//     that finds nothing else waiting commits at once, however recent the
+//     last commit: one DM and then its receipt, each alone, would otherwise
+//     wait out the linger at every hop for company that never comes.
 //   - A client_ack is queued and the socket goes on reading. Marks are
 //     lazier still: they ride along with the next batch that commits
 //     anything else, or commit on their own once markBatch of them wait or
@@ -249,8 +252,8 @@ func (g *groupCommitter) loop() {
 }
 
 // collect adds what is queued to the batch without waiting, then, when
-// writes arrive steadily and the batch is still small, lingers up to
-// maxLinger for it to grow.
+// writes queued up behind one another and the batch is still small,
+// lingers up to maxLinger for it to grow.
 func (g *groupCommitter) collect(w *writerState) {
 	for !w.full() {
 		select {
@@ -261,7 +264,7 @@ func (g *groupCommitter) collect(w *writerState) {
 		}
 		break
 	}
-	if len(w.batch) == 0 || len(w.batch) >= lingerEnough || time.Since(w.lastCommit) > lingerWhenBusy {
+	if len(w.batch) < 2 || len(w.batch) >= lingerEnough || time.Since(w.lastCommit) > lingerWhenBusy {
 		return
 	}
 	deadline := time.NewTimer(maxLinger)
