@@ -93,8 +93,18 @@ func (o *Outbox) receiptsOf(ctx context.Context, cmids []string) (map[string][]r
 	if len(cmids) == 0 {
 		return out, nil
 	}
-	rows, err := o.db.QueryContext(ctx, `SELECT `+receiptColumns+` FROM receipts WHERE client_message_id IN (`+
-		placeholders(len(cmids))+`) ORDER BY client_message_id, recipient_pubkey`, anySlice(cmids)...)
+	q := `SELECT ` + receiptColumns + ` FROM receipts WHERE client_message_id IN (` +
+		placeholders(len(cmids)) + `) ORDER BY client_message_id, recipient_pubkey`
+	var rows *sql.Rows
+	var err error
+	if len(cmids) == 1 {
+		// One message's ladder is read with every receipt and every send:
+		// its statement is kept. Lists of other lengths are rarer and each
+		// length would be a statement of its own.
+		rows, err = o.st.QueryContext(ctx, nil, q, cmids[0])
+	} else {
+		rows, err = o.db.QueryContext(ctx, q, anySlice(cmids)...)
+	}
 	list, err := collect(rows, err, scanReceiptRow)
 	for _, r := range list {
 		out[r.ClientMessageID] = append(out[r.ClientMessageID], r)
@@ -142,7 +152,9 @@ func (o *Outbox) updateReceipt(ctx context.Context, cmid, key string, change fun
 		return err
 	}
 	defer tx.Rollback()
-	r, err := scanReceiptRow(tx.QueryRowContext(ctx, `SELECT `+receiptColumns+` FROM receipts WHERE client_message_id = ? AND recipient_pubkey = ?`, cmid, key))
+	var r receiptRow
+	err = o.st.scanOne(ctx, tx, `SELECT `+receiptColumns+` FROM receipts WHERE client_message_id = ? AND recipient_pubkey = ?`,
+		func(s rowScanner) (err error) { r, err = scanReceiptRow(s); return err }, cmid, key)
 	if errors.Is(err, sql.ErrNoRows) {
 		r, err = receiptRow{ClientMessageID: cmid, RecipientPubkey: key}, nil
 	}
@@ -153,7 +165,7 @@ func (o *Outbox) updateReceipt(ctx context.Context, cmid, key string, change fun
 	if !changed {
 		return nil
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO receipts (client_message_id, recipient_pubkey, recipient_member_pubkey,
+	if _, err := o.st.ExecContext(ctx, tx, `INSERT OR REPLACE INTO receipts (client_message_id, recipient_pubkey, recipient_member_pubkey,
   recipient_name, delivered_at, surfaced_at, surfaced_via, surfaced_confirmed, reported_delivered_at, reported_surfaced_at, shares,
   replied_at, reply_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ClientMessageID, r.RecipientPubkey, nullable(r.RecipientMemberPubkey), nullable(r.RecipientName), nullInt(r.DeliveredAt),

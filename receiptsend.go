@@ -76,7 +76,7 @@ func (b ReceiptBody) rung() string {
 // first; memberKey is this machine's member key there, whose policy applies
 // to sessions without their own.
 func (ib *Inbox) dueReceipts(ctx context.Context, mesh, memberKey string, limit int) ([]dueReceipt, error) {
-	rows, err := ib.db.QueryContext(ctx, `SELECT id, COALESCE(broker_message_id, ''), client_message_id, COALESCE(recipient_pubkey, ''),
+	rows, err := ib.st.QueryContext(ctx, nil, `SELECT id, COALESCE(broker_message_id, ''), client_message_id, COALESCE(recipient_pubkey, ''),
   receipt_to, received_at, COALESCE(surfaced_at, 0), COALESCE(surfaced_via, ''), surfaced_confirmed_at IS NOT NULL,
   COALESCE(receipt_sent, ''),
   COALESCE((SELECT shares FROM receipt_policy p WHERE p.mesh = inbox.mesh AND p.key = inbox.recipient_pubkey),
@@ -92,7 +92,7 @@ FROM inbox WHERE receipt_due = 1 AND mesh = ? ORDER BY received_at LIMIT ?`, mem
 // receiptSent records that the broker took rung for the row, unless the
 // row's surfacing changed since it was read (then it stays due).
 func (ib *Inbox) receiptSent(ctx context.Context, r dueReceipt, rung string) error {
-	_, err := ib.db.ExecContext(ctx, `UPDATE inbox SET receipt_sent = ?, receipt_due = 0
+	_, err := ib.st.ExecContext(ctx, nil, `UPDATE inbox SET receipt_sent = ?, receipt_due = 0
 WHERE id = ? AND COALESCE(surfaced_at, 0) = ? AND COALESCE(surfaced_via, '') = ? AND (surfaced_confirmed_at IS NOT NULL) = ?`,
 		rung, r.ID, r.SurfacedAt, r.Via, r.Confirmed)
 	return err
