@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -178,11 +180,15 @@ func registration(t testing.TB, m Mesh, name string, pid int) (RegisterRequest, 
 // starts building it before the first test, so the build overlaps the
 // in-process tests, and every process test waits for it before it starts
 // any deadline of its own: a cold build cache costs time, never a timeout.
+// A run of benchmarks builds it only when one first asks for it: a build
+// beside a benchmark's timed loop (on a cold cache, every core for most of
+// a minute) would be measured as the benchmark's own latency.
 
 var (
-	binDone = make(chan struct{}) // closed when the build has finished
-	binPath string
-	binErr  error
+	binDone  = make(chan struct{}) // closed when the build has finished
+	binPath  string
+	binErr   error
+	binStart func() // starts the build, once
 )
 
 // TestMain builds the binary in the background during the run and removes
@@ -195,18 +201,28 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "the test binary is not claudemesh; refusing %q\n", os.Args[1:])
 		os.Exit(2)
 	}
+	flag.Parse()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir, err := os.MkdirTemp("", "cmbin")
-	if err != nil {
-		binErr = err
-		close(binDone)
-	} else {
+	var started atomic.Bool
+	binStart = sync.OnceFunc(func() {
+		started.Store(true)
+		if err != nil {
+			binErr = err
+			close(binDone)
+			return
+		}
 		go buildBinary(ctx, filepath.Join(dir, "claudemesh"))
+	})
+	if flag.Lookup("test.bench").Value.String() == "" {
+		binStart()
 	}
 	code := m.Run()
 	stopTestPostgres()
 	cancel() // a run that needed no binary does not wait for its build
-	<-binDone
+	if started.Load() {
+		<-binDone
+	}
 	if dir != "" {
 		os.RemoveAll(dir)
 	}
@@ -231,6 +247,7 @@ func buildBinary(ctx context.Context, path string) {
 // take minutes.
 func claudemeshBinary(t testing.TB) string {
 	t.Helper()
+	binStart()
 	<-binDone
 	if binErr != nil {
 		t.Fatalf("go build: %v", binErr)
