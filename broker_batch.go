@@ -13,14 +13,15 @@
 //     completions of each committed batch in commit order (acks and
 //     fan-out), off the writer. A connection's sends are therefore
 //     answered in the order it sent them.
-//   - When writes are arriving faster than the writer commits them (more
-//     than one was waiting when it came for the next batch, and the last
-//     commit ended within lingerWhenBusy) and the batch is still small, the
-//     writer lingers up to maxLinger for more before committing, so a
-//     moderate load is not committed one write per transaction. A write
-//     that finds nothing else waiting commits at once, however recent the
-//     last commit: one DM and then its receipt, each alone, would otherwise
-//     wait out the linger at every hop for company that never comes.
+//   - When writes are arriving faster than the writer commits them (one
+//     was queued before the previous commit ended, or several wait
+//     together) and the batch is still small, the writer lingers up to
+//     maxLinger for more before committing, so a moderate load is not
+//     committed one write per transaction. A write that reaches an idle
+//     writer and finds nothing else waiting commits at once, however recent
+//     the last commit: one DM and then its receipt, each alone, would
+//     otherwise wait out the linger at every hop for company that never
+//     comes.
 //   - A client_ack is queued and the socket goes on reading. Marks are
 //     lazier still: they ride along with the next batch that commits
 //     anything else, or commit on their own once markBatch of them wait or
@@ -68,6 +69,7 @@ type writeOp struct {
 	mark     *deliveryMark
 	presence *storedPresence
 	saved    chan struct{}
+	queued   time.Time // appends and presences: when the producer queued it
 }
 
 // groupCommitter is the broker's writer goroutine and its completer.
@@ -119,14 +121,14 @@ func (g *groupCommitter) appendMessage(msg storedMessage, recipients []string) (
 // failed. done must not block for long: it holds up every later
 // completion.
 func (g *groupCommitter) appendAsync(op appendOp, done func(appendResult)) {
-	g.ops <- writeOp{append: &op, done: done}
+	g.ops <- writeOp{append: &op, done: done, queued: time.Now()}
 }
 
 // savePresence queues a presence for the next batch, where it is written
 // before that batch's appends; the channel is closed once it is.
 func (g *groupCommitter) savePresence(p storedPresence) <-chan struct{} {
 	saved := make(chan struct{})
-	g.ops <- writeOp{presence: &p, saved: saved}
+	g.ops <- writeOp{presence: &p, saved: saved, queued: time.Now()}
 	return saved
 }
 
@@ -252,7 +254,7 @@ func (g *groupCommitter) loop() {
 }
 
 // collect adds what is queued to the batch without waiting, then, when
-// writes queued up behind one another and the batch is still small,
+// writes are queuing up behind the commits and the batch is still small,
 // lingers up to maxLinger for it to grow.
 func (g *groupCommitter) collect(w *writerState) {
 	for !w.full() {
@@ -264,7 +266,8 @@ func (g *groupCommitter) collect(w *writerState) {
 		}
 		break
 	}
-	if len(w.batch) < 2 || len(w.batch) >= lingerEnough || time.Since(w.lastCommit) > lingerWhenBusy {
+	if len(w.batch) == 0 || len(w.batch) >= lingerEnough || time.Since(w.lastCommit) > lingerWhenBusy ||
+		len(w.batch) == 1 && w.batch[0].queued.After(w.lastCommit) {
 		return
 	}
 	deadline := time.NewTimer(maxLinger)
