@@ -613,8 +613,20 @@ func (c *rpcConn) write(ctx context.Context, frame any) error {
 func (c *rpcConn) writeRaw(ctx context.Context, data []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %v", errLinkClosed, err)
+	}
+	// The WebSocket library drops the whole connection, without a close
+	// frame, when a write's context ends mid-write. A caller that gives up
+	// (the daemon stopping) must not do that: the link's own close then
+	// says "leave", and the broker ends the presence at once instead of
+	// keeping it for the grace window. Only the deadline bounds the write.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if d, ok := ctx.Deadline(); ok {
+		wctx, cancel = context.WithDeadline(wctx, d)
+		defer cancel()
+	}
 	if err := c.ws.Write(wctx, websocket.MessageText, data); err != nil {
 		return fmt.Errorf("%w: %v", errLinkClosed, err)
 	}
