@@ -189,6 +189,8 @@ type cli struct {
 	daemonResult ensureResult
 	daemonClient *DaemonClient
 	coldNoteOnce sync.Once
+
+	userConfig configCache
 }
 
 func newCLI(env Env, table []*command) *cli {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -82,9 +83,38 @@ func (c *cli) runningDaemon(ctx context.Context) *DaemonClient {
 }
 
 // loadUserConfig reads the config this invocation sees (inside a launched
-// session: that session's one-mesh config).
+// session: that session's one-mesh config). The result is shared between
+// callers: they read it and never change it.
 func (c *cli) loadUserConfig() (*Config, error) {
-	return loadConfig(c.Paths().ConfigFile())
+	return c.userConfig.load(c.Paths().ConfigFile())
+}
+
+// configCache keeps the config last read: a verb reads it more than once
+// (the mesh check, then the verb itself), and decoding it again is a
+// noticeable share of a short verb. It holds only while the file is the one
+// read (same inode, size and modification time), so a verb that writes the
+// config and reads it again sees what it wrote.
+type configCache struct {
+	mu   sync.Mutex
+	path string
+	file os.FileInfo
+	cfg  *Config
+}
+
+func (cc *configCache) load(path string) (*Config, error) {
+	st, statErr := os.Stat(path)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if statErr == nil && cc.cfg != nil && cc.path == path && os.SameFile(st, cc.file) &&
+		st.Size() == cc.file.Size() && st.ModTime().Equal(cc.file.ModTime()) {
+		return cc.cfg, nil
+	}
+	cfg, err := loadConfig(path)
+	cc.cfg = nil
+	if err == nil && statErr == nil {
+		cc.path, cc.file, cc.cfg = path, st, cfg
+	}
+	return cfg, err
 }
 
 // needMesh refuses a verb that works on a mesh when this machine has none

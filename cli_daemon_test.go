@@ -802,3 +802,36 @@ func TestForegroundDaemonIgnoresConfigDir(t *testing.T) {
 		t.Fatalf("daemon attached to %v (%v), want alpha from ~/.claudemesh only", hl.Brokers, err)
 	}
 }
+
+// The config cache answers a second read without decoding again, and sees
+// every write: an atomic rewrite, an edit in place, a removal.
+func TestConfigCacheSeesEveryWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	var cc configCache
+	if err := saveConfig(path, &Config{Version: 1, DisplayName: "one"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := cc.load(path)
+	if err != nil || first.DisplayName != "one" {
+		t.Fatalf("load = %+v, %v", first, err)
+	}
+	if again, _ := cc.load(path); again != first {
+		t.Fatal("an unchanged file was decoded again")
+	}
+	if err := saveConfig(path, &Config{Version: 1, DisplayName: "two"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cc.load(path); got.DisplayName != "two" {
+		t.Fatalf("after a rewrite: %q, want two", got.DisplayName)
+	}
+	if err := os.WriteFile(path, []byte(`{"version":1,"displayName":"three, longer"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cc.load(path); got.DisplayName != "three, longer" {
+		t.Fatalf("after an edit in place: %q", got.DisplayName)
+	}
+	os.Remove(path)
+	if got, err := cc.load(path); err != nil || got.DisplayName != "" {
+		t.Fatalf("after removal: %+v, %v", got, err)
+	}
+}

@@ -69,6 +69,22 @@ func TestSendReportsTheLadder(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("send --wait 0 took %s", el)
 	}
+
+	// To a key, --wait 0 asks the broker for nothing, not even who the key
+	// is: the key is all it can name, and whether bert is online stays
+	// unsaid.
+	r = runCLI(t, env, "send", b.pub(), "no waiting, by key", "--wait", "0")
+	if r.code != 0 || !strings.Contains(r.stdout, "queued for "+shortKey(b.pub())) {
+		t.Fatalf("send <key> --wait 0 = %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCLI(t, env, "send", b.pub(), "no waiting, by key, json", "--wait", "0", "--json")
+	var queued map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &queued); err != nil || queued["status"] != "queued" {
+		t.Fatalf("send <key> --wait 0 --json = %v\n%s%s", err, r.stdout, r.stderr)
+	}
+	if online := queued["recipientOnline"]; online != nil {
+		t.Fatalf("send <key> --wait 0 --json says recipientOnline = %v: it asked the broker", online)
+	}
 }
 
 // The ladder in words, rung by rung: a table of what send prints.

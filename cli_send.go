@@ -110,7 +110,7 @@ func setupSend(fs *flagSet) runFunc {
 	fs.BoolVar(&f.self, "self", false, "to your own member key: one copy to each of your other live sessions")
 	fs.StringVar(&f.clientID, "client-id", "", "the message's client_message_id: retry a failed send with the id it printed and it is delivered once")
 	fs.StringVar(&f.file, "file", "", "send this file's text as the message")
-	fs.DurationVar(&f.wait, "wait", sendWait, "wait up to this long for the broker and the recipient's receipts (0: return once queued)")
+	fs.DurationVar(&f.wait, "wait", sendWait, "wait up to this long for the broker and the recipient's receipts (0: return once queued, without asking who is online)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		const usage = "usage: claudemesh send <to> <message…> (or - to read it from stdin, or --file <path>)"
 		if len(args) < 1 {
@@ -460,11 +460,16 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		}
 		return c.reportSend(out, label, out.Online, m.via())
 	}
-	if direct {
-		loadPeers(mesh) // a daemon that did not say (an older one, or its broker link is down)
+	// A daemon that did not say (an older one, or its broker link is
+	// down): ask for the peer list. Not with --wait 0 through the daemon,
+	// which returns once the message is durable and waits on the broker
+	// for nothing, a peer list included: who the key is and whether it is
+	// online stay unsaid.
+	if direct && (msg.wait > 0 || m.via() != "daemon") {
+		loadPeers(mesh)
 	}
 	var online *bool
-	if isHexKey(target) && peersErr == nil {
+	if isHexKey(target) && loaded && peersErr == nil {
 		on := false
 		for _, p := range peers {
 			if p.Pubkey == target && (out.Mesh == "" || p.Mesh == out.Mesh) {
