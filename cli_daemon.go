@@ -96,7 +96,6 @@ func (c *cli) loadUserConfig() (*Config, error) {
 // config and reads it again sees what it wrote.
 type configCache struct {
 	mu   sync.Mutex
-	path string
 	file os.FileInfo
 	cfg  *Config
 }
@@ -105,14 +104,14 @@ func (cc *configCache) load(path string) (*Config, error) {
 	st, statErr := os.Stat(path)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if statErr == nil && cc.cfg != nil && cc.path == path && os.SameFile(st, cc.file) &&
+	if statErr == nil && cc.cfg != nil && os.SameFile(st, cc.file) &&
 		st.Size() == cc.file.Size() && st.ModTime().Equal(cc.file.ModTime()) {
 		return cc.cfg, nil
 	}
 	cfg, err := loadConfig(path)
 	cc.cfg = nil
 	if err == nil && statErr == nil {
-		cc.path, cc.file, cc.cfg = path, st, cfg
+		cc.file, cc.cfg = st, cfg
 	}
 	return cfg, err
 }

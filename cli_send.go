@@ -460,12 +460,12 @@ func runSend(ctx context.Context, c *cli, m messenger, f sendFlags, to, text str
 		}
 		return c.reportSend(out, label, out.Online, m.via())
 	}
-	// A daemon that did not say (an older one, or its broker link is
-	// down): ask for the peer list. Not with --wait 0 through the daemon,
-	// which returns once the message is durable and waits on the broker
-	// for nothing, a peer list included: who the key is and whether it is
-	// online stay unsaid.
-	if direct && (msg.wait > 0 || m.via() != "daemon") {
+	// The daemon was asked (only when the send waits) and did not say: an
+	// older one, or its broker link is down. With --wait 0 it was not
+	// asked, and the send waits on the broker for nothing, a peer list
+	// included: who the key is and whether it is online stay unsaid. (The
+	// cold path read the list beside the send.)
+	if direct && msg.wait > 0 {
 		loadPeers(mesh)
 	}
 	var online *bool
